@@ -1,0 +1,299 @@
+"""The ``gan-audit`` command line (click).
+
+Commands are thin: parse, build the config, call the library, print. Results go
+to stdout, progress and logs to stderr. A user error (:class:`AuditError`) exits
+with code 2 and one message; ``--debug`` shows the traceback instead.
+
+Heavy libraries (torch, fairlearn, weasyprint) are imported inside the commands
+that need them, so ``gan-audit --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from audit._version import __version__
+from audit.errors import AuditError
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class AuditGroup(click.Group):
+    """A click group that turns :class:`AuditError` into one message and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AuditError as exc:
+            if ctx.find_root().params.get("debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the run folder is consistent; run the same command again "
+                       "to resume.", err=True)
+            ctx.exit(130)
+
+
+def not_built(what: str, issue: int) -> NoReturn:
+    """Stop a command whose stage is not built yet, saying so plainly."""
+    raise AuditError(f"{what} is not built yet in gan-audit {__version__} (tracked as issue "
+                     f"{issue}). Nothing was run or written.")
+
+
+@click.group(cls=AuditGroup, context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="gan-audit")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+def cli(debug: bool) -> None:
+    """Audit a GAN for bias through what its discriminator knows.
+
+    Record discriminator activations on labelled real images, train concept
+    decoders on them, decode real and generated images, and measure how
+    protected groups are represented and scored. Writes an HTML/PDF/JSON report.
+
+    \b
+    Example:
+      gan-audit demo --out reports/demo
+      gan-audit run audit.yaml --no-pdf
+    """
+
+
+# ---------------------------------------------------------------- main job
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/demo"),
+              show_default=True, help="Run folder to write.")
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF report (HTML and JSON only).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+              show_default=True)
+def demo(out: Path, no_pdf: bool, device: str) -> None:
+    """Run the whole audit on the embedded demo (digits with planted bias).
+
+    \b
+    Example:
+      gan-audit demo --out reports/demo
+    """
+    not_built("The demo (gan-audit demo)", 7)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default: 'out' of the config).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="Device for extraction and decoders (default: the config's).")
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF report.")
+def run(config: Path, out: Path | None, device: str | None, no_pdf: bool) -> None:
+    """Run every stage of an audit described by CONFIG.yaml.
+
+    \b
+    Example:
+      gan-audit run examples/celeba_stylegan2.yaml --out reports/celeba
+    """
+    not_built("gan-audit run", 7)
+
+
+# ---------------------------------------------------------------- stages
+
+
+@cli.command()
+@click.argument("model_spec")
+@click.option("--image-size", type=int, default=None, help="Input size of the dummy batch.")
+@click.option("--channels", type=int, default=None, help="Input channels of the dummy batch.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def layers(model_spec: str, image_size: int | None, channels: int | None, as_json: bool) -> None:
+    """List a discriminator's layers with output shapes and batch dependence.
+
+    \b
+    Example:
+      gan-audit layers builtin:digits-dcgan
+      gan-audit layers torchscript:D.pt --image-size 64 --channels 3 --json
+    """
+    not_built("gan-audit layers", 3)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
+def extract(config: Path, out: Path | None, device: str | None) -> None:
+    """Record discriminator activations (paired, real and generated images).
+
+    \b
+    Example:
+      gan-audit extract audit.yaml
+      torchrun --nproc-per-node 2 -m audit extract audit.yaml
+    """
+    not_built("gan-audit extract", 3)
+
+
+@cli.command("train-decoders")
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
+def train_decoders(config: Path, out: Path | None, device: str | None) -> None:
+    """Train the concept decoders on recorded activations (layer sweep).
+
+    \b
+    Example:
+      gan-audit train-decoders audit.yaml
+    """
+    not_built("gan-audit train-decoders", 4)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None)
+def measure(config: Path, out: Path | None) -> None:
+    """Measure representation and treatment from predictions.parquet.
+
+    \b
+    Example:
+      gan-audit measure audit.yaml
+    """
+    not_built("gan-audit measure", 5)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("images", nargs=-1, required=True)
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
+              help="Write the table as CSV here (default: print JSON).")
+def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None) -> None:
+    """Decode concepts of any images with a run's decoders.
+
+    \b
+    Example:
+      gan-audit decode reports/demo samples/*.png --csv decoded.csv
+    """
+    not_built("gan-audit decode", 4)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--no-pdf", is_flag=True, help="Skip the PDF.")
+def report(run_dir: Path, no_pdf: bool) -> None:
+    """Render report.html and report.pdf from results.json and the review log.
+
+    \b
+    Example:
+      gan-audit report reports/demo --no-pdf
+    """
+    not_built("gan-audit report", 6)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("finding_id", required=False)
+@click.option("--status", type=click.Choice(["accepted", "disputed", "mitigated",
+                                             "false-positive"]), default=None)
+@click.option("--note", default="", help="The reviewer's note.")
+@click.option("--reviewer", default=None, help="The reviewer's name.")
+def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
+           reviewer: str | None) -> None:
+    """List findings with their review status, or record a review of one.
+
+    \b
+    Example:
+      gan-audit review reports/demo
+      gan-audit review reports/demo F-REP-tone-dark --status accepted \\
+          --note "confirmed by sampling" --reviewer "A. Auditor"
+    """
+    not_built("gan-audit review", 6)
+
+
+@cli.command()
+@click.argument("run_a", type=click.Path(path_type=Path))
+@click.argument("run_b", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True)
+@click.option("--no-pdf", is_flag=True)
+def compare(run_a: Path, run_b: Path, out: Path, no_pdf: bool) -> None:
+    """Compare two audits (e.g. two checkpoints of one GAN).
+
+    \b
+    Example:
+      gan-audit compare reports/ckpt-100k reports/ckpt-200k --out reports/compare
+    """
+    not_built("gan-audit compare", 6)
+
+
+# ---------------------------------------------------------------- concept sets
+
+
+@cli.group("concept-sets", context_settings=CONTEXT_SETTINGS)
+def concept_sets() -> None:
+    """List, show and validate concept sets.
+
+    \b
+    Example:
+      gan-audit concept-sets list
+    """
+
+
+@concept_sets.command("list")
+def concept_sets_list() -> None:
+    """List the bundled concept sets.
+
+    \b
+    Example:
+      gan-audit concept-sets list
+    """
+    from audit.concepts import bundled_concept_sets, load_concept_set
+
+    rows = []
+    for name in bundled_concept_sets():
+        cs = load_concept_set(name)
+        rows.append((name, str(len(cs.concepts)),
+                     ", ".join(c.name for c in cs.protected) or "-"))
+    header = ("name", "concepts", "protected concepts")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
+    for r in [header, *rows]:
+        click.echo(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]}")
+
+
+@concept_sets.command("show")
+@click.argument("name")
+def concept_sets_show(name: str) -> None:
+    """Print a concept set's YAML (bundled name or file path).
+
+    \b
+    Example:
+      gan-audit concept-sets show celeba_protected
+    """
+    from audit.concepts import bundled_concept_sets, load_concept_set
+
+    load_concept_set(name)  # validates, with a clear error for unknown names
+    path = bundled_concept_sets().get(name, Path(name))
+    click.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
+@concept_sets.command("validate")
+@click.argument("file", type=click.Path(path_type=Path))
+def concept_sets_validate(file: Path) -> None:
+    """Check a concept set file; list every problem with its location.
+
+    \b
+    Example:
+      gan-audit concept-sets validate my_concepts.yaml
+    """
+    from audit.concepts import load_concept_set
+
+    cs = load_concept_set(file)
+    click.echo(f"{file}: valid concept set {cs.name!r}: {len(cs.concepts)} concepts "
+               f"({', '.join(cs.names)}), protected: "
+               f"{', '.join(c.name for c in cs.protected) or 'none'}, "
+               f"{len(cs.intersections)} intersection(s)")
+
+
+def main() -> None:
+    """Console entry point."""
+    cli.main(prog_name="gan-audit")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

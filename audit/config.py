@@ -1,0 +1,276 @@
+"""The one typed audit configuration (YAML, validated with pydantic).
+
+Defaults live here and only here: the CLI and the library read them from these
+models. Unknown keys are errors, so a typo is never silently ignored. Relative
+paths resolve against the folder of the config file.
+
+Example (``examples/`` has commented ones)::
+
+    name: my-audit
+    concept_set: celeba_protected            # bundled name or path to a YAML file
+    discriminator: {spec: "pickle:network.pkl#D", code_path: stylegan2-ada-pytorch,
+                    trust_pickle: true, layers: auto}
+    generator: {spec: "pickle:network.pkl#G_ema", code_path: stylegan2-ada-pytorch,
+                trust_pickle: true, n: 2000, seed: 0}
+    paired: {source: "celeba:data/celeba", n: 3000}
+    real:   {source: "celeba:data/celeba", partition: test, n: 2000}
+    measure: {min_group_n: 30, exclude_below_share: 0.02, n_boot: 1000, alpha: 0.05}
+    out: reports/my-audit
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
+                      model_validator)
+
+from audit._yaml import read_yaml, validate
+from audit.errors import ConfigError
+
+__all__ = [
+    "AuditConfig", "DiscriminatorConfig", "GeneratorConfig", "ImageSourceConfig",
+    "DecoderSettings", "MeasureSettings", "ReportSettings", "load_config", "config_from_dict",
+    "Device", "Pooling",
+]
+
+Device = Literal["auto", "cpu", "cuda", "mps"]
+Pooling = Literal["avg", "avgmax", "grid2", "flatten"]
+
+# Spec prefixes whose remainder is a filesystem path (resolved against the config's folder).
+_PATH_PREFIXES = ("torchscript:", "pickle:", "folder:", "celeba:", "idx:", "npz:", "classfolders:")
+
+
+def _base_dir(info: ValidationInfo) -> Path | None:
+    ctx = info.context or {}
+    base = ctx.get("base_dir")
+    return Path(base) if base is not None else None
+
+
+def _resolve_path(value: Path, info: ValidationInfo) -> Path:
+    base = _base_dir(info)
+    if base is not None and not value.is_absolute():
+        return (base / value).resolve()
+    return value
+
+
+def resolve_spec(spec: str, base: Path | None) -> str:
+    """Resolve the path part of a model or image spec against ``base``.
+
+    ``pickle:net.pkl#D`` -> ``pickle:/abs/net.pkl#D``; ``python:pkg.mod:make`` is left
+    alone unless the module is a ``.py`` path; ``builtin:`` specs are never paths.
+    """
+    if base is None:
+        return spec
+    for prefix in _PATH_PREFIXES:
+        if spec.startswith(prefix):
+            rest = spec[len(prefix):]
+            path, hash_, key = rest.partition("#")
+            if path and not Path(path).is_absolute():
+                path = str((base / path).resolve())
+            return f"{prefix}{path}{hash_}{key}"
+    if spec.startswith("python:"):
+        module, sep, call = spec[len("python:"):].rpartition(":")
+        if module.endswith(".py") and not Path(module).is_absolute():
+            module = str((base / module).resolve())
+        return f"python:{module}{sep}{call}"
+    return spec
+
+
+def _resolve_spec(value: str, info: ValidationInfo) -> str:
+    return resolve_spec(value, _base_dir(info))
+
+
+def _check_spec(value: str) -> str:
+    known = ("builtin:", "python:") + _PATH_PREFIXES
+    if not value.startswith(known):
+        raise ValueError(
+            f"unknown spec {value!r}; it must start with one of "
+            f"{', '.join(k.rstrip(':') for k in known)} followed by ':' "
+            f"(for example builtin:digits-dcgan or torchscript:model.pt)")
+    return value
+
+
+RelPath = Annotated[Path, AfterValidator(_resolve_path)]
+Spec = Annotated[str, AfterValidator(_check_spec), AfterValidator(_resolve_spec)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelConfig(_Section):
+    """How to load a model (discriminator or generator) from a spec."""
+
+    spec: Spec = Field(description="builtin:NAME | torchscript:PATH | python:MODULE:CALLABLE | "
+                                   "pickle:PATH#KEY")
+    kwargs: dict[str, Any] = Field(default_factory=dict,
+                                   description="keyword arguments of a python: factory")
+    weights: RelPath | None = Field(None, description="state_dict file, loaded with "
+                                                      "weights_only=True")
+    weights_key: str | None = Field(None, description="key of the state_dict inside the "
+                                                      "weights file")
+    code_path: RelPath | None = Field(None, description="folder put on sys.path before "
+                                                        "unpickling (e.g. the StyleGAN repo)")
+    trust_pickle: bool = Field(False, description="allow pickle: specs (a pickle can run "
+                                                  "arbitrary code)")
+    class_label: int | None = Field(None, description="class label for conditional models")
+    num_classes: int | None = Field(None, ge=1, description="size of the one-hot class "
+                                                            "vector of a conditional model")
+
+
+class DiscriminatorConfig(ModelConfig):
+    """The discriminator to audit and which of its layers to record."""
+
+    layers: Literal["auto"] | list[str] = "auto"
+    include_batch_dependent: bool = False
+    pooling: Pooling = "avg"
+    max_dim: int = Field(4096, ge=1, description="flatten pooling: project to at most this "
+                                                 "many features")
+    image_size: int | None = Field(None, ge=1)
+    channels: int | None = Field(None, ge=1)
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    batch_size: int = Field(64, ge=1)
+    score_output: Literal["logit", "probability"] = "logit"
+
+
+class GeneratorConfig(ModelConfig):
+    """The generator whose samples are audited."""
+
+    n: int = Field(2000, ge=1, description="number of images to generate")
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    latent_dim: int | None = Field(None, ge=1)
+    truncation: float | None = Field(None, gt=0)
+    save_png: bool = False
+
+
+class ImageSourceConfig(_Section):
+    """A set of images (and labels where known)."""
+
+    source: Spec = Field(description="folder:DIR | celeba:DIR | classfolders:DIR | idx:FILE | "
+                                     "npz:FILE | builtin:NAME")
+    labels: RelPath | None = Field(None, description="CSV with an image column and one column "
+                                                     "per concept label source")
+    image_column: str = "image"
+    label_file: RelPath | None = Field(None, description="IDX label file for idx: sources")
+    partition: Literal["train", "valid", "test", "all"] = "all"
+    n: int | None = Field(None, ge=1, description="use at most this many images (seeded)")
+    seed: int = 0
+    on_bad_image: Literal["skip", "stop"] = "skip"
+
+
+class GeneratedImagesConfig(_Section):
+    """Generated images given as files instead of a generator."""
+
+    images: ImageSourceConfig
+
+
+class DecoderSettings(_Section):
+    """Training of the concept decoders (one MLP per layer)."""
+
+    hidden: list[int] = Field(default_factory=lambda: [256])
+    dropout: float = Field(0.2, ge=0, lt=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    max_epochs: int = Field(300, ge=1)
+    patience: int = Field(20, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="None: full batch")
+    class_balanced: bool = False
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    seed: int = 0
+    calibrate: bool = True
+    layer: dict[str, str] = Field(default_factory=dict,
+                                  description="fix the layer of a concept: {concept: layer}")
+    min_selectivity: float = Field(0.05, ge=0, le=1,
+                                   description="below this, a concept is not decodable")
+
+    @model_validator(mode="after")
+    def _split_sums_to_one(self) -> "DecoderSettings":
+        if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
+            raise ValueError(f"split must be three positive fractions (train, validation, test) "
+                             f"summing to 1, got {list(self.split)}")
+        return self
+
+
+class MeasureSettings(_Section):
+    """Thresholds and statistics of the measure stage."""
+
+    min_group_n: int = Field(30, ge=1, description="below this, numbers but no verdict")
+    exclude_below_share: float = Field(0.02, ge=0, lt=1,
+                                       description="groups under this share may be excluded "
+                                                   "from impact ratios")
+    n_boot: int = Field(1000, ge=0)
+    alpha: float = Field(0.05, gt=0, lt=1)
+    seed: int = 0
+    interval: Literal["percentile", "bca"] = "percentile"
+    stratified: bool = False
+    reference: Literal["real", "uniform"] = "real"
+    under_margin: float = Field(0.05, ge=0, le=1,
+                                description="a group whose corrected share falls this far below "
+                                            "the reference is under-represented")
+    coverage_floor: float = Field(0.01, ge=0, le=1,
+                                  description="a generated share under this signals missing "
+                                              "coverage")
+    unknown_below: float = Field(0.0, ge=0, le=1,
+                                 description="decoded max probability under this -> 'unknown'")
+    impact_threshold: float = Field(0.8, gt=0, le=1, description="four-fifths rule")
+    accept_threshold: float = Field(0.0, description="D score above which an image is accepted "
+                                                     "as real (0 for a logit)")
+    weak_decoder_below: float = Field(0.8, ge=0, le=1,
+                                      description="per-group held-out accuracy under this marks "
+                                                  "a finding low confidence")
+
+
+class ReportSettings(_Section):
+    """What the report shows."""
+
+    title: str | None = None
+    pdf: bool = True
+    samples_per_group: int = Field(16, ge=0)
+
+
+class AuditConfig(_Section):
+    """A whole audit: models, images, concept set, and stage settings."""
+
+    name: str = Field("audit", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    concept_set: str = "digits_tone"
+    discriminator: DiscriminatorConfig
+    generator: GeneratorConfig | None = None
+    generated: GeneratedImagesConfig | None = None
+    paired: ImageSourceConfig
+    real: ImageSourceConfig
+    decoders: DecoderSettings = Field(default_factory=DecoderSettings)
+    measure: MeasureSettings = Field(default_factory=MeasureSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    device: Device = "auto"
+    out: RelPath = Path("reports/audit")
+
+    @model_validator(mode="after")
+    def _one_generated_source(self) -> "AuditConfig":
+        if (self.generator is None) == (self.generated is None):
+            raise ValueError("give exactly one of 'generator' (a model to sample) or "
+                             "'generated' (a folder of generated images)")
+        return self
+
+
+def config_from_dict(data: Any, *, source: str = "<config>",
+                     base_dir: Path | None = None) -> AuditConfig:
+    """Validate a config mapping; relative paths resolve against ``base_dir``."""
+    cfg = validate(AuditConfig, data, source=source, context={"base_dir": base_dir})
+    if isinstance(data, dict) and "concept_set" in data and base_dir is not None:
+        cs = str(cfg.concept_set)
+        if cs.endswith((".yaml", ".yml")) and not Path(cs).is_absolute():
+            cfg = cfg.model_copy(update={"concept_set": str((base_dir / cs).resolve())})
+    return cfg
+
+
+def load_config(path: str | Path) -> AuditConfig:
+    """Read and validate an audit config file.
+
+    Raises :class:`ConfigError` naming the file, the field path and the fix.
+    """
+    path = Path(path)
+    data = read_yaml(path, error=ConfigError)
+    return config_from_dict(data, source=str(path), base_dir=path.resolve().parent)

@@ -1,0 +1,59 @@
+"""One family of user-facing errors.
+
+Every error a user can cause (a bad config, a missing file, a misspelled layer)
+is an :class:`AuditError`. Its message says what is wrong, where, and how to fix
+it. The CLI catches ``AuditError`` once, prints the message on stderr and exits
+with code 2; anything else is a bug and shows a traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditError",
+    "ConfigError",
+    "ConceptSetError",
+    "ModelLoadError",
+    "LayerError",
+    "DataError",
+    "DependencyError",
+    "RunFolderError",
+    "ReviewError",
+]
+
+
+class AuditError(Exception):
+    """Base of every error caused by user input; exit code 2 in the CLI."""
+
+    exit_code = 2
+
+
+class ConfigError(AuditError):
+    """The audit configuration file is malformed or invalid."""
+
+
+class ConceptSetError(ConfigError):
+    """A concept set file is malformed or invalid."""
+
+
+class ModelLoadError(AuditError):
+    """A model spec does not resolve, or the weights do not fit the model."""
+
+
+class LayerError(AuditError):
+    """A requested layer does not exist or captured nothing."""
+
+
+class DataError(AuditError):
+    """Images or labels are missing, unreadable or inconsistent."""
+
+
+class DependencyError(AuditError):
+    """An optional dependency is missing; the message says what to install."""
+
+
+class RunFolderError(AuditError):
+    """A run folder is missing files, from another version, or not writable."""
+
+
+class ReviewError(AuditError):
+    """A review command names an unknown finding, status or reviewer."""

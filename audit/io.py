@@ -1,0 +1,117 @@
+"""Files at the edges: atomic writes and content hashes.
+
+Every file of a run folder is written to a temporary file in the same folder
+and renamed into place, so an interrupted run never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from audit.errors import RunFolderError
+
+__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "sha256_bytes", "sha256_file", "ensure_dir", "to_jsonable"]
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents); a clear error if it is a file or not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path}: exists and is a file, not a folder. Choose another "
+                             f"output folder (--out) or remove the file.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot create the folder ({exc.strerror}). Choose a "
+                             f"writable output folder with --out.") from exc
+    if not os.access(path, os.W_OK):
+        raise RunFolderError(f"{path}: the folder is not writable. Choose a writable output "
+                             f"folder with --out, or fix its permissions.")
+    return path
+
+
+@contextmanager
+def atomic_path(path: Path, *, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place on success.
+
+    On any exception the temporary file is removed and ``path`` is untouched.
+    Use it for writers that want a file name (``np.save``, ``df.to_parquet``,
+    ``safetensors.save_file``).
+    """
+    path = Path(path)
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.errno == 28:  # ENOSPC
+            raise RunFolderError(f"{path}: the disk is full; nothing was half-written. Free "
+                                 f"some space and run the same command again.") from exc
+        raise
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(value: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and tuples to plain JSON values; NaN becomes None."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+        return to_jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def atomic_write_json(path: Path, data: Any, *, indent: int = 2) -> None:
+    """Write ``data`` as JSON atomically (numpy values converted; NaN written as null)."""
+    text = json.dumps(to_jsonable(data), indent=indent, ensure_ascii=False, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path, *, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
