@@ -1,0 +1,182 @@
+"""The demo DCGAN for 32 x 32 grey images, and its committed weights.
+
+``builtin:digits-dcgan`` resolves to :func:`builtin_discriminator` and
+:func:`builtin_generator`. The weights live next to this module in
+``weights/*.safetensors`` (loaded with safetensors, never pickle), with their
+sha256 in ``weights/SHA256SUMS``; ``python -m audit.demo.train`` reproduces them.
+
+The discriminator has no batch normalisation: its output for an image does not
+depend on the other images in the batch. It trains with spectral normalisation,
+which is folded into the plain weights before they are saved.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from audit.errors import ModelLoadError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = [
+    "LATENT_DIM",
+    "WEIGHTS_DIR",
+    "DigitsGenerator",
+    "DigitsDiscriminator",
+    "builtin_discriminator",
+    "builtin_generator",
+    "read_sha256sums",
+]
+
+LATENT_DIM = 64
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+GENERATOR_FILE = "generator.safetensors"
+DISCRIMINATOR_FILE = "discriminator.safetensors"
+SUMS_FILE = "SHA256SUMS"
+_RETRAIN = "python -m audit.demo.train"
+
+
+def _nn():  # lazy: importing this module must not import torch
+    import torch
+    from torch import nn
+
+    return torch, nn
+
+
+def DigitsGenerator(latent_dim: int = LATENT_DIM) -> nn.Module:  # noqa: N802 (a class factory)
+    """The demo generator: z (N x latent_dim) -> images (N x 1 x 32 x 32, tanh, in [-1, 1]).
+
+    ``project`` (linear to 128 x 4 x 4, batch norm, ReLU), then ``blocks.0``..``blocks.1``
+    (transposed conv 4 x 4 stride 2, batch norm, ReLU: 8 x 8, 16 x 16), then ``head``
+    (transposed conv to 1 x 32 x 32 and tanh). About 0.3 M parameters.
+    """
+    return _generator_class()(latent_dim)
+
+
+def DigitsDiscriminator(*, spectral_norm: bool = False) -> nn.Module:  # noqa: N802
+    """The demo discriminator: images (N x 1 x 32 x 32, [-1, 1]) -> logits (N x 1).
+
+    ``blocks.0``..``blocks.3`` are conv + LeakyReLU(0.2) with outputs 32 x 16 x 16,
+    64 x 8 x 8, 128 x 4 x 4 and 128 x 4 x 4; ``head`` flattens and maps to one logit
+    (higher = more real). No batch norm, so a logit depends on its image alone.
+    ``spectral_norm=True`` wraps every weight in spectral normalisation (training).
+    """
+    return _discriminator_class()(spectral_norm=spectral_norm)
+
+
+_CLASSES: dict[str, type] = {}
+
+
+def _generator_class() -> type:
+    if "G" not in _CLASSES:
+        torch, nn = _nn()
+
+        class _DigitsGenerator(nn.Module):
+            def __init__(self, latent_dim: int = LATENT_DIM) -> None:
+                super().__init__()
+                self.latent_dim = latent_dim
+                self.project = nn.Sequential(
+                    nn.Linear(latent_dim, 128 * 4 * 4, bias=False),
+                    nn.Unflatten(1, (128, 4, 4)),
+                    nn.BatchNorm2d(128),
+                    nn.ReLU(),
+                )
+                self.blocks = nn.Sequential(
+                    nn.Sequential(nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False),
+                                  nn.BatchNorm2d(64), nn.ReLU()),
+                    nn.Sequential(nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False),
+                                  nn.BatchNorm2d(32), nn.ReLU()),
+                )
+                self.head = nn.Sequential(nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh())
+
+            def forward(self, z: torch.Tensor) -> torch.Tensor:
+                return self.head(self.blocks(self.project(z)))
+
+        _DigitsGenerator.__name__ = _DigitsGenerator.__qualname__ = "DigitsGenerator"
+        _CLASSES["G"] = _DigitsGenerator
+    return _CLASSES["G"]
+
+
+def _discriminator_class() -> type:
+    if "D" not in _CLASSES:
+        torch, nn = _nn()
+        from torch.nn.utils.parametrizations import spectral_norm as sn
+
+        class _DigitsDiscriminator(nn.Module):
+            def __init__(self, *, spectral_norm: bool = False) -> None:
+                super().__init__()
+                wrap = sn if spectral_norm else (lambda m: m)
+                chans = [(1, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 128, 4, 2, 1),
+                         (128, 128, 3, 1, 1)]
+                self.blocks = nn.Sequential(*[
+                    nn.Sequential(wrap(nn.Conv2d(i, o, k, s, p)), nn.LeakyReLU(0.2))
+                    for i, o, k, s, p in chans])
+                self.head = nn.Sequential(nn.Flatten(), wrap(nn.Linear(128 * 4 * 4, 1)))
+
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                return self.head(self.blocks(x))
+
+        _DigitsDiscriminator.__name__ = _DigitsDiscriminator.__qualname__ = "DigitsDiscriminator"
+        _CLASSES["D"] = _DigitsDiscriminator
+    return _CLASSES["D"]
+
+
+# ---------------------------------------------------------------- committed weights
+
+
+def read_sha256sums(path: Path) -> dict[str, str]:
+    """Parse a ``sha256sum``-style file (``<hex>  <name>`` per line) into {name: hex}."""
+    sums: dict[str, str] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip().lstrip("*")] = digest.lower()
+    return sums
+
+
+def _load_weights(name: str, model: nn.Module, weights_dir: Path | None = None) -> nn.Module:
+    """Verify ``weights_dir/name`` against SHA256SUMS, load it into ``model``, set eval mode."""
+    from safetensors.torch import load_file
+
+    from audit.io import sha256_file
+
+    folder = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
+    path, sums_path = folder / name, folder / SUMS_FILE
+    if not path.is_file() or not sums_path.is_file():
+        missing = path if not path.is_file() else sums_path
+        raise ModelLoadError(f"builtin:digits-dcgan: {missing} is missing. Re-create the demo "
+                             f"weights with `{_RETRAIN}` (or reinstall gan-audit).")
+    expected = read_sha256sums(sums_path).get(name)
+    actual = sha256_file(path)
+    if expected != actual:
+        raise ModelLoadError(
+            f"builtin:digits-dcgan: {path} does not match its sha256 in {sums_path} "
+            f"(expected {expected or 'no entry'}, found {actual}); the file was changed or "
+            f"damaged. Re-create the demo weights with `{_RETRAIN}` (or reinstall gan-audit).")
+    try:
+        model.load_state_dict(load_file(path))
+    except RuntimeError as exc:
+        raise ModelLoadError(f"builtin:digits-dcgan: {path} does not fit the demo model "
+                             f"({exc}). Re-create the demo weights with `{_RETRAIN}`.") from exc
+    return model.eval()
+
+
+def builtin_discriminator() -> nn.Module:
+    """The trained demo discriminator (``builtin:digits-dcgan``), in eval mode.
+
+    Input N x 1 x 32 x 32 in [-1, 1]; output N x 1 logits (higher = more real).
+    Raises :class:`~audit.errors.ModelLoadError` when the weights fail their sha256.
+    """
+    return _load_weights(DISCRIMINATOR_FILE, DigitsDiscriminator())
+
+
+def builtin_generator() -> nn.Module:
+    """The trained demo generator (``builtin:digits-dcgan``), in eval mode.
+
+    Input z: N x :data:`LATENT_DIM` standard normal; output N x 1 x 32 x 32 in [-1, 1].
+    Raises :class:`~audit.errors.ModelLoadError` when the weights fail their sha256.
+    """
+    return _load_weights(GENERATOR_FILE, DigitsGenerator())
