@@ -114,7 +114,35 @@ def layers(model_spec: str, image_size: int | None, channels: int | None, as_jso
       gan-audit layers builtin:digits-dcgan
       gan-audit layers torchscript:D.pt --image-size 64 --channels 3 --json
     """
-    not_built("gan-audit layers", 3)
+    import json
+
+    from audit.config import DiscriminatorConfig
+    from audit.load import load_discriminator
+
+    model = load_discriminator(DiscriminatorConfig(spec=model_spec, image_size=image_size,
+                                                   channels=channels))
+    if as_json:
+        click.echo(json.dumps({"spec": model.spec, "sha256": model.sha256,
+                               "input": {"image_size": model.input.image_size,
+                                         "channels": model.input.channels,
+                                         "value_range": list(model.input.value_range)},
+                               "notes": model.notes,
+                               "batch_dependent_layers": model.batch_dependent_layers,
+                               "layers": [i.to_dict() for i in model.layer_info]}, indent=2))
+        return
+    rows = [("layer", "type", "output shape", "params", "flags")]
+    for i in model.layer_info:
+        flags = [f for f, on in (("batch-dependent", i.batch_dependent),
+                                 ("nondeterministic", i.nondeterministic),
+                                 ("tuple", i.tuple_output)) if on]
+        shape = " x ".join(map(str, i.shape)) if i.shape is not None else "(not called)"
+        rows.append((i.name, i.type, shape, f"{i.params:,}", ", ".join(flags)))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        click.echo(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  "
+                   f"{r[3]:>{widths[3]}}  {r[4]}".rstrip())
+    for note in model.notes:
+        click.echo(f"note: {note}", err=True)
 
 
 @cli.command()
@@ -129,7 +157,15 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
       gan-audit extract audit.yaml
       torchrun --nproc-per-node 2 -m audit extract audit.yaml
     """
-    not_built("gan-audit extract", 3)
+    from audit.config import load_config
+    from audit.extract import extract_from_config
+
+    cfg = load_config(config)
+    stores = extract_from_config(cfg, out=out, device=device)
+    for name, store in stores.items():
+        skipped = f", {len(store.skipped)} skipped" if store.skipped else ""
+        click.echo(f"{name}: {store.n_images} images, layers {', '.join(store.layers)} "
+                   f"({store.settings.pooling}){skipped} -> {store.path}")
 
 
 @cli.command("train-decoders")
@@ -143,7 +179,20 @@ def train_decoders(config: Path, out: Path | None, device: str | None) -> None:
     Example:
       gan-audit train-decoders audit.yaml
     """
-    not_built("gan-audit train-decoders", 4)
+    from audit.concepts import load_concept_set
+    from audit.config import load_config
+    from audit.decode.run import train_run_decoders
+
+    cfg = load_config(config)
+    run_dir = out if out is not None else cfg.out
+    bundle = train_run_decoders(run_dir, load_concept_set(cfg.concept_set), cfg.decoders,
+                                device=device or cfg.device)
+    for name, v in bundle.validity["concepts"].items():
+        verdict = "" if v["decodable"] else "  (not decodable at this layer)"
+        click.echo(f"{name}: layer {v['layer']}, held-out accuracy {v['accuracy']:.3f}, "
+                   f"AUROC {v['auroc']:.3f}, probe {v['probe_accuracy']:.3f}, selectivity "
+                   f"{v['selectivity']:.3f}{verdict}")
+    click.echo(f"decoders -> {run_dir / 'decoders'}", err=True)
 
 
 @cli.command()
@@ -156,7 +205,17 @@ def measure(config: Path, out: Path | None) -> None:
     Example:
       gan-audit measure audit.yaml
     """
-    not_built("gan-audit measure", 5)
+    from audit.concepts import load_concept_set
+    from audit.config import load_config
+    from audit.measure import measure_run
+    from audit.measure.results import run_meta
+
+    cfg = load_config(config)
+    run_dir = out if out is not None else cfg.out
+    results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
+                          meta=run_meta(run_dir, name=cfg.name))
+    click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
+               + "; ".join(f"{v['concept']}: {v['verdict']}" for v in results["verdicts"]))
 
 
 @cli.command()
@@ -164,14 +223,25 @@ def measure(config: Path, out: Path | None) -> None:
 @click.argument("images", nargs=-1, required=True)
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None,
               help="Write the table as CSV here (default: print JSON).")
-def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None) -> None:
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
+              show_default=True)
+def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None, device: str) -> None:
     """Decode concepts of any images with a run's decoders.
 
     \b
     Example:
       gan-audit decode reports/demo samples/*.png --csv decoded.csv
+      gan-audit decode reports/demo new_images/ > decoded.json
     """
-    not_built("gan-audit decode", 4)
+    from audit.decode.run import decode_images
+    from audit.io import atomic_write_text
+
+    table = decode_images(run_dir, images, device=device)
+    if csv_path is not None:
+        atomic_write_text(csv_path, table.to_csv(index=False))
+        click.echo(f"{len(table)} images -> {csv_path}", err=True)
+    else:
+        click.echo(table.to_json(orient="records", indent=2))
 
 
 @cli.command()

@@ -43,7 +43,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ColumnSource(_Strict):
+def _as_text(value: object) -> object:
+    # YAML reads `0` as an integer; group names and raw label values are always text.
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+class _ValuesSource(_Strict):
+    @field_validator("values", mode="before", check_fields=False)
+    @classmethod
+    def _values_as_text(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {_as_text(k): _as_text(v) for k, v in value.items()}
+        return value
+
+
+class ColumnSource(_ValuesSource):
     """Labels from a CSV column; ``values`` maps raw cell values (as text) to groups."""
 
     type: Literal["column"]
@@ -58,7 +72,7 @@ class CelebASource(_Strict):
     attribute: str = Field(min_length=1)
 
 
-class FolderSource(_Strict):
+class FolderSource(_ValuesSource):
     """The image's parent folder name is the group (class-per-folder layout)."""
 
     type: Literal["folder"]
@@ -92,12 +106,11 @@ class Concept(_Strict):
     def _groups_as_text(cls, value: object) -> object:
         # YAML reads `[0, 1]` as integers; group names are always text.
         if isinstance(value, list):
-            return tuple(str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
-                         for v in value)
+            return tuple(_as_text(v) for v in value)
         return value
 
     @model_validator(mode="after")
-    def _check(self) -> "Concept":
+    def _check(self) -> Concept:
         if len(self.groups) < 2:
             raise ValueError(f"concept {self.name!r} needs at least two groups, got "
                              f"{list(self.groups)}")
@@ -107,6 +120,12 @@ class Concept(_Strict):
         if self.kind == "binary" and len(self.groups) != 2:
             raise ValueError(f"concept {self.name!r} is binary but has {len(self.groups)} groups; "
                              f"use kind: multiclass for one-of-K concepts")
+        values = getattr(self.source, "values", None) or {}
+        strays = sorted({g for g in values.values() if g not in self.groups})
+        if strays:
+            raise ValueError(f"concept {self.name!r}: source.values maps raw values to "
+                             f"{strays}, which are not among its groups {list(self.groups)}; "
+                             f"map every raw value to one of the groups")
         if self.reference is not None and self.reference not in self.groups:
             raise ValueError(f"concept {self.name!r}: reference group {self.reference!r} is not "
                              f"one of its groups {list(self.groups)}")
@@ -131,7 +150,7 @@ class ConceptSet(_Strict):
     intersections: tuple[tuple[str, ...], ...] = ()
 
     @model_validator(mode="after")
-    def _check(self) -> "ConceptSet":
+    def _check(self) -> ConceptSet:
         # Collect every set-level problem, one line each with its location.
         problems: list[str] = []
         names = [c.name for c in self.concepts]

@@ -23,8 +23,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from audit._yaml import read_yaml, validate
 from audit.errors import ConfigError
@@ -83,7 +90,7 @@ def _resolve_spec(value: str, info: ValidationInfo) -> str:
 
 
 def _check_spec(value: str) -> str:
-    known = ("builtin:", "python:") + _PATH_PREFIXES
+    known = ("builtin:", "python:", *_PATH_PREFIXES)
     if not value.startswith(known):
         raise ValueError(
             f"unknown spec {value!r}; it must start with one of "
@@ -97,7 +104,8 @@ Spec = Annotated[str, AfterValidator(_check_spec), AfterValidator(_resolve_spec)
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # NaN and infinity pass no threshold check meaningfully (NaN compares false): refuse them.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -133,6 +141,15 @@ class DiscriminatorConfig(ModelConfig):
     value_range: tuple[float, float] = (-1.0, 1.0)
     batch_size: int = Field(64, ge=1)
     score_output: Literal["logit", "probability"] = "logit"
+
+    @field_validator("layers", mode="before")
+    @classmethod
+    def _layer_names_as_text(cls, value: object) -> object:
+        # nn.Sequential names its layers "0", "1", ...; YAML reads `[0, 2]` as integers.
+        if isinstance(value, list):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                    for v in value]
+        return value
 
 
 class GeneratorConfig(ModelConfig):
@@ -172,6 +189,8 @@ class DecoderSettings(_Section):
 
     hidden: list[int] = Field(default_factory=lambda: [256])
     dropout: float = Field(0.2, ge=0, lt=1)
+    linear_skip: bool = Field(True, description="add a linear path from the standardised "
+                                                "input to the heads (MLP + linear probe)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     max_epochs: int = Field(300, ge=1)
@@ -187,7 +206,7 @@ class DecoderSettings(_Section):
                                    description="below this, a concept is not decodable")
 
     @model_validator(mode="after")
-    def _split_sums_to_one(self) -> "DecoderSettings":
+    def _split_sums_to_one(self) -> DecoderSettings:
         if abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) <= 0:
             raise ValueError(f"split must be three positive fractions (train, validation, test) "
                              f"summing to 1, got {list(self.split)}")
@@ -221,6 +240,19 @@ class MeasureSettings(_Section):
     weak_decoder_below: float = Field(0.8, ge=0, le=1,
                                       description="per-group held-out accuracy under this marks "
                                                   "a finding low confidence")
+    severity_high_gap: float = Field(0.10, ge=0, le=1,
+                                     description="an under-representation finding is high "
+                                                 "severity when Holm-significant and the "
+                                                 "corrected share falls at least this far "
+                                                 "below the reference (else medium when "
+                                                 "BH-significant, else low)")
+    severity_high_ratio: float = Field(0.6, gt=0, le=1,
+                                       description="an adverse-impact finding is high severity "
+                                                   "when Holm-significant and the impact ratio "
+                                                   "is under this (else medium when "
+                                                   "BH-significant, else low)")
+    max_listed_ids: int = Field(50, ge=0, description="image ids listed per degenerate case "
+                                                      "(e.g. NaN scores) in results.json")
 
 
 class ReportSettings(_Section):
@@ -248,7 +280,7 @@ class AuditConfig(_Section):
     out: RelPath = Path("reports/audit")
 
     @model_validator(mode="after")
-    def _one_generated_source(self) -> "AuditConfig":
+    def _one_generated_source(self) -> AuditConfig:
         if (self.generator is None) == (self.generated is None):
             raise ValueError("give exactly one of 'generator' (a model to sample) or "
                              "'generated' (a folder of generated images)")

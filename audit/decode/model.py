@@ -1,0 +1,135 @@
+"""The decoder network in numpy: head layout, forward pass, calibration.
+
+A layer's decoder is an MLP ``x -> standardise -> [Linear -> ReLU] * len(hidden) ->
+Linear``, plus (``linear_skip``) a linear path ``skip.weight @ x`` added to the output,
+so that the hidden layers only learn what a linear probe cannot. The output holds one
+logit per binary concept (the positive group, ``groups[1]``) and K logits per
+multiclass concept, in concept-set order. Weights follow torch's ``nn.Linear``
+convention (out x in) and are named ``trunk.<i>.weight``, ``trunk.<i>.bias``,
+``head.weight``, ``head.bias`` and ``skip.weight``. Inference needs no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from audit.concepts import ConceptSet
+
+__all__ = ["HeadLayout", "forward_logits", "concept_probabilities", "logits_to_probabilities",
+           "decide", "fit_temperature"]
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """Where each concept's logits sit in the decoder's output."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    groups: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def from_concepts(cls, concept_set: ConceptSet) -> HeadLayout:
+        cs = concept_set.concepts
+        return cls(tuple(c.name for c in cs), tuple(c.kind for c in cs),
+                   tuple(tuple(c.groups) for c in cs))
+
+    @cached_property
+    def widths(self) -> tuple[int, ...]:
+        """Logits per concept: 1 for binary, K for multiclass."""
+        return tuple(1 if k == "binary" else len(g) for k, g in zip(self.kinds, self.groups,
+                                                                   strict=True))
+
+    @cached_property
+    def starts(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in np.cumsum((0, *self.widths))[:-1])
+
+    @cached_property
+    def width(self) -> int:
+        return int(sum(self.widths))
+
+    @cached_property
+    def binary(self) -> list[int]:
+        """Indices of the binary concepts."""
+        return [j for j, k in enumerate(self.kinds) if k == "binary"]
+
+    @cached_property
+    def multiclass(self) -> list[int]:
+        return [j for j, k in enumerate(self.kinds) if k == "multiclass"]
+
+    def slice(self, j: int) -> slice:
+        return slice(self.starts[j], self.starts[j] + self.widths[j])
+
+
+def forward_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Logits (n x width) of standardised features ``x`` (n x D, float32)."""
+    h = np.asarray(x, dtype=np.float32)
+    i = 0
+    while f"trunk.{i}.weight" in params:
+        h = np.maximum(h @ params[f"trunk.{i}.weight"].T + params[f"trunk.{i}.bias"], 0)
+        i += 1
+    out = h @ params["head.weight"].T + params["head.bias"]
+    if "skip.weight" in params:
+        out = out + np.asarray(x, dtype=np.float32) @ params["skip.weight"].T
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def concept_probabilities(z: np.ndarray, kind: str, temperature: float = 1.0) -> np.ndarray:
+    """One concept's logits (n x width) to group probabilities (n x K)."""
+    z = np.asarray(z, dtype=np.float64) / temperature
+    if kind == "binary":
+        p1 = 1.0 / (1.0 + np.exp(-z[:, 0]))
+        return np.stack([1.0 - p1, p1], axis=1)
+    return _softmax(z)
+
+
+def logits_to_probabilities(logits: np.ndarray, layout: HeadLayout,
+                            temperatures: dict[str, float]) -> dict[str, np.ndarray]:
+    """Every concept's group probabilities (n x K, float64), temperature-scaled."""
+    return {name: concept_probabilities(logits[:, layout.slice(j)], layout.kinds[j],
+                                        temperatures.get(name, 1.0))
+            for j, name in enumerate(layout.names)}
+
+
+def decide(prob: np.ndarray, kind: str, threshold: float = 0.5) -> np.ndarray:
+    """Decoded group codes: argmax, or positive where p >= ``threshold`` for binary."""
+    if kind == "binary":
+        return (prob[:, 1] >= threshold).astype(np.int64)
+    return prob.argmax(axis=1)
+
+
+def _nll(z: np.ndarray, y: np.ndarray, kind: str, temps: np.ndarray) -> np.ndarray:
+    """Mean negative log-likelihood of logits ``z`` at each temperature of ``temps``."""
+    if kind == "binary":
+        s = z[None, :, 0] / temps[:, None]                     # T x n
+        sign = np.where(y == 1, 1.0, -1.0)
+        return np.logaddexp(0.0, -sign * s).mean(axis=1)       # -log sigmoid(sign * s)
+    s = z[None] / temps[:, None, None]                          # T x n x K
+    m = s.max(axis=2, keepdims=True)
+    logz = (m[..., 0] + np.log(np.exp(s - m).sum(axis=2)))
+    return (logz - s[:, np.arange(len(y)), y]).mean(axis=1)
+
+
+def fit_temperature(z: np.ndarray, y: np.ndarray, kind: str) -> float:
+    """Temperature T > 0 minimising the NLL of ``z / T`` on labelled rows (grid search).
+
+    ``z`` is n x width (one concept's logits), ``y`` the true codes (n,). A coarse
+    log-spaced grid over [0.05, 20] is refined once around its best point; returns 1
+    when there are no labelled rows.
+    """
+    keep = y >= 0
+    z, y = np.asarray(z, dtype=np.float64)[keep], y[keep]
+    if not len(y):
+        return 1.0
+    grid = np.geomspace(0.05, 20.0, 121)
+    best = int(np.argmin(_nll(z, y, kind, grid)))
+    fine = np.geomspace(grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)], 41)
+    return float(fine[int(np.argmin(_nll(z, y, kind, fine)))])

@@ -1,0 +1,108 @@
+"""The decode stage on a run folder (files at the edges): train from the paired store,
+and decode new images with a run's decoders. Used by the CLI commands
+``train-decoders`` and ``decode``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from audit.concepts import ConceptSet
+from audit.config import AuditConfig, DecoderSettings
+from audit.decode.bundle import DecoderBundle, decode
+from audit.decode.persist import load_decoders, save_decoders
+from audit.decode.train import activations_to_decoders
+from audit.errors import DataError, RunFolderError
+
+__all__ = ["train_run_decoders", "decode_images", "store_features"]
+
+_EXTRACT = "Run `gan-audit extract CONFIG.yaml` first."
+
+
+def store_features(store: Any, layers: Sequence[str] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """``{layer: N x D}`` of an :class:`audit.store.ActivationStore`, in its layer order."""
+    return {layer: np.asarray(store.read(layer)) for layer in (layers or store.layers)}
+
+
+def _aligned_labels(store: Any) -> pd.DataFrame:
+    labels = store.labels()
+    if labels is None:
+        raise RunFolderError(f"{store.path}: the paired store has no labels.parquet; decoders "
+                             f"need labelled images. {_EXTRACT}")
+    labels = labels.assign(image_id=labels["image_id"].astype(str)).drop_duplicates("image_id")
+    missing = sorted(set(store.image_ids) - set(labels["image_id"]))
+    if missing:
+        raise DataError(f"{store.path}: {len(missing)} stored images have no labels row (e.g. "
+                        f"{missing[:3]}); re-run the extraction.")
+    return labels.set_index("image_id").loc[store.image_ids].reset_index()
+
+
+def train_run_decoders(run_dir: Path, concept_set: ConceptSet, settings: DecoderSettings, *,
+                       device: str = "cpu") -> DecoderBundle:
+    """Train decoders on ``RUN_DIR/activations/paired`` and write ``RUN_DIR/decoders/``."""
+    from audit.store import ActivationStore
+
+    store = ActivationStore.open(Path(run_dir) / "activations" / "paired")
+    bundle = activations_to_decoders(
+        store_features(store), _aligned_labels(store), concept_set, settings=settings,
+        model_sha256=store.settings.model_sha256, pooling=store.settings.pooling,
+        device=device)
+    save_decoders(bundle, Path(run_dir) / "decoders")
+    return bundle
+
+
+def _image_source(images: Sequence[str], input_spec: Any) -> Any:
+    """One image source from CLI arguments: a folder, an NPZ file, or image files."""
+    from audit.images import FileSource, load_images
+
+    if len(images) == 1 and Path(images[0]).is_dir():
+        return load_images(f"folder:{images[0]}", input=input_spec)
+    if len(images) == 1 and images[0].endswith(".npz"):
+        return load_images(f"npz:{images[0]}", input=input_spec)
+    paths = [Path(p).resolve() for p in images]
+    for p in paths:
+        if not p.is_file():
+            raise DataError(f"{p}: no such image file. Give a folder, an .npz file or image "
+                            f"files.")
+    common = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    return FileSource(f"files:{len(paths)}", common, paths, target=input_spec)
+
+
+def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu"
+                  ) -> pd.DataFrame:
+    """Decode any images with the decoders and the discriminator of a run folder.
+
+    Loads ``RUN_DIR/config.yaml`` (for the discriminator), ``RUN_DIR/decoders/`` and the
+    paired store's settings (pooling, projection), extracts the chosen layers of the
+    images into a temporary store and returns :func:`audit.decode.decode`'s table.
+    """
+    from audit.config import load_config
+    from audit.extract import extract
+    from audit.load import load_discriminator
+    from audit.store import ActivationStore
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunFolderError(f"{run_dir}: no config.yaml, so the discriminator is unknown; "
+                             f"give the folder of a gan-audit run.")
+    cfg: AuditConfig = load_config(run_dir / "config.yaml")
+    bundle = load_decoders(run_dir / "decoders")
+    paired = ActivationStore.open(run_dir / "activations" / "paired").settings
+    model = load_discriminator(cfg.discriminator, device=device)
+    layers = [lay for lay in bundle.layers if lay in set(bundle.best.values())]
+    with tempfile.TemporaryDirectory(prefix="gan-audit-decode-") as tmp:
+        store = extract(model, layers, _image_source(images, model.input), out=Path(tmp),
+                        pooling=paired.pooling, batch_size=paired.batch_size, device=device,
+                        max_dim=paired.max_dim, projection_seed=paired.projection_seed,
+                        include_batch_dependent=True, progress=False)
+        return decode(bundle, store_features(store, layers), np.asarray(store.scores()),
+                      model_sha256=store.settings.model_sha256, pooling=store.settings.pooling,
+                      image_ids=list(store.image_ids))

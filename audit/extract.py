@@ -1,0 +1,441 @@
+"""Extract stage: one forward pass per batch records the chosen layers and the score.
+
+::
+
+    model = load_discriminator("builtin:digits-dcgan")
+    store = extract(model, "auto", images, out=Path("run/activations/real"))
+    store.read("blocks.2.1")     # N x D float16
+    store.scores()               # N float32, the model's realness output
+
+Activations are pooled inside the forward hooks (``avg``, ``avgmax``, ``grid2``,
+``flatten`` with a fixed seeded projection to at most ``max_dim`` features), moved to
+the CPU and written shard by shard into an :class:`~audit.store.ActivationStore`, so
+memory stays flat whatever the number of images, and an interrupted run resumes from
+the first missing shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from audit.errors import DataError, LayerError, ModelLoadError
+from audit.store import _RESERVED, ActivationStore, StoreSettings, shard_ranges
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from audit.config import AuditConfig
+    from audit.images import Batch, ImageSource
+    from audit.load import LoadedModel
+
+__all__ = ["extract", "extract_from_config", "resolve_layers", "pool_activation",
+           "activations_to_store", "DEFAULT_SHARD_IMAGES"]
+
+Pooling = Literal["avg", "avgmax", "grid2", "flatten"]
+POOLINGS = ("avg", "avgmax", "grid2", "flatten")
+DEFAULT_SHARD_IMAGES = 8192
+
+
+# ---------------------------------------------------------------- pooling
+
+
+def _sketch(dim: int, max_dim: int, seed: int, device: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed count sketch: each of ``dim`` features goes to one of ``max_dim`` outputs with a
+    random sign (seeded, so the same layer always gets the same projection)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    bucket = torch.randint(max_dim, (dim,), generator=g)
+    sign = torch.randint(2, (dim,), generator=g).float() * 2 - 1
+    return bucket.to(device), sign.to(device)
+
+
+def pool_activation(t: torch.Tensor, pooling: Pooling, *, max_dim: int = 4096,
+                    seed: int = 0) -> torch.Tensor:
+    """Pool one layer's output to N x D float32.
+
+    Parameters
+    ----------
+    t : Tensor
+        N x C x (spatial...) (channels first, as convolutions give), or N x D.
+    pooling : {"avg", "avgmax", "grid2", "flatten"}
+        ``avg``: mean over spatial positions (D = C). ``avgmax``: mean and max (D = 2C).
+        ``grid2``: average over a 2 x 2 grid (D = 4C for images). ``flatten``: every value;
+        when there are more than ``max_dim``, a fixed random projection (a count sketch seeded
+        by ``seed``: each value is added with a random sign to one of ``max_dim`` outputs).
+        An N x D output is kept as is (flatten may still project it).
+    """
+    import torch.nn.functional as F
+
+    t = t.detach().float()
+    if t.ndim == 1:
+        t = t[:, None]
+    if pooling == "flatten":
+        flat = t.reshape(t.shape[0], -1)
+        if flat.shape[1] <= max_dim:
+            return flat
+        bucket, sign = _sketch(flat.shape[1], max_dim, seed, flat.device)
+        return flat.new_zeros(flat.shape[0], max_dim).index_add_(1, bucket, flat * sign)
+    if t.ndim == 2:
+        return t
+    spatial = t.reshape(t.shape[0], t.shape[1], -1)
+    if pooling == "avg":
+        return spatial.mean(dim=2)
+    if pooling == "avgmax":
+        return torch_cat([spatial.mean(dim=2), spatial.amax(dim=2)])
+    if pooling == "grid2":
+        pool = {3: F.adaptive_avg_pool1d, 4: F.adaptive_avg_pool2d, 5: F.adaptive_avg_pool3d}
+        if t.ndim not in pool:
+            raise LayerError(f"grid2 pooling needs 1-3 spatial dimensions, got a tensor of shape "
+                             f"{tuple(t.shape)}; use avg or flatten for this layer.")
+        return pool[t.ndim](t, 2).reshape(t.shape[0], -1)
+    raise LayerError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
+
+
+def torch_cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    import torch
+
+    return torch.cat(parts, dim=1)
+
+
+def _layer_seed(projection_seed: int, layer: str) -> int:
+    digest = hashlib.sha256(f"{projection_seed}/{layer}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def resolve_layers(model: LoadedModel, layers: Sequence[str] | str, *,
+                   include_batch_dependent: bool = False) -> list[str]:
+    """``"auto"`` -> :func:`audit.load.auto_layers`; a list is checked against
+    ``named_modules()`` (:class:`LayerError` with the closest names)."""
+    from audit.hooks import check_layers
+    from audit.load import auto_layers
+
+    if isinstance(layers, str):
+        if layers != "auto":
+            raise LayerError(f"layers must be 'auto' or a list of layer names, got {layers!r}.")
+        return auto_layers(model, include_batch_dependent=include_batch_dependent)
+    names = list(layers)
+    check_layers(model.module, names)
+    reserved = [n for n in names if n in _RESERVED]
+    if reserved:
+        raise LayerError(f"layer name(s) {reserved} collide with the store's own folders; "
+                         f"rename the modules.")
+    return names
+
+
+# ---------------------------------------------------------------- sources
+
+
+class _Batches:
+    """A dataset of whole batches, so that DataLoader workers build batches in parallel."""
+
+    def __init__(self, source: ImageSource, batches: list[list[int]]) -> None:
+        self.source = source
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> Batch:
+        return self.source.get_batch(self.batches[k])
+
+
+def _iter_batches(source: ImageSource, batches: list[list[int]], *, num_workers: int,
+                  pin: bool) -> Iterator[Batch]:
+    if source.in_process or num_workers == 0:
+        for b in batches:
+            yield source.get_batch(b)
+        return
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_Batches(source, batches), batch_size=None, shuffle=False,
+                        num_workers=num_workers, pin_memory=pin, collate_fn=_identity)
+    yield from loader
+
+
+def _as_source(images: Any) -> ImageSource:
+    import numpy as np
+    import torch
+
+    from audit.images import ImageSource, TensorSource
+
+    if isinstance(images, ImageSource):
+        return images
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(images)
+    if isinstance(images, torch.Tensor):
+        return TensorSource(images)
+    raise DataError(f"images must be an image source, a tensor or an array, got "
+                    f"{type(images).__name__}.")
+
+
+def _identity(batch: Any) -> Any:
+    return batch
+
+
+# ---------------------------------------------------------------- extraction
+
+
+def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out: Path,
+            pooling: Pooling = "avg", batch_size: int = 64, device: str = "cpu",
+            max_dim: int = 4096, num_workers: int = 0, progress: bool = True,
+            include_batch_dependent: bool = False, shard_size: int | None = None,
+            precision: Literal["auto", "fp32", "bf16"] = "auto",
+            class_labels: Sequence[int] | None = None, projection_seed: int = 0
+            ) -> ActivationStore:
+    """Record pooled activations of ``layers`` and the score of every image.
+
+    Parameters
+    ----------
+    model : LoadedModel
+        From :func:`audit.load.load_discriminator`.
+    layers : list of str or "auto"
+        Module names (checked before the first pass) or ``"auto"``.
+    images : ImageSource, Tensor or ndarray
+        A source from :func:`audit.images.load_images`, or N x C x H x W already in the
+        model's input range (ids ``"0"``, ``"1"``, ...).
+    out : Path
+        The store folder; an existing store with the same settings is resumed.
+    pooling, max_dim : see :func:`pool_activation`.
+    batch_size : int
+        Images per forward pass. Batches are consecutive images in source order, so the
+        batch composition is fixed by ``batch_size`` (recorded in the manifest).
+    device : str
+        ``cpu``, ``cuda``, ``mps`` or ``auto``.
+    num_workers : int
+        DataLoader workers decoding image files.
+    progress : bool
+        A progress bar with images/s on stderr.
+    include_batch_dependent : bool
+        Let ``"auto"`` pick batch-dependent layers too.
+    shard_size : int, optional
+        Images per shard, rounded up to a multiple of ``batch_size``
+        (default about :data:`DEFAULT_SHARD_IMAGES`).
+    precision : {"auto", "fp32", "bf16"}
+        ``auto``: bf16 autocast on CUDA (fp32 if the model fails under it), fp32 elsewhere.
+    class_labels : sequence of int, optional
+        Per-image class labels for a conditional model (default: its config's class_label).
+    projection_seed : int
+        Seed of the flatten projection.
+
+    Returns
+    -------
+    ActivationStore
+        Complete: every shard written, manifest ``complete: true``.
+    """
+    from audit.hooks import capture
+    from audit.load import resolve_device
+
+    if pooling not in POOLINGS:
+        raise LayerError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
+    if batch_size < 1:
+        raise DataError(f"batch_size must be at least 1, got {batch_size}.")
+    device = resolve_device(device)
+    source = _as_source(images)
+    if len(source) == 0:
+        raise DataError(f"{source.spec}: no images to extract.")
+    names = resolve_layers(model, layers, include_batch_dependent=include_batch_dependent)
+    dependent = tuple(n for n in names if n in model.batch_dependent_layers)
+    if dependent:
+        warnings.warn(f"layers {list(dependent)} depend on the other images in the batch: "
+                      f"their activations hold only for batch size {batch_size} and this image "
+                      f"order (both recorded in the store manifest).", stacklevel=2)
+    per_shard = max(1, -(-(shard_size or DEFAULT_SHARD_IMAGES) // batch_size))
+    settings = StoreSettings(
+        model_sha256=model.sha256, layers=tuple(names), pooling=pooling, max_dim=max_dim,
+        batch_size=batch_size, shard_size=per_shard * batch_size, n_images=len(source),
+        source_fingerprint=source.fingerprint, projection_seed=projection_seed,
+        batch_dependent=dependent)
+    store = ActivationStore.create_or_resume(out, settings, extra=_describe(model, source))
+    if model.device != device:
+        model.module.to(device)
+        model.device = device
+    todo = [k for k in range(len(store.shard_ranges())) if not store.has_shard(k)]
+    if todo:
+        seeds = {n: _layer_seed(projection_seed, n) for n in names}
+
+        def pool(name: str, t: torch.Tensor) -> torch.Tensor:
+            return pool_activation(t, pooling, max_dim=max_dim, seed=seeds[name])
+
+        with capture(model.module, names, transform=pool) as cap:
+            activations_to_store(model, source, store, todo, cap=cap, device=device,
+                                 num_workers=num_workers, progress=progress,
+                                 precision=precision, class_labels=class_labels)
+    return store.finalize(extra={"notes": list(model.notes)})
+
+
+def activations_to_store(model: LoadedModel, source: ImageSource, store: ActivationStore,
+                         shards: list[int], *, cap: Any, device: str, num_workers: int = 0,
+                         progress: bool = True, precision: str = "auto",
+                         class_labels: Sequence[int] | None = None) -> None:
+    """Run the forward passes of the given shards and write each shard when it is full.
+
+    The heavy loop of :func:`extract`, separate so that a distributed run can give each
+    process its own shards of the same store.
+    """
+    import numpy as np
+    import torch
+    from tqdm import tqdm
+
+    s = store.settings
+    ranges = shard_ranges(s.n_images, s.shard_size)
+    plan: list[list[int]] = []
+    owner: list[int] = []
+    for k in shards:
+        start, stop = ranges[k]
+        for b in range(start, stop, s.batch_size):
+            plan.append(list(range(b, min(stop, b + s.batch_size))))
+            owner.append(k)
+    last_batch_of = {o: i for i, o in enumerate(owner)}
+    amp = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
+    labels = None if class_labels is None else np.asarray(class_labels)
+    buf: dict[str, list[np.ndarray]] = {n: [] for n in s.layers}
+    scores: list[np.ndarray] = []
+    ids: list[str] = []
+    skipped: list[dict[str, str]] = []
+    total = sum(ranges[k][1] - ranges[k][0] for k in shards)
+    bar = tqdm(total=total, unit="img", unit_scale=True, file=sys.stderr, disable=not progress,
+               desc=f"extract {Path(store.path).name}", leave=False)
+    try:
+        with torch.inference_mode():
+            for i, batch in enumerate(_iter_batches(source, plan, num_workers=num_workers,
+                                                    pin=device.startswith("cuda"))):
+                skipped += batch.skipped
+                source.skipped += batch.skipped
+                if batch.image_ids:
+                    x = batch.images.to(device, non_blocking=True)
+                    c = None if labels is None else labels[batch.indices]
+                    out, amp = _forward(model, x, c, amp=amp, first=i == 0)
+                    acts = cap.take()
+                    for name in s.layers:
+                        buf[name].append(acts[name].float().cpu().numpy().astype(np.float16))
+                    scores.append(model.scores(out).cpu().numpy())
+                    ids += batch.image_ids
+                bar.update(len(plan[i]))
+                k = owner[i]
+                if i == last_batch_of[k]:
+                    store.write_shard(
+                        k, image_ids=ids,
+                        activations={n: _stack(buf[n]) for n in s.layers},
+                        scores=np.concatenate(scores) if scores else np.empty(0, np.float32),
+                        skipped=skipped)
+                    buf = {n: [] for n in s.layers}
+                    scores, ids, skipped = [], [], []
+    finally:
+        bar.close()
+
+
+def _stack(parts: list[np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float16)
+
+
+def _forward(model: LoadedModel, x: torch.Tensor, c: Any, *, amp: bool,
+             first: bool) -> tuple[torch.Tensor, bool]:
+    """One forward pass (bf16 autocast if ``amp``); on the first batch, a failure under
+    autocast falls back to fp32, and a failure in fp32 says what the images looked like."""
+    import torch
+
+    try:
+        if amp:
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+                return model.forward(x, c), True
+        return model.forward(x, c), False
+    except (LayerError, ModelLoadError):
+        raise
+    except Exception as exc:
+        if not first:
+            raise
+        if amp:
+            model.notes.append(f"bf16 autocast failed ({type(exc).__name__}); ran in fp32")
+            return _forward(model, x, c, amp=False, first=True)
+        raise ModelLoadError(
+            f"{model.spec}: the model failed on the first batch of images "
+            f"({' x '.join(map(str, x.shape))}, values {float(x.min()):.2f}..{float(x.max()):.2f})"
+            f": {type(exc).__name__}: {exc}. Check the discriminator's image_size, channels "
+            f"and value_range against what the model expects.") from exc
+
+
+def _describe(model: LoadedModel, source: ImageSource) -> dict[str, Any]:
+    import torch
+
+    return {"model": {"spec": model.spec, "sha256": model.sha256,
+                      "input": {"image_size": model.input.image_size,
+                                "channels": model.input.channels,
+                                "value_range": list(model.input.value_range)}},
+            "source": source.describe(), "torch": torch.__version__}
+
+
+# ---------------------------------------------------------------- from a config
+
+
+def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: str | None = None,
+                        progress: bool = True) -> dict[str, ActivationStore]:
+    """Extract every image set a config names into ``RUN_DIR/activations/<name>/``.
+
+    ``paired`` (labels required), ``real`` and ``generated`` (sampled from the generator,
+    or a folder of images). The same layers are recorded for all three (``auto`` is
+    resolved once). Each store also gets ``labels.parquet``; sampled images are written as
+    PNGs under ``RUN_DIR/generated/`` when the generator config says ``save_png``.
+
+    Returns
+    -------
+    dict
+        ``{"paired": store, "real": store, "generated": store}``.
+    """
+    from audit.concepts import load_concept_set
+    from audit.images import GeneratedSource, load_images
+    from audit.load import load_discriminator, load_generator, resolve_device
+
+    run_dir = Path(out if out is not None else cfg.out)
+    device = resolve_device(device or cfg.device)
+    d = cfg.discriminator
+    concept_set = load_concept_set(cfg.concept_set)
+    model = load_discriminator(d, device=device)
+    layers = resolve_layers(model, d.layers, include_batch_dependent=d.include_batch_dependent)
+    sources: dict[str, ImageSource] = {
+        "paired": load_images(cfg.paired, concept_set=concept_set, input=model.input,
+                              require_labels=True),
+        "real": load_images(cfg.real, concept_set=concept_set, input=model.input),
+    }
+    if cfg.generator is not None:
+        g = cfg.generator
+        gen = load_generator(g, device=device)
+        source = GeneratedSource(gen, n=g.n, seed=g.seed, target=model.input,
+                                 batch_size=g.batch_size, truncation=g.truncation,
+                                 class_label=g.class_label,
+                                 png_dir=run_dir / "generated" if g.save_png else None)
+        source.labels = _empty_labels(source.image_ids, concept_set.names)
+        sources["generated"] = source
+    else:
+        assert cfg.generated is not None  # the config validator guarantees one of the two
+        sources["generated"] = load_images(cfg.generated.images, concept_set=concept_set,
+                                           input=model.input)
+    stores = {}
+    for name, source in sources.items():
+        store = extract(model, layers, source, out=run_dir / "activations" / name,
+                        pooling=d.pooling, batch_size=d.batch_size, device=device,
+                        max_dim=d.max_dim, progress=progress,
+                        include_batch_dependent=d.include_batch_dependent)
+        store.write_labels(source.labels)
+        stores[name] = store
+    return stores
+
+
+def _empty_labels(image_ids: list[str], concepts: list[str]) -> Any:
+    import pandas as pd
+
+    table = pd.DataFrame({"image_id": image_ids})
+    for name in concepts:
+        table[name] = pd.Series([None] * len(image_ids), dtype=object)
+    return table

@@ -1,0 +1,717 @@
+"""Image sources: images (as the model expects them) with ids, and their labels table.
+
+Sources (``ImageSourceConfig.source``)::
+
+    folder:DIR          every image under DIR (recursive); labels from a CSV (``labels``,
+                        column ``image_column`` holds the path relative to DIR or the file name)
+    celeba:DIR          DIR/img_align_celeba/ + DIR/list_attr_celeba.txt (-1/1), optional
+                        DIR/list_eval_partition.txt for ``partition``
+    classfolders:DIR    DIR/<class>/<image>; the folder name is a label (``folder`` sources)
+    idx:FILE            MNIST-style IDX images (gz or not), ``label_file`` for labels
+    npz:FILE            array ``images`` (N x H x W, N x H x W x C or N x C x H x W; uint8 0..255
+                        or float in [0, 1] or [-1, 1]); optional ``labels`` and other 1-D arrays
+    builtin:NAME        the demo sets (``digits-paired``, ``digits-audit``)
+
+Every source yields images transformed to the model's input (resize of the shorter side +
+center crop, grey <-> RGB, value range) with a stable ``image_id``, and a labels table
+(``image_id`` + one column per concept holding group names or None) built from the
+concept set's label sources. An unreadable image is reported by path and skipped (listed in
+``skipped`` and in the store manifest) or stops the run, per ``on_bad_image``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from audit.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from audit.concepts import ConceptSet
+    from audit.config import ImageSourceConfig
+    from audit.load import InputSpec, LoadedGenerator
+
+__all__ = ["ImageSource", "FileSource", "ArraySource", "TensorSource", "GeneratedSource", "Batch",
+           "load_images", "to_model_input", "concept_labels", "read_idx", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
+                  ".pgm")
+_PARTITIONS = {"train": 0, "valid": 1, "test": 2}
+
+
+@dataclass
+class Batch:
+    """A batch of images ready for the model: N x C x H x W float32, their ids, and the
+    images of the requested indices that could not be read (``{"image_id", "reason"}``)."""
+
+    images: torch.Tensor
+    image_ids: list[str]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def to_model_input(x: torch.Tensor, target: InputSpec | None) -> torch.Tensor:
+    """Transform images to a model's input.
+
+    Parameters
+    ----------
+    x : Tensor
+        N x C x H x W float in [0, 1].
+    target : InputSpec or None
+        Channels (1 <-> 3 by luminance / repetition; 4 drops alpha), size (shorter side
+        resized with antialiasing, then center crop to a square), value range. None: only
+        the default range [-1, 1] is applied.
+
+    Returns
+    -------
+    Tensor
+        N x channels x image_size x image_size, float32 in ``target.value_range``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = x.float()
+    channels = target.channels if target else None
+    if channels is not None and x.shape[1] != channels:
+        c = x.shape[1]
+        if c == 1 and channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        elif c in (3, 4) and channels == 1:
+            w = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+            x = (x[:, :3] * w.view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        elif c == 4 and channels == 3:
+            x = x[:, :3]
+        else:
+            raise DataError(f"images have {c} channels but the model expects {channels}; only "
+                            f"grey (1), RGB (3) and RGBA (4) images can be converted.")
+    size = target.image_size if target else None
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        h, w = x.shape[-2:]
+        scale = size / min(h, w)
+        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+        if new != (h, w):
+            x = F.interpolate(x, size=new, mode="bilinear", align_corners=False,
+                              antialias=new[0] < h)
+        top, left = (new[0] - size) // 2, (new[1] - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    lo, hi = target.value_range if target else (-1.0, 1.0)
+    return (x * (hi - lo) + lo).contiguous()
+
+
+# ---------------------------------------------------------------- sources
+
+
+class ImageSource:
+    """Images with ids and labels; a map-style dataset of ``(image, image_id)``.
+
+    Attributes
+    ----------
+    spec : str
+        Where the images come from.
+    image_ids : list of str
+        Ids in source order (file path relative to the source, or ``<file>#<index>``).
+    labels : DataFrame
+        ``image_id`` + one column per concept of the concept set (group name or None).
+    skipped : list of dict
+        Images found unreadable so far: ``{"image_id", "reason"}``.
+    fingerprint : str
+        sha256 identifying the images and their order (and the transform).
+    in_process : bool
+        Batches must be made in the main process (a generator on the device).
+    """
+
+    in_process = False
+
+    def __init__(self, spec: str, image_ids: list[str], *, target: InputSpec | None,
+                 on_bad_image: str = "skip") -> None:
+        import pandas as pd
+
+        self.spec = spec
+        self.image_ids = image_ids
+        self.target = target
+        self.on_bad_image = on_bad_image
+        self.skipped: list[dict[str, str]] = []
+        self.labels: pd.DataFrame = pd.DataFrame({"image_id": image_ids})
+        self._content = ""
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, str]:
+        batch = self.get_batch([index])
+        if not batch.image_ids:
+            raise DataError(f"{batch.skipped[0]['image_id']}: {batch.skipped[0]['reason']}")
+        return batch.images[0], batch.image_ids[0]
+
+    def get_batch(self, indices: Sequence[int]) -> Batch:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def fingerprint(self) -> str:
+        target = self.target
+        data = {"spec": self.spec, "ids": self.image_ids, "content": self._content,
+                "target": None if target is None else [target.image_size, target.channels,
+                                                       list(target.value_range)]}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def describe(self) -> dict[str, Any]:
+        """Plain data for manifests: spec, count, fingerprint."""
+        return {"spec": self.spec, "n_images": len(self), "fingerprint": self.fingerprint}
+
+
+class ArraySource(ImageSource):
+    """Images held in memory: N x C x H x W float in [0, 1] (transformed per batch)."""
+
+    def __init__(self, spec: str, images: torch.Tensor, image_ids: list[str], *,
+                 target: InputSpec | None, content: str | None = None) -> None:
+        super().__init__(spec, image_ids, target=target)
+        self.images = images
+        self._content = content or _tensor_sha256(images)
+
+    def get_batch(self, indices: Sequence[int]) -> Batch:
+        import torch
+
+        idx = torch.as_tensor(list(indices), dtype=torch.long)
+        x = self.images[idx]
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        return Batch(to_model_input(x, self.target), [self.image_ids[i] for i in indices],
+                     indices=list(indices))
+
+
+class TensorSource(ImageSource):
+    """Images already in the model's input form: N x C x H x W, used as they are.
+
+    Ids are ``"0"``, ``"1"``, ... unless given.
+    """
+
+    def __init__(self, images: torch.Tensor, image_ids: list[str] | None = None, *,
+                 spec: str = "tensor") -> None:
+        if images.ndim != 4:
+            raise DataError(f"images must be N x C x H x W, got shape {tuple(images.shape)}.")
+        ids = image_ids if image_ids is not None else [str(i) for i in range(images.shape[0])]
+        super().__init__(spec, ids, target=None)
+        self.images = images
+        self._content = _tensor_sha256(images)
+
+    def get_batch(self, indices: Sequence[int]) -> Batch:
+        idx = list(indices)
+        if idx == list(range(idx[0], idx[-1] + 1)):
+            x = self.images[idx[0]:idx[-1] + 1]
+        else:
+            x = self.images[idx]
+        return Batch(x.float(), [self.image_ids[i] for i in idx], indices=idx)
+
+
+class FileSource(ImageSource):
+    """Image files, decoded with Pillow when a batch is asked for."""
+
+    def __init__(self, spec: str, root: Path, paths: list[Path], *, target: InputSpec | None,
+                 on_bad_image: str = "skip") -> None:
+        ids = [p.relative_to(root).as_posix() for p in paths]
+        super().__init__(spec, ids, target=target, on_bad_image=on_bad_image)
+        self.root = root
+        self.paths = paths
+        sizes = []
+        for p in paths:
+            try:
+                sizes.append(p.stat().st_size)
+            except OSError:
+                sizes.append(-1)
+        self._content = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
+
+    def _read(self, path: Path) -> torch.Tensor:
+        import numpy as np
+        import torch
+        from PIL import Image
+
+        channels = self.target.channels if self.target else None
+        with Image.open(path) as img:
+            if channels == 1:
+                mode = "L"
+            elif channels == 3:
+                mode = "RGB"
+            else:
+                mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
+            arr = np.asarray(img.convert(mode), dtype=np.uint8)
+        t = torch.from_numpy(arr.copy()).float().div_(255.0)
+        return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
+
+    def get_batch(self, indices: Sequence[int]) -> Batch:
+        import torch
+        from PIL import Image
+
+        images, ids, skipped, kept = [], [], [], []
+        for i in indices:
+            path = self.paths[i]
+            try:
+                images.append(to_model_input(self._read(path), self.target))
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+                reason = f"cannot read the image ({type(exc).__name__}: {exc})"
+                if self.on_bad_image == "stop":
+                    raise DataError(f"{path}: {reason}. Fix or remove the file, or set "
+                                    f"on_bad_image: skip to skip unreadable images (they are "
+                                    f"listed in the manifest and the report).") from exc
+                skipped.append({"image_id": self.image_ids[i], "path": str(path),
+                                "reason": reason})
+                continue
+            ids.append(self.image_ids[i])
+            kept.append(i)
+        shapes = {tuple(x.shape) for x in images}
+        if len(shapes) > 1:
+            raise DataError(f"{self.spec}: images have different sizes {sorted(shapes)[:4]}; "
+                            f"set the discriminator's image_size so that they are resized to "
+                            f"the model's input.")
+        stacked = torch.cat(images) if images else torch.empty(0)
+        return Batch(stacked, ids, skipped, kept)
+
+
+class GeneratedSource(ImageSource):
+    """Images sampled from a generator batch by batch (never all in memory).
+
+    Image ``i`` has id ``gen-<seed>-<i>`` and is the same whatever the batch or process
+    (see :func:`audit.load.sample_generated`).
+    """
+
+    in_process = True
+
+    def __init__(self, generator: LoadedGenerator, *, n: int, seed: int,
+                 target: InputSpec | None, batch_size: int = 64,
+                 truncation: float | None = None, class_label: int | None = None,
+                 png_dir: Path | None = None) -> None:
+        super().__init__(generator.spec, [f"gen-{seed}-{i}" for i in range(n)], target=target)
+        self.generator = generator
+        self.seed = seed
+        self.truncation = truncation
+        self.class_label = class_label
+        self.png_dir = png_dir
+        self.batch_size = batch_size
+        self._content = json.dumps([generator.sha256, list(generator.latent_shape), seed,
+                                    truncation, class_label])
+
+    def get_batch(self, indices: Sequence[int]) -> Batch:
+        import torch
+
+        from audit.load import generate_batch, save_png
+
+        indices = list(indices)
+        images = torch.cat([
+            generate_batch(self.generator, indices[i:i + self.batch_size], seed=self.seed,
+                           truncation=self.truncation, class_label=self.class_label)
+            for i in range(0, len(indices), self.batch_size)])
+        if self.png_dir is not None:
+            for i, image in zip(indices, images, strict=True):
+                save_png(image, Path(self.png_dir) / f"{self.image_ids[i]}.png")
+        x = to_model_input((images + 1) / 2, self.target)
+        return Batch(x, [self.image_ids[i] for i in indices], indices=indices)
+
+
+def _tensor_sha256(x: torch.Tensor) -> str:
+    import torch
+
+    t = x.detach().cpu().contiguous()
+    return hashlib.sha256(t.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- readers
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Read an MNIST-style IDX file (gzipped or not) into a numpy array."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: IDX file not found.")
+    with open(path, "rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc}).") from exc
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in dtypes:
+        raise DataError(f"{path}: not an IDX file (bad magic number); expected MNIST-style "
+                        f"files such as train-images-idx3-ubyte(.gz).")
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(dtypes[data[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    body = data[4 + 4 * ndim:]
+    if len(body) != expected:
+        raise DataError(f"{path}: truncated or damaged IDX file (header says {dims}, "
+                        f"{expected} bytes of data, found {len(body)}).")
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _array_images(arr: np.ndarray, where: str) -> torch.Tensor:
+    """N x H x W / N x H x W x C / N x C x H x W array -> N x C x H x W float in [0, 1]."""
+    import numpy as np
+    import torch
+
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    elif arr.ndim == 4:
+        if arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
+            arr = np.transpose(arr, (0, 3, 1, 2))
+        elif arr.shape[1] not in (1, 3, 4):
+            raise DataError(f"{where}: cannot tell the channel axis of images shaped "
+                            f"{arr.shape}; give N x H x W x C or N x C x H x W with C in 1, 3, 4.")
+    else:
+        raise DataError(f"{where}: images must be N x H x W or N x H x W x C or N x C x H x W, "
+                        f"got shape {arr.shape}.")
+    if arr.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(arr))  # scaled per batch
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
+    if lo < -1.001 or hi > 1.001:
+        if lo >= 0 and hi <= 255:
+            return x / 255.0
+        raise DataError(f"{where}: float images must lie in [0, 1] or [-1, 1] (or 0..255), "
+                        f"found {lo:.3g}..{hi:.3g}.")
+    return (x + 1) / 2 if lo < 0 else x
+
+
+def _list_images(folder: Path, where: str) -> list[Path]:
+    if not folder.is_dir():
+        raise DataError(f"{where}: folder {folder} does not exist.")
+    paths = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                    and p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+    if not paths:
+        raise DataError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}.")
+    return paths
+
+
+def _subsample(n_total: int, n: int | None, seed: int) -> list[int]:
+    """Indices of a seeded subsample of size ``n`` (all if None or larger), in source order."""
+    import numpy as np
+
+    if n is None or n >= n_total:
+        return list(range(n_total))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(n_total, n, replace=False))
+
+
+def _read_csv_labels(path: Path, image_column: str, where: str) -> pd.DataFrame:
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise DataError(f"{where}: labels file {path} does not exist.")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read the labels CSV ({exc}).") from exc
+    if image_column not in table.columns:
+        raise DataError(f"{path}: no column {image_column!r} naming the images; its columns are "
+                        f"{list(table.columns)}. Set image_column in the source config.")
+    dup = table[image_column][table[image_column].duplicated()]
+    if len(dup):
+        raise DataError(f"{path}: image(s) {list(dup[:5])} have more than one row; give one row "
+                        f"per image.")
+    return table.set_index(image_column)
+
+
+def _match_rows(table: pd.DataFrame, ids: list[str], keys: list[str], where: str,
+                path: Path) -> pd.DataFrame:
+    """Rows of ``table`` for each image (by relative path, else by file name)."""
+    index = set(table.index)
+    chosen = []
+    missing = []
+    for image_id, key in zip(ids, keys, strict=True):
+        if image_id in index:
+            chosen.append(image_id)
+        elif key in index:
+            chosen.append(key)
+        else:
+            missing.append(image_id)
+            chosen.append(None)
+    if missing:
+        raise DataError(f"{where}: {len(missing)} image(s) have no row in {path} (e.g. "
+                        f"{', '.join(missing[:5])}). Add rows for them (the image column holds "
+                        f"the path relative to the source folder, or the file name), or remove "
+                        f"the images.")
+    out = table.loc[chosen]
+    out.index = ids
+    return out
+
+
+# ---------------------------------------------------------------- labels
+
+
+def _as_group_text(value: Any) -> str | None:
+    import math
+
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    text = str(value).strip()
+    if text == "" or text.lower() == "nan":
+        return None
+    try:
+        number = float(text)
+        if number.is_integer() and text.lstrip("+-").replace(".", "", 1).isdigit():
+            return str(int(number))
+    except ValueError:
+        pass
+    return text
+
+
+def _raw_key(src: Any) -> str:
+    """The raw label column a concept's label source reads."""
+    if src.type == "column":
+        return f"column:{src.column}"
+    if src.type == "celeba":
+        return f"celeba:{src.attribute}"
+    return str(src.type)  # "folder" or "idx"
+
+
+def concept_labels(raw: pd.DataFrame, concept_set: ConceptSet | None, image_ids: list[str], *,
+                   where: str, require: bool = False) -> pd.DataFrame:
+    """The labels table of a source from its raw label columns.
+
+    Parameters
+    ----------
+    raw : DataFrame
+        Indexed by image id; columns named by label source: ``column:<name>`` (CSV columns,
+        demo table, NPZ arrays), ``celeba:<attribute>`` (-1/1), ``folder`` (class folder
+        name), ``idx`` (integer class labels).
+    concept_set : ConceptSet or None
+        None gives a table with ``image_id`` only.
+    require : bool
+        Every concept must have labels here (paired images).
+
+    Returns
+    -------
+    DataFrame
+        ``image_id`` + one column per concept: the group name (str) or None where unknown.
+
+    Raises
+    ------
+    DataError
+        A label source this set needs is absent (with ``require``) or misspelled, or a
+        value does not map to a group of its concept.
+    """
+    import pandas as pd
+
+    out = pd.DataFrame({"image_id": image_ids})
+    if concept_set is None:
+        return out
+    raw = raw.reindex(image_ids)
+    for concept in concept_set.concepts:
+        src = concept.source
+        key = _raw_key(src)
+        if key not in raw.columns:
+            family = [c for c in raw.columns if c.split(":")[0] == key.split(":")[0]]
+            if family and src.type in ("column", "celeba"):
+                from audit.hooks import closest_names
+
+                close = closest_names(key, family)
+                raise DataError(
+                    f"{where}: concept {concept.name!r} reads labels from {key!r}, which this "
+                    f"source does not have" + (f" (closest: {', '.join(close)})" if close else "")
+                    + f"; available: {', '.join(family[:20])}. Fix the concept set's source or "
+                    f"the labels file.")
+            if require:
+                raise DataError(
+                    f"{where}: concept {concept.name!r} needs labels from {key!r}, but this "
+                    f"source has none (it provides: {', '.join(raw.columns) or 'no labels'}). "
+                    f"Give a labels CSV (labels:) or a source that carries this label.")
+            out[concept.name] = None
+            continue
+        values = raw[key]
+        if src.type == "celeba":
+            mapping = {"-1": concept.groups[0], "1": concept.groups[1]}
+        elif src.type == "idx":
+            mapping = {str(i): g for i, g in enumerate(concept.groups)}
+        else:
+            mapping = dict(src.values) if src.values else {g: g for g in concept.groups}
+        groups = []
+        unknown: dict[str, int] = {}
+        for v in values:
+            text = _as_group_text(v)
+            if text is None:
+                groups.append(None)
+            elif text in mapping:
+                groups.append(mapping[text])
+            else:
+                unknown[text] = unknown.get(text, 0) + 1
+                groups.append(None)
+        if unknown:
+            shown = ", ".join(f"{k!r} ({n} images)" for k, n in list(unknown.items())[:5])
+            allowed = sorted(mapping) if src.type in ("celeba", "idx") else list(mapping)
+            raise DataError(f"{where}: concept {concept.name!r} ({key}) has value(s) {shown} "
+                            f"that are not among its groups {allowed}. Map raw values to groups "
+                            f"with 'values:' in the concept's source, or fix the labels.")
+        bad = [g for g in groups if g is not None and g not in concept.groups]
+        if bad:
+            raise DataError(f"{where}: the 'values' mapping of concept {concept.name!r} gives "
+                            f"{sorted(set(bad))[:5]}, not among its groups {list(concept.groups)}.")
+        out[concept.name] = pd.Series(groups, dtype=object)
+    return out
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None = None,
+                input: InputSpec | None = None, require_labels: bool = False) -> ImageSource:
+    """Open an image source and build its labels table.
+
+    Parameters
+    ----------
+    cfg : ImageSourceConfig or str
+        The source section (or a bare spec such as ``npz:data.npz``).
+    concept_set : ConceptSet, optional
+        Whose label sources fill the labels table.
+    input : InputSpec, optional
+        The model's input: images are transformed to it (see :func:`to_model_input`).
+    require_labels : bool
+        Every concept must have labels (paired images for decoder training).
+
+    Returns
+    -------
+    ImageSource
+        ``n`` and ``seed`` subsample deterministically, keeping source order.
+    """
+    import pandas as pd
+
+    from audit.config import ImageSourceConfig
+
+    if isinstance(cfg, str):
+        cfg = ImageSourceConfig(source=cfg)
+    kind, _, rest = cfg.source.partition(":")
+    where = cfg.source
+    raw = pd.DataFrame()
+    if kind in ("folder", "classfolders"):
+        root = Path(rest)
+        paths = _list_images(root, where)
+        if kind == "classfolders":
+            paths = [p for p in paths if len(p.relative_to(root).parts) == 2]
+            if not paths:
+                raise DataError(f"{where}: no images in class folders ({root}/<class>/<image>).")
+        paths = [paths[i] for i in _subsample(len(paths), cfg.n, cfg.seed)]
+        source: ImageSource = FileSource(where, root, paths, target=input,
+                                         on_bad_image=cfg.on_bad_image)
+        if kind == "classfolders":
+            raw = pd.DataFrame({"folder": [p.parent.name for p in paths]}, index=source.image_ids)
+    elif kind == "celeba":
+        source, raw = _celeba(Path(rest), cfg, input, where)
+    elif kind in ("idx", "npz"):
+        source, raw = _arrays(kind, Path(rest), cfg, input, where)
+    elif kind == "builtin":
+        from audit.demo.data import builtin_source
+
+        images, table = builtin_source(rest, n=cfg.n, seed=cfg.seed)
+        ids = [str(i) for i in table["image_id"]]
+        source = ArraySource(where, (images.float() + 1) / 2, ids, target=input,
+                             content=f"{rest}/{cfg.n}/{cfg.seed}")
+        raw = table.set_index(table["image_id"].astype(str)).drop(columns=["image_id"])
+        raw.columns = [f"column:{c}" for c in raw.columns]
+    else:
+        raise DataError(f"{where}: unknown image source type {kind!r}; use folder:, celeba:, "
+                        f"classfolders:, idx:, npz: or builtin:.")
+    if cfg.labels is not None and kind != "celeba":
+        csv = _read_csv_labels(cfg.labels, cfg.image_column, where)
+        keys = [Path(i).name for i in source.image_ids]
+        rows = _match_rows(csv, source.image_ids, keys, where, cfg.labels)
+        rows.columns = [f"column:{c}" for c in rows.columns]
+        raw = rows if raw.empty else raw.join(rows)
+    source.labels = concept_labels(raw, concept_set, source.image_ids, where=where,
+                                   require=require_labels)
+    return source
+
+
+def _celeba(root: Path, cfg: ImageSourceConfig, target: InputSpec | None,
+            where: str) -> tuple[ImageSource, pd.DataFrame]:
+    import pandas as pd
+
+    images_dir, attr_file = root / "img_align_celeba", root / "list_attr_celeba.txt"
+    for needed in (images_dir, attr_file):
+        if not needed.exists():
+            raise DataError(f"{where}: {needed} is missing; a CelebA folder holds "
+                            f"img_align_celeba/ and list_attr_celeba.txt (and optionally "
+                            f"list_eval_partition.txt).")
+    try:
+        attrs = pd.read_csv(attr_file, sep=r"\s+", skiprows=1, dtype=str)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{attr_file}: cannot parse ({exc}); expected the CelebA layout (count, "
+                        f"attribute names, then one line per image).") from exc
+    attrs.index = attrs.index.astype(str)
+    names = list(attrs.index)
+    if cfg.partition != "all":
+        part_file = root / "list_eval_partition.txt"
+        if not part_file.is_file():
+            raise DataError(f"{where}: partition {cfg.partition!r} needs {part_file}, which is "
+                            f"missing. Add it or set partition: all.")
+        parts = pd.read_csv(part_file, sep=r"\s+", header=None, names=["image", "part"],
+                            dtype={"image": str, "part": int}).set_index("image")["part"]
+        wanted = _PARTITIONS[cfg.partition]
+        names = [n for n in names if parts.get(n) == wanted]
+    names = [names[i] for i in _subsample(len(names), cfg.n, cfg.seed)]
+    source = FileSource(where, images_dir, [images_dir / n for n in names], target=target,
+                        on_bad_image=cfg.on_bad_image)
+    raw = attrs.loc[names]
+    raw.columns = [f"celeba:{c}" for c in raw.columns]
+    raw.index = source.image_ids
+    if cfg.labels is not None:
+        csv = _read_csv_labels(cfg.labels, cfg.image_column, where)
+        rows = _match_rows(csv, source.image_ids, source.image_ids, where, cfg.labels)
+        rows.columns = [f"column:{c}" for c in rows.columns]
+        raw = raw.join(rows)
+    return source, raw
+
+
+def _arrays(kind: str, path: Path, cfg: ImageSourceConfig, target: InputSpec | None,
+            where: str) -> tuple[ImageSource, pd.DataFrame]:
+    import numpy as np
+    import pandas as pd
+
+    from audit.io import sha256_file
+
+    if not path.is_file():
+        raise DataError(f"{where}: file {path} does not exist.")
+    columns: dict[str, np.ndarray] = {}
+    if kind == "idx":
+        arr = read_idx(path)
+        if cfg.label_file is not None:
+            columns["idx"] = read_idx(cfg.label_file)
+    else:
+        try:
+            npz = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read as .npz ({exc}).") from exc
+        if "images" not in npz.files:
+            raise DataError(f"{path}: no array named 'images' (it has {npz.files}).")
+        arr = npz["images"]
+        for name in npz.files:
+            if name != "images" and npz[name].ndim == 1:
+                columns["idx" if name == "labels" else f"column:{name}"] = npz[name]
+    n_total = arr.shape[0]
+    for name, col in columns.items():
+        if len(col) != n_total:
+            raise DataError(f"{where}: {n_total} images but {len(col)} values in {name!r}; they "
+                            f"must match one to one.")
+    keep = _subsample(n_total, cfg.n, cfg.seed)
+    images = _array_images(arr[keep], where)
+    ids = [f"{path.name}#{i}" for i in keep]
+    content = sha256_file(path) + (sha256_file(cfg.label_file) if cfg.label_file else "")
+    source = ArraySource(where, images, ids, target=target, content=content)
+    raw = pd.DataFrame({k: v[keep] for k, v in columns.items()}, index=ids)
+    return source, raw

@@ -1,0 +1,64 @@
+"""`gan-audit train-decoders` on a run folder with a hand-made paired store."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import yaml
+from click.testing import CliRunner
+
+from audit.cli import cli
+from audit.decode import load_decoders
+from audit.decode.synthetic import planted_activations
+
+
+def _paired_store(path, features, labels):
+    from audit.store import ActivationStore, StoreSettings
+
+    n = len(labels)
+    settings = StoreSettings(model_sha256="d" * 64, layers=tuple(features), pooling="avg",
+                             max_dim=4096, batch_size=n, shard_size=n, n_images=n,
+                             source_fingerprint="synthetic")
+    store = ActivationStore.create_or_resume(path, settings)
+    store.write_shard(0, image_ids=labels["image_id"].tolist(),
+                      activations={k: v.astype(np.float16) for k, v in features.items()},
+                      scores=np.zeros(n, np.float32))
+    store = store.finalize()
+    store.write_labels(labels)
+    return store
+
+
+def test_train_decoders_command(tmp_path):
+    features, labels, cs = planted_activations(300, n_layers=2, dim=8, seed=0)
+    run = tmp_path / "run"
+    _paired_store(run / "activations" / "paired", features, labels.iloc[::-1])
+    concept_file = tmp_path / "planted.yaml"
+    concept_file.write_text(yaml.safe_dump(cs.model_dump(mode="json")))
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml.safe_dump({
+        "concept_set": str(concept_file),
+        "discriminator": {"spec": "builtin:digits-dcgan"},
+        "generator": {"spec": "builtin:digits-dcgan"},
+        "paired": {"source": "builtin:digits"}, "real": {"source": "builtin:digits"},
+        "decoders": {"hidden": [8], "max_epochs": 20, "lr": 0.01},
+        "out": str(run)}))
+    result = CliRunner().invoke(cli, ["train-decoders", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "tone: layer layer" in result.output and "selectivity" in result.output
+    bundle = load_decoders(run / "decoders")
+    assert bundle.model_sha256 == "d" * 64 and bundle.pooling == "avg"
+    validity = json.loads((run / "decoders" / "validity.json").read_text())
+    assert set(validity["concepts"]) == set(cs.names)
+
+
+def test_train_decoders_without_store(tmp_path):
+    config = tmp_path / "audit.yaml"
+    config.write_text(yaml.safe_dump({
+        "discriminator": {"spec": "builtin:digits-dcgan"},
+        "generator": {"spec": "builtin:digits-dcgan"},
+        "paired": {"source": "builtin:digits"}, "real": {"source": "builtin:digits"},
+        "out": str(tmp_path / "run")}))
+    result = CliRunner().invoke(cli, ["train-decoders", str(config)])
+    assert result.exit_code == 2
+    assert "no activation store here" in result.output

@@ -1,0 +1,261 @@
+"""Decoders trained on synthetic activations with planted concepts (tiny, seeded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from audit.config import DecoderSettings
+from audit.decode import activations_to_decoders, train_decoders
+from audit.decode.split import encode_labels
+from audit.decode.synthetic import planted_activations
+from audit.errors import ConfigError, DataError
+
+# Small network, high learning rate: trains in about a second on one thread.
+FAST = dict(hidden=[32], lr=1e-2, max_epochs=150, patience=15, seed=0)
+
+
+def fast(**kw) -> DecoderSettings:
+    return DecoderSettings(**{**FAST, **kw})
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return planted_activations(800, n_layers=2, dim=16, seed=0, noise=(1.5, 0.3))
+
+
+@pytest.fixture(scope="module")
+def bundle(planted):
+    features, labels, cs = planted
+    return activations_to_decoders(features, labels, cs, settings=fast(), model_sha256="m" * 64,
+                                   pooling="avg")
+
+
+def _sklearn_probe_accuracy(features, labels, cs, bundle, concept, layer):
+    from sklearn.linear_model import LogisticRegression
+
+    ids = labels["image_id"].to_numpy()
+    tr, te = np.isin(ids, bundle.splits["train"]), np.isin(ids, bundle.splits["test"])
+    y = encode_labels(labels, cs)[:, cs.names.index(concept)]
+    x = features[layer]
+    mean, std = x[tr].mean(0), x[tr].std(0)
+    clf = LogisticRegression(max_iter=1000).fit((x[tr] - mean) / std, y[tr])
+    return float(np.mean(clf.predict((x[te] - mean) / std) == y[te]))
+
+
+def test_alias():
+    assert train_decoders is activations_to_decoders
+
+
+def test_recovers_linear_and_nonlinear_concepts(planted, bundle):
+    features, labels, cs = planted
+    v = bundle.validity["concepts"]
+    assert v["tone"]["accuracy"] > 0.9                       # linear
+    assert v["digit"]["accuracy"] > 0.85                     # linear, 4 groups
+    for concept in ("stroke", "ring"):                       # XOR and radial
+        layer = v[concept]["layer"]
+        sk = _sklearn_probe_accuracy(features, labels, cs, bundle, concept, layer)
+        assert sk < 0.7, (concept, sk)
+        assert v[concept]["accuracy"] > sk + 0.15, (concept, v[concept]["accuracy"], sk)
+        assert v[concept]["accuracy"] > v[concept]["probe_accuracy"] + 0.15
+
+
+def test_internal_probe_matches_sklearn(planted, bundle):
+    features, labels, cs = planted
+    for layer in bundle.layers:
+        for concept in ("tone", "digit"):
+            sk = _sklearn_probe_accuracy(features, labels, cs, bundle, concept, layer)
+            ours = bundle.decoders[layer].metrics[concept]["probe_accuracy"]
+            assert ours == pytest.approx(sk, abs=0.015), (layer, concept)
+
+
+def test_layer_sweep_prefers_the_cleaner_layer(bundle):
+    # layer1 has a third of layer0's noise: every concept reads better there.
+    assert bundle.best == {c: "layer1" for c in bundle.concept_set.names}
+    for c in bundle.concept_set.names:
+        s = bundle.sweep["scores"][c]
+        assert s["layer1"] > s["layer0"]
+
+
+def test_fixed_layer_and_unknown_layer(planted):
+    features, labels, cs = planted
+    b = activations_to_decoders(features, labels, cs, settings=fast(layer={"tone": "layer0"},
+                                                                    max_epochs=5),
+                                model_sha256="m", pooling="avg")
+    assert b.best["tone"] == "layer0" and b.validity["concepts"]["tone"]["layer"] == "layer0"
+    with pytest.raises(ConfigError, match=r"'tone' to layer 'main\.9'.*layers: \['layer0'"):
+        activations_to_decoders(features, labels, cs, settings=fast(layer={"tone": "main.9"}),
+                                model_sha256="m", pooling="avg")
+
+
+def test_ties_go_to_the_later_layer():
+    from audit.decode.train import _choose
+
+    assert _choose({"a": 0.9, "b": 0.9, "c": 0.8}, ["a", "b", "c"]) == "b"
+    assert _choose({"a": float("nan"), "b": float("nan")}, ["a", "b"]) == "b"
+    assert _choose({"a": 0.95, "b": float("nan")}, ["a", "b"]) == "a"
+
+
+def test_missing_labels_leave_other_heads_unaffected(planted, bundle):
+    features, labels, cs = planted
+    no_stroke = labels.copy()
+    no_stroke["stroke"] = None
+    b = activations_to_decoders(features, no_stroke, cs, settings=fast(), model_sha256="m",
+                                pooling="avg")
+    v, ref = b.validity["concepts"], bundle.validity["concepts"]
+    for c in ("tone", "digit", "ring"):
+        assert v[c]["auroc"] == pytest.approx(ref[c]["auroc"], abs=0.02), c
+        assert v[c]["accuracy"] == pytest.approx(ref[c]["accuracy"], abs=0.06), c
+    assert v["stroke"]["n_test"] == 0
+    assert np.isnan(v["stroke"]["accuracy"]) and v["stroke"]["decodable"] is False
+    assert sum(map(sum, v["stroke"]["confusion"])) == 0
+
+
+def test_loss_mask_is_per_concept():
+    """A masked label changes neither the loss nor any gradient of the other heads."""
+    import torch
+
+    from audit.decode._fit import Targets, _member_losses
+    from audit.decode.model import HeadLayout
+    from audit.decode.synthetic import planted_concept_set
+
+    layout = HeadLayout.from_concepts(planted_concept_set())   # widths 1, 1, 4, 1
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(1, 6, layout.width, generator=g, requires_grad=True)
+    codes = torch.tensor([[[0, 1, 2, 1], [1, 0, 3, 0], [1, 1, 0, 0],
+                           [0, 0, 1, 1], [1, 1, 2, 0], [0, 1, 3, 1]]])
+    masked = codes.clone()
+    masked[0, :3, 1] = -1          # stroke unknown on three rows
+    masked[0, 4, 2] = -1           # digit unknown on one row
+    losses = []
+    for c in (codes, masked):
+        loss = _member_losses(logits, Targets(c, (c >= 0).float()), layout)
+        (grad,) = torch.autograd.grad(loss.sum(), logits)
+        losses.append((loss, grad))
+    (_, g_full), (_, g_mask) = losses
+    stroke = layout.starts[1]
+    assert torch.equal(g_mask[0, :3, stroke], torch.zeros(3))     # masked rows: no gradient
+    assert torch.equal(g_mask[0, 4, layout.slice(2)], torch.zeros(4))
+    for j in (0, 3):                                                # other heads: unchanged
+        assert torch.equal(g_full[0, :, layout.slice(j)], g_mask[0, :, layout.slice(j)])
+    # The masked concept's loss is the mean over its labelled rows only.
+    z = logits[0, 3:, stroke].detach()
+    y = codes[0, 3:, 1].float()
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(z, y)
+    only_stroke = codes.clone()
+    only_stroke[0, :, [0, 2, 3]] = -1
+    only_stroke[0, :3, 1] = -1
+    got = _member_losses(logits.detach(), Targets(only_stroke, (only_stroke >= 0).float()),
+                         layout)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_control_task_sits_near_chance(planted):
+    features, labels, cs = planted
+    rng = np.random.default_rng(5)
+    noisy = labels.copy()
+    noisy["ring"] = rng.choice(["inside", "outside"], size=len(labels))   # unrelated to x
+    b = activations_to_decoders(features, noisy, cs, settings=fast(), model_sha256="m",
+                                pooling="avg")
+    v = b.validity["concepts"]
+    for c in cs.names:
+        counts = np.asarray(v[c]["confusion"]).sum(axis=1)
+        majority = counts.max() / counts.sum()
+        # A decoder of shuffled labels cannot beat guessing the majority group by much.
+        assert v[c]["control_accuracy"] <= majority + 0.08, c
+        assert v[c]["control_accuracy"] >= 1 / len(counts) - 0.1, c
+    for c, least in (("tone", 0.15), ("stroke", 0.3), ("digit", 0.4)):  # tone is 70/30
+        assert v[c]["selectivity"] > least and v[c]["decodable"] is True, c
+    assert abs(v["ring"]["selectivity"]) < 0.1 and v["ring"]["decodable"] is False
+
+
+def test_calibration_lowers_ece_when_overconfident():
+    # Few images, a wide unregularised MLP and a high learning rate: over-confident logits
+    # on the non-linear concepts.
+    features, labels, cs = planted_activations(400, n_layers=1, dim=64, seed=1,
+                                               noise=(2.0, 2.0))
+    settings = fast(hidden=[256], lr=0.05, dropout=0.0, weight_decay=0.0)
+    b = activations_to_decoders(features, labels, cs, settings=settings, model_sha256="m",
+                                pooling="avg")
+    for c in ("stroke", "ring"):
+        m = b.validity["concepts"][c]
+        assert m["temperature"] > 1.5, c
+        assert m["ece"] < 0.6 * m["ece_uncalibrated"], c
+    off = activations_to_decoders(features, labels, cs, settings=settings.model_copy(
+        update={"calibrate": False}), model_sha256="m", pooling="avg")
+    m = off.validity["concepts"]["stroke"]
+    assert m["temperature"] == 1.0 and m["ece"] == m["ece_uncalibrated"]
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    from audit.decode.metrics import expected_calibration_error
+    from audit.decode.model import concept_probabilities, fit_temperature
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0, 1.5, 20000)
+    y = (rng.random(20000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    z = 3.0 * true_logit[:, None]                    # three times too confident
+    t = fit_temperature(z, y, "binary")
+    assert t == pytest.approx(3.0, rel=0.05)
+    before = expected_calibration_error(y, concept_probabilities(z, "binary"))
+    after = expected_calibration_error(y, concept_probabilities(z, "binary", t))
+    assert after < 0.02 < 0.1 < before
+    # Multiclass: softmax logits scaled by 0.5 (under-confident) -> T near 0.5.
+    logits = rng.normal(0, 2, (20000, 3))
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    yk = (rng.random(20000)[:, None] > p.cumsum(1)).sum(1)
+    assert fit_temperature(0.5 * logits, yk, "multiclass") == pytest.approx(0.5, rel=0.05)
+    assert fit_temperature(z, np.full(20000, -1), "binary") == 1.0
+
+
+def test_same_seed_same_decoders(planted, bundle):
+    features, labels, cs = planted
+    again = activations_to_decoders(features, labels, cs, settings=fast(), model_sha256="m" * 64,
+                                    pooling="avg")
+    for layer in bundle.layers:
+        a, b = bundle.decoders[layer], again.decoders[layer]
+        assert a.params.keys() == b.params.keys()
+        assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+        assert a.temperatures == b.temperatures
+    assert again.splits == bundle.splits
+    assert repr(again.validity) == repr(bundle.validity)    # NaN-safe equality
+    other = activations_to_decoders(features, labels, cs, settings=fast(seed=1, max_epochs=3),
+                                    model_sha256="m", pooling="avg")
+    assert other.splits["train"] != bundle.splits["train"]
+
+
+def test_float16_features_and_class_balance(planted):
+    features, labels, cs = planted
+    half = {k: v.astype(np.float16) for k, v in features.items()}
+    b = activations_to_decoders(half, labels, cs, settings=fast(class_balanced=True),
+                                model_sha256="m", pooling="avg")
+    v = b.validity["concepts"]["tone"]                     # 70/30 concept
+    assert v["balanced_accuracy"] > 0.85
+
+
+def test_minibatch_training(planted):
+    features, labels, cs = planted
+    b = activations_to_decoders(features, labels, cs, settings=fast(batch_size=64, max_epochs=40),
+                                model_sha256="m", pooling="avg")
+    assert b.validity["concepts"]["tone"]["accuracy"] > 0.85
+
+
+def test_input_errors(planted):
+    features, labels, cs = planted
+    kw = dict(settings=fast(max_epochs=2), model_sha256="m", pooling="avg")
+    with pytest.raises(DataError, match=r"layer 'layer0': activations of shape \(10, 16\) do not "
+                                        r"match the 800 labelled images"):
+        activations_to_decoders({"layer0": features["layer0"][:10]}, labels, cs, **kw)
+    with pytest.raises(DataError, match="no 'image_id' column"):
+        activations_to_decoders(features, labels.drop(columns="image_id"), cs, **kw)
+    bad = labels.copy()
+    bad.loc[3, "tone"] = "grey"
+    with pytest.raises(DataError, match=r"concept 'tone' include \['grey'\], which are not among "
+                                        r"its groups \['light', 'dark'\]"):
+        activations_to_decoders(features, bad, cs, **kw)
+    nan = {"layer0": features["layer0"].copy()}
+    nan["layer0"][0, 0] = np.nan
+    with pytest.raises(DataError, match="NaN or infinite"):
+        activations_to_decoders(nan, labels, cs, **kw)
+    with pytest.raises(DataError, match="no activations given"):
+        activations_to_decoders({}, labels, cs, **kw)

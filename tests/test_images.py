@@ -1,0 +1,242 @@
+"""Image sources: layouts, labels from concept sets, transforms, bad images, subsampling."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from audit.concepts import ConceptSet
+from audit.config import ImageSourceConfig
+from audit.errors import DataError
+from audit.images import load_images, read_idx, to_model_input
+from audit.load import InputSpec
+
+
+def concept_set(**sources) -> ConceptSet:
+    """One binary concept per keyword: name -> (groups, label source)."""
+    return ConceptSet.model_validate({"name": "t", "concepts": [
+        {"name": name, "kind": "binary" if len(groups) == 2 else "multiclass",
+         "groups": groups, "source": source} for name, (groups, source) in sources.items()]})
+
+
+TONE = concept_set(tone=(["light", "dark"], {"type": "column", "column": "tone"}))
+
+
+def write_png(path: Path, value: int, size: tuple[int, int] = (8, 8), mode: str = "L") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, value if mode == "L" else (value, 0, 255 - value)).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "imgs"
+    for i in range(4):
+        write_png(root / f"a{i}.png", 40 * i)
+    (root / "broken.png").write_bytes(b"not a png")
+    pd.DataFrame({"image": ["a0.png", "a1.png", "a2.png", "a3.png", "broken.png"],
+                  "tone": ["light", "dark", "light", None, "dark"]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    return root
+
+
+# ---------------------------------------------------------------- transforms
+
+
+def test_transform_resizes_crops_and_rescales() -> None:
+    x = torch.rand(2, 1, 10, 20)
+    y = to_model_input(x, InputSpec(image_size=5, channels=1, value_range=(0.0, 255.0)))
+    assert y.shape == (2, 1, 5, 5)
+    const = to_model_input(torch.full((1, 1, 10, 20), 0.25), InputSpec(5, 1))
+    torch.testing.assert_close(const, torch.full((1, 1, 5, 5), -0.5))
+    # center crop of an image with a bright middle keeps the middle
+    wide = torch.zeros(1, 1, 4, 12)
+    wide[..., 4:8] = 1
+    torch.testing.assert_close(to_model_input(wide, InputSpec(4, 1, (0.0, 1.0))),
+                               torch.ones(1, 1, 4, 4))
+
+
+def test_rgb_to_grey_matches_pillow() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, size=(6, 6, 3), dtype=np.uint8)
+    grey = np.asarray(Image.fromarray(rgb).convert("L"), dtype=np.float32) / 255
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255
+    ours = to_model_input(x, InputSpec(None, 1, (0.0, 1.0)))[0, 0].numpy()
+    np.testing.assert_allclose(ours, grey, atol=1 / 255 + 1e-6)
+    grey_in = torch.rand(1, 1, 3, 3)
+    rgb_out = to_model_input(grey_in, InputSpec(None, 3, (0.0, 1.0)))
+    assert rgb_out.shape == (1, 3, 3, 3) and torch.equal(rgb_out[0, 2], grey_in[0, 0])
+    with pytest.raises(DataError, match="2 channels"):
+        to_model_input(torch.rand(1, 2, 3, 3), InputSpec(None, 3))
+
+
+# ---------------------------------------------------------------- folder + CSV
+
+
+def test_folder_with_labels_and_a_corrupt_image(folder: Path, tmp_path: Path) -> None:
+    cfg = ImageSourceConfig(source=f"folder:{folder}", labels=tmp_path / "labels.csv")
+    src = load_images(cfg, concept_set=TONE, input=InputSpec(4, 1))
+    assert src.image_ids == ["a0.png", "a1.png", "a2.png", "a3.png", "broken.png"]
+    assert src.labels["tone"].tolist() == ["light", "dark", "light", None, "dark"]
+    batch = src.get_batch(range(5))
+    assert batch.image_ids == ["a0.png", "a1.png", "a2.png", "a3.png"]
+    assert batch.skipped[0]["image_id"] == "broken.png"
+    assert str(folder / "broken.png") == batch.skipped[0]["path"]
+    torch.testing.assert_close(batch.images[1], torch.full((1, 4, 4), 40 / 255 * 2 - 1))
+    stop = load_images(cfg.model_copy(update={"on_bad_image": "stop"}), concept_set=TONE)
+    with pytest.raises(DataError, match=r"broken\.png: cannot read the image.*on_bad_image"):
+        stop.get_batch(range(5))
+
+
+def test_bad_images_are_listed_in_the_store(folder: Path, tmp_path: Path,
+                                            tiny_discriminator) -> None:
+    from audit.extract import extract
+    from audit.load import LoadedModel, probe_layers, state_sha256
+
+    model = LoadedModel(module=tiny_discriminator, spec="t", input=InputSpec(16, 1),
+                        sha256=state_sha256(tiny_discriminator))
+    model.layer_info = probe_layers(model)
+    src = load_images(f"folder:{folder}", input=model.input)
+    store = extract(model, ["1"], src, out=tmp_path / "s", batch_size=2, progress=False)
+    assert store.image_ids == ["a0.png", "a1.png", "a2.png", "a3.png"]
+    assert [s["image_id"] for s in store.skipped] == ["broken.png"]
+    assert store.read("1").shape == (4, 4) and src.skipped[0]["image_id"] == "broken.png"
+
+
+def test_label_problems_are_clear(folder: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"image": ["a0.png", "a1.png", "a2.png", "a3.png", "broken.png"],
+                  "tone": ["light", "DARK", "light", "dark", "dark"]}).to_csv(bad, index=False)
+    with pytest.raises(DataError, match=r"'DARK' \(1 images\).*\['light', 'dark'\].*values:"):
+        load_images(ImageSourceConfig(source=f"folder:{folder}", labels=bad), concept_set=TONE)
+    short = tmp_path / "short.csv"
+    pd.DataFrame({"image": ["a0.png"], "tone": ["light"]}).to_csv(short, index=False)
+    with pytest.raises(DataError, match=r"4 image\(s\) have no row.*a1\.png"):
+        load_images(ImageSourceConfig(source=f"folder:{folder}", labels=short), concept_set=TONE)
+    typo = concept_set(tone=(["light", "dark"], {"type": "column", "column": "tones"}))
+    with pytest.raises(DataError, match=r"'column:tones'.*closest: column:tone"):
+        load_images(ImageSourceConfig(source=f"folder:{folder}", labels=tmp_path / "labels.csv"),
+                    concept_set=typo)
+    with pytest.raises(DataError, match="needs labels"):
+        load_images(f"folder:{folder}", concept_set=TONE, require_labels=True)
+    mapped = concept_set(tone=(["light", "dark"], {"type": "column", "column": "tone",
+                                                    "values": {"DARK": "dark",
+                                                               "light": "light",
+                                                               "dark": "dark"}}))
+    src = load_images(ImageSourceConfig(source=f"folder:{folder}", labels=bad),
+                      concept_set=mapped)
+    assert src.labels["tone"].tolist()[:2] == ["light", "dark"]
+
+
+def test_subsample_is_seeded_and_keeps_order(tmp_path: Path) -> None:
+    root = tmp_path / "many"
+    for i in range(20):
+        write_png(root / f"{i:02d}.png", i)
+    a = load_images(ImageSourceConfig(source=f"folder:{root}", n=6, seed=1))
+    b = load_images(ImageSourceConfig(source=f"folder:{root}", n=6, seed=1))
+    c = load_images(ImageSourceConfig(source=f"folder:{root}", n=6, seed=2))
+    assert a.image_ids == b.image_ids == sorted(a.image_ids) and len(a) == 6
+    assert a.image_ids != c.image_ids and a.fingerprint != c.fingerprint
+
+
+# ---------------------------------------------------------------- other layouts
+
+
+def test_celeba_layout_and_partition(tmp_path: Path) -> None:
+    root = tmp_path / "celeba"
+    names = [f"{i:06d}.jpg" for i in range(1, 5)]
+    for i, name in enumerate(names):
+        write_png(root / "img_align_celeba" / name, 50 * i, size=(6, 8), mode="RGB")
+    lines = ["4", "Male Young"] + [f"{n} {m} {y}" for n, m, y in
+                                   zip(names, [1, -1, 1, -1], [1, 1, -1, -1], strict=True)]
+    (root / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (root / "list_eval_partition.txt").write_text(
+        "\n".join(f"{n} {p}" for n, p in zip(names, [0, 0, 2, 2], strict=True)) + "\n")
+    cs = concept_set(sex=(["female", "male"], {"type": "celeba", "attribute": "Male"}))
+    src = load_images(ImageSourceConfig(source=f"celeba:{root}"), concept_set=cs,
+                      input=InputSpec(4, 3))
+    assert src.labels["sex"].tolist() == ["male", "female", "male", "female"]
+    assert src.get_batch([0, 1]).images.shape == (2, 3, 4, 4)
+    test = load_images(ImageSourceConfig(source=f"celeba:{root}", partition="test"),
+                       concept_set=cs)
+    assert test.image_ids == names[2:]
+    bad = concept_set(sex=(["female", "male"], {"type": "celeba", "attribute": "Mal"}))
+    with pytest.raises(DataError, match="closest: celeba:Male"):
+        load_images(ImageSourceConfig(source=f"celeba:{root}"), concept_set=bad)
+
+
+def test_classfolders(tmp_path: Path) -> None:
+    for cls in ("cat", "dog"):
+        for i in range(2):
+            write_png(tmp_path / "cf" / cls / f"{i}.png", 10 * i)
+    cs = concept_set(animal=(["cat", "dog"], {"type": "folder"}))
+    src = load_images(f"classfolders:{tmp_path / 'cf'}", concept_set=cs)
+    assert src.image_ids == ["cat/0.png", "cat/1.png", "dog/0.png", "dog/1.png"]
+    assert src.labels["animal"].tolist() == ["cat", "cat", "dog", "dog"]
+
+
+def write_idx(path: Path, arr: np.ndarray, *, gz: bool) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + b"".join(
+        struct.pack(">I", d) for d in arr.shape)
+    data = header + arr.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if gz else data)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_idx_files(tmp_path: Path, gz: bool) -> None:
+    images = np.random.default_rng(0).integers(0, 256, size=(5, 7, 7), dtype=np.uint8)
+    write_idx(tmp_path / "img.idx", images, gz=gz)
+    write_idx(tmp_path / "lab.idx", np.array([0, 1, 2, 1, 0]), gz=gz)
+    np.testing.assert_array_equal(read_idx(tmp_path / "img.idx"), images)
+    cs = concept_set(digit=(["0", "1", "2"], {"type": "idx"}))
+    src = load_images(ImageSourceConfig(source=f"idx:{tmp_path / 'img.idx'}",
+                                        label_file=tmp_path / "lab.idx"), concept_set=cs,
+                      input=InputSpec(None, 1, (0.0, 1.0)))
+    assert src.labels["digit"].tolist() == ["0", "1", "2", "1", "0"]
+    np.testing.assert_allclose(src.get_batch([3]).images[0, 0].numpy(), images[3] / 255,
+                               atol=1e-6)
+    (tmp_path / "bad.idx").write_bytes(b"\x00\x00\x08\x01\x00\x00\x00\x09abc")
+    with pytest.raises(DataError, match="truncated"):
+        read_idx(tmp_path / "bad.idx")
+    two = concept_set(digit=(["0", "1"], {"type": "idx"}))
+    with pytest.raises(DataError, match=r"'2' \(1 images\)"):
+        load_images(ImageSourceConfig(source=f"idx:{tmp_path / 'img.idx'}",
+                                      label_file=tmp_path / "lab.idx"), concept_set=two)
+
+
+@pytest.mark.parametrize("layout", ["nhw", "nhwc", "nchw"])
+def test_npz_layouts(tmp_path: Path, layout: str) -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, size=(4, 6, 6, 3), dtype=np.uint8)
+    arr = {"nhw": rgb[..., 0], "nhwc": rgb, "nchw": rgb.transpose(0, 3, 1, 2)}[layout]
+    np.savez(tmp_path / "d.npz", images=arr, labels=np.array([1, 0, 1, 1]))
+    cs = concept_set(flag=(["no", "yes"], {"type": "idx"}))
+    src = load_images(f"npz:{tmp_path / 'd.npz'}", concept_set=cs,
+                      input=InputSpec(None, None, (0.0, 1.0)))
+    assert src.labels["flag"].tolist() == ["yes", "no", "yes", "yes"]
+    got = src.get_batch([2]).images[0].numpy()
+    want = rgb[2, ..., :1] if layout == "nhw" else rgb[2]
+    np.testing.assert_allclose(got, want.transpose(2, 0, 1) / 255, atol=1e-6)
+
+
+def test_builtin_source_is_called_lazily(monkeypatch) -> None:
+    import audit.demo.data as demo_data
+
+    def fake(name, *, n=None, seed=0):
+        assert name == "digits-paired" and n == 3 and seed == 5
+        images = torch.linspace(-1, 1, 3 * 32 * 32).view(3, 1, 32, 32)
+        return images, pd.DataFrame({"image_id": ["p0", "p1", "p2"], "tone": ["light"] * 3,
+                                     "digit": [0, 7, 9]})
+
+    monkeypatch.setattr(demo_data, "builtin_source", fake)
+    cs = concept_set(tone=(["light", "dark"], {"type": "column", "column": "tone"}),
+                     digit=([str(i) for i in range(10)], {"type": "column", "column": "digit"}))
+    src = load_images(ImageSourceConfig(source="builtin:digits-paired", n=3, seed=5),
+                      concept_set=cs, input=InputSpec(32, 1))
+    assert src.labels["digit"].tolist() == ["0", "7", "9"]
+    torch.testing.assert_close(src.get_batch([0, 1, 2]).images,
+                               torch.linspace(-1, 1, 3 * 32 * 32).view(3, 1, 32, 32))
