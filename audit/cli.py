@@ -78,7 +78,10 @@ def demo(out: Path, no_pdf: bool, device: str) -> None:
     Example:
       gan-audit demo --out reports/demo
     """
-    not_built("The demo (gan-audit demo)", 7)
+    from audit.pipeline import demo_config, run_audit
+
+    summary = run_audit(demo_config(), out=out, device=device, pdf=not no_pdf)
+    _print_summary(summary)
 
 
 @cli.command()
@@ -95,7 +98,32 @@ def run(config: Path, out: Path | None, device: str | None, no_pdf: bool) -> Non
     Example:
       gan-audit run examples/celeba_stylegan2.yaml --out reports/celeba
     """
-    not_built("gan-audit run", 7)
+    from audit.pipeline import run_audit
+
+    summary = run_audit(config, out=out, device=device, pdf=False if no_pdf else None)
+    _print_summary(summary)
+
+
+def _print_summary(summary: Any) -> None:
+    """The closing summary on stdout: verdicts, top findings, timings, where the report is."""
+    results = summary.results
+    click.echo(f"audit {results.get('meta', {}).get('audit_id', '')}: {summary.run_dir}")
+    click.echo("verdicts:")
+    for v in results.get("verdicts", []):
+        click.echo(f"  {v['concept']:<24} {v['verdict']:<20} {v.get('reason', '')}")
+    order = {"high": 0, "medium": 1, "low": 2, "info": 3}
+    findings = sorted(results.get("findings", []),
+                      key=lambda f: (order.get(f.get("severity"), 9), f.get("id", "")))
+    shown = [f for f in findings if f.get("severity") != "info"][:5]
+    click.echo(f"top findings ({len(findings)} in all):" if shown else "no findings above info")
+    for f in shown:
+        low = ", low confidence" if f.get("confidence") == "low" else ""
+        click.echo(f"  [{f['severity']}{low}] {f['id']}: {f.get('summary', '')}")
+    stages = ", ".join(f"{name} {'reused' if name in summary.cached else f'{sec:.1f} s'}"
+                       for name, sec in summary.seconds.items())
+    click.echo(f"stages: {stages} (total {sum(summary.seconds.values()):.1f} s)")
+    for kind, path in summary.outputs.items():
+        click.echo(f"{kind}: {path}")
 
 
 # ---------------------------------------------------------------- stages
@@ -254,7 +282,11 @@ def report(run_dir: Path, no_pdf: bool) -> None:
     Example:
       gan-audit report reports/demo --no-pdf
     """
-    not_built("gan-audit report", 6)
+    from audit.report import render_report
+
+    paths = render_report(run_dir, pdf=not no_pdf)
+    for path in paths.values():
+        click.echo(str(path))
 
 
 @cli.command()
@@ -274,7 +306,40 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
       gan-audit review reports/demo F-REP-tone-dark --status accepted \\
           --note "confirmed by sampling" --reviewer "A. Auditor"
     """
-    not_built("gan-audit review", 6)
+    from audit.errors import ReviewError
+    from audit.report import append_review, read_review_log, render_report
+    from audit.report.review import latest_status, list_findings
+
+    if finding_id is None:
+        if status is not None or reviewer is not None or note:
+            raise ReviewError("--status, --note and --reviewer need a FINDING_ID: gan-audit "
+                              "review RUN_DIR FINDING_ID --status STATUS --note TEXT "
+                              "--reviewer NAME")
+        log = read_review_log(run_dir)
+        latest = latest_status(log)
+        rows = [(f["id"], f["severity"], f["confidence"],
+                 latest[f["id"]]["status"] if f["id"] in latest else "unreviewed")
+                for f in list_findings(run_dir)]
+        header = ("finding", "severity", "confidence", "status")
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(4)]
+        for r in [header, *rows]:
+            click.echo("  ".join(f"{c!s:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip())
+        if not rows:
+            click.echo("(no findings)")
+        if not log.verification.ok:
+            click.echo("warning: review.jsonl: " + "; ".join(log.verification.problems),
+                       err=True)
+        return
+    if status is None:
+        raise ReviewError(f"give the review's status with --status (one of accepted, disputed, "
+                          f"mitigated, false-positive) for finding {finding_id!r}.")
+    entry = append_review(run_dir, finding_id, status=status, note=note,
+                          reviewer=reviewer or "")
+    click.echo(f"{entry['finding_id']}: {entry['status']} by {entry['reviewer']} "
+               f"(entry {entry['hash'][:12]})")
+    pdf = (run_dir / "report.pdf").exists()
+    for path in render_report(run_dir, pdf=pdf).values():
+        click.echo(f"re-rendered {path}", err=True)
 
 
 @cli.command()
@@ -289,7 +354,11 @@ def compare(run_a: Path, run_b: Path, out: Path, no_pdf: bool) -> None:
     Example:
       gan-audit compare reports/ckpt-100k reports/ckpt-200k --out reports/compare
     """
-    not_built("gan-audit compare", 6)
+    from audit.report import render_compare
+
+    paths = render_compare(run_a, run_b, out=out, pdf=not no_pdf)
+    for path in paths.values():
+        click.echo(str(path))
 
 
 # ---------------------------------------------------------------- concept sets

@@ -426,8 +426,14 @@ def _read_csv_labels(path: Path, image_column: str, where: str) -> pd.DataFrame:
 
 def _match_rows(table: pd.DataFrame, ids: list[str], keys: list[str], where: str,
                 path: Path) -> pd.DataFrame:
-    """Rows of ``table`` for each image (by relative path, else by file name)."""
+    """Rows of ``table`` for each image: by relative path, else by file name, else by the
+    file name of the table's own path entry (FairFace lists ``train/1.jpg`` while the
+    source folder may be ``train/`` itself), when that file name is unique in the table."""
     index = set(table.index)
+    by_name: dict[str, Any] = {}
+    for entry in table.index:
+        name = Path(str(entry)).name
+        by_name[name] = None if name in by_name else entry  # None marks an ambiguous name
     chosen = []
     missing = []
     for image_id, key in zip(ids, keys, strict=True):
@@ -435,6 +441,8 @@ def _match_rows(table: pd.DataFrame, ids: list[str], keys: list[str], where: str
             chosen.append(image_id)
         elif key in index:
             chosen.append(key)
+        elif by_name.get(key) is not None:
+            chosen.append(by_name[key])
         else:
             missing.append(image_id)
             chosen.append(None)

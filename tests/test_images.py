@@ -240,3 +240,21 @@ def test_builtin_source_is_called_lazily(monkeypatch) -> None:
     assert src.labels["digit"].tolist() == ["0", "7", "9"]
     torch.testing.assert_close(src.get_batch([0, 1, 2]).images,
                                torch.linspace(-1, 1, 3 * 32 * 32).view(3, 1, 32, 32))
+
+
+def test_rows_match_by_the_file_name_of_the_tables_own_paths(folder: Path, tmp_path: Path
+                                                             ) -> None:
+    # FairFace lists "train/1.jpg" while the source folder is train/ itself.
+    table = tmp_path / "fairface.csv"
+    pd.DataFrame({"file": [f"train/{n}" for n in ["a0.png", "a1.png", "a2.png", "a3.png",
+                                                  "broken.png"]],
+                  "tone": ["light", "dark", "dark", "light", "dark"]}).to_csv(table, index=False)
+    src = load_images(ImageSourceConfig(source=f"folder:{folder}", labels=table,
+                                        image_column="file"), concept_set=TONE)
+    assert src.labels["tone"].tolist() == ["light", "dark", "dark", "light", "dark"]
+    # an ambiguous file name (two rows) is not guessed
+    pd.DataFrame({"file": ["train/a0.png", "val/a0.png"],
+                  "tone": ["light", "dark"]}).to_csv(table, index=False)
+    with pytest.raises(DataError, match=r"have no row"):
+        load_images(ImageSourceConfig(source=f"folder:{folder}", labels=table,
+                                      image_column="file"), concept_set=TONE)

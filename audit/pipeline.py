@@ -1,0 +1,328 @@
+"""The main job: every stage of an audit into one run folder, resumable and cached.
+
+``run_audit`` runs extract -> decoders -> decode -> samples -> measure -> report.
+Each stage records the hash of its inputs in ``manifest.json``; a stage whose key
+matches and whose outputs exist is skipped, so a second run with only a new
+threshold re-measures and re-renders in seconds. Every file is written atomically
+and a stage is marked done only after its outputs are in place, so an interrupted
+run leaves a consistent folder and the next run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from audit._version import __version__
+from audit.config import AuditConfig, load_config
+from audit.errors import RunFolderError
+from audit.io import atomic_write_text, ensure_dir, sha256_file
+from audit.manifest import new_manifest, read_manifest, write_manifest
+
+__all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
+
+STAGES = ("extract", "decoders", "decode", "samples", "measure", "report")
+
+
+@dataclass
+class RunSummary:
+    """What a run did: where, how long each stage took, and what it found."""
+
+    run_dir: Path
+    seconds: dict[str, float] = field(default_factory=dict)
+    cached: list[str] = field(default_factory=list)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def demo_config() -> Path:
+    """The embedded demo's config file (inside the package)."""
+    return Path(__file__).resolve().parent / "demo" / "demo.yaml"
+
+
+def _hash(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _spec_files(section: Any) -> dict[str, str]:
+    """sha256 of the files a model or image spec names (weights, pickles, label files)."""
+    if section is None:
+        return {}
+    files: dict[str, str] = {}
+    data = section.model_dump(mode="json")
+    candidates = [data.get("weights"), data.get("labels"), data.get("label_file")]
+    spec = data.get("spec") or data.get("source") or ""
+    prefix, _, rest = spec.partition(":")
+    if prefix in ("torchscript", "pickle", "idx", "npz"):
+        candidates.append(rest.partition("#")[0])
+    for c in candidates:
+        if c and Path(c).is_file():
+            files[c] = sha256_file(Path(c))
+    return files
+
+
+class _Run:
+    """One run folder and its manifest; runs or skips stages by their input keys."""
+
+    def __init__(self, cfg: AuditConfig, run_dir: Path, device: str,
+                 log: Callable[[str], None]) -> None:
+        self.cfg, self.run_dir, self.device, self.log = cfg, run_dir, device, log
+        config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        self.config_sha = hashlib.sha256(config_text.encode()).hexdigest()
+        ensure_dir(run_dir)
+        manifest = read_manifest(run_dir)
+        if manifest is None:
+            manifest = new_manifest(audit_id=f"{cfg.name}-{self.config_sha[:8]}",
+                                    config_sha256=self.config_sha, device=device)
+        manifest["config_sha256"] = self.config_sha
+        self.manifest = manifest
+        atomic_write_text(run_dir / "config.yaml", config_text)
+        self.summary = RunSummary(run_dir=run_dir)
+
+    def stage(self, name: str, key: str, outputs: list[str], fn: Callable[[], Any]) -> bool:
+        """Run ``fn`` unless the stage's key matches and its outputs exist; True if it ran."""
+        record = self.manifest["stages"].get(name, {})
+        paths = [self.run_dir / o for o in outputs]
+        if record.get("key") == key and record.get("done") and all(p.exists() for p in paths):
+            self.summary.cached.append(name)
+            self.summary.seconds[name] = 0.0
+            self.log(f"[{name}] up to date (inputs unchanged), reused")
+            return False
+        if record.get("key") not in (None, key):
+            for p in paths:  # outputs of other inputs: never mix them with new ones
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        self.manifest["stages"][name] = {"key": key, "done": False}
+        write_manifest(self.run_dir, self.manifest)
+        self.log(f"[{name}] running ...")
+        start = time.perf_counter()
+        fn()
+        seconds = round(time.perf_counter() - start, 3)
+        self.manifest["stages"][name] = {"key": key, "done": True, "seconds": seconds,
+                                         "finished": _now()}
+        write_manifest(self.run_dir, self.manifest)
+        self.summary.seconds[name] = seconds
+        self.log(f"[{name}] done in {seconds:.1f} s")
+        return True
+
+
+def _now() -> str:
+    from audit.manifest import utc_now
+
+    return utc_now()
+
+
+def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
+              device: str | None = None, pdf: bool | None = None,
+              log: Callable[[str], None] | None = None) -> RunSummary:
+    """Run a whole audit into a run folder.
+
+    Parameters
+    ----------
+    config : AuditConfig or path
+        The audit configuration (a YAML path is loaded and validated).
+    out : Path, optional
+        Run folder; default: the config's ``out``.
+    device : {"auto", "cpu", "cuda", "mps"}, optional
+        Default: the config's ``device``.
+    pdf : bool, optional
+        Render report.pdf; default: the config's ``report.pdf``.
+    log : callable, optional
+        Receives one progress line per stage (default: print to stderr).
+
+    Returns
+    -------
+    RunSummary
+    """
+    from audit.concepts import load_concept_set
+
+    cfg = config if isinstance(config, AuditConfig) else load_config(config)
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    run_dir = Path(out if out is not None else cfg.out)
+    if device is not None:
+        cfg = cfg.model_copy(update={"device": device})
+    want_pdf = cfg.report.pdf if pdf is None else pdf
+    concept_set = load_concept_set(cfg.concept_set)
+    from audit.load import resolve_device
+
+    dev = resolve_device(cfg.device)
+    run = _Run(cfg, run_dir, dev, log)
+    seeds = {"generator": cfg.generator.seed if cfg.generator else None,
+             "paired": cfg.paired.seed, "real": cfg.real.seed,
+             "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
+    run.manifest["seeds"] = seeds
+
+    extract_key = _hash("extract", __version__, concept_set.sha256,
+                        *(s.model_dump(mode="json") if s is not None else None
+                          for s in (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired,
+                                    cfg.real)),
+                        *(_spec_files(s) for s in (cfg.discriminator, cfg.generator,
+                                                   cfg.paired, cfg.real)))
+    run.stage("extract", extract_key, ["activations"],
+              lambda: _extract(cfg, run_dir, dev))
+    _record_data(run, cfg)
+
+    decoders_key = _hash("decoders", extract_key, concept_set.sha256,
+                         cfg.decoders.model_dump(mode="json"))
+    run.stage("decoders", decoders_key, ["decoders"],
+              lambda: _train(run_dir, concept_set, cfg, dev))
+
+    decode_key = _hash("decode", decoders_key)
+    run.stage("decode", decode_key, ["predictions.parquet"],
+              lambda: predictions_from_run(run_dir, concept_set))
+
+    samples_key = _hash("samples", decode_key, cfg.report.samples_per_group)
+    run.stage("samples", samples_key, ["samples"],
+              lambda: _samples(cfg, run_dir, concept_set, dev))
+
+    measure_key = _hash("measure", decode_key, concept_set.sha256,
+                        cfg.measure.model_dump(mode="json"))
+    run.stage("measure", measure_key, ["results.json"],
+              lambda: _measure(run_dir, concept_set, cfg))
+
+    review = run_dir / "review.jsonl"
+    report_key = _hash("report", measure_key, samples_key, cfg.report.model_dump(mode="json"),
+                       want_pdf, sha256_file(review) if review.exists() else None)
+    outputs = ["report.html", "report.pdf"] if want_pdf else ["report.html"]
+    run.stage("report", report_key, outputs, lambda: _report(run_dir, want_pdf))
+
+    results_path = run_dir / "results.json"
+    run.summary.results = json.loads(results_path.read_text(encoding="utf-8"))
+    run.summary.outputs = {"results": results_path, "html": run_dir / "report.html"}
+    if want_pdf:
+        run.summary.outputs["pdf"] = run_dir / "report.pdf"
+    return run.summary
+
+
+# ---------------------------------------------------------------- stages
+
+
+def _extract(cfg: AuditConfig, run_dir: Path, device: str) -> None:
+    from audit.extract import extract_from_config
+
+    extract_from_config(cfg, out=run_dir, device=device, progress=True)
+
+
+def _stores(run_dir: Path) -> dict[str, Any]:
+    from audit.store import ActivationStore
+
+    return {name: ActivationStore.open(run_dir / "activations" / name)
+            for name in ("paired", "real", "generated")}
+
+
+def _record_data(run: _Run, cfg: AuditConfig) -> None:
+    """Hashes, data sources and skipped images of the stores, into the manifest."""
+    stores = _stores(run.run_dir)
+    paired = stores["paired"].settings
+    run.manifest["hashes"] = {
+        "config": run.config_sha,
+        "discriminator": paired.model_sha256,
+        "files": {k: v for s in (cfg.discriminator, cfg.generator, cfg.paired, cfg.real)
+                  for k, v in _spec_files(s).items()},
+        "data": {name: _hash(store.image_ids) for name, store in stores.items()},
+    }
+    gen_spec = cfg.generator.spec if cfg.generator else cfg.generated.images.source  # type: ignore[union-attr]
+    run.manifest["model"] = {"discriminator": cfg.discriminator.spec,
+                             "generator": cfg.generator.spec if cfg.generator else None,
+                             "layers": list(stores["paired"].layers),
+                             "pooling": paired.pooling}
+    run.manifest["data_sources"] = {
+        "paired": {"source": cfg.paired.source, "n": stores["paired"].n_images},
+        "real": {"source": cfg.real.source, "n": stores["real"].n_images},
+        "generated": {"source": gen_spec, "n": stores["generated"].n_images},
+    }
+    run.manifest["skipped_images"] = {name: list(store.skipped) for name, store in stores.items()
+                                      if store.skipped}
+    from audit.manifest import write_manifest as _write
+
+    _write(run.run_dir, run.manifest)
+
+
+def _train(run_dir: Path, concept_set: Any, cfg: AuditConfig, device: str) -> None:
+    from audit.decode.run import train_run_decoders
+
+    train_run_decoders(run_dir, concept_set, cfg.decoders, device=device)
+
+
+def predictions_from_run(run_dir: Path, concept_set: Any) -> Any:
+    """Decode every stored image and write ``predictions.parquet`` (docs/CONTRACTS.md).
+
+    Paired images carry their decoder split (train/val/test) and true labels; real and
+    generated images are the audited ones (split ``audit``); real images keep their
+    true labels where the source has them.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from audit.decode import decode, load_decoders
+    from audit.decode.run import store_features
+    from audit.io import atomic_path
+
+    bundle = load_decoders(run_dir / "decoders")
+    layers = sorted(set(bundle.best.values()), key=bundle.layers.index)
+    split_of = _split_lookup(bundle.splits)
+    tables = []
+    for name, store in _stores(run_dir).items():
+        ids = [str(i) for i in store.image_ids]
+        table = decode(bundle, store_features(store, layers), np.asarray(store.scores()),
+                       model_sha256=store.settings.model_sha256, pooling=store.settings.pooling,
+                       image_ids=ids)
+        table.insert(1, "split", [split_of.get(i, "train") for i in ids] if name == "paired"
+                     else "audit")
+        table.insert(2, "source", "generated" if name == "generated" else "real")
+        labels = store.labels()
+        for c in concept_set.names:
+            col = None
+            if labels is not None and c in labels.columns:
+                col = labels.set_index(labels["image_id"].astype(str))[c].reindex(ids)
+            values = col.to_numpy(dtype=object) if col is not None else [None] * len(ids)
+            table[f"true__{c}"] = pd.Series(
+                [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
+                 for v in values], dtype=object)
+        tables.append(table)
+    predictions = pd.concat(tables, ignore_index=True)
+    with atomic_path(run_dir / "predictions.parquet", suffix=".parquet") as tmp:
+        predictions.to_parquet(tmp, index=False)
+    return predictions
+
+
+def _split_lookup(splits: dict[str, Any]) -> dict[str, str]:
+    """image id -> decoder split (``train``, ``val`` or ``test``) from ``splits.json``."""
+    return {str(i): split for split in ("train", "val", "test") for i in splits.get(split, [])}
+
+
+def _samples(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) -> None:
+    from audit.samples import write_samples
+
+    write_samples(cfg, run_dir, concept_set, device=device)
+
+
+def _measure(run_dir: Path, concept_set: Any, cfg: AuditConfig) -> None:
+    from audit.measure.results import measure_run, run_meta
+
+    measure_run(run_dir, concept_set, cfg.measure, meta=run_meta(run_dir, name=cfg.name))
+
+
+def _report(run_dir: Path, pdf: bool) -> None:
+    from audit.report import render_report
+
+    render_report(run_dir, pdf=pdf)
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """A clear error when ``run_dir`` is not a finished gan-audit run folder."""
+    if not (Path(run_dir) / "manifest.json").is_file():
+        raise RunFolderError(f"{run_dir}: not a gan-audit run folder (no manifest.json). Give "
+                             f"the --out folder of 'gan-audit run' or 'gan-audit demo'.")

@@ -1,0 +1,127 @@
+"""Image grids for the report: what the decoders call each group, and the extremes of D.
+
+For every group of every concept, a grid of generated images decoded as that group
+(a seeded random pick, not the most confident ones, so a reader sees typical
+decodings); and the real audited images that the discriminator scores lowest and
+highest. Written as PNG files under ``RUN_DIR/samples/`` with ``samples/index.json``
+saying what each grid shows.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from audit.concepts import ConceptSet
+from audit.config import AuditConfig
+from audit.io import atomic_path, atomic_write_json, ensure_dir
+
+__all__ = ["images_to_grid", "write_samples"]
+
+
+def images_to_grid(images: np.ndarray, *, value_range: tuple[float, float] = (-1.0, 1.0),
+                   min_cell: int = 64, pad: int = 2) -> np.ndarray:
+    """Tile images into one picture.
+
+    Parameters
+    ----------
+    images : N x C x H x W float array in ``value_range`` (C is 1 or 3)
+    min_cell : small images are enlarged (nearest neighbour) to at least this size
+
+    Returns
+    -------
+    uint8 array, rows x cols x 3
+    """
+    n, c, h, w = images.shape
+    lo, hi = value_range
+    x = np.clip((images.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    if c == 1:
+        x = np.repeat(x, 3, axis=1)
+    scale = max(1, math.ceil(min_cell / max(h, w)))
+    if scale > 1:
+        x = x.repeat(scale, axis=2).repeat(scale, axis=3)
+    h, w = h * scale, w * scale
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        top, left = pad + r * (h + pad), pad + q * (w + pad)
+        grid[top:top + h, left:left + w] = (x[k].transpose(1, 2, 0) * 255).round()
+    return grid
+
+
+def _save_png(path: Path, grid: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(grid).save(tmp, format="PNG")
+
+
+def _images(source: Any, ids: list[str]) -> np.ndarray:
+    position = {i: k for k, i in enumerate(source.image_ids)}
+    batch = source.get_batch([position[i] for i in ids if i in position])
+    return batch.images.detach().cpu().numpy()
+
+
+def _sources(cfg: AuditConfig, concept_set: ConceptSet, device: str) -> tuple[Any, Any, Any]:
+    from audit.images import GeneratedSource, load_images
+    from audit.load import load_discriminator, load_generator
+
+    model = load_discriminator(cfg.discriminator, device=device)
+    real = load_images(cfg.real, concept_set=concept_set, input=model.input)
+    if cfg.generator is not None:
+        g = cfg.generator
+        generated = GeneratedSource(load_generator(g, device=device), n=g.n, seed=g.seed,
+                                    target=model.input, batch_size=g.batch_size,
+                                    truncation=g.truncation, class_label=g.class_label)
+    else:
+        assert cfg.generated is not None
+        generated = load_images(cfg.generated.images, concept_set=concept_set,
+                                input=model.input)
+    return model, real, generated
+
+
+def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
+                  device: str = "cpu") -> dict[str, Any]:
+    """Write the report's image grids from ``predictions.parquet``; returns the index."""
+    import pandas as pd
+
+    run_dir = Path(run_dir)
+    k = cfg.report.samples_per_group
+    out = ensure_dir(run_dir / "samples")
+    index: dict[str, Any] = {"per_group": k, "grids": []}
+    if k == 0:
+        atomic_write_json(out / "index.json", index)
+        return index
+    predictions = pd.read_parquet(run_dir / "predictions.parquet")
+    audit = predictions[predictions["split"] == "audit"]
+    model, real_source, gen_source = _sources(cfg, concept_set, device)
+    value_range = tuple(model.input.value_range)
+    rng = np.random.default_rng(cfg.report.samples_per_group)
+    generated = audit[audit["source"] == "generated"]
+    for concept in concept_set.concepts:
+        for group in concept.groups:
+            ids = generated.loc[generated[f"pred__{concept.name}"] == group, "image_id"]
+            entry = {"file": f"generated-{concept.name}-{group}.png", "kind": "generated",
+                     "concept": concept.name, "group": group, "n_available": int(len(ids)),
+                     "n_shown": 0}
+            if len(ids):
+                pick = rng.choice(ids.to_numpy(), size=min(k, len(ids)), replace=False)
+                images = _images(gen_source, [str(i) for i in pick])
+                _save_png(out / entry["file"], images_to_grid(images, value_range=value_range))
+                entry["n_shown"] = int(len(images))
+            index["grids"].append(entry)
+    real = audit[audit["source"] == "real"].sort_values("score", kind="stable")
+    for name, rows in (("lowest", real.head(k)), ("highest", real.tail(k).iloc[::-1])):
+        if len(rows):
+            images = _images(real_source, [str(i) for i in rows["image_id"]])
+            _save_png(out / f"real-{name}.png", images_to_grid(images, value_range=value_range))
+        index["grids"].append({"file": f"real-{name}.png", "kind": f"real-{name}",
+                               "n_shown": int(len(rows)),
+                               "scores": [float(s) for s in rows["score"]]})
+    atomic_write_json(out / "index.json", index)
+    return index
