@@ -50,6 +50,7 @@ def atomic_path(path: Path, *, suffix: str = "") -> Iterator[Path]:
     ensure_dir(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; files should read like any other
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -63,6 +64,12 @@ def atomic_path(path: Path, *, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

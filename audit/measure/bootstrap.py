@@ -1,0 +1,218 @@
+"""A fast bootstrap that draws the same distribution as resampling rows.
+
+Rate metrics depend on the rows only through the counts of a few cells (group x
+outcome x decision). Resampling N rows with replacement gives cell counts that are
+multinomial(N, counts / N), so one multinomial draw per replicate (all replicates in
+one vectorised call) replaces re-running the metric on N resampled rows. Stratified
+resampling draws each stratum separately with its own fixed size. Continuous scores
+(group means) are resampled as rows, in chunks of replicates.
+
+Statistics are functions ``f(cells) -> values`` vectorised over a leading replicate
+axis: ``cells`` (B, C) -> (B, ...). The same function gives the point estimate
+(``B = 1``), the replicates, and the jackknife that BCa needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+__all__ = ["BootstrapSpec", "estimate", "draw_cells", "cell_interval", "mean_replicates",
+           "intervals", "jackknife_cells", "jackknife_means"]
+
+Statistic = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    """How intervals are computed: replicates, seed, percentile or BCa, stratification."""
+
+    n_boot: int = 1000
+    seed: int = 0
+    method: Literal["percentile", "bca"] = "percentile"
+    stratified: bool = False
+    confidence: float = 0.95
+
+    @property
+    def quantiles(self) -> tuple[float, float]:
+        tail = (1.0 - self.confidence) / 2.0
+        return tail, 1.0 - tail
+
+
+def draw_cells(counts: np.ndarray, *, n_boot: int, rng: np.random.Generator,
+               strata: np.ndarray | None = None) -> np.ndarray:
+    """Bootstrap replicates of cell counts: (C,) integer counts -> (n_boot, C).
+
+    Without ``strata`` one multinomial(N, counts / N) per replicate, exactly the cell
+    counts of N rows resampled with replacement. With ``strata`` (C,) integer labels,
+    each stratum's total stays fixed and its cells are drawn multinomially.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    out = np.zeros((n_boot, len(counts)), dtype=np.int64)
+    labels = np.zeros(len(counts), dtype=int) if strata is None else np.asarray(strata)
+    for s in np.unique(labels):
+        cols = np.flatnonzero(labels == s)
+        total = int(counts[cols].sum())
+        if total == 0:
+            continue
+        out[:, cols] = rng.multinomial(total, counts[cols] / total, size=n_boot)
+    return out
+
+
+def jackknife_cells(stat: Statistic, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-row-out values of ``stat`` on cell counts.
+
+    Every row of a cell gives the same leave-one-out value, so the jackknife needs one
+    evaluation per non-empty cell. Returns (values (M, ...), weights (M,) = rows per cell).
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    cells = np.flatnonzero(counts > 0)
+    minus = np.repeat(counts[None, :], len(cells), axis=0)
+    minus[np.arange(len(cells)), cells] -= 1
+    return stat(minus), counts[cells].astype(float)
+
+
+def _acceleration(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """BCa acceleration from weighted jackknife values (M, ...) -> (...)."""
+    w = weights.reshape((-1,) + (1,) * (values.ndim - 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.nansum(w * values, axis=0) / np.sum(w * np.isfinite(values), axis=0)
+        d = mean - values
+        num = np.nansum(w * d ** 3, axis=0)
+        den = 6.0 * np.nansum(w * d ** 2, axis=0) ** 1.5
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+
+
+def intervals(point: np.ndarray, reps: np.ndarray, spec: BootstrapSpec,
+              jackknife: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Percentile or BCa intervals: point (...), reps (B, ...) -> (..., 2) [low, high].
+
+    Replicates where the statistic is undefined (NaN, e.g. a group that vanished from
+    the resample) are left out; an interval is NaN where fewer than half are defined.
+    BCa needs ``jackknife`` = (values (M, ...), weights (M,)).
+    """
+    point = np.asarray(point, dtype=float)
+    reps = np.asarray(reps, dtype=float)
+    lo_q, hi_q = spec.quantiles
+    out = np.full((*point.shape, 2), np.nan)
+    if reps.shape[0] == 0:
+        return out
+    defined = np.isfinite(reps).sum(axis=0)
+    enough = defined >= max(reps.shape[0] // 2, 1)
+    if spec.method == "bca" and jackknife is not None:
+        from scipy.stats import norm
+
+        with np.errstate(invalid="ignore"):
+            below = np.sum(reps < point, axis=0) + 0.5 * np.sum(reps == point, axis=0)
+        frac = np.clip(below / np.maximum(defined, 1), 1e-6, 1 - 1e-6)
+        z0 = norm.ppf(frac)
+        acc = _acceleration(*jackknife)
+        qs = []
+        for q in (lo_q, hi_q):
+            zq = z0 + norm.ppf(q)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                qs.append(norm.cdf(z0 + zq / (1.0 - acc * zq)))
+        flat_reps = reps.reshape(reps.shape[0], -1)
+        flat_out = out.reshape(-1, 2)
+        for j in range(flat_reps.shape[1]):
+            col = flat_reps[:, j]
+            col = col[np.isfinite(col)]
+            if col.size and np.ravel(enough)[j]:
+                flat_out[j] = np.quantile(col, [np.ravel(qs[0])[j], np.ravel(qs[1])[j]])
+        return flat_out.reshape(out.shape)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            q = np.nanquantile(reps, [lo_q, hi_q], axis=0)
+    out[...] = np.moveaxis(q, 0, -1)
+    out[~enough] = np.nan
+    return out
+
+
+def cell_interval(stat: Statistic, counts: np.ndarray, draws: np.ndarray, spec: BootstrapSpec
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimate (...) and interval (..., 2) of ``stat`` from counts and their draws."""
+    point = stat(np.asarray(counts)[None, :])[0]
+    if draws.shape[0] == 0:
+        return point, np.full((*np.shape(point), 2), np.nan)
+    jack = jackknife_cells(stat, counts) if spec.method == "bca" else None
+    return point, intervals(point, stat(draws), spec, jack)
+
+
+def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
+                    spec: BootstrapSpec, rng: np.random.Generator, chunk: int = 64
+                    ) -> np.ndarray:
+    """Bootstrap replicates of per-code means of ``values``: (B, n_codes).
+
+    Parameters
+    ----------
+    values
+        (N,) finite floats (e.g. discriminator scores).
+    codes
+        (N,) integer group codes in ``[0, n_codes)``.
+    spec
+        ``stratified`` resamples within each code (sizes fixed); otherwise all N rows
+        are resampled together (group sizes vary, as when resampling the table).
+
+    Rows are resampled ``chunk`` replicates at a time, to bound memory (chunk x N).
+    A code with no row in a replicate has a NaN mean there.
+    """
+    values = np.asarray(values, dtype=float)
+    codes = np.asarray(codes, dtype=np.int64)
+    n = len(values)
+    reps = np.full((spec.n_boot, n_codes), np.nan)
+    if n == 0 or spec.n_boot == 0:
+        return reps
+    if spec.stratified:
+        for c in range(n_codes):
+            v = values[codes == c]
+            if len(v) == 0:
+                continue
+            for start in range(0, spec.n_boot, chunk):
+                b = min(chunk, spec.n_boot - start)
+                reps[start:start + b, c] = v[rng.integers(0, len(v), (b, len(v)))].mean(axis=1)
+        return reps
+    for start in range(0, spec.n_boot, chunk):
+        b = min(chunk, spec.n_boot - start)
+        idx = rng.integers(0, n, (b, n))
+        keys = (np.arange(b)[:, None] * n_codes + codes[idx]).ravel()
+        sums = np.bincount(keys, weights=values[idx].ravel(), minlength=b * n_codes)
+        cnts = np.bincount(keys, minlength=b * n_codes)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reps[start:start + b] = (sums / cnts).reshape(b, n_codes)
+    return reps
+
+
+def jackknife_means(values: np.ndarray, codes: np.ndarray, n_codes: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-row-out per-code means, for BCa: (values (N, n_codes), weights (N,))."""
+    values = np.asarray(values, dtype=float)
+    codes = np.asarray(codes, dtype=np.int64)
+    sums = np.bincount(codes, weights=values, minlength=n_codes)
+    cnts = np.bincount(codes, minlength=n_codes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        full = sums / cnts
+        out = np.repeat(full[None, :], len(values), axis=0)
+        rows = np.arange(len(values))
+        out[rows, codes] = (sums[codes] - values) / (cnts[codes] - 1)
+    return out, np.ones(len(values))
+
+
+def estimate(value: float | None, ci: np.ndarray | None, n: int, k: int | None = None
+             ) -> dict[str, Any]:
+    """An ``estimate`` of results.json: value, ci [low, high] and the n it rests on (k =
+    successes for rates). Non-finite values and intervals become None."""
+    v = None if value is None or not np.isfinite(value) else float(value)
+    out: dict[str, Any] = {
+        "value": v,
+        "ci": None if ci is None or v is None or not np.all(np.isfinite(ci))
+        else [float(ci[0]), float(ci[1])],
+        "n": int(n)}
+    if k is not None:
+        out["k"] = int(k)
+    return out

@@ -1,0 +1,339 @@
+"""Findings and verdicts: the rules that fired, in words a reviewer can check.
+
+A finding has an id that is stable across re-runs of the same audit
+(``F-REP-tone-dark``, ``F-COV-...``, ``F-TRT-stroke-thick-generated``,
+``F-VAL-...``): it is built from the rule, the concept and the group only, never
+from numbers or order. Severity follows documented thresholds of
+:class:`~audit.config.MeasureSettings`:
+
+- representation (under-represented by more than ``under_margin``) and treatment
+  (impact ratio under ``impact_threshold``): **high** when significant after Holm
+  and the effect passes ``severity_high_gap`` / ``severity_high_ratio``; **medium**
+  when significant after Benjamini-Hochberg; **low** otherwise;
+- treatment gaps that pass the four-fifths rule but are significant after Holm: **info**;
+- coverage (corrected generated share under ``coverage_floor`` while the reference
+  is above it): **high** when the real group has ``min_group_n`` images, else medium;
+- decoder validity: a protected concept that is not decodable is **medium**, a group
+  the decoder reads with accuracy under ``weak_decoder_below`` is **low**.
+
+Every finding carries the decoder's held-out validity for its concept and groups and
+is marked ``confidence: low`` when the decoder is weak there.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audit.measure.groups import SEP
+
+if TYPE_CHECKING:
+    from audit.config import MeasureSettings
+
+__all__ = ["validity_summary", "finding_validity", "results_to_findings", "verdicts"]
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _ci(ci: list[float] | None, pct: bool = True) -> str:
+    if ci is None or None in ci:
+        return "no interval"
+    f = _pct if pct else (lambda v: f"{v:.3f}")
+    return f"{f(ci[0])} to {f(ci[1])}"
+
+
+def validity_summary(validity: dict[str, Any], concept_names: list[str]) -> dict[str, Any]:
+    """Per concept: decodable, accuracies, n_test and group accuracies from validity.json.
+
+    Per-class accuracy (recall) is computed from the confusion counts.
+    """
+    out: dict[str, Any] = {}
+    for name in concept_names:
+        entry = (validity.get("concepts") or {}).get(name) or {}
+        conf = entry.get("confusion")
+        class_acc: dict[str, float | None] = {}
+        if conf is not None and entry.get("groups"):
+            c = np.asarray(conf, dtype=float)
+            for i, g in enumerate(entry["groups"]):
+                class_acc[g] = float(c[i, i] / c[i].sum()) if c[i].sum() > 0 else None
+        out[name] = {
+            "decodable": entry.get("decodable"),
+            "balanced_accuracy": entry.get("balanced_accuracy"),
+            "accuracy": entry.get("accuracy"),
+            "selectivity": entry.get("selectivity"),
+            "n_test": entry.get("n_test"),
+            "layer": entry.get("layer"),
+            "class_accuracy": class_acc,
+            "group_accuracy": entry.get("group_accuracy") or {},
+        }
+    return out
+
+
+def finding_validity(summary: dict[str, Any], concepts: list[str], groups: list[str],
+                     weak_below: float) -> tuple[dict[str, Any], str]:
+    """The decoder validity behind a finding about ``groups`` of ``concepts`` (one group
+    per concept, as in an intersection cell), and its confidence (``normal`` / ``low``).
+
+    ``group_accuracy`` keys read ``"tone | stroke=thick"``: the accuracy of the tone
+    decoder on held-out images of the stroke group thick.
+    """
+    decodable: list[bool | None] = []
+    bal: list[float] = []
+    acc: dict[str, float | None] = {}
+    for c in concepts:
+        v = summary.get(c) or {}
+        decodable.append(v.get("decodable"))
+        if v.get("balanced_accuracy") is not None:
+            bal.append(float(v["balanced_accuracy"]))
+        for d, g in zip(concepts, groups, strict=True):
+            val = (v.get("group_accuracy") or {}).get(d, {}).get(g)
+            if val is None and d == c:
+                val = (v.get("class_accuracy") or {}).get(g)
+            acc[f"{c} | {d}={g}"] = None if val is None else float(val)
+    if any(d is False for d in decodable):
+        dec: bool | None = False
+    elif all(d is True for d in decodable):
+        dec = True
+    else:
+        dec = None
+    weak = dec is False or any(a is not None and a < weak_below for a in acc.values())
+    return ({"decodable": dec, "balanced_accuracy": min(bal) if bal else None,
+             "group_accuracy": acc}, "low" if weak else "normal")
+
+
+def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float) -> str:
+    if p_holm is not None and p_holm < alpha and big:
+        return "high"
+    if p_bh is not None and p_bh < alpha:
+        return "medium"
+    return "low"
+
+
+_FIELDS = ("id", "kind", "severity", "concept", "groups", "intersection", "source", "metric",
+           "value", "ci", "n", "p_value", "p_holm", "p_bh", "threshold", "evidence", "validity",
+           "confidence", "summary")
+
+
+def _finding(**kw: Any) -> dict[str, Any]:
+    """A finding with every field, in the schema's order (absent ones None or empty)."""
+    unknown = set(kw) - set(_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown finding field(s) {sorted(unknown)}")
+    return {k: kw.get(k, {} if k == "evidence" else None) for k in _FIELDS}
+
+
+def results_to_findings(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
+                        tests: dict[str, dict[str, Any]], summary: dict[str, Any], *,
+                        settings: MeasureSettings, protected: list[str]) -> list[dict[str, Any]]:
+    """Every finding of the audit, sorted by id.
+
+    Parameters
+    ----------
+    representation, treatment
+        Sections of every grouping (concepts and intersections).
+    tests
+        Test records by id, with corrected p-values.
+    summary
+        :func:`validity_summary` of the concepts.
+    protected
+        Names of the protected concepts (decoder validity findings).
+    """
+    alpha = settings.alpha
+    out: list[dict[str, Any]] = []
+
+    def common(section: dict[str, Any], group: str) -> dict[str, Any]:
+        concepts = section["concepts"]
+        parts = group.split(SEP) if len(concepts) > 1 else [group]
+        val, conf = finding_validity(summary, concepts, parts, settings.weak_decoder_below)
+        return {"concept": section["concept"], "groups": [group],
+                "intersection": concepts if len(concepts) > 1 else None,
+                "validity": val, "confidence": conf}
+
+    for sec in representation:
+        if not sec["protected"]:
+            continue
+        for row in sec["rows"]:
+            t = tests.get(row["test_id"] or "", {})
+            p = (t.get("p_value"), t.get("p_holm"), t.get("p_bh"))
+            corr, ref = row["generated_corrected"]["value"], row["reference_share"]
+            evidence = {"real_k": row["real"].get("k"), "real_n": row["real"]["n"],
+                        "generated_decoded_k": row["generated_raw"].get("k"),
+                        "generated_n": row["generated_raw"]["n"],
+                        "generated_raw_share": row["generated_raw"]["value"],
+                        "generated_corrected_share": corr,
+                        "generated_corrected_ci": row["generated_corrected"]["ci"],
+                        "reference_share": ref, "reference": sec["reference"],
+                        "correction": sec["correction"]["method"], "test": row["test_id"]}
+            where = f"{sec['concept']} = {row['group']}"
+            ref_words = "among real images" if sec["reference"] == "real" else "under uniform"
+            if row["under_represented"]:
+                gap = row["gap"]["value"]
+                big = gap is not None and gap <= -settings.severity_high_gap
+                f = _finding(
+                    id=f"F-REP-{sec['concept']}-{row['group']}", kind="representation",
+                    severity=_severity(p[1], p[2], big, alpha), metric="share_gap",
+                    value=gap, ci=row["gap"]["ci"], n=row["gap"]["n"], p_value=p[0],
+                    p_holm=p[1], p_bh=p[2], threshold=-settings.under_margin,
+                    evidence=evidence, **common(sec, row["group"]),
+                    summary=(f"Generated images under-represent {where}: {_pct(corr)} of them "
+                             f"after correcting for decoder error "
+                             f"({_ci(row['generated_corrected']['ci'])}, "
+                             f"n = {row['gap']['n']}), against {_pct(ref)} {ref_words}."))
+                out.append(f)
+            if row["below_coverage_floor"]:
+                big = row["real"].get("k", 0) >= settings.min_group_n
+                out.append(_finding(
+                    id=f"F-COV-{sec['concept']}-{row['group']}", kind="coverage",
+                    severity="high" if big else "medium", metric="generated_share",
+                    value=corr, ci=row["generated_corrected"]["ci"],
+                    n=row["generated_corrected"]["n"], p_value=p[0], p_holm=p[1], p_bh=p[2],
+                    threshold=settings.coverage_floor, evidence=evidence,
+                    **common(sec, row["group"]),
+                    summary=(f"The generator barely produces {where}: {_pct(corr)} of "
+                             f"generated images ({_ci(row['generated_corrected']['ci'])}, "
+                             f"n = {row['generated_corrected']['n']}), under the coverage floor "
+                             f"of {_pct(settings.coverage_floor)}, while {_pct(ref)} "
+                             f"{ref_words}: a sign of mode collapse.")))
+
+    for sec in treatment:
+        if not sec["protected"]:
+            continue
+        worst: dict[tuple[str, str], dict[str, Any]] = {}
+        for row in sec["impact"]:
+            ratio = row["ratio"]["value"]
+            if ratio is None or row["four_fifths"] == "no verdict":
+                continue
+            t = tests.get(row["test_id"] or "", {})
+            sig = t.get("p_holm") is not None and t["p_holm"] < alpha
+            if row["four_fifths"] != "adverse impact" and not sig:
+                continue
+            key = (row["group"], row["source"])
+            prev = worst.get(key)
+            rank = (row["four_fifths"] == "adverse impact", -ratio)
+            if prev is None or rank > prev["rank"]:
+                worst[key] = {"rank": rank, "row": row, "test": t}
+        for (group, source), w in sorted(worst.items()):
+            row, t = w["row"], w["test"]
+            ratio = row["ratio"]["value"]
+            adverse = row["four_fifths"] == "adverse impact"
+            sev = (_severity(t.get("p_holm"), t.get("p_bh"),
+                             ratio < settings.severity_high_ratio, alpha) if adverse else "info")
+            metric = row["metric"]
+            words = ("acceptance as real" if metric == "acceptance_rate" else
+                     "scoring rate (share above the real median score)")
+            rule = (f"under the four-fifths threshold of {settings.impact_threshold:.2f}"
+                    if adverse else "within the four-fifths rule but statistically significant")
+            pv = t.get("p_holm")
+            out.append(_finding(
+                id=f"F-TRT-{sec['concept']}-{group}-{source}", kind="treatment", severity=sev,
+                metric=f"impact_ratio_{metric}", source=source, value=ratio,
+                ci=row["ratio"]["ci"], n=row["ratio"]["n"], p_value=t.get("p_value"),
+                p_holm=t.get("p_holm"), p_bh=t.get("p_bh"),
+                threshold=settings.impact_threshold,
+                evidence={"metric": metric, "rate": row["rate"]["value"],
+                          "rate_ci": row["rate"]["ci"], "k": row["rate"].get("k"),
+                          "n": row["rate"]["n"], "highest_group": row["highest_group"],
+                          "highest_k": (t.get("counts") or {}).get("k2"),
+                          "highest_n": (t.get("counts") or {}).get("n2"),
+                          "test": row["test_id"], "test_method": t.get("method")},
+                **common(sec, group),
+                summary=(f"The discriminator's {words} of {source} images with "
+                         f"{sec['concept']} = {group} is {_pct(row['rate']['value'])} "
+                         f"(n = {row['rate']['n']}), {ratio:.3f} times that of "
+                         f"{row['highest_group']} ({_ci(row['ratio']['ci'], pct=False)}), "
+                         f"{rule}; Holm-corrected p = "
+                         f"{'n/a' if pv is None else f'{pv:.2g}'}.")))
+
+    for name in protected:
+        v = summary.get(name) or {}
+        if v.get("decodable") is False:
+            out.append(_finding(
+                id=f"F-VAL-{name}", kind="decoder_validity", severity="medium",
+                concept=name, groups=[], metric="selectivity", value=v.get("selectivity"),
+                n=v.get("n_test"), evidence={"balanced_accuracy": v.get("balanced_accuracy"),
+                                             "layer": v.get("layer")},
+                validity={"decodable": False, "balanced_accuracy": v.get("balanced_accuracy"),
+                          "group_accuracy": {}}, confidence="low",
+                summary=(f"The discriminator's activations do not carry {name} beyond what a "
+                         f"control task reaches (selectivity {v.get('selectivity')}): nothing "
+                         f"about {name} can be concluded from this audit.")))
+        for other, accs in sorted((v.get("group_accuracy") or {}).items()):
+            for group, acc in sorted(accs.items()):
+                if acc is None or acc >= settings.weak_decoder_below:
+                    continue
+                fid = f"F-VAL-{name}-{group}" if other == name else \
+                    f"F-VAL-{name}-{other}-{group}"
+                out.append(_finding(
+                    id=fid, kind="decoder_validity", severity="low", concept=name,
+                    groups=[group], intersection=None if other == name else [name, other],
+                    metric="group_accuracy", value=float(acc), n=v.get("n_test"),
+                    threshold=settings.weak_decoder_below,
+                    evidence={"concept": name, "within": f"{other}={group}",
+                              "balanced_accuracy": v.get("balanced_accuracy")},
+                    validity={"decodable": v.get("decodable"),
+                              "balanced_accuracy": v.get("balanced_accuracy"),
+                              "group_accuracy": {f"{name} | {other}={group}": float(acc)}},
+                    confidence="low",
+                    summary=(f"The {name} decoder is weak on held-out images with {other} = "
+                             f"{group} (accuracy {_pct(acc)}, under "
+                             f"{_pct(settings.weak_decoder_below)}): findings that rest on it "
+                             f"are marked low confidence.")))
+    out.sort(key=lambda f: f["id"])
+    return out
+
+
+def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
+             findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05
+             ) -> list[dict[str, Any]]:
+    """One verdict per protected concept and per intersection.
+
+    Precedence: not decodable > adverse impact > under-represented > no verdict (small
+    groups) > pass. An adverse impact verdict follows the four-fifths rule; its reason
+    says how many of the groups are also significant after Holm correction at ``alpha``.
+    ``findings`` lists every adverse-impact and representation finding of the concept
+    (or the decoder validity findings when it is not decodable).
+    """
+    out = []
+    trt = {s["concept"]: s for s in treatment}
+    for sec in representation:
+        if not sec["protected"]:
+            continue
+        name, concepts = sec["concept"], sec["concepts"]
+        own = [f for f in findings if f["concept"] == name and f["kind"] != "decoder_validity"]
+        adverse = [f["id"] for f in own if f["kind"] == "treatment" and f["severity"] != "info"]
+        under = [f["id"] for f in own if f["kind"] in ("representation", "coverage")]
+        not_dec = [c for c in concepts if (summary.get(c) or {}).get("decodable") is False]
+        small = sorted({r["group"] for r in trt[name]["rows"]
+                        if r["small"] and not r["excluded"] and r["group"] != "unknown"})
+        strong = sum(f["p_holm"] is not None and f["p_holm"] < alpha
+                     for f in own if f["id"] in adverse)
+        reasons = []
+        if adverse:
+            reasons.append(f"{len(adverse)} group/source pair(s) fall under the four-fifths "
+                           f"threshold, {strong} of them significant after Holm correction")
+        if under:
+            reasons.append(f"{len(under)} group(s) are under-represented or missing among "
+                           f"generated images")
+        ids = adverse + under
+        if not_dec:
+            verdict = "not decodable"
+            reasons.insert(0, f"the decoder of {', '.join(not_dec)} is not selective enough: "
+                              f"the discriminator's activations do not show it")
+            ids = [f"F-VAL-{c}" for c in not_dec]
+        elif adverse:
+            verdict = "adverse impact"
+        elif under:
+            verdict = "under-represented"
+        elif small:
+            verdict = "no verdict (small groups)"
+            reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n")
+        else:
+            verdict = "pass"
+            reasons.append("no rule fired for any group large enough to judge")
+        reason = "; ".join(reasons)
+        out.append({"concept": name, "concepts": concepts, "verdict": verdict,
+                    "reason": reason, "findings": ids})
+    return out

@@ -1,0 +1,242 @@
+"""Group codes of the audited images, and the cell counts every measurement rests on.
+
+A *grouping* is one concept, or one intersection of protected concepts. Each image
+gets an integer code per grouping: ``0 .. G-1`` for its group, ``G`` for ``unknown``
+(decoded with a max probability under ``unknown_below``). All rate metrics,
+shares and their bootstrap replicates are functions of one cell-count vector per
+grouping: the audited images counted by (source, group, score state), followed by
+the held-out confusion counts of the concepts involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audit.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from audit.concepts import Concept, ConceptSet
+
+__all__ = ["Grouping", "groupings", "score_states", "N_STATES", "SOURCES", "UNKNOWN",
+           "CellLayout"]
+
+SOURCES = ("real", "generated")
+UNKNOWN = "unknown"
+#: Score states of an image: 0 invalid (NaN/inf), then 1 + 2 * above_median + accepted.
+N_STATES = 5
+SEP = "+"
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """One concept or intersection, with the group code of every audited image.
+
+    Attributes
+    ----------
+    name
+        ``"tone"``, or ``"tone+stroke"`` for an intersection.
+    concepts
+        The concepts crossed (one for a plain concept).
+    groups
+        G group labels; intersection labels join the parts with ``+`` (``"dark+thick"``),
+        in the order of ``numpy.kron`` of the parts.
+    protected
+        Whether verdicts and tests apply.
+    best
+        (N,) codes in ``[0, G]``: the true group where known, else the decoded one
+        (``G`` = unknown).
+    decoded
+        (N,) decoded codes in ``[0, G]``.
+    confusions
+        Held-out confusion counts (K_i x K_i) of each crossed concept, or None where
+        validity has none (then no correction).
+    """
+
+    name: str
+    concepts: tuple[str, ...]
+    groups: tuple[str, ...]
+    protected: bool
+    best: np.ndarray
+    decoded: np.ndarray
+    confusions: tuple[np.ndarray, ...] | None
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.groups)
+
+    @property
+    def is_intersection(self) -> bool:
+        return len(self.concepts) > 1
+
+    def labels(self) -> list[str]:
+        """Group labels with ``unknown`` last (index G)."""
+        return [*self.groups, UNKNOWN]
+
+
+@dataclass(frozen=True)
+class CellLayout:
+    """Where each count sits in a grouping's cell vector.
+
+    The first ``2 * (G + 1) * N_STATES`` cells are audited images by
+    (source, group incl. unknown, score state); then each crossed concept's
+    confusion counts, row by row.
+    """
+
+    n_groups: int
+    confusion_sizes: tuple[int, ...]
+
+    @property
+    def n_audit(self) -> int:
+        return 2 * (self.n_groups + 1) * N_STATES
+
+    @property
+    def size(self) -> int:
+        return self.n_audit + sum(k * k for k in self.confusion_sizes)
+
+    def audit(self, cells: np.ndarray) -> np.ndarray:
+        """(B, C) -> (B, 2, G + 1, N_STATES) audited image counts."""
+        return cells[:, :self.n_audit].reshape(len(cells), 2, self.n_groups + 1, N_STATES)
+
+    def confusions(self, cells: np.ndarray) -> list[np.ndarray]:
+        """(B, C) -> list of (B, K_i, K_i) confusion counts."""
+        out, start = [], self.n_audit
+        for k in self.confusion_sizes:
+            out.append(cells[:, start:start + k * k].reshape(len(cells), k, k))
+            start += k * k
+        return out
+
+    def strata(self, *, stratified: bool) -> np.ndarray:
+        """Resampling strata of the cells: confusion rows are always their own strata (the
+        held-out set is resampled per true group); audited cells form one stratum, or one
+        per (source, group) when ``stratified``."""
+        if stratified:
+            audit = np.repeat(np.arange(2 * (self.n_groups + 1)), N_STATES)
+        else:
+            audit = np.zeros(self.n_audit, dtype=int)
+        parts, next_label = [audit], int(audit.max()) + 1
+        for k in self.confusion_sizes:
+            parts.append(np.repeat(np.arange(next_label, next_label + k), k))
+            next_label += k
+        return np.concatenate(parts)
+
+
+def score_states(scores: np.ndarray, median: float, accept_threshold: float) -> np.ndarray:
+    """(N,) score state of each image: 0 if the score is NaN/inf, else
+    ``1 + 2 * (score > median) + (score > accept_threshold)``."""
+    scores = np.asarray(scores, dtype=float)
+    valid = np.isfinite(scores)
+    with np.errstate(invalid="ignore"):
+        state = 1 + 2 * (scores > median).astype(int) + (scores > accept_threshold).astype(int)
+    return np.where(valid, state, 0)
+
+
+def _codes(values: pd.Series, concept: Concept, column: str) -> np.ndarray:
+    """Group names -> codes (-1 where missing); a DataError naming unknown names."""
+    import pandas as pd
+
+    missing = values.isna().to_numpy()
+    text = values.astype(object).where(~missing, None).astype("string")
+    bad = sorted(set(text[~missing & ~text.isin(list(concept.groups)).to_numpy()]))
+    if bad:
+        raise DataError(f"predictions column {column!r} holds group(s) {bad[:5]} that concept "
+                        f"{concept.name!r} does not have ({list(concept.groups)}). Decode with "
+                        f"the same concept set, or fix the labels.")
+    return pd.Categorical(text, categories=list(concept.groups)).codes.astype(np.int64)
+
+
+def _concept_codes(frame: pd.DataFrame, concept: Concept, *, unknown_below: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(best, decoded, unsure) for one concept; unknown is code K."""
+    k = concept.n_groups
+    decoded = _codes(frame[f"pred__{concept.name}"], concept, f"pred__{concept.name}")
+    if np.any(decoded < 0):
+        raise DataError(f"predictions column 'pred__{concept.name}' has missing values; every "
+                        f"image must have a decoded group. Re-run the decode stage.")
+    unsure = np.zeros(len(frame), dtype=bool)
+    if unknown_below > 0:
+        probs = frame[[f"prob__{concept.name}__{g}" for g in concept.groups]].to_numpy(float)
+        unsure = np.nanmax(probs, axis=1) < unknown_below
+    decoded = np.where(unsure, k, decoded)
+    true_col = f"true__{concept.name}"
+    if true_col in frame:
+        true = _codes(frame[true_col], concept, true_col)
+        best = np.where(true >= 0, true, decoded)
+    else:
+        best = decoded
+    return best, decoded, unsure
+
+
+def required_columns(concept_set: ConceptSet, unknown_below: float) -> list[str]:
+    """Columns ``predictions`` must have for this concept set."""
+    cols = ["split", "source", "score", "image_id"]
+    for c in concept_set.concepts:
+        cols.append(f"pred__{c.name}")
+        if unknown_below > 0:
+            cols += [f"prob__{c.name}__{g}" for g in c.groups]
+    return cols
+
+
+def groupings(frame: pd.DataFrame, concept_set: ConceptSet, validity: dict[str, Any], *,
+              unknown_below: float) -> tuple[list[Grouping], list[Grouping]]:
+    """The groupings of the audited rows: (one per concept, one per intersection).
+
+    ``frame`` holds only the audited rows. Intersections cross the codes of their
+    concepts; an image unknown in any part is unknown in the intersection.
+    """
+    per_concept: dict[str, Grouping] = {}
+    for concept in concept_set.concepts:
+        best, decoded, _ = _concept_codes(frame, concept, unknown_below=unknown_below)
+        conf = _confusion(validity, concept)
+        per_concept[concept.name] = Grouping(
+            name=concept.name, concepts=(concept.name,), groups=tuple(concept.groups),
+            protected=concept.protected, best=best, decoded=decoded,
+            confusions=None if conf is None else (conf,))
+    crossed = []
+    for combo in concept_set.intersections:
+        parts = [per_concept[name] for name in combo]
+        best = _cross([p.best for p in parts], [p.n_groups for p in parts])
+        decoded = _cross([p.decoded for p in parts], [p.n_groups for p in parts])
+        labels = [""]
+        for p in parts:
+            labels = [f"{a}{SEP}{g}" if a else g for a in labels for g in p.groups]
+        confs = None if any(p.confusions is None for p in parts) else \
+            tuple(p.confusions[0] for p in parts)  # type: ignore[index]
+        crossed.append(Grouping(name=SEP.join(combo), concepts=tuple(combo),
+                                groups=tuple(labels), protected=True, best=best,
+                                decoded=decoded, confusions=confs))
+    return list(per_concept.values()), crossed
+
+
+def _cross(codes: list[np.ndarray], sizes: list[int]) -> np.ndarray:
+    total = int(np.prod(sizes))
+    out = np.zeros(len(codes[0]), dtype=np.int64)
+    unknown = np.zeros(len(codes[0]), dtype=bool)
+    for c, k in zip(codes, sizes, strict=True):
+        unknown |= c >= k
+        out = out * k + np.minimum(c, k - 1)
+    return np.where(unknown, total, out)
+
+
+def _confusion(validity: dict[str, Any], concept: Concept) -> np.ndarray | None:
+    """The held-out confusion counts of ``concept`` in its group order, or None."""
+    entry = (validity.get("concepts") or {}).get(concept.name)
+    if not entry or entry.get("confusion") is None:
+        return None
+    conf = np.asarray(entry["confusion"], dtype=float)
+    order = list(entry.get("groups") or concept.groups)
+    k = concept.n_groups
+    if conf.shape != (k, k) or sorted(order) != sorted(concept.groups):
+        raise DataError(f"validity.json: the confusion matrix of {concept.name!r} is "
+                        f"{conf.shape[0]}x{conf.shape[1] if conf.ndim > 1 else 0} over groups "
+                        f"{order}, but the concept has groups {list(concept.groups)}. Re-run "
+                        f"train-decoders with this concept set.")
+    if np.any(conf < 0) or np.any(conf != np.round(conf)):
+        raise DataError(f"validity.json: the confusion matrix of {concept.name!r} must hold "
+                        f"non-negative counts (rows = true group), got {conf.tolist()}.")
+    idx = [order.index(g) for g in concept.groups]
+    return conf[np.ix_(idx, idx)].astype(np.int64)

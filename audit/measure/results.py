@@ -1,0 +1,404 @@
+"""From the per-image table to results.json: the measure stage's front.
+
+:func:`predictions_to_results` is pure (tables and dicts in, a JSON-ready dict out);
+:func:`measure_run` reads and writes a run folder around it;
+:func:`results_to_tables` writes the report's tables as Parquet and CSV.
+"""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audit.errors import DataError, RunFolderError
+from audit.measure.bootstrap import BootstrapSpec, draw_cells
+from audit.measure.findings import results_to_findings, validity_summary, verdicts
+from audit.measure.groups import (
+    N_STATES,
+    SOURCES,
+    CellLayout,
+    Grouping,
+    groupings,
+    required_columns,
+    score_states,
+)
+from audit.measure.representation import measure_representation
+from audit.measure.stats import adjust_pvalues
+from audit.measure.treatment import measure_treatment
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from audit.concepts import ConceptSet
+    from audit.config import MeasureSettings
+
+__all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "run_meta",
+           "results_to_tables", "write_tables", "results_schema", "validate_results"]
+
+SCHEMA_VERSION = 1
+
+NOTES = (
+    "Generated shares are corrected with the decoders' held-out confusion matrices "
+    "(A^T p = p_hat on the probability simplex). The correction assumes the decoder errs on "
+    "generated images as it does on held-out real images.",
+    "Intersections are corrected with the Kronecker product of the concepts' confusion "
+    "matrices, which assumes the decoders err independently across concepts.",
+    "A decodable concept is one the discriminator's activations carry; it does not show that "
+    "the discriminator uses it to score images.",
+    "Intervals of corrected shares include the uncertainty of the confusion matrix: each "
+    "bootstrap replicate also resamples the held-out set, per true group.",
+    "The scoring rate is the share of a group scoring above the median score of all real "
+    "audited images (New York City Local Law 144); the median is held fixed in the bootstrap.",
+    "Share tests compare decoded shares of generated and real images (reference real), or "
+    "decoded generated shares with those a uniform truth would give (reference uniform).",
+    "Rate point estimates come from Fairlearn's MetricFrame on the table of cell counts with "
+    "counts as sample weights; demographic parity and equalized odds use real = positive "
+    "outcome and accepted = score above accept_threshold, over groups not excluded.",
+    "Images with a NaN or infinite score are counted in representation but left out of every "
+    "score-based number.",
+)
+
+
+def _grouping_rng(seed: int, name: str) -> np.random.Generator:
+    """A stream per grouping, independent of the other groupings and of their order."""
+    return np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
+
+
+def _check(predictions: pd.DataFrame, concept_set: ConceptSet, settings: MeasureSettings
+           ) -> pd.DataFrame:
+    missing = [c for c in required_columns(concept_set, settings.unknown_below)
+               if c not in predictions.columns]
+    if missing:
+        raise DataError(f"predictions table lacks column(s) {missing[:8]}"
+                        f"{' ...' if len(missing) > 8 else ''} needed for concept set "
+                        f"{concept_set.name!r} (see docs/CONTRACTS.md). Re-run the decode stage "
+                        f"with this concept set.")
+    audit = predictions[predictions["split"] == "audit"].reset_index(drop=True)
+    bad = sorted(set(audit["source"].astype(str)) - set(SOURCES))
+    if bad:
+        raise DataError(f"predictions column 'source' holds {bad}; it must be 'real' or "
+                        f"'generated'.")
+    return audit
+
+
+def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
+                           validity: dict[str, Any], *, settings: MeasureSettings,
+                           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure representation and treatment of every group: the results.json document.
+
+    Parameters
+    ----------
+    predictions
+        One row per image (docs/CONTRACTS.md, ``predictions.parquet``); only rows with
+        ``split == "audit"`` are measured.
+    concept_set
+        The concepts decoded; protected ones get tests, findings and verdicts, and
+        ``concept_set.intersections`` are crossed.
+    validity
+        The ``decoders/validity.json`` document (held-out confusion counts per concept).
+    settings
+        Thresholds and bootstrap settings.
+    meta
+        Passed through as ``meta`` (audit id, date, model spec, data sources, counts of
+        skipped images, ...).
+
+    Returns
+    -------
+    A JSON-ready dict that validates against ``results.schema.json``. Deterministic for
+    a given input and ``settings.seed``.
+    """
+    from audit._version import __version__
+    from audit.io import to_jsonable
+
+    audit = _check(predictions, concept_set, settings)
+    spec = BootstrapSpec(n_boot=settings.n_boot, seed=settings.seed, method=settings.interval,
+                         stratified=settings.stratified, confidence=1.0 - settings.alpha)
+    source = (audit["source"].astype(str) == "generated").to_numpy().astype(np.int64)
+    scores = audit["score"].to_numpy(dtype=float)
+    ids = audit["image_id"].astype(str).to_numpy()
+    finite = np.isfinite(scores)
+    degenerate: list[dict[str, Any]] = []
+    if len(audit) == 0:
+        degenerate.append({"kind": "no_rows", "concept": None, "group": None, "source": None,
+                           "count": 0, "message": "the predictions table has no audited rows "
+                                                  "(split == 'audit')"})
+    for s, name in enumerate(SOURCES):
+        if not np.any(source == s):
+            degenerate.append({"kind": "no_rows", "concept": None, "group": None,
+                               "source": name, "count": 0,
+                               "message": f"no {name} image was audited"})
+    if not finite.all():
+        bad = ids[~finite]
+        degenerate.append({
+            "kind": "invalid_scores", "concept": None, "group": None, "source": None,
+            "count": len(bad), "image_ids": [str(i) for i in bad[:settings.max_listed_ids]],
+            "message": f"{len(bad)} image(s) have a NaN or infinite discriminator score; they are "
+                       f"left out of mean scores and rates"
+                       f"{' (first ids listed)' if len(bad) > settings.max_listed_ids else ''}"})
+    real_scores = scores[(source == 0) & finite]
+    median = float(np.median(real_scores)) if len(real_scores) else None
+    state = score_states(scores, np.inf if median is None else median,
+                         settings.accept_threshold)
+    per_concept, crossed = groupings(audit, concept_set, validity,
+                                     unknown_below=settings.unknown_below)
+
+    sections: dict[str, dict[str, Any]] = {}
+    all_tests: list[dict[str, Any]] = []
+    exclusions: list[dict[str, Any]] = []
+    for grouping in [*per_concept, *crossed]:
+        rep, trt, tests, excl, degen = _measure_grouping(
+            grouping, source=source, state=state, scores=scores, median=median, spec=spec,
+            settings=settings)
+        sections[grouping.name] = {"representation": rep, "treatment": trt}
+        all_tests += tests
+        exclusions += excl
+        degenerate += degen
+
+    holm, bh = adjust_pvalues([t["p_value"] for t in all_tests])
+    for t, h, b in zip(all_tests, holm, bh, strict=True):
+        t["p_holm"], t["p_bh"] = h, b
+    tests_by_id = {t["id"]: t for t in all_tests}
+    summary = validity_summary(validity, concept_set.names)
+    reps = [v["representation"] for v in sections.values()]
+    trts = [v["treatment"] for v in sections.values()]
+    findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
+                                   protected=[c.name for c in concept_set.protected])
+    unknowns = []
+    if settings.unknown_below > 0:
+        for g in per_concept:
+            for s, name in enumerate(SOURCES):
+                n_s = int(np.sum(source == s))
+                k = int(np.sum((source == s) & (g.best == g.n_groups)))
+                unknowns.append({"concept": g.name, "source": name, "n": k,
+                                 "share": k / n_s if n_s else None,
+                                 "threshold": float(settings.unknown_below)})
+    results = {
+        "schema_version": SCHEMA_VERSION,
+        "meta": {"tool_version": __version__, **(meta or {})},
+        "concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
+        "settings": settings.model_dump(mode="json"),
+        "bootstrap": {"method": spec.method, "n_boot": spec.n_boot, "seed": spec.seed,
+                      "stratified": spec.stratified, "confidence": spec.confidence,
+                      "resampled": _resampled_words(spec)},
+        "counts": {"real": int(np.sum(source == 0)), "generated": int(np.sum(source == 1)),
+                   "total": len(audit), "invalid_scores": int(np.sum(~finite))},
+        "validity": summary,
+        "representation": [sections[g.name]["representation"] for g in per_concept],
+        "treatment": [sections[g.name]["treatment"] for g in per_concept],
+        "intersections": [{"name": g.name, "concepts": list(g.concepts),
+                           "representation": sections[g.name]["representation"],
+                           "treatment": sections[g.name]["treatment"]} for g in crossed],
+        "exclusions": exclusions,
+        "unknowns": unknowns,
+        "degenerate": degenerate,
+        "tests": all_tests,
+        "findings": findings,
+        "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha),
+        "notes": list(NOTES),
+    }
+    return to_jsonable(results)
+
+
+def _resampled_words(spec: BootstrapSpec) -> str:
+    audited = ("the audited images within each (source, group) stratum" if spec.stratified
+               else "all audited images together (real and generated)")
+    return (f"{spec.n_boot} replicates resampling {audited} with replacement, and the "
+            f"held-out decoder test set within each true group; {spec.method} intervals at "
+            f"{spec.confidence:.0%}")
+
+
+def _measure_grouping(grouping: Grouping, *, source: np.ndarray, state: np.ndarray,
+                      scores: np.ndarray, median: float | None, spec: BootstrapSpec,
+                      settings: MeasureSettings):
+    """Cells, bootstrap draws, representation and treatment of one grouping."""
+    g1 = grouping.n_groups + 1
+    sizes = tuple(c.shape[0] for c in grouping.confusions) if grouping.confusions else ()
+    layout = CellLayout(grouping.n_groups, sizes)
+    audit_cells = np.bincount((source * g1 + grouping.best) * N_STATES + state,
+                              minlength=layout.n_audit)
+    cells = np.concatenate([audit_cells, *[c.ravel() for c in grouping.confusions or ()]])
+    rng = _grouping_rng(settings.seed, grouping.name)
+    draws = draw_cells(cells, n_boot=spec.n_boot, rng=rng,
+                       strata=layout.strata(stratified=spec.stratified))
+    decoded = np.zeros((2, grouping.n_groups), dtype=np.int64)
+    for s in range(2):
+        d = grouping.decoded[(source == s) & (grouping.decoded < grouping.n_groups)]
+        decoded[s] = np.bincount(d, minlength=grouping.n_groups)
+    rep, rep_tests, degen = measure_representation(grouping, layout, cells, draws, decoded,
+                                                   spec=spec, settings=settings)
+    trt, trt_tests, excl, degen2 = measure_treatment(
+        grouping, layout, cells, draws, scores=scores, source=source, median=median, spec=spec,
+        settings=settings, rng=rng)
+    return rep, trt, rep_tests + trt_tests, excl, degen + degen2
+
+
+# ---------------------------------------------------------------- schema
+
+
+def results_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of results.json."""
+    import json
+    from importlib.resources import files
+
+    return json.loads(files("audit.measure").joinpath("results.schema.json")
+                      .read_text(encoding="utf-8"))
+
+
+def validate_results(results: dict[str, Any]) -> None:
+    """Raise :class:`DataError` listing where ``results`` breaks results.schema.json."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(results_schema())
+    errors = sorted(validator.iter_errors(results), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"  {'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+                 for e in errors[:10]]
+        raise DataError("results do not match results.schema.json:\n" + "\n".join(lines))
+
+
+# ---------------------------------------------------------------- files
+
+
+def _flat(prefix: str, est: dict[str, Any] | None) -> dict[str, Any]:
+    est = est or {}
+    ci = est.get("ci") or [None, None]
+    out = {prefix: est.get("value"), f"{prefix}_ci_low": ci[0], f"{prefix}_ci_high": ci[1],
+           f"{prefix}_n": est.get("n")}
+    if "k" in est:
+        out[f"{prefix}_k"] = est["k"]
+    return out
+
+
+def results_to_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Flat tables of results.json: representation, treatment, impact, fairlearn, tests,
+    findings, exclusions (estimates become value, ci_low, ci_high, n, k columns)."""
+    import pandas as pd
+
+    reps = [*results["representation"], *(i["representation"] for i in results["intersections"])]
+    trts = [*results["treatment"], *(i["treatment"] for i in results["intersections"])]
+    rep_rows = [{"concept": s["concept"], "group": r["group"],
+                 **_flat("real", r["real"]), **_flat("generated_raw", r["generated_raw"]),
+                 **_flat("generated_corrected", r["generated_corrected"]),
+                 "reference_share": r["reference_share"], **_flat("gap", r["gap"]),
+                 "under_represented": r["under_represented"],
+                 "below_coverage_floor": r["below_coverage_floor"], "test_id": r["test_id"]}
+                for s in reps for r in s["rows"]]
+    trt_rows = [{"concept": s["concept"], "group": r["group"], "source": r["source"],
+                 "n": r["n"], "n_invalid_score": r["n_invalid_score"],
+                 "share_of_source": r["share_of_source"], **_flat("mean_score", r["mean_score"]),
+                 **_flat("scoring_rate", r["scoring_rate"]),
+                 **_flat("acceptance_rate", r["acceptance_rate"]), "small": r["small"],
+                 "excluded": r["excluded"], "exclusion_reason": r["exclusion_reason"]}
+                for s in trts for r in s["rows"]]
+    impact_rows = [{"concept": s["concept"], "metric": r["metric"], "source": r["source"],
+                    "group": r["group"], **_flat("rate", r["rate"]),
+                    "highest_group": r["highest_group"], **_flat("ratio", r["ratio"]),
+                    "four_fifths": r["four_fifths"], "reason": r["reason"],
+                    "test_id": r["test_id"]} for s in trts for r in s["impact"]]
+    fair_rows = [{"concept": s["concept"], "group": r["group"], "count": r["count"],
+                  **_flat("selection_rate", r["selection_rate"]),
+                  **_flat("true_positive_rate", r["true_positive_rate"]),
+                  **_flat("false_positive_rate", r["false_positive_rate"])}
+                 for s in trts for r in s["fairlearn"]["per_group"]]
+    test_rows = [{k: v for k, v in t.items() if k != "counts"} | t["counts"]
+                 for t in results["tests"]]
+    finding_rows = [{"id": f["id"], "kind": f["kind"], "severity": f["severity"],
+                     "concept": f["concept"], "groups": "; ".join(f["groups"]),
+                     "source": f["source"], "metric": f["metric"], "value": f["value"],
+                     "ci_low": (f["ci"] or [None, None])[0],
+                     "ci_high": (f["ci"] or [None, None])[1], "n": f["n"],
+                     "p_value": f["p_value"], "p_holm": f["p_holm"], "p_bh": f["p_bh"],
+                     "threshold": f["threshold"], "confidence": f["confidence"],
+                     "summary": f["summary"]} for f in results["findings"]]
+    return {name: pd.DataFrame(rows) for name, rows in (
+        ("representation", rep_rows), ("treatment", trt_rows), ("impact", impact_rows),
+        ("fairlearn", fair_rows), ("tests", test_rows), ("findings", finding_rows),
+        ("exclusions", results["exclusions"]))}
+
+
+def write_tables(results: dict[str, Any], directory: Path) -> list[Path]:
+    """Write :func:`results_to_tables` as ``NAME.parquet`` and ``NAME.csv`` in ``directory``
+    (atomically); returns the paths written."""
+    from audit.io import atomic_path, ensure_dir
+
+    ensure_dir(Path(directory))
+    written = []
+    for name, frame in results_to_tables(results).items():
+        for ext in ("parquet", "csv"):
+            path = Path(directory) / f"{name}.{ext}"
+            with atomic_path(path, suffix=f".{ext}") as tmp:
+                if ext == "parquet":
+                    frame.to_parquet(tmp, index=False)
+                else:
+                    frame.to_csv(tmp, index=False)
+            written.append(path)
+    return written
+
+
+def run_meta(run_dir: Path, *, name: str | None = None) -> dict[str, Any]:
+    """``meta`` for results.json from the run folder's manifest.json where there is one
+    (audit id, creation date, hashes, versions), else the audit name and today's date."""
+    import json
+    from datetime import datetime
+
+    manifest: dict[str, Any] = {}
+    path = Path(run_dir) / "manifest.json"
+    if path.is_file():
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{path}: unreadable JSON ({exc}). Re-run 'gan-audit run' or "
+                                 f"remove the file.") from exc
+    meta: dict[str, Any] = {
+        "audit_id": manifest.get("audit_id") or name,
+        "name": name,
+        "date": manifest.get("created") or datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    for key in ("hashes", "versions", "seeds", "data_sources", "model", "skipped_images"):
+        if key in manifest:
+            meta[key] = manifest[key]
+    return meta
+
+
+def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSettings,
+                meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure a run folder: read ``predictions.parquet`` and ``decoders/validity.json``,
+    write ``results.json`` and ``tables/*.parquet|csv``, return the results.
+
+    Raises :class:`RunFolderError` when an input is missing, naming the stage to run.
+    """
+    import json
+
+    import pandas as pd
+
+    from audit.io import atomic_write_json
+
+    run_dir = Path(run_dir)
+    pred_path = run_dir / "predictions.parquet"
+    val_path = run_dir / "decoders" / "validity.json"
+    if not pred_path.is_file():
+        raise RunFolderError(f"{pred_path}: not found. The measure stage reads the per-image "
+                             f"predictions: run 'gan-audit train-decoders' (which decodes the "
+                             f"audited images) on this run folder first.")
+    if not val_path.is_file():
+        raise RunFolderError(f"{val_path}: not found. The measure stage needs the decoders' "
+                             f"held-out validity: run 'gan-audit train-decoders' first.")
+    try:
+        predictions = pd.read_parquet(pred_path)
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise RunFolderError(f"{pred_path}: unreadable Parquet file ({exc}). Re-run the "
+                             f"decode stage to rewrite it.") from exc
+    try:
+        validity = json.loads(val_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
+                             f"'gan-audit train-decoders'.") from exc
+    results = predictions_to_results(predictions, concept_set, validity, settings=settings,
+                                     meta=meta)
+    atomic_write_json(run_dir / "results.json", results)
+    write_tables(results, run_dir / "tables")
+    return results

@@ -1,0 +1,392 @@
+"""Treatment: how the discriminator scores each group.
+
+Per group, over real and generated images: mean score, scoring rate (share above
+the median score of all real audited images, the definition New York City's Local
+Law 144 uses for score-based tools), acceptance rate (score above
+``accept_threshold``: the true positive rate on real images, the false positive rate
+on generated ones), impact ratios (rate / highest group's rate) with the four-fifths
+rule, and Fairlearn's demographic parity and equalized odds disparities with real
+as the positive outcome.
+
+Point estimates of rates come from Fairlearn's ``MetricFrame`` evaluated on the
+table of cell counts with the counts as sample weights (identical to evaluating it on
+the rows); intervals from the cell-count bootstrap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from audit.measure.bootstrap import (
+    BootstrapSpec,
+    Statistic,
+    cell_interval,
+    estimate,
+    intervals,
+    jackknife_means,
+    mean_replicates,
+)
+from audit.measure.groups import SOURCES, CellLayout, Grouping
+from audit.measure.stats import two_proportion_test
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from audit.config import MeasureSettings
+
+__all__ = ["confusion_rates", "cell_metric_frame", "fairlearn_by_cells", "treatment_statistic",
+           "measure_treatment", "RATE_METRICS"]
+
+RATE_METRICS = ("acceptance_rate", "scoring_rate")
+
+
+def _count(y_true: Any, y_pred: Any, sample_weight: Any = None) -> float:
+    """Number of rows: the sum of the weights when rows are weighted cells."""
+    return float(len(y_true) if sample_weight is None else np.sum(sample_weight))
+
+
+def _weighted_true_mean(y_true: Any, y_pred: Any, sample_weight: Any = None) -> float:
+    """Share of positive y_true (the scoring rate when y_true = above the median)."""
+    return float(np.average(np.asarray(y_true, dtype=float), weights=sample_weight))
+
+
+def cell_metric_frame(metrics: dict[str, Any], y_true: np.ndarray, y_pred: np.ndarray,
+                      sensitive: pd.DataFrame, weights: np.ndarray):
+    """Fairlearn ``MetricFrame`` over weighted cells (one row per cell, count as weight).
+
+    Cells with zero count are dropped (a group that has none is absent, as on rows).
+    """
+    from fairlearn.metrics import MetricFrame
+
+    keep = np.asarray(weights) > 0
+    w = np.asarray(weights, dtype=float)[keep]
+    return MetricFrame(metrics=metrics, y_true=np.asarray(y_true)[keep],
+                       y_pred=np.asarray(y_pred)[keep],
+                       sensitive_features=sensitive.loc[keep].reset_index(drop=True),
+                       sample_params={name: {"sample_weight": w} for name in metrics})
+
+
+def fairlearn_by_cells(group: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
+                       weights: np.ndarray):
+    """MetricFrame of selection rate, TPR, FPR and count by group on weighted cells."""
+    import pandas as pd
+    from fairlearn.metrics import false_positive_rate, selection_rate, true_positive_rate
+
+    metrics = {"selection_rate": selection_rate, "true_positive_rate": true_positive_rate,
+               "false_positive_rate": false_positive_rate, "count": _count}
+    return cell_metric_frame(metrics, y_true, y_pred,
+                             pd.DataFrame({"group": np.asarray(group)}), weights)
+
+
+def confusion_rates(cells: np.ndarray) -> dict[str, np.ndarray]:
+    """Selection rate, TPR, FPR and count from cell counts.
+
+    Parameters
+    ----------
+    cells
+        (..., 2, 2) counts indexed [y_true, y_pred] (0 negative, 1 positive), e.g.
+        (B, G, 2, 2) for B bootstrap replicates of G groups.
+
+    Returns
+    -------
+    ``{"selection_rate", "true_positive_rate", "false_positive_rate", "count"}``, each
+    of shape ``cells.shape[:-2]``; NaN where a denominator is 0 (as Fairlearn warns).
+    """
+    c = np.asarray(cells, dtype=float)
+    n = c.sum(axis=(-1, -2))
+    pos = c[..., 1, 0] + c[..., 1, 1]
+    neg = c[..., 0, 0] + c[..., 0, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"selection_rate": (c[..., 0, 1] + c[..., 1, 1]) / n,
+                "true_positive_rate": c[..., 1, 1] / pos,
+                "false_positive_rate": c[..., 0, 1] / neg,
+                "count": n}
+
+
+def treatment_statistic(layout: CellLayout, eligible: np.ndarray, used: np.ndarray) -> Statistic:
+    """The statistic ``cells (B, C) -> (B, M)`` of one grouping's rates.
+
+    Parameters
+    ----------
+    eligible
+        (2, G + 1) bool: groups whose rate may be the highest of impact ratios.
+    used
+        (G + 1,) bool: groups entering demographic parity and equalized odds.
+
+    Columns, in order: acceptance rate (2 x (G+1)), scoring rate (2 x (G+1)), impact
+    ratio of acceptance (2 x (G+1)), impact ratio of scoring (2 x (G+1)), selection
+    rate over both sources (G+1), then DP difference, DP ratio, EO difference.
+    """
+
+    def stat(cells: np.ndarray) -> np.ndarray:
+        a = layout.audit(cells).astype(float)                # (B, 2, G+1, 5)
+        valid = a[..., 1:].sum(axis=3)
+        acc = a[..., 2] + a[..., 4]
+        above = a[..., 3] + a[..., 4]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            acc_rate = acc / valid
+            scr_rate = above / valid
+            ratios = []
+            for rate in (acc_rate, scr_rate):
+                top = np.nanmax(np.where(eligible, rate, np.nan), axis=2, initial=-np.inf,
+                                keepdims=True) if eligible.any() else np.full(
+                                    (*rate.shape[:2], 1), np.nan)
+                top = np.where(np.isfinite(top) & (top > 0), top, np.nan)
+                ratios.append(rate / top)
+        # (group, y_true = real, y_pred = accepted) cells over both sources.
+        fair = np.stack([np.stack([valid[:, 1] - acc[:, 1], acc[:, 1]], axis=-1),
+                         np.stack([valid[:, 0] - acc[:, 0], acc[:, 0]], axis=-1)], axis=-2)
+        rates = confusion_rates(fair)
+        sel = rates["selection_rate"]                          # (B, G+1)
+        masked = np.where(used, sel, np.nan)
+        tpr = np.where(used, rates["true_positive_rate"], np.nan)
+        fpr = np.where(used, rates["false_positive_rate"], np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                dpd = np.nanmax(masked, axis=1) - np.nanmin(masked, axis=1)
+                dpr = np.nanmin(masked, axis=1) / np.nanmax(masked, axis=1)
+                eod = np.maximum(np.nanmax(tpr, axis=1) - np.nanmin(tpr, axis=1),
+                                 np.nanmax(fpr, axis=1) - np.nanmin(fpr, axis=1))
+        b = len(cells)
+        return np.concatenate([acc_rate.reshape(b, -1), scr_rate.reshape(b, -1),
+                               ratios[0].reshape(b, -1), ratios[1].reshape(b, -1), sel,
+                               dpd[:, None], dpr[:, None], eod[:, None]], axis=1)
+
+    return stat
+
+
+def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
+                      draws: np.ndarray, *, scores: np.ndarray, source: np.ndarray,
+                      median: float | None, spec: BootstrapSpec, settings: MeasureSettings,
+                      rng: np.random.Generator
+                      ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]],
+                                 list[dict[str, Any]]]:
+    """Treatment section of one grouping.
+
+    Parameters
+    ----------
+    cells, draws
+        The grouping's cell counts (C,) and bootstrap replicates (B, C).
+    scores, source
+        (N,) scores and source codes (0 real, 1 generated) of the audited images, in
+        the order of ``grouping.best``; used for mean scores.
+    median
+        Median score of all real audited images (None if there is none).
+
+    Returns
+    -------
+    (section, tests, exclusions, degenerate)
+    """
+    import pandas as pd
+
+    g = grouping.n_groups
+    labels = grouping.labels()
+    a = layout.audit(cells[None, :])[0]                       # (2, G+1, 5)
+    n_all = a.sum(axis=2)
+    valid = a[..., 1:].sum(axis=2)
+    invalid = a[..., 0]
+    acc_k = a[..., 2] + a[..., 4]
+    scr_k = a[..., 3] + a[..., 4]
+    totals = valid.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(totals > 0, valid / np.where(totals > 0, totals, 1), np.nan)
+    excluded = np.zeros((2, g + 1), dtype=bool)
+    reasons: dict[tuple[int, int], str] = {}
+    for s in range(2):
+        reasons[(s, g)] = "unknown group (decoded max probability under unknown_below)"
+        excluded[s, g] = True
+        for i in range(g):
+            if valid[s, i] > 0 and share[s, i] < settings.exclude_below_share:
+                excluded[s, i] = True
+                reasons[(s, i)] = (f"{share[s, i]:.1%} of {SOURCES[s]} images, under "
+                                   f"exclude_below_share = {settings.exclude_below_share:.0%}")
+    small = valid < settings.min_group_n
+    eligible = ~excluded & ~small & (valid > 0)
+    used = ~excluded.any(axis=0) & (valid.sum(axis=0) > 0)
+    stat = treatment_statistic(layout, eligible, used)
+    point, ci = cell_interval(stat, cells, draws, spec)
+    width = 2 * (g + 1)
+    blocks = {name: (point[i * width:(i + 1) * width].reshape(2, g + 1),
+                     ci[i * width:(i + 1) * width].reshape(2, g + 1, 2))
+              for i, name in enumerate(("acceptance_rate", "scoring_rate", "ratio_acceptance",
+                                        "ratio_scoring"))}
+    off = 4 * width
+    sel_ci = ci[off:off + g + 1]
+    dpd_ci, dpr_ci, eod_ci = (ci[off + g + 1 + j] for j in range(3))
+
+    # Point estimates from Fairlearn's MetricFrame on the cell table.
+    idx = np.indices(a.shape).reshape(3, -1)
+    w = a.reshape(-1)
+    state = idx[2]
+    keep = state > 0
+    src, grp, st, w = idx[0][keep], idx[1][keep], state[keep], w[keep]
+    accepted = np.isin(st, (2, 4)).astype(int)
+    above_med = np.isin(st, (3, 4)).astype(int)
+    sens = pd.DataFrame({"source": np.array(SOURCES)[src], "group": np.array(labels)[grp]})
+    mf_rate = {m: np.full((2, g + 1), np.nan) for m in RATE_METRICS}
+    if w.sum() > 0:
+        rates_mf = cell_metric_frame({"acceptance_rate": _selection_rate(),
+                                      "scoring_rate": _weighted_true_mean},
+                                     above_med, accepted, sens, w)
+        for (s_name, g_name), row in rates_mf.by_group.iterrows():
+            for m in RATE_METRICS:
+                mf_rate[m][SOURCES.index(s_name), labels.index(g_name)] = row[m]
+    used_mask = used[grp]
+    fair = {"groups_used": [labels[i] for i in range(g + 1) if used[i]], "per_group": [],
+            "demographic_parity_difference": estimate(None, None, 0),
+            "demographic_parity_ratio": estimate(None, None, 0),
+            "equalized_odds_difference": estimate(None, None, 0)}
+    if used_mask.any() and w[used_mask].sum() > 0:
+        mf = fairlearn_by_cells(np.array(labels)[grp][used_mask], (src[used_mask] == 0).astype(int),
+                                accepted[used_mask], w[used_mask])
+        n_used = int(w[used_mask].sum())
+        diff, ratio = mf.difference(), mf.ratio()
+        eo = max(diff["true_positive_rate"], diff["false_positive_rate"])
+        fair["demographic_parity_difference"] = estimate(diff["selection_rate"], dpd_ci, n_used)
+        fair["demographic_parity_ratio"] = estimate(ratio["selection_rate"], dpr_ci, n_used)
+        fair["equalized_odds_difference"] = estimate(eo, eod_ci, n_used)
+        for label, row in mf.by_group.iterrows():
+            i = labels.index(label)
+            fair["per_group"].append({
+                "group": label, "count": int(row["count"]),
+                "selection_rate": estimate(row["selection_rate"], sel_ci[i], int(valid[:, i].sum()),
+                                       int(acc_k[:, i].sum())),
+                "true_positive_rate": estimate(row["true_positive_rate"],
+                                           blocks["acceptance_rate"][1][0, i], int(valid[0, i]),
+                                           int(acc_k[0, i])),
+                "false_positive_rate": estimate(row["false_positive_rate"],
+                                            blocks["acceptance_rate"][1][1, i], int(valid[1, i]),
+                                            int(acc_k[1, i]))})
+
+    means, mean_ci = _mean_scores(grouping, scores, source, spec=spec, rng=rng)
+    rows, exclusions = [], []
+    for s, s_name in enumerate(SOURCES):
+        for i, label in enumerate(labels):
+            if n_all[s, i] == 0 and i == g:
+                continue
+            rows.append({
+                "group": label, "source": s_name, "n": int(n_all[s, i]),
+                "n_invalid_score": int(invalid[s, i]),
+                "share_of_source": None if not np.isfinite(share[s, i]) else float(share[s, i]),
+                "mean_score": estimate(means[s, i], mean_ci[s, i], int(valid[s, i])),
+                "scoring_rate": estimate(mf_rate["scoring_rate"][s, i],
+                                     blocks["scoring_rate"][1][s, i], int(valid[s, i]),
+                                     int(scr_k[s, i])),
+                "acceptance_rate": estimate(mf_rate["acceptance_rate"][s, i],
+                                        blocks["acceptance_rate"][1][s, i], int(valid[s, i]),
+                                        int(acc_k[s, i])),
+                "small": bool(small[s, i]),
+                "excluded": bool(excluded[s, i]),
+                "exclusion_reason": reasons.get((s, i)) if excluded[s, i] else None,
+            })
+            if excluded[s, i] and n_all[s, i] > 0:
+                exclusions.append({
+                    "concept": grouping.name, "group": label, "source": s_name,
+                    "n": int(n_all[s, i]),
+                    "share": None if not np.isfinite(share[s, i]) else float(share[s, i]),
+                    "scoring_rate": _finite(mf_rate["scoring_rate"][s, i]),
+                    "acceptance_rate": _finite(mf_rate["acceptance_rate"][s, i]),
+                    "reason": reasons[(s, i)]})
+    impact, tests, degenerate = _impact(grouping, mf_rate, blocks, valid, {
+        "acceptance_rate": acc_k, "scoring_rate": scr_k}, eligible, excluded, small, settings)
+    section = {
+        "concept": grouping.name, "concepts": list(grouping.concepts),
+        "protected": grouping.protected, "groups": list(grouping.groups),
+        "median_real_score": median, "accept_threshold": float(settings.accept_threshold),
+        "rows": rows, "impact": impact, "fairlearn": fair,
+    }
+    return section, tests, exclusions, degenerate
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _selection_rate():
+    from fairlearn.metrics import selection_rate
+
+    return selection_rate
+
+
+def _mean_scores(grouping: Grouping, scores: np.ndarray, source: np.ndarray, *,
+                 spec: BootstrapSpec, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean finite score per (source, group incl. unknown) and its interval."""
+    g1 = grouping.n_groups + 1
+    finite = np.isfinite(scores)
+    codes = (source * g1 + grouping.best)[finite]
+    values = scores[finite]
+    sums = np.bincount(codes, weights=values, minlength=2 * g1)
+    cnts = np.bincount(codes, minlength=2 * g1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        point = sums / cnts
+    reps = mean_replicates(values, codes, 2 * g1, spec=spec, rng=rng)
+    jack = jackknife_means(values, codes, 2 * g1) if spec.method == "bca" else None
+    ci = intervals(point, reps, spec, jack) if spec.n_boot else np.full((2 * g1, 2), np.nan)
+    return point.reshape(2, g1), ci.reshape(2, g1, 2)
+
+
+def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str, Any],
+            valid: np.ndarray, successes: dict[str, np.ndarray], eligible: np.ndarray,
+            excluded: np.ndarray, small: np.ndarray, settings: MeasureSettings
+            ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Impact ratios, four-fifths verdicts and their tests, per metric and source."""
+    g = grouping.n_groups
+    labels = grouping.labels()
+    impact, tests, degenerate = [], [], []
+    for metric in RATE_METRICS:
+        rate = mf_rate[metric]
+        ratio_ci = blocks["ratio_" + metric.split("_")[0]][1]
+        rate_ci = blocks[metric][1]
+        k = successes[metric]
+        for s, s_name in enumerate(SOURCES):
+            cand = [i for i in range(g) if eligible[s, i] and np.isfinite(rate[s, i])]
+            top = max(cand, key=lambda i: (rate[s, i], -i)) if cand else None
+            if top is not None and rate[s, top] == 0:
+                degenerate.append({
+                    "kind": "zero_highest_rate", "concept": grouping.name, "group": None,
+                    "source": s_name, "count": None,
+                    "message": f"no {s_name} image of any {grouping.name} group has a positive "
+                               f"{metric.replace('_', ' ')}; impact ratios are undefined"})
+                top = None
+            for i in range(g):
+                if valid[s, i] == 0:
+                    continue
+                verdict, reason, test_id = "no verdict", None, None
+                ratio = (rate[s, i] / rate[s, top] if top is not None and not excluded[s, i]
+                         else np.nan)
+                if excluded[s, i]:
+                    reason = "excluded from impact ratios"
+                elif top is None:
+                    reason = "no group large enough to compare with"
+                elif small[s, i]:
+                    reason = f"n = {int(valid[s, i])} < min_group_n = {settings.min_group_n}"
+                elif len(cand) < 2:
+                    reason = "only one group large enough to compare"
+                else:
+                    verdict = "adverse impact" if ratio < settings.impact_threshold else "pass"
+                    if i != top and grouping.protected:
+                        test_id = f"T-TRT-{grouping.name}-{labels[i]}-{s_name}-{metric}"
+                        res = two_proportion_test(int(k[s, i]), int(valid[s, i]),
+                                                  int(k[s, top]), int(valid[s, top]))
+                        tests.append({
+                            "id": test_id, "kind": "treatment", "method": res.method,
+                            "concept": grouping.name, "group": labels[i],
+                            "versus": labels[top], "source": s_name, "metric": metric,
+                            "counts": {"k1": int(k[s, i]), "n1": int(valid[s, i]),
+                                       "k2": int(k[s, top]), "n2": int(valid[s, top]),
+                                       "expected": None},
+                            "statistic": res.statistic, "p_value": res.p_value,
+                            "p_holm": None, "p_bh": None})
+                impact.append({
+                    "metric": metric, "source": s_name, "group": labels[i],
+                    "rate": estimate(rate[s, i], rate_ci[s, i], int(valid[s, i]), int(k[s, i])),
+                    "highest_group": None if top is None else labels[top],
+                    "ratio": estimate(ratio, ratio_ci[s, i], int(valid[s, i])),
+                    "four_fifths": verdict, "reason": reason, "test_id": test_id})
+    return impact, tests, degenerate
