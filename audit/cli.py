@@ -185,11 +185,25 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
       gan-audit extract audit.yaml
       torchrun --nproc-per-node 2 -m audit extract audit.yaml
     """
+    from audit import distributed
     from audit.config import load_config
     from audit.extract import extract_from_config
+    from audit.load import resolve_device
 
     cfg = load_config(config)
-    stores = extract_from_config(cfg, out=out, device=device)
+    with distributed.process_group(resolve_device(device or cfg.device)) as rank:
+        try:
+            stores = extract_from_config(cfg, out=out, device=device)
+        except distributed.DistributedError as exc:  # the same message on every rank
+            ctx = click.get_current_context()
+            if rank.is_main and ctx.find_root().params.get("debug"):
+                raise
+            if rank.is_main:
+                click.echo(f"error: {exc}", err=True)
+            distributed.barrier()  # no rank exits (torchrun then stops all) before rank 0 printed
+            ctx.exit(exc.exit_code)
+    if not rank.is_main:
+        return
     for name, store in stores.items():
         skipped = f", {len(store.skipped)} skipped" if store.skipped else ""
         click.echo(f"{name}: {store.n_images} images, layers {', '.join(store.layers)} "

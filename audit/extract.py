@@ -12,6 +12,10 @@ Activations are pooled inside the forward hooks (``avg``, ``avgmax``, ``grid2``,
 the CPU and written shard by shard into an :class:`~audit.store.ActivationStore`, so
 memory stays flat whatever the number of images, and an interrupted run resumes from
 the first missing shard.
+
+Under ``torchrun`` (see :mod:`audit.distributed`) the missing shards are split between the
+ranks, each writes its own into the same store, and rank 0 checks them all and writes the
+manifest; a failure on any rank fails every rank, naming it.
 """
 
 from __future__ import annotations
@@ -232,6 +236,7 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     ActivationStore
         Complete: every shard written, manifest ``complete: true``.
     """
+    from audit import distributed
     from audit.hooks import capture
     from audit.load import resolve_device
 
@@ -239,7 +244,7 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         raise LayerError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}.")
-    device = resolve_device(device)
+    device = distributed.device_for_rank(resolve_device(device))
     source = _as_source(images)
     if len(source) == 0:
         raise DataError(f"{source.spec}: no images to extract.")
@@ -249,28 +254,87 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         warnings.warn(f"layers {list(dependent)} depend on the other images in the batch: "
                       f"their activations hold only for batch size {batch_size} and this image "
                       f"order (both recorded in the store manifest).", stacklevel=2)
-    per_shard = max(1, -(-(shard_size or DEFAULT_SHARD_IMAGES) // batch_size))
+    rank = distributed.current()
+    world = rank.world_size if rank is not None else 1
     settings = StoreSettings(
         model_sha256=model.sha256, layers=tuple(names), pooling=pooling, max_dim=max_dim,
-        batch_size=batch_size, shard_size=per_shard * batch_size, n_images=len(source),
-        source_fingerprint=source.fingerprint, projection_seed=projection_seed,
-        batch_dependent=dependent)
-    store = ActivationStore.create_or_resume(out, settings, extra=_describe(model, source))
+        batch_size=batch_size,
+        shard_size=_shard_images(out, shard_size, batch_size, n_images=len(source), world=world),
+        n_images=len(source), source_fingerprint=source.fingerprint,
+        projection_seed=projection_seed, batch_dependent=dependent)
+    _check_ranks_agree(settings, out)
+
+    opened: list[ActivationStore] = []
+
+    def open_store() -> list[int]:  # rank 0 (or the only process): the shards still to do
+        opened.append(ActivationStore.create_or_resume(out, settings,
+                                                       extra=_describe(model, source)))
+        return [k for k in range(len(opened[0].shard_ranges())) if not opened[0].has_shard(k)]
+
+    todo = distributed.on_main(open_store, what=f"opening the store {out}")
+    store = opened[0] if opened else ActivationStore.open(out, allow_incomplete=True)
+    mine = todo if rank is None else distributed.split_evenly(todo, rank.rank, world)
     if model.device != device:
         model.module.to(device)
         model.device = device
-    todo = [k for k in range(len(store.shard_ranges())) if not store.has_shard(k)]
-    if todo:
+
+    def run() -> None:
+        if not mine:
+            return
         seeds = {n: _layer_seed(projection_seed, n) for n in names}
 
         def pool(name: str, t: torch.Tensor) -> torch.Tensor:
             return pool_activation(t, pooling, max_dim=max_dim, seed=seeds[name])
 
         with capture(model.module, names, transform=pool) as cap:
-            activations_to_store(model, source, store, todo, cap=cap, device=device,
-                                 num_workers=num_workers, progress=progress,
+            activations_to_store(model, source, store, mine, cap=cap, device=device,
+                                 num_workers=num_workers,
+                                 progress=progress and (rank is None or rank.is_main),
                                  precision=precision, class_labels=class_labels)
-    return store.finalize(extra={"notes": list(model.notes)})
+
+    distributed.all_succeed(run, what=f"extracting the shards of {out}")
+
+    def finish() -> None:  # rank 0: check every shard, write the manifest
+        store.finalize(extra={"notes": list(model.notes)})
+
+    distributed.on_main(finish, what=f"checking the shards of every rank in {out} (the run "
+                                     f"folder must be shared by all machines)")
+    return store if opened else ActivationStore.open(out)
+
+
+def _shard_images(out: Path, shard_size: int | None, batch_size: int, *, n_images: int,
+                  world: int) -> int:
+    """Images per shard, a multiple of ``batch_size`` (so every process makes the same batches).
+
+    Given: rounded up. Not given: the existing store's (so a rerun with another number of
+    processes resumes it), else :data:`DEFAULT_SHARD_IMAGES`, but no more than an equal part
+    per process so that every rank of a job has work.
+    """
+    from audit.store import stored_settings
+
+    if shard_size is None:
+        old = stored_settings(out)
+        if old is not None and old.batch_size == batch_size and old.n_images == n_images:
+            return old.shard_size
+        shard_size = DEFAULT_SHARD_IMAGES if world == 1 else min(DEFAULT_SHARD_IMAGES,
+                                                                 -(-n_images // world))
+    return max(1, -(-shard_size // batch_size)) * batch_size
+
+
+def _check_ranks_agree(settings: StoreSettings, out: Path) -> None:
+    """Every rank must extract the same images with the same model and settings."""
+    from audit import distributed
+    from audit.store import settings_differences
+
+    views = distributed.all_gather(settings)
+    for r, theirs in enumerate(views[1:], start=1):
+        diffs = settings_differences(views[0], theirs, label=("rank 0", f"rank {r}"))
+        if diffs:
+            raise distributed.DistributedError(
+                f"rank {r} would extract something else than rank 0 into {out}: "
+                + "; ".join(diffs) + ". Every rank must see the same config, model weights "
+                "and images: put the run folder, the images and the weights on a filesystem "
+                "shared by all machines (or identical copies at the same paths).")
 
 
 def activations_to_store(model: LoadedModel, source: ImageSource, store: ActivationStore,
@@ -388,17 +452,23 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     resolved once). Each store also gets ``labels.parquet``; sampled images are written as
     PNGs under ``RUN_DIR/generated/`` when the generator config says ``save_png``.
 
+    Under ``torchrun`` (a process group joined with :func:`audit.distributed.process_group`)
+    each rank extracts, and samples, its own shards of every store, on its own GPU
+    (``LOCAL_RANK``); rank 0 finalises the manifests and writes the labels tables. The
+    stores hold the same images, ids and activations as one process would write.
+
     Returns
     -------
     dict
         ``{"paired": store, "real": store, "generated": store}``.
     """
+    from audit import distributed
     from audit.concepts import load_concept_set
     from audit.images import GeneratedSource, load_images
     from audit.load import load_discriminator, load_generator, resolve_device
 
     run_dir = Path(out if out is not None else cfg.out)
-    device = resolve_device(device or cfg.device)
+    device = distributed.device_for_rank(resolve_device(device or cfg.device))
     d = cfg.discriminator
     concept_set = load_concept_set(cfg.concept_set)
     model = load_discriminator(d, device=device)
@@ -427,7 +497,8 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
                         pooling=d.pooling, batch_size=d.batch_size, device=device,
                         max_dim=d.max_dim, progress=progress,
                         include_batch_dependent=d.include_batch_dependent)
-        store.write_labels(source.labels)
+        if distributed.is_main():
+            store.write_labels(source.labels)
         stores[name] = store
     return stores
 

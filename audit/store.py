@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
-__all__ = ["ActivationStore", "StoreSettings", "shard_ranges", "STORE_FORMAT"]
+__all__ = ["ActivationStore", "StoreSettings", "shard_ranges", "settings_differences",
+           "stored_settings", "STORE_FORMAT"]
 
 STORE_FORMAT = 1
 _SCORES = "_scores"
@@ -82,6 +83,26 @@ _WHAT = {"model_sha256": "model (weights sha256)", "layers": "layers", "pooling"
 def shard_ranges(n_images: int, shard_size: int) -> list[tuple[int, int]]:
     """Half-open image index ranges of the shards: [(0, s), (s, 2s), ..., (.., n)]."""
     return [(start, min(n_images, start + shard_size)) for start in range(0, n_images, shard_size)]
+
+
+def settings_differences(old: StoreSettings | dict[str, Any], new: StoreSettings, *,
+                         label: tuple[str, str] = ("store", "now")) -> list[str]:
+    """Each setting that differs, as ``"<what> (<label0>: <old>, <label1>: <new>)"``."""
+    a = old.to_json() if isinstance(old, StoreSettings) else old
+    b = new.to_json()
+    return [f"{_WHAT.get(k, k)} ({label[0]}: {_short(a.get(k))}, {label[1]}: {_short(b[k])})"
+            for k in b if a.get(k) != b[k]]
+
+
+def stored_settings(path: str | Path) -> StoreSettings | None:
+    """The settings of the store at ``path``, or None when there is none yet."""
+    manifest = _read_manifest(Path(path))
+    if manifest is None:
+        return None
+    try:
+        return StoreSettings.from_json(manifest["settings"])
+    except (TypeError, KeyError):
+        return None
 
 
 def _shard_name(index: int) -> str:
@@ -209,10 +230,8 @@ class ActivationStore:
         path = Path(path)
         existing = _read_manifest(path)
         if existing is not None:
-            old = existing.get("settings", {})
-            new = settings.to_json()
-            diffs = [f"{_WHAT.get(k, k)} (store: {_short(old.get(k))}, now: {_short(new[k])})"
-                     for k in new if old.get(k) != new[k]]
+            diffs = settings_differences(existing.get("settings", {}), settings,
+                                         label=("store", "now"))
             if existing.get("format") != STORE_FORMAT:
                 diffs.insert(0, f"store format (store: {existing.get('format')}, now: "
                                 f"{STORE_FORMAT})")
