@@ -1,0 +1,233 @@
+"""Compare two audits (e.g. two checkpoints of one GAN): metrics, findings, settings.
+
+:func:`results_to_comparison` is pure: two results.json documents (and optionally
+their decoders/validity.json) in, one JSON-ready dict out. :func:`render_compare`
+reads two run folders and writes compare.json, compare.html and compare.pdf.
+
+A metric is compared when both audits have it (same key); the change is B - A and
+the intervals "overlap" when [lo_A, hi_A] and [lo_B, hi_B] share a point (a rough
+screen, not a test: non-overlap at 95% implies a difference, overlap does not
+imply none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from audit.io import atomic_write_json, ensure_dir
+from audit.report.view import Num, num_from
+
+__all__ = ["flatten_metrics", "results_to_comparison", "render_compare"]
+
+
+def _list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, list) else []
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return dict(x) if isinstance(x, Mapping) else {}
+
+
+def _metrics_of(entry: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str, Num]]:
+    """(key, unit, number) of one representation or treatment entry."""
+    concept = str(entry.get("concept"))
+    for r in _list(entry.get("rows")):
+        r = _dict(r)
+        g = str(r.get("group"))
+        if prefix == "representation":
+            for field in ("real", "generated_raw", "generated_corrected", "gap"):
+                if field in r:
+                    yield f"representation/{concept}/{g}/{field}", "share", num_from(r[field])
+        else:
+            src = str(r.get("source"))
+            for field in ("mean_score", "scoring_rate", "acceptance_rate"):
+                if field in r:
+                    unit = "score" if field == "mean_score" else "rate"
+                    yield f"treatment/{concept}/{src}/{g}/{field}", unit, num_from(r[field])
+    if prefix == "representation":
+        for kind, d in _dict(entry.get("distances")).items():
+            for m, e in _dict(d).items():
+                yield f"representation/{concept}/distance/{kind}/{m}", "distance", num_from(e)
+    else:
+        for r in _list(entry.get("impact")):
+            r = _dict(r)
+            yield (f"impact/{concept}/{r.get('metric')}/{r.get('source')}/{r.get('group')}",
+                   "ratio", num_from(r.get("ratio")))
+        fl = _dict(entry.get("fairlearn"))
+        for m in ("demographic_parity_difference", "demographic_parity_ratio",
+                  "equalized_odds_difference"):
+            if m in fl:
+                yield f"fairlearn/{concept}/{m}", "ratio" if "ratio" in m else "difference", \
+                    num_from(fl[m])
+
+
+def flatten_metrics(results: Mapping[str, Any]) -> dict[str, tuple[str, Num]]:
+    """Every number of a results.json with an interval: key -> (unit, number).
+
+    Keys look like ``representation/tone/dark/generated_corrected``,
+    ``treatment/stroke/generated/thick/scoring_rate``,
+    ``impact/tone/scoring_rate/real/dark``, ``validity/tone/balanced_accuracy``.
+    """
+    out: dict[str, tuple[str, Num]] = {}
+    entries = [("representation", _dict(e)) for e in _list(results.get("representation"))]
+    entries += [("treatment", _dict(e)) for e in _list(results.get("treatment"))]
+    for x in _list(results.get("intersections")):
+        entries += [("representation", _dict(_dict(x).get("representation"))),
+                    ("treatment", _dict(_dict(x).get("treatment")))]
+    for kind, entry in entries:
+        for key, unit, value in _metrics_of(entry, kind):
+            out[key] = (unit, value)
+    for concept, v in _dict(results.get("validity")).items():
+        for m in ("balanced_accuracy", "accuracy", "selectivity"):
+            if m in _dict(v):
+                out[f"validity/{concept}/{m}"] = ("share" if m != "selectivity" else "difference",
+                                                  num_from(_dict(v)[m]))
+    return out
+
+
+def _overlap(a: Num, b: Num) -> bool | None:
+    if not (a.has_ci and b.has_ci):
+        return None
+    return bool(a.lo <= b.hi and b.lo <= a.hi)  # type: ignore[operator]
+
+
+def _num_json(x: Num) -> dict[str, Any]:
+    return {"value": x.value, "ci": [x.lo, x.hi] if x.has_ci else None, "n": x.n}
+
+
+def _decoders(results: Mapping[str, Any], validity_file: Mapping[str, Any] | None
+              ) -> dict[str, dict[str, Any]]:
+    """Concept -> {layer, balanced_accuracy} of the decoders behind an audit."""
+    merged: dict[str, dict[str, Any]] = {}
+    for name, v in _dict(results.get("validity")).items():
+        merged[name] = {"layer": _dict(v).get("layer"),
+                        "balanced_accuracy": _dict(v).get("balanced_accuracy")}
+    for name, v in _dict(_dict(validity_file).get("concepts")).items():
+        merged.setdefault(name, {}).update(
+            {k: _dict(v)[k] for k in ("layer", "balanced_accuracy") if k in _dict(v)})
+    return merged
+
+
+def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
+                          validity_a: Mapping[str, Any] | None = None,
+                          validity_b: Mapping[str, Any] | None = None,
+                          names: tuple[str, str] = ("A", "B"),
+                          decoder_tolerance: float = 0.02) -> dict[str, Any]:
+    """Compare audit A (before) with audit B (after).
+
+    Parameters
+    ----------
+    a, b
+        The two results.json documents.
+    validity_a, validity_b
+        Their decoders/validity.json, if at hand (layers and validity of the decoders).
+    names
+        How the two audits are called (their run folders).
+    decoder_tolerance
+        A decoder's balanced accuracy may move this much (absolute) before the
+        decoders count as different.
+
+    Returns
+    -------
+    ``{"audits", "warnings", "metrics", "only_in_a", "only_in_b", "findings"}``; each
+    metric: key, unit, a, b (value, ci, n), change (B - A), intervals_overlap.
+    """
+    warnings: list[str] = []
+    cs_a, cs_b = _dict(a.get("concept_set")), _dict(b.get("concept_set"))
+    if cs_a.get("sha256") != cs_b.get("sha256"):
+        warnings.append(f"The audits used different concept sets: {cs_a.get('name')} "
+                        f"(sha256 {str(cs_a.get('sha256'))[:12]}…) in {names[0]}, "
+                        f"{cs_b.get('name')} (sha256 {str(cs_b.get('sha256'))[:12]}…) in "
+                        f"{names[1]}; groups may not mean the same.")
+    dec_a, dec_b = _decoders(a, validity_a), _decoders(b, validity_b)
+    changed = []
+    for concept in sorted(set(dec_a) & set(dec_b)):
+        la, lb = dec_a[concept].get("layer"), dec_b[concept].get("layer")
+        ba, bb = dec_a[concept].get("balanced_accuracy"), dec_b[concept].get("balanced_accuracy")
+        moved = (isinstance(ba, (int, float)) and isinstance(bb, (int, float))
+                 and abs(bb - ba) > decoder_tolerance)
+        if la != lb or moved:
+            changed.append(f"{concept} (layer {la} → {lb}, balanced accuracy "
+                           f"{_pct(ba)} → {_pct(bb)})")
+    if changed:
+        warnings.append("The audits read the concepts through different decoders: "
+                        + "; ".join(changed) + ". Part of any change may come from the decoders.")
+    set_a, set_b = _dict(a.get("settings")), _dict(b.get("settings"))
+    diff = sorted(k for k in set(set_a) | set(set_b) if set_a.get(k) != set_b.get(k))
+    if diff:
+        warnings.append("The audits used different thresholds or settings: " + "; ".join(
+            f"{k} {set_a.get(k)!r} → {set_b.get(k)!r}" for k in diff) + ".")
+
+    ma, mb = flatten_metrics(a), flatten_metrics(b)
+    metrics = []
+    for key in [k for k in ma if k in mb]:
+        unit, xa = ma[key]
+        xb = mb[key][1]
+        change = (xb.value - xa.value) if (xa.ok and xb.ok) else None
+        metrics.append({"key": key, "unit": unit, "a": _num_json(xa), "b": _num_json(xb),
+                        "change": change, "intervals_overlap": _overlap(xa, xb)})
+
+    fa = {str(_dict(f).get("id")): _dict(f) for f in _list(a.get("findings"))}
+    fb = {str(_dict(f).get("id")): _dict(f) for f in _list(b.get("findings"))}
+
+    def brief(f: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: f.get(k) for k in ("id", "kind", "severity", "confidence", "concept",
+                                      "groups", "metric", "value", "ci", "n", "summary")}
+
+    findings = {
+        "new": [brief(fb[i]) for i in sorted(set(fb) - set(fa))],
+        "resolved": [brief(fa[i]) for i in sorted(set(fa) - set(fb))],
+        "changed_severity": [{"id": i, "severity_a": fa[i].get("severity"),
+                              "severity_b": fb[i].get("severity"), "summary_b":
+                              fb[i].get("summary")}
+                             for i in sorted(set(fa) & set(fb))
+                             if fa[i].get("severity") != fb[i].get("severity")],
+        "unchanged": sorted(i for i in set(fa) & set(fb)
+                            if fa[i].get("severity") == fb[i].get("severity")),
+    }
+    meta_a, meta_b = _dict(a.get("meta")), _dict(b.get("meta"))
+    return {
+        "audits": [{"name": names[0], "audit_id": meta_a.get("audit_id"),
+                    "date": meta_a.get("date"), "concept_set": cs_a},
+                   {"name": names[1], "audit_id": meta_b.get("audit_id"),
+                    "date": meta_b.get("date"), "concept_set": cs_b}],
+        "warnings": warnings,
+        "metrics": metrics,
+        "only_in_a": sorted(set(ma) - set(mb)),
+        "only_in_b": sorted(set(mb) - set(ma)),
+        "findings": findings,
+    }
+
+
+def _pct(x: Any) -> str:
+    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "n/a"
+
+
+def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True
+                   ) -> dict[str, Path]:
+    """Write ``compare.json``, ``compare.html`` (and ``compare.pdf``) to ``out``.
+
+    Reads results.json (required) and decoders/validity.json (if present) of each run.
+    """
+    from audit.report.render import load_run, render_template
+
+    run_a, run_b = Path(run_a), Path(run_b)
+    ia, ib = load_run(run_a), load_run(run_b)
+    comparison = results_to_comparison(ia.results, ib.results, validity_a=ia.validity,
+                                       validity_b=ib.validity, names=(str(run_a), str(run_b)))
+    out = ensure_dir(Path(out))
+    paths = {"json": out / "compare.json", "html": out / "compare.html"}
+    atomic_write_json(paths["json"], comparison)
+    html = render_template("report/compare.html.j2", {
+        "title": f"Comparison of {run_a.name} and {run_b.name}", "c": comparison,
+        "tool_version": None})
+    from audit.io import atomic_write_text
+
+    atomic_write_text(paths["html"], html)
+    if pdf:
+        from audit.report.pdf import html_to_pdf
+
+        paths["pdf"] = html_to_pdf(html, out / "compare.pdf")
+    return paths

@@ -1,0 +1,276 @@
+"""Render the audit report: run folder -> report.html (+ report.pdf).
+
+The HTML is one self-contained file: inline CSS (screen and print), charts as
+inline SVG, sample grids as inline PNG (``data:`` URLs); it requests nothing from
+any network. Jinja autoescaping is on, so a concept name or a reviewer's note that
+contains HTML is shown as text. The PDF is made from the same HTML by WeasyPrint
+(see :mod:`audit.report.pdf`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from audit.errors import RunFolderError
+from audit.io import atomic_write_text
+from audit.report.view import ReportInputs, results_to_view
+
+__all__ = ["SCHEMA_VERSION", "jinja_env", "load_run", "results_to_html", "render_report",
+           "render_template"]
+
+#: The results.json schema version this renderer reads.
+SCHEMA_VERSION = 1
+SAMPLE_NAME = re.compile(r"^(generated-.+|real-(lowest|highest))\.png$")
+
+
+# ---------------------------------------------------------------- filters
+
+
+def _fmt(x: Any, kind: str = "num") -> str:
+    """Format a number for the report; None/NaN -> "n/a".
+
+    Kinds: ``pct`` (fraction as percent, 1 decimal), ``pct0`` (0 decimals), ``pp``
+    (fraction as percentage points), ``num`` (3 decimals), ``num2`` (2 decimals),
+    ``ratio`` (3 decimals).
+    """
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * x:.1f}%"
+    if kind == "pct0":
+        return f"{100 * x:.0f}%"
+    if kind == "pp":
+        return f"{100 * x:.1f} pp"
+    if kind == "num2":
+        return f"{x:.2f}"
+    return f"{x:.3f}"
+
+
+def _pval(p: Any) -> str:
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _metric_kind(metric: Any) -> str:
+    """How to format a finding's metric (by its name)."""
+    m = str(metric)
+    if "ratio" in m:
+        return "ratio"
+    if "gap" in m or "difference" in m:
+        return "pp"
+    if any(w in m for w in ("rate", "share", "accuracy", "coverage")):
+        return "pct"
+    return "num"
+
+
+def _slug(text: Any) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def _anchor(finding_id: Any) -> str:
+    return "f-" + _slug(finding_id)
+
+
+def _rounded(v: Any) -> Any:
+    if isinstance(v, float):
+        return float(f"{v:.6g}") if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_rounded(x) for x in v]
+    return v
+
+
+def _plain(v: Any) -> str:
+    """A value as text: floats to 6 significant digits, lists and mappings as JSON."""
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return "n/a" if not math.isfinite(v) else f"{v:.6g}"
+    if isinstance(v, (dict, list, tuple)):
+        return json.dumps(_rounded(v), ensure_ascii=False, default=str)
+    return str(v)
+
+
+def _dictitems(d: Any) -> list[tuple[str, Any]]:
+    return [(str(k), v) for k, v in d.items()] if isinstance(d, Mapping) else []
+
+
+def _png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def _shade(share: Any) -> str:
+    if not isinstance(share, (int, float)) or not math.isfinite(share):
+        return "transparent"
+    return f"rgba(0, 114, 178, {0.06 + 0.5 * max(0.0, min(1.0, share)):.2f})"
+
+
+def _svg(svg: str) -> Any:
+    """Mark chart SVG (made by :mod:`audit.report.charts`, text already escaped) as safe."""
+    from markupsafe import Markup
+
+    return Markup(svg)
+
+
+def _flat(d: Any) -> dict[str, Any]:
+    from audit.report.view import _flat as flat
+
+    return flat(d) if isinstance(d, Mapping) else {}
+
+
+def _omit(d: Any, keys: list[str]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if k not in keys} if isinstance(d, Mapping) else {}
+
+
+@lru_cache(maxsize=1)
+def jinja_env() -> Any:
+    """The Jinja environment of the reports: templates/ folder, autoescape on, strict."""
+    import jinja2
+
+    from audit.resources import resource_dir
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
+        autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(fmt=_fmt, pval=_pval, metric_kind=_metric_kind, slug=_slug,
+                       anchor=_anchor, plain=_plain, dictitems=_dictitems, png_uri=_png_uri,
+                       shade=_shade, svg=_svg, flat=_flat, omit=_omit)
+    return env
+
+
+def render_template(name: str, context: Mapping[str, Any]) -> str:
+    """Render ``templates/<name>`` with ``context`` (autoescaped)."""
+    return jinja_env().get_template(name).render(**context)
+
+
+# ---------------------------------------------------------------- run folder
+
+
+def _read_json(path: Path, *, required: bool) -> Any:
+    if not path.exists():
+        if required:
+            raise RunFolderError(f"{path}: not found. Run the measure stage first (gan-audit "
+                                 f"measure CONFIG.yaml), or point to a run folder that has it.")
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc}). Re-run the stage that writes "
+                             f"it, or restore the file.") from exc
+
+
+def _schema_warnings(results: Mapping[str, Any]) -> list[str]:
+    """Top-level parts of results.json that are missing or of the wrong type.
+
+    A cheap check (the measure stage validates against results.schema.json when it
+    writes the file); what is missing is shown as "not available" where it belongs.
+    """
+    expected = {"meta": dict, "concept_set": dict, "settings": dict, "bootstrap": dict,
+                "counts": dict, "validity": dict, "representation": list, "treatment": list,
+                "intersections": list, "exclusions": list, "unknowns": list,
+                "degenerate": list, "tests": list, "findings": list, "verdicts": list,
+                "notes": list}
+    bad = [f"{key} ({'missing' if key not in results else 'not a ' + kind.__name__})"
+           for key, kind in expected.items() if not isinstance(results.get(key), kind)]
+    if not bad:
+        return []
+    return [f"results.json lacks or has malformed parts: {', '.join(bad)}; the report shows "
+            f"them as not available. Re-run the measure stage to complete them."]
+
+
+def load_run(run_dir: Path) -> ReportInputs:
+    """Read what a report shows from a run folder (results.json is required).
+
+    Reads results.json, manifest.json, decoders/validity.json, decoders/layers.json,
+    review.jsonl and samples/*.png; nothing else.
+    """
+    from audit.report.review import read_review_log
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit "
+                             f"(the --out of gan-audit run).")
+    results = _read_json(run_dir / "results.json", required=True)
+    if not isinstance(results, dict):
+        raise RunFolderError(f"{run_dir / 'results.json'}: expected a JSON object; re-run the "
+                             f"measure stage.")
+    version = results.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise RunFolderError(f"{run_dir / 'results.json'}: schema_version {version!r}, but this "
+                             f"gan-audit reads version {SCHEMA_VERSION}. Re-run the measure "
+                             f"stage with this version, or use the gan-audit that wrote it.")
+    samples: dict[str, bytes] = {}
+    sdir = run_dir / "samples"
+    if sdir.is_dir():
+        for p in sorted(sdir.glob("*.png")):
+            if SAMPLE_NAME.match(p.name):
+                samples[p.name] = p.read_bytes()
+    return ReportInputs(
+        results=results,
+        manifest=_read_json(run_dir / "manifest.json", required=False),
+        validity=_read_json(run_dir / "decoders" / "validity.json", required=False),
+        layers=_read_json(run_dir / "decoders" / "layers.json", required=False),
+        review=read_review_log(run_dir),
+        samples=samples,
+        warnings=_schema_warnings(results),
+    )
+
+
+def results_to_html(results: Mapping[str, Any], *, manifest: Mapping[str, Any] | None = None,
+                    validity: Mapping[str, Any] | None = None,
+                    layers: Mapping[str, Any] | None = None, review: Any = None,
+                    samples: Mapping[str, bytes] | None = None,
+                    warnings: list[str] | None = None) -> str:
+    """The report as one self-contained HTML document.
+
+    Parameters
+    ----------
+    results
+        The results.json document (schema version 1).
+    manifest, validity, layers
+        manifest.json, decoders/validity.json and decoders/layers.json, if at hand.
+    review
+        A :class:`audit.report.review.ReviewLog` (entries and chain check), if any.
+    samples
+        File name -> PNG bytes of the sample grids (``generated-<concept>-<group>.png``,
+        ``real-lowest.png``, ``real-highest.png``).
+    """
+    inputs = ReportInputs(results=results, manifest=manifest, validity=validity, layers=layers,
+                          review=review, samples=samples, warnings=list(warnings or []))
+    return render_template("report/report.html.j2", results_to_view(inputs))
+
+
+def render_report(run_dir: Path, *, pdf: bool = True) -> dict[str, Path]:
+    """Render ``RUN_DIR/report.html`` (and ``report.pdf``) from the run folder alone.
+
+    Returns
+    -------
+    ``{"html": path, "pdf": path}`` (no ``"pdf"`` key when ``pdf`` is False).
+
+    Raises
+    ------
+    RunFolderError
+        results.json missing, unreadable or of another schema version.
+    DependencyError
+        ``pdf=True`` and WeasyPrint cannot be loaded (report.html is written first).
+    """
+    run_dir = Path(run_dir)
+    inputs = load_run(run_dir)
+    html = render_template("report/report.html.j2", results_to_view(inputs))
+    out = {"html": run_dir / "report.html"}
+    atomic_write_text(out["html"], html)
+    if pdf:
+        from audit.report.pdf import html_to_pdf
+
+        out["pdf"] = html_to_pdf(html, run_dir / "report.pdf")
+    return out

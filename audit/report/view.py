@@ -1,0 +1,531 @@
+"""From the run folder's documents to what the templates show (pure, no files).
+
+:func:`results_to_view` turns results.json (schema version 1, see
+``audit/measure/results.schema.json``) plus the optional decoders/validity.json,
+decoders/layers.json, manifest.json, the review log and the sample grids into one
+plain mapping the templates read. Every optional part that is missing becomes an
+``Unavailable`` with the reason, so a template shows "not available: <reason>"
+instead of failing. Numbers are not formatted here; the template filters do that.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from audit.report.charts import (
+    Chart,
+    Estimate,
+    forest_plot,
+    layer_sweep_chart,
+    representation_chart,
+    score_distribution_chart,
+)
+
+__all__ = ["Unavailable", "Num", "SECTIONS", "SEVERITY_ORDER", "num_from", "results_to_view"]
+
+#: Section anchors and titles, in report order (also the table of contents).
+SECTIONS: tuple[tuple[str, str], ...] = (
+    ("summary", "1. Summary and verdicts"),
+    ("scope", "2. Scope and data"),
+    ("validity", "3. Decoder validity"),
+    ("representation", "4. Representation"),
+    ("treatment", "5. Treatment by the discriminator"),
+    ("samples", "6. Samples"),
+    ("findings", "7. Findings and review"),
+    ("method", "8. Method and limitations"),
+    ("manifest", "9. Reproducibility manifest"),
+)
+
+SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+#: Charts get expensive with many concepts; past this many, per-concept charts are
+#: drawn for protected concepts only (the tables still cover every concept).
+MAX_CHARTED_CONCEPTS = 12
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """A part of the report that cannot be shown, and why (plain text)."""
+
+    reason: str
+    available: bool = False
+
+
+@dataclass(frozen=True)
+class Num:
+    """A number with its interval and the group size it rests on (``k`` successes of ``n``)."""
+
+    value: float | None
+    lo: float | None = None
+    hi: float | None = None
+    n: int | None = None
+    k: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return _finite(self.value)
+
+    @property
+    def has_ci(self) -> bool:
+        return _finite(self.lo) and _finite(self.hi)
+
+    def estimate(self) -> Estimate:
+        return Estimate(self.value, self.lo, self.hi)
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _f(x: Any) -> float | None:
+    return float(x) if _finite(x) else None
+
+
+def _i(x: Any) -> int | None:
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and _finite(x) \
+        else None
+
+
+def num_from(d: Any, *, value: Any = None, ci: Any = None, n: Any = None) -> Num:
+    """A :class:`Num` from a schema ``estimate`` ({value, ci, n, k}) or loose parts."""
+    if isinstance(d, Mapping):
+        value, ci, n = d.get("value"), d.get("ci"), d.get("n")
+        k = d.get("k")
+    else:
+        value = d if d is not None else value
+        k = None
+    lo = hi = None
+    if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
+        lo, hi = _f(ci[0]), _f(ci[1])
+    return Num(_f(value), lo, hi, _i(n), _i(k))
+
+
+def _list(x: Any) -> list[Any]:
+    return list(x) if isinstance(x, list) else []
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    return dict(x) if isinstance(x, Mapping) else {}
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] | None,
+                   layers_file: Mapping[str, Any] | None,
+                   concepts_order: list[str]) -> dict[str, Any]:
+    """Per concept decoder metrics (validity.json wins over results.json's copy)."""
+    from_results = _dict(results.get("validity"))
+    from_file = _dict(_dict(validity_file).get("concepts"))
+    names = [c for c in concepts_order if c in from_results or c in from_file]
+    names += sorted((set(from_results) | set(from_file)) - set(names))
+    rows = []
+    for name in names:
+        merged = {**_dict(from_results.get(name)), **_dict(from_file.get(name))}
+        groups = [str(g) for g in _list(merged.get("groups"))]
+        conf = _list(merged.get("confusion"))
+        matrix = None
+        if conf and groups and len(conf) == len(groups):
+            cells = []
+            for g, row in zip(groups, conf, strict=False):
+                row = [int(c) if _finite(c) else 0 for c in _list(row)]
+                total = sum(row)
+                cells.append({"group": g, "total": total, "cells": [
+                    {"count": c, "share": (c / total) if total else None} for c in row]})
+            matrix = {"groups": groups, "rows": cells}
+        group_acc = []
+        for other, per in _dict(merged.get("group_accuracy")).items():
+            for g, acc in _dict(per).items():
+                group_acc.append({"concept": other, "group": g, "accuracy": _f(acc)})
+        rows.append({
+            "concept": name, "layer": merged.get("layer"), "groups": groups,
+            "n_test": _i(merged.get("n_test")), "accuracy": _f(merged.get("accuracy")),
+            "balanced_accuracy": _f(merged.get("balanced_accuracy")),
+            "auroc": _f(merged.get("auroc")), "ece": _f(merged.get("ece")),
+            "probe_accuracy": _f(merged.get("probe_accuracy")),
+            "control_accuracy": _f(merged.get("control_accuracy")),
+            "selectivity": _f(merged.get("selectivity")),
+            "decodable": merged.get("decodable"),
+            "class_accuracy": {str(k): _f(v) for k, v in
+                               _dict(merged.get("class_accuracy")).items()},
+            "group_accuracy": group_acc,
+            "confusion": matrix or Unavailable(
+                "no held-out confusion counts for this concept (decoders/validity.json "
+                "is absent or lacks 'confusion')"),
+        })
+    # Accuracy within protected groups as a matrix: decoders x (protected concept, group).
+    columns: list[tuple[str, str]] = []
+    for r in rows:
+        for g in r["group_accuracy"]:
+            if (g["concept"], g["group"]) not in columns:
+                columns.append((g["concept"], g["group"]))
+    group_matrix = {"columns": columns, "rows": [
+        {"concept": r["concept"], "accuracies": [
+            next((g["accuracy"] for g in r["group_accuracy"]
+                  if (g["concept"], g["group"]) == col), None) for col in columns]}
+        for r in rows if r["group_accuracy"]]}
+    binary_confusions = [r for r in rows if not isinstance(r["confusion"], Unavailable)
+                         and len(r["confusion"]["groups"]) == 2]
+    sweep: Chart | Unavailable
+    lf = _dict(layers_file)
+    if lf.get("layers") and _dict(lf.get("scores")):
+        scores = {str(c): {str(k): v for k, v in _dict(s).items()}
+                  for c, s in _dict(lf.get("scores")).items()}
+        sweep = layer_sweep_chart([str(x) for x in lf["layers"]], scores,
+                                  metric=str(lf.get("metric", "score")).replace("_", " "),
+                                  best={str(k): str(v) for k, v in _dict(lf.get("best")).items()})
+    else:
+        sweep = Unavailable("decoders/layers.json is absent from the run folder, so the "
+                            "layer sweep cannot be drawn (re-run train-decoders to write it)")
+    sweep_table = None
+    if lf.get("layers"):
+        sweep_table = {"layers": [str(x) for x in lf["layers"]],
+                       "metric": str(lf.get("metric", "score")),
+                       "rows": [{"concept": c,
+                                 "scores": [_f(_dict(s).get(layer)) for layer in lf["layers"]],
+                                 "best": _dict(lf.get("best")).get(c)}
+                                for c, s in _dict(lf.get("scores")).items()]}
+    return {"rows": rows, "sweep_chart": sweep, "sweep_table": sweep_table,
+            "group_matrix": group_matrix, "binary_confusions": binary_confusions,
+            "source": "decoders/validity.json" if from_file else "results.json"}
+
+
+def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
+                         key: str) -> dict[str, Any]:
+    rows = []
+    for r in _list(entry.get("rows")):
+        r = _dict(r)
+        rows.append({
+            "group": str(r.get("group")),
+            "real": num_from(r.get("real")), "raw": num_from(r.get("generated_raw")),
+            "corrected": num_from(r.get("generated_corrected")),
+            "reference_share": _f(r.get("reference_share")),
+            "gap": num_from(r.get("gap")),
+            "under_represented": bool(r.get("under_represented")),
+            "below_coverage_floor": bool(r.get("below_coverage_floor")),
+            "small": bool(r.get("small")), "test_id": r.get("test_id"),
+        })
+    dist = _dict(entry.get("distances"))
+    distances = [{"kind": kind, "metric": m, "value": num_from(_dict(dist.get(kind)).get(m))}
+                 for kind in ("raw", "corrected") for m in ("l1", "l2", "kl")
+                 if _dict(dist.get(kind)).get(m) is not None]
+    name = str(entry.get("concept"))
+    view: dict[str, Any] = {
+        "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
+        "protected": bool(entry.get("protected")), "reference": entry.get("reference"),
+        "correction": _dict(entry.get("correction")),
+        "n_real": _i(entry.get("n_real")), "n_generated": _i(entry.get("n_generated")),
+        "n_unknown_real": _i(entry.get("n_unknown_real")),
+        "n_unknown_generated": _i(entry.get("n_unknown_generated")),
+        "rows": rows, "distances": distances,
+    }
+    if chart and rows:
+        groups = [r["group"] for r in rows]
+        view["chart"] = representation_chart(
+            name, groups, {"real": [r["real"].estimate() for r in rows],
+                           "generated (raw)": [r["raw"].estimate() for r in rows],
+                           "generated (corrected)": [r["corrected"].estimate() for r in rows]},
+            level=level, key=key)
+    else:
+        view["chart"] = Unavailable(
+            "no group rows" if not rows else
+            "chart drawn for protected concepts only in audits with many concepts; "
+            "the table holds every number")
+    return view
+
+
+def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[str, Any]:
+    rows = []
+    for r in _list(entry.get("rows")):
+        r = _dict(r)
+        rows.append({
+            "group": str(r.get("group")), "source": r.get("source"), "n": _i(r.get("n")),
+            "n_invalid_score": _i(r.get("n_invalid_score")),
+            "share_of_source": _f(r.get("share_of_source")),
+            "mean_score": num_from(r.get("mean_score")),
+            "scoring_rate": num_from(r.get("scoring_rate")),
+            "acceptance_rate": num_from(r.get("acceptance_rate")),
+            "small": bool(r.get("small")), "excluded": bool(r.get("excluded")),
+            "exclusion_reason": r.get("exclusion_reason"),
+        })
+    impact = []
+    for r in _list(entry.get("impact")):
+        r = _dict(r)
+        impact.append({
+            "metric": str(r.get("metric")), "source": r.get("source"),
+            "group": str(r.get("group")), "rate": num_from(r.get("rate")),
+            "highest_group": r.get("highest_group"), "ratio": num_from(r.get("ratio")),
+            "four_fifths": r.get("four_fifths"), "reason": r.get("reason"),
+            "test_id": r.get("test_id"),
+        })
+    ratios = {(r["group"], str(r["source"])): r["ratio"] for r in impact
+              if r["metric"] == "scoring_rate"}
+    for r in rows:
+        r["scoring_ratio"] = ratios.get((r["group"], str(r["source"])), Num(None))
+    fl = _dict(entry.get("fairlearn"))
+    fairlearn = {
+        "groups_used": [str(g) for g in _list(fl.get("groups_used"))],
+        "per_group": [{"group": str(_dict(p).get("group")), "count": _i(_dict(p).get("count")),
+                       "selection_rate": num_from(_dict(p).get("selection_rate")),
+                       "true_positive_rate": num_from(_dict(p).get("true_positive_rate")),
+                       "false_positive_rate": num_from(_dict(p).get("false_positive_rate"))}
+                      for p in _list(fl.get("per_group"))],
+        "dp_difference": num_from(fl.get("demographic_parity_difference")),
+        "dp_ratio": num_from(fl.get("demographic_parity_ratio")),
+        "eo_difference": num_from(fl.get("equalized_odds_difference")),
+    } if fl else None
+    name = str(entry.get("concept"))
+    hist = _dict(entry.get("score_histogram"))
+    distributions: list[Chart] | Unavailable
+    if hist.get("edges") and _dict(hist.get("counts")) and chart:
+        distributions = [
+            score_distribution_chart(name, [float(e) for e in hist["edges"]],
+                                     {str(g): list(c) for g, c in _dict(per).items()},
+                                     source=str(src), threshold=_f(entry.get("median_real_score")),
+                                     key=f"{key}-{src}")
+            for src, per in _dict(hist.get("counts")).items()]
+    elif hist.get("edges"):
+        distributions = Unavailable("drawn for protected concepts only in audits with many "
+                                    "concepts")
+    else:
+        distributions = Unavailable(
+            "results.json holds no score histograms per group ('score_histogram' of a "
+            "treatment entry); the per-group mean scores and rates in the table summarise them")
+    return {
+        "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
+        "protected": bool(entry.get("protected")),
+        "median_real_score": _f(entry.get("median_real_score")),
+        "accept_threshold": _f(entry.get("accept_threshold")),
+        "rows": rows, "impact": impact, "fairlearn": fairlearn,
+        "distributions": distributions,
+    }
+
+
+def _forest_charts(treatments: Sequence[Mapping[str, Any]], threshold: float
+                   ) -> list[Chart] | Unavailable:
+    """One forest plot per (metric, source) over every protected concept's impact ratios."""
+    panels: dict[tuple[str, str], list[tuple[str, Estimate]]] = {}
+    for t in treatments:
+        if not t["protected"]:
+            continue
+        for r in t["impact"]:
+            panels.setdefault((r["metric"], str(r["source"])), []).append(
+                (f"{t['concept']}: {r['group']}", r["ratio"].estimate()))
+    if not panels:
+        return Unavailable("no impact ratios in results.json (no protected concept with two "
+                           "or more groups large enough)")
+    charts = []
+    for (metric, source), rows in sorted(panels.items()):
+        what = metric.replace("_", " ")
+        for start in range(0, len(rows), 36):  # one page per 36 rows at most
+            part = rows[start:start + 36]
+            suffix = f" (part {start // 36 + 1})" if len(rows) > 36 else ""
+            charts.append(forest_plot(
+                part, threshold=threshold,
+                title=f"Impact ratios of the {what} on {source} images{suffix}",
+                key=f"forest-{metric}-{source}-{start}",
+                xlabel=f"impact ratio ({what} of the group / highest group's)"))
+    return charts
+
+
+def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[Mapping[str, Any]]
+                  ) -> dict[str, Any]:
+    """Sample grids: generated images decoded as each group; real ones scored lowest/highest."""
+    samples = dict(samples or {})
+    if not samples:
+        return {"available": False, "reason": "the run folder has no samples/ images (the "
+                "pipeline writes them when the generator or images are at hand; rendering "
+                "from results.json alone cannot make them)", "groups": [], "real": []}
+    groups = []
+    for rep in representation:
+        if "+" in str(rep.get("concept")):
+            continue
+        for r in _list(rep.get("rows")):
+            g = str(_dict(r).get("group"))
+            name = f"generated-{rep.get('concept')}-{g}.png"
+            groups.append({"concept": rep.get("concept"), "group": g, "file": name,
+                           "png": samples.get(name)})
+    real = [{"which": which, "file": f"real-{which}.png", "png": samples.get(f"real-{which}.png")}
+            for which in ("lowest", "highest")]
+    return {"available": True, "reason": "", "groups": groups, "real": real}
+
+
+def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
+    """Latest status and history of each finding; the chain check of the log."""
+    entries = list(getattr(review, "entries", []) or [])
+    history: dict[str, list[Any]] = {}
+    for e in entries:
+        history.setdefault(str(e.get("finding_id")), []).append(e)
+    known = {str(f.get("id")) for f in findings}
+    orphans = sorted(set(history) - known)
+    return {"history": history, "orphans": orphans,
+            "verification": getattr(review, "verification", None),
+            "n_entries": len(entries)}
+
+
+def _top_findings(findings: Sequence[Mapping[str, Any]], limit: int = 8) -> list[dict[str, Any]]:
+    ordered = sorted(findings, key=lambda f: (SEVERITY_ORDER.get(str(f.get("severity")), 9),
+                                             str(f.get("id"))))
+    return [dict(f) for f in ordered[:limit]]
+
+
+def _findings_view(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for f in _list(results.get("findings")):
+        f = _dict(f)
+        v = _dict(f.get("validity"))
+        out.append({
+            **f, "id": str(f.get("id")),
+            "estimate": num_from(f.get("value"), value=f.get("value"), ci=f.get("ci"),
+                                 n=f.get("n")),
+            "validity": {"decodable": v.get("decodable"),
+                         "balanced_accuracy": _f(v.get("balanced_accuracy")),
+                         "group_accuracy": {str(k): _f(x) for k, x in
+                                            _dict(v.get("group_accuracy")).items()}},
+            "evidence_items": [(str(k), val) for k, val in _dict(f.get("evidence")).items()],
+        })
+    out.sort(key=lambda f: (SEVERITY_ORDER.get(str(f.get("severity")), 9), f["id"]))
+    return out
+
+
+def _first(d: Mapping[str, Any], keys: Sequence[str]) -> Any:
+    for k in keys:
+        if d.get(k):
+            return d[k]
+    return None
+
+
+def _names(x: Any) -> str | None:
+    """Data sources as one line of text (a string, a list, or a mapping role -> source)."""
+    if x is None:
+        return None
+    if isinstance(x, Mapping):
+        return "; ".join(f"{k}: {_names(v)}" for k, v in x.items())
+    if isinstance(x, list):
+        return "; ".join(str(_names(v)) for v in x)
+    return str(x)
+
+
+def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> {"a.b": value}."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _group_counts(representation: Sequence[Mapping[str, Any]],
+                  validity_file: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Images per (concept, group): real and generated (decoded), held-out labelled."""
+    heldout: dict[tuple[str, str], int] = {}
+    for name, v in _dict(_dict(validity_file).get("concepts")).items():
+        groups, conf = _list(_dict(v).get("groups")), _list(_dict(v).get("confusion"))
+        for g, row in zip(groups, conf, strict=False):
+            heldout[(str(name), str(g))] = int(sum(c for c in _list(row) if _finite(c)))
+    rows = []
+    for rep in representation:
+        name = str(rep.get("concept"))
+        for r in _list(rep.get("rows")):
+            g = str(_dict(r).get("group"))
+            rows.append({"concept": name, "group": g,
+                         "real": num_from(_dict(r).get("real")).k,
+                         "generated": num_from(_dict(r).get("generated_raw")).k,
+                         "heldout": heldout.get((name, g))})
+    return rows
+
+
+@dataclass
+class ReportInputs:
+    """Everything a report is rendered from (already read from the run folder)."""
+
+    results: Mapping[str, Any]
+    manifest: Mapping[str, Any] | None = None
+    validity: Mapping[str, Any] | None = None
+    layers: Mapping[str, Any] | None = None
+    review: Any = None
+    samples: Mapping[str, bytes] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
+    """The template context of a report (pure: documents in, plain data and SVG out)."""
+    results = _dict(inputs.results)
+    meta = _dict(results.get("meta"))
+    manifest = _dict(inputs.manifest)
+    settings = _dict(results.get("settings"))
+    boot = _dict(results.get("bootstrap"))
+    level = _f(boot.get("confidence")) or (1 - (_f(settings.get("alpha")) or 0.05))
+    threshold = _f(settings.get("impact_threshold")) or 0.8
+
+    representation = [_dict(r) for r in _list(results.get("representation"))]
+    treatment = [_dict(t) for t in _list(results.get("treatment"))]
+    inter = [_dict(x) for x in _list(results.get("intersections"))]
+    n_concepts = len(representation)
+    order = [str(r.get("concept")) for r in representation]
+
+    def charted(entry: Mapping[str, Any]) -> bool:
+        return n_concepts <= MAX_CHARTED_CONCEPTS or bool(entry.get("protected"))
+
+    rep_views = [{**_representation_view(r, chart=charted(r), level=level, key=f"rep-{i}"),
+                  "detail": charted(r)} for i, r in enumerate(representation)]
+    trt_views = [{**_treatment_view(t, chart=charted(t), key=f"trt-{i}"), "detail": charted(t)}
+                 for i, t in enumerate(treatment)]
+    inter_views = [{
+        "name": str(x.get("name")), "concepts": [str(c) for c in _list(x.get("concepts"))],
+        "representation": _representation_view(_dict(x.get("representation")),
+                                               chart=len(_list(_dict(x.get(
+                                                   "representation")).get("rows"))) <= 12,
+                                               level=level, key=f"int-rep-{i}"),
+        "treatment": _treatment_view(_dict(x.get("treatment")), chart=False,
+                                     key=f"int-trt-{i}"),
+    } for i, x in enumerate(inter)]
+    forest_inputs = trt_views + [{**iv["treatment"], "protected": True} for iv in inter_views]
+
+    findings = _findings_view(results)
+    review = _review_view(findings, inputs.review)
+    audit_id = meta.get("audit_id") or manifest.get("audit_id") or "unnamed audit"
+    title = meta.get("title") or f"Bias audit {audit_id}"
+    return {
+        "sections": SECTIONS,
+        "title": title,
+        "audit_id": audit_id,
+        "date": meta.get("date") or meta.get("created") or manifest.get("created"),
+        "meta": meta,
+        "tool_version": meta.get("tool_version") or manifest.get("version"),
+        "concept_set": _dict(results.get("concept_set")),
+        "settings": settings,
+        "bootstrap": boot,
+        "level": level,
+        "threshold": threshold,
+        "counts": _dict(results.get("counts")),
+        "verdicts": [_dict(v) for v in _list(results.get("verdicts"))],
+        "top_findings": _top_findings(findings),
+        "findings": findings,
+        "validity": _validity_view(results, inputs.validity, inputs.layers, order),
+        "representation": rep_views,
+        "treatment": trt_views,
+        "intersections": inter_views,
+        "forest_charts": _forest_charts(forest_inputs, threshold),
+        "exclusions": [_dict(x) for x in _list(results.get("exclusions"))],
+        "unknowns": [_dict(x) for x in _list(results.get("unknowns"))],
+        "degenerate": [_dict(x) for x in _list(results.get("degenerate"))],
+        "tests": [_dict(x) for x in _list(results.get("tests"))],
+        "notes": [str(x) for x in _list(results.get("notes"))],
+        "samples": _samples_view(inputs.samples, representation),
+        "review": review,
+        "latest": {fid: hist[-1] for fid, hist in review["history"].items()},
+        "model_name": _names(_first(meta, ("model", "model_spec", "discriminator",
+                                           "model_name"))),
+        "data_names": _names(_first(meta, ("data", "data_sources", "sources", "real_source"))),
+        "model_hashes": _flat(_dict(manifest.get("hashes"))),
+        "group_counts": _group_counts(representation, inputs.validity),
+        "manifest": manifest or None,
+        "warnings": list(inputs.warnings),
+    }
