@@ -375,6 +375,110 @@ def compare(run_a: Path, run_b: Path, out: Path, no_pdf: bool) -> None:
         click.echo(str(path))
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--from", "start", required=True,
+              help="Start: a seed, or a generated image id (gen-<seed>-<index>).")
+@click.option("--to", "end", required=True, help="End: a seed or a generated image id.")
+@click.option("--steps", type=click.IntRange(min=2), default=9, show_default=True,
+              help="Images along the path, both ends included.")
+@click.option("--method", type=click.Choice(["slerp", "linear"]), default="slerp",
+              show_default=True, help="Great-circle (slerp) or straight-line path.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
+              show_default=True)
+def interpolate(run_dir: Path, start: str, end: str, steps: int, method: str,
+                device: str) -> None:
+    """Decode every concept along a latent path between two generated images.
+
+    Writes RUN_DIR/insight/interpolation-<name>.png (the image strip) and adds the path to
+    insight/interpolations.json; prints each step's score and decoded probabilities.
+
+    \b
+    Example:
+      gan-audit interpolate reports/demo --from gen-0-0 --to gen-0-4 --steps 9
+      gan-audit interpolate reports/demo --from 3 --to 7 --method linear
+    """
+    from audit.insight.run import interpolate_run
+
+    path = interpolate_run(run_dir, start=start, end=end, steps=steps,
+                           method=method, device=device)  # type: ignore[arg-type]
+    shown = path.groups
+    click.echo("step  t      score    " + "  ".join(
+        f"{c}:{g[-1] if len(g) == 2 else 'argmax'}" for c, g in shown.items()))
+    for i, t in enumerate(path.t):
+        cells = []
+        for c, g in shown.items():
+            p = path.probabilities[c][i]
+            cells.append(f"{p[-1]:.3f}" if len(g) == 2 else f"{g[int(p.argmax())]} "
+                         f"({p.max():.2f})")
+        click.echo(f"{i:>4}  {t:.3f}  {path.scores[i]:>7.3f}  " + "  ".join(cells))
+    for c, s in path.summary.items():
+        click.echo(f"{c}: {s['start']} -> {s['end']}, change {s['change']:.2f}, path length "
+                   f"{s['path_length']:.2f}", err=True)
+    click.echo(f"-> {run_dir / 'insight' / 'interpolations.json'}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--reject-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.25, show_default=True,
+              help="Share of each source's images, lowest scores first, counted as rejected.")
+@click.option("--top", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Most rejected images listed (and shown) per source.")
+@click.option("--no-images", is_flag=True, help="Skip the image grids (no models loaded).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
+              show_default=True)
+def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, device: str) -> None:
+    """Which groups the discriminator rejects: lifts with intervals, most rejected images.
+
+    Writes RUN_DIR/insight/diagnosis.json and the grids rejected-real.png and
+    rejected-generated.png; prints the named groups.
+
+    \b
+    Example:
+      gan-audit diagnose reports/demo
+      gan-audit diagnose reports/demo --reject-share 0.1 --top 8 --no-images
+    """
+    from audit.insight.run import diagnose_run
+
+    result = diagnose_run(run_dir, reject_share=reject_share, top_k=top,
+                          images=not no_images, device=device)
+    for s in result.sources:
+        click.echo(f"{s.source}: {s.n_rejected} of {s.n} images rejected (score <= "
+                   f"{s.threshold if s.threshold is None else round(s.threshold, 3)})")
+    lines = result.summary()
+    click.echo("\n".join(lines) if lines else "no group is over-represented among the "
+               "rejected images")
+    click.echo(f"-> {run_dir / 'insight' / 'diagnosis.json'}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--tensorboard", type=click.Path(path_type=Path), default=None,
+              help="Also write the decoder curves as TensorBoard event files here "
+                   "(needs: pip install 'gan-audit[tensorboard]').")
+@click.option("--steps", type=click.IntRange(min=2), default=9, show_default=True,
+              help="Images per interpolation path.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
+              show_default=True)
+def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str) -> None:
+    """Every insight view of a finished run: diagnosis, interpolation, entropy, redundancy,
+    decoder curves (into RUN_DIR/insight/; re-render with gan-audit report).
+
+    \b
+    Example:
+      gan-audit insight reports/demo && gan-audit report reports/demo --no-pdf
+      gan-audit insight reports/demo --tensorboard runs/decoders
+    """
+    from audit.insight.run import insight_for_run
+
+    index = insight_for_run(run_dir, device=device, tensorboard=tensorboard, steps=steps,
+                            log=lambda line: click.echo(line, err=True))
+    for name, entry in index.items():
+        click.echo(f"{name}: " + (f"not available: {entry['unavailable']}"
+                                  if "unavailable" in entry else f"{entry['seconds']:.1f} s"))
+
+
 # ---------------------------------------------------------------- concept sets
 
 

@@ -26,11 +26,11 @@ from audit._version import __version__
 from audit.config import AuditConfig, load_config
 from audit.errors import RunFolderError
 from audit.io import atomic_write_text, ensure_dir, sha256_file
-from audit.manifest import new_manifest, read_manifest, write_manifest
+from audit.manifest import check_output_folder, new_manifest, read_manifest, write_manifest
 
 __all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
 
-STAGES = ("extract", "decoders", "decode", "samples", "measure", "report")
+STAGES = ("extract", "decoders", "decode", "samples", "measure", "insight", "report")
 
 
 @dataclass
@@ -79,6 +79,7 @@ class _Run:
         self.cfg, self.run_dir, self.device, self.log = cfg, run_dir, device, log
         config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         self.config_sha = hashlib.sha256(config_text.encode()).hexdigest()
+        check_output_folder(run_dir)  # never write into a folder of something else
         ensure_dir(run_dir)
         manifest = read_manifest(run_dir)
         if manifest is None:
@@ -86,6 +87,7 @@ class _Run:
                                     config_sha256=self.config_sha, device=device)
         manifest["config_sha256"] = self.config_sha
         self.manifest = manifest
+        write_manifest(run_dir, manifest)  # first: it marks the folder as a run folder
         atomic_write_text(run_dir / "config.yaml", config_text)
         self.summary = RunSummary(run_dir=run_dir)
 
@@ -192,8 +194,13 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     run.stage("measure", measure_key, ["results.json"],
               lambda: _measure(run_dir, concept_set, cfg))
 
+    insight_key = _hash("insight", decode_key, measure_key)
+    run.stage("insight", insight_key, ["insight"],
+              lambda: _insight(cfg, run_dir, dev))
+
     review = run_dir / "review.jsonl"
-    report_key = _hash("report", measure_key, samples_key, cfg.report.model_dump(mode="json"),
+    report_key = _hash("report", measure_key, samples_key, insight_key,
+                       cfg.report.model_dump(mode="json"),
                        want_pdf, sha256_file(review) if review.exists() else None)
     outputs = ["report.html", "report.pdf"] if want_pdf else ["report.html"]
     run.stage("report", report_key, outputs, lambda: _report(run_dir, want_pdf))
@@ -313,6 +320,12 @@ def _measure(run_dir: Path, concept_set: Any, cfg: AuditConfig) -> None:
     from audit.measure.results import measure_run, run_meta
 
     measure_run(run_dir, concept_set, cfg.measure, meta=run_meta(run_dir, name=cfg.name))
+
+
+def _insight(cfg: AuditConfig, run_dir: Path, device: str) -> None:
+    from audit.insight import insight_for_run
+
+    insight_for_run(run_dir, cfg, device=device)
 
 
 def _report(run_dir: Path, pdf: bool) -> None:

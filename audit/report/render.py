@@ -194,6 +194,7 @@ def load_run(run_dir: Path) -> ReportInputs:
     Reads results.json, manifest.json, decoders/validity.json, decoders/layers.json,
     review.jsonl and samples/*.png; nothing else.
     """
+    from audit.report.insight_view import read_insight
     from audit.report.review import read_review_log
 
     run_dir = Path(run_dir)
@@ -223,6 +224,7 @@ def load_run(run_dir: Path) -> ReportInputs:
         review=read_review_log(run_dir),
         samples=samples,
         warnings=_schema_warnings(results),
+        insight=read_insight(run_dir),
     )
 
 

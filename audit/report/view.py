@@ -37,6 +37,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("findings", "7. Findings and review"),
     ("method", "8. Method and limitations"),
     ("manifest", "9. Reproducibility manifest"),
+    ("insight", "10. What the discriminator knows"),
 )
 
 SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
@@ -441,6 +442,22 @@ def _group_counts(representation: Sequence[Mapping[str, Any]],
     return rows
 
 
+def _skipped_view(skipped: Any) -> list[dict[str, Any]]:
+    """Rows of the degenerate-cases table for the images extraction skipped, per image set
+    (``manifest.skipped_images``: unreadable files, non-finite activations)."""
+    rows = []
+    for name, items in _dict(skipped).items():
+        records = [_dict(x) for x in _list(items)]
+        if not records:
+            continue
+        reasons = sorted({str(r.get("reason", "")).split(" (")[0] for r in records})
+        rows.append({"kind": "skipped_images", "source": str(name), "count": len(records),
+                     "image_ids": [str(r.get("image_id")) for r in records],
+                     "message": f"{len(records)} {name} image(s) were skipped and left out of "
+                                f"every number: {'; '.join(reasons)}"})
+    return rows
+
+
 @dataclass
 class ReportInputs:
     """Everything a report is rendered from (already read from the run folder)."""
@@ -452,10 +469,13 @@ class ReportInputs:
     review: Any = None
     samples: Mapping[str, bytes] | None = None
     warnings: list[str] = field(default_factory=list)
+    insight: Mapping[str, Any] | None = None
 
 
 def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
     """The template context of a report (pure: documents in, plain data and SVG out)."""
+    from audit.report.insight_view import insight_to_view  # it builds on this module
+
     results = _dict(inputs.results)
     meta = _dict(results.get("meta"))
     manifest = _dict(inputs.manifest)
@@ -494,6 +514,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
     title = meta.get("title") or f"Bias audit {audit_id}"
     return {
         "sections": SECTIONS,
+        "insight": insight_to_view(inputs.insight),
         "title": title,
         "audit_id": audit_id,
         "date": meta.get("date") or meta.get("created") or manifest.get("created"),
@@ -515,7 +536,8 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "forest_charts": _forest_charts(forest_inputs, threshold),
         "exclusions": [_dict(x) for x in _list(results.get("exclusions"))],
         "unknowns": [_dict(x) for x in _list(results.get("unknowns"))],
-        "degenerate": [_dict(x) for x in _list(results.get("degenerate"))],
+        "degenerate": [_dict(x) for x in _list(results.get("degenerate"))]
+        + _skipped_view(meta.get("skipped_images") or manifest.get("skipped_images")),
         "tests": [_dict(x) for x in _list(results.get("tests"))],
         "notes": [str(x) for x in _list(results.get("notes"))],
         "samples": _samples_view(inputs.samples, representation),
