@@ -380,10 +380,16 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                     c = None if labels is None else labels[batch.indices]
                     out, amp = _forward(model, x, c, amp=amp, first=i == 0)
                     acts = cap.take()
+                    arrays = {name: acts[name].float().cpu().numpy().astype(np.float16)
+                              for name in s.layers}
+                    keep, dropped = _finite_rows(arrays, batch.image_ids,
+                                                 stop=source.on_bad_image == "stop")
+                    skipped += dropped
+                    source.skipped += dropped
                     for name in s.layers:
-                        buf[name].append(acts[name].float().cpu().numpy().astype(np.float16))
-                    scores.append(model.scores(out).cpu().numpy())
-                    ids += batch.image_ids
+                        buf[name].append(arrays[name][keep])
+                    scores.append(model.scores(out).cpu().numpy()[keep])
+                    ids += [i for i, k in zip(batch.image_ids, keep, strict=True) if k]
                 bar.update(len(plan[i]))
                 k = owner[i]
                 if i == last_batch_of[k]:
@@ -396,6 +402,35 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                     scores, ids, skipped = [], [], []
     finally:
         bar.close()
+
+
+def _finite_rows(arrays: dict[str, np.ndarray], image_ids: list[str], *,
+                 stop: bool) -> tuple[np.ndarray, list[dict[str, str]]]:
+    """Which images have finite activations (after the float16 cast) in every layer.
+
+    NaN or infinite activations would poison every decoder and average into every number:
+    such images are skipped like unreadable ones (``{"image_id", "reason"}`` records, listed
+    in the store manifest and the report), or stop the run when ``stop``.
+    """
+    import numpy as np
+
+    keep = np.ones(len(image_ids), dtype=bool)
+    first_bad: dict[int, str] = {}
+    for name, arr in arrays.items():
+        bad = ~np.isfinite(arr.reshape(len(image_ids), -1)).all(axis=1)
+        for i in np.flatnonzero(bad & keep):
+            first_bad[int(i)] = name
+        keep &= ~bad
+    dropped = [{"image_id": image_ids[i],
+                "reason": f"non-finite activations (NaN or infinite, possibly float16 "
+                          f"overflow) at layer {name!r}"} for i, name in sorted(first_bad.items())]
+    if dropped and stop:
+        raise DataError(f"{dropped[0]['image_id']}: {dropped[0]['reason']}"
+                        + (f" (and {len(dropped) - 1} more image(s) in this batch)"
+                           if len(dropped) > 1 else "")
+                        + ". Check the model and the images, or set on_bad_image: skip to skip "
+                          "such images (they are listed in the manifest and the report).")
+    return keep, dropped
 
 
 def _stack(parts: list[np.ndarray]) -> np.ndarray:

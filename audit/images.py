@@ -641,6 +641,7 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
         rows = _match_rows(csv, source.image_ids, keys, where, cfg.labels)
         rows.columns = [f"column:{c}" for c in rows.columns]
         raw = rows if raw.empty else raw.join(rows)
+    source.on_bad_image = cfg.on_bad_image  # also images that read but give bad activations
     source.labels = concept_labels(raw, concept_set, source.image_ids, where=where,
                                    require=require_labels)
     return source

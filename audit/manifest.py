@@ -24,8 +24,14 @@ MANIFEST = "manifest.json"
 # Run folders written by another major layout are refused, not silently mixed.
 RUN_FOLDER_FORMAT = 1
 
-__all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "read_manifest", "write_manifest", "new_manifest",
-           "environment", "utc_now"]
+# What a run folder holds besides manifest.json (stage outputs; stage commands may write
+# them before `gan-audit run` writes a manifest).
+RUN_FOLDER_ENTRIES = frozenset({"activations", "decoders", "predictions.parquet", "samples",
+                                "results.json", "tables", "insight", "report.html",
+                                "report.pdf", "review.jsonl", "generated"})
+
+__all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "RUN_FOLDER_ENTRIES", "read_manifest",
+           "write_manifest", "new_manifest", "check_output_folder", "environment", "utc_now"]
 
 
 def utc_now() -> str:
@@ -108,6 +114,30 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
             f"gan-audit (this one reads format {RUN_FOLDER_FORMAT}). Re-run the audit into a new "
             f"folder with --out.")
     return data
+
+
+def check_output_folder(run_dir: Path) -> None:
+    """Refuse to write a run into a folder that holds files of something else.
+
+    ``run_dir`` may be absent, empty, a gan-audit run folder (it has a gan-audit
+    ``manifest.json``; :func:`read_manifest` checks it), or hold only what the stage
+    commands write (:data:`RUN_FOLDER_ENTRIES`). Anything else (``out: .`` next to the
+    config, a home folder, a data folder) is a :class:`RunFolderError`: a run overwrites
+    ``config.yaml``, ``results.json`` and ``report.html`` and replaces stale stage outputs.
+    """
+    path = Path(run_dir)
+    if not path.is_dir() or (path / MANIFEST).exists():
+        return
+    temp = RUN_FOLDER_ENTRIES | {MANIFEST, "config.yaml"}  # an interrupted write's leftover
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_FOLDER_ENTRIES
+                     and not any(p.name.startswith(f".{name}.") for name in temp))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5
+                                          else "")
+        raise RunFolderError(
+            f"{path}: not a gan-audit run folder, and not empty (it holds {shown}); a run "
+            f"would overwrite files there. Choose a new or empty output folder with --out "
+            f"(or 'out:' in the config).")
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:

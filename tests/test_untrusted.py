@@ -1,0 +1,226 @@
+"""Untrusted files: pickles only with trust_pickle, torch.load with weights_only=True, safe
+YAML, no writing into folders that are not run folders, and HTML escaping in the report."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import yaml
+from test_bad_inputs import FIXED, HOSTILE_NAME, invoke, shared_run, snapshot, write_config
+
+from audit.errors import RunFolderError
+from audit.manifest import check_output_folder
+
+PACKAGE = Path(__file__).resolve().parent.parent / "audit"
+SCRIPT = "<script>alert(1)</script>"
+
+
+class _Payload:
+    """Unpickling this creates the folder ``path``: proof that code ran."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+# ---------------------------------------------------------------- pickles and torch.load
+
+
+def test_a_pickle_spec_without_trust_pickle_is_refused_unopened(tmp_path):
+    marker = tmp_path / "code-ran"
+    (tmp_path / "net.pkl").write_bytes(pickle.dumps({"D": _Payload(marker)}))
+    d = {**FIXED["discriminator"], "spec": f"pickle:{tmp_path / 'net.pkl'}#D"}
+    cfg = write_config(tmp_path / "audit.yaml", {**FIXED, "discriminator": d,
+                                                 "out": str(tmp_path / "run")})
+    result = invoke("run", cfg)
+    assert result.exit_code == 2, result.output
+    assert "refusing to load the pickle" in result.output
+    assert "trust_pickle: true" in result.output
+    assert not marker.exists()
+
+
+def test_weights_holding_python_objects_are_refused_unrun(tmp_path):
+    import torch
+
+    marker = tmp_path / "code-ran"
+    torch.save({"payload": _Payload(marker)}, tmp_path / "weights.pt")
+    d = {**FIXED["discriminator"], "spec": "python:audit.demo.models:DigitsDiscriminator",
+         "weights": str(tmp_path / "weights.pt")}
+    cfg = write_config(tmp_path / "audit.yaml", {**FIXED, "discriminator": d,
+                                                 "out": str(tmp_path / "run")})
+    result = invoke("run", cfg)
+    assert result.exit_code == 2, result.output
+    assert "torch.load(weights_only=True)" in result.output
+    assert not marker.exists()
+
+
+def _calls(tree: ast.AST):
+    """(call, name of the enclosing function) for every call in a module."""
+    def walk(node: ast.AST, func: str):
+        for child in ast.iter_child_nodes(node):
+            inner = child.name if isinstance(child, (ast.FunctionDef,
+                                                     ast.AsyncFunctionDef)) else func
+            if isinstance(child, ast.Call):
+                yield child, inner
+            yield from walk(child, inner)
+    yield from walk(tree, "<module>")
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    return node.id if isinstance(node, ast.Name) else "?"
+
+
+def _keyword(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value.value if isinstance(kw.value, ast.Constant) else "<expr>"
+    return None
+
+
+def test_source_loads_untrusted_data_only_safely():
+    """Grep the package: unpickling happens in audit.load._unpickle alone (behind
+    trust_pickle); torch.load elsewhere has weights_only=True; numpy never unpickles; YAML
+    is read with a SafeLoader."""
+    problems, seen = [], {"torch.load": 0, "yaml": 0}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(PACKAGE.parent)
+        for call, func in _calls(tree):
+            name = _dotted(call.func)
+            pickle_path = (where.as_posix(), func) == ("audit/load.py", "_unpickle")
+            if name == "torch.load":
+                seen["torch.load"] += 1
+                if _keyword(call, "weights_only") is not True and not pickle_path:
+                    problems.append(f"{where}:{call.lineno} torch.load without weights_only=True")
+            elif name in ("pickle.load", "pickle.loads", "dill.load", "joblib.load"):
+                if not pickle_path:
+                    problems.append(f"{where}:{call.lineno} {name} outside _unpickle")
+            elif name in ("np.load", "numpy.load") and _keyword(call, "allow_pickle") not in (
+                    None, False):
+                problems.append(f"{where}:{call.lineno} np.load with allow_pickle")
+            elif name in ("yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
+                problems.append(f"{where}:{call.lineno} {name}")
+            elif name == "yaml.load":
+                seen["yaml"] += 1
+                loader = _keyword(call, "Loader")
+                loader_name = next((_dotted(kw.value) for kw in call.keywords
+                                    if kw.arg == "Loader"), None)
+                if loader is None or loader_name not in ("_UniqueKeyLoader", "yaml.SafeLoader",
+                                                         "yaml.CSafeLoader"):
+                    problems.append(f"{where}:{call.lineno} yaml.load with {loader_name}")
+    assert not problems, problems
+    assert seen["torch.load"] >= 2 and seen["yaml"] >= 1  # the scan saw the real calls
+    from audit._yaml import _UniqueKeyLoader
+
+    assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
+
+
+# ---------------------------------------------------------------- YAML
+
+
+@pytest.mark.parametrize("where", ["config", "concept set"])
+def test_python_tags_in_yaml_are_refused(where, tmp_path):
+    marker = tmp_path / "code-ran"
+    tag = f"!!python/object/apply:os.mkdir [{json.dumps(str(marker))}]"
+    if where == "config":
+        text = f"name: {tag}\n" + yaml.safe_dump({k: v for k, v in FIXED.items()
+                                                  if k != "name"})
+        (tmp_path / "audit.yaml").write_text(text)
+        name = "audit.yaml"
+    else:
+        (tmp_path / "cs.yaml").write_text(f"name: demo\ndescription: {tag}\nconcepts: []\n")
+        write_config(tmp_path / "audit.yaml", {**FIXED, "concept_set": str(tmp_path / "cs.yaml"),
+                                               "out": str(tmp_path / "run")})
+        name = "cs.yaml"
+    result = invoke("run", tmp_path / "audit.yaml")
+    assert result.exit_code == 2, result.output
+    assert f"{name}: malformed YAML at line" in result.output
+    assert "safe loading" in result.output
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+# ---------------------------------------------------------------- where a run may write
+
+
+def test_a_run_never_writes_into_a_folder_of_something_else(tmp_path):
+    """``out`` naming a folder with other files (here ``out: .``, next to the config and a
+    config.yaml of the user) is refused before anything is written."""
+    (tmp_path / "config.yaml").write_text("my own file")
+    (tmp_path / "results.json").write_text('{"mine": true}')
+    cfg = write_config(tmp_path / "audit.yaml", {**FIXED, "out": "."})
+    before = snapshot(tmp_path)
+    result = invoke("run", cfg)
+    assert result.exit_code == 2, result.output
+    assert "not a gan-audit run folder, and not empty" in result.output
+    assert "audit.yaml, config.yaml" in result.output
+    assert snapshot(tmp_path) == before
+
+
+def test_which_folders_a_run_may_write_into(tmp_path):
+    check_output_folder(tmp_path / "absent")
+    (tmp_path / "empty").mkdir()
+    check_output_folder(tmp_path / "empty")
+    staged = tmp_path / "staged"  # what `gan-audit extract` and friends leave, and a temp file
+    (staged / "activations" / "paired").mkdir(parents=True)
+    (staged / ".manifest.json.k2j3.tmp").write_text("")
+    check_output_folder(staged)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "manifest.json").write_text("{}")  # read_manifest then judges the manifest
+    (run / "notes.txt").write_text("")
+    check_output_folder(run)
+    home = tmp_path / "home"
+    home.mkdir()
+    for name in ("thesis.tex", "config.yaml", *(f"f{i}" for i in range(6))):
+        (home / name).write_text("")
+    with pytest.raises(RunFolderError, match=r"holds config.yaml, f0, f1, f2, f3 \(\+3 more\)"):
+        check_output_folder(home)
+
+
+# ---------------------------------------------------------------- HTML escaping
+
+
+def test_the_report_escapes_every_string_it_did_not_write(tmp_path):
+    """Group names, names and paths from the config and the manifest, image ids (skipped
+    files named with markup), sample file names and review notes appear as text."""
+    from audit.report import results_to_html
+
+    fixture = Path(__file__).parent / "fixtures" / "results_digits.json"
+    text = fixture.read_text().replace('"light"', json.dumps("light" + SCRIPT))
+    results = json.loads(text)
+    results["meta"].update({
+        "name": "n" + SCRIPT, "title": "t" + SCRIPT,
+        "model": {"discriminator": f"python:{SCRIPT}.py:D", "generator": "builtin:x"},
+        "data_sources": {"real": {"source": f"folder:/data/{SCRIPT}", "n": 3}},
+        "skipped_images": {"real": [{"image_id": HOSTILE_NAME, "reason": f"cannot read {SCRIPT}"}]},
+    })
+    results["degenerate"].append({"kind": "invalid_scores", "count": 1, "message": "m" + SCRIPT,
+                                  "image_ids": [HOSTILE_NAME]})
+    results["notes"].append("note " + SCRIPT)
+    manifest = {"tool": "gan-audit", "audit_id": "a" + SCRIPT, "created": "2026-01-01",
+                "hashes": {"files": {f"/w/{SCRIPT}.pt": "ab" * 32}}}
+    html = results_to_html(results, manifest=manifest,
+                           samples={f"generated-tone-light{SCRIPT}.png": b"\x89PNG"})
+    assert "<script" not in html.lower()
+    assert "<b onmouseover" not in html
+    assert "light&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "t&lt;script&gt;alert(1)&lt;/script&gt;" in html  # the title
+    assert "&lt;b onmouseover=alert(1)&gt;x.png" in html
+    assert "folder:/data/&lt;script&gt;" in html
+
+
+def test_the_report_of_a_run_shows_a_hostile_file_name_as_text(tmp_path_factory):
+    """End to end: an unreadable image named with markup is listed, escaped."""
+    run = shared_run(tmp_path_factory, "dirty")
+    html = (run / "report.html").read_text()
+    assert "<b onmouseover" not in html
+    assert html.count("&lt;b onmouseover=alert(1)&gt;x.png") >= 1
