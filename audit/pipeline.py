@@ -190,7 +190,7 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
               lambda: _samples(cfg, run_dir, concept_set, dev))
 
     measure_key = _hash("measure", decode_key, concept_set.sha256,
-                        cfg.measure.model_dump(mode="json"))
+                        cfg.measure.model_dump(mode="json"), cfg.report.title)
     run.stage("measure", measure_key, ["results.json"],
               lambda: _measure(run_dir, concept_set, cfg))
 
@@ -319,7 +319,10 @@ def _samples(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) -> 
 def _measure(run_dir: Path, concept_set: Any, cfg: AuditConfig) -> None:
     from audit.measure.results import measure_run, run_meta
 
-    measure_run(run_dir, concept_set, cfg.measure, meta=run_meta(run_dir, name=cfg.name))
+    meta = run_meta(run_dir, name=cfg.name)
+    if cfg.report.title:
+        meta["title"] = cfg.report.title
+    measure_run(run_dir, concept_set, cfg.measure, meta=meta)
 
 
 def _insight(cfg: AuditConfig, run_dir: Path, device: str) -> None:

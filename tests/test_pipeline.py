@@ -26,7 +26,7 @@ TINY = {
     "real": {"source": "builtin:digits-audit", "n": 120},
     "decoders": {"max_epochs": 8},
     "measure": {"n_boot": 50},
-    "report": {"pdf": False, "samples_per_group": 4},
+    "report": {"pdf": False, "samples_per_group": 4, "title": "Tiny audit of <b>digits</b>"},
 }
 
 RUN_FILES = ["config.yaml", "manifest.json", "activations/paired/manifest.json",
@@ -59,6 +59,8 @@ def test_run_writes_every_file_of_the_run_folder(tiny_run):
         assert manifest[key], key
     assert manifest["versions"]["torch"]
     assert manifest["data_sources"]["paired"]["n"] == 240
+    html = (tiny_run / "report.html").read_text()
+    assert "Tiny audit of &lt;b&gt;digits&lt;/b&gt;" in html  # the config's title, escaped
 
 
 def test_predictions_follow_the_contract(tiny_run):
