@@ -97,10 +97,21 @@ def run(config: Path, out: Path | None, device: str | None, no_pdf: bool) -> Non
     \b
     Example:
       gan-audit run examples/celeba_stylegan2.yaml --out reports/celeba
+      torchrun --nproc-per-node 4 -m audit run audit.yaml   # extraction on 4 GPUs
     """
+    from audit.config import load_config
+    from audit.distributed import rank_from_env
     from audit.pipeline import run_audit
 
-    summary = run_audit(config, out=out, device=device, pdf=False if no_pdf else None)
+    cfg = load_config(config)
+    extracted = False
+    if rank_from_env().distributed:  # under torchrun: every rank extracts its part first
+        _, is_main = _extract_on_every_rank(cfg, out=out, device=device)
+        if not is_main:
+            return  # rank 0 runs the light stages alone
+        extracted = True
+    summary = run_audit(cfg, out=out, device=device, pdf=False if no_pdf else None,
+                        extracted=extracted)
     _print_summary(summary)
 
 
@@ -185,12 +196,27 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
       gan-audit extract audit.yaml
       torchrun --nproc-per-node 2 -m audit extract audit.yaml
     """
-    from audit import distributed
     from audit.config import load_config
+
+    stores, is_main = _extract_on_every_rank(load_config(config), out=out, device=device)
+    if not is_main:
+        return
+    for name, store in stores.items():
+        skipped = f", {len(store.skipped)} skipped" if store.skipped else ""
+        click.echo(f"{name}: {store.n_images} images, layers {', '.join(store.layers)} "
+                   f"({store.settings.pooling}){skipped} -> {store.path}")
+
+
+def _extract_on_every_rank(cfg: Any, *, out: Path | None, device: str | None
+                           ) -> tuple[dict[str, Any], bool]:
+    """Extract under torchrun (each rank its shards) or in one process; (stores, is rank 0).
+
+    A failure on any rank is printed once, by rank 0, and every rank exits with code 2.
+    """
+    from audit import distributed
     from audit.extract import extract_from_config
     from audit.load import resolve_device
 
-    cfg = load_config(config)
     with distributed.process_group(resolve_device(device or cfg.device)) as rank:
         try:
             stores = extract_from_config(cfg, out=out, device=device)
@@ -202,12 +228,7 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
                 click.echo(f"error: {exc}", err=True)
             distributed.barrier()  # no rank exits (torchrun then stops all) before rank 0 printed
             ctx.exit(exc.exit_code)
-    if not rank.is_main:
-        return
-    for name, store in stores.items():
-        skipped = f", {len(store.skipped)} skipped" if store.skipped else ""
-        click.echo(f"{name}: {store.n_images} images, layers {', '.join(store.layers)} "
-                   f"({store.settings.pooling}){skipped} -> {store.path}")
+    return stores, rank.is_main
 
 
 @cli.command("train-decoders")
@@ -215,7 +236,7 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None)
 def train_decoders(config: Path, out: Path | None, device: str | None) -> None:
-    """Train the concept decoders on recorded activations (layer sweep).
+    """Train the concept decoders (layer sweep) and decode every stored image.
 
     \b
     Example:
@@ -224,17 +245,22 @@ def train_decoders(config: Path, out: Path | None, device: str | None) -> None:
     from audit.concepts import load_concept_set
     from audit.config import load_config
     from audit.decode.run import train_run_decoders
+    from audit.load import resolve_device
+    from audit.pipeline import predictions_from_run
 
     cfg = load_config(config)
-    run_dir = out if out is not None else cfg.out
-    bundle = train_run_decoders(run_dir, load_concept_set(cfg.concept_set), cfg.decoders,
-                                device=device or cfg.device)
+    run_dir = Path(out if out is not None else cfg.out)
+    concept_set = load_concept_set(cfg.concept_set)
+    bundle = train_run_decoders(run_dir, concept_set, cfg.decoders,
+                                device=resolve_device(device or cfg.device))
+    predictions_from_run(run_dir, concept_set)  # what the measure stage reads
     for name, v in bundle.validity["concepts"].items():
         verdict = "" if v["decodable"] else "  (not decodable at this layer)"
         click.echo(f"{name}: layer {v['layer']}, held-out accuracy {v['accuracy']:.3f}, "
                    f"AUROC {v['auroc']:.3f}, probe {v['probe_accuracy']:.3f}, selectivity "
                    f"{v['selectivity']:.3f}{verdict}")
-    click.echo(f"decoders -> {run_dir / 'decoders'}", err=True)
+    click.echo(f"decoders -> {run_dir / 'decoders'}; predictions -> "
+               f"{run_dir / 'predictions.parquet'}", err=True)
 
 
 @cli.command()

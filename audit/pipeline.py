@@ -91,8 +91,13 @@ class _Run:
         atomic_write_text(run_dir / "config.yaml", config_text)
         self.summary = RunSummary(run_dir=run_dir)
 
-    def stage(self, name: str, key: str, outputs: list[str], fn: Callable[[], Any]) -> bool:
-        """Run ``fn`` unless the stage's key matches and its outputs exist; True if it ran."""
+    def stage(self, name: str, key: str, outputs: list[str], fn: Callable[[], Any], *,
+              keep: bool = False) -> bool:
+        """Run ``fn`` unless the stage's key matches and its outputs exist; True if it ran.
+
+        Outputs made from other inputs are removed first, unless ``keep`` (they were just
+        written for these inputs by another process, e.g. the ranks of torchrun).
+        """
         record = self.manifest["stages"].get(name, {})
         paths = [self.run_dir / o for o in outputs]
         if record.get("key") == key and record.get("done") and all(p.exists() for p in paths):
@@ -100,7 +105,7 @@ class _Run:
             self.summary.seconds[name] = 0.0
             self.log(f"[{name}] up to date (inputs unchanged), reused")
             return False
-        if record.get("key") not in (None, key):
+        if record.get("key") not in (None, key) and not keep:
             for p in paths:  # outputs of other inputs: never mix them with new ones
                 if p.is_dir():
                     shutil.rmtree(p)
@@ -128,7 +133,7 @@ def _now() -> str:
 
 def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
               device: str | None = None, pdf: bool | None = None,
-              log: Callable[[str], None] | None = None) -> RunSummary:
+              log: Callable[[str], None] | None = None, extracted: bool = False) -> RunSummary:
     """Run a whole audit into a run folder.
 
     Parameters
@@ -143,6 +148,9 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
         Render report.pdf; default: the config's ``report.pdf``.
     log : callable, optional
         Receives one progress line per stage (default: print to stderr).
+    extracted : bool
+        The activation stores were just written for this config (by every rank under
+        torchrun); the extract stage then only checks them instead of replacing them.
 
     Returns
     -------
@@ -173,7 +181,7 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
                         *(_spec_files(s) for s in (cfg.discriminator, cfg.generator,
                                                    cfg.paired, cfg.real)))
     run.stage("extract", extract_key, ["activations"],
-              lambda: _extract(cfg, run_dir, dev))
+              lambda: _extract(cfg, run_dir, dev), keep=extracted)
     _record_data(run, cfg)
 
     decoders_key = _hash("decoders", extract_key, concept_set.sha256,

@@ -252,3 +252,31 @@ def test_ranks_that_see_other_images_are_refused_before_anything_is_written(
     assert "images (source fingerprint) (rank 0:" in messages[0]
     assert "filesystem shared by all machines" in messages[0]
     assert not (tmp_path / "s").exists()
+
+
+def test_run_under_torchrun_extracts_on_every_rank_then_finishes_on_rank_0(tmp_path: Path
+                                                                          ) -> None:
+    import json
+
+    import yaml
+
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "ddp", "concept_set": "digits_tone",
+        "discriminator": {"spec": "builtin:digits-dcgan", "batch_size": 50},
+        "generator": {"spec": "builtin:digits-dcgan", "n": 100, "seed": 0, "batch_size": 50},
+        "paired": {"source": "builtin:digits-paired", "n": 200},
+        "real": {"source": "builtin:digits-audit", "n": 100},
+        "measure": {"n_boot": 50}, "report": {"pdf": False, "samples_per_group": 2},
+        "out": str(tmp_path / "run")}))
+    cmd, env = distributed.local_command(["audit", "run", str(config)], nproc=2)
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("verdicts:") == 1  # only rank 0 runs the light stages
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert all(s["done"] for s in manifest["stages"].values())
+    for name in STORES:  # both ranks wrote shards
+        shards = ActivationStore.open(tmp_path / "run" / "activations" / name).info["shards"]
+        assert len(shards) == 2
+    assert (tmp_path / "run" / "report.html").is_file()
