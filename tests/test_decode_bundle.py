@@ -122,8 +122,12 @@ def test_validity_and_layers_follow_the_contract(planted, bundle, tmp_path):
     assert layers["layers"] == ["layer0", "layer1"] and layers["metric"] == "macro_auroc"
     for c in cs.names:
         assert set(layers["scores"][c]) == set(layers["accuracy"][c]) == {"layer0", "layer1"}
-        best = max(layers["scores"][c].values())
-        assert layers["scores"][c][layers["best"][c]] == best
+        # The layer is chosen on the validation split (ties to the later layer), not on test.
+        assert layers["chosen_on"] == "validation"
+        val = layers["val_scores"][c]
+        assert set(val) == {"layer0", "layer1"}
+        assert val[layers["best"][c]] == max(val.values())
+        assert set(layers["decoder"][c].values()) <= {"mlp", "linear"}
     splits = json.loads((tmp_path / "splits.json").read_text())
     ids = splits["train"] + splits["val"] + splits["test"]
     assert sorted(ids) == sorted(labels["image_id"]) and len(set(ids)) == len(ids)

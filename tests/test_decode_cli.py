@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import yaml
 from click.testing import CliRunner
 
@@ -13,7 +14,7 @@ from audit.decode import load_decoders
 from audit.decode.synthetic import planted_activations
 
 
-def _paired_store(path, features, labels):
+def _store(path, features, labels, *, with_labels=True):
     from audit.store import ActivationStore, StoreSettings
 
     n = len(labels)
@@ -25,14 +26,22 @@ def _paired_store(path, features, labels):
                       activations={k: v.astype(np.float16) for k, v in features.items()},
                       scores=np.zeros(n, np.float32))
     store = store.finalize()
-    store.write_labels(labels)
+    if with_labels:
+        store.write_labels(labels)
     return store
 
 
 def test_train_decoders_command(tmp_path):
     features, labels, cs = planted_activations(300, n_layers=2, dim=8, seed=0)
     run = tmp_path / "run"
-    _paired_store(run / "activations" / "paired", features, labels.iloc[::-1])
+    _store(run / "activations" / "paired", features, labels.iloc[::-1])
+    # The command also decodes the audited stores into predictions.parquet.
+    tail = {k: v[-40:] for k, v in features.items()}
+    _store(run / "activations" / "real", tail,
+           labels.iloc[-40:].assign(image_id=[f"real-{i}" for i in range(40)]))
+    _store(run / "activations" / "generated", tail,
+           labels.iloc[-40:].assign(image_id=[f"gen-0-{i}" for i in range(40)]),
+           with_labels=False)
     concept_file = tmp_path / "planted.yaml"
     concept_file.write_text(yaml.safe_dump(cs.model_dump(mode="json")))
     config = tmp_path / "audit.yaml"
@@ -50,6 +59,11 @@ def test_train_decoders_command(tmp_path):
     assert bundle.model_sha256 == "d" * 64 and bundle.pooling == "avg"
     validity = json.loads((run / "decoders" / "validity.json").read_text())
     assert set(validity["concepts"]) == set(cs.names)
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    assert predictions["split"].value_counts().to_dict() == {
+        **{part: len(bundle.splits[part]) for part in ("train", "val", "test")}, "audit": 80}
+    assert set(predictions.loc[predictions["split"] == "audit", "source"]) == {
+        "real", "generated"}
 
 
 def test_train_decoders_without_store(tmp_path):

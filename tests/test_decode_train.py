@@ -103,8 +103,11 @@ def test_missing_labels_leave_other_heads_unaffected(planted, bundle):
     b = activations_to_decoders(features, no_stroke, cs, settings=fast(), model_sha256="m",
                                 pooling="avg")
     v, ref = b.validity["concepts"], bundle.validity["concepts"]
+    # Without stroke labels the split (stratified on protected concepts) and the shared
+    # hidden layer change, so held-out scores move by test-set noise (160 test images);
+    # the exact per-concept masking is pinned down by test_loss_mask_is_per_concept.
     for c in ("tone", "digit", "ring"):
-        assert v[c]["auroc"] == pytest.approx(ref[c]["auroc"], abs=0.02), c
+        assert v[c]["auroc"] == pytest.approx(ref[c]["auroc"], abs=0.04), c
         assert v[c]["accuracy"] == pytest.approx(ref[c]["accuracy"], abs=0.06), c
     assert v["stroke"]["n_test"] == 0
     assert np.isnan(v["stroke"]["accuracy"]) and v["stroke"]["decodable"] is False
@@ -259,3 +262,171 @@ def test_input_errors(planted):
         activations_to_decoders(nan, labels, cs, **kw)
     with pytest.raises(DataError, match="no activations given"):
         activations_to_decoders({}, labels, cs, **kw)
+
+
+def test_test_labels_never_influence_training_or_the_layer_choice(planted, bundle):
+    """Scrambling the test split's labels of a non-protected concept (the split is
+    stratified on protected concepts only, so it stays the same) changes neither a
+    weight nor a chosen layer: layers are chosen on the validation split."""
+    features, labels, cs = planted
+    test = labels["image_id"].isin(bundle.splits["test"]).to_numpy()
+    scrambled = labels.copy()
+    rng = np.random.default_rng(0)
+    scrambled.loc[test, "digit"] = rng.permutation(scrambled.loc[test, "digit"].to_numpy())
+    b = activations_to_decoders(features, scrambled, cs, settings=fast(), model_sha256="m" * 64,
+                                pooling="avg")
+    assert b.splits == bundle.splits and b.best == bundle.best
+    for layer in b.layers:
+        p, q = b.decoders[layer].params, bundle.decoders[layer].params
+        assert all(np.array_equal(p[k], q[k]) for k in p)
+    assert b.validity["concepts"]["digit"]["accuracy"] < 0.5      # test metrics do change
+    for c in cs.names:
+        val = b.sweep["val_scores"][c]
+        assert b.best[c] == max(reversed(b.layers), key=lambda lay: val[lay])
+
+
+def test_decoder_not_below_the_probe_on_a_linear_concept():
+    """An over-sized, unregularised MLP on few images would overfit the linear concept;
+    choosing per concept on validation loss keeps the decoder at the probe's level."""
+    features, labels, cs = planted_activations(600, n_layers=1, dim=48, seed=4,
+                                               noise=(2.5, 2.5))
+    settings = fast(hidden=[256], dropout=0.0, weight_decay=0.0, lr=0.05, max_epochs=30,
+                    patience=30, init_from_probe=False)
+    b = activations_to_decoders(features, labels, cs, settings=settings, model_sha256="m",
+                                pooling="avg")
+    for concept in ("tone", "digit"):
+        v = b.validity["concepts"][concept]
+        sk = _sklearn_probe_accuracy(features, labels, cs, b, concept, "layer0")
+        se = np.sqrt(sk * (1 - sk) / v["n_test"])
+        assert v["accuracy"] >= sk - 2 * se, (concept, v["accuracy"], sk)
+    # Where the probe was kept, the MLP adds nothing to that concept's logits.
+    params = b.decoders["layer0"].params
+    layout = b.layout
+    for j, name in enumerate(layout.names):
+        if b.decoders["layer0"].metrics[name]["decoder"] == "linear":
+            assert not params["head.weight"][layout.slice(j)].any()
+    off = activations_to_decoders(features, labels, cs, settings=settings.model_copy(
+        update={"select_linear": False}), model_sha256="m", pooling="avg")
+    assert {m["decoder"] for m in off.decoders["layer0"].metrics.values()} == {"mlp"}
+
+
+def test_probe_reaches_sklearns_objective():
+    """The batched L-BFGS minimises LogisticRegression()'s objective (binary, multiclass)."""
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from audit.decode._fit import Targets, fit_probes
+    from audit.decode.model import HeadLayout, concept_probabilities, forward_logits
+
+    features, labels, cs = planted_activations(500, n_layers=2, dim=10, seed=2)
+    codes = encode_labels(labels, cs)
+    layout = HeadLayout.from_concepts(cs)
+    xs = [(x - x.mean(0)) / x.std(0) for x in features.values()]
+    train = np.arange(400)
+    probes = fit_probes([torch.from_numpy(x) for x in xs],
+                        Targets(torch.as_tensor(np.stack([codes] * 2)), torch.ones(2, 500, 4)),
+                        train, layout, max_iter=200)
+
+    def objective(prob, y, w):
+        return -np.mean(np.log(prob[np.arange(len(y)), y])) + 0.5 * np.sum(w ** 2) / len(y)
+
+    for x, probe in zip(xs, probes, strict=True):
+        z = forward_logits(probe, x[train])
+        for j, c in enumerate(cs.concepts):
+            y = codes[train, j]
+            clf = LogisticRegression(max_iter=1000, tol=1e-8).fit(x[train], y)
+            ours = objective(concept_probabilities(z[:, layout.slice(j)], c.kind), y,
+                             probe["head.weight"][layout.slice(j)])
+            theirs = objective(clf.predict_proba(x[train]), y, clf.coef_)
+            assert ours == pytest.approx(theirs, abs=1e-4), c.name
+
+
+def test_adamw_matches_torch():
+    import torch
+
+    from audit.decode._fit import _AdamW
+
+    g = torch.Generator().manual_seed(0)
+    a = [torch.randn(3, 4, generator=g, requires_grad=True),
+         torch.randn(4, generator=g, requires_grad=True)]
+    b = [p.detach().clone().requires_grad_() for p in a]
+    ours, ref = _AdamW(a, weight_decay=0.01), torch.optim.AdamW(b, lr=0.1, weight_decay=0.01)
+    for lr in (0.1, 0.05, 0.02):
+        for group in ref.param_groups:
+            group["lr"] = lr
+        for params in (a, b):
+            sum(((p - 1) ** 2).sum() for p in params).backward()
+        ours.step(lr)
+        ref.step()
+        ref.zero_grad()
+    for p, q in zip(a, b, strict=True):
+        torch.testing.assert_close(p, q)
+
+
+def test_discriminator_like_store():
+    from audit.decode.synthetic import discriminator_like_activations
+
+    features, labels, cs = discriminator_like_activations(300, widths=(8, 16, 32), seed=1)
+    assert [x.shape for x in features.values()] == [(300, 8), (300, 16), (300, 32)]
+    scales = [float(np.abs(x).mean()) for x in features.values()]
+    assert scales[0] < scales[1] < scales[2] and scales[2] > 20 * scales[0]
+    assert list(labels.columns) == ["image_id", *cs.names]
+
+
+def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
+    """With the probe as a fixed linear path and the hidden layers on principal
+    components (folded into trunk.0.weight on export), the exported decoder's validation
+    loss is at most the probe's: early stopping starts from the probe (epoch 0)."""
+    import torch
+
+    from audit.decode._fit import (
+        Targets,
+        _member_losses,
+        fit_mlps,
+        fit_probes,
+        gram_matrices,
+        logits,
+        principal_bases,
+    )
+    from audit.decode.model import HeadLayout
+
+    features, labels, cs = planted_activations(600, n_layers=2, dim=24, seed=5)
+    codes = encode_labels(labels, cs)
+    layout = HeadLayout.from_concepts(cs)
+    train, val = np.arange(360), np.arange(360, 480)
+    xs = [torch.from_numpy((x - x[train].mean(0)) / x[train].std(0)) for x in features.values()]
+    t = Targets(torch.as_tensor(np.stack([codes] * 2)), torch.ones(2, 600, 4))
+    probes = fit_probes(xs, t, train, layout)
+    bases = principal_bases(gram_matrices(xs, train), 8, seed=0)
+    assert all(b.shape == (24, 8) for b in bases)
+    settings = fast(max_epochs=15, patience=15, batch_size=64)
+    weights, epochs = fit_mlps(xs, t, train, val, layout, settings, init=probes, bases=bases)
+    assert max(epochs) > 0
+    for i, (x, w, p) in enumerate(zip(xs, weights, probes, strict=True)):
+        assert w["trunk.0.weight"].shape == (32, 24)
+        np.testing.assert_array_equal(w["skip.weight"], p["head.weight"])
+
+        def val_loss(params, i=i, x=x):
+            z = torch.from_numpy(logits(params, x[val].numpy()))[None]
+            target = Targets(t.codes[i:i + 1, val], t.weights[i:i + 1, val])
+            return float(_member_losses(z, target, layout))
+        assert val_loss(w) <= val_loss(p) + 1e-5
+        if epochs[i] > 0:
+            assert val_loss(w) < val_loss(p)
+
+
+def test_principal_bases_span_the_top_components():
+    import torch
+
+    from audit.decode._fit import gram_matrices, principal_bases
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((500, 30)) * np.geomspace(10, 0.1, 30)
+    x = torch.from_numpy(((x - x.mean(0)) @ np.linalg.qr(rng.standard_normal((30, 30)))[0])
+                         .astype(np.float32))
+    (basis,) = principal_bases(gram_matrices([x], np.arange(500)), 5, seed=1)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-5)
+    top = np.linalg.eigh((x.T @ x).double().numpy())[1][:, -5:]
+    captured = np.linalg.norm(basis.double().numpy().T @ top, axis=0)
+    np.testing.assert_allclose(captured, 1.0, atol=1e-4)
+    assert principal_bases(gram_matrices([x], np.arange(500)), 30) == [None]

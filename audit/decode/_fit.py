@@ -2,15 +2,26 @@
 
 Imported only when decoders are trained (``gan-audit --help`` never imports torch).
 
-Members are independent MLPs stacked along a leading dimension M (one per layer, plus
-control-task members) and trained together with batched matrix products: one AdamW
-step updates all of them, and since AdamW acts element-wise this is exactly the same
-as training each alone. Inputs of different widths are zero-padded to the widest;
-the padded weight rows start at zero and receive zero gradient, so they stay zero.
+Members are independent models stacked along a leading dimension M (one per layer, or
+per chosen layer for the control task) and trained together: the products with the
+inputs (whose widths differ) run per member, everything after them batched.
+
+Two solvers, both without ``torch.optim`` (whose first use imports ``torch._dynamo``,
+seconds of start-up on a CPU):
+
+- :func:`fit_probes`: L2-regularised logistic regression with scikit-learn's objective,
+  every (member, concept) problem solved at once by a batched L-BFGS with its own
+  history, scaling, line search and stopping per problem;
+- :func:`fit_mlps`: minibatch AdamW with a one-cycle schedule (linear warm-up over the
+  first epoch, cosine decay to zero at ``max_epochs``), optionally started from the
+  probes (linear path = probe, hidden-to-head weights = 0), with early stopping per
+  member on the validation loss checked after every epoch.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,7 +32,8 @@ import torch.nn.functional as F
 from audit.config import DecoderSettings
 from audit.decode.model import HeadLayout
 
-__all__ = ["Targets", "fit_mlps", "fit_probes"]
+__all__ = ["Targets", "fit_mlps", "fit_probes", "logits", "gram_matrices",
+           "probe_preconditioners", "principal_bases"]
 
 
 @dataclass
@@ -61,154 +73,494 @@ def _member_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout) -> torc
     return total
 
 
-def _init_linear(fan_in: Sequence[int], width_in: int, width_out: int,
-                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch's nn.Linear initialisation per member; rows beyond a member's fan-in are 0."""
-    w = torch.zeros(len(fan_in), width_in, width_out)
-    b = torch.empty(len(fan_in), 1, width_out)
-    for i, fi in enumerate(fan_in):
-        bound = 1.0 / float(np.sqrt(fi))
-        w[i, :fi] = torch.empty(fi, width_out).uniform_(-bound, bound, generator=gen)
-        b[i].uniform_(-bound, bound, generator=gen)
-    return w, b
+# ----------------------------------------------------------------------------- probes
 
 
-def _forward(params: list[torch.Tensor], x: torch.Tensor, dropout: float,
-             train: bool) -> torch.Tensor:
-    """Logits M x n x width; ``params`` = [W0, b0, ..., W_head, b_head, (W_skip)]."""
-    skip = params[-1] if len(params) % 2 else None
-    layers = params[:-1] if skip is not None else params
-    h = x
-    for i in range(0, len(layers) - 2, 2):
-        h = torch.relu(torch.baddbmm(layers[i + 1], h, layers[i]))
-        if train and dropout > 0:
-            h = F.dropout(h, dropout, training=True)
-    out = torch.baddbmm(layers[-1], h, layers[-2])
-    return out if skip is None else torch.baddbmm(out, x, skip)
+class _Columns:
+    """Per-concept reductions over the logit rows of M x width x ... tensors."""
+
+    def __init__(self, layout: HeadLayout, device: torch.device, dtype: torch.dtype) -> None:
+        g = torch.zeros(layout.width, len(layout.names), dtype=dtype, device=device)
+        for j in range(len(layout.names)):
+            g[layout.slice(j), j] = 1.0
+        self.g = g                                  # width x C indicator
+        self.slices = [layout.slice(j) for j in range(len(layout.names))]
+
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Per-problem inner products (M x C) of M x width x D tensors."""
+        return (a * b).sum(dim=2) @ self.g
+
+    def spread(self, s: torch.Tensor) -> torch.Tensor:
+        """M x C -> M x width x 1 (each concept's value on its rows)."""
+        return (s @ self.g.T)[:, :, None]
+
+    def amax(self, a: torch.Tensor) -> torch.Tensor:
+        """Per-problem max |a| (M x C) of an M x width x D tensor."""
+        m = a.abs().amax(dim=2)
+        return torch.stack([m[:, sl].amax(dim=1) for sl in self.slices], dim=1)
 
 
-def _export(params: list[torch.Tensor], member: int, fan_in: int) -> dict[str, np.ndarray]:
-    """One member's weights as numpy, torch nn.Linear convention (out x in)."""
-    def arr(t: torch.Tensor) -> np.ndarray:
-        return t.detach().contiguous().cpu().numpy().astype(np.float32)
+@dataclass
+class _ProbeData:
+    """A probe problem set: per-member design matrices with a column of ones, targets."""
 
-    out: dict[str, np.ndarray] = {}
-    if len(params) % 2:
-        out["skip.weight"] = arr(params[-1][member, :fan_in].T)
-        params = params[:-1]
-    n_trunk = len(params) // 2 - 1
-    for i in range(0, len(params), 2):
-        w = params[i][member]
-        name = f"trunk.{i // 2}" if i // 2 < n_trunk else "head"
-        out[f"{name}.weight"] = arr((w[:fan_in] if i == 0 else w).T)
-        out[f"{name}.bias"] = arr(params[i + 1][member, 0])
+    x1: list[torch.Tensor]            # n x (D_i + 1) per member
+    x1t: list[torch.Tensor]           # the same, transposed and contiguous
+    y: torch.Tensor                   # M x width x n: binary target / one-hot
+    known: torch.Tensor               # M x C x n
+    n_known: torch.Tensor             # M x C
+    pen: torch.Tensor                 # M x 1 x (Dmax + 1): 1 on penalised weights
+    layout: HeadLayout
+    cols: _Columns
+
+    def loss_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Objective per problem (M x C) and its gradient (M x width x (Dmax + 1)).
+
+        Objective of a problem: mean log-loss over its labelled rows + ||w||^2 / (2 n), the
+        intercept unpenalised (scikit-learn's ``C = 1``).
+        """
+        z = torch.stack([theta[i, :, :x.shape[0]] @ x for i, x in enumerate(self.x1t)])
+        r = torch.empty_like(z)                                  # M x width x n
+        loss = []
+        for j, kind in enumerate(self.layout.kinds):
+            sl = self.layout.slice(j)
+            zj, yj, kj = z[:, sl], self.y[:, sl], self.known[:, j:j + 1]
+            if kind == "binary":
+                lj = F.softplus(zj) - yj * zj
+                r[:, sl] = (torch.sigmoid(zj) - yj) * kj
+            else:
+                lse = torch.logsumexp(zj, dim=1, keepdim=True)
+                lj = lse - (yj * zj).sum(dim=1, keepdim=True)
+                r[:, sl] = (torch.exp(zj - lse) - yj) * kj
+            loss.append((lj * kj).sum(dim=(1, 2)))
+        col_n = (self.n_known @ self.cols.g.T)[:, :, None]          # M x width x 1
+        r = r / col_n
+        grad = theta * self.pen / col_n
+        for i, x in enumerate(self.x1):
+            grad[i, :, :x.shape[1]] += r[i] @ x
+        obj = (torch.stack(loss, dim=1)
+               + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
+        return obj, grad
+
+
+def gram_matrices(xs: Sequence[torch.Tensor], train: np.ndarray) -> list[torch.Tensor]:
+    """Per member, ``X1'X1`` of its training rows with a column of ones (float64).
+
+    (D_i + 1) x (D_i + 1); the last row and column belong to the intercept.
+    """
+    tr = torch.as_tensor(train, device=xs[0].device)
+    out = []
+    for x in xs:
+        x1 = torch.cat([x[tr], x.new_ones(len(train), 1)], dim=1)
+        out.append((x1.T @ x1).double())
     return out
 
 
-def fit_mlps(x: torch.Tensor, fan_in: Sequence[int], targets: Targets, train: np.ndarray,
-             val: np.ndarray, layout: HeadLayout, settings: DecoderSettings,
+def probe_preconditioners(grams: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
+    """Per member, the inverse of the logistic Hessian bound ``X1'X1 / 4n + I / n``.
+
+    ``grams`` from :func:`gram_matrices` (``n`` training rows); the intercept is not
+    penalised. Float32 results, computed in float64. Shared by every probe fit on the
+    same features (the real and the control task).
+    """
+    out = []
+    for gram in grams:
+        bound = gram / (4.0 * n)
+        bound.diagonal()[:-1] += 1.0 / n
+        out.append(torch.cholesky_inverse(torch.linalg.cholesky(bound)).float())
+    return out
+
+
+def principal_bases(grams: Sequence[torch.Tensor], k: int | None, *, seed: int = 0,
+                    ) -> list[torch.Tensor | None]:
+    """Per member, a D_i x k orthonormal basis of its top-k principal components.
+
+    From the uncentred second moments of standardised (so centred) features, by
+    randomised subspace iteration (seeded). ``None`` where D_i <= k or ``k`` is None.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    out: list[torch.Tensor | None] = []
+    for gram in grams:
+        g = gram[:-1, :-1]
+        d = g.shape[0]
+        if k is None or d <= k:
+            out.append(None)
+            continue
+        q = torch.randn(d, min(k + 10, d), generator=gen, dtype=g.dtype).to(g.device)
+        for _ in range(4):
+            q, _ = torch.linalg.qr(g @ q)
+        _, vecs = torch.linalg.eigh(q.T @ g @ q)
+        out.append((q @ vecs[:, -k:]).float())
+    return out
+
+
+def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
+               layout: HeadLayout, *, max_iter: int = 100, tol: float = 1e-4, history: int = 10,
+               precond: Sequence[torch.Tensor] | None = None,
+               ) -> list[dict[str, np.ndarray]]:
+    """L2-regularised logistic regression per member and concept (scikit-learn's objective).
+
+    Minimises, for every member and concept, the mean log-loss over its labelled training
+    rows plus ``||w||^2 / (2 n)`` with an unpenalised intercept: ``LogisticRegression()``'s
+    objective (C = 1, multinomial for multiclass concepts), to the same tolerance
+    (max |gradient| <= ``tol``) in at most ``max_iter`` iterations. All problems run at once
+    in a batched L-BFGS with its own history, scaling, step and stopping per problem,
+    whose initial inverse Hessian is :func:`probe_preconditioners`' (computed here unless
+    given).
+
+    Parameters
+    ----------
+    xs : list of N x D_i float32 tensors
+        Standardised features of each member.
+    targets : Targets
+        Codes of each member (M x N x C); sample weights are ignored (unweighted fit).
+    train : int array
+        Training rows.
+    layout : HeadLayout
+        Where each concept's logits sit.
+    precond : list of tensors, optional
+        :func:`probe_preconditioners` of ``xs`` and ``train``.
+
+    Returns
+    -------
+    list of dict
+        Each member's ``head.weight`` (width x D_i) and ``head.bias`` (width,).
+    """
+    device, dtype = xs[0].device, xs[0].dtype
+    m, n, c = len(xs), len(train), len(layout.names)
+    tr = torch.as_tensor(train, device=device)
+    x1 = [torch.cat([x[tr], x.new_ones(n, 1)], dim=1) for x in xs]
+    d1 = max(x.shape[1] for x in x1)
+    codes = targets.codes[:, tr].transpose(1, 2)                       # M x C x n
+    known = (codes >= 0).to(dtype)
+    y = torch.zeros(m, layout.width, n, dtype=dtype, device=device)
+    for j, kind in enumerate(layout.kinds):
+        if kind == "binary":
+            y[:, layout.starts[j]] = (codes[:, j] == 1).to(dtype)
+        else:
+            y[:, layout.slice(j)] = F.one_hot(codes[:, j].clamp(min=0),
+                                              layout.widths[j]).to(dtype).transpose(1, 2)
+    pen = torch.zeros(m, 1, d1, dtype=dtype, device=device)
+    for i, x in enumerate(x1):
+        pen[i, 0, :x.shape[1] - 1] = 1.0                                 # not the intercept
+    cols = _Columns(layout, device, dtype)
+    data = _ProbeData(x1, [x.T.contiguous() for x in x1], y, known,
+                      known.sum(dim=2).clamp(min=1.0), pen, layout, cols)
+
+    pre = (list(precond) if precond is not None
+           else probe_preconditioners(gram_matrices(xs, train), len(train)))
+
+    def apply_pre(v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros_like(v)
+        for i, p in enumerate(pre):
+            out[i, :, :p.shape[0]] = v[i, :, :p.shape[0]] @ p
+        return out
+
+    theta = torch.zeros(m, layout.width, d1, dtype=dtype, device=device)
+    f, g = data.loss_grad(theta)
+    hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    gamma = torch.ones(m, c, dtype=dtype, device=device)
+    for _ in range(max_iter):
+        active = cols.amax(g) > tol
+        if not bool(active.any()):
+            break
+        # Two-loop recursion, per problem.
+        q = g.clone()
+        alphas = []
+        for s, yv, rho in reversed(hist):
+            a = rho * cols.dot(s, q)
+            alphas.append(a)
+            q = q - cols.spread(a) * yv
+        d = apply_pre(q) * cols.spread(gamma)
+        for (s, yv, rho), a in zip(hist, reversed(alphas), strict=True):
+            d = d + cols.spread(a - rho * cols.dot(yv, d)) * s
+        d = -d * cols.spread(active.to(dtype))
+        gd = cols.dot(g, d)
+        # Backtracking (Armijo) line search per problem, from step 1.
+        step = active.to(dtype)
+        for _ in range(30):
+            theta_new = theta + cols.spread(step) * d
+            f_new, g_new = data.loss_grad(theta_new)
+            ok = (f_new <= f + 1e-4 * step * gd) | ~active
+            if bool(ok.all()):
+                break
+            # Minimiser of the quadratic through f, f'(0) and f(step), within [0.1, 0.5] step.
+            curv = (f_new - f - gd * step).clamp(min=1e-30)
+            shrink = (-gd * step / (2.0 * curv)).clamp(0.1, 0.5)
+            step = torch.where(ok, step, shrink * step)
+        else:                                   # no decrease: leave those problems as they are
+            step = torch.where(ok, step, torch.zeros_like(step))
+            theta_new = theta + cols.spread(step) * d
+            f_new, g_new = data.loss_grad(theta_new)
+        s, yv = theta_new - theta, g_new - g
+        sy, yy = cols.dot(s, yv), cols.dot(yv, apply_pre(yv))
+        good = (sy > 1e-10) & (yy > 0)
+        rho = torch.where(good, 1.0 / torch.where(good, sy, torch.ones_like(sy)),
+                          torch.zeros_like(sy))
+        hist = [*hist[len(hist) - history + 1:], (s, yv, rho)] if history > 1 else [(s, yv, rho)]
+        gamma = torch.where(good, sy / torch.where(good, yy, torch.ones_like(yy)), gamma)
+        theta, f, g = theta_new, f_new, g_new
+    return [{"head.weight": theta[i, :, :x.shape[1] - 1].contiguous().cpu().numpy(),
+             "head.bias": theta[i, :, x.shape[1] - 1].contiguous().cpu().numpy()}
+            for i, x in enumerate(x1)]
+
+
+# ------------------------------------------------------------------------------ MLPs
+
+
+def _uniform(rows: int, cols: int, bound: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.empty(rows, cols).uniform_(-bound, bound, generator=gen)
+
+
+@dataclass
+class _Stack:
+    """M MLPs: per-member first layers (inputs differ in width), the rest batched.
+
+    ``first[i]`` is D_i x (H0 + S): the first hidden layer's weights, then (S = width
+    when there is a linear path) the linear path's; without hidden layers it is the head
+    (D_i x width). ``rest`` is [b0, (W, b) per further hidden layer, W_head, b_head]
+    (batched, M x ...), or [b_head] without hidden layers.
+
+    With a frozen linear path (``linear``: the probes) the first layer reads the inputs
+    projected on ``bases`` (D_i x k, or the inputs themselves where None), the probe's
+    logits are added as a fixed offset and are folded back in on export.
+    """
+
+    first: list[torch.Tensor]
+    rest: list[torch.Tensor]
+    h0: int
+    skip: bool
+    bases: Sequence[torch.Tensor | None] | None = None
+    linear: Sequence[dict[str, np.ndarray]] | None = None
+
+    @property
+    def params(self) -> list[torch.Tensor]:
+        return [*self.first, *self.rest]
+
+    def forward(self, xs: Sequence[torch.Tensor], dropout: float, train: bool,
+                offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits M x n x width of the members' inputs ``xs`` (n x D_i each), + ``offset``."""
+        a = torch.stack([x @ w for x, w in zip(xs, self.first, strict=True)])
+        if not self.h0:
+            return a + self.rest[0]
+        h = torch.relu(a[:, :, :self.h0] + self.rest[0])
+        for i in range(1, len(self.rest), 2):
+            if train and dropout > 0:
+                h = F.dropout(h, dropout, training=True)
+            out = torch.baddbmm(self.rest[i + 1], h, self.rest[i])
+            if i + 2 < len(self.rest):
+                h = torch.relu(out)
+        if self.skip:
+            out = out + a[:, :, self.h0:]
+        return out if offset is None else out + offset
+
+    def clone(self) -> _Stack:
+        return _Stack([p.detach().clone() for p in self.first],
+                      [p.detach().clone() for p in self.rest], self.h0, self.skip,
+                      self.bases, self.linear)
+
+    @torch.no_grad()
+    def copy_members(self, src: _Stack, mask: torch.Tensor) -> None:
+        for i in torch.nonzero(mask).flatten().tolist():
+            self.first[i].copy_(src.first[i])
+        for b, p in zip(self.rest, src.rest, strict=True):
+            b[mask] = p.detach()[mask]
+
+    def export(self, i: int) -> dict[str, np.ndarray]:
+        """Member ``i``'s weights as numpy, torch nn.Linear convention (out x in)."""
+        def arr(t: torch.Tensor) -> np.ndarray:
+            return t.detach().contiguous().cpu().numpy().astype(np.float32)
+
+        if not self.h0:
+            return {"head.weight": arr(self.first[i].T), "head.bias": arr(self.rest[0][i, 0])}
+        w0 = self.first[i][:, :self.h0]
+        if self.bases is not None and self.bases[i] is not None:
+            w0 = self.bases[i] @ w0
+        out = {"trunk.0.weight": arr(w0.T), "trunk.0.bias": arr(self.rest[0][i, 0])}
+        n_trunk = (len(self.rest) - 1) // 2
+        for k in range(1, n_trunk + 1):
+            name = f"trunk.{k}" if k < n_trunk else "head"
+            out[f"{name}.weight"] = arr(self.rest[2 * k - 1][i].T)
+            out[f"{name}.bias"] = arr(self.rest[2 * k][i, 0])
+        if self.skip:
+            out["skip.weight"] = arr(self.first[i][:, self.h0:].T)
+        if self.linear is not None:
+            out["skip.weight"] = self.linear[i]["head.weight"].astype(np.float32)
+            out["head.bias"] = out["head.bias"] + self.linear[i]["head.bias"]
+        return out
+
+
+def _init_stack(fan_in: Sequence[int], layout: HeadLayout, hidden: Sequence[int], skip: bool,
+                gen: torch.Generator) -> _Stack:
+    """torch's nn.Linear initialisation per member; the linear path (``skip``) starts at 0."""
+    m, width = len(fan_in), layout.width
+    sizes = [*hidden, width]
+    first, b0 = [], torch.empty(m, 1, sizes[0])
+    for i, d in enumerate(fan_in):
+        bound = 1.0 / float(np.sqrt(d))
+        w = _uniform(d, sizes[0], bound, gen)
+        b0[i] = _uniform(1, sizes[0], bound, gen)
+        first.append(torch.cat([w, torch.zeros(d, width)], dim=1) if skip else w)
+    rest = [b0]
+    for h_in, h_out in itertools.pairwise(sizes):
+        bound = 1.0 / float(np.sqrt(h_in))
+        rest += [torch.stack([_uniform(h_in, h_out, bound, gen) for _ in range(m)]),
+                 torch.stack([_uniform(1, h_out, bound, gen) for _ in range(m)])]
+    return _Stack(first, rest, hidden[0] if hidden else 0, skip)
+
+
+class _AdamW:
+    """AdamW (torch's update rule, decoupled weight decay) on a list of tensors."""
+
+    def __init__(self, params: list[torch.Tensor], *, weight_decay: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.params, self.wd, self.betas, self.eps = params, weight_decay, betas, eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
+        grads = [p.grad for p in self.params]
+        torch._foreach_mul_(self.params, 1.0 - lr * self.wd)
+        torch._foreach_lerp_(self.m, grads, 1.0 - b1)
+        torch._foreach_mul_(self.v, b2)
+        torch._foreach_addcmul_(self.v, grads, grads, value=1.0 - b2)
+        denom = torch._foreach_div(self.v, c2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(self.params, self.m, denom, value=-lr / c1)
+        for p in self.params:
+            p.grad = None
+
+
+def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
+    """Linear warm-up from lr / 10 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return lr * (0.1 + 0.9 * step / warmup)
+    done = (step - warmup) / max(total - warmup, 1)
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
+def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, val: np.ndarray,
+             layout: HeadLayout, settings: DecoderSettings, *,
+             init: Sequence[dict[str, np.ndarray]] | None = None,
+             bases: Sequence[torch.Tensor | None] | None = None,
              ) -> tuple[list[dict[str, np.ndarray]], list[int]]:
     """Train M decoder MLPs together; early stopping per member on its validation loss.
 
     Parameters
     ----------
-    x : M x N x Dmax float32
-        Standardised features of each member, zero-padded beyond its width ``fan_in``.
-    fan_in : list of int
-        Input width of each member.
+    xs : list of N x D_i float32 tensors
+        Standardised features of each member.
     targets : Targets
         Codes and sample weights of each member (M x N x C).
     train, val : int arrays
         Row indices of the training and validation splits.
     layout, settings
         Head layout; hidden sizes, dropout, lr, weight decay, epochs, patience, batch size.
+    init : list of dict, optional
+        Linear probes (``head.weight``, ``head.bias``) of each member. With hidden layers
+        and a linear path, the linear path is the probe, kept fixed, and the hidden layers
+        learn what it misses (their head starts at zero, so epoch 0 is the probe);
+        without hidden layers the decoder is the probe. Ignored with hidden layers but no
+        linear path.
+    bases : list of (D_i x k tensor or None), optional
+        With ``init``: the hidden layers read the inputs projected on these bases (e.g.
+        :func:`principal_bases`); the projection is folded into ``trunk.0.weight``.
 
     Returns
     -------
     weights : list of dict
         Each member's weights at its best validation epoch (numpy, out x in).
     epochs : list of int
-        The best epoch (1-based) of each member.
+        The best epoch of each member (0: the starting point was best).
     """
-    device = x.device
-    m, _, d_max = x.shape
+    device = xs[0].device
+    m = len(xs)
+    hidden = list(settings.hidden)
+    if init is not None and not hidden:
+        return [{k: v.copy() for k, v in p.items()} for p in init], [0] * m
     gen = torch.Generator().manual_seed(settings.seed)
-    sizes = [d_max, *settings.hidden, layout.width]
-    params: list[torch.Tensor] = []
-    for i in range(len(sizes) - 1):
-        fi = fan_in if i == 0 else [sizes[i]] * m
-        w, b = _init_linear(fi, sizes[i], sizes[i + 1], gen)
-        params += [w.to(device).requires_grad_(), b.to(device).requires_grad_()]
-    if settings.linear_skip and settings.hidden:
-        params.append(torch.zeros(m, d_max, layout.width, device=device, requires_grad=True))
-    opt = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    offset = None
+    if init is not None and settings.linear_skip:
+        bases = list(bases) if bases is not None else [None] * m
+        inputs = [x if b is None else x @ b for x, b in zip(xs, bases, strict=True)]
+        offset = torch.stack([torch.addmm(torch.from_numpy(p["head.bias"]).to(device), x,
+                                          torch.from_numpy(p["head.weight"]).to(device).T)
+                              for x, p in zip(xs, init, strict=True)])      # M x N x width
+        net = _init_stack([x.shape[1] for x in inputs], layout, hidden, False, gen)
+        net.rest[-2:] = [torch.zeros_like(net.rest[-2]), torch.zeros_like(net.rest[-1])]
+        net.bases, net.linear = bases, init
+    else:
+        inputs = list(xs)
+        net = _init_stack([x.shape[1] for x in xs], layout, hidden,
+                          settings.linear_skip and bool(hidden), gen)
+    net.first = [p.to(device).requires_grad_() for p in net.first]
+    net.rest = [p.to(device).requires_grad_() for p in net.rest]
+    opt = _AdamW(net.params, weight_decay=settings.weight_decay)
     tr = torch.as_tensor(train, device=device)
     va = torch.as_tensor(val, device=device)
-    x_tr, t_tr = x[:, tr], targets.rows(tr)
-    x_va, t_va = x[:, va], targets.rows(va)
+
+    def rows(idx: torch.Tensor) -> tuple[list[torch.Tensor], Targets, torch.Tensor | None]:
+        return ([torch.index_select(x, 0, idx) for x in inputs], targets.rows(idx),
+                None if offset is None else torch.index_select(offset, 1, idx))
+
+    x_tr, t_tr, o_tr = rows(tr)
+    x_va, t_va, o_va = rows(va)
     n_tr = len(train)
     batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
+    steps = math.ceil(n_tr / batch)
+    total = steps * settings.max_epochs
 
-    best_loss = torch.full((m,), float("inf"), device=device)
+    with torch.no_grad():
+        best_loss = _member_losses(net.forward(x_va, 0.0, False, o_va), t_va, layout)
+    if offset is None:                  # not started from the probe: epoch 0 is no candidate
+        best_loss = torch.full((m,), float("inf"), device=device)
     best_epoch = torch.zeros(m, dtype=torch.long, device=device)
-    best = [p.detach().clone() for p in params]
+    best = net.clone()
+    step = 0
     for epoch in range(1, settings.max_epochs + 1):
-        order = (torch.arange(n_tr, device=device) if batch == n_tr
-                 else torch.randperm(n_tr, generator=gen).to(device))
+        if batch == n_tr:
+            xe, te, oe = x_tr, t_tr, o_tr
+        else:
+            order = torch.randperm(n_tr, generator=gen).to(device)
+            xe = [torch.index_select(x, 0, order) for x in x_tr]
+            te = t_tr.rows(order)
+            oe = None if o_tr is None else torch.index_select(o_tr, 1, order)
         for start in range(0, n_tr, batch):
-            idx = order[start:start + batch]
-            xb, tb = (x_tr, t_tr) if batch == n_tr else (x_tr[:, idx], t_tr.rows(idx))
-            loss = _member_losses(_forward(params, xb, settings.dropout, True), tb, layout)
-            opt.zero_grad(set_to_none=True)
+            sl = slice(start, start + batch)
+            logits = net.forward([x[sl] for x in xe], settings.dropout, True,
+                                 None if oe is None else oe[:, sl])
+            loss = _member_losses(logits, Targets(te.codes[:, sl], te.weights[:, sl]), layout)
             loss.sum().backward()
-            opt.step()
+            opt.step(_one_cycle(step, steps, total, settings.lr))
+            step += 1
         with torch.no_grad():
-            val_loss = _member_losses(_forward(params, x_va, 0.0, False), t_va, layout)
+            val_loss = _member_losses(net.forward(x_va, 0.0, False, o_va), t_va, layout)
             better = val_loss < best_loss
             if better.any():
                 best_loss = torch.where(better, val_loss, best_loss)
                 best_epoch = torch.where(better, epoch, best_epoch)
-                for b, p in zip(best, params, strict=True):
-                    b[better] = p.detach()[better]
+                best.copy_members(net, better)
         if bool((epoch - best_epoch >= settings.patience).all()):
             break
-    weights = [_export(best, i, fan_in[i]) for i in range(m)]
-    return weights, best_epoch.tolist()
+    return [best.export(i) for i in range(m)], best_epoch.tolist()
 
 
-def fit_probes(x: torch.Tensor, fan_in: Sequence[int], targets: Targets, train: np.ndarray,
-               layout: HeadLayout, *, max_iter: int = 200) -> list[dict[str, np.ndarray]]:
-    """L2-regularised logistic regression per member and concept (scikit-learn's objective).
-
-    Minimises, for every member and concept, ``C * sum(log-loss) + ||w||^2 / 2`` with
-    C = 1 and an unpenalised intercept (``LogisticRegression()``'s defaults; multinomial
-    for multiclass concepts), by L-BFGS on all problems at once (they are separable).
-    Returns each member's ``head.weight`` / ``head.bias`` (no hidden layer).
-    """
-    device = x.device
-    m, _, d_max = x.shape
-    tr = torch.as_tensor(train, device=device)
-    x_tr = x[:, tr].double()
-    codes = targets.codes[:, tr]
-    t = Targets(codes, (codes >= 0).double())
-    n_known = (codes >= 0).double().sum(dim=1).clamp(min=1.0)            # M x C
-    col_n = torch.cat([n_known[:, [j] * w] for j, w in enumerate(layout.widths)], dim=1)
-    w = torch.zeros(m, d_max, layout.width, dtype=torch.float64, device=device,
-                    requires_grad=True)
-    b = torch.zeros(m, 1, layout.width, dtype=torch.float64, device=device,
-                    requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20,
-                            tolerance_grad=1e-6, tolerance_change=1e-10,
-                            line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        # Each concept's loss is a mean over its n labelled rows: divide the penalty by n.
-        loss = _member_losses(torch.baddbmm(b, x_tr, w), t, layout).sum()
-        loss = loss + 0.5 * ((w ** 2).sum(dim=1) / col_n).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return [{"head.weight": w[i, :fan_in[i]].detach().T.float().cpu().numpy(),
-             "head.bias": b[i, 0].detach().float().cpu().numpy()} for i in range(m)]
+@torch.no_grad()
+def logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """:func:`audit.decode.model.forward_logits` in torch (faster for training-time metrics)."""
+    p = {k: torch.from_numpy(v) for k, v in params.items()}
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    h, i = xt, 0
+    while f"trunk.{i}.weight" in p:
+        h = torch.relu(torch.addmm(p[f"trunk.{i}.bias"], h, p[f"trunk.{i}.weight"].T))
+        i += 1
+    out = torch.addmm(p["head.bias"], h, p["head.weight"].T)
+    if "skip.weight" in p:
+        out = out.addmm_(xt, p["skip.weight"].T)
+    return out.numpy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,13 +12,13 @@ import pandas as pd
 from audit.concepts import ConceptSet
 from audit.config import DecoderSettings
 from audit.decode.bundle import DecoderBundle, LayerDecoder, standardise
-from audit.decode.metrics import accuracy, concept_metrics
+from audit.decode.metrics import accuracy, concept_metrics, macro_auroc
 from audit.decode.model import (
     HeadLayout,
+    _nll,
     concept_probabilities,
     decide,
     fit_temperature,
-    forward_logits,
 )
 from audit.decode.split import SPLITS, encode_labels, stratified_split
 from audit.errors import ConfigError, DataError
@@ -88,16 +89,6 @@ def _torch_device(device: str) -> Any:
     return torch.device(device)
 
 
-def _padded(xs: list[np.ndarray], device: Any) -> Any:
-    """M x N x Dmax float32 tensor, each member zero-padded to the widest."""
-    import torch
-
-    out = torch.zeros(len(xs), xs[0].shape[0], max(x.shape[1] for x in xs), device=device)
-    for i, x in enumerate(xs):
-        out[i, :, :x.shape[1]] = torch.from_numpy(x)
-    return out
-
-
 def _targets(codes: list[np.ndarray], weights: list[np.ndarray], device: Any) -> Any:
     import torch
 
@@ -105,6 +96,89 @@ def _targets(codes: list[np.ndarray], weights: list[np.ndarray], device: Any) ->
 
     return Targets(torch.as_tensor(np.stack(codes), device=device),
                    torch.as_tensor(np.stack(weights), device=device))
+
+
+def _logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """Logits of standardised ``x`` (forward_logits, computed in torch while training)."""
+    from audit.decode._fit import logits
+
+    return logits(params, x)
+
+
+def _calibrated_nll(z: np.ndarray, y: np.ndarray, kind: str, calibrate: bool
+                    ) -> tuple[float, float]:
+    """Validation NLL of one concept's logits and its temperature (1 unless ``calibrate``)."""
+    known = y >= 0
+    if not known.any():
+        return float("nan"), 1.0
+    z, y = z[known], y[known]
+    t = fit_temperature(z, y, kind) if calibrate else 1.0
+    return float(_nll(np.asarray(z, dtype=np.float64), y, kind, np.array([t]))[0]), t
+
+
+def _with_linear(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray],
+                 sl: slice) -> dict[str, np.ndarray]:
+    """``mlp`` with the logits of columns ``sl`` replaced by the probe's (linear path)."""
+    out = {k: v.copy() for k, v in mlp.items()}
+    if "trunk.0.weight" in out:
+        out.setdefault("skip.weight", np.zeros_like(probe["head.weight"]))
+        out["head.weight"][sl] = 0.0
+        out["skip.weight"][sl] = probe["head.weight"][sl]
+    else:
+        out["head.weight"][sl] = probe["head.weight"][sl]
+    out["head.bias"][sl] = probe["head.bias"][sl]
+    return out
+
+
+@dataclass
+class _Fitted:
+    """Decoders of M members with their probes, best epochs, choices and temperatures."""
+
+    decoders: list[dict[str, np.ndarray]]
+    probes: list[dict[str, np.ndarray]]
+    epochs: list[int]
+    choices: list[dict[str, str]]          # per member: concept -> "mlp" or "linear"
+    temperatures: list[dict[str, float]]   # per member: concept -> temperature
+
+
+def _fit_members(xs: list[Any], precond: list[Any], bases: list[Any], codes: list[np.ndarray],
+                 weights: list[np.ndarray], split: np.ndarray, layout: HeadLayout,
+                 settings: DecoderSettings) -> _Fitted:
+    """Fit probe + MLP on each member's standardised features, pick per concept on val.
+
+    ``xs`` are torch tensors (N x D_i), ``precond`` their probe preconditioners,
+    ``bases`` the principal components the hidden layers read (None: all inputs) and
+    ``codes`` / ``weights`` each member's labels and sample weights (N x C). Per member
+    and concept the decoder keeps the linear probe where its (calibrated) validation
+    loss is not higher than the MLP's (``settings.select_linear``).
+    """
+    from audit.decode._fit import fit_mlps, fit_probes
+
+    train, val = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
+    t = _targets(codes, weights, xs[0].device)
+    probes = fit_probes(xs, t, train, layout, max_iter=settings.probe_max_iter,
+                        precond=precond)
+    mlps, epochs = fit_mlps(xs, t, train, val, layout, settings,
+                            init=probes if settings.init_from_probe else None, bases=bases)
+    out = _Fitted([], probes, epochs, [], [])
+    for x, y, mlp, probe in zip(xs, codes, mlps, probes, strict=True):
+        x_val, y = x[val].cpu().numpy(), y[val]
+        lm = _logits(mlp, x_val)
+        lp = _logits(probe, x_val) if settings.select_linear else None
+        params, choice, temps = mlp, {}, {}
+        for j, name in enumerate(layout.names):
+            sl, kind = layout.slice(j), layout.kinds[j]
+            nll_m, temps[name] = _calibrated_nll(lm[:, sl], y[:, j], kind, settings.calibrate)
+            choice[name] = "mlp"
+            if lp is not None:
+                nll_p, t_p = _calibrated_nll(lp[:, sl], y[:, j], kind, settings.calibrate)
+                if nll_p <= nll_m:
+                    params = _with_linear(params, probe, sl)
+                    choice[name], temps[name] = "linear", t_p
+        out.decoders.append(params)
+        out.choices.append(choice)
+        out.temperatures.append(temps)
+    return out
 
 
 def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataFrame,
@@ -133,20 +207,29 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     -------
     DecoderBundle
         Decoders of every layer, the chosen layer per concept, ``validity`` (held-out
-        metrics, linear probe, control task, selectivity), the layer ``sweep`` and the
-        ``splits`` (image ids per split).
+        metrics, linear probe, control task, selectivity, which decoder was used), the
+        layer ``sweep`` (test scores for the chart, validation scores behind the choice)
+        and the ``splits`` (image ids per split).
 
     Notes
     -----
-    Every layer's MLP trains at once (full batch unless ``settings.batch_size``), with
-    AdamW and early stopping on the validation loss. Temperatures are fitted on the
-    validation split. The control task (labels shuffled within the training and the
-    validation split) is trained at each concept's chosen layer. The seed fixes the
-    split, the initialisation, dropout and the shuffles: two runs give the same decoders.
+    Per layer, a linear probe (scikit-learn's ``LogisticRegression()`` objective, batched
+    L-BFGS over all layers and concepts) is fitted first. Every layer's MLP then trains at
+    once on top of it: the linear path is the probe, kept fixed, and the hidden layers
+    (reading the top ``trunk_components`` principal components of the standardised input;
+    their head starts at zero) learn what the probe misses, with minibatch AdamW on a
+    one-cycle schedule and early stopping on the validation loss after every epoch.
+    Per concept and layer the decoder keeps the probe instead of the MLP when the probe's
+    calibrated validation loss is not higher (``metrics["decoder"]``: ``"mlp"`` or
+    ``"linear"``), so on held-out data it does not fall below the probe beyond noise.
+    Temperatures are fitted on the validation split. Each concept's layer is chosen by
+    validation macro AUROC (``sweep["val_scores"]``; ties to the later layer), never on
+    the test split, so the held-out validity is not flattered by the choice. The control
+    task (labels shuffled within the training and the validation split) is trained the
+    same way at the chosen layers only. The seed fixes the split, the initialisation,
+    dropout and the shuffles: two runs give the same decoders.
     """
     import torch
-
-    from audit.decode._fit import fit_mlps, fit_probes
 
     settings = settings or DecoderSettings()
     layers = _check_inputs(features, labels)
@@ -177,32 +260,42 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork, device_type=dev.type if fork else "cuda"):
         torch.manual_seed(settings.seed)
-        x_all = _padded([xs[lay] for lay in layers], dev)
-        fan_in = [xs[lay].shape[1] for lay in layers]
-        weights = _sample_weights(codes, train, sizes, settings.class_balanced)
-        t_real = _targets([codes] * len(layers), [weights] * len(layers), dev)
-        mlps, epochs = fit_mlps(x_all, fan_in, t_real, train, val, layout, settings)
-        probes = fit_probes(x_all, fan_in, t_real, train, layout)
-        del x_all
+        from audit.decode._fit import gram_matrices, principal_bases, probe_preconditioners
 
-        # Held-out metrics of every concept at every layer.
+        xt = [torch.as_tensor(xs[lay], device=dev) for lay in layers]
+        grams = gram_matrices(xt, train)
+        precond = probe_preconditioners(grams, len(train))
+        bases = principal_bases(grams, settings.trunk_components, seed=settings.seed)
+        del grams
+        n_lay = len(layers)
+        fitted = _fit_members(
+            xt, precond, bases, [codes] * n_lay,
+            [_sample_weights(codes, train, sizes, settings.class_balanced)] * n_lay,
+            split, layout, settings)
+        mlps, probes, epochs = fitted.decoders, fitted.probes, fitted.epochs
+
+        # Validation and held-out metrics of every concept at every layer.
         prot = {c.name: (tuple(c.groups), codes[test, j])
                 for j, c in enumerate(concept_set.concepts) if c.protected}
         decoders: dict[str, LayerDecoder] = {}
         for i, layer in enumerate(layers):
-            logits = forward_logits(mlps[i], xs[layer])
-            probe_logits = forward_logits(probes[i], xs[layer][test])
+            logits = _logits(mlps[i], xs[layer])
+            probe_logits = _logits(probes[i], xs[layer][test])
             temps, metrics = {}, {}
             for j, name in enumerate(layout.names):
                 kind, sl = layout.kinds[j], layout.slice(j)
-                temps[name] = (fit_temperature(logits[val, sl], codes[val, j], kind)
-                               if settings.calibrate else 1.0)
+                temps[name] = fitted.temperatures[i][name]
                 prob = concept_probabilities(logits[test, sl], kind, temps[name])
                 m = concept_metrics(codes[test, j], prob, decide(prob, kind), prot)
                 raw = concept_probabilities(logits[test, sl], kind)
                 m["ece_uncalibrated"] = concept_metrics(codes[test, j], raw, decide(raw, kind),
                                                         {})["ece"]
                 m["temperature"] = temps[name]
+                m["decoder"] = fitted.choices[i][name]
+                known_val = codes[val, j] >= 0
+                m["val_auroc"] = macro_auroc(
+                    codes[val, j][known_val],
+                    concept_probabilities(logits[val, sl][known_val], kind, temps[name]))
                 known = codes[test, j] >= 0
                 p_prob = concept_probabilities(probe_logits[:, sl], kind)
                 m["probe_accuracy"] = accuracy(codes[test, j][known],
@@ -211,23 +304,26 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
             decoders[layer] = LayerDecoder(layer, mlps[i], *stats[layer], temps, metrics,
                                            int(epochs[i]))
 
+        # The layer of each concept is chosen on the validation split, not on test.
         best = {name: settings.layer.get(name) or _choose(
-            {lay: decoders[lay].metrics[name]["auroc"] for lay in layers}, layers)
+            {lay: decoders[lay].metrics[name]["val_auroc"] for lay in layers}, layers)
             for name in layout.names}
 
-        # Control task at each chosen layer: same MLP, labels shuffled within splits.
+        # Control task at each chosen layer: the same decoder trained the same way on labels
+        # shuffled within the training and the validation split.
         chosen = [lay for lay in layers if lay in best.values()]
+        at = [layers.index(lay) for lay in chosen]
         shuffled = _shuffled(codes, split, settings.seed + 1)
-        sw = _sample_weights(shuffled, train, sizes, settings.class_balanced)
-        controls, _ = fit_mlps(_padded([xs[lay] for lay in chosen], dev),
-                               [xs[lay].shape[1] for lay in chosen],
-                               _targets([shuffled] * len(chosen), [sw] * len(chosen), dev),
-                               train, val, layout, settings)
+        controls = _fit_members(
+            [xt[i] for i in at], [precond[i] for i in at], [bases[i] for i in at],
+            [shuffled] * len(at),
+            [_sample_weights(shuffled, train, sizes, settings.class_balanced)] * len(at),
+            split, layout, settings).decoders
 
     validity: dict[str, Any] = {}
     for j, name in enumerate(layout.names):
         layer = best[name]
-        logits = forward_logits(controls[chosen.index(layer)], xs[layer][test])
+        logits = _logits(controls[chosen.index(layer)], xs[layer][test])
         known = codes[test, j] >= 0
         ctrl = accuracy(codes[test, j][known],
                         decide(concept_probabilities(logits[:, layout.slice(j)],
@@ -245,13 +341,17 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         layers=tuple(layers), decoders=decoders, best=best,
         validity={"concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
                   "model_sha256": model_sha256, "concepts": validity},
-        sweep={"layers": layers, "metric": "macro_auroc",
+        sweep={"layers": layers, "metric": "macro_auroc", "chosen_on": "validation",
                "scores": {n: {lay: decoders[lay].metrics[n]["auroc"] for lay in layers}
                           for n in layout.names},
                "accuracy": {n: {lay: decoders[lay].metrics[n]["accuracy"] for lay in layers}
                             for n in layout.names},
                "probe_accuracy": {n: {lay: decoders[lay].metrics[n]["probe_accuracy"]
                                       for lay in layers} for n in layout.names},
+               "val_scores": {n: {lay: decoders[lay].metrics[n]["val_auroc"]
+                                  for lay in layers} for n in layout.names},
+               "decoder": {n: {lay: decoders[lay].metrics[n]["decoder"] for lay in layers}
+                           for n in layout.names},
                "best": best},
         splits={"seed": settings.seed, "fractions": list(settings.split),
                 "stratify_by": [concept_set.concepts[j].name
