@@ -202,7 +202,9 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
     ``round(n * stroke_share_thick)`` are thick, each assigned by its own seeded
     permutation (tone and stroke independent). Images are drawn from the part in a
     seeded order without repeating an image while ``n`` is at most the part size;
-    beyond, an image may appear again, but never twice in the same variant.
+    beyond, an image appears again in other variants, and only when one variant
+    needs more images than the part holds does an image repeat in the same variant
+    (its id then ends in ``-r2``, ``-r3``, ...).
 
     Parameters
     ----------
@@ -240,6 +242,8 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
     n = int(n)
     if n < 1:
         raise DataError(f"make_set: n={n} must be at least 1.")
+    if int(seed) < 0:
+        raise DataError(f"make_set: seed={seed} must be a non-negative integer.")
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), PARTS.index(part)]))
     order = pool[rng.permutation(m)]
 
@@ -251,6 +255,7 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
             raise DataError(f"make_set: balanced=True needs n a multiple of 4 and at most "
                             f"{4 * m} (4 x the {m} images of part {part!r}); got n={n}.")
         index = np.repeat(order[: n // 4], 4)
+        repeat = np.zeros(n, dtype=np.int64)
         dark = np.tile([False, False, True, True], n // 4)
         thick = np.tile([False, True, False, True], n // 4)
         shuffle = rng.permutation(n)
@@ -259,16 +264,13 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
         dark = _exact_assignment(n, tone_share_dark, rng)
         thick = _exact_assignment(n, stroke_share_thick, rng)
         cell = dark.astype(np.int64) * 2 + thick.astype(np.int64)
-        counts = np.bincount(cell, minlength=4)
-        if counts.max() > m:
-            raise DataError(
-                f"make_set: n={n} with these shares needs {counts.max()} images in one "
-                f"tone x stroke variant, but part {part!r} has only {m} images; lower n or "
-                f"use balanced=True.")
-        # Consecutive positions of one cyclic order: distinct images within a variant,
-        # and distinct images overall while n <= m.
+        # Consecutive positions of one cyclic order: distinct images within a variant
+        # until a variant needs more than m images, and distinct images overall while
+        # n <= m. A variant that needs more than m images repeats them, marked -r2, -r3...
         rank = np.empty(n, dtype=np.int64)
         rank[np.argsort(cell, kind="stable")] = np.arange(n)
+        offset = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=4))])[cell]
+        repeat = (rank - offset) // m
         index = order[rank % m]
 
     base = _light_thin()[torch.as_tensor(index)]
@@ -283,8 +285,8 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
     stroke = np.where(thick, "thick", "thin")
     target = _digits()[1][index]
     labels = pd.DataFrame({
-        "image_id": [f"digits-{part}-{i:05d}-{t}-{s}" for i, t, s in zip(index, tone, stroke,
-                                                                          strict=True)],
+        "image_id": [f"digits-{part}-{i:05d}-{t}-{s}" + (f"-r{r + 1}" if r else "")
+                     for i, t, s, r in zip(index, tone, stroke, repeat, strict=True)],
         "digit": target.astype(str),
         "tone": tone,
         "stroke": stroke,

@@ -5,21 +5,20 @@
 ``weights/*.safetensors`` (loaded with safetensors, never pickle), with their
 sha256 in ``weights/SHA256SUMS``; ``python -m audit.demo.train`` reproduces them.
 
+torch is imported at the top: only the model loader imports this module.
+
 The discriminator has no batch normalisation: its output for an image does not
-depend on the other images in the batch. It trains with spectral normalisation,
-which is folded into the plain weights before they are saved.
+depend on the other images in the batch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
 
 from audit.errors import ModelLoadError
-
-if TYPE_CHECKING:
-    import torch
-    from torch import nn
 
 __all__ = [
     "LATENT_DIM",
@@ -39,89 +38,60 @@ SUMS_FILE = "SHA256SUMS"
 _RETRAIN = "python -m audit.demo.train"
 
 
-def _nn():  # lazy: importing this module must not import torch
-    import torch
-    from torch import nn
-
-    return torch, nn
-
-
-def DigitsGenerator(latent_dim: int = LATENT_DIM) -> nn.Module:  # noqa: N802 (a class factory)
+class DigitsGenerator(nn.Module):
     """The demo generator: z (N x latent_dim) -> images (N x 1 x 32 x 32, tanh, in [-1, 1]).
 
-    ``project`` (linear to 128 x 4 x 4, batch norm, ReLU), then ``blocks.0``..``blocks.1``
-    (transposed conv 4 x 4 stride 2, batch norm, ReLU: 8 x 8, 16 x 16), then ``head``
-    (transposed conv to 1 x 32 x 32 and tanh). About 0.3 M parameters.
+    ``project`` (linear to 128 x 4 x 4, batch norm, ReLU), then ``blocks.0``, ``blocks.1``
+    (transposed conv 4 x 4 stride 2, batch norm, ReLU: 64 x 8 x 8, 32 x 16 x 16), then
+    ``head`` (transposed conv to 1 x 32 x 32, tanh). About 0.3 M parameters.
+
+    Parameters
+    ----------
+    latent_dim : int
+        Size of the latent vector z (standard normal).
     """
-    return _generator_class()(latent_dim)
+
+    def __init__(self, latent_dim: int = LATENT_DIM) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, 128 * 4 * 4, bias=False),
+            nn.Unflatten(1, (128, 4, 4)),
+            nn.BatchNorm2d(128),
+            nn.ReLU(),
+        )
+        self.blocks = nn.Sequential(
+            nn.Sequential(nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False), nn.BatchNorm2d(64),
+                          nn.ReLU()),
+            nn.Sequential(nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False), nn.BatchNorm2d(32),
+                          nn.ReLU()),
+        )
+        self.head = nn.Sequential(nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z: N x latent_dim -> N x 1 x 32 x 32 in [-1, 1]."""
+        return self.head(self.blocks(self.project(z)))
 
 
-def DigitsDiscriminator(*, spectral_norm: bool = False) -> nn.Module:  # noqa: N802
-    """The demo discriminator: images (N x 1 x 32 x 32, [-1, 1]) -> logits (N x 1).
+class DigitsDiscriminator(nn.Module):
+    """The demo discriminator: images (N x 1 x 32 x 32, in [-1, 1]) -> logits (N x 1).
 
-    ``blocks.0``..``blocks.3`` are conv + LeakyReLU(0.2) with outputs 32 x 16 x 16,
+    ``blocks.0`` .. ``blocks.3`` are conv + LeakyReLU(0.2) with outputs 32 x 16 x 16,
     64 x 8 x 8, 128 x 4 x 4 and 128 x 4 x 4; ``head`` flattens and maps to one logit
-    (higher = more real). No batch norm, so a logit depends on its image alone.
-    ``spectral_norm=True`` wraps every weight in spectral normalisation (training).
+    (higher = more real). No batch norm: a logit depends on its own image only.
     """
-    return _discriminator_class()(spectral_norm=spectral_norm)
 
+    def __init__(self) -> None:
+        super().__init__()
+        shapes = [(1, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 128, 4, 2, 1), (128, 128, 3, 1, 1)]
+        self.blocks = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(c_in, c_out, k, s, p), nn.LeakyReLU(0.2))
+            for c_in, c_out, k, s, p in shapes])
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(128 * 4 * 4, 1))
 
-_CLASSES: dict[str, type] = {}
-
-
-def _generator_class() -> type:
-    if "G" not in _CLASSES:
-        torch, nn = _nn()
-
-        class _DigitsGenerator(nn.Module):
-            def __init__(self, latent_dim: int = LATENT_DIM) -> None:
-                super().__init__()
-                self.latent_dim = latent_dim
-                self.project = nn.Sequential(
-                    nn.Linear(latent_dim, 128 * 4 * 4, bias=False),
-                    nn.Unflatten(1, (128, 4, 4)),
-                    nn.BatchNorm2d(128),
-                    nn.ReLU(),
-                )
-                self.blocks = nn.Sequential(
-                    nn.Sequential(nn.ConvTranspose2d(128, 64, 4, 2, 1, bias=False),
-                                  nn.BatchNorm2d(64), nn.ReLU()),
-                    nn.Sequential(nn.ConvTranspose2d(64, 32, 4, 2, 1, bias=False),
-                                  nn.BatchNorm2d(32), nn.ReLU()),
-                )
-                self.head = nn.Sequential(nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh())
-
-            def forward(self, z: torch.Tensor) -> torch.Tensor:
-                return self.head(self.blocks(self.project(z)))
-
-        _DigitsGenerator.__name__ = _DigitsGenerator.__qualname__ = "DigitsGenerator"
-        _CLASSES["G"] = _DigitsGenerator
-    return _CLASSES["G"]
-
-
-def _discriminator_class() -> type:
-    if "D" not in _CLASSES:
-        torch, nn = _nn()
-        from torch.nn.utils.parametrizations import spectral_norm as sn
-
-        class _DigitsDiscriminator(nn.Module):
-            def __init__(self, *, spectral_norm: bool = False) -> None:
-                super().__init__()
-                wrap = sn if spectral_norm else (lambda m: m)
-                chans = [(1, 32, 4, 2, 1), (32, 64, 4, 2, 1), (64, 128, 4, 2, 1),
-                         (128, 128, 3, 1, 1)]
-                self.blocks = nn.Sequential(*[
-                    nn.Sequential(wrap(nn.Conv2d(i, o, k, s, p)), nn.LeakyReLU(0.2))
-                    for i, o, k, s, p in chans])
-                self.head = nn.Sequential(nn.Flatten(), wrap(nn.Linear(128 * 4 * 4, 1)))
-
-            def forward(self, x: torch.Tensor) -> torch.Tensor:
-                return self.head(self.blocks(x))
-
-        _DigitsDiscriminator.__name__ = _DigitsDiscriminator.__qualname__ = "DigitsDiscriminator"
-        _CLASSES["D"] = _DigitsDiscriminator
-    return _CLASSES["D"]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: N x 1 x 32 x 32 in [-1, 1] -> N x 1 logits."""
+        return self.head(self.blocks(x))
 
 
 # ---------------------------------------------------------------- committed weights
@@ -137,14 +107,13 @@ def read_sha256sums(path: Path) -> dict[str, str]:
     return sums
 
 
-def _load_weights(name: str, model: nn.Module, weights_dir: Path | None = None) -> nn.Module:
-    """Verify ``weights_dir/name`` against SHA256SUMS, load it into ``model``, set eval mode."""
+def _load_weights(name: str, model: nn.Module) -> nn.Module:
+    """Verify ``WEIGHTS_DIR/name`` against SHA256SUMS, load it into ``model``, set eval mode."""
     from safetensors.torch import load_file
 
     from audit.io import sha256_file
 
-    folder = WEIGHTS_DIR if weights_dir is None else Path(weights_dir)
-    path, sums_path = folder / name, folder / SUMS_FILE
+    path, sums_path = WEIGHTS_DIR / name, WEIGHTS_DIR / SUMS_FILE
     if not path.is_file() or not sums_path.is_file():
         missing = path if not path.is_file() else sums_path
         raise ModelLoadError(f"builtin:digits-dcgan: {missing} is missing. Re-create the demo "
