@@ -107,13 +107,13 @@ def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
         for group in concept.groups:
             ids = generated.loc[generated[f"pred__{concept.name}"] == group, "image_id"]
             entry = {"file": f"generated-{concept.name}-{group}.png", "kind": "generated",
-                     "concept": concept.name, "group": group, "n_available": int(len(ids)),
+                     "concept": concept.name, "group": group, "n_available": len(ids),
                      "n_shown": 0}
             if len(ids):
                 pick = rng.choice(ids.to_numpy(), size=min(k, len(ids)), replace=False)
                 images = _images(gen_source, [str(i) for i in pick])
                 _save_png(out / entry["file"], images_to_grid(images, value_range=value_range))
-                entry["n_shown"] = int(len(images))
+                entry["n_shown"] = len(images)
             index["grids"].append(entry)
     real = audit[audit["source"] == "real"].sort_values("score", kind="stable")
     for name, rows in (("lowest", real.head(k)), ("highest", real.tail(k).iloc[::-1])):
@@ -121,7 +121,7 @@ def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
             images = _images(real_source, [str(i) for i in rows["image_id"]])
             _save_png(out / f"real-{name}.png", images_to_grid(images, value_range=value_range))
         index["grids"].append({"file": f"real-{name}.png", "kind": f"real-{name}",
-                               "n_shown": int(len(rows)),
+                               "n_shown": len(rows),
                                "scores": [float(s) for s in rows["score"]]})
     atomic_write_json(out / "index.json", index)
     return index
