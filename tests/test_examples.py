@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Any
 
 import pytest
 import yaml
 from pydantic import AfterValidator, BaseModel
 
+from audit._yaml import _unwrap  # the loader's own type unwrapping
 from audit.concepts import load_concept_set
 from audit.config import AuditConfig, load_config
 
@@ -23,26 +24,8 @@ README = (EXAMPLES / "README.md").read_text(encoding="utf-8")
 PATH_VALIDATORS = {"_resolve_path", "_resolve_spec"}  # audit.config's path resolvers
 
 
-def _bare(annotation: Any) -> tuple[Any, list[Any]]:
-    """Strip Annotated and Optional; the type and the metadata found on the way."""
-    meta: list[Any] = []
-    while True:
-        if get_origin(annotation) is Annotated:
-            annotation, *extra = get_args(annotation)
-            meta.extend(extra)
-        elif get_origin(annotation) is Union and type(None) in get_args(annotation):
-            rest = [a for a in get_args(annotation) if a is not type(None)]
-            if len(rest) != 1:
-                return annotation, meta
-            annotation = rest[0]
-        elif type(None) in get_args(annotation) and len(get_args(annotation)) == 2:
-            annotation = next(a for a in get_args(annotation) if a is not type(None))
-        else:
-            return annotation, meta
-
-
 def _is_path_field(field: Any) -> bool:
-    _, meta = _bare(field.annotation)
+    _, meta = _unwrap(field.annotation)
     funcs = {getattr(getattr(m, "func", None), "__name__", "") for m in [*meta, *field.metadata]
              if isinstance(m, AfterValidator)}
     return bool(funcs & PATH_VALIDATORS)
@@ -52,7 +35,7 @@ def path_keys_in_schema(model: type[BaseModel] = AuditConfig, prefix: str = "") 
     """Dotted names of every field of the config that resolves a path."""
     keys = {f"{prefix}concept_set"} if model is AuditConfig else set()
     for name, field in model.model_fields.items():
-        tp, _ = _bare(field.annotation)
+        tp, _ = _unwrap(field.annotation)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             keys |= path_keys_in_schema(tp, f"{prefix}{name}.")
         elif _is_path_field(field):
@@ -65,7 +48,7 @@ def path_keys_used(data: dict, model: type[BaseModel] = AuditConfig, prefix: str
     keys: set[str] = set()
     for name, value in data.items():
         field = model.model_fields[name]
-        tp, _ = _bare(field.annotation)
+        tp, _ = _unwrap(field.annotation)
         if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(value, dict):
             keys |= path_keys_used(value, tp, f"{prefix}{name}.")
         elif _is_path_field(field) or (name == "concept_set" and model is AuditConfig
