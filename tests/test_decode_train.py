@@ -400,7 +400,7 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
     bases = principal_bases(gram_matrices(xs, train), 8, seed=0)
     assert all(b.shape == (24, 8) for b in bases)
     settings = fast(max_epochs=15, patience=15, batch_size=64)
-    weights, epochs = fit_mlps(xs, t, train, val, layout, settings, init=probes, bases=bases)
+    weights, epochs, _ = fit_mlps(xs, t, train, val, layout, settings, init=probes, bases=bases)
     assert max(epochs) > 0
     for i, (x, w, p) in enumerate(zip(xs, weights, probes, strict=True)):
         assert w["trunk.0.weight"].shape == (32, 24)
@@ -430,3 +430,23 @@ def test_principal_bases_span_the_top_components():
     captured = np.linalg.norm(basis.double().numpy().T @ top, axis=0)
     np.testing.assert_allclose(captured, 1.0, atol=1e-4)
     assert principal_bases(gram_matrices([x], np.arange(500)), 30) == [None]
+
+
+def test_training_curves_are_recorded_and_saved(tmp_path) -> None:
+    """Each layer keeps its per-epoch train and validation loss, and they survive a reload."""
+    from audit.decode import load_decoders, save_decoders
+
+    features, labels, concept_set = planted_activations(300, n_layers=2, dim=16, seed=1)
+    bundle = activations_to_decoders(features, labels, concept_set,
+                                     settings=DecoderSettings(max_epochs=4, patience=10),
+                                     model_sha256="m", pooling="avg")
+    for dec in bundle.decoders.values():
+        hist = dec.history
+        assert hist["epoch"][-1] >= 1 and len(hist["val_loss"]) == len(hist["epoch"])
+        assert all(v > 0 for v in hist["val_loss"])
+        assert dec.epochs in hist["epoch"]  # the kept epoch is one of the recorded ones
+        assert min(hist["val_loss"]) == hist["val_loss"][hist["epoch"].index(dec.epochs)]
+    save_decoders(bundle, tmp_path / "d")
+    again = load_decoders(tmp_path / "d")
+    layer = next(iter(bundle.decoders))
+    assert again.decoders[layer].history["epoch"] == bundle.decoders[layer].history["epoch"]

@@ -24,6 +24,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -449,7 +450,7 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
              layout: HeadLayout, settings: DecoderSettings, *,
              init: Sequence[dict[str, np.ndarray]] | None = None,
              bases: Sequence[torch.Tensor | None] | None = None,
-             ) -> tuple[list[dict[str, np.ndarray]], list[int]]:
+             ) -> tuple[list[dict[str, np.ndarray]], list[int], list[dict[str, list[float]]]]:
     """Train M decoder MLPs together; early stopping per member on its validation loss.
 
     Parameters
@@ -478,12 +479,16 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         Each member's weights at its best validation epoch (numpy, out x in).
     epochs : list of int
         The best epoch of each member (0: the starting point was best).
+    history : list of dict
+        Per member, the training curve: ``epoch``, ``train_loss`` (mean over the epoch's
+        batches, with dropout) and ``val_loss`` (epoch 0: the starting point).
     """
     device = xs[0].device
     m = len(xs)
     hidden = list(settings.hidden)
     if init is not None and not hidden:
-        return [{k: v.copy() for k, v in p.items()} for p in init], [0] * m
+        return ([{k: v.copy() for k, v in p.items()} for p in init], [0] * m,
+                [{"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)])
     gen = torch.Generator().manual_seed(settings.seed)
     offset = None
     if init is not None and settings.linear_skip:
@@ -522,8 +527,14 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         best_loss = torch.full((m,), float("inf"), device=device)
     best_epoch = torch.zeros(m, dtype=torch.long, device=device)
     best = net.clone()
+    curve: dict[str, list[Any]] = {"epoch": [], "train_loss": [], "val_loss": []}
+    if offset is not None:
+        curve["epoch"].append(0)
+        curve["train_loss"].append([math.nan] * m)
+        curve["val_loss"].append(best_loss.tolist())
     step = 0
     for epoch in range(1, settings.max_epochs + 1):
+        train_sum = torch.zeros(m, device=device)
         if batch == n_tr:
             xe, te, oe = x_tr, t_tr, o_tr
         else:
@@ -539,8 +550,12 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
             loss.sum().backward()
             opt.step(_one_cycle(step, steps, total, settings.lr))
             step += 1
+            train_sum += loss.detach() * len(range(n_tr)[sl])
         with torch.no_grad():
             val_loss = _member_losses(net.forward(x_va, 0.0, False, o_va), t_va, layout)
+            curve["epoch"].append(epoch)
+            curve["train_loss"].append((train_sum / n_tr).tolist())
+            curve["val_loss"].append(val_loss.tolist())
             better = val_loss < best_loss
             if better.any():
                 best_loss = torch.where(better, val_loss, best_loss)
@@ -548,7 +563,10 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
                 best.copy_members(net, better)
         if bool((epoch - best_epoch >= settings.patience).all()):
             break
-    return [best.export(i) for i in range(m)], best_epoch.tolist()
+    history = [{"epoch": list(curve["epoch"]),
+                "train_loss": [float(v[i]) for v in curve["train_loss"]],
+                "val_loss": [float(v[i]) for v in curve["val_loss"]]} for i in range(m)]
+    return [best.export(i) for i in range(m)], best_epoch.tolist(), history
 
 
 @torch.no_grad()

@@ -40,6 +40,9 @@ class LayerDecoder:
         Held-out metrics per concept at this layer (see ``decoders/validity.json``).
     epochs : int
         Best epoch of early stopping.
+    history : dict
+        Training curve: ``epoch``, ``train_loss``, ``val_loss`` (empty when not trained
+        here, e.g. a decoder that is its linear probe).
     """
 
     layer: str
@@ -49,6 +52,7 @@ class LayerDecoder:
     temperatures: dict[str, float]
     metrics: dict[str, dict] = field(default_factory=dict)
     epochs: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def n_features(self) -> int:

@@ -56,7 +56,7 @@ def save_decoders(bundle: DecoderBundle, directory: str | Path) -> Path:
             "model_sha256": bundle.model_sha256, "concept_set": concept_set,
             "n_features": dec.n_features, "hidden": list(bundle.settings.hidden),
             "weights": f"{stem}.safetensors", "mean": dec.mean, "std": dec.std,
-            "temperatures": dec.temperatures, "epochs": dec.epochs,
+            "temperatures": dec.temperatures, "epochs": dec.epochs, "history": dec.history,
             "settings": bundle.settings.model_dump(mode="json"), "metrics": dec.metrics,
         })
         files[layer] = stem
@@ -105,7 +105,7 @@ def _layer_decoder(directory: Path, layer: str, stem: str, sha: str
         std = np.asarray(meta["std"], dtype=np.float32)
         dec = LayerDecoder(layer, params, mean, std,
                            {k: float(v) for k, v in meta["temperatures"].items()},
-                           meta["metrics"], int(meta["epochs"]))
+                           meta["metrics"], int(meta["epochs"]), meta.get("history") or {})
         n_hidden = sum(1 for k in params if k.startswith("trunk.") and k.endswith(".weight"))
         if (params["trunk.0.weight" if n_hidden else "head.weight"].shape[1] != len(mean)
                 or n_hidden != len(meta["hidden"]) or len(std) != len(mean)):

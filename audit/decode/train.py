@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -139,6 +139,7 @@ class _Fitted:
     epochs: list[int]
     choices: list[dict[str, str]]          # per member: concept -> "mlp" or "linear"
     temperatures: list[dict[str, float]]   # per member: concept -> temperature
+    history: list[dict[str, list[float]]] = field(default_factory=list)  # training curves
 
 
 def _fit_members(xs: list[Any], precond: list[Any], bases: list[Any], codes: list[np.ndarray],
@@ -158,9 +159,10 @@ def _fit_members(xs: list[Any], precond: list[Any], bases: list[Any], codes: lis
     t = _targets(codes, weights, xs[0].device)
     probes = fit_probes(xs, t, train, layout, max_iter=settings.probe_max_iter,
                         precond=precond)
-    mlps, epochs = fit_mlps(xs, t, train, val, layout, settings,
-                            init=probes if settings.init_from_probe else None, bases=bases)
-    out = _Fitted([], probes, epochs, [], [])
+    mlps, epochs, history = fit_mlps(xs, t, train, val, layout, settings,
+                                     init=probes if settings.init_from_probe else None,
+                                     bases=bases)
+    out = _Fitted([], probes, epochs, [], [], history)
     for x, y, mlp, probe in zip(xs, codes, mlps, probes, strict=True):
         x_val, y = x[val].cpu().numpy(), y[val]
         lm = _logits(mlp, x_val)
@@ -302,7 +304,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                                                decide(p_prob, kind)[known])
                 metrics[name] = m
             decoders[layer] = LayerDecoder(layer, mlps[i], *stats[layer], temps, metrics,
-                                           int(epochs[i]))
+                                           int(epochs[i]), fitted.history[i])
 
         # The layer of each concept is chosen on the validation split, not on test.
         best = {name: settings.layer.get(name) or _choose(

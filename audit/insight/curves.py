@@ -19,6 +19,7 @@ installed (``pip install 'gan-audit[tensorboard]'``), and raises a
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,7 +76,7 @@ def _floats(values: Any) -> list[float] | None:
     if not isinstance(values, list) or not values:
         return None
     try:
-        return [float(v) for v in values]
+        return [math.nan if v is None else float(v) for v in values]  # null: not measured
     except (TypeError, ValueError):
         return None
 
@@ -174,7 +175,8 @@ def curves_to_tensorboard(curves: TrainingCurves, log_dir: Path) -> list[Path]:
     try:
         for curve in curves.curves:
             for step, value in zip(curve.steps, curve.values, strict=True):
-                writer.add_scalar(curve.tag, value, global_step=step)
+                if math.isfinite(value):  # e.g. no training loss at the starting point
+                    writer.add_scalar(curve.tag, value, global_step=step)
         writer.add_text("decoder/layers", ", ".join(
             f"{i}: {lay}" for i, lay in enumerate(curves.layers)) or "(none)")
     finally:
