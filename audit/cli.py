@@ -394,11 +394,24 @@ def compare(run_a: Path, run_b: Path, out: Path, no_pdf: bool) -> None:
     Example:
       gan-audit compare reports/ckpt-100k reports/ckpt-200k --out reports/compare
     """
+    import json
+
     from audit.report import render_compare
 
     paths = render_compare(run_a, run_b, out=out, pdf=not no_pdf)
-    for path in paths.values():
-        click.echo(str(path))
+    comparison = json.loads(paths["json"].read_text(encoding="utf-8"))
+    metrics, findings = comparison["metrics"], comparison["findings"]
+    moved = sum(1 for m in metrics if m.get("intervals_overlap") is False)
+    click.echo(f"{len(metrics)} metrics in both audits, {moved} with intervals that do not "
+               f"overlap; findings: {len(findings['new'])} new, {len(findings['resolved'])} "
+               f"resolved, {len(findings['changed_severity'])} changed in severity")
+    for kind in ("new", "resolved"):
+        for f in findings[kind]:
+            click.echo(f"  {kind}: [{f['severity']}] {f['id']}")
+    for warning in comparison["warnings"]:
+        click.echo(f"warning: {warning}", err=True)
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")
 
 
 @cli.command()

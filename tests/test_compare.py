@@ -100,3 +100,27 @@ def test_cli_writes_json_html_and_pdf(tmp_path, before):
     missing = CliRunner().invoke(cli, ["compare", str(a), str(tmp_path / "x"), "--out",
                                        str(out), "--no-pdf"])
     assert missing.exit_code == 2 and "not a folder" in missing.output
+
+
+def test_compare_command_prints_a_summary_of_changes(tmp_path):
+    """stdout says how many metrics moved and names new and resolved findings."""
+    import json
+
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    fixture = Path(__file__).parent / "fixtures" / "results_digits.json"
+    results = json.loads(fixture.read_text())
+    runs = []
+    for name, findings in (("a", results["findings"]), ("b", results["findings"][1:])):
+        run = tmp_path / name
+        run.mkdir()
+        (run / "results.json").write_text(json.dumps({**results, "findings": findings}))
+        runs.append(run)
+    result = CliRunner().invoke(cli, ["compare", str(runs[0]), str(runs[1]), "--out",
+                                      str(tmp_path / "cmp"), "--no-pdf"])
+    assert result.exit_code == 0, result.output
+    assert "findings: 0 new, 1 resolved" in result.stdout
+    assert f"resolved: [{results['findings'][0]['severity']}] {results['findings'][0]['id']}" \
+        in result.stdout
