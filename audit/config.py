@@ -239,6 +239,11 @@ class DecoderSettings(_Section):
                                                        "preconditioned, it is converged or "
                                                        "within ~0.02 held-out accuracy of "
                                                        "scikit-learn's fit by 30)")
+    probe_start_iter: int = Field(3, ge=1, description="L-BFGS iterations of the linear start "
+                                                      "at every layer (the MLP's linear path "
+                                                      "and the probe's starting point); the "
+                                                      "full probe is fitted at the chosen "
+                                                      "layers only")
     class_balanced: bool = False
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
     seed: int = 0

@@ -174,6 +174,12 @@ def main() -> None:
     from audit.decode.synthetic import discriminator_like_activations
 
     torch.set_num_threads(1)
+    from sklearn.linear_model import LogisticRegression  # noqa: F401 (loads its BLAS)
+    from threadpoolctl import threadpool_info
+
+    blas = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
+    print(f"threads: torch {torch.get_num_threads()} (intra-op), numpy/scipy/scikit-learn "
+          f"BLAS and OpenMP {', '.join(blas)}: one each side")
     speedups = []
     if args.demo:
         with tempfile.TemporaryDirectory(prefix="bench-decoders-") as tmp:

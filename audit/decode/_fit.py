@@ -47,6 +47,9 @@ class Targets:
     def rows(self, idx: torch.Tensor) -> Targets:
         return Targets(self.codes[:, idx], self.weights[:, idx])
 
+    def members(self, idx: Sequence[int]) -> Targets:
+        return Targets(self.codes[list(idx)], self.weights[list(idx)])
+
 
 def _member_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout) -> torch.Tensor:
     """Loss per member (M,): the sum over concepts of each concept's weighted mean loss.
@@ -198,6 +201,7 @@ def principal_bases(grams: Sequence[torch.Tensor], k: int | None, *, seed: int =
 def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
                layout: HeadLayout, *, max_iter: int = 100, tol: float = 1e-4, history: int = 10,
                precond: Sequence[torch.Tensor] | None = None,
+               init: Sequence[dict[str, np.ndarray]] | None = None,
                ) -> list[dict[str, np.ndarray]]:
     """L2-regularised logistic regression per member and concept (scikit-learn's objective).
 
@@ -221,6 +225,9 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
         Where each concept's logits sit.
     precond : list of tensors, optional
         :func:`probe_preconditioners` of ``xs`` and ``train``.
+    init : list of dict, optional
+        Starting points (each member's ``head.weight``, ``head.bias``, e.g. a fit with a
+        smaller ``max_iter``); zero where not given.
 
     Returns
     -------
@@ -258,6 +265,10 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
         return out
 
     theta = torch.zeros(m, layout.width, d1, dtype=dtype, device=device)
+    for i, p in enumerate(init or ()):
+        d = p["head.weight"].shape[1]
+        theta[i, :, :d] = torch.as_tensor(p["head.weight"], device=device)
+        theta[i, :, d] = torch.as_tensor(p["head.bias"], device=device)
     f, g = data.loss_grad(theta)
     hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     gamma = torch.ones(m, c, dtype=dtype, device=device)

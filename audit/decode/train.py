@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,7 +11,12 @@ import pandas as pd
 from audit.concepts import ConceptSet
 from audit.config import DecoderSettings
 from audit.decode.bundle import DecoderBundle, LayerDecoder, standardise
-from audit.decode.metrics import accuracy, concept_metrics, macro_auroc
+from audit.decode.metrics import (
+    accuracy,
+    concept_metrics,
+    expected_calibration_error,
+    macro_auroc,
+)
 from audit.decode.model import (
     HeadLayout,
     _nll,
@@ -116,6 +120,12 @@ def _calibrated_nll(z: np.ndarray, y: np.ndarray, kind: str, calibrate: bool
     return float(_nll(np.asarray(z, dtype=np.float64), y, kind, np.array([t]))[0]), t
 
 
+def _val_auroc(z: np.ndarray, y: np.ndarray, kind: str, temperature: float) -> float:
+    """Macro AUROC of one concept's logits ``z`` at ``temperature`` on labelled rows."""
+    known = y >= 0
+    return macro_auroc(y[known], concept_probabilities(z[known], kind, temperature))
+
+
 def _with_linear(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray],
                  sl: slice) -> dict[str, np.ndarray]:
     """``mlp`` with the logits of columns ``sl`` replaced by the probe's (linear path)."""
@@ -130,57 +140,48 @@ def _with_linear(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray],
     return out
 
 
-@dataclass
-class _Fitted:
-    """Decoders of M members with their probes, best epochs, choices and temperatures."""
-
-    decoders: list[dict[str, np.ndarray]]
-    probes: list[dict[str, np.ndarray]]
-    epochs: list[int]
-    choices: list[dict[str, str]]          # per member: concept -> "mlp" or "linear"
-    temperatures: list[dict[str, float]]   # per member: concept -> temperature
-    history: list[dict[str, list[float]]] = field(default_factory=list)  # training curves
+def _paired_layout(layout: HeadLayout) -> HeadLayout:
+    """``layout`` followed by a copy of itself: the real and the control-task concepts."""
+    return HeadLayout((*layout.names, *(f"{n} (control)" for n in layout.names)),
+                      layout.kinds * 2, layout.groups * 2)
 
 
-def _fit_members(xs: list[Any], precond: list[Any], bases: list[Any], codes: list[np.ndarray],
-                 weights: list[np.ndarray], split: np.ndarray, layout: HeadLayout,
-                 settings: DecoderSettings) -> _Fitted:
-    """Fit probe + MLP on each member's standardised features, pick per concept on val.
+def _rows(params: dict[str, np.ndarray], sl: slice) -> dict[str, np.ndarray]:
+    """A linear fit's output rows ``sl`` (one half of a :func:`_paired_layout` fit)."""
+    return {k: np.ascontiguousarray(v[sl]) for k, v in params.items()}
 
-    ``xs`` are torch tensors (N x D_i), ``precond`` their probe preconditioners,
-    ``bases`` the principal components the hidden layers read (None: all inputs) and
-    ``codes`` / ``weights`` each member's labels and sample weights (N x C). Per member
-    and concept the decoder keeps the linear probe where its (calibrated) validation
-    loss is not higher than the MLP's (``settings.select_linear``).
+
+def _calibrate(params: dict[str, np.ndarray], x_val: np.ndarray, y_val: np.ndarray,
+               layout: HeadLayout, settings: DecoderSettings,
+               ) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
+    """Validation logits, then per concept the temperature and the calibrated NLL."""
+    z = _logits(params, x_val)
+    temps, nlls = {}, {}
+    for j, name in enumerate(layout.names):
+        nlls[name], temps[name] = _calibrated_nll(z[:, layout.slice(j)], y_val[:, j],
+                                                  layout.kinds[j], settings.calibrate)
+    return z, temps, nlls
+
+
+def _select(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray], x_val: np.ndarray,
+            y_val: np.ndarray, layout: HeadLayout, settings: DecoderSettings,
+            ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
+    """Per concept the MLP or the probe, whichever has the lower calibrated validation loss.
+
+    Returns the decoder's weights, ``{concept: "mlp" | "linear"}`` and the temperatures.
+    Ties go to the probe; without ``settings.select_linear`` the MLP is kept.
     """
-    from audit.decode._fit import fit_mlps, fit_probes
-
-    train, val = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
-    t = _targets(codes, weights, xs[0].device)
-    probes = fit_probes(xs, t, train, layout, max_iter=settings.probe_max_iter,
-                        precond=precond)
-    mlps, epochs, history = fit_mlps(xs, t, train, val, layout, settings,
-                                     init=probes if settings.init_from_probe else None,
-                                     bases=bases)
-    out = _Fitted([], probes, epochs, [], [], history)
-    for x, y, mlp, probe in zip(xs, codes, mlps, probes, strict=True):
-        x_val, y = x[val].cpu().numpy(), y[val]
-        lm = _logits(mlp, x_val)
-        lp = _logits(probe, x_val) if settings.select_linear else None
-        params, choice, temps = mlp, {}, {}
-        for j, name in enumerate(layout.names):
-            sl, kind = layout.slice(j), layout.kinds[j]
-            nll_m, temps[name] = _calibrated_nll(lm[:, sl], y[:, j], kind, settings.calibrate)
-            choice[name] = "mlp"
-            if lp is not None:
-                nll_p, t_p = _calibrated_nll(lp[:, sl], y[:, j], kind, settings.calibrate)
-                if nll_p <= nll_m:
-                    params = _with_linear(params, probe, sl)
-                    choice[name], temps[name] = "linear", t_p
-        out.decoders.append(params)
-        out.choices.append(choice)
-        out.temperatures.append(temps)
-    return out
+    _, temps, nll_m = _calibrate(mlp, x_val, y_val, layout, settings)
+    choice = dict.fromkeys(layout.names, "mlp")
+    if not settings.select_linear:
+        return mlp, choice, temps
+    _, temps_p, nll_p = _calibrate(probe, x_val, y_val, layout, settings)
+    params = mlp
+    for j, name in enumerate(layout.names):
+        if nll_p[name] <= nll_m[name]:
+            params = _with_linear(params, probe, layout.slice(j))
+            choice[name], temps[name] = "linear", temps_p[name]
+    return params, choice, temps
 
 
 def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataFrame,
@@ -215,15 +216,19 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
 
     Notes
     -----
-    Per layer, a linear probe (scikit-learn's ``LogisticRegression()`` objective, batched
-    L-BFGS over all layers and concepts) is fitted first. Every layer's MLP then trains at
-    once on top of it: the linear path is the probe, kept fixed, and the hidden layers
-    (reading the top ``trunk_components`` principal components of the standardised input;
-    their head starts at zero) learn what the probe misses, with minibatch AdamW on a
-    one-cycle schedule and early stopping on the validation loss after every epoch.
-    Per concept and layer the decoder keeps the probe instead of the MLP when the probe's
-    calibrated validation loss is not higher (``metrics["decoder"]``: ``"mlp"`` or
-    ``"linear"``), so on held-out data it does not fall below the probe beyond noise.
+    Per layer, a few batched L-BFGS steps of the linear probe's objective (scikit-learn's
+    ``LogisticRegression()``: ``probe_start_iter``) give a linear start, for the real and
+    the control task at once. Every layer's MLP then trains at once on top of it: the
+    linear path is that start, kept fixed, and the hidden layers (reading the top
+    ``trunk_components`` principal components of the standardised input; their head
+    starts at zero) learn what it misses, with minibatch AdamW on a one-cycle schedule and
+    early stopping on the validation loss after every epoch. The full probe (to
+    scikit-learn's tolerance within ``probe_max_iter``, from the start) is fitted only at
+    each concept's two best layers by validation macro AUROC and wherever the choice then
+    lands; there, per concept, the decoder keeps the probe instead of the MLP when the
+    probe's calibrated validation loss is not higher (``metrics["decoder"]``: ``"mlp"`` or
+    ``"linear"``), so on held-out data it does not fall below the probe beyond noise, and
+    the layer is chosen again. ``probe_accuracy`` is NaN at layers without a probe.
     Temperatures are fitted on the validation split. Each concept's layer is chosen by
     validation macro AUROC (``sweep["val_scores"]``; ties to the later layer), never on
     the test split, so the held-out validity is not flattered by the choice. The control
@@ -262,79 +267,141 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork, device_type=dev.type if fork else "cuda"):
         torch.manual_seed(settings.seed)
-        from audit.decode._fit import gram_matrices, principal_bases, probe_preconditioners
+        from audit.decode._fit import (
+            fit_mlps,
+            fit_probes,
+            gram_matrices,
+            principal_bases,
+            probe_preconditioners,
+        )
 
         xt = [torch.as_tensor(xs[lay], device=dev) for lay in layers]
         grams = gram_matrices(xt, train)
         precond = probe_preconditioners(grams, len(train))
         bases = principal_bases(grams, settings.trunk_components, seed=settings.seed)
         del grams
-        n_lay = len(layers)
-        fitted = _fit_members(
-            xt, precond, bases, [codes] * n_lay,
-            [_sample_weights(codes, train, sizes, settings.class_balanced)] * n_lay,
-            split, layout, settings)
-        mlps, probes, epochs = fitted.decoders, fitted.probes, fitted.epochs
+        n_lay, width = len(layers), layout.width
+        real, ctrl = slice(0, width), slice(width, 2 * width)
 
-        # Validation and held-out metrics of every concept at every layer.
-        prot = {c.name: (tuple(c.groups), codes[test, j])
-                for j, c in enumerate(concept_set.concepts) if c.protected}
-        decoders: dict[str, LayerDecoder] = {}
-        for i, layer in enumerate(layers):
-            logits = _logits(mlps[i], xs[layer])
-            probe_logits = _logits(probes[i], xs[layer][test])
-            temps, metrics = {}, {}
+        # Linear starts of the real and the control task (labels shuffled within the
+        # training and the validation split) at every layer, in one batched fit: a few
+        # L-BFGS steps of the probe's objective (all of them without hidden layers, where
+        # the decoder is the probe).
+        shuffled = _shuffled(codes, split, settings.seed + 1)
+        paired = _paired_layout(layout)
+        both = np.concatenate([codes, shuffled], axis=1)
+        t_both = _targets([both] * n_lay, [(both >= 0).astype(np.float32)] * n_lay, dev)
+        full = not settings.hidden
+        starts = fit_probes(xt, t_both, train, paired, precond=precond,
+                            max_iter=settings.probe_max_iter if full
+                            else settings.probe_start_iter)
+
+        # Every layer's MLP at once, its linear path started from there.
+        init = [_rows(p, real) for p in starts] if settings.init_from_probe else None
+        weights = _sample_weights(codes, train, sizes, settings.class_balanced)
+        mlps, epochs, history = fit_mlps(xt, _targets([codes] * n_lay, [weights] * n_lay, dev),
+                                         train, val, layout, settings, init=init, bases=bases)
+
+        # The layer of each concept is chosen on the validation split, not on test.
+        val_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
+        temps: list[dict[str, float]] = []
+        choices = [dict.fromkeys(layout.names, "mlp") for _ in layers]
+
+        def score(i: int) -> None:
+            z = _logits(mlps[i], xs[layers[i]][val])
             for j, name in enumerate(layout.names):
-                kind, sl = layout.kinds[j], layout.slice(j)
-                temps[name] = fitted.temperatures[i][name]
-                prob = concept_probabilities(logits[test, sl], kind, temps[name])
-                m = concept_metrics(codes[test, j], prob, decide(prob, kind), prot)
-                raw = concept_probabilities(logits[test, sl], kind)
-                m["ece_uncalibrated"] = concept_metrics(codes[test, j], raw, decide(raw, kind),
-                                                        {})["ece"]
-                m["temperature"] = temps[name]
-                m["decoder"] = fitted.choices[i][name]
-                known_val = codes[val, j] >= 0
-                m["val_auroc"] = macro_auroc(
-                    codes[val, j][known_val],
-                    concept_probabilities(logits[val, sl][known_val], kind, temps[name]))
-                known = codes[test, j] >= 0
+                val_scores[name][layers[i]] = _val_auroc(z[:, layout.slice(j)], codes[val, j],
+                                                         layout.kinds[j], temps[i][name])
+
+        for i, layer in enumerate(layers):
+            temps.append(_calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)[1])
+            score(i)
+
+        # The linear probe (scikit-learn's objective, to its tolerance, from the starts, for
+        # both tasks) only where it can matter: at each concept's two best layers by the
+        # MLPs' validation scores, then wherever the choice lands. There, per concept, the
+        # decoder keeps the probe when the MLP does not lower the calibrated validation
+        # loss, and the layer is chosen again on the resulting validation scores.
+        probes: dict[int, dict[str, np.ndarray]] = {}
+        wanted = {layers.index(lay) for lay in settings.layer.values()}
+        for name in layout.names:
+            ranked = sorted(range(n_lay), key=lambda i, n=name: (
+                np.nan_to_num(val_scores[n][layers[i]], nan=-np.inf), i))
+            wanted.update(ranked[-2:])
+        while True:
+            new = sorted(wanted - set(probes))
+            if new:
+                fitted = ([starts[i] for i in new] if full else fit_probes(
+                    [xt[i] for i in new], t_both.members(new), train, paired,
+                    precond=[precond[i] for i in new], max_iter=settings.probe_max_iter,
+                    init=[starts[i] for i in new]))
+                for i, p in zip(new, fitted, strict=True):
+                    probes[i] = p
+                    mlps[i], choices[i], temps[i] = _select(
+                        mlps[i], _rows(p, real), xs[layers[i]][val], codes[val], layout,
+                        settings)
+                    score(i)
+            best = {name: settings.layer.get(name) or _choose(val_scores[name], layers)
+                    for name in layout.names}
+            wanted = {layers.index(lay) for lay in best.values()}
+            if wanted <= set(probes):
+                break
+        chosen = [lay for lay in layers if lay in best.values()]
+        at = [layers.index(lay) for lay in chosen]
+
+        # The control task at the chosen layers, trained and decided like the real one.
+        w_ctrl = _sample_weights(shuffled, train, sizes, settings.class_balanced)
+        controls, _, _ = fit_mlps(
+            [xt[i] for i in at], _targets([shuffled] * len(at), [w_ctrl] * len(at), dev),
+            train, val, layout, settings,
+            init=[_rows(starts[i], ctrl) for i in at] if settings.init_from_probe else None,
+            bases=[bases[i] for i in at])
+    controls = [_select(c, _rows(probes[i], ctrl), xs[layers[i]][val], shuffled[val], layout,
+                        settings)[0] for c, i in zip(controls, at, strict=True)]
+
+    # Validation and held-out metrics of every concept at every layer.
+    prot = {c.name: (tuple(c.groups), codes[test, j])
+            for j, c in enumerate(concept_set.concepts) if c.protected}
+    decoders: dict[str, LayerDecoder] = {}
+    for i, layer in enumerate(layers):
+        logits = _logits(mlps[i], xs[layer])
+        probe_logits = (_logits(_rows(probes[i], real), xs[layer][test])
+                        if i in probes else None)
+        metrics = {}
+        for j, name in enumerate(layout.names):
+            kind, sl, t = layout.kinds[j], layout.slice(j), temps[i][name]
+            prob = concept_probabilities(logits[test, sl], kind, t)
+            m = concept_metrics(codes[test, j], prob, decide(prob, kind), prot)
+            raw = concept_probabilities(logits[test, sl], kind)
+            known = codes[test, j] >= 0
+            m["ece_uncalibrated"] = expected_calibration_error(codes[test, j][known],
+                                                               raw[known])
+            m["temperature"] = t
+            m["decoder"] = choices[i][name]
+            m["val_auroc"] = val_scores[name][layer]
+            m["probe_accuracy"] = float("nan")
+            if probe_logits is not None:
                 p_prob = concept_probabilities(probe_logits[:, sl], kind)
                 m["probe_accuracy"] = accuracy(codes[test, j][known],
                                                decide(p_prob, kind)[known])
-                metrics[name] = m
-            decoders[layer] = LayerDecoder(layer, mlps[i], *stats[layer], temps, metrics,
-                                           int(epochs[i]), fitted.history[i])
-
-        # The layer of each concept is chosen on the validation split, not on test.
-        best = {name: settings.layer.get(name) or _choose(
-            {lay: decoders[lay].metrics[name]["val_auroc"] for lay in layers}, layers)
-            for name in layout.names}
-
-        # Control task at each chosen layer: the same decoder trained the same way on labels
-        # shuffled within the training and the validation split.
-        chosen = [lay for lay in layers if lay in best.values()]
-        at = [layers.index(lay) for lay in chosen]
-        shuffled = _shuffled(codes, split, settings.seed + 1)
-        controls = _fit_members(
-            [xt[i] for i in at], [precond[i] for i in at], [bases[i] for i in at],
-            [shuffled] * len(at),
-            [_sample_weights(shuffled, train, sizes, settings.class_balanced)] * len(at),
-            split, layout, settings).decoders
+            metrics[name] = m
+        decoders[layer] = LayerDecoder(layer, mlps[i], *stats[layer], temps[i], metrics,
+                                       int(epochs[i]), history[i])
 
     validity: dict[str, Any] = {}
     for j, name in enumerate(layout.names):
         layer = best[name]
         logits = _logits(controls[chosen.index(layer)], xs[layer][test])
         known = codes[test, j] >= 0
-        ctrl = accuracy(codes[test, j][known],
-                        decide(concept_probabilities(logits[:, layout.slice(j)],
-                                                     layout.kinds[j]), layout.kinds[j])[known])
+        ctrl_acc = accuracy(codes[test, j][known],
+                            decide(concept_probabilities(logits[:, layout.slice(j)],
+                                                         layout.kinds[j]),
+                                   layout.kinds[j])[known])
         m = dict(decoders[layer].metrics[name])
-        selectivity = m["accuracy"] - ctrl
+        selectivity = m["accuracy"] - ctrl_acc
         validity[name] = {
             "layer": layer, "groups": list(layout.groups[j]), **m,
-            "control_accuracy": ctrl, "selectivity": selectivity,
+            "control_accuracy": ctrl_acc, "selectivity": selectivity,
             "decodable": bool(np.isfinite(selectivity)
                               and selectivity >= settings.min_selectivity),
         }
@@ -350,8 +417,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                             for n in layout.names},
                "probe_accuracy": {n: {lay: decoders[lay].metrics[n]["probe_accuracy"]
                                       for lay in layers} for n in layout.names},
-               "val_scores": {n: {lay: decoders[lay].metrics[n]["val_auroc"]
-                                  for lay in layers} for n in layout.names},
+               "val_scores": val_scores,
                "decoder": {n: {lay: decoders[lay].metrics[n]["decoder"] for lay in layers}
                            for n in layout.names},
                "best": best},
