@@ -234,11 +234,12 @@ class DecoderSettings(_Section):
                                                           "less accurate on small sets); None: "
                                                           "full batch, which needs hundreds of "
                                                           "epochs")
-    probe_max_iter: int = Field(30, ge=1, description="L-BFGS iterations of the linear probe "
-                                                       "(scikit-learn's objective and tolerance; "
-                                                       "preconditioned, it is converged or "
-                                                       "within ~0.02 held-out accuracy of "
-                                                       "scikit-learn's fit by 30)")
+    probe_max_iter: int = Field(30, ge=1, description="L-BFGS iterations of the full linear "
+                                                       "probe, fitted at each concept's best "
+                                                       "layers only (scikit-learn's objective "
+                                                       "and tolerance; preconditioned, it is "
+                                                       "converged or within ~0.02 held-out "
+                                                       "accuracy of scikit-learn's fit by 30)")
     probe_start_iter: int = Field(3, ge=1, description="L-BFGS iterations of the linear start "
                                                       "at every layer (the MLP's linear path "
                                                       "and the probe's starting point); the "
