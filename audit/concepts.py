@@ -37,6 +37,7 @@ from audit.errors import ConceptSetError
 __all__ = ["Concept", "ConceptSet", "LabelSource", "load_concept_set", "bundled_concept_sets"]
 
 _NAME = r"^[A-Za-z][A-Za-z0-9_\-]*$"
+_NOT_IN_GROUP = ("+", "/", "\\")
 
 
 class _Strict(BaseModel):
@@ -117,6 +118,12 @@ class Concept(_Strict):
         if len(set(self.groups)) != len(self.groups):
             dup = sorted({g for g in self.groups if self.groups.count(g) > 1})
             raise ValueError(f"concept {self.name!r} lists group(s) {dup} more than once")
+        bad = [g for g in self.groups if not g.strip() or any(ch in g for ch in _NOT_IN_GROUP)]
+        if bad:
+            raise ValueError(f"concept {self.name!r}: group name(s) {bad} are empty or contain "
+                             f"one of {' '.join(_NOT_IN_GROUP)} ('+' joins groups of "
+                             f"intersections, slashes would make file names); rename them "
+                             f"(e.g. '70+' -> '70-plus') and map raw values with source.values")
         if self.kind == "binary" and len(self.groups) != 2:
             raise ValueError(f"concept {self.name!r} is binary but has {len(self.groups)} groups; "
                              f"use kind: multiclass for one-of-K concepts")

@@ -549,7 +549,8 @@ def concept_labels(raw: pd.DataFrame, concept_set: ConceptSet | None, image_ids:
         elif src.type == "idx":
             mapping = {str(i): g for i, g in enumerate(concept.groups)}
         else:
-            mapping = dict(src.values) if src.values else {g: g for g in concept.groups}
+            # group names stand for themselves; `values` adds raw spellings of them
+            mapping = {g: g for g in concept.groups} | dict(src.values or {})
         groups = []
         unknown: dict[str, int] = {}
         for v in values:

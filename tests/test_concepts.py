@@ -378,3 +378,23 @@ def test_yaml_merge_keys_still_work(tmp_path):
     cs = load_concept_set(_write(tmp_path, text))
     assert cs.concept("stroke2").source.type == "folder"  # merged from stroke
     assert cs.concept("stroke2").groups == ("narrow", "wide")  # an explicit key wins
+
+
+@pytest.mark.parametrize("group", ["70+", "a/b", "a\\b", " "])
+def test_group_names_that_would_break_intersections_or_file_names_are_refused(tmp_path, group):
+    from audit.concepts import load_concept_set
+    from audit.errors import ConceptSetError
+
+    path = tmp_path / "set.yaml"
+    path.write_text(yaml.safe_dump({"name": "s", "concepts": [
+        {"name": "age", "kind": "multiclass", "groups": ["young", group],
+         "source": {"type": "column", "column": "age"}}]}))
+    with pytest.raises(ConceptSetError, match="rename them"):
+        load_concept_set(path)
+
+
+def test_utkface_reads_70_plus_as_its_own_group():
+    from audit.concepts import load_concept_set
+
+    age = load_concept_set("utkface").concept("age")
+    assert "70-plus" in age.groups and age.source.values["70+"] == "70-plus"
