@@ -140,7 +140,10 @@ class DiscriminatorConfig(ModelConfig):
     channels: int | None = Field(None, ge=1)
     value_range: tuple[float, float] = (-1.0, 1.0)
     batch_size: int = Field(64, ge=1)
-    score_output: Literal["logit", "probability"] = "logit"
+    score_output: Literal["logit", "probability"] = Field(
+        "logit", description="what the discriminator outputs: a logit (accepted as real above "
+                             "0) or a probability (a sigmoid at the end: accepted above 0.5); "
+                             "sets the default of measure.accept_threshold")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -335,6 +338,10 @@ class AuditConfig(_Section):
         if (self.generator is None) == (self.generated is None):
             raise ValueError("give exactly one of 'generator' (a model to sample) or "
                              "'generated' (a folder of generated images)")
+        if (self.discriminator.score_output == "probability"
+                and "accept_threshold" not in self.measure.model_fields_set):
+            # A sigmoid output accepts above 0.5, not above 0 (every image would be accepted).
+            self.measure = self.measure.model_copy(update={"accept_threshold": 0.5})
         return self
 
 

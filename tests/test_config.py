@@ -258,3 +258,17 @@ def test_a_union_reports_only_the_branch_that_got_furthest(tmp_path):
 def test_odd_keys_and_values_are_named_plainly(tmp_path, text, fragment):
     base = yaml.safe_dump(MINIMAL, sort_keys=False)
     assert fragment in _error(tmp_path, base + text)
+
+
+def test_a_probability_discriminator_accepts_above_one_half_unless_told_otherwise():
+    from audit.config import config_from_dict
+
+    base = {"discriminator": {"spec": "builtin:digits-dcgan", "score_output": "probability"},
+            "generator": {"spec": "builtin:digits-dcgan"},
+            "paired": {"source": "builtin:digits-paired"},
+            "real": {"source": "builtin:digits-audit"}}
+    assert config_from_dict(base).measure.accept_threshold == 0.5
+    told = {**base, "measure": {"accept_threshold": 0.7}}
+    assert config_from_dict(told).measure.accept_threshold == 0.7
+    logit = {**base, "discriminator": {"spec": "builtin:digits-dcgan"}}
+    assert config_from_dict(logit).measure.accept_threshold == 0.0
