@@ -54,20 +54,62 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _tree_stamp(root: Path) -> str:
+    """sha256 of every file's relative path, size and modification time below ``root``.
+
+    Cheap (no file is read) and changes whenever a file is added, removed, rewritten or
+    touched: what a cache key of an image folder or a code tree needs.
+    """
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
+                 .encode())
+    return h.hexdigest()
+
+
 def _spec_files(section: Any) -> dict[str, str]:
-    """sha256 of the files a model or image spec names (weights, pickles, label files)."""
+    """Content stamps of what a model or image spec reads: weights, pickles, label files
+    (sha256 of their bytes), image folders and code trees (path, size and mtime of each
+    file), and the file of a ``python:`` module. Part of the extract stage's cache key,
+    so that new images in the same folder, or edited model code, are extracted again."""
     if section is None:
         return {}
-    files: dict[str, str] = {}
     data = section.model_dump(mode="json")
-    candidates = [data.get("weights"), data.get("labels"), data.get("label_file")]
+    if "images" in data:  # generated: {images: {...}}
+        data = data["images"]
+    files: dict[str, str] = {}
     spec = data.get("spec") or data.get("source") or ""
     prefix, _, rest = spec.partition(":")
+    candidates = [data.get("weights"), data.get("labels"), data.get("label_file")]
+    folders = [data.get("code_path")]
     if prefix in ("torchscript", "pickle", "idx", "npz"):
         candidates.append(rest.partition("#")[0])
+    elif prefix in ("folder", "celeba", "classfolders"):
+        folders.append(rest)
+    elif prefix == "builtin":  # the shipped demo: its code and its weights' checksums
+        demo = Path(__file__).resolve().parent / "demo"
+        candidates += [str(demo / "data.py"), str(demo / "models.py"),
+                       str(demo / "weights" / "SHA256SUMS")]
+    elif prefix == "python":
+        module = rest.rpartition(":")[0]
+        if module.endswith(".py"):
+            candidates.append(module)
+        else:
+            import importlib.util
+
+            try:
+                found = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                found = None
+            if found is not None and found.origin and Path(found.origin).is_file():
+                candidates.append(found.origin)
     for c in candidates:
         if c and Path(c).is_file():
             files[c] = sha256_file(Path(c))
+    for folder in folders:
+        if folder and Path(folder).is_dir():
+            files[folder] = _tree_stamp(Path(folder))
     return files
 
 
@@ -179,7 +221,7 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
                           for s in (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired,
                                     cfg.real)),
                         *(_spec_files(s) for s in (cfg.discriminator, cfg.generator,
-                                                   cfg.paired, cfg.real)))
+                                                   cfg.generated, cfg.paired, cfg.real)))
     run.stage("extract", extract_key, ["activations"],
               lambda: _extract(cfg, run_dir, dev), keep=extracted)
     _record_data(run, cfg)
@@ -244,9 +286,10 @@ def _record_data(run: _Run, cfg: AuditConfig) -> None:
     run.manifest["hashes"] = {
         "config": run.config_sha,
         "discriminator": paired.model_sha256,
-        "files": {k: v for s in (cfg.discriminator, cfg.generator, cfg.paired, cfg.real)
-                  for k, v in _spec_files(s).items()},
-        "data": {name: _hash(store.image_ids) for name, store in stores.items()},
+        "files": {k: v for s in (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired,
+                                 cfg.real) for k, v in _spec_files(s).items()},
+        # each store's source fingerprint: its images (ids, content stamp) and transform
+        "data": {name: store.settings.source_fingerprint for name, store in stores.items()},
     }
     gen_spec = cfg.generator.spec if cfg.generator else cfg.generated.images.source  # type: ignore[union-attr]
     run.manifest["model"] = {"discriminator": cfg.discriminator.spec,

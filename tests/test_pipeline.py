@@ -138,3 +138,37 @@ def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path):
     result = _run(TINY, target)
     assert result.exit_code == 2
     assert "exists and is a file" in result.stderr
+
+
+def test_the_extract_key_sees_new_images_edited_code_and_new_weights(tmp_path, monkeypatch):
+    """A changed image folder, model module or weights file must not reuse old outputs."""
+    from audit.config import DiscriminatorConfig, ImageSourceConfig
+    from audit.pipeline import _spec_files
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"x")
+    source = ImageSourceConfig(source=f"folder:{folder}")
+    before = _spec_files(source)
+    (folder / "b.png").write_bytes(b"y")
+    assert _spec_files(source) != before
+
+    module = tmp_path / "my_d.py"
+    module.write_text("def make():\n    return None\n")
+    model = DiscriminatorConfig(spec=f"python:{module}:make")
+    first = _spec_files(model)
+    module.write_text("def make():\n    return 1\n")
+    assert _spec_files(model) != first
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "my_pkg_d.py").write_text("X = 1\n")
+    by_name = DiscriminatorConfig(spec="python:my_pkg_d:make")
+    assert any(k.endswith("my_pkg_d.py") for k in _spec_files(by_name))
+
+    weights = tmp_path / "w.pt"
+    weights.write_bytes(b"1")
+    with_weights = DiscriminatorConfig(spec="builtin:digits-dcgan", weights=weights)
+    one = _spec_files(with_weights)
+    weights.write_bytes(b"2")
+    assert _spec_files(with_weights) != one
+    assert any(k.endswith("SHA256SUMS") for k in one)  # builtin: the shipped weights' sums
