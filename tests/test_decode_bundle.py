@@ -114,7 +114,9 @@ def test_validity_and_layers_follow_the_contract(planted, bundle, tmp_path):
         known = labels.set_index("image_id").loc[bundle.splits["test"], c.name].notna().sum()
         assert confusion.sum() == v["n_test"] == known <= n_test
         assert v["accuracy"] == pytest.approx(np.trace(confusion) / confusion.sum())
-        assert v["selectivity"] == pytest.approx(v["accuracy"] - v["control_accuracy"])
+        assert v["selectivity"] == pytest.approx(v["balanced_accuracy"]
+                                                 - v["control_balanced_accuracy"])
+        assert v["selectivity_accuracy"] == pytest.approx(v["accuracy"] - v["control_accuracy"])
         assert v["decodable"] == (v["selectivity"] >= bundle.settings.min_selectivity)
         assert set(v["group_accuracy"]) == {"tone", "stroke"}
         assert list(v["group_accuracy"]["tone"]) == ["light", "dark"]

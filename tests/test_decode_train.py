@@ -455,3 +455,27 @@ def test_training_curves_are_recorded_and_saved(tmp_path) -> None:
     again = load_decoders(tmp_path / "d")
     layer = next(iter(bundle.decoders))
     assert again.decoders[layer].history["epoch"] == bundle.decoders[layer].history["epoch"]
+
+
+def test_selectivity_is_not_fooled_by_an_imbalanced_concept() -> None:
+    """A rare but well-decoded group: plain-accuracy selectivity is near zero (the control
+    guesses the majority), balanced selectivity sees the decoder."""
+    rng = np.random.default_rng(3)
+    n = 1500
+    rare = rng.random(n) < 0.06
+    x = rng.normal(size=(n, 8)).astype(np.float32)
+    x[:, 0] += np.where(rare, 4.0, 0.0)
+    import pandas as pd
+
+    from audit.concepts import ConceptSet
+
+    cs = ConceptSet.model_validate({"name": "imb", "concepts": [
+        {"name": "bald", "kind": "binary", "groups": ["no", "yes"], "protected": True,
+         "source": {"type": "column", "column": "bald"}}]})
+    labels = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)],
+                           "bald": np.where(rare, "yes", "no")})
+    bundle = activations_to_decoders({"l": x}, labels, cs, model_sha256="m", pooling="avg",
+                                     settings=DecoderSettings(max_epochs=4))
+    v = bundle.validity["concepts"]["bald"]
+    assert v["selectivity_accuracy"] < 0.1  # the majority guess is already ~94% accurate
+    assert v["selectivity"] > 0.2 and v["decodable"] is True

@@ -13,6 +13,7 @@ from audit.config import DecoderSettings
 from audit.decode.bundle import DecoderBundle, LayerDecoder, standardise
 from audit.decode.metrics import (
     accuracy,
+    balanced_accuracy,
     concept_metrics,
     expected_calibration_error,
     macro_auroc,
@@ -393,15 +394,18 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         layer = best[name]
         logits = _logits(controls[chosen.index(layer)], xs[layer][test])
         known = codes[test, j] >= 0
-        ctrl_acc = accuracy(codes[test, j][known],
-                            decide(concept_probabilities(logits[:, layout.slice(j)],
-                                                         layout.kinds[j]),
-                                   layout.kinds[j])[known])
+        ctrl_pred = decide(concept_probabilities(logits[:, layout.slice(j)], layout.kinds[j]),
+                           layout.kinds[j])[known]
+        ctrl_acc = accuracy(codes[test, j][known], ctrl_pred)
+        ctrl_bal = balanced_accuracy(codes[test, j][known], ctrl_pred)
         m = dict(decoders[layer].metrics[name])
-        selectivity = m["accuracy"] - ctrl_acc
+        # Selectivity (Hewitt & Liang 2019) on balanced accuracy: with plain accuracy a
+        # majority-class guess of an imbalanced concept matches a good decoder.
+        selectivity = m["balanced_accuracy"] - ctrl_bal
         validity[name] = {
             "layer": layer, "groups": list(layout.groups[j]), **m,
-            "control_accuracy": ctrl_acc, "selectivity": selectivity,
+            "control_accuracy": ctrl_acc, "control_balanced_accuracy": ctrl_bal,
+            "selectivity": selectivity, "selectivity_accuracy": m["accuracy"] - ctrl_acc,
             "decodable": bool(np.isfinite(selectivity)
                               and selectivity >= settings.min_selectivity),
         }

@@ -148,6 +148,7 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
             "auroc": _f(merged.get("auroc")), "ece": _f(merged.get("ece")),
             "probe_accuracy": _f(merged.get("probe_accuracy")),
             "control_accuracy": _f(merged.get("control_accuracy")),
+            "control_balanced_accuracy": _f(merged.get("control_balanced_accuracy")),
             "selectivity": _f(merged.get("selectivity")),
             "decodable": merged.get("decodable"),
             "class_accuracy": {str(k): _f(v) for k, v in
