@@ -258,6 +258,23 @@ class DecoderSettings(_Section):
                                               "macro AUROC is chosen (ties: the later layer)")
     min_selectivity: float = Field(0.05, ge=0, le=1,
                                    description="below this, a concept is not decodable")
+    group_by: str | None = Field(
+        None, description="a regular expression on image ids: images whose ids give the same "
+                          "match (its first group if it has one) stay in the same split, so "
+                          "near-duplicates (variants of one image, one person's photos) cannot "
+                          "sit in train and test at once; e.g. '^(.*)-(light|dark)-' ")
+
+    @field_validator("group_by")
+    @classmethod
+    def _group_by_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            import re
+
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression ({exc})") from exc
+        return value
 
     @model_validator(mode="after")
     def _split_sums_to_one(self) -> DecoderSettings:

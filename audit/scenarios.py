@@ -239,7 +239,8 @@ def scenario_bank(*, discriminator: str | DiscriminatorConfig = DEFAULT_DISCRIMI
         A model spec or the config section (its layers, pooling and batch size are
         used). A ``python:`` spec without weights gets random weights seeded by ``seed``.
     decoders
-        Decoder training settings (default :class:`~audit.config.DecoderSettings`).
+        Decoder training settings (default: the demo config's, which keeps the variants of
+        one digit in one split).
     seed
         Seed of random model weights, if any.
     device
@@ -290,6 +291,11 @@ def scenario_bank(*, discriminator: str | DiscriminatorConfig = DEFAULT_DISCRIMI
         paired_x, _, settings = features(paired_images, Path(tmp) / "paired")
         audit_x, scores, _ = features(audit_images, Path(tmp) / "audit")
     source = {"model_sha256": settings.model_sha256, "pooling": settings.pooling}
+    if decoders is None:  # as the demo trains them (variants of one digit in one split)
+        from audit.config import load_config
+        from audit.pipeline import demo_config
+
+        decoders = load_config(demo_config()).decoders
     bundle = activations_to_decoders(paired_x, paired_labels, concept_set, settings=decoders,
                                      device=device, **source)
     decoded = decode(bundle, audit_x, scores, **source)

@@ -479,3 +479,23 @@ def test_selectivity_is_not_fooled_by_an_imbalanced_concept() -> None:
     v = bundle.validity["concepts"]["bald"]
     assert v["selectivity_accuracy"] < 0.1  # the majority guess is already ~94% accurate
     assert v["selectivity"] > 0.2 and v["decodable"] is True
+
+
+def test_group_by_keeps_variants_of_one_image_in_one_split() -> None:
+    from audit.decode.split import grouped_split, id_groups
+
+    ids = [f"img-{k:03d}-{tone}" for k in range(60) for tone in ("light", "dark")]
+    groups = id_groups(ids, r"^(img-\d+)-")
+    assert len(set(groups.tolist())) == 60
+    codes = np.array([[k % 2] for k in range(len(ids))])
+    split, info = grouped_split(codes, [0], (0.6, 0.2, 0.2), seed=0, groups=groups)
+    assert info["grouped"] and info["n_groups"] == 60
+    for g in range(60):  # both variants of an image share their split
+        assert len(set(split[groups == g].tolist())) == 1
+    assert set(split.tolist()) == {0, 1, 2}
+    assert id_groups(ids, None) is None
+
+
+def test_a_bad_group_by_pattern_is_a_config_error() -> None:
+    with pytest.raises(Exception, match="not a valid regular expression"):
+        DecoderSettings(group_by="(unclosed")

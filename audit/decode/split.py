@@ -11,7 +11,7 @@ import pandas as pd
 from audit.concepts import ConceptSet
 from audit.errors import DataError
 
-__all__ = ["encode_labels", "stratified_split", "SPLITS"]
+__all__ = ["encode_labels", "stratified_split", "grouped_split", "id_groups", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -58,6 +58,35 @@ def _strata(codes: np.ndarray, min_size: int) -> np.ndarray:
     _, key, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     key = key.reshape(-1)
     return np.where(counts[key] >= min_size, key, -1)
+
+
+def id_groups(image_ids: Sequence[str], pattern: str | None) -> np.ndarray | None:
+    """Group key per image from a regular expression on its id (None without a pattern).
+
+    The key is the match's first group if the pattern has one, else the whole match; an
+    id that does not match is a group of its own.
+    """
+    if pattern is None:
+        return None
+    import re
+
+    rx = re.compile(pattern)
+    keys = []
+    for image_id in image_ids:
+        m = rx.search(str(image_id))
+        keys.append(str(image_id) if m is None else (m.group(1) if rx.groups else m.group(0)))
+    return np.unique(np.asarray(keys, dtype=object), return_inverse=True)[1].reshape(-1)
+
+
+def grouped_split(codes: np.ndarray, stratify: Sequence[int], fractions: Sequence[float], *,
+                  seed: int, groups: np.ndarray | None) -> tuple[np.ndarray, dict]:
+    """:func:`stratified_split` that keeps every group of rows (``groups``, N int keys) in
+    one split: the groups are split, stratified by their first row's codes."""
+    if groups is None:
+        return stratified_split(codes, stratify, fractions, seed=seed)
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    part, info = stratified_split(codes[first], stratify, fractions, seed=seed)
+    return part[inverse.reshape(-1)], {**info, "grouped": True, "n_groups": int(len(first))}
 
 
 def stratified_split(codes: np.ndarray, stratify: Sequence[int], fractions: Sequence[float], *,

@@ -25,7 +25,7 @@ from audit.decode.model import (
     decide,
     fit_temperature,
 )
-from audit.decode.split import SPLITS, encode_labels, stratified_split
+from audit.decode.split import SPLITS, encode_labels, grouped_split, id_groups
 from audit.errors import ConfigError, DataError
 
 __all__ = ["activations_to_decoders", "train_decoders"]
@@ -250,7 +250,9 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     layout = HeadLayout.from_concepts(concept_set)
     codes = encode_labels(labels, concept_set)
     protected = [j for j, c in enumerate(concept_set.concepts) if c.protected] or [0]
-    split, split_info = stratified_split(codes, protected, settings.split, seed=settings.seed)
+    split, split_info = grouped_split(codes, protected, settings.split, seed=settings.seed,
+                                      groups=id_groups(labels["image_id"].astype(str).tolist(),
+                                                       settings.group_by))
     train, val, test = (np.flatnonzero(split == i) for i in range(3))
     sizes = [len(g) for g in layout.groups]
 
@@ -429,6 +431,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                 "stratify_by": [concept_set.concepts[j].name
                                 for j in split_info["stratify_by"]],
                 "pooled_rows": split_info["pooled_rows"],
+                "group_by": settings.group_by, "n_groups": split_info.get("n_groups"),
                 **{name: labels["image_id"].astype(str).to_numpy()[split == i].tolist()
                    for i, name in enumerate(SPLITS)}},
         settings=settings,
