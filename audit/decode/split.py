@@ -86,7 +86,7 @@ def grouped_split(codes: np.ndarray, stratify: Sequence[int], fractions: Sequenc
         return stratified_split(codes, stratify, fractions, seed=seed)
     _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
     part, info = stratified_split(codes[first], stratify, fractions, seed=seed)
-    return part[inverse.reshape(-1)], {**info, "grouped": True, "n_groups": int(len(first))}
+    return part[inverse.reshape(-1)], {**info, "grouped": True, "n_groups": len(first)}
 
 
 def stratified_split(codes: np.ndarray, stratify: Sequence[int], fractions: Sequence[float], *,
