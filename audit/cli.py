@@ -39,6 +39,12 @@ class AuditGroup(click.Group):
             ctx.exit(130)
 
 
+trust_run_config_option = click.option(
+    "--trust-run-config", is_flag=True,
+    help="Load the run folder's models even when its config.yaml names code (a pickle, a .py "
+         "file, a code_path): only for run folders from someone you trust.")
+
+
 def not_built(what: str, issue: int) -> NoReturn:
     """Stop a command whose stage is not built yet, saying so plainly."""
     raise AuditError(f"{what} is not built yet in gan-audit {__version__} (tracked as issue "
@@ -293,7 +299,9 @@ def measure(config: Path, out: Path | None) -> None:
               help="Write the table as CSV here (default: print JSON).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
-def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None, device: str) -> None:
+@trust_run_config_option
+def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None, device: str,
+           trust_run_config: bool) -> None:
     """Decode concepts of any images with a run's decoders.
 
     \b
@@ -304,7 +312,7 @@ def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None, device
     from audit.decode.run import decode_images
     from audit.io import atomic_write_text
 
-    table = decode_images(run_dir, images, device=device)
+    table = decode_images(run_dir, images, device=device, trust_run_config=trust_run_config)
     if csv_path is not None:
         atomic_write_text(csv_path, table.to_csv(index=False))
         click.echo(f"{len(table)} images -> {csv_path}", err=True)
@@ -425,8 +433,9 @@ def compare(run_a: Path, run_b: Path, out: Path, no_pdf: bool) -> None:
               show_default=True, help="Great-circle (slerp) or straight-line path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
+@trust_run_config_option
 def interpolate(run_dir: Path, start: str, end: str, steps: int, method: str,
-                device: str) -> None:
+                device: str, trust_run_config: bool) -> None:
     """Decode every concept along a latent path between two generated images.
 
     Writes RUN_DIR/insight/interpolation-<name>.png (the image strip) and adds the path to
@@ -437,10 +446,12 @@ def interpolate(run_dir: Path, start: str, end: str, steps: int, method: str,
       gan-audit interpolate reports/demo --from gen-0-0 --to gen-0-4 --steps 9
       gan-audit interpolate reports/demo --from 3 --to 7 --method linear
     """
+    from audit.config import load_run_config
     from audit.insight.run import interpolate_run
 
-    path = interpolate_run(run_dir, start=start, end=end, steps=steps,
-                           method=method, device=device)  # type: ignore[arg-type]
+    path = interpolate_run(run_dir, start=start, end=end, steps=steps, method=method,
+                           cfg=load_run_config(run_dir, trust=trust_run_config),
+                           device=device)  # type: ignore[arg-type]
     shown = path.groups
     click.echo("step  t      score    " + "  ".join(
         f"{c}:{g[-1] if len(g) == 2 else 'argmax'}" for c, g in shown.items()))
@@ -467,7 +478,9 @@ def interpolate(run_dir: Path, start: str, end: str, steps: int, method: str,
 @click.option("--no-images", is_flag=True, help="Skip the image grids (no models loaded).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
-def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, device: str) -> None:
+@trust_run_config_option
+def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, device: str,
+             trust_run_config: bool) -> None:
     """Which groups the discriminator rejects: lifts with intervals, most rejected images.
 
     Writes RUN_DIR/insight/diagnosis.json and the grids rejected-real.png and
@@ -478,10 +491,12 @@ def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, devi
       gan-audit diagnose reports/demo
       gan-audit diagnose reports/demo --reject-share 0.1 --top 8 --no-images
     """
+    from audit.config import load_run_config
     from audit.insight.run import diagnose_run
 
+    cfg = None if no_images else load_run_config(run_dir, trust=trust_run_config)
     result = diagnose_run(run_dir, reject_share=reject_share, top_k=top,
-                          images=not no_images, device=device)
+                          images=not no_images, cfg=cfg, device=device)
     for s in result.sources:
         click.echo(f"{s.source}: {s.n_rejected} of {s.n} images rejected (score <= "
                    f"{s.threshold if s.threshold is None else round(s.threshold, 3)})")
@@ -500,7 +515,9 @@ def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, devi
               help="Images per interpolation path.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
-def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str) -> None:
+@trust_run_config_option
+def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str,
+            trust_run_config: bool) -> None:
     """Every insight view of a finished run: diagnosis, interpolation, entropy, redundancy,
     decoder curves (into RUN_DIR/insight/; re-render with gan-audit report).
 
@@ -509,9 +526,13 @@ def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str) ->
       gan-audit insight reports/demo && gan-audit report reports/demo --no-pdf
       gan-audit insight reports/demo --tensorboard runs/decoders
     """
+    from audit.config import load_run_config
     from audit.insight.run import insight_for_run
 
-    index = insight_for_run(run_dir, device=device, tensorboard=tensorboard, steps=steps,
+    cfg = (load_run_config(run_dir, trust=trust_run_config)
+           if (Path(run_dir) / "config.yaml").is_file() else None)
+    index = insight_for_run(run_dir, cfg,
+                            device=device, tensorboard=tensorboard, steps=steps,
                             log=lambda line: click.echo(line, err=True))
     for name, entry in index.items():
         click.echo(f"{name}: " + (f"not available: {entry['unavailable']}"

@@ -38,7 +38,8 @@ from audit.errors import ConfigError
 
 __all__ = [
     "AuditConfig", "DiscriminatorConfig", "GeneratorConfig", "ImageSourceConfig",
-    "DecoderSettings", "MeasureSettings", "ReportSettings", "load_config", "config_from_dict",
+    "DecoderSettings", "MeasureSettings", "ReportSettings", "load_config", "load_run_config",
+    "config_from_dict",
     "Device", "Pooling",
 ]
 
@@ -370,6 +371,42 @@ def config_from_dict(data: Any, *, source: str = "<config>",
         cs = str(cfg.concept_set)
         if cs.endswith((".yaml", ".yml")) and not Path(cs).is_absolute():
             cfg = cfg.model_copy(update={"concept_set": str((base_dir / cs).resolve())})
+    return cfg
+
+
+def load_run_config(run_dir: str | Path, *, trust: bool = False) -> AuditConfig:
+    """The resolved config that a run folder records, for commands that reload its models.
+
+    A run folder may come from someone else, and its config can name code to run: a
+    pickle (``trust_pickle: true``), a ``python:`` model from a ``.py`` file, or a
+    ``code_path``. Those are refused unless ``trust`` (``--trust-run-config``).
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        from audit.errors import RunFolderError
+
+        raise RunFolderError(f"{run_dir}: no config.yaml, so its models are unknown; give the "
+                             f"folder of a gan-audit run (the --out of gan-audit run).")
+    cfg = load_config(path)
+    if not trust:
+        risky = []
+        for name in ("discriminator", "generator"):
+            model = getattr(cfg, name)
+            if model is None:
+                continue
+            module = model.spec.removeprefix("python:").rpartition(":")[0]
+            if model.spec.startswith("pickle:") or model.trust_pickle:
+                risky.append(f"{name}: {model.spec} (a pickle runs code while loading)")
+            elif model.spec.startswith("python:") and module.endswith(".py"):
+                risky.append(f"{name}: {model.spec} (a Python file)")
+            elif model.code_path is not None:
+                risky.append(f"{name}: code_path {model.code_path}")
+        if risky:
+            raise ConfigError(
+                f"{path}: loading this run's models would run code named by the run folder: "
+                f"{'; '.join(risky)}. If you trust whoever wrote {run_dir}, add "
+                f"--trust-run-config.")
     return cfg
 
 

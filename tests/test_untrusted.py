@@ -224,3 +224,33 @@ def test_the_report_of_a_run_shows_a_hostile_file_name_as_text(tmp_path_factory)
     html = (run / "report.html").read_text()
     assert "<b onmouseover" not in html
     assert html.count("&lt;b onmouseover=alert(1)&gt;x.png") >= 1
+
+
+def test_commands_that_reload_a_run_folders_models_refuse_its_code_unless_trusted(tmp_path):
+    """A run folder from someone else may name a pickle or a .py file in its config.yaml:
+    decode, interpolate, diagnose and insight refuse it without --trust-run-config."""
+    import yaml
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+    from audit.config import load_run_config
+    from audit.errors import ConfigError
+
+    run = tmp_path / "theirs"
+    run.mkdir()
+    evil = tmp_path / "evil.py"
+    evil.write_text("raise SystemExit('this code must not run')\n")
+    (run / "config.yaml").write_text(yaml.safe_dump({
+        "discriminator": {"spec": f"python:{evil}:make"},
+        "generator": {"spec": "pickle:net.pkl#G", "trust_pickle": True},
+        "paired": {"source": "builtin:digits-paired"}, "real": {"source": "builtin:digits-audit"},
+    }))
+    with pytest.raises(ConfigError, match="--trust-run-config") as err:
+        load_run_config(run)
+    assert "a pickle runs code" in str(err.value) and "a Python file" in str(err.value)
+    for args in (["decode", str(run), str(tmp_path)],
+                 ["interpolate", str(run), "--from", "1", "--to", "2"],
+                 ["diagnose", str(run)], ["insight", str(run)]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "--trust-run-config" in result.stderr, args

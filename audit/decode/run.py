@@ -76,15 +76,15 @@ def _image_source(images: Sequence[str], input_spec: Any) -> Any:
     return FileSource(f"files:{len(paths)}", common, paths, target=input_spec)
 
 
-def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu"
-                  ) -> pd.DataFrame:
+def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
+                  trust_run_config: bool = False) -> pd.DataFrame:
     """Decode any images with the decoders and the discriminator of a run folder.
 
     Loads ``RUN_DIR/config.yaml`` (for the discriminator), ``RUN_DIR/decoders/`` and the
     paired store's settings (pooling, projection), extracts the chosen layers of the
     images into a temporary store and returns :func:`audit.decode.decode`'s table.
     """
-    from audit.config import load_config
+    from audit.config import load_run_config
     from audit.extract import extract
     from audit.load import load_discriminator
     from audit.store import ActivationStore
@@ -93,7 +93,7 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu"
     if not (run_dir / "config.yaml").is_file():
         raise RunFolderError(f"{run_dir}: no config.yaml, so the discriminator is unknown; "
                              f"give the folder of a gan-audit run.")
-    cfg: AuditConfig = load_config(run_dir / "config.yaml")
+    cfg: AuditConfig = load_run_config(run_dir, trust=trust_run_config)
     bundle = load_decoders(run_dir / "decoders")
     paired = ActivationStore.open(run_dir / "activations" / "paired").settings
     model = load_discriminator(cfg.discriminator, device=device)

@@ -83,14 +83,11 @@ class InsightRun:
 
     def __init__(self, run_dir: Path, cfg: AuditConfig | None = None, *,
                  device: str = "cpu") -> None:
-        from audit.config import load_config
+        from audit.config import load_run_config
 
         self.run_dir = Path(run_dir)
-        if cfg is None:
-            if not (self.run_dir / "config.yaml").is_file():
-                raise RunFolderError(f"{self.run_dir}: no config.yaml; give the folder of a "
-                                     f"finished gan-audit run (the --out of gan-audit run).")
-            cfg = load_config(self.run_dir / "config.yaml")
+        if cfg is None:  # the CLI passes one loaded with --trust-run-config when asked
+            cfg = load_run_config(self.run_dir)
         self.cfg = cfg
         self.device = device
         self.out = self.run_dir / INSIGHT_DIR
