@@ -49,7 +49,8 @@ def test_chain_links_and_hashes_match_an_independent_computation(run):
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         assert entry["hash"] == hashlib.sha256(canonical.encode()).hexdigest()
         assert set(entry) == {"time", "reviewer", "finding_id", "status", "note",
-                              "prev_hash", "hash"}
+                              "results_sha256", "prev_hash", "hash"}
+        assert entry["results_sha256"] == hashlib.sha256(FIXTURE.read_bytes()).hexdigest()
         assert entry["time"].startswith("2026-01-02T03:04:05") and entry["time"].endswith("Z")
         prev = entry["hash"]
     log = read_review_log(run)
@@ -146,3 +147,17 @@ def test_cli_lists_records_and_rerenders(run):
     assert no_name.exit_code == 2 and "reviewer's name is empty" in no_name.output
     no_status = runner.invoke(cli, ["review", str(run), IDS[0], "--reviewer", "A"])
     assert no_status.exit_code == 2 and "--status" in no_status.output
+
+
+def test_reviews_of_earlier_results_give_no_status_after_a_re_measure(run):
+    """A reviewer accepted other numbers: after results.json changes, the finding is
+    unreviewed again, while the old entries stay in the history."""
+    append_review(run, IDS[0], status="accepted", reviewer="A")
+    results = json.loads((run / "results.json").read_text())
+    results["settings"]["alpha"] = 0.01  # re-measured with another setting
+    (run / "results.json").write_text(json.dumps(results))
+    log = read_review_log(run)
+    assert latest_status(log) == {}
+    assert len(log.entries) == 1 and not log.reviews_current_results(log.entries[0])
+    append_review(run, IDS[0], status="disputed", reviewer="B")
+    assert latest_status(read_review_log(run))[IDS[0]]["status"] == "disputed"

@@ -95,6 +95,17 @@ class ReviewLog:
 
     entries: tuple[dict[str, Any], ...] = ()
     verification: ChainCheck = field(default_factory=lambda: ChainCheck(True, True))
+    results_sha256: str = ""  # of the results.json the log was read against
+
+    def reviews_current_results(self, entry: Mapping[str, Any]) -> bool:
+        """Whether ``entry`` reviewed these results (not results since re-measured).
+
+        Entries record the sha256 of the results.json they reviewed; an entry written
+        before that field existed counts when the chain is rooted in these results.
+        """
+        if "results_sha256" in entry:
+            return entry["results_sha256"] == self.results_sha256
+        return self.verification.rooted
 
 
 def verify_chain(lines: Sequence[str], *, genesis: str) -> tuple[list[dict[str, Any]], ChainCheck]:
@@ -171,17 +182,22 @@ def read_review_log(run_dir: Path) -> ReviewLog:
     genesis = sha256_bytes(_results_bytes(run_dir))
     path = run_dir / LOG_NAME
     if not path.exists():
-        return ReviewLog((), ChainCheck(True, True, (), genesis))
+        return ReviewLog((), ChainCheck(True, True, (), genesis), genesis)
     text = path.read_text(encoding="utf-8", errors="replace")
     entries, check = verify_chain(text.splitlines(), genesis=genesis)
-    return ReviewLog(tuple(entries), check)
+    return ReviewLog(tuple(entries), check, genesis)
 
 
 def latest_status(log: ReviewLog) -> dict[str, dict[str, Any]]:
-    """Finding id -> its latest review entry (file order decides)."""
+    """Finding id -> its latest review entry of the current results (file order decides).
+
+    Reviews of earlier results (before a re-measure changed results.json) stay in the
+    history but give no status: a reviewer accepted other numbers.
+    """
     out: dict[str, dict[str, Any]] = {}
     for e in log.entries:
-        out[str(e.get("finding_id"))] = e
+        if log.reviews_current_results(e):
+            out[str(e.get("finding_id"))] = e
     return out
 
 
@@ -241,7 +257,8 @@ def append_review(run_dir: Path, finding_id: str, *, status: str, reviewer: str,
         entry: dict[str, Any] = {
             "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reviewer": reviewer, "finding_id": finding_id, "status": status,
-            "note": str(note or "").strip(), "prev_hash": log.verification.last_hash,
+            "note": str(note or "").strip(), "results_sha256": log.results_sha256,
+            "prev_hash": log.verification.last_hash,
         }
         entry["hash"] = entry_hash(entry)
         path = run_dir / LOG_NAME

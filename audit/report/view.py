@@ -363,7 +363,12 @@ def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str
         history.setdefault(str(e.get("finding_id")), []).append(e)
     known = {str(f.get("id")) for f in findings}
     orphans = sorted(set(history) - known)
-    return {"history": history, "orphans": orphans,
+    current = getattr(review, "reviews_current_results", lambda e: True)
+    latest = {}
+    for e in entries:  # the status is the latest review of these results, not earlier ones
+        if current(e):
+            latest[str(e.get("finding_id"))] = e
+    return {"history": history, "orphans": orphans, "latest": latest,
             "verification": getattr(review, "verification", None),
             "n_entries": len(entries)}
 
@@ -543,7 +548,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "notes": [str(x) for x in _list(results.get("notes"))],
         "samples": _samples_view(inputs.samples, representation),
         "review": review,
-        "latest": {fid: hist[-1] for fid, hist in review["history"].items()},
+        "latest": review["latest"],
         "model_name": _names(_first(meta, ("model", "model_spec", "discriminator",
                                            "model_name"))),
         "data_names": _names(_first(meta, ("data", "data_sources", "sources", "real_source"))),
