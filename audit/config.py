@@ -305,7 +305,9 @@ class MeasureSettings(_Section):
                                   description="a generated share under this signals missing "
                                               "coverage")
     unknown_below: float = Field(0.0, ge=0, le=1,
-                                 description="decoded max probability under this -> 'unknown'")
+                                 description="decoded max probability under this -> 'unknown'; "
+                                             "above 0 it turns the decoder-error correction "
+                                             "off (both sources then compare decoded shares)")
     impact_threshold: float = Field(0.8, gt=0, le=1, description="four-fifths rule")
     accept_threshold: float = Field(0.0, description="D score above which an image is accepted "
                                                      "as real (0 for a logit)")

@@ -6,7 +6,9 @@ A finding has an id that is stable across re-runs of the same audit
 from numbers or order. Severity follows documented thresholds of
 :class:`~audit.config.MeasureSettings`:
 
-- representation (under-represented by more than ``under_margin``) and treatment
+- representation (under-represented by more than ``under_margin``, for a group with
+  ``min_group_n`` real images and as many generated ones expected at the reference
+  share; smaller groups get numbers but no finding) and treatment
   (impact ratio under ``impact_threshold``): **high** when significant after Holm
   and the effect passes ``severity_high_gap`` / ``severity_high_ratio``; **medium**
   when significant after Benjamini-Hochberg; **low** otherwise;
@@ -18,6 +20,10 @@ from numbers or order. Severity follows documented thresholds of
 
 Every finding carries the decoder's held-out validity for its concept and groups and
 is marked ``confidence: low`` when the decoder is weak there.
+
+Verdicts weigh significance: a point estimate past a threshold that is neither
+significant after Holm nor wholly past the threshold by its interval gives a
+``(not significant)`` verdict, never ``adverse impact`` or ``under-represented``.
 """
 
 from __future__ import annotations
@@ -285,16 +291,30 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
     return out
 
 
+def _significant(f: dict[str, Any], alpha: float) -> bool:
+    """Whether a finding's effect stands: Holm-corrected p under ``alpha``, or its whole
+    interval under the finding's threshold."""
+    if f["p_holm"] is not None and f["p_holm"] < alpha:
+        return True
+    ci, bound = f["ci"], f["threshold"]
+    return not (ci is None or None in ci or bound is None) and ci[1] < bound
+
+
 def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
              findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05
              ) -> list[dict[str, Any]]:
     """One verdict per protected concept and per intersection.
 
-    Precedence: not decodable > adverse impact > under-represented > no verdict (small
-    groups) > pass. An adverse impact verdict follows the four-fifths rule; its reason
-    says how many of the groups are also significant after Holm correction at ``alpha``.
-    ``findings`` lists every adverse-impact and representation finding of the concept
-    (or the decoder validity findings when it is not decodable).
+    Precedence: not decodable > adverse impact > under-represented > possible adverse
+    impact (not significant) > possibly under-represented (not significant) > no verdict
+    (small groups) > pass. A ratio under the four-fifths threshold makes ``adverse
+    impact`` only when it is significant after Holm correction at ``alpha`` or its whole
+    interval lies under the threshold; an under-representation (or coverage) finding
+    makes ``under-represented`` only when significant after Holm or its whole interval
+    lies under its threshold (the gap under ``-under_margin``, the corrected share under
+    ``coverage_floor``). Otherwise the ``(not significant)`` verdicts say a point
+    estimate crossed the line. ``findings`` lists every adverse-impact and representation
+    finding of the concept (or the decoder validity findings when it is not decodable).
     """
     out = []
     trt = {s["concept"]: s for s in treatment}
@@ -303,33 +323,42 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
             continue
         name, concepts = sec["concept"], sec["concepts"]
         own = [f for f in findings if f["concept"] == name and f["kind"] != "decoder_validity"]
-        adverse = [f["id"] for f in own if f["kind"] == "treatment" and f["severity"] != "info"]
-        under = [f["id"] for f in own if f["kind"] in ("representation", "coverage")]
+        adverse = [f for f in own if f["kind"] == "treatment" and f["severity"] != "info"]
+        under = [f for f in own if f["kind"] in ("representation", "coverage")]
         not_dec = [c for c in concepts if (summary.get(c) or {}).get("decodable") is False]
         small = sorted({r["group"] for r in trt[name]["rows"]
-                        if r["small"] and not r["excluded"] and r["group"] != "unknown"})
-        strong = sum(f["p_holm"] is not None and f["p_holm"] < alpha
-                     for f in own if f["id"] in adverse)
+                        if r["small"] and not r["excluded"] and r["group"] != "unknown"}
+                       | {r["group"] for r in sec["rows"] if r["small"]})
+        strong_adverse = [f for f in adverse if _significant(f, alpha)]
+        strong_under = [f for f in under if _significant(f, alpha)]
         reasons = []
         if adverse:
             reasons.append(f"{len(adverse)} group/source pair(s) fall under the four-fifths "
-                           f"threshold, {strong} of them significant after Holm correction")
+                           f"threshold, {len(strong_adverse)} of them significant (Holm-corrected "
+                           f"p < {alpha:g} or the whole interval under the threshold)")
         if under:
             reasons.append(f"{len(under)} group(s) are under-represented or missing among "
-                           f"generated images")
-        ids = adverse + under
+                           f"generated images, {len(strong_under)} of them significant "
+                           f"(Holm-corrected p < {alpha:g} or the whole interval under the "
+                           f"threshold)")
+        ids = [f["id"] for f in adverse + under]
         if not_dec:
             verdict = "not decodable"
             reasons.insert(0, f"the decoder of {', '.join(not_dec)} is not selective enough: "
                               f"the discriminator's activations do not show it")
             ids = [f"F-VAL-{c}" for c in not_dec]
-        elif adverse:
+        elif strong_adverse:
             verdict = "adverse impact"
-        elif under:
+        elif strong_under:
             verdict = "under-represented"
+        elif adverse:
+            verdict = "possible adverse impact (not significant)"
+        elif under:
+            verdict = "possibly under-represented (not significant)"
         elif small:
             verdict = "no verdict (small groups)"
-            reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n")
+            reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n "
+                           f"(or fewer generated images expected at the reference share)")
         else:
             verdict = "pass"
             reasons.append("no rule fired for any group large enough to judge")

@@ -22,10 +22,14 @@ if TYPE_CHECKING:
 
     from audit.concepts import Concept, ConceptSet
 
-__all__ = ["Grouping", "groupings", "score_states", "N_STATES", "SOURCES", "UNKNOWN",
-           "CellLayout"]
+__all__ = ["Grouping", "groupings", "score_states", "N_STATES", "SOURCES", "SHARE_PARTS",
+           "UNKNOWN", "CellLayout"]
 
 SOURCES = ("real", "generated")
+#: Parts of the share cells: each source split into images with a known true group
+#: (counted by it) and images without (counted by their decoded group).
+SHARE_PARTS = ("real_labelled", "real_unlabelled", "generated_labelled",
+               "generated_unlabelled")
 UNKNOWN = "unknown"
 #: Score states of an image: 0 invalid (NaN/inf), then 1 + 2 * above_median + accepted.
 N_STATES = 5
@@ -52,6 +56,8 @@ class Grouping:
         (``G`` = unknown).
     decoded
         (N,) decoded codes in ``[0, G]``.
+    labelled
+        (N,) whether the image's true group is known (of every crossed concept).
     confusions
         Held-out confusion counts (K_i x K_i) of each crossed concept, or None where
         validity has none (then no correction).
@@ -63,6 +69,7 @@ class Grouping:
     protected: bool
     best: np.ndarray
     decoded: np.ndarray
+    labelled: np.ndarray
     confusions: tuple[np.ndarray, ...] | None
 
     @property
@@ -82,25 +89,29 @@ class Grouping:
 class CellLayout:
     """Where each count sits in a grouping's cell vector.
 
-    The first ``2 * (G + 1) * N_STATES`` cells are audited images by
-    (source, group incl. unknown, score state); then each crossed concept's
-    confusion counts, row by row.
+    The first ``n_parts * (G + 1) * n_states`` cells are audited images by
+    (part, group incl. unknown, state); then each crossed concept's confusion counts,
+    row by row. Treatment cells have 2 parts (the sources) and :data:`N_STATES` score
+    states; share cells have 4 parts (:data:`SHARE_PARTS`) and one state.
     """
 
     n_groups: int
     confusion_sizes: tuple[int, ...]
+    n_parts: int = 2
+    n_states: int = N_STATES
 
     @property
     def n_audit(self) -> int:
-        return 2 * (self.n_groups + 1) * N_STATES
+        return self.n_parts * (self.n_groups + 1) * self.n_states
 
     @property
     def size(self) -> int:
         return self.n_audit + sum(k * k for k in self.confusion_sizes)
 
     def audit(self, cells: np.ndarray) -> np.ndarray:
-        """(B, C) -> (B, 2, G + 1, N_STATES) audited image counts."""
-        return cells[:, :self.n_audit].reshape(len(cells), 2, self.n_groups + 1, N_STATES)
+        """(B, C) -> (B, n_parts, G + 1, n_states) audited image counts."""
+        return cells[:, :self.n_audit].reshape(len(cells), self.n_parts, self.n_groups + 1,
+                                               self.n_states)
 
     def confusions(self, cells: np.ndarray) -> list[np.ndarray]:
         """(B, C) -> list of (B, K_i, K_i) confusion counts."""
@@ -113,9 +124,9 @@ class CellLayout:
     def strata(self, *, stratified: bool) -> np.ndarray:
         """Resampling strata of the cells: confusion rows are always their own strata (the
         held-out set is resampled per true group); audited cells form one stratum, or one
-        per (source, group) when ``stratified``."""
+        per (part, group) when ``stratified``."""
         if stratified:
-            audit = np.repeat(np.arange(2 * (self.n_groups + 1)), N_STATES)
+            audit = np.repeat(np.arange(self.n_parts * (self.n_groups + 1)), self.n_states)
         else:
             audit = np.zeros(self.n_audit, dtype=int)
         parts, next_label = [audit], int(audit.max()) + 1
@@ -151,7 +162,7 @@ def _codes(values: pd.Series, concept: Concept, column: str) -> np.ndarray:
 
 def _concept_codes(frame: pd.DataFrame, concept: Concept, *, unknown_below: float
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(best, decoded, unsure) for one concept; unknown is code K."""
+    """(best, decoded, labelled) for one concept; unknown is code K."""
     k = concept.n_groups
     decoded = _codes(frame[f"pred__{concept.name}"], concept, f"pred__{concept.name}")
     if np.any(decoded < 0):
@@ -165,10 +176,12 @@ def _concept_codes(frame: pd.DataFrame, concept: Concept, *, unknown_below: floa
     true_col = f"true__{concept.name}"
     if true_col in frame:
         true = _codes(frame[true_col], concept, true_col)
-        best = np.where(true >= 0, true, decoded)
+        labelled = true >= 0
+        best = np.where(labelled, true, decoded)
     else:
+        labelled = np.zeros(len(frame), dtype=bool)
         best = decoded
-    return best, decoded, unsure
+    return best, decoded, labelled
 
 
 def required_columns(concept_set: ConceptSet, unknown_below: float) -> list[str]:
@@ -190,11 +203,11 @@ def groupings(frame: pd.DataFrame, concept_set: ConceptSet, validity: dict[str, 
     """
     per_concept: dict[str, Grouping] = {}
     for concept in concept_set.concepts:
-        best, decoded, _ = _concept_codes(frame, concept, unknown_below=unknown_below)
+        best, decoded, labelled = _concept_codes(frame, concept, unknown_below=unknown_below)
         conf = _confusion(validity, concept)
         per_concept[concept.name] = Grouping(
             name=concept.name, concepts=(concept.name,), groups=tuple(concept.groups),
-            protected=concept.protected, best=best, decoded=decoded,
+            protected=concept.protected, best=best, decoded=decoded, labelled=labelled,
             confusions=None if conf is None else (conf,))
     crossed = []
     for combo in concept_set.intersections:
@@ -208,7 +221,9 @@ def groupings(frame: pd.DataFrame, concept_set: ConceptSet, validity: dict[str, 
             tuple(p.confusions[0] for p in parts)  # type: ignore[index]
         crossed.append(Grouping(name=SEP.join(combo), concepts=tuple(combo),
                                 groups=tuple(labels), protected=True, best=best,
-                                decoded=decoded, confusions=confs))
+                                decoded=decoded,
+                                labelled=np.logical_and.reduce([p.labelled for p in parts]),
+                                confusions=confs))
     return list(per_concept.values()), crossed
 
 

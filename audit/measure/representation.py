@@ -1,8 +1,9 @@
 """Representation: who appears among real and generated images.
 
-Shares of each group among real images (true labels where known, else decoded) and
-generated images (decoded), the generated shares corrected for decoder error with the
-held-out confusion matrix (``A^T p = p_hat`` on the simplex), distances to a reference
+Shares of each group among real and generated images, both on the same basis: images
+with a true label count by it, and the decoded groups of the others are corrected for
+decoder error with the held-out confusion matrix (``A^T p = p_hat`` on the simplex);
+without a correction both sources count decoded groups. Distances to a reference
 distribution, under-represented groups and missing coverage.
 """
 
@@ -12,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.measure.bootstrap import BootstrapSpec, Statistic, cell_interval, estimate
-from audit.measure.groups import SOURCES, CellLayout, Grouping
+from audit.measure.bootstrap import BootstrapSpec, Statistic, cell_interval, draw_cells, estimate
+from audit.measure.groups import SHARE_PARTS, SOURCES, CellLayout, Grouping
 from audit.measure.stats import (
     binomial_test,
     distances,
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
 __all__ = ["representation_statistic", "measure_representation", "corrected_shares",
-           "kron_batch"]
+           "kron_batch", "share_basis", "share_cells"]
 
 _DIST = ("l1", "l2", "kl")
 
@@ -67,41 +68,90 @@ def _shares(counts: np.ndarray) -> np.ndarray:
         return np.where(total > 0, counts / np.where(total > 0, total, 1), np.nan)
 
 
-def representation_statistic(layout: CellLayout, *, reference: str, correct: bool) -> Statistic:
-    """The statistic ``cells (B, C) -> (B, 4G + 6)`` of one grouping.
+def share_basis(grouping: Grouping, *, unknown_below: float) -> tuple[str, bool]:
+    """How the shares of a grouping are counted: (basis, correct).
 
-    Columns: real shares (G), raw generated shares (G), corrected generated shares (G),
-    gap = corrected - reference (G), distances raw (L1, L2, KL), distances corrected.
+    ``true_and_corrected``: images with a true label count by it and the decoded groups
+    of the others are corrected with the held-out confusion A, in both sources alike.
+    Without a correction (no confusion matrix, or ``unknown_below > 0``, under which A,
+    counted on all held-out images, does not describe the images left), both sources
+    are counted by decoded group (``decoded``: equal true shares then give equal
+    expected shares), unless every audited image has a true label (``true``).
+    """
+    if grouping.confusions is not None and unknown_below == 0:
+        return "true_and_corrected", True
+    return ("true" if grouping.labelled.all() else "decoded"), False
+
+
+def share_cells(grouping: Grouping, source: np.ndarray, *, basis: str) -> np.ndarray:
+    """The share cells (C,) of a grouping: audited images by :data:`SHARE_PARTS` and
+    group (unknown last), counted as ``basis`` says, then the confusion counts."""
+    g1 = grouping.n_groups + 1
+    if basis == "decoded":
+        labelled = np.zeros(len(source), dtype=bool)
+    else:
+        labelled = grouping.labelled
+    code = np.where(labelled, grouping.best, grouping.decoded)
+    part = 2 * np.asarray(source, dtype=np.int64) + (~labelled).astype(np.int64)
+    counts = np.bincount(part * g1 + code, minlength=len(SHARE_PARTS) * g1)
+    return np.concatenate([counts, *[c.ravel() for c in grouping.confusions or ()]])
+
+
+def representation_statistic(layout: CellLayout, *, reference: str, correct: bool) -> Statistic:
+    """The statistic ``cells (B, C) -> (B, 4G + 6)`` of one grouping's share cells.
+
+    ``layout`` has the :data:`SHARE_PARTS` as parts and one state. The share of each
+    source is ``(labelled + n_unlabelled * q) / n`` where ``q`` is the unlabelled
+    images' decoded shares, corrected with A when ``correct`` (so that intervals carry
+    A's uncertainty too). Columns: real shares (G), raw generated shares (G), corrected
+    generated shares (G), gap = corrected - reference (G), distances raw (L1, L2, KL),
+    distances corrected.
     """
     g = layout.n_groups
 
     def stat(cells: np.ndarray) -> np.ndarray:
-        audit = layout.audit(cells).sum(axis=3)          # (B, 2, G + 1)
-        real = _shares(audit[:, 0, :g].astype(float))
-        raw = _shares(audit[:, 1, :g].astype(float))
-        corr = corrected_shares(raw, layout.confusions(cells)) if correct else raw
+        parts = layout.audit(cells)[..., :g, 0].astype(float)     # (B, 4, G)
+        lab, unl = parts[:, 0::2], parts[:, 1::2]                 # (B, 2 sources, G)
+        b = len(cells)
+        raw = _shares((lab + unl).reshape(2 * b, g)).reshape(b, 2, g)
+        if correct:
+            conf = [np.concatenate([c, c]) for c in layout.confusions(cells)]
+            q = corrected_shares(_shares(unl.transpose(1, 0, 2).reshape(2 * b, g)), conf)
+            q = q.reshape(2, b, g).transpose(1, 0, 2)
+            n_unl = unl.sum(axis=2, keepdims=True)
+            total = n_unl + lab.sum(axis=2, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                corr = np.where(total > 0, (lab + n_unl * np.where(n_unl > 0, q, 0.0))
+                                / np.where(total > 0, total, 1), np.nan)
+        else:
+            corr = raw
+        real, raw_gen, corr_gen = corr[:, 0], raw[:, 1], corr[:, 1]
         ref = real if reference == "real" else np.full_like(real, 1.0 / g)
-        d_raw, d_corr = distances(raw, ref), distances(corr, ref)
-        return np.concatenate([real, raw, corr, corr - ref,
+        d_raw, d_corr = distances(raw_gen, ref), distances(corr_gen, ref)
+        return np.concatenate([real, raw_gen, corr_gen, corr_gen - ref,
                                np.stack([d_raw[k] for k in _DIST], axis=1),
                                np.stack([d_corr[k] for k in _DIST], axis=1)], axis=1)
 
     return stat
 
 
-def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
-                           draws: np.ndarray, decoded_counts: np.ndarray, *, spec: BootstrapSpec,
-                           settings: MeasureSettings
+def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.ndarray, *,
+                           source: np.ndarray, spec: BootstrapSpec, settings: MeasureSettings,
+                           rng: np.random.Generator
                            ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Representation section of one grouping.
 
     Parameters
     ----------
-    cells, draws
-        The grouping's cell counts (C,) and their bootstrap replicates (B, C).
-    decoded_counts
-        (2, G) decoded (not true) labels counted per source (real, generated), for the
-        share tests.
+    layout, cells
+        The grouping's treatment cells (C,) (images by source, best group and score
+        state), for the degenerate cases.
+    source
+        (N,) source codes (0 real, 1 generated) of the audited images, in the order of
+        ``grouping.best``; the share cells and the share tests' decoded counts are
+        counted from them.
+    rng
+        Draws the bootstrap replicates of the share cells.
 
     Returns
     -------
@@ -111,55 +161,74 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
     """
     g = grouping.n_groups
     labels = list(grouping.groups)
-    correct = grouping.confusions is not None
-    stat = representation_statistic(layout, reference=settings.reference, correct=correct)
-    point, ci = cell_interval(stat, cells, draws, spec)
-    audit = layout.audit(cells[None, :])[0].sum(axis=2)   # (2, G + 1)
-    n_real, n_gen = int(audit[0, :g].sum()), int(audit[1, :g].sum())
+    basis, correct = share_basis(grouping, unknown_below=settings.unknown_below)
+    share_layout = CellLayout(g, layout.confusion_sizes, n_parts=len(SHARE_PARTS), n_states=1)
+    counts = share_cells(grouping, source, basis=basis)
+    draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng,
+                       strata=share_layout.strata(stratified=spec.stratified))
+    stat = representation_statistic(share_layout, reference=settings.reference, correct=correct)
+    point, ci = cell_interval(stat, counts, draws, spec)
+    parts = share_layout.audit(counts[None, :])[0, :, :, 0]       # (4, G + 1)
+    basis_counts = parts[0::2] + parts[1::2]                       # (2 sources, G + 1)
+    n_real, n_gen = int(basis_counts[0, :g].sum()), int(basis_counts[1, :g].sum())
+    audit = layout.audit(cells[None, :])[0].sum(axis=2)   # (2, G + 1) by best group
     degenerate: list[dict[str, Any]] = []
-    for s, source in enumerate(SOURCES):
+    for s, src in enumerate(SOURCES):
         present = [labels[i] for i in range(g) if audit[s, i] > 0]
         total = int(audit[s, :g].sum())
         if total and len(present) == 1:
             degenerate.append({"kind": "single_group_present", "concept": grouping.name,
-                               "group": present[0], "source": source, "count": total,
-                               "message": f"all {total} {source} images with a known "
+                               "group": present[0], "source": src, "count": total,
+                               "message": f"all {total} {src} images with a known "
                                           f"{grouping.name} are in group {present[0]!r}; "
                                           f"shares of the other groups are 0 and disparities "
                                           f"between groups cannot be measured"})
         for i in range(g):
             if audit[s, i] == 0 and total:
                 degenerate.append({"kind": "empty_group", "concept": grouping.name,
-                                   "group": labels[i], "source": source, "count": 0,
-                                   "message": f"no {source} image is in {grouping.name} group "
+                                   "group": labels[i], "source": src, "count": 0,
+                                   "message": f"no {src} image is in {grouping.name} group "
                                               f"{labels[i]!r}"})
-    correction = _correction_record(grouping, degenerate)
+    correction = _correction_record(grouping, degenerate, basis=basis, correct=correct,
+                                    unlabelled=parts[1::2, :g].sum(axis=1),
+                                    unknown_below=settings.unknown_below)
     sl = {name: slice(i * g, (i + 1) * g) for i, name in enumerate(("real", "raw", "corr", "gap"))}
     ref_share = point[sl["real"]] if settings.reference == "real" else np.full(g, 1.0 / g)
     rows, tests = [], []
-    decoded = {"real": decoded_counts[0], "generated": decoded_counts[1]}
+    decoded = np.zeros((2, g), dtype=np.int64)
+    for s in range(2):
+        d = grouping.decoded[(source == s) & (grouping.decoded < g)]
+        decoded[s] = np.bincount(d, minlength=g)
     for i, label in enumerate(labels):
         corr = point[sl["corr"]][i]
         ref = float(ref_share[i])
         gap = point[sl["gap"]][i]
-        under = bool(np.isfinite(gap) and gap < -settings.under_margin)
+        small = _small(int(basis_counts[0, i]), n_gen, ref, settings)
+        under = bool(np.isfinite(gap) and gap < -settings.under_margin and not small)
         below = bool(np.isfinite(corr) and corr < settings.coverage_floor
                      and np.isfinite(ref) and ref >= settings.coverage_floor)
         test_id = None
         if grouping.protected and n_gen > 0:
             test_id = f"T-REP-{grouping.name}-{label}"
-            tests.append(_share_test(test_id, grouping, i, decoded, settings))
+            tests.append(_share_test(test_id, grouping, i, {"real": decoded[0],
+                                                            "generated": decoded[1]},
+                                      settings))
+            if g == 2 and i == 1:
+                # The two groups of a binary concept share one test: the second record
+                # points at the first and stays out of the multiple-testing family.
+                tests[-1].update(duplicate_of=tests[-2]["id"], p_value=tests[-2]["p_value"])
         rows.append({
             "group": label,
-            "real": estimate(point[sl["real"]][i], ci[sl["real"]][i], n_real, int(audit[0, i])),
+            "real": estimate(point[sl["real"]][i], ci[sl["real"]][i], n_real,
+                             int(basis_counts[0, i])),
             "generated_raw": estimate(point[sl["raw"]][i], ci[sl["raw"]][i], n_gen,
-                                  int(audit[1, i])),
+                                      int(basis_counts[1, i])),
             "generated_corrected": estimate(corr, ci[sl["corr"]][i], n_gen),
             "reference_share": ref if np.isfinite(ref) else None,
             "gap": estimate(gap, ci[sl["gap"]][i], n_gen),
             "under_represented": under,
             "below_coverage_floor": below,
-            "small": bool(audit[0, i] < settings.min_group_n),
+            "small": small,
             "test_id": test_id,
         })
     off = 4 * g
@@ -169,10 +238,20 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
         "concept": grouping.name, "concepts": list(grouping.concepts),
         "protected": grouping.protected, "groups": labels, "reference": settings.reference,
         "correction": correction, "n_real": n_real, "n_generated": n_gen,
-        "n_unknown_real": int(audit[0, g]), "n_unknown_generated": int(audit[1, g]),
+        "n_unknown_real": int(basis_counts[0, g]), "n_unknown_generated": int(basis_counts[1, g]),
         "rows": rows, "distances": dist,
     }
     return section, tests, degenerate
+
+
+def _small(real_k: int, n_gen: int, ref: float, settings: MeasureSettings) -> bool:
+    """Too few images to judge a group's share (numbers, but no finding): under
+    ``min_group_n`` real images of it (reference real), or under ``min_group_n``
+    generated images expected at the reference share. The expected count, not the
+    observed one: a generator that all but drops a group must still be reported."""
+    if settings.reference == "real" and real_k < settings.min_group_n:
+        return True
+    return not (np.isfinite(ref) and n_gen * ref >= settings.min_group_n)
 
 
 def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.ndarray],
@@ -207,14 +286,31 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
             "statistic": res.statistic, "p_value": res.p_value, "p_holm": None, "p_bh": None}
 
 
-def _correction_record(grouping: Grouping, degenerate: list[dict[str, Any]]) -> dict[str, Any]:
+def _correction_record(grouping: Grouping, degenerate: list[dict[str, Any]], *, basis: str,
+                       correct: bool, unlabelled: np.ndarray, unknown_below: float
+                       ) -> dict[str, Any]:
+    """The section's ``correction``: whether A was applied, how, and on what basis the
+    real and generated shares were counted (``unlabelled`` = (2,) images without a
+    true label per source, with a known decoded group)."""
+    n = None if grouping.confusions is None else int(sum(c.sum() for c in grouping.confusions))
+    same = {"decoded": "both real and generated shares count decoded groups (true labels are "
+                       "set aside so that both carry the same decoder error; equal true shares "
+                       "then give equal expected shares, but gaps shrink towards 0)",
+            "true": "every audited image has a true label, and shares count them"}
     if grouping.confusions is None:
         degenerate.append({"kind": "no_confusion", "concept": grouping.name, "group": None,
                            "source": None, "count": None,
                            "message": f"validity.json has no confusion matrix for "
-                                      f"{grouping.name}; generated shares are not corrected"})
-        return {"applied": False, "method": "none", "confusion_n": None,
-                "note": "no held-out confusion matrix: shares are as decoded"}
+                                      f"{grouping.name}; shares are not corrected"})
+        return {"applied": False, "method": "none", "basis": basis, "confusion_n": None,
+                "note": f"no held-out confusion matrix: {same[basis]}"}
+    if not correct:
+        return {"applied": False, "method": "none", "basis": basis, "confusion_n": n,
+                "note": f"no correction: unknown_below = {unknown_below:g} leaves the images "
+                        f"the decoder is unsure of out of the shares, while the held-out "
+                        f"confusion matrix counts every held-out image, so it does not "
+                        f"describe the images left; {same[basis]}, the unsure images left out "
+                        f"of both"}
     for name, conf in zip(grouping.concepts, grouping.confusions, strict=True):
         empty = np.flatnonzero(conf.sum(axis=1) == 0)
         a = row_normalise(conf)
@@ -224,13 +320,17 @@ def _correction_record(grouping: Grouping, degenerate: list[dict[str, Any]]) -> 
                                "source": None, "count": int(conf.sum()),
                                "message": f"the held-out confusion matrix of {name} is "
                                           f"{problem}; the correction is a least-squares guess"})
-    n = int(sum(c.sum() for c in grouping.confusions))
+    basis_words = (f"images with a true label count by it; the decoded groups of the others "
+                   f"({int(unlabelled[0])} real, {int(unlabelled[1])} generated) are corrected "
+                   f"in every bootstrap replicate, so real and generated shares are on the "
+                   f"same basis")
     if grouping.is_intersection:
-        return {"applied": True, "method": "kronecker_simplex_lstsq", "confusion_n": n,
-                "note": "A is the Kronecker product of the concepts' held-out confusion "
-                        "matrices: it assumes the decoders err independently across "
-                        "concepts"}
+        return {"applied": True, "method": "kronecker_simplex_lstsq", "basis": basis,
+                "confusion_n": n,
+                "note": f"{basis_words}. A is the Kronecker product of the concepts' held-out "
+                        f"confusion matrices: it assumes the decoders err independently across "
+                        f"concepts"}
     method = "closed_form" if grouping.n_groups == 2 else "simplex_lstsq"
-    return {"applied": True, "method": method, "confusion_n": n,
-            "note": "corrected with the held-out confusion matrix, assuming the decoder errs on "
-                    "generated images as on real ones"}
+    return {"applied": True, "method": method, "basis": basis, "confusion_n": n,
+            "note": f"{basis_words}. The correction assumes the decoder errs on audited "
+                    f"images as on held-out real ones"}

@@ -42,9 +42,13 @@ __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "run_meta"
 SCHEMA_VERSION = 1
 
 NOTES = (
-    "Generated shares are corrected with the decoders' held-out confusion matrices "
-    "(A^T p = p_hat on the probability simplex). The correction assumes the decoder errs on "
-    "generated images as it does on held-out real images.",
+    "Real and generated shares are counted on the same basis: images with a true label count "
+    "by it, and the decoded groups of the others (real or generated) are corrected with the "
+    "decoders' held-out confusion matrices (A^T p = p_hat on the probability simplex). The "
+    "correction assumes the decoder errs on audited images as it does on held-out real ones. "
+    "Without a confusion matrix, or with unknown_below > 0 (A then does not describe the "
+    "images left), nothing is corrected and both sides count decoded groups; each section's "
+    "'correction' says which basis it used.",
     "Intersections are corrected with the Kronecker product of the concepts' confusion "
     "matrices, which assumes the decoders err independently across concepts.",
     "A decodable concept is one the discriminator's activations carry; it does not show that "
@@ -54,7 +58,9 @@ NOTES = (
     "The scoring rate is the share of a group scoring above the median score of all real "
     "audited images (New York City Local Law 144); the median is held fixed in the bootstrap.",
     "Share tests compare decoded shares of generated and real images (reference real), or "
-    "decoded generated shares with those a uniform truth would give (reference uniform).",
+    "decoded generated shares with those a uniform truth would give (reference uniform). A "
+    "binary concept has one share test: the record of its second group names the first as "
+    "duplicate_of and is left out of the Holm and Benjamini-Hochberg families.",
     "Rate point estimates come from Fairlearn's MetricFrame on the table of cell counts with "
     "counts as sample weights; demographic parity and equalized odds use real = positive "
     "outcome and accepted = score above accept_threshold, over groups not excluded.",
@@ -158,10 +164,15 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         exclusions += excl
         degenerate += degen
 
-    holm, bh = adjust_pvalues([t["p_value"] for t in all_tests])
-    for t, h, b in zip(all_tests, holm, bh, strict=True):
+    family = [t for t in all_tests if not t.get("duplicate_of")]
+    holm, bh = adjust_pvalues([t["p_value"] for t in family])
+    for t, h, b in zip(family, holm, bh, strict=True):
         t["p_holm"], t["p_bh"] = h, b
     tests_by_id = {t["id"]: t for t in all_tests}
+    for t in all_tests:
+        if t.get("duplicate_of"):
+            twin = tests_by_id[t["duplicate_of"]]
+            t["p_holm"], t["p_bh"] = twin["p_holm"], twin["p_bh"]
     summary = validity_summary(validity, concept_set.names)
     reps = [v["representation"] for v in sections.values()]
     trts = [v["treatment"] for v in sections.values()]
@@ -224,12 +235,8 @@ def _measure_grouping(grouping: Grouping, *, source: np.ndarray, state: np.ndarr
     rng = _grouping_rng(settings.seed, grouping.name)
     draws = draw_cells(cells, n_boot=spec.n_boot, rng=rng,
                        strata=layout.strata(stratified=spec.stratified))
-    decoded = np.zeros((2, grouping.n_groups), dtype=np.int64)
-    for s in range(2):
-        d = grouping.decoded[(source == s) & (grouping.decoded < grouping.n_groups)]
-        decoded[s] = np.bincount(d, minlength=grouping.n_groups)
-    rep, rep_tests, degen = measure_representation(grouping, layout, cells, draws, decoded,
-                                                   spec=spec, settings=settings)
+    rep, rep_tests, degen = measure_representation(grouping, layout, cells, source=source,
+                                                   spec=spec, settings=settings, rng=rng)
     trt, trt_tests, excl, degen2 = measure_treatment(
         grouping, layout, cells, draws, scores=scores, source=source, median=median, spec=spec,
         settings=settings, rng=rng)
