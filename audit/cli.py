@@ -127,7 +127,7 @@ def _print_summary(summary: Any) -> None:
     click.echo(f"audit {results.get('meta', {}).get('audit_id', '')}: {summary.run_dir}")
     click.echo("verdicts:")
     for v in results.get("verdicts", []):
-        click.echo(f"  {v['concept']:<24} {v['verdict']:<20} {v.get('reason', '')}")
+        click.echo(f"  {v['concept']:<24} {v['verdict']}: {v.get('reason', '')}")
     order = {"high": 0, "medium": 1, "low": 2, "info": 3}
     findings = sorted(results.get("findings", []),
                       key=lambda f: (order.get(f.get("severity"), 9), f.get("id", "")))
