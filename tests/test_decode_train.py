@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from sklearn.metrics import confusion_matrix
 
 from audit.config import DecoderSettings
-from audit.decode import activations_to_decoders, train_decoders
+from audit.decode import activations_to_decoders, decode, train_decoders
 from audit.decode.split import encode_labels
 from audit.decode.synthetic import planted_activations
 from audit.errors import ConfigError, DataError
@@ -499,3 +501,31 @@ def test_group_by_keeps_variants_of_one_image_in_one_split() -> None:
 def test_a_bad_group_by_pattern_is_a_config_error() -> None:
     with pytest.raises(Exception, match="not a valid regular expression"):
         DecoderSettings(group_by="(unclosed")
+
+
+def test_joint_confusion_of_each_intersection_on_fully_labelled_test_images() -> None:
+    features, labels, cs = planted_activations(600, n_layers=2, dim=16, seed=3,
+                                               noise=(1.5, 0.3), missing=0.2)
+    b = activations_to_decoders(features, labels, cs, settings=fast(), model_sha256="m",
+                                pooling="avg")
+    entry = b.validity["intersections"]["tone+stroke"]
+    assert entry["concepts"] == ["tone", "stroke"]
+    assert entry["groups"] == ["light+thin", "light+thick", "dark+thin", "dark+thick"]
+    conf = np.array(entry["confusion"])
+    test = labels["image_id"].isin(b.splits["test"]).to_numpy()
+    both = test & labels["tone"].notna().to_numpy() & labels["stroke"].notna().to_numpy()
+    assert 0 < both.sum() < labels[test][["tone", "stroke"]].notna().any(axis=1).sum()
+    assert conf.sum() == entry["n_test"] == both.sum()
+    # Marginals: each concept's confusion on the same images, recounted from the decoded
+    # table (each concept at its chosen layer, the same decision rule).
+    pred = decode(b, features, model_sha256="m", pooling="avg")
+    joint = conf.reshape(2, 2, 2, 2)               # true tone, true stroke, decoded tone, stroke
+    for name, axes in (("tone", (1, 3)), ("stroke", (0, 2))):
+        groups = list(cs.concept(name).groups)
+        y = pd.Categorical(labels[name], categories=groups).codes
+        d = pd.Categorical(pred[f"pred__{name}"], categories=groups).codes
+        assert np.array_equal(joint.sum(axis=axes),
+                              confusion_matrix(y[both], d[both], labels=[0, 1]))
+        known = test & (y >= 0)
+        assert b.validity["concepts"][name]["confusion"] == \
+            confusion_matrix(y[known], d[known], labels=[0, 1]).tolist()

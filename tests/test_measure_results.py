@@ -154,12 +154,84 @@ def test_corrected_share_recovers_the_planted_share(cs) -> None:
     # The interval includes the uncertainty of A: wider than the raw share's.
     raw_lo, raw_hi = row["generated_raw"]["ci"]
     assert hi - lo > (raw_hi - raw_lo) * 1.2
-    # Intersections use the Kronecker product of the concepts' confusions.
+    # Intersections use their joint confusion, counted on the held-out images.
     inter = _section(res, "representation", "tone+stroke")
-    assert inter["correction"]["method"] == "kronecker_simplex_lstsq"
+    assert inter["correction"]["method"] == "joint_simplex_lstsq"
+    assert inter["correction"]["confusion_n"] == 4000
     dark = sum(r["generated_corrected"]["value"] for r in inter["rows"]
                if r["group"].startswith("dark+"))
     assert dark == pytest.approx(0.2, abs=0.03)
+
+
+@pytest.fixture(scope="module")
+def correlated(cs):
+    """Tone decoded perfectly on thin strokes and wrongly 30% of the time on thick ones
+    (a correlated error), stroke perfectly; generated images 20% dark, 50% thick,
+    independently, so each of dark+thin and dark+thick is 10% of them."""
+    from audit.decode.train import joint_confusions
+
+    plant = Planted(generated_shares={"tone": {"dark": 0.2}}, n_test=4000,
+                    accuracy={"tone": 1.0, "stroke": 1.0, "digit": 1.0})
+    frame, validity = synthetic_predictions(500, 8000, cs, seed=3, planted=plant)
+    rng = np.random.default_rng(0)
+    flip = (frame["pred__stroke"] == "thick").to_numpy() & (rng.random(len(frame)) < 0.3)
+    frame["pred__tone"] = np.where(flip, frame["pred__tone"].map({"light": "dark",
+                                                                  "dark": "light"}),
+                                   frame["pred__tone"])
+    light, dark = frame["prob__tone__light"].copy(), frame["prob__tone__dark"].copy()
+    frame.loc[flip, "prob__tone__light"], frame.loc[flip, "prob__tone__dark"] = \
+        dark[flip], light[flip]
+    test = frame[frame["split"] == "test"]
+    true, pred = ({c.name: pd.Categorical(test[f"{col}__{c.name}"], categories=c.groups).codes
+                   for c in cs.concepts} for col in ("true", "pred"))
+    validity["concepts"]["tone"]["confusion"] = np.bincount(
+        true["tone"] * 2 + pred["tone"], minlength=4).reshape(2, 2).tolist()
+    validity["intersections"] = joint_confusions(
+        np.stack([true[c.name] for c in cs.concepts], axis=1), pred, cs)
+    return frame, validity
+
+
+def _dark_shares(frame, validity, cs) -> dict:
+    res = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=100))
+    validate_results(res)
+    sec = _section(res, "representation", "tone+stroke")
+    return sec["correction"], {r["group"]: r["generated_corrected"] for r in sec["rows"]
+                               if r["group"].startswith("dark+")}
+
+
+def test_joint_confusion_corrects_a_correlated_decoder_error(cs, correlated) -> None:
+    frame, validity = correlated
+    correction, joint = _dark_shares(frame, validity, cs)
+    assert correction["method"] == "joint_simplex_lstsq"
+    assert "joint confusion measured on 4000 held-out images" in correction["note"]
+    for group in ("dark+thin", "dark+thick"):
+        assert joint[group]["value"] == pytest.approx(0.1, abs=0.02), group
+        lo, hi = joint[group]["ci"]
+        assert lo <= 0.1 <= hi, group
+    # The Kronecker product spreads tone's errors over both strokes (accuracy 0.85 on
+    # each): about 0.036 dark+thin and 0.164 dark+thick.
+    kron_validity = {k: v for k, v in validity.items() if k != "intersections"}
+    correction, kron = _dark_shares(frame, kron_validity, cs)
+    assert correction["method"] == "kronecker_simplex_lstsq"
+    assert kron["dark+thin"]["value"] < 0.06 and kron["dark+thick"]["value"] > 0.14
+    assert not kron["dark+thick"]["ci"][0] <= 0.1 <= kron["dark+thick"]["ci"][1]
+
+
+def test_fallback_to_the_kronecker_product_is_recorded(cs, correlated) -> None:
+    frame, validity = correlated
+    missing = {k: v for k, v in validity.items() if k != "intersections"}
+    correction, _ = _dark_shares(frame, missing, cs)
+    assert correction["method"] == "kronecker_simplex_lstsq"
+    assert "Kronecker product of per-concept confusions (assumes independent errors)" in \
+        correction["note"]
+    assert "no joint confusion for tone+stroke" in correction["note"]
+    # A joint row without held-out images: the whole intersection falls back, and says why.
+    entry = json.loads(json.dumps(validity["intersections"]["tone+stroke"]))
+    entry["confusion"][entry["groups"].index("dark+thick")] = [0, 0, 0, 0]
+    empty = {**validity, "intersections": {"tone+stroke": entry}}
+    correction, _ = _dark_shares(frame, empty, cs)
+    assert correction["method"] == "kronecker_simplex_lstsq"
+    assert "no held-out image in group(s) ['dark+thick']" in correction["note"]
 
 
 def test_uniform_reference(cs, planted) -> None:

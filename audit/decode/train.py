@@ -15,6 +15,7 @@ from audit.decode.metrics import (
     accuracy,
     balanced_accuracy,
     concept_metrics,
+    confusion_counts,
     expected_calibration_error,
     macro_auroc,
 )
@@ -28,7 +29,7 @@ from audit.decode.model import (
 from audit.decode.split import SPLITS, encode_labels, grouped_split, id_groups
 from audit.errors import ConfigError, DataError
 
-__all__ = ["activations_to_decoders", "train_decoders"]
+__all__ = ["activations_to_decoders", "train_decoders", "joint_confusions"]
 
 
 def _check_inputs(features: Mapping[str, np.ndarray], labels: pd.DataFrame) -> list[str]:
@@ -185,6 +186,45 @@ def _select(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray], x_val: np.
     return params, choice, temps
 
 
+def joint_confusions(codes: np.ndarray, decided: Mapping[str, np.ndarray],
+                     concept_set: ConceptSet) -> dict[str, dict[str, Any]]:
+    """Held-out joint confusion counts of every intersection of ``concept_set``.
+
+    Parameters
+    ----------
+    codes : n x C int
+        True group codes of the test images (``-1`` where missing), columns in the order
+        of ``concept_set.concepts``.
+    decided : {concept: (n,) int}
+        Decoded group codes of the same images (each concept at its chosen layer).
+    concept_set : ConceptSet
+        Gives the intersections and the concepts' groups.
+
+    Returns
+    -------
+    ``{"tone+stroke": {"concepts", "groups", "n_test", "confusion"}}``: joint groups in
+    product order (``"dark+thick"``; the first concept's group varies slowest), counts
+    (rows = true joint group, columns = decoded joint group) over the images whose every
+    crossed concept is labelled.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for combo in concept_set.intersections:
+        idx = [concept_set.names.index(name) for name in combo]
+        known = np.logical_and.reduce([codes[:, j] >= 0 for j in idx])
+        true = np.zeros(int(known.sum()), dtype=np.int64)
+        pred = np.zeros_like(true)
+        labels = [""]
+        for name, j in zip(combo, idx, strict=True):
+            groups = concept_set.concepts[j].groups
+            true = true * len(groups) + codes[known, j]
+            pred = pred * len(groups) + decided[name][known]
+            labels = [f"{a}+{g}" if a else g for a in labels for g in groups]
+        out["+".join(combo)] = {"concepts": list(combo), "groups": labels,
+                                "n_test": len(true),
+                                "confusion": confusion_counts(true, pred, len(labels)).tolist()}
+    return out
+
+
 def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataFrame,
                             concept_set: ConceptSet, *, settings: DecoderSettings | None = None,
                             model_sha256: str, pooling: str, device: str = "cpu",
@@ -211,7 +251,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     -------
     DecoderBundle
         Decoders of every layer, the chosen layer per concept, ``validity`` (held-out
-        metrics, linear probe, control task, selectivity, which decoder was used), the
+        metrics, linear probe, control task, selectivity, which decoder was used; the
+        joint confusion counts of each intersection, :func:`joint_confusions`), the
         layer ``sweep`` (test scores for the chart, validation scores behind the choice)
         and the ``splits`` (image ids per split).
 
@@ -366,6 +407,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     prot = {c.name: (tuple(c.groups), codes[test, j])
             for j, c in enumerate(concept_set.concepts) if c.protected}
     decoders: dict[str, LayerDecoder] = {}
+    decided: dict[str, np.ndarray] = {}       # test-split decisions at the chosen layers
     for i, layer in enumerate(layers):
         logits = _logits(mlps[i], xs[layer])
         probe_logits = (_logits(_rows(probes[i], real), xs[layer][test])
@@ -374,7 +416,10 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         for j, name in enumerate(layout.names):
             kind, sl, t = layout.kinds[j], layout.slice(j), temps[i][name]
             prob = concept_probabilities(logits[test, sl], kind, t)
-            m = concept_metrics(codes[test, j], prob, decide(prob, kind), prot)
+            pred = decide(prob, kind)
+            if best[name] == layer:
+                decided[name] = pred
+            m = concept_metrics(codes[test, j], prob, pred, prot)
             raw = concept_probabilities(logits[test, sl], kind)
             known = codes[test, j] >= 0
             m["ece_uncalibrated"] = expected_calibration_error(codes[test, j][known],
@@ -415,7 +460,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         concept_set=concept_set, model_sha256=model_sha256, pooling=pooling,
         layers=tuple(layers), decoders=decoders, best=best,
         validity={"concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
-                  "model_sha256": model_sha256, "concepts": validity},
+                  "model_sha256": model_sha256, "concepts": validity,
+                  "intersections": joint_confusions(codes[test], decided, concept_set)},
         sweep={"layers": layers, "metric": "macro_auroc", "chosen_on": "validation",
                "scores": {n: {lay: decoders[lay].metrics[n]["auroc"] for lay in layers}
                           for n in layout.names},

@@ -60,7 +60,13 @@ class Grouping:
         (N,) whether the image's true group is known (of every crossed concept).
     confusions
         Held-out confusion counts (K_i x K_i) of each crossed concept, or None where
-        validity has none (then no correction).
+        validity has none (then no correction); for an intersection whose joint
+        confusion validity measured, that one G x G matrix.
+    joint
+        Whether ``confusions`` is an intersection's measured joint confusion.
+    fallback
+        Why an intersection's correction falls back to the Kronecker product of its
+        concepts' confusions (None for plain concepts and joint corrections).
     """
 
     name: str
@@ -71,6 +77,8 @@ class Grouping:
     decoded: np.ndarray
     labelled: np.ndarray
     confusions: tuple[np.ndarray, ...] | None
+    joint: bool = False
+    fallback: str | None = None
 
     @property
     def n_groups(self) -> int:
@@ -219,11 +227,13 @@ def groupings(frame: pd.DataFrame, concept_set: ConceptSet, validity: dict[str, 
             labels = [f"{a}{SEP}{g}" if a else g for a in labels for g in p.groups]
         confs = None if any(p.confusions is None for p in parts) else \
             tuple(p.confusions[0] for p in parts)  # type: ignore[index]
+        joint, fallback = _joint_confusion(validity, SEP.join(combo), labels)
         crossed.append(Grouping(name=SEP.join(combo), concepts=tuple(combo),
                                 groups=tuple(labels), protected=True, best=best,
                                 decoded=decoded,
                                 labelled=np.logical_and.reduce([p.labelled for p in parts]),
-                                confusions=confs))
+                                confusions=confs if joint is None else (joint,),
+                                joint=joint is not None, fallback=fallback))
     return list(per_concept.values()), crossed
 
 
@@ -242,16 +252,38 @@ def _confusion(validity: dict[str, Any], concept: Concept) -> np.ndarray | None:
     entry = (validity.get("concepts") or {}).get(concept.name)
     if not entry or entry.get("confusion") is None:
         return None
+    return _counts(entry, concept.name, list(concept.groups))
+
+
+def _joint_confusion(validity: dict[str, Any], name: str, groups: list[str]
+                     ) -> tuple[np.ndarray | None, str | None]:
+    """An intersection's measured joint confusion counts (G x G, rows in ``groups``
+    order), or None and why the Kronecker product is used instead."""
+    entry = (validity.get("intersections") or {}).get(name)
+    if not entry or entry.get("confusion") is None:
+        return None, (f"validity.json has no joint confusion for {name} (decoders trained "
+                      f"before it was recorded; re-run train-decoders to measure it)")
+    conf = _counts(entry, name, groups)
+    empty = [groups[i] for i in np.flatnonzero(conf.sum(axis=1) == 0)]
+    if empty:
+        return None, (f"the joint confusion of {name} has no held-out image in group(s) "
+                      f"{empty}, so its rows for them are unknown")
+    return conf, None
+
+
+def _counts(entry: dict[str, Any], name: str, groups: list[str]) -> np.ndarray:
+    """The confusion counts of a validity entry reordered to ``groups``; a DataError
+    when they do not fit."""
     conf = np.asarray(entry["confusion"], dtype=float)
-    order = list(entry.get("groups") or concept.groups)
-    k = concept.n_groups
-    if conf.shape != (k, k) or sorted(order) != sorted(concept.groups):
-        raise DataError(f"validity.json: the confusion matrix of {concept.name!r} is "
+    order = list(entry.get("groups") or groups)
+    k = len(groups)
+    if conf.shape != (k, k) or sorted(order) != sorted(groups):
+        raise DataError(f"validity.json: the confusion matrix of {name!r} is "
                         f"{conf.shape[0]}x{conf.shape[1] if conf.ndim > 1 else 0} over groups "
-                        f"{order}, but the concept has groups {list(concept.groups)}. Re-run "
+                        f"{order}, but {name!r} has groups {groups}. Re-run "
                         f"train-decoders with this concept set.")
     if np.any(conf < 0) or np.any(conf != np.round(conf)):
-        raise DataError(f"validity.json: the confusion matrix of {concept.name!r} must hold "
+        raise DataError(f"validity.json: the confusion matrix of {name!r} must hold "
                         f"non-negative counts (rows = true group), got {conf.tolist()}.")
-    idx = [order.index(g) for g in concept.groups]
+    idx = [order.index(g) for g in groups]
     return conf[np.ix_(idx, idx)].astype(np.int64)

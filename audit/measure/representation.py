@@ -50,8 +50,9 @@ def corrected_shares(raw: np.ndarray, confusions: list[np.ndarray]) -> np.ndarra
         (B, K) decoded shares.
     confusions
         (B, K_i, K_i) held-out confusion counts of each crossed concept (one for a
-        plain concept); A is the Kronecker product of their row-normalised forms,
-        which assumes the decoders err independently.
+        plain concept, or an intersection's measured joint confusion); A is the
+        Kronecker product of their row-normalised forms, which with several matrices
+        assumes the decoders err independently.
 
     Returns
     -------
@@ -311,7 +312,8 @@ def _correction_record(grouping: Grouping, degenerate: list[dict[str, Any]], *, 
                         f"confusion matrix counts every held-out image, so it does not "
                         f"describe the images left; {same[basis]}, the unsure images left out "
                         f"of both"}
-    for name, conf in zip(grouping.concepts, grouping.confusions, strict=True):
+    names = (grouping.name,) if grouping.joint else grouping.concepts
+    for name, conf in zip(names, grouping.confusions, strict=True):
         empty = np.flatnonzero(conf.sum(axis=1) == 0)
         a = row_normalise(conf)
         if len(empty) or abs(np.linalg.det(a)) < 1e-9:
@@ -324,12 +326,17 @@ def _correction_record(grouping: Grouping, degenerate: list[dict[str, Any]], *, 
                    f"({int(unlabelled[0])} real, {int(unlabelled[1])} generated) are corrected "
                    f"in every bootstrap replicate, so real and generated shares are on the "
                    f"same basis")
+    if grouping.joint:
+        return {"applied": True, "method": "joint_simplex_lstsq", "basis": basis,
+                "confusion_n": n,
+                "note": f"{basis_words}. A is the joint confusion measured on {n} held-out "
+                        f"images (every crossed concept labelled), so errors of one decoder "
+                        f"that depend on another concept's group are corrected too"}
     if grouping.is_intersection:
         return {"applied": True, "method": "kronecker_simplex_lstsq", "basis": basis,
                 "confusion_n": n,
-                "note": f"{basis_words}. A is the Kronecker product of the concepts' held-out "
-                        f"confusion matrices: it assumes the decoders err independently across "
-                        f"concepts"}
+                "note": f"{basis_words}. A is the Kronecker product of per-concept "
+                        f"confusions (assumes independent errors): {grouping.fallback}"}
     method = "closed_form" if grouping.n_groups == 2 else "simplex_lstsq"
     return {"applied": True, "method": method, "basis": basis, "confusion_n": n,
             "note": f"{basis_words}. The correction assumes the decoder errs on audited "

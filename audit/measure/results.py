@@ -49,8 +49,12 @@ NOTES = (
     "Without a confusion matrix, or with unknown_below > 0 (A then does not describe the "
     "images left), nothing is corrected and both sides count decoded groups; each section's "
     "'correction' says which basis it used.",
-    "Intersections are corrected with the Kronecker product of the concepts' confusion "
-    "matrices, which assumes the decoders err independently across concepts.",
+    "Intersections are corrected with their joint confusion matrix, counted on the held-out "
+    "images labelled for every crossed concept, so errors of one decoder that depend on "
+    "another concept's group are corrected too. Where validity.json lacks it, or it has no "
+    "held-out image of some intersectional group, the Kronecker product of the concepts' "
+    "confusion matrices is used, which assumes the decoders err independently across "
+    "concepts; each section's 'correction' says which.",
     "A decodable concept is one the discriminator's activations carry; it does not show that "
     "the discriminator uses it to score images.",
     "Intervals of corrected shares include the uncertainty of the confusion matrix: each "

@@ -192,8 +192,8 @@ def synthetic_predictions(n_real: int, n_generated: int, concept_set: ConceptSet
         ``n_real + n_generated + planted.n_test`` rows: the audit rows, then the
         held-out labelled rows (``split == "test"``, ``source == "real"``).
     validity
-        The ``decoders/validity.json`` document; its confusion matrices are counted
-        on the held-out rows.
+        The ``decoders/validity.json`` document; its confusion matrices (per concept
+        and joint per intersection) are counted on the held-out rows.
     """
     import pandas as pd
 
@@ -227,13 +227,17 @@ def synthetic_predictions(n_real: int, n_generated: int, concept_set: ConceptSet
             if cname == concept.name:
                 gi = concept.groups.index(group)
                 score = score + shift * ((true == gi) & (sources == source))
+    from audit.decode.train import joint_confusions
+
     validity: dict[str, Any] = {"concept_set": {"name": concept_set.name,
                                                 "sha256": concept_set.sha256},
                                 "model_sha256": "synthetic", "concepts": {}}
+    decided: dict[str, np.ndarray] = {}
     for concept in concept_set.concepts:
         a = planted_confusion(concept, planted.accuracy.get(concept.name, 0.95))
         true = truth[concept.name]
         decoded, probs = _decode(rng, true, a)
+        decided[concept.name] = decoded[is_test]
         groups = np.array(concept.groups, dtype=object)
         columns[f"true__{concept.name}"] = np.where(known, groups[true], None)
         for j, g in enumerate(concept.groups):
@@ -242,6 +246,9 @@ def synthetic_predictions(n_real: int, n_generated: int, concept_set: ConceptSet
         groups_of = {c.name: (c.groups, truth[c.name][is_test]) for c in concept_set.protected}
         validity["concepts"][concept.name] = _validity_entry(
             concept, true[is_test], decoded[is_test], probs[is_test], groups_of, rng)
+    validity["intersections"] = joint_confusions(
+        np.stack([truth[c.name][is_test] for c in concept_set.concepts], axis=1), decided,
+        concept_set)
     if planted.invalid_scores:
         gen_rows = np.flatnonzero(~is_real)
         bad = rng.choice(gen_rows, size=min(planted.invalid_scores, len(gen_rows)), replace=False)
