@@ -310,7 +310,9 @@ class MeasureSettings(_Section):
                                              "off (both sources then compare decoded shares)")
     impact_threshold: float = Field(0.8, gt=0, le=1, description="four-fifths rule")
     accept_threshold: float = Field(0.0, description="D score above which an image is accepted "
-                                                     "as real (0 for a logit)")
+                                                     "as real (0 for a logit; 0.5 by default "
+                                                     "when discriminator.score_output is "
+                                                     "probability)")
     weak_decoder_below: float = Field(0.8, ge=0, le=1,
                                       description="per-group held-out accuracy under this marks "
                                                   "a finding low confidence")
