@@ -9,6 +9,7 @@ with code 2; anything else is a bug and shows a traceback.
 from __future__ import annotations
 
 __all__ = [
+    "CHECK_PATH",
     "AuditError",
     "ConfigError",
     "ConceptSetError",
@@ -19,6 +20,10 @@ __all__ = [
     "RunFolderError",
     "ReviewError",
 ]
+
+
+#: The fix to append to "file not found" messages about paths from a config.
+CHECK_PATH = " Check the path: relative paths in a config resolve against the config's folder."
 
 
 class AuditError(Exception):

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.errors import DataError
+from audit.errors import CHECK_PATH, DataError
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -388,7 +388,7 @@ def _array_images(arr: np.ndarray, where: str) -> torch.Tensor:
 
 def _list_images(folder: Path, where: str) -> list[Path]:
     if not folder.is_dir():
-        raise DataError(f"{where}: folder {folder} does not exist.")
+        raise DataError(f"{where}: folder {folder} does not exist.{CHECK_PATH}")
     paths = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                     and p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
     if not paths:
@@ -409,7 +409,7 @@ def _read_csv_labels(path: Path, image_column: str, where: str) -> pd.DataFrame:
     import pandas as pd
 
     if not Path(path).is_file():
-        raise DataError(f"{where}: labels file {path} does not exist.")
+        raise DataError(f"{where}: labels file {path} does not exist.{CHECK_PATH}")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -696,7 +696,7 @@ def _arrays(kind: str, path: Path, cfg: ImageSourceConfig, target: InputSpec | N
     from audit.io import sha256_file
 
     if not path.is_file():
-        raise DataError(f"{where}: file {path} does not exist.")
+        raise DataError(f"{where}: file {path} does not exist.{CHECK_PATH}")
     columns: dict[str, np.ndarray] = {}
     if kind == "idx":
         arr = read_idx(path)

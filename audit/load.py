@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from audit.errors import LayerError, ModelLoadError
+from audit.errors import CHECK_PATH, LayerError, ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -350,7 +350,7 @@ def _load_weights(module: nn.Module, path: Path, key: str | None, *, spec: str) 
     import torch
 
     if not Path(path).is_file():
-        raise ModelLoadError(f"{spec}: weights file {path} does not exist.")
+        raise ModelLoadError(f"{spec}: weights file {path} does not exist.{CHECK_PATH}")
     try:
         if str(path).endswith(".safetensors"):
             from safetensors.torch import load_file
@@ -385,7 +385,7 @@ def _unpickle(path: Path, key: str, *, code_path: Path | None, trust: bool,
             f"this machine. Only if you trust where the file comes from, set "
             f"trust_pickle: true in the model's config section.")
     if not Path(path).is_file():
-        raise ModelLoadError(f"{spec}: the file {path} does not exist.")
+        raise ModelLoadError(f"{spec}: the file {path} does not exist.{CHECK_PATH}")
     if code_path is not None:
         if not Path(code_path).is_dir():
             raise ModelLoadError(f"{spec}: code_path {code_path} is not a folder.")
@@ -438,7 +438,7 @@ def _build(cfg: Any, role: Literal["discriminator", "generator"]) -> tuple[Any, 
 
         path = Path(rest)
         if not path.is_file():
-            raise ModelLoadError(f"{spec}: the file {path} does not exist.")
+            raise ModelLoadError(f"{spec}: the file {path} does not exist.{CHECK_PATH}")
         try:
             obj = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
