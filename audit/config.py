@@ -141,6 +141,10 @@ class DiscriminatorConfig(ModelConfig):
     channels: int | None = Field(None, ge=1)
     value_range: tuple[float, float] = (-1.0, 1.0)
     batch_size: int = Field(64, ge=1)
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocast on CUDA is faster, but rounds the discriminator's "
+                            "scores to about 3 significant digits (ties at the median score); "
+                            "fp32 keeps audit numbers exact")
     score_output: Literal["logit", "probability"] = Field(
         "logit", description="what the discriminator outputs: a logit (accepted as real above "
                              "0) or a probability (a sigmoid at the end: accepted above 0.5); "

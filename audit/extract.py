@@ -193,7 +193,7 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
             pooling: Pooling = "avg", batch_size: int = 64, device: str = "cpu",
             max_dim: int = 4096, num_workers: int = 0, progress: bool = True,
             include_batch_dependent: bool = False, shard_size: int | None = None,
-            precision: Literal["auto", "fp32", "bf16"] = "auto",
+            precision: Literal["auto", "fp32", "bf16"] = "fp32",
             class_labels: Sequence[int] | None = None, projection_seed: int = 0
             ) -> ActivationStore:
     """Record pooled activations of ``layers`` and the score of every image.
@@ -224,8 +224,10 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     shard_size : int, optional
         Images per shard, rounded up to a multiple of ``batch_size``
         (default about :data:`DEFAULT_SHARD_IMAGES`).
-    precision : {"auto", "fp32", "bf16"}
-        ``auto``: bf16 autocast on CUDA (fp32 if the model fails under it), fp32 elsewhere.
+    precision : {"fp32", "bf16", "auto"}
+        Default fp32: audit numbers (the D score above all) stay exact. ``bf16``: autocast
+        on CUDA, faster but rounds scores to about 3 significant digits; ``auto``: bf16 on
+        CUDA, fp32 elsewhere. A model that fails under autocast runs in fp32.
     class_labels : sequence of int, optional
         Per-image class labels for a conditional model (default: its config's class_label).
     projection_seed : int
@@ -339,7 +341,7 @@ def _check_ranks_agree(settings: StoreSettings, out: Path) -> None:
 
 def activations_to_store(model: LoadedModel, source: ImageSource, store: ActivationStore,
                          shards: list[int], *, cap: Any, device: str, num_workers: int = 0,
-                         progress: bool = True, precision: str = "auto",
+                         progress: bool = True, precision: str = "fp32",
                          class_labels: Sequence[int] | None = None) -> None:
     """Run the forward passes of the given shards and write each shard when it is full.
 
@@ -530,7 +532,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     for name, source in sources.items():
         store = extract(model, layers, source, out=run_dir / "activations" / name,
                         pooling=d.pooling, batch_size=d.batch_size, device=device,
-                        max_dim=d.max_dim, progress=progress,
+                        max_dim=d.max_dim, progress=progress, precision=d.precision,
                         include_batch_dependent=d.include_batch_dependent)
         if distributed.is_main():
             store.write_labels(source.labels)

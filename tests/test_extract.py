@@ -257,3 +257,32 @@ def test_extract_from_config_and_cli(nets: Path, tmp_path: Path) -> None:
     assert labels["image_id"].tolist() == stores["paired"].image_ids
     assert len(list((tmp_path / "run" / "generated").glob("gen-1-*.png"))) == 6
     assert "paired: 12 images" in res.stdout
+
+
+def test_the_configs_precision_reaches_extraction(monkeypatch, tmp_path) -> None:
+    """Audits run in fp32 unless the config asks for bf16 (which rounds the D scores)."""
+    import audit.extract
+    from audit.config import config_from_dict
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_extract(*args, **kwargs):
+        seen.append(kwargs["precision"])
+        raise Stop
+
+    monkeypatch.setattr(audit.extract, "extract", fake_extract)
+    base = {"discriminator": {"spec": "python:audit.demo.models:DigitsDiscriminator"},
+            "generator": {"spec": "python:audit.demo.models:DigitsGenerator", "n": 4},
+            "paired": {"source": "builtin:digits-paired", "n": 8},
+            "real": {"source": "builtin:digits-audit", "n": 4}}
+    for precision in (None, "bf16"):
+        cfg = dict(base)
+        if precision:
+            cfg["discriminator"] = {**base["discriminator"], "precision": precision}
+        with pytest.raises(Stop):
+            audit.extract.extract_from_config(config_from_dict(cfg), out=tmp_path / "run",
+                                              device="cpu", progress=False)
+    assert seen == ["fp32", "bf16"]
