@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
 
@@ -43,12 +43,6 @@ trust_run_config_option = click.option(
     "--trust-run-config", is_flag=True,
     help="Load the run folder's models even when its config.yaml names code (a pickle, a .py "
          "file, a code_path): only for run folders from someone you trust.")
-
-
-def not_built(what: str, issue: int) -> NoReturn:
-    """Stop a command whose stage is not built yet, saying so plainly."""
-    raise AuditError(f"{what} is not built yet in gan-audit {__version__} (tracked as issue "
-                     f"{issue}). Nothing was run or written.")
 
 
 @click.group(cls=AuditGroup, context_settings=CONTEXT_SETTINGS)

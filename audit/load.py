@@ -861,16 +861,24 @@ def generate_batch(generator: LoadedGenerator, indices: Any, *, seed: int,
                    truncation: float | None = None, class_label: int | None = None
                    ) -> torch.Tensor:
     """Images for the given indices: N x C x H x W float32 on CPU, clamped to [-1, 1]."""
+    z = latents(generator, indices, seed=seed)
+    return latents_to_images(generator, z, truncation=truncation, class_label=class_label)
+
+
+def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
+                      truncation: float | None = None, class_label: int | None = None
+                      ) -> torch.Tensor:
+    """Images of latents ``z`` (N x latent shape): N x C x H x W float32 on CPU in [-1, 1]."""
     import torch
 
-    z = latents(generator, indices, seed=seed).to(generator.device)
+    z = z.to(generator.device)
     kwargs = {}
     if truncation is not None and generator.truncation_param is not None:
         kwargs[generator.truncation_param] = truncation
     with torch.inference_mode():
         if generator.conditioning is not None:
-            labels = None if class_label is None else [class_label] * len(indices)
-            c = generator.conditioning.tensor(len(indices), labels, device=generator.device)
+            labels = None if class_label is None else [class_label] * len(z)
+            c = generator.conditioning.tensor(len(z), labels, device=generator.device)
             out = generator.module(z, c, **kwargs)
         else:
             out = generator.module(z, **kwargs)

@@ -24,9 +24,8 @@ import yaml
 
 from audit._version import __version__
 from audit.config import AuditConfig, load_config
-from audit.errors import RunFolderError
 from audit.io import atomic_write_text, ensure_dir, sha256_file
-from audit.manifest import check_output_folder, new_manifest, read_manifest, write_manifest
+from audit.manifest import check_output_folder, new_manifest, read_manifest, utc_now, write_manifest
 
 __all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
 
@@ -160,17 +159,11 @@ class _Run:
         fn()
         seconds = round(time.perf_counter() - start, 3)
         self.manifest["stages"][name] = {"key": key, "done": True, "seconds": seconds,
-                                         "finished": _now()}
+                                         "finished": utc_now()}
         write_manifest(self.run_dir, self.manifest)
         self.summary.seconds[name] = seconds
         self.log(f"[{name}] done in {seconds:.1f} s")
         return True
-
-
-def _now() -> str:
-    from audit.manifest import utc_now
-
-    return utc_now()
 
 
 def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
@@ -199,6 +192,7 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     RunSummary
     """
     from audit.concepts import load_concept_set
+    from audit.load import resolve_device
 
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -207,8 +201,6 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
         cfg = cfg.model_copy(update={"device": device})
     want_pdf = cfg.report.pdf if pdf is None else pdf
     concept_set = load_concept_set(cfg.concept_set)
-    from audit.load import resolve_device
-
     dev = resolve_device(cfg.device)
     run = _Run(cfg, run_dir, dev, log)
     seeds = {"generator": cfg.generator.seed if cfg.generator else None,
@@ -216,15 +208,14 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
              "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
     run.manifest["seeds"] = seeds
 
+    sections = (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired, cfg.real)
+    stamps = [_spec_files(s) for s in sections]  # hashes files, stats image folders: once
     extract_key = _hash("extract", __version__, concept_set.sha256,
                         *(s.model_dump(mode="json") if s is not None else None
-                          for s in (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired,
-                                    cfg.real)),
-                        *(_spec_files(s) for s in (cfg.discriminator, cfg.generator,
-                                                   cfg.generated, cfg.paired, cfg.real)))
+                          for s in sections), *stamps)
     run.stage("extract", extract_key, ["activations"],
               lambda: _extract(cfg, run_dir, dev), keep=extracted)
-    _record_data(run, cfg)
+    _record_data(run, cfg, files={k: v for stamp in stamps for k, v in stamp.items()})
 
     decoders_key = _hash("decoders", extract_key, concept_set.sha256,
                          cfg.decoders.model_dump(mode="json"))
@@ -279,15 +270,15 @@ def _stores(run_dir: Path) -> dict[str, Any]:
             for name in ("paired", "real", "generated")}
 
 
-def _record_data(run: _Run, cfg: AuditConfig) -> None:
-    """Hashes, data sources and skipped images of the stores, into the manifest."""
+def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
+    """Hashes (``files``: the content stamps of the extract key), data sources and skipped
+    images of the stores, into the manifest."""
     stores = _stores(run.run_dir)
     paired = stores["paired"].settings
     run.manifest["hashes"] = {
         "config": run.config_sha,
         "discriminator": paired.model_sha256,
-        "files": {k: v for s in (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired,
-                                 cfg.real) for k, v in _spec_files(s).items()},
+        "files": files,
         # each store's source fingerprint: its images (ids, content stamp) and transform
         "data": {name: store.settings.source_fingerprint for name, store in stores.items()},
     }
@@ -303,9 +294,7 @@ def _record_data(run: _Run, cfg: AuditConfig) -> None:
     }
     run.manifest["skipped_images"] = {name: list(store.skipped) for name, store in stores.items()
                                       if store.skipped}
-    from audit.manifest import write_manifest as _write
-
-    _write(run.run_dir, run.manifest)
+    write_manifest(run.run_dir, run.manifest)
 
 
 def _train(run_dir: Path, concept_set: Any, cfg: AuditConfig, device: str) -> None:
@@ -387,9 +376,3 @@ def _report(run_dir: Path, pdf: bool) -> None:
 
     render_report(run_dir, pdf=pdf)
 
-
-def check_run_dir(run_dir: Path) -> None:
-    """A clear error when ``run_dir`` is not a finished gan-audit run folder."""
-    if not (Path(run_dir) / "manifest.json").is_file():
-        raise RunFolderError(f"{run_dir}: not a gan-audit run folder (no manifest.json). Give "
-                             f"the --out folder of 'gan-audit run' or 'gan-audit demo'.")

@@ -115,30 +115,21 @@ def folder(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("props")
 
 
-@SETTINGS
-@given(text=yaml_text)
-def test_any_yaml_text_gives_a_config_or_a_config_error(folder, text):
-    path = folder / "audit.yaml"
-    path.write_text(text, encoding="utf-8")
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        _check_error(exc, str(path))
-    else:
-        assert isinstance(cfg, AuditConfig)
-
-
+@pytest.mark.parametrize(("name", "load", "error", "model"), [
+    ("audit.yaml", load_config, ConfigError, AuditConfig),
+    ("set.yaml", load_concept_set, ConceptSetError, ConceptSet),
+], ids=["config", "concept_set"])
 @SETTINGS
 @given(text=st.one_of(yaml_text, st.text(max_size=200)))
-def test_any_yaml_text_gives_a_concept_set_or_a_concept_set_error(folder, text):
-    path = folder / "set.yaml"
+def test_any_yaml_text_gives_an_object_or_a_clear_error(folder, name, load, error, model, text):
+    path = folder / name
     path.write_text(text, encoding="utf-8")
     try:
-        cs = load_concept_set(path)
-    except ConceptSetError as exc:
+        loaded = load(path)
+    except error as exc:
         _check_error(exc, str(path))
     else:
-        assert isinstance(cs, ConceptSet)
+        assert isinstance(loaded, model)
 
 
 @SETTINGS

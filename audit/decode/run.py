@@ -21,7 +21,7 @@ from audit.decode.persist import load_decoders, save_decoders
 from audit.decode.train import activations_to_decoders
 from audit.errors import DataError, RunFolderError
 
-__all__ = ["train_run_decoders", "decode_images", "store_features"]
+__all__ = ["train_run_decoders", "decode_images", "extract_like_run", "store_features"]
 
 _EXTRACT = "Run `gan-audit extract CONFIG.yaml` first."
 
@@ -85,7 +85,6 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
     images into a temporary store and returns :func:`audit.decode.decode`'s table.
     """
     from audit.config import load_run_config
-    from audit.extract import extract
     from audit.load import load_discriminator
     from audit.store import ActivationStore
 
@@ -97,12 +96,28 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
     bundle = load_decoders(run_dir / "decoders")
     paired = ActivationStore.open(run_dir / "activations" / "paired").settings
     model = load_discriminator(cfg.discriminator, device=device)
+    features, scores, ids, settings = extract_like_run(
+        model, bundle, paired, _image_source(images, model.input), device=device)
+    return decode(bundle, features, scores, model_sha256=settings.model_sha256,
+                  pooling=settings.pooling, image_ids=ids)
+
+
+def extract_like_run(model: Any, bundle: DecoderBundle, paired: Any, source: Any, *,
+                     device: str = "cpu"
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], Any]:
+    """Record new images exactly as a run recorded its own, at the decoders' chosen layers.
+
+    ``paired`` is the settings of the run's paired store (pooling, batch size, projection).
+    Returns ``({layer: N x D}, scores (N,), image ids, store settings)`` as copies: the
+    temporary store is gone on return.
+    """
+    from audit.extract import extract
+
     layers = [lay for lay in bundle.layers if lay in set(bundle.best.values())]
     with tempfile.TemporaryDirectory(prefix="gan-audit-decode-") as tmp:
-        store = extract(model, layers, _image_source(images, model.input), out=Path(tmp),
-                        pooling=paired.pooling, batch_size=paired.batch_size, device=device,
-                        max_dim=paired.max_dim, projection_seed=paired.projection_seed,
-                        include_batch_dependent=True, progress=False)
-        return decode(bundle, store_features(store, layers), np.asarray(store.scores()),
-                      model_sha256=store.settings.model_sha256, pooling=store.settings.pooling,
-                      image_ids=list(store.image_ids))
+        store = extract(model, layers, source, out=Path(tmp), pooling=paired.pooling,
+                        batch_size=paired.batch_size, device=device, max_dim=paired.max_dim,
+                        projection_seed=paired.projection_seed, include_batch_dependent=True,
+                        progress=False)
+        features = {lay: np.array(x) for lay, x in store_features(store, layers).items()}
+        return features, np.array(store.scores()), list(store.image_ids), store.settings

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
@@ -165,42 +164,24 @@ class InsightRun:
         """Images of the latents ``z`` (S x latent shape): S x C x H x W float32 in [-1, 1]."""
         import torch
 
-        from audit.load import first_tensor
+        from audit.load import latents_to_images
 
-        g, gcfg = self.generator, self.cfg.generator
-        zt = torch.as_tensor(np.asarray(z, dtype=np.float32), device=g.device)
-        kwargs = {}
-        if gcfg.truncation is not None and g.truncation_param is not None:
-            kwargs[g.truncation_param] = gcfg.truncation
-        with torch.inference_mode():
-            if g.conditioning is not None:
-                labels = None if gcfg.class_label is None else [gcfg.class_label] * len(zt)
-                out = g.module(zt, g.conditioning.tensor(len(zt), labels, device=g.device),
-                               **kwargs)
-            else:
-                out = g.module(zt, **kwargs)
-        return first_tensor(out).float().clamp(-1.0, 1.0).cpu()
+        gcfg = self.cfg.generator
+        return latents_to_images(self.generator, torch.as_tensor(np.asarray(z, dtype=np.float32)),
+                                 truncation=gcfg.truncation, class_label=gcfg.class_label)
 
     def read_images(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Decoded group probabilities ({concept: N x K}) and D scores (N,) of generator
         images (N x C x H x W in [-1, 1]), read the way the run read its generated images."""
-        from audit.decode.run import store_features
-        from audit.extract import extract
+        from audit.decode.run import extract_like_run
         from audit.images import TensorSource, to_model_input
 
-        bundle, paired = self.bundle, self.paired.settings
         x = to_model_input((images + 1) / 2, self.model.input)
-        layers = [lay for lay in bundle.layers if lay in set(bundle.best.values())]
-        with tempfile.TemporaryDirectory(prefix="gan-audit-insight-") as tmp:
-            store = extract(self.model, layers, TensorSource(x), out=Path(tmp),
-                            pooling=paired.pooling, batch_size=paired.batch_size,
-                            device=self.device, max_dim=paired.max_dim,
-                            projection_seed=paired.projection_seed,
-                            include_batch_dependent=True, progress=False)
-            probs = bundle.probabilities(store_features(store, layers),
-                                         model_sha256=store.settings.model_sha256,
-                                         pooling=store.settings.pooling)
-            return probs, np.asarray(store.scores(), dtype=float)
+        features, scores, _, settings = extract_like_run(
+            self.model, self.bundle, self.paired.settings, TensorSource(x), device=self.device)
+        probs = self.bundle.probabilities(features, model_sha256=settings.model_sha256,
+                                          pooling=settings.pooling)
+        return probs, scores.astype(float)
 
     def read_latents(self, z: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray],
                                                    np.ndarray]:
