@@ -249,7 +249,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     device = distributed.device_for_rank(resolve_device(device))
     source = _as_source(images)
     if len(source) == 0:
-        raise DataError(f"{source.spec}: no images to extract.")
+        raise DataError(f"{source.spec}: no images to extract; give a source that holds "
+                        f"readable images.")
     names = resolve_layers(model, layers, include_batch_dependent=include_batch_dependent)
     dependent = tuple(n for n in names if n in model.batch_dependent_layers)
     if dependent:

@@ -334,7 +334,7 @@ def read_idx(path: Path) -> np.ndarray:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: IDX file not found.")
+        raise DataError(f"{path}: IDX file not found.{CHECK_PATH}")
     with open(path, "rb") as fh:
         gz = fh.read(2) == b"\x1f\x8b"
     opener = gzip.open if gz else open
@@ -342,7 +342,8 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc}).") from exc
+        raise DataError(f"{path}: cannot read ({exc}); give an MNIST-style IDX file, "
+                        f"gzipped or not.") from exc
     dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in dtypes:
         raise DataError(f"{path}: not an IDX file (bad magic number); expected MNIST-style "
@@ -392,7 +393,8 @@ def _list_images(folder: Path, where: str) -> list[Path]:
     paths = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                     and p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
     if not paths:
-        raise DataError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}.")
+        raise DataError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Point "
+                        f"the source at the folder that holds the images.")
     return paths
 
 
@@ -413,7 +415,8 @@ def _read_csv_labels(path: Path, image_column: str, where: str) -> pd.DataFrame:
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot read the labels CSV ({exc}).") from exc
+        raise DataError(f"{path}: cannot read the labels CSV ({exc}); save it as a "
+                        f"comma-separated file with a header row.") from exc
     if image_column not in table.columns:
         raise DataError(f"{path}: no column {image_column!r} naming the images; its columns are "
                         f"{list(table.columns)}. Set image_column in the source config.")
@@ -706,9 +709,11 @@ def _arrays(kind: str, path: Path, cfg: ImageSourceConfig, target: InputSpec | N
         try:
             npz = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as exc:
-            raise DataError(f"{path}: cannot read as .npz ({exc}).") from exc
+            raise DataError(f"{path}: cannot read as .npz ({exc}); save the arrays "
+                            f"with numpy.savez.") from exc
         if "images" not in npz.files:
-            raise DataError(f"{path}: no array named 'images' (it has {npz.files}).")
+            raise DataError(f"{path}: no array named 'images' (it has {npz.files}); save "
+                            f"the images under that name.")
         arr = npz["images"]
         for name in npz.files:
             if name != "images" and npz[name].ndim == 1:
