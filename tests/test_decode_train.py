@@ -499,8 +499,19 @@ def test_group_by_keeps_variants_of_one_image_in_one_split() -> None:
 
 
 def test_a_bad_group_by_pattern_is_a_config_error() -> None:
-    with pytest.raises(Exception, match="not a valid regular expression"):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
         DecoderSettings(group_by="(unclosed")
+    from audit.config import config_from_dict
+    from audit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"decoders.group_by: not a valid regular expression"):
+        config_from_dict({"discriminator": {"spec": "builtin:digits-dcgan"},
+                          "generator": {"spec": "builtin:digits-dcgan"},
+                          "paired": {"source": "builtin:digits-paired"},
+                          "real": {"source": "builtin:digits-audit"},
+                          "decoders": {"group_by": "(unclosed"}}, source="audit.yaml")
 
 
 def test_joint_confusion_of_each_intersection_on_fully_labelled_test_images() -> None:
