@@ -80,6 +80,12 @@ def test_encode_labels():
     np.testing.assert_array_equal(codes, [[1, 0, 3, 0], [-1, 1, -1, 1], [-1, -1, 0, 0]])
     with pytest.raises(DataError, match="no column 'ring' for concept 'ring'"):
         encode_labels(labels.drop(columns="ring"), cs)
+    # pandas' own missing value, string and categorical columns read the same.
+    typed = labels.assign(tone=pd.array(["dark", pd.NA, "light"], dtype="string"),
+                          ring=pd.Categorical(["inside", "outside", "inside"]))
+    np.testing.assert_array_equal(encode_labels(typed, cs)[:, [0, 3]], [[1, 0], [-1, 1], [0, 0]])
+    with pytest.raises(DataError, match=r"include \['grey', 'purple'\], which are not among"):
+        encode_labels(labels.assign(tone=["purple", "grey", "dark"]), cs)
 
 
 def test_stratified_split_keeps_strata_shares_and_is_seeded():

@@ -47,34 +47,52 @@ class Targets:
     def rows(self, idx: torch.Tensor) -> Targets:
         return Targets(self.codes[:, idx], self.weights[:, idx])
 
-    def members(self, idx: Sequence[int]) -> Targets:
-        return Targets(self.codes[list(idx)], self.weights[list(idx)])
+    def members(self, idx: Sequence[int] | torch.Tensor) -> Targets:
+        """The members ``idx`` (indices, or a bool mask over M)."""
+        sel = idx if isinstance(idx, torch.Tensor) else list(idx)
+        return Targets(self.codes[sel], self.weights[sel])
 
 
-def _member_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout) -> torch.Tensor:
-    """Loss per member (M,): the sum over concepts of each concept's weighted mean loss.
+def _concept_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout, *,
+                    grad: bool = False) -> Any:
+    """Loss per member and concept (M x C): the concept's weighted mean loss.
 
     A concept's mean runs over its labelled rows only, so a missing label changes no
-    other concept's loss, and a concept without labels contributes 0.
+    other concept's loss, and a concept without labels contributes 0. With ``grad``,
+    also the gradient of the summed losses with respect to ``logits`` (M x n x width),
+    in closed form: ``w (sigmoid(z) - y) / count`` for binary concepts and
+    ``w (softmax(z) - onehot(y)) / count`` for multiclass ones.
     """
     m = logits.shape[0]
-    known = (t.codes >= 0).to(logits.dtype)
-    count = known.sum(dim=1).clamp(min=1.0)                       # M x C
-    total = logits.new_zeros(m)
+    count = (t.codes >= 0).sum(dim=1, keepdim=True).clamp(min=1).to(logits.dtype)
+    scale = t.weights / count                                      # M x n x C
+    out = logits.new_zeros(m, len(layout.names))
+    d = torch.empty_like(logits) if grad else None
     if layout.binary:
         b = layout.binary
         cols = [layout.starts[j] for j in b]
         z = logits[:, :, cols]
         y = t.codes[:, :, b].clamp(min=0).to(logits.dtype)
+        sb = scale[:, :, b]
         loss = F.binary_cross_entropy_with_logits(z, y, reduction="none")
-        total = total + ((loss * t.weights[:, :, b]).sum(dim=1) / count[:, b]).sum(dim=1)
+        out[:, b] = (loss * sb).sum(dim=1)
+        if d is not None:
+            d[:, :, cols] = (torch.sigmoid(z) - y) * sb
     for j in layout.multiclass:
-        z = logits[:, :, layout.slice(j)]
-        k = z.shape[-1]
-        y = t.codes[:, :, j].clamp(min=0)
-        loss = F.cross_entropy(z.reshape(-1, k), y.reshape(-1), reduction="none").view_as(y)
-        total = total + (loss * t.weights[:, :, j]).sum(dim=1) / count[:, j]
-    return total
+        sl = layout.slice(j)
+        y = t.codes[:, :, j:j + 1].clamp(min=0)
+        logp = torch.log_softmax(logits[:, :, sl], dim=2)
+        out[:, j] = -(logp.gather(2, y)[:, :, 0] * scale[:, :, j]).sum(dim=1)
+        if d is not None:
+            p = logp.exp_()
+            p.scatter_add_(2, y, p.new_full(y.shape, -1.0))
+            d[:, :, sl] = p * scale[:, :, j:j + 1]
+    return (out, d) if grad else out
+
+
+def _member_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout) -> torch.Tensor:
+    """Loss per member (M,): the sum over concepts of :func:`_concept_losses`."""
+    return _concept_losses(logits, t, layout).sum(dim=1)
 
 
 # ----------------------------------------------------------------------------- probes
@@ -147,29 +165,30 @@ class _ProbeData:
         return obj, grad
 
 
-def gram_matrices(xs: Sequence[torch.Tensor], train: np.ndarray) -> list[torch.Tensor]:
-    """Per member, ``X1'X1`` of its training rows with a column of ones (float64).
+def gram_matrices(xs: Sequence[torch.Tensor], rows: np.ndarray) -> list[torch.Tensor]:
+    """Per member, the second moments ``X1'X1 / n`` of its training ``rows`` with a
+    column of ones (float64).
 
     (D_i + 1) x (D_i + 1); the last row and column belong to the intercept.
     """
-    tr = torch.as_tensor(train, device=xs[0].device)
+    idx = torch.as_tensor(rows, device=xs[0].device)
     out = []
     for x in xs:
-        x1 = torch.cat([x[tr], x.new_ones(len(train), 1)], dim=1)
-        out.append((x1.T @ x1).double())
+        x1 = torch.cat([x[idx], x.new_ones(len(rows), 1)], dim=1)
+        out.append((x1.T @ x1).double() / len(rows))
     return out
 
 
 def probe_preconditioners(grams: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
     """Per member, the inverse of the logistic Hessian bound ``X1'X1 / 4n + I / n``.
 
-    ``grams`` from :func:`gram_matrices` (``n`` training rows); the intercept is not
-    penalised. Float32 results, computed in float64. Shared by every probe fit on the
-    same features (the real and the control task).
+    ``grams`` from :func:`gram_matrices` (second moments), ``n`` training rows; the
+    intercept is not penalised. Float32 results, computed in float64. Shared by every
+    probe fit on the same features (the real and the control task).
     """
     out = []
     for gram in grams:
-        bound = gram / (4.0 * n)
+        bound = gram / 4.0
         bound.diagonal()[:-1] += 1.0 / n
         out.append(torch.cholesky_inverse(torch.linalg.cholesky(bound)).float())
     return out
@@ -326,66 +345,114 @@ def _uniform(rows: int, cols: int, bound: float, gen: torch.Generator) -> torch.
 
 @dataclass
 class _Stack:
-    """M MLPs: per-member first layers (inputs differ in width), the rest batched.
+    """M MLPs batched along a leading dimension, with a hand-written backward pass.
 
-    ``first[i]`` is D_i x (H0 + S): the first hidden layer's weights, then (S = width
-    when there is a linear path) the linear path's; without hidden layers it is the head
-    (D_i x width). ``rest`` is [b0, (W, b) per further hidden layer, W_head, b_head]
-    (batched, M x ...), or [b_head] without hidden layers.
+    ``first`` is M x Dmax x (H0 + S): each member's first hidden layer's weights, then
+    (S = width when there is a linear path) the linear path's; without hidden layers it
+    is the head (M x Dmax x width). Members whose inputs are narrower than Dmax read
+    zero-padded inputs; their padded rows get no gradient and are dropped on export
+    (``fan_in``). ``rest`` is [b0, (W, b) per further hidden layer, W_head, b_head]
+    (M x ...), or [b_head] without hidden layers.
 
     With a frozen linear path (``linear``: the probes) the first layer reads the inputs
     projected on ``bases`` (D_i x k, or the inputs themselves where None), the probe's
     logits are added as a fixed offset and are folded back in on export.
+
+    The network is two or three batched matrix products per layer; its gradient is
+    written out (:meth:`backward`) rather than recorded by autograd, whose bookkeeping
+    costs more than the arithmetic at these sizes (tests check it against autograd).
     """
 
-    first: list[torch.Tensor]
+    first: torch.Tensor
     rest: list[torch.Tensor]
     h0: int
     skip: bool
+    fan_in: Sequence[int]
     bases: Sequence[torch.Tensor | None] | None = None
     linear: Sequence[dict[str, np.ndarray]] | None = None
 
     @property
     def params(self) -> list[torch.Tensor]:
-        return [*self.first, *self.rest]
+        return [self.first, *self.rest]
 
-    def forward(self, xs: Sequence[torch.Tensor], dropout: float, train: bool,
-                offset: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits M x n x width of the members' inputs ``xs`` (n x D_i each), + ``offset``."""
-        a = torch.stack([x @ w for x, w in zip(xs, self.first, strict=True)])
+    def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None, *,
+                dropout: float = 0.0, gen: torch.Generator | None = None,
+                keep: bool = False) -> Any:
+        """Logits M x n x width of inputs ``x`` (M x n x Dmax), + ``offset``.
+
+        Dropout (after each hidden layer) when ``gen`` is given. With ``keep``, returns
+        ``(logits, cache)`` for :meth:`backward`.
+        """
+        a = torch.bmm(x, self.first)
+        hs: list[torch.Tensor] = []
+        masks: list[torch.Tensor | None] = []
         if not self.h0:
-            return a + self.rest[0]
-        h = torch.relu(a[:, :, :self.h0] + self.rest[0])
-        for i in range(1, len(self.rest), 2):
-            if train and dropout > 0:
-                h = F.dropout(h, dropout, training=True)
-            out = torch.baddbmm(self.rest[i + 1], h, self.rest[i])
-            if i + 2 < len(self.rest):
-                h = torch.relu(out)
-        if self.skip:
-            out = out + a[:, :, self.h0:]
-        return out if offset is None else out + offset
+            out = a + self.rest[0]
+        else:
+            h = torch.relu_(a[:, :, :self.h0] + self.rest[0])
+            for i in range(1, len(self.rest), 2):
+                mask = None
+                if gen is not None and dropout > 0:
+                    mask = torch.empty_like(h).bernoulli_(1.0 - dropout, generator=gen)
+                    mask.div_(1.0 - dropout)
+                    h = h * mask
+                hs.append(h)
+                masks.append(mask)
+                out = torch.baddbmm(self.rest[i + 1], h, self.rest[i])
+                if i + 2 < len(self.rest):
+                    h = torch.relu_(out)
+            if self.skip:
+                out = out + a[:, :, self.h0:]
+        if offset is not None:
+            out = out + offset
+        return (out, (x, hs, masks)) if keep else out
+
+    def backward(self, cache: tuple[Any, ...], dz: torch.Tensor) -> list[torch.Tensor]:
+        """Gradients (in :attr:`params` order) of a loss whose gradient with respect to the
+        logits of :meth:`forward` (``keep=True``) is ``dz`` (M x n x width)."""
+        x, hs, masks = cache
+        grads: list[torch.Tensor] = [dz] * len(self.rest)
+        if not self.h0:
+            grads[0] = dz.sum(dim=1, keepdim=True)
+            da = dz
+        else:
+            g = dz
+            for k in reversed(range(len(hs))):
+                grads[2 * k + 1] = torch.bmm(hs[k].transpose(1, 2), g)
+                grads[2 * k + 2] = g.sum(dim=1, keepdim=True)
+                dh = torch.bmm(g, self.rest[2 * k + 1].transpose(1, 2))
+                if masks[k] is not None:
+                    dh = dh * masks[k]
+                g = dh * (hs[k] > 0)
+            grads[0] = g.sum(dim=1, keepdim=True)
+            da = torch.cat([g, dz], dim=2) if self.skip else g
+        return [torch.bmm(x.transpose(1, 2), da), *grads]
 
     def clone(self) -> _Stack:
-        return _Stack([p.detach().clone() for p in self.first],
-                      [p.detach().clone() for p in self.rest], self.h0, self.skip,
-                      self.bases, self.linear)
+        return self.select(torch.ones(len(self.fan_in), dtype=torch.bool))
 
-    @torch.no_grad()
-    def copy_members(self, src: _Stack, mask: torch.Tensor) -> None:
-        for i in torch.nonzero(mask).flatten().tolist():
-            self.first[i].copy_(src.first[i])
-        for b, p in zip(self.rest, src.rest, strict=True):
-            b[mask] = p.detach()[mask]
+    def select(self, keep: torch.Tensor) -> _Stack:
+        """A copy of the members where the bool mask ``keep`` (M,) is True."""
+        idx = torch.nonzero(keep).flatten().tolist()
+        return _Stack(self.first[keep].clone(), [p[keep].clone() for p in self.rest], self.h0,
+                      self.skip, [self.fan_in[i] for i in idx],
+                      None if self.bases is None else [self.bases[i] for i in idx],
+                      None if self.linear is None else [self.linear[i] for i in idx])
+
+    def copy_from(self, src: _Stack, members: torch.Tensor, mask: torch.Tensor) -> None:
+        """Members ``members[k]`` of this stack take ``src``'s member k where ``mask[k]``."""
+        for b, p in zip(self.params, src.params, strict=True):
+            b[members[mask]] = p[mask]
 
     def export(self, i: int) -> dict[str, np.ndarray]:
         """Member ``i``'s weights as numpy, torch nn.Linear convention (out x in)."""
         def arr(t: torch.Tensor) -> np.ndarray:
-            return t.detach().contiguous().cpu().numpy().astype(np.float32)
+            return t.contiguous().cpu().numpy().astype(np.float32)
 
+        first = self.first[i, :self.fan_in[i]]
         if not self.h0:
-            return {"head.weight": arr(self.first[i].T), "head.bias": arr(self.rest[0][i, 0])}
-        w0 = self.first[i][:, :self.h0]
+            return {"head.weight": arr(first.T), "head.bias": arr(self.rest[0][i, 0])}
+        w0 = first[:, :self.h0]
         if self.bases is not None and self.bases[i] is not None:
             w0 = self.bases[i] @ w0
         out = {"trunk.0.weight": arr(w0.T), "trunk.0.bias": arr(self.rest[0][i, 0])}
@@ -395,7 +462,7 @@ class _Stack:
             out[f"{name}.weight"] = arr(self.rest[2 * k - 1][i].T)
             out[f"{name}.bias"] = arr(self.rest[2 * k][i, 0])
         if self.skip:
-            out["skip.weight"] = arr(self.first[i][:, self.h0:].T)
+            out["skip.weight"] = arr(first[:, self.h0:].T)
         if self.linear is not None:
             out["skip.weight"] = self.linear[i]["head.weight"].astype(np.float32)
             out["head.bias"] = out["head.bias"] + self.linear[i]["head.bias"]
@@ -407,18 +474,18 @@ def _init_stack(fan_in: Sequence[int], layout: HeadLayout, hidden: Sequence[int]
     """torch's nn.Linear initialisation per member; the linear path (``skip``) starts at 0."""
     m, width = len(fan_in), layout.width
     sizes = [*hidden, width]
-    first, b0 = [], torch.empty(m, 1, sizes[0])
+    first = torch.zeros(m, max(fan_in), sizes[0] + (width if skip else 0))
+    b0 = torch.empty(m, 1, sizes[0])
     for i, d in enumerate(fan_in):
         bound = 1.0 / float(np.sqrt(d))
-        w = _uniform(d, sizes[0], bound, gen)
+        first[i, :d, :sizes[0]] = _uniform(d, sizes[0], bound, gen)
         b0[i] = _uniform(1, sizes[0], bound, gen)
-        first.append(torch.cat([w, torch.zeros(d, width)], dim=1) if skip else w)
     rest = [b0]
     for h_in, h_out in itertools.pairwise(sizes):
         bound = 1.0 / float(np.sqrt(h_in))
         rest += [torch.stack([_uniform(h_in, h_out, bound, gen) for _ in range(m)]),
                  torch.stack([_uniform(1, h_out, bound, gen) for _ in range(m)])]
-    return _Stack(first, rest, hidden[0] if hidden else 0, skip)
+    return _Stack(first, rest, hidden[0] if hidden else 0, skip, list(fan_in))
 
 
 class _AdamW:
@@ -431,12 +498,16 @@ class _AdamW:
         self.v = [torch.zeros_like(p) for p in params]
         self.t = 0
 
-    @torch.no_grad()
-    def step(self, lr: float) -> None:
+    def select(self, params: list[torch.Tensor], keep: torch.Tensor) -> None:
+        """Go on with ``params`` (the members where ``keep`` is True), moments kept."""
+        self.params = params
+        self.m = [t[keep] for t in self.m]
+        self.v = [t[keep] for t in self.v]
+
+    def step(self, grads: list[torch.Tensor], lr: float) -> None:
         self.t += 1
         b1, b2 = self.betas
         c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
-        grads = [p.grad for p in self.params]
         torch._foreach_mul_(self.params, 1.0 - lr * self.wd)
         torch._foreach_lerp_(self.m, grads, 1.0 - b1)
         torch._foreach_mul_(self.v, b2)
@@ -445,8 +516,6 @@ class _AdamW:
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(self.params, self.m, denom, value=-lr / c1)
-        for p in self.params:
-            p.grad = None
 
 
 def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
@@ -457,12 +526,28 @@ def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
 
+def _padded(xs: Sequence[torch.Tensor]) -> torch.Tensor:
+    """M x N x Dmax: the members' inputs (N x D_i each), zero-padded to the widest."""
+    width = max(x.shape[1] for x in xs)
+    out = xs[0].new_zeros(len(xs), xs[0].shape[0], width)
+    for i, x in enumerate(xs):
+        out[i, :, :x.shape[1]] = x
+    return out
+
+
+@torch.no_grad()
 def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, val: np.ndarray,
              layout: HeadLayout, settings: DecoderSettings, *,
              init: Sequence[dict[str, np.ndarray]] | None = None,
-             bases: Sequence[torch.Tensor | None] | None = None,
+             bases: Sequence[torch.Tensor | None] | None = None, keep: Sequence[int] = (),
              ) -> tuple[list[dict[str, np.ndarray]], list[int], list[dict[str, list[float]]]]:
     """Train M decoder MLPs together; early stopping per member on its validation loss.
+
+    A member leaves the batch when it stops (``patience`` epochs without a lower
+    validation loss) and, after ``settings.prune_after`` epochs, unless it is among the
+    ``settings.prune_keep`` members with the lowest validation loss of some concept (or
+    listed in ``keep``): successive halving, so that layers that cannot be chosen for any
+    concept stop early and keep their best state so far.
 
     Parameters
     ----------
@@ -515,14 +600,16 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         inputs = list(xs)
         net = _init_stack([x.shape[1] for x in xs], layout, hidden,
                           settings.linear_skip and bool(hidden), gen)
-    net.first = [p.to(device).requires_grad_() for p in net.first]
-    net.rest = [p.to(device).requires_grad_() for p in net.rest]
+    net.first = net.first.to(device)
+    net.rest = [p.to(device) for p in net.rest]
     opt = _AdamW(net.params, weight_decay=settings.weight_decay)
+    x_all = _padded(inputs)
+    del inputs
     tr = torch.as_tensor(train, device=device)
     va = torch.as_tensor(val, device=device)
 
-    def rows(idx: torch.Tensor) -> tuple[list[torch.Tensor], Targets, torch.Tensor | None]:
-        return ([torch.index_select(x, 0, idx) for x in inputs], targets.rows(idx),
+    def rows(idx: torch.Tensor) -> tuple[torch.Tensor, Targets, torch.Tensor | None]:
+        return (torch.index_select(x_all, 1, idx), targets.rows(idx),
                 None if offset is None else torch.index_select(offset, 1, idx))
 
     x_tr, t_tr, o_tr = rows(tr)
@@ -531,53 +618,80 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
     steps = math.ceil(n_tr / batch)
     total = steps * settings.max_epochs
+    dropout_gen = gen if settings.dropout > 0 else None
 
-    with torch.no_grad():
-        best_loss = _member_losses(net.forward(x_va, 0.0, False, o_va), t_va, layout)
+    best_concept = _concept_losses(net.forward(x_va, o_va), t_va, layout)     # M x C
     if offset is None:                  # not started from the probe: epoch 0 is no candidate
-        best_loss = torch.full((m,), float("inf"), device=device)
+        best_concept.fill_(float("inf"))
+    best_loss = best_concept.sum(dim=1)
     best_epoch = torch.zeros(m, dtype=torch.long, device=device)
     best = net.clone()
-    curve: dict[str, list[Any]] = {"epoch": [], "train_loss": [], "val_loss": []}
+    history: list[dict[str, list[float]]] = [
+        {"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)]
     if offset is not None:
-        curve["epoch"].append(0)
-        curve["train_loss"].append([math.nan] * m)
-        curve["val_loss"].append(best_loss.tolist())
+        for i, h in enumerate(history):
+            h["epoch"].append(0)
+            h["train_loss"].append(math.nan)
+            h["val_loss"].append(float(best_loss[i]))
+    members = torch.arange(m, device=device)          # the members still training
     step = 0
     for epoch in range(1, settings.max_epochs + 1):
-        train_sum = torch.zeros(m, device=device)
+        a = len(members)
+        train_sum = torch.zeros(a, device=device)
         if batch == n_tr:
             xe, te, oe = x_tr, t_tr, o_tr
         else:
             order = torch.randperm(n_tr, generator=gen).to(device)
-            xe = [torch.index_select(x, 0, order) for x in x_tr]
+            xe = torch.index_select(x_tr, 1, order)
             te = t_tr.rows(order)
             oe = None if o_tr is None else torch.index_select(o_tr, 1, order)
         for start in range(0, n_tr, batch):
             sl = slice(start, start + batch)
-            logits = net.forward([x[sl] for x in xe], settings.dropout, True,
-                                 None if oe is None else oe[:, sl])
-            loss = _member_losses(logits, Targets(te.codes[:, sl], te.weights[:, sl]), layout)
-            loss.sum().backward()
-            opt.step(_one_cycle(step, steps, total, settings.lr))
+            z, cache = net.forward(xe[:, sl], None if oe is None else oe[:, sl],
+                                   dropout=settings.dropout, gen=dropout_gen, keep=True)
+            loss, dz = _concept_losses(z, Targets(te.codes[:, sl], te.weights[:, sl]), layout,
+                                       grad=True)
+            opt.step(net.backward(cache, dz), _one_cycle(step, steps, total, settings.lr))
             step += 1
-            train_sum += loss.detach() * len(range(n_tr)[sl])
-        with torch.no_grad():
-            val_loss = _member_losses(net.forward(x_va, 0.0, False, o_va), t_va, layout)
-            curve["epoch"].append(epoch)
-            curve["train_loss"].append((train_sum / n_tr).tolist())
-            curve["val_loss"].append(val_loss.tolist())
-            better = val_loss < best_loss
-            if better.any():
-                best_loss = torch.where(better, val_loss, best_loss)
-                best_epoch = torch.where(better, epoch, best_epoch)
-                best.copy_members(net, better)
-        if bool((epoch - best_epoch >= settings.patience).all()):
-            break
-    history = [{"epoch": list(curve["epoch"]),
-                "train_loss": [float(v[i]) for v in curve["train_loss"]],
-                "val_loss": [float(v[i]) for v in curve["val_loss"]]} for i in range(m)]
+            train_sum += loss.sum(dim=1) * len(range(n_tr)[sl])
+        val_concept = _concept_losses(net.forward(x_va, o_va), t_va, layout)
+        val_loss = val_concept.sum(dim=1)
+        for k, i in enumerate(members.tolist()):
+            history[i]["epoch"].append(epoch)
+            history[i]["train_loss"].append(float(train_sum[k] / n_tr))
+            history[i]["val_loss"].append(float(val_loss[k]))
+        better = val_loss < best_loss[members]
+        if better.any():
+            best_loss[members[better]] = val_loss[better]
+            best_concept[members[better]] = val_concept[better]
+            best_epoch[members[better]] = epoch
+            best.copy_from(net, members, better)
+        going = epoch - best_epoch[members] < settings.patience
+        if settings.prune_after is not None and epoch == settings.prune_after:
+            going &= _leading(best_concept, settings.prune_keep, keep)[members]
+        if not bool(going.all()):
+            members = members[going]
+            if not len(members):
+                break
+            net = net.select(going)
+            opt.select(net.params, going)
+            x_tr, x_va = x_tr[going], x_va[going]
+            t_tr, t_va = t_tr.members(going), t_va.members(going)
+            if o_tr is not None:
+                o_tr, o_va = o_tr[going], o_va[going]
     return [best.export(i) for i in range(m)], best_epoch.tolist(), history
+
+
+def _leading(concept_losses: torch.Tensor, top: int, keep: Sequence[int]) -> torch.Tensor:
+    """(M,) bool: members among the ``top`` lowest losses of some concept (M x C; ties
+    to the later member), or listed in ``keep``."""
+    m = concept_losses.shape[0]
+    later = torch.arange(m, dtype=concept_losses.dtype, device=concept_losses.device) * 1e-12
+    order = torch.argsort(concept_losses - later[:, None], dim=0)[:top]      # top x C
+    out = torch.zeros(m, dtype=torch.bool, device=concept_losses.device)
+    out[order.flatten()] = True
+    out[list(keep)] = True
+    return out
 
 
 @torch.no_grad()

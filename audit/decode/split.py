@@ -40,14 +40,18 @@ def encode_labels(labels: pd.DataFrame, concept_set: ConceptSet) -> np.ndarray:
                 f"concept set {concept_set.name!r} (columns: {list(labels.columns)}). Add the "
                 f"column (missing values are allowed) or use a concept set without it.")
         index = {g: i for i, g in enumerate(concept.groups)}
-        cells = [_as_group(v) for v in labels[concept.name].tolist()]
-        bad = sorted({c for c in cells if c is not None and c not in index})
+        # Each distinct cell once (pandas' factorize marks missing cells -1).
+        keys, uniques = pd.factorize(labels[concept.name], use_na_sentinel=True)
+        names = [_as_group(v) for v in uniques]
+        bad = sorted({c for c in names if c is not None and c not in index})
         if bad:
             raise DataError(
                 f"labels of concept {concept.name!r} include {bad[:5]}, which are not among "
                 f"its groups {list(concept.groups)}. Map them to groups in the concept set "
                 f"(source 'values'), or leave them empty to mark them unknown.")
-        codes[:, j] = [index[c] if c is not None else -1 for c in cells]
+        lookup = np.array([index[c] if c is not None else -1 for c in names] + [-1],
+                          dtype=np.int64)
+        codes[:, j] = lookup[keys]                  # key -1 picks the trailing -1
     return codes
 
 

@@ -343,8 +343,10 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         # Every layer's MLP at once, its linear path started from there.
         init = [_rows(p, real) for p in starts] if settings.init_from_probe else None
         weights = _sample_weights(codes, train, sizes, settings.class_balanced)
+        fixed = [layers.index(lay) for lay in settings.layer.values()]
         mlps, epochs, history = fit_mlps(xt, _targets([codes] * n_lay, [weights] * n_lay, dev),
-                                         train, val, layout, settings, init=init, bases=bases)
+                                         train, val, layout, settings, init=init, bases=bases,
+                                         keep=fixed)
 
         # The layer of each concept is chosen on the validation split, not on test.
         val_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
