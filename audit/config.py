@@ -258,6 +258,13 @@ class DecoderSettings(_Section):
                                                         "leave it unconverged: 30 cost up to "
                                                         "0.01 held-out accuracy on a 10-class "
                                                         "concept")
+    probe_layers: int = Field(1, ge=1, description="layers per concept where the full linear "
+                                                    "probe is fitted: its best by the MLPs' "
+                                                    "validation scores, plus its best by the "
+                                                    "linear starts' and wherever the choice "
+                                                    "lands; more can find a layer where the "
+                                                    "probe beats every MLP, at the cost of a "
+                                                    "full fit each")
     probe_start_iter: int = Field(3, ge=1, description="L-BFGS iterations of the linear start "
                                                       "at every layer (the MLP's linear path "
                                                       "and the probe's starting point); the "

@@ -63,13 +63,15 @@ def test_recovers_linear_and_nonlinear_concepts(planted, bundle):
 
 
 def test_internal_probe_matches_sklearn(planted, bundle):
-    # The probe is fitted where it can matter (always at the chosen layers, where
-    # validity reports it); elsewhere its accuracy is NaN.
+    # A concept's probe is fitted where it can matter (always at the concept's chosen
+    # layer, where validity reports it); elsewhere its accuracy is NaN.
     features, labels, cs = planted
+    for concept in cs.names:
+        assert np.isfinite(bundle.validity["concepts"][concept]["probe_accuracy"]), concept
     for layer in bundle.layers:
         for concept in ("tone", "digit"):
             ours = bundle.decoders[layer].metrics[concept]["probe_accuracy"]
-            assert layer not in bundle.best.values() or np.isfinite(ours)
+            assert bundle.best[concept] != layer or np.isfinite(ours)
             if np.isnan(ours):
                 continue
             sk = _sklearn_probe_accuracy(features, labels, cs, bundle, concept, layer)

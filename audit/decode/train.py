@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -154,12 +154,15 @@ def _rows(params: dict[str, np.ndarray], sl: slice) -> dict[str, np.ndarray]:
 
 
 def _calibrate(params: dict[str, np.ndarray], x_val: np.ndarray, y_val: np.ndarray,
-               layout: HeadLayout, settings: DecoderSettings,
+               layout: HeadLayout, settings: DecoderSettings, only: Sequence[str] | None = None,
                ) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
-    """Validation logits, then per concept the temperature and the calibrated NLL."""
+    """Validation logits, then per concept (of ``only``, default all) the temperature and
+    the calibrated NLL."""
     z = _logits(params, x_val)
     temps, nlls = {}, {}
     for j, name in enumerate(layout.names):
+        if only is not None and name not in only:
+            continue
         nlls[name], temps[name] = _calibrated_nll(z[:, layout.slice(j)], y_val[:, j],
                                                   layout.kinds[j], settings.calibrate)
     return z, temps, nlls
@@ -167,23 +170,60 @@ def _calibrate(params: dict[str, np.ndarray], x_val: np.ndarray, y_val: np.ndarr
 
 def _select(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray], x_val: np.ndarray,
             y_val: np.ndarray, layout: HeadLayout, settings: DecoderSettings,
-            ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
-    """Per concept the MLP or the probe, whichever has the lower calibrated validation loss.
+            only: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
+    """Per concept of ``only``, the MLP or the probe, whichever has the lower calibrated
+    validation loss (the other concepts' outputs stay as they are).
 
-    Returns the decoder's weights, ``{concept: "mlp" | "linear"}`` and the temperatures.
-    Ties go to the probe; without ``settings.select_linear`` the MLP is kept.
+    Returns the decoder's weights, ``{concept: "mlp" | "linear"}`` and the temperatures of
+    the concepts of ``only``. Ties go to the probe; without ``settings.select_linear`` the
+    MLP is kept.
     """
-    _, temps, nll_m = _calibrate(mlp, x_val, y_val, layout, settings)
-    choice = dict.fromkeys(layout.names, "mlp")
+    _, temps, nll_m = _calibrate(mlp, x_val, y_val, layout, settings, only)
+    choice = dict.fromkeys(only, "mlp")
     if not settings.select_linear:
         return mlp, choice, temps
-    _, temps_p, nll_p = _calibrate(probe, x_val, y_val, layout, settings)
+    _, temps_p, nll_p = _calibrate(probe, x_val, y_val, layout, settings, only)
     params = mlp
     for j, name in enumerate(layout.names):
-        if nll_p[name] <= nll_m[name]:
+        if name in choice and nll_p[name] <= nll_m[name]:
             params = _with_linear(params, probe, layout.slice(j))
             choice[name], temps[name] = "linear", temps_p[name]
     return params, choice, temps
+
+
+def _zero_linear(width: int, dim: int) -> dict[str, np.ndarray]:
+    """A linear map with every output 0 (rows are filled in as probes are fitted)."""
+    return {"head.weight": np.zeros((width, dim), dtype=np.float32),
+            "head.bias": np.zeros(width, dtype=np.float32)}
+
+
+def _sub_layout(layout: HeadLayout, names: Sequence[str]) -> tuple[HeadLayout, list[int]]:
+    """The layout of some of the concepts (in ``layout``'s order), and their indices."""
+    index = [j for j, n in enumerate(layout.names) if n in names]
+    return HeadLayout(tuple(layout.names[j] for j in index),
+                      tuple(layout.kinds[j] for j in index),
+                      tuple(layout.groups[j] for j in index)), index
+
+
+def _columns(layout: HeadLayout, names: Sequence[str]) -> np.ndarray:
+    """The output rows of ``names``' logits (in ``layout``'s order)."""
+    return np.concatenate([np.arange(layout.slice(j).start, layout.slice(j).stop)
+                           for j, n in enumerate(layout.names) if n in names])
+
+
+def _paired_start(start: dict[str, np.ndarray], cols: np.ndarray) -> dict[str, np.ndarray]:
+    """Starting point of a :func:`_paired_layout` fit of some concepts: the real task's
+    linear start on their rows ``cols``, the control task's at 0."""
+    return {k: np.concatenate([v[cols], np.zeros_like(v[cols])]) for k, v in start.items()}
+
+
+def _by_concepts(new: Mapping[int, list[str]], layout: HeadLayout
+                 ) -> dict[tuple[str, ...], list[int]]:
+    """Layers grouped by the concepts to probe there (one batched fit per group)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for i, names in sorted(new.items()):
+        groups.setdefault(tuple(n for n in layout.names if n in names), []).append(i)
+    return groups
 
 
 def joint_confusions(codes: np.ndarray, decided: Mapping[str, np.ndarray],
@@ -259,18 +299,21 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     Notes
     -----
     Per layer, a few batched L-BFGS steps of the linear probe's objective (scikit-learn's
-    ``LogisticRegression()``: ``probe_start_iter``) give a linear start, for the real and
-    the control task at once. Every layer's MLP then trains at once on top of it: the
-    linear path is that start, kept fixed, and the hidden layers (reading the top
-    ``trunk_components`` principal components of the standardised input; their head
-    starts at zero) learn what it misses, with minibatch AdamW on a one-cycle schedule and
-    early stopping on the validation loss after every epoch. The full probe (to
-    scikit-learn's tolerance within ``probe_max_iter``, from the start) is fitted only at
-    each concept's two best layers by validation macro AUROC and wherever the choice then
-    lands; there, per concept, the decoder keeps the probe instead of the MLP when the
-    probe's calibrated validation loss is not higher (``metrics["decoder"]``: ``"mlp"`` or
-    ``"linear"``), so on held-out data it does not fall below the probe beyond noise, and
-    the layer is chosen again. ``probe_accuracy`` is NaN at layers without a probe.
+    ``LogisticRegression()``: ``probe_start_iter``) give a linear start. Every layer's MLP
+    then trains at once on top of it: the linear path is that start, kept fixed, and the
+    hidden layers (reading the top ``trunk_components`` principal components of the
+    standardised input; their head starts at zero) learn what it misses, with minibatch
+    AdamW on a one-cycle schedule, early stopping on the validation loss after every
+    epoch, and successive halving (``prune_after``, ``prune_keep``: layers that lead no
+    concept stop early). The full probe of a concept (to scikit-learn's tolerance within
+    ``probe_max_iter``, from the start; for the real and the control task at once) is
+    fitted only where it can matter: at the concept's best layer by the MLPs' validation
+    macro AUROC (``probe_layers``), at its best by the linear starts', and wherever the
+    choice then lands. There the decoder keeps the probe instead of the MLP for that
+    concept when the probe's calibrated validation loss is not higher
+    (``metrics["decoder"]``: ``"mlp"`` or ``"linear"``), so on held-out data it does not
+    fall below the probe beyond noise, and the layer is chosen again. ``probe_accuracy``
+    is NaN where no probe of the concept was fitted.
     Temperatures are fitted on the validation split. Each concept's layer is chosen by
     validation macro AUROC (``sweep["val_scores"]``; ties to the later layer), never on
     the test split, so the held-out validity is not flattered by the choice. The control
@@ -324,24 +367,19 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         precond = probe_preconditioners(grams, len(train))
         bases = principal_bases(grams, settings.trunk_components, seed=settings.seed)
         del grams
-        n_lay, width = len(layers), layout.width
-        real, ctrl = slice(0, width), slice(width, 2 * width)
+        n_lay = len(layers)
 
-        # Linear starts of the real and the control task (labels shuffled within the
-        # training and the validation split) at every layer, in one batched fit: a few
-        # L-BFGS steps of the probe's objective (all of them without hidden layers, where
-        # the decoder is the probe).
+        # Linear starts at every layer: a few L-BFGS steps of the probe's objective (all
+        # of them without hidden layers, where the decoder is the probe).
         shuffled = _shuffled(codes, split, settings.seed + 1)
-        paired = _paired_layout(layout)
-        both = np.concatenate([codes, shuffled], axis=1)
-        t_both = _targets([both] * n_lay, [(both >= 0).astype(np.float32)] * n_lay, dev)
         full = not settings.hidden
-        starts = fit_probes(xt, t_both, train, paired, precond=precond,
+        t_real = _targets([codes] * n_lay, [(codes >= 0).astype(np.float32)] * n_lay, dev)
+        starts = fit_probes(xt, t_real, train, layout, precond=precond,
                             max_iter=settings.probe_max_iter if full
                             else settings.probe_start_iter)
 
         # Every layer's MLP at once, its linear path started from there.
-        init = [_rows(p, real) for p in starts] if settings.init_from_probe else None
+        init = starts if settings.init_from_probe else None
         weights = _sample_weights(codes, train, sizes, settings.class_balanced)
         fixed = [layers.index(lay) for lay in settings.layer.values()]
         mlps, epochs, history = fit_mlps(xt, _targets([codes] * n_lay, [weights] * n_lay, dev),
@@ -353,57 +391,94 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         temps: list[dict[str, float]] = []
         choices = [dict.fromkeys(layout.names, "mlp") for _ in layers]
 
-        def score(i: int) -> None:
+        def score(i: int, names: Sequence[str]) -> None:
             z = _logits(mlps[i], xs[layers[i]][val])
             for j, name in enumerate(layout.names):
-                val_scores[name][layers[i]] = _val_auroc(z[:, layout.slice(j)], codes[val, j],
-                                                         layout.kinds[j], temps[i][name])
+                if name in names:
+                    val_scores[name][layers[i]] = _val_auroc(
+                        z[:, layout.slice(j)], codes[val, j], layout.kinds[j], temps[i][name])
 
         for i, layer in enumerate(layers):
             temps.append(_calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)[1])
-            score(i)
+            score(i, layout.names)
 
-        # The linear probe (scikit-learn's objective, to its tolerance, from the starts, for
-        # both tasks) only where it can matter: at each concept's two best layers by the
-        # MLPs' validation scores, then wherever the choice lands. There, per concept, the
-        # decoder keeps the probe when the MLP does not lower the calibrated validation
-        # loss, and the layer is chosen again on the resulting validation scores.
-        probes: dict[int, dict[str, np.ndarray]] = {}
-        wanted = {layers.index(lay) for lay in settings.layer.values()}
+        # The linear probe of each concept (scikit-learn's objective, to its tolerance),
+        # for the real and the control task at once, only where it can matter: at the
+        # concept's best layer(s) by the MLPs' validation scores (``probe_layers``) and its
+        # best by the linear starts' (where a linear decoder looks best; usually the same
+        # layer), then wherever the choice lands. There the decoder keeps the probe instead
+        # of the MLP when the MLP does not lower the calibrated validation loss, and the
+        # layer is chosen again on the resulting validation scores.
+        probed: dict[int, set[str]] = {i: set() for i in range(n_lay)}
+        probe_real = [_zero_linear(layout.width, x.shape[1]) for x in xt]
+        probe_ctrl = [_zero_linear(layout.width, x.shape[1]) for x in xt]
+        wanted = {(layers.index(lay), name) for name, lay in settings.layer.items()}
+        linear_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
+        for i, layer in enumerate(layers):
+            z = _logits(starts[i], xs[layer][val])
+            for j, name in enumerate(layout.names):
+                linear_scores[name][layer] = _val_auroc(z[:, layout.slice(j)], codes[val, j],
+                                                        layout.kinds[j], 1.0)
         for name in layout.names:
-            ranked = sorted(range(n_lay), key=lambda i, n=name: (
-                np.nan_to_num(val_scores[n][layers[i]], nan=-np.inf), i))
-            wanted.update(ranked[-2:])
+            for scores, top in ((val_scores[name], settings.probe_layers),
+                                (linear_scores[name], 1)):
+                ranked = sorted(range(n_lay), key=lambda i, s=scores: (
+                    np.nan_to_num(s[layers[i]], nan=-np.inf), i))
+                wanted.update((i, name) for i in ranked[-top:])
         while True:
-            new = sorted(wanted - set(probes))
-            if new:
-                fitted = ([starts[i] for i in new] if full else fit_probes(
-                    [xt[i] for i in new], t_both.members(new), train, paired,
-                    precond=[precond[i] for i in new], max_iter=settings.probe_max_iter,
-                    init=[starts[i] for i in new]))
-                for i, p in zip(new, fitted, strict=True):
-                    probes[i] = p
-                    mlps[i], choices[i], temps[i] = _select(
-                        mlps[i], _rows(p, real), xs[layers[i]][val], codes[val], layout,
-                        settings)
-                    score(i)
+            new: dict[int, list[str]] = {}
+            for i, name in sorted(wanted):
+                if name not in probed[i]:
+                    new.setdefault(i, []).append(name)
+            for names, members in _by_concepts(new, layout).items():
+                sub, index = _sub_layout(layout, names)
+                cols = _columns(layout, names)
+                both = np.concatenate([codes[:, index], shuffled[:, index]], axis=1)
+                fitted = fit_probes(
+                    [xt[i] for i in members],
+                    _targets([both] * len(members), [(both >= 0).astype(np.float32)]
+                             * len(members), dev),
+                    train, _paired_layout(sub), precond=[precond[i] for i in members],
+                    max_iter=settings.probe_max_iter,
+                    init=[_paired_start(starts[i], cols) for i in members])
+                for i, p in zip(members, fitted, strict=True):
+                    half = len(cols)
+                    for target, rows in ((probe_real[i], slice(0, half)),
+                                         (probe_ctrl[i], slice(half, 2 * half))):
+                        for k, v in p.items():
+                            target[k][cols] = v[rows]
+                    probed[i].update(names)
+                    mlps[i], choice, t = _select(mlps[i], probe_real[i], xs[layers[i]][val],
+                                                 codes[val], layout, settings, only=names)
+                    choices[i].update(choice)
+                    temps[i].update(t)
+                    score(i, names)
             best = {name: settings.layer.get(name) or _choose(val_scores[name], layers)
                     for name in layout.names}
-            wanted = {layers.index(lay) for lay in best.values()}
-            if wanted <= set(probes):
+            wanted = {(layers.index(lay), name) for name, lay in best.items()}
+            if all(name in probed[i] for i, name in wanted):
                 break
         chosen = [lay for lay in layers if lay in best.values()]
         at = [layers.index(lay) for lay in chosen]
 
-        # The control task at the chosen layers, trained and decided like the real one.
+        # The control task at the chosen layers, trained and decided like the real one:
+        # its own linear start, the MLP on top, then per concept chosen there the MLP or
+        # the control's probe, whichever has the lower calibrated validation loss.
+        t_shuf = _targets([shuffled] * len(at), [(shuffled >= 0).astype(np.float32)] * len(at),
+                          dev)
+        ctrl_starts = ([_rows(probe_ctrl[i], slice(None)) for i in at] if full else
+                       fit_probes([xt[i] for i in at], t_shuf, train, layout,
+                                  precond=[precond[i] for i in at],
+                                  max_iter=settings.probe_start_iter))
         w_ctrl = _sample_weights(shuffled, train, sizes, settings.class_balanced)
         controls, _, _ = fit_mlps(
             [xt[i] for i in at], _targets([shuffled] * len(at), [w_ctrl] * len(at), dev),
             train, val, layout, settings,
-            init=[_rows(starts[i], ctrl) for i in at] if settings.init_from_probe else None,
+            init=ctrl_starts if settings.init_from_probe else None,
             bases=[bases[i] for i in at])
-    controls = [_select(c, _rows(probes[i], ctrl), xs[layers[i]][val], shuffled[val], layout,
-                        settings)[0] for c, i in zip(controls, at, strict=True)]
+    controls = [_select(c, probe_ctrl[i], xs[layers[i]][val], shuffled[val], layout, settings,
+                        only=[n for n in layout.names if best[n] == layers[i]])[0]
+                for c, i in zip(controls, at, strict=True)]
 
     # Validation and held-out metrics of every concept at every layer.
     prot = {c.name: (tuple(c.groups), codes[test, j])
@@ -412,8 +487,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     decided: dict[str, np.ndarray] = {}       # test-split decisions at the chosen layers
     for i, layer in enumerate(layers):
         logits = _logits(mlps[i], xs[layer])
-        probe_logits = (_logits(_rows(probes[i], real), xs[layer][test])
-                        if i in probes else None)
+        probe_logits = _logits(probe_real[i], xs[layer][test]) if probed[i] else None
         metrics = {}
         for j, name in enumerate(layout.names):
             kind, sl, t = layout.kinds[j], layout.slice(j), temps[i][name]
@@ -430,7 +504,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
             m["decoder"] = choices[i][name]
             m["val_auroc"] = val_scores[name][layer]
             m["probe_accuracy"] = float("nan")
-            if probe_logits is not None:
+            if probe_logits is not None and name in probed[i]:
                 p_prob = concept_probabilities(probe_logits[:, sl], kind)
                 m["probe_accuracy"] = accuracy(codes[test, j][known],
                                                decide(p_prob, kind)[known])
