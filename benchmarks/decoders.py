@@ -75,6 +75,34 @@ def _sklearn(features, codes, where, *, standardise):
     return (time.perf_counter() - t0, time.process_time() - c0), acc, not_converged
 
 
+def _phases(features, labels, cs, settings):
+    """CPU seconds of our training's parts, from one profiled run (not the timed one)."""
+    import cProfile
+    import pstats
+
+    from audit.decode import activations_to_decoders
+
+    prof = cProfile.Profile(time.process_time)
+    prof.enable()
+    activations_to_decoders(features, labels, cs, settings=settings, model_sha256="bench",
+                            pooling="avg")
+    prof.disable()
+    cum: dict[str, float] = {}
+    for (_, _, name), row in pstats.Stats(prof).stats.items():
+        cum[name] = cum.get(name, 0.0) + row[3]
+    total = cum["activations_to_decoders"]
+    parts = {"linear probes (starts at every layer, full fits where they matter)":
+             cum.get("fit_probes", 0.0),
+             "MLPs (every layer, and the control task at the chosen ones)":
+             cum.get("fit_mlps", 0.0),
+             "second moments, principal components, preconditioners":
+             sum(cum.get(n, 0.0) for n in ("gram_matrices", "principal_bases",
+                                           "probe_preconditioners"))}
+    parts["standardising, calibration, layer choice, held-out metrics"] = \
+        total - sum(parts.values())
+    return total, parts
+
+
 def compare(title, features, labels, cs):
     """Time and score both sides on one store; returns the speedup."""
     import numpy as np
@@ -137,6 +165,10 @@ def compare(title, features, labels, cs):
           f"{st_time / ours_time:.2f}")
     print(f"ours: {ours_time:.2f} s wall, {ours_cpu:.2f} s CPU (probes, MLPs, control task, "
           f"calibration, metrics; best epochs {[bundle.decoders[lay].epochs for lay in layers]})")
+    total, parts = _phases(features, labels, cs, settings)
+    print(f"where our time goes (one profiled run, {total:.2f} s CPU with profiling):")
+    for name, sec in parts.items():
+        print(f"  {sec:5.2f} s  {100 * sec / total:3.0f}%  {name}")
     print(f"speedup in CPU time (less sensitive to a busy machine): {sk_cpu / ours_cpu:.2f}")
     return sk_time / ours_time
 

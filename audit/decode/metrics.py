@@ -28,15 +28,20 @@ def balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def _binary_auroc(positive: np.ndarray, score: np.ndarray) -> float:
-    """Mann-Whitney AUROC with ties counted one half; NaN without both classes."""
-    from scipy.stats import rankdata
+    """Mann-Whitney AUROC with ties counted one half; NaN without both classes.
 
+    Each positive score counts the negatives below it (and half of those equal to it),
+    by binary search in the sorted negative scores.
+    """
     n_pos = int(positive.sum())
     n_neg = len(positive) - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = rankdata(score)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    neg = np.sort(score[~positive])
+    pos = score[positive]
+    below = np.searchsorted(neg, pos, side="left")
+    upto = np.searchsorted(neg, pos, side="right")
+    return float((below.sum() + 0.5 * (upto - below).sum()) / (n_pos * n_neg))
 
 
 def macro_auroc(y: np.ndarray, prob: np.ndarray) -> float:
