@@ -4,7 +4,7 @@
 
     model = load_discriminator("builtin:digits-dcgan")
     store = extract(model, "auto", images, out=Path("run/activations/real"))
-    store.read("blocks.2.1")     # N x D float16
+    store.read("blocks.2.1")     # N x D float16 (float32 beyond float16's range)
     store.scores()               # N float32, the model's realness output
 
 Activations are pooled inside the forward hooks (``avg``, ``avgmax``, ``grid2``,
@@ -383,8 +383,7 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                     c = None if labels is None else labels[batch.indices]
                     out, amp = _forward(model, x, c, amp=amp, first=i == 0)
                     acts = cap.take()
-                    arrays = {name: acts[name].float().cpu().numpy().astype(np.float16)
-                              for name in s.layers}
+                    arrays = {name: acts[name].float().cpu().numpy() for name in s.layers}
                     keep, dropped = _finite_rows(arrays, batch.image_ids,
                                                  stop=source.on_bad_image == "stop")
                     skipped += dropped
@@ -409,7 +408,7 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
 
 def _finite_rows(arrays: dict[str, np.ndarray], image_ids: list[str], *,
                  stop: bool) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Which images have finite activations (after the float16 cast) in every layer.
+    """Which images have finite activations (float32, as the model gave them) in every layer.
 
     NaN or infinite activations would poison every decoder and average into every number:
     such images are skipped like unreadable ones (``{"image_id", "reason"}`` records, listed
@@ -425,8 +424,8 @@ def _finite_rows(arrays: dict[str, np.ndarray], image_ids: list[str], *,
             first_bad[int(i)] = name
         keep &= ~bad
     dropped = [{"image_id": image_ids[i],
-                "reason": f"non-finite activations (NaN or infinite, possibly float16 "
-                          f"overflow) at layer {name!r}"} for i, name in sorted(first_bad.items())]
+                "reason": f"non-finite activations (NaN or infinite) at layer {name!r}"}
+               for i, name in sorted(first_bad.items())]
     if dropped and stop:
         raise DataError(f"{dropped[0]['image_id']}: {dropped[0]['reason']}"
                         + (f" (and {len(dropped) - 1} more image(s) in this batch)"

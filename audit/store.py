@@ -1,10 +1,12 @@
-"""The activation store: pooled layer activations on disk, in float16 shards.
+"""The activation store: pooled layer activations on disk, in float16 shards (float32 for a
+shard of a layer whose values exceed float16's range).
 
 Layout of a store folder::
 
     manifest.json              settings, layers with pooling and dim, image ids in order,
                                shard list, skipped images, "complete": true once all are written
-    <layer>/shard-00000.npy    float16, rows x dim (one folder per layer)
+    <layer>/shard-00000.npy    float16 (float32 where a value exceeds float16's range),
+                               rows x dim (one folder per layer)
     _scores/shard-00000.npy    float32, rows: the model's output score per image
     _shards/shard-00000.json   the shard's image ids and skipped images; written last, so a
                                shard counts as present only when all its files are
@@ -39,6 +41,19 @@ STORE_FORMAT = 1
 _SCORES = "_scores"
 _SHARDS = "_shards"
 _RESERVED = (_SCORES, _SHARDS)
+
+
+_FLOAT16_MAX = 65504.0
+
+
+def storage_array(values: Any) -> np.ndarray:
+    """``values`` as stored: float16, or float32 where a finite value exceeds float16's range."""
+    import numpy as np
+
+    arr = np.asarray(values)
+    with np.errstate(invalid="ignore"):
+        big = bool(np.any(np.abs(arr[np.isfinite(arr)]) > _FLOAT16_MAX)) if arr.size else False
+    return arr.astype(np.float32 if big else np.float16, copy=False)
 
 
 @dataclass(frozen=True)
@@ -182,7 +197,8 @@ class ActivationStore:
         return [self.path / folder / f"{_shard_name(s)}.npy" for s in self._present_shards()]
 
     def read(self, layer: str) -> np.ndarray:
-        """Activations of ``layer``: N x D float16, rows in :attr:`image_ids` order.
+        """Activations of ``layer``: N x D float16 (float32 if a shard needed it), rows in
+        :attr:`image_ids` order.
 
         Shards are memory-mapped; several shards are concatenated into one array.
         """
@@ -282,9 +298,11 @@ class ActivationStore:
 
     def write_shard(self, index: int, *, image_ids: list[str], activations: dict[str, np.ndarray],
                     scores: np.ndarray, skipped: list[dict[str, str]] | None = None) -> None:
-        """Write shard ``index``: one float16 file per layer, float32 scores, then its meta.
+        """Write shard ``index``: one file per layer, float32 scores, then its meta.
 
-        ``activations`` maps every layer to rows x D; rows = ``len(image_ids)``.
+        ``activations`` maps every layer to rows x D; rows = ``len(image_ids)``. A layer's
+        shard is float16 unless one of its values is beyond float16's range (65504), which
+        would turn it into infinity: then float32, so no image is lost to the storage format.
         """
         import numpy as np
 
@@ -293,7 +311,7 @@ class ActivationStore:
             raise ValueError(f"shard {index}: layers {sorted(activations)} != {self.layers}")
         name = _shard_name(index)
         for layer in self.layers:
-            arr = np.asarray(activations[layer], dtype=np.float16)
+            arr = storage_array(activations[layer])
             if arr.shape[0] != rows:
                 raise ValueError(f"shard {index}, layer {layer}: {arr.shape[0]} rows for "
                                  f"{rows} image ids")

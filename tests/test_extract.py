@@ -286,3 +286,36 @@ def test_the_configs_precision_reaches_extraction(monkeypatch, tmp_path) -> None
             audit.extract.extract_from_config(config_from_dict(cfg), out=tmp_path / "run",
                                               device="cpu", progress=False)
     assert seen == ["fp32", "bf16"]
+
+
+def test_values_beyond_float16_are_stored_in_float32(tmp_path: Path) -> None:
+    """A layer whose pooled values exceed float16's range (65504) keeps every image: its
+    shards that need it are float32 (float16 would turn the values into infinity and the
+    images would be skipped); the other shards and layers stay float16."""
+    from audit.load import InputSpec, LoadedModel, probe_layers, state_sha256
+
+    class Gain(torch.nn.Module):
+        def forward(self, h: torch.Tensor) -> torch.Tensor:   # x 1e6 for bright images
+            return h * (1 + 1e6 * (h.mean(dim=(1, 2, 3), keepdim=True) > 0).float())
+
+    module = torch.nn.Sequential(torch.nn.Identity(), Gain(), torch.nn.Flatten(),
+                                 torch.nn.LazyLinear(1)).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(32, 1, 16, 16, generator=g) * 0.5
+    images[:16] -= 0.6                                          # shard 0: dark, shard 1: bright
+    module(images)
+    model = LoadedModel(module=module, spec="test:loud", sha256=state_sha256(module),
+                        input=InputSpec(16, 1))
+    model.layer_info = probe_layers(model)
+    store = extract(model, ["0", "1"], images, out=tmp_path / "s", batch_size=8,
+                    shard_size=16, progress=False)
+    assert store.skipped == [] and len(store.image_ids) == 32
+    shards = sorted((tmp_path / "s" / "1").glob("shard-*.npy"))
+    assert [np.load(f).dtype for f in shards] == [np.float16, np.float32]
+    loud = store.read("1")
+    assert loud.dtype == np.float32 and float(np.abs(loud).max()) > 65504
+    with torch.no_grad():
+        expected = Gain()(images).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(loud[16:], expected[16:], rtol=1e-6)
+    np.testing.assert_allclose(loud[:16], expected[:16], atol=2e-3)
+    assert store.read("0").dtype == np.float16

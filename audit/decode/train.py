@@ -45,8 +45,8 @@ def _check_inputs(features: Mapping[str, np.ndarray], labels: pd.DataFrame) -> l
                             f"{len(labels)} labelled images; expected {len(labels)} x D, rows "
                             f"in the order of the labels.")
         if not np.isfinite(np.asarray(x, dtype=np.float32)).all():
-            raise DataError(f"layer {layer!r}: the activations contain NaN or infinite values "
-                            f"(float16 overflow?); re-extract that layer or leave it out.")
+            raise DataError(f"layer {layer!r}: the activations contain NaN or infinite values; "
+                            f"re-extract that layer or leave it out.")
     return list(features)
 
 
