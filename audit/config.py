@@ -192,6 +192,18 @@ class GeneratedImagesConfig(_Section):
     images: ImageSourceConfig
 
 
+def _compiles(pattern: str | None) -> str | None:
+    """A regular expression option: refused with the parser's reason when it does not compile."""
+    if pattern is not None:
+        import re
+
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression ({exc})") from exc
+    return pattern
+
+
 class DecoderSettings(_Section):
     """Training of the concept decoders (one MLP per layer, all layers trained at once).
 
@@ -289,14 +301,7 @@ class DecoderSettings(_Section):
     @field_validator("group_by")
     @classmethod
     def _group_by_compiles(cls, value: str | None) -> str | None:
-        if value is not None:
-            import re
-
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression ({exc})") from exc
-        return value
+        return _compiles(value)
 
     @model_validator(mode="after")
     def _split_sums_to_one(self) -> DecoderSettings:
@@ -318,6 +323,13 @@ class MeasureSettings(_Section):
     seed: int = 0
     interval: Literal["percentile", "bca"] = "percentile"
     stratified: bool = False
+    cluster_by: str | None = Field(
+        None, description="a regular expression on the audited images' ids: images whose ids "
+                          "give the same match (its first group if it has one) form one "
+                          "cluster (one person's photos, variants of one image), and the "
+                          "bootstrap resamples clusters instead of images, so images that are "
+                          "not independent do not narrow the intervals; an id that does not "
+                          "match is a cluster of its own. Needs stratified: false")
     reference: Literal["real", "uniform"] = "real"
     under_margin: float = Field(0.05, ge=0, le=1,
                                 description="a group whose corrected share falls this far below "
@@ -350,6 +362,19 @@ class MeasureSettings(_Section):
                                                    "BH-significant, else low)")
     max_listed_ids: int = Field(50, ge=0, description="image ids listed per degenerate case "
                                                       "(e.g. NaN scores) in results.json")
+
+    @field_validator("cluster_by")
+    @classmethod
+    def _cluster_by_compiles(cls, value: str | None) -> str | None:
+        return _compiles(value)
+
+    @model_validator(mode="after")
+    def _clusters_not_stratified(self) -> MeasureSettings:
+        if self.cluster_by is not None and self.stratified:
+            raise ValueError("cluster_by resamples whole clusters, which may span groups, so it "
+                             "cannot keep (source, group) strata fixed: set stratified: false or "
+                             "leave cluster_by out")
+        return self
 
 
 class ReportSettings(_Section):

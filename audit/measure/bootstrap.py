@@ -10,6 +10,12 @@ resampling draws each stratum separately with its own fixed size. Continuous sco
 Statistics are functions ``f(cells) -> values`` vectorised over a leading replicate
 axis: ``cells`` (B, C) -> (B, ...). The same function gives the point estimate
 (``B = 1``), the replicates, and the jackknife that BCa needs.
+
+Clustered images (``cluster_by``: one person's photos, variants of one image) are not
+independent; the cluster bootstrap resamples whole clusters instead of rows. With the
+cells of each cluster as a (K, C) matrix M, a replicate draws cluster multiplicities
+w ~ multinomial(K, 1/K) and its cells are w @ M; means are ratios of such sums; the BCa
+jackknife leaves one cluster out at a time.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = ["BootstrapSpec", "estimate", "draw_cells", "cell_interval", "mean_replicates",
-           "intervals", "jackknife_cells", "jackknife_means"]
+           "intervals", "jackknife_cells", "jackknife_means", "cluster_cells",
+           "cluster_weights", "padded_cells"]
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 
@@ -42,19 +49,61 @@ class BootstrapSpec:
         return tail, 1.0 - tail
 
 
+def _dense(keys: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer keys renumbered 0 .. K-1 over the distinct keys present, and K."""
+    uniq, inverse = np.unique(np.asarray(keys), return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64), len(uniq)
+
+
+def cluster_cells(clusters: np.ndarray, cells: np.ndarray, n_cells: int) -> np.ndarray:
+    """(K, n_cells) counts of each cluster's rows per cell, from per-row cluster keys
+    ``clusters`` (N,) and cell indices ``cells`` (N,); K = the distinct keys present."""
+    clusters, k = _dense(clusters)
+    counts = np.bincount(clusters * n_cells + np.asarray(cells, dtype=np.int64),
+                         minlength=k * n_cells)
+    return counts.reshape(k, n_cells)
+
+
+def padded_cells(matrix: np.ndarray, n_cells: int) -> np.ndarray:
+    """(K, C') cluster cells widened to (K, n_cells) with zero columns (cells such as the
+    held-out confusion counts, which no cluster holds)."""
+    out = np.zeros((len(matrix), n_cells), dtype=np.int64)
+    out[:, :matrix.shape[1]] = matrix
+    return out
+
+
+def cluster_weights(n_clusters: int, *, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, K) multiplicities of K clusters drawn with replacement, K per replicate."""
+    if n_clusters == 0:
+        return np.zeros((n_boot, 0), dtype=np.int64)
+    # multinomial(K, 1/K) per replicate, as the counts of K uniform draws (faster for many
+    # clusters than numpy's multinomial).
+    picks = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    picks += np.arange(n_boot)[:, None] * n_clusters
+    return np.bincount(picks.ravel(), minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
+
+
 def draw_cells(counts: np.ndarray, *, n_boot: int, rng: np.random.Generator,
-               strata: np.ndarray | None = None) -> np.ndarray:
+               strata: np.ndarray | None = None, clusters: np.ndarray | None = None
+               ) -> np.ndarray:
     """Bootstrap replicates of cell counts: (C,) integer counts -> (n_boot, C).
 
     Without ``strata`` one multinomial(N, counts / N) per replicate, exactly the cell
     counts of N rows resampled with replacement. With ``strata`` (C,) integer labels,
-    each stratum's total stays fixed and its cells are drawn multinomially.
+    each stratum's total stays fixed and its cells are drawn multinomially. With
+    ``clusters`` (K, C) (:func:`cluster_cells`; its columns sum to ``counts`` where it
+    covers them), the strata it covers are drawn by resampling whole clusters instead.
     """
     counts = np.asarray(counts, dtype=np.int64)
     out = np.zeros((n_boot, len(counts)), dtype=np.int64)
     labels = np.zeros(len(counts), dtype=int) if strata is None else np.asarray(strata)
-    for s in np.unique(labels):
-        cols = np.flatnonzero(labels == s)
+    covered = np.zeros(len(counts), dtype=bool)
+    if clusters is not None:
+        covered = np.isin(labels, labels[np.asarray(clusters).sum(axis=0) > 0])
+        w = cluster_weights(len(clusters), n_boot=n_boot, rng=rng).astype(float)
+        out += np.rint(w @ np.asarray(clusters, dtype=float)).astype(np.int64)  # BLAS, exact
+    for s in np.unique(labels[~covered]):
+        cols = np.flatnonzero((labels == s) & ~covered)
         total = int(counts[cols].sum())
         if total == 0:
             continue
@@ -62,13 +111,18 @@ def draw_cells(counts: np.ndarray, *, n_boot: int, rng: np.random.Generator,
     return out
 
 
-def jackknife_cells(stat: Statistic, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-row-out values of ``stat`` on cell counts.
+def jackknife_cells(stat: Statistic, counts: np.ndarray, clusters: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-row-out values of ``stat`` on cell counts (leave-one-cluster-out with
+    ``clusters``, (K, C)).
 
     Every row of a cell gives the same leave-one-out value, so the jackknife needs one
-    evaluation per non-empty cell. Returns (values (M, ...), weights (M,) = rows per cell).
+    evaluation per non-empty cell. Returns (values (M, ...), weights (M,) = rows per cell,
+    or 1 per cluster).
     """
     counts = np.asarray(counts, dtype=np.int64)
+    if clusters is not None:
+        return stat(counts[None, :] - np.asarray(clusters)), np.ones(len(clusters))
     cells = np.flatnonzero(counts > 0)
     minus = np.repeat(counts[None, :], len(cells), axis=0)
     minus[np.arange(len(cells)), cells] -= 1
@@ -134,19 +188,31 @@ def intervals(point: np.ndarray, reps: np.ndarray, spec: BootstrapSpec,
     return out
 
 
-def cell_interval(stat: Statistic, counts: np.ndarray, draws: np.ndarray, spec: BootstrapSpec
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Point estimate (...) and interval (..., 2) of ``stat`` from counts and their draws."""
+def cell_interval(stat: Statistic, counts: np.ndarray, draws: np.ndarray, spec: BootstrapSpec,
+                  clusters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Point estimate (...) and interval (..., 2) of ``stat`` from counts and their draws
+    (``clusters``: the (K, C) cluster cells the draws resampled, for BCa's jackknife)."""
     point = stat(np.asarray(counts)[None, :])[0]
     if draws.shape[0] == 0:
         return point, np.full((*np.shape(point), 2), np.nan)
-    jack = jackknife_cells(stat, counts) if spec.method == "bca" else None
+    jack = jackknife_cells(stat, counts, clusters) if spec.method == "bca" else None
     return point, intervals(point, stat(draws), spec, jack)
 
 
+def _cluster_sums(values: np.ndarray, codes: np.ndarray, n_codes: int, clusters: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(K, n_codes) sums of ``values`` and row counts per cluster (of those present) and
+    code."""
+    clusters, k = _dense(clusters)
+    keys = clusters * n_codes + codes
+    sums = np.bincount(keys, weights=values, minlength=k * n_codes).reshape(k, n_codes)
+    cnts = np.bincount(keys, minlength=k * n_codes).reshape(k, n_codes).astype(float)
+    return sums, cnts
+
+
 def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
-                    spec: BootstrapSpec, rng: np.random.Generator, chunk: int = 64
-                    ) -> np.ndarray:
+                    spec: BootstrapSpec, rng: np.random.Generator, chunk: int = 64,
+                    clusters: np.ndarray | None = None) -> np.ndarray:
     """Bootstrap replicates of per-code means of ``values``: (B, n_codes).
 
     Parameters
@@ -158,6 +224,8 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
     spec
         ``stratified`` resamples within each code (sizes fixed); otherwise all N rows
         are resampled together (group sizes vary, as when resampling the table).
+    clusters
+        (N,) cluster keys: whole clusters are resampled (not stratified).
 
     Rows are resampled ``chunk`` replicates at a time, to bound memory (chunk x N).
     A code with no row in a replicate has a NaN mean there.
@@ -168,6 +236,11 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
     reps = np.full((spec.n_boot, n_codes), np.nan)
     if n == 0 or spec.n_boot == 0:
         return reps
+    if clusters is not None:
+        sums, cnts = _cluster_sums(values, codes, n_codes, clusters)
+        w = cluster_weights(len(sums), n_boot=spec.n_boot, rng=rng)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (w @ sums) / (w @ cnts)
     if spec.stratified:
         for c in range(n_codes):
             v = values[codes == c]
@@ -188,11 +261,17 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
     return reps
 
 
-def jackknife_means(values: np.ndarray, codes: np.ndarray, n_codes: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Leave-one-row-out per-code means, for BCa: (values (N, n_codes), weights (N,))."""
+def jackknife_means(values: np.ndarray, codes: np.ndarray, n_codes: int,
+                    clusters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Leave-one-row-out (with ``clusters``: leave-one-cluster-out) per-code means, for
+    BCa: (values (M, n_codes), weights (M,))."""
     values = np.asarray(values, dtype=float)
     codes = np.asarray(codes, dtype=np.int64)
+    if clusters is not None:
+        sums, cnts = _cluster_sums(values, codes, n_codes, clusters)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (sums.sum(axis=0) - sums) / (cnts.sum(axis=0) - cnts)
+        return out, np.ones(len(sums))
     sums = np.bincount(codes, weights=values, minlength=n_codes)
     cnts = np.bincount(codes, minlength=n_codes).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.measure.bootstrap import BootstrapSpec, Statistic, cell_interval, draw_cells, estimate
+from audit.measure.bootstrap import (
+    BootstrapSpec,
+    Statistic,
+    cell_interval,
+    cluster_cells,
+    draw_cells,
+    estimate,
+    padded_cells,
+)
 from audit.measure.groups import SHARE_PARTS, SOURCES, CellLayout, Grouping
 from audit.measure.stats import (
     binomial_test,
@@ -84,9 +92,9 @@ def share_basis(grouping: Grouping, *, unknown_below: float) -> tuple[str, bool]
     return ("true" if grouping.labelled.all() else "decoded"), False
 
 
-def share_cells(grouping: Grouping, source: np.ndarray, *, basis: str) -> np.ndarray:
-    """The share cells (C,) of a grouping: audited images by :data:`SHARE_PARTS` and
-    group (unknown last), counted as ``basis`` says, then the confusion counts."""
+def share_row_cells(grouping: Grouping, source: np.ndarray, *, basis: str) -> np.ndarray:
+    """(N,) each audited image's share cell: its :data:`SHARE_PARTS` part and group
+    (unknown last), counted as ``basis`` says."""
     g1 = grouping.n_groups + 1
     if basis == "decoded":
         labelled = np.zeros(len(source), dtype=bool)
@@ -94,7 +102,14 @@ def share_cells(grouping: Grouping, source: np.ndarray, *, basis: str) -> np.nda
         labelled = grouping.labelled
     code = np.where(labelled, grouping.best, grouping.decoded)
     part = 2 * np.asarray(source, dtype=np.int64) + (~labelled).astype(np.int64)
-    counts = np.bincount(part * g1 + code, minlength=len(SHARE_PARTS) * g1)
+    return part * g1 + code
+
+
+def share_cells(grouping: Grouping, source: np.ndarray, *, basis: str) -> np.ndarray:
+    """The share cells (C,) of a grouping: audited images by :data:`SHARE_PARTS` and
+    group (unknown last), counted as ``basis`` says, then the confusion counts."""
+    counts = np.bincount(share_row_cells(grouping, source, basis=basis),
+                         minlength=len(SHARE_PARTS) * (grouping.n_groups + 1))
     return np.concatenate([counts, *[c.ravel() for c in grouping.confusions or ()]])
 
 
@@ -138,7 +153,7 @@ def representation_statistic(layout: CellLayout, *, reference: str, correct: boo
 
 def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.ndarray, *,
                            source: np.ndarray, spec: BootstrapSpec, settings: MeasureSettings,
-                           rng: np.random.Generator
+                           rng: np.random.Generator, clusters: np.ndarray | None = None
                            ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
     """Representation section of one grouping.
 
@@ -153,6 +168,9 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
         counted from them.
     rng
         Draws the bootstrap replicates of the share cells.
+    clusters
+        (N,) cluster keys of the audited images (``cluster_by``): whole clusters are
+        resampled; None resamples images.
 
     Returns
     -------
@@ -165,10 +183,13 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
     basis, correct = share_basis(grouping, unknown_below=settings.unknown_below)
     share_layout = CellLayout(g, layout.confusion_sizes, n_parts=len(SHARE_PARTS), n_states=1)
     counts = share_cells(grouping, source, basis=basis)
+    matrix = None if clusters is None else padded_cells(
+        cluster_cells(clusters, share_row_cells(grouping, source, basis=basis),
+                      share_layout.n_audit), len(counts))
     draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng,
-                       strata=share_layout.strata(stratified=spec.stratified))
+                       strata=share_layout.strata(stratified=spec.stratified), clusters=matrix)
     stat = representation_statistic(share_layout, reference=settings.reference, correct=correct)
-    point, ci = cell_interval(stat, counts, draws, spec)
+    point, ci = cell_interval(stat, counts, draws, spec, matrix)
     parts = share_layout.audit(counts[None, :])[0, :, :, 0]       # (4, G + 1)
     basis_counts = parts[0::2] + parts[1::2]                       # (2 sources, G + 1)
     n_real, n_gen = int(basis_counts[0, :g].sum()), int(basis_counts[1, :g].sum())

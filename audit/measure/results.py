@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.errors import DataError, RunFolderError
-from audit.measure.bootstrap import BootstrapSpec, draw_cells
+from audit.measure.bootstrap import BootstrapSpec, cluster_cells, draw_cells, padded_cells
 from audit.measure.findings import results_to_findings, validity_summary, verdicts
 from audit.measure.groups import (
     N_STATES,
@@ -130,6 +130,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     source = (audit["source"].astype(str) == "generated").to_numpy().astype(np.int64)
     scores = audit["score"].to_numpy(dtype=float)
     ids = audit["image_id"].astype(str).to_numpy()
+    clusters = image_clusters(ids, source, settings.cluster_by)
     finite = np.isfinite(scores)
     degenerate: list[dict[str, Any]] = []
     if len(audit) == 0:
@@ -162,7 +163,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     for grouping in [*per_concept, *crossed]:
         rep, trt, tests, excl, degen = _measure_grouping(
             grouping, source=source, state=state, scores=scores, median=median, spec=spec,
-            settings=settings)
+            settings=settings, clusters=clusters)
         sections[grouping.name] = {"representation": rep, "treatment": trt}
         all_tests += tests
         exclusions += excl
@@ -198,7 +199,11 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "settings": settings.model_dump(mode="json"),
         "bootstrap": {"method": spec.method, "n_boot": spec.n_boot, "seed": spec.seed,
                       "stratified": spec.stratified, "confidence": spec.confidence,
-                      "resampled": _resampled_words(spec)},
+                      "cluster_by": settings.cluster_by,
+                      "n_clusters": None if clusters is None else
+                      {name: len(np.unique(clusters[source == s]))
+                       for s, name in enumerate(SOURCES)},
+                      "resampled": _resampled_words(spec, settings.cluster_by)},
         "counts": {"real": int(np.sum(source == 0)), "generated": int(np.sum(source == 1)),
                    "total": len(audit), "invalid_scores": int(np.sum(~finite))},
         "validity": summary,
@@ -218,32 +223,56 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     return to_jsonable(results)
 
 
-def _resampled_words(spec: BootstrapSpec) -> str:
-    audited = ("the audited images within each (source, group) stratum" if spec.stratified
-               else "all audited images together (real and generated)")
+def _resampled_words(spec: BootstrapSpec, cluster_by: str | None = None) -> str:
+    if cluster_by is not None:
+        audited = (f"clusters of audited images (ids alike under cluster_by {cluster_by!r}; "
+                   f"real and generated together), whole")
+    elif spec.stratified:
+        audited = "the audited images within each (source, group) stratum"
+    else:
+        audited = "all audited images together (real and generated)"
     return (f"{spec.n_boot} replicates resampling {audited} with replacement, and the "
             f"held-out decoder test set within each true group; {spec.method} intervals at "
             f"{spec.confidence:.0%}")
 
 
+def image_clusters(image_ids: np.ndarray, source: np.ndarray, pattern: str | None
+                   ) -> np.ndarray | None:
+    """(N,) cluster keys of the audited images under ``cluster_by`` (None without one).
+
+    Ids alike under the pattern (:func:`audit.decode.split.id_groups`) form one cluster
+    within a source; real and generated images never share one.
+    """
+    from audit.decode.split import id_groups
+
+    keys = id_groups([str(i) for i in image_ids], pattern)
+    if keys is None:
+        return None
+    return np.asarray(keys, dtype=np.int64) * 2 + np.asarray(source, dtype=np.int64)
+
+
 def _measure_grouping(grouping: Grouping, *, source: np.ndarray, state: np.ndarray,
                       scores: np.ndarray, median: float | None, spec: BootstrapSpec,
-                      settings: MeasureSettings):
-    """Cells, bootstrap draws, representation and treatment of one grouping."""
+                      settings: MeasureSettings, clusters: np.ndarray | None):
+    """Cells, bootstrap draws, representation and treatment of one grouping (resampling
+    ``clusters`` of images, (N,) keys, when given)."""
     g1 = grouping.n_groups + 1
     sizes = tuple(c.shape[0] for c in grouping.confusions) if grouping.confusions else ()
     layout = CellLayout(grouping.n_groups, sizes)
-    audit_cells = np.bincount((source * g1 + grouping.best) * N_STATES + state,
-                              minlength=layout.n_audit)
+    row_cells = (source * g1 + grouping.best) * N_STATES + state
+    audit_cells = np.bincount(row_cells, minlength=layout.n_audit)
     cells = np.concatenate([audit_cells, *[c.ravel() for c in grouping.confusions or ()]])
+    matrix = None if clusters is None else \
+        padded_cells(cluster_cells(clusters, row_cells, layout.n_audit), len(cells))
     rng = _grouping_rng(settings.seed, grouping.name)
     draws = draw_cells(cells, n_boot=spec.n_boot, rng=rng,
-                       strata=layout.strata(stratified=spec.stratified))
+                       strata=layout.strata(stratified=spec.stratified), clusters=matrix)
     rep, rep_tests, degen = measure_representation(grouping, layout, cells, source=source,
-                                                   spec=spec, settings=settings, rng=rng)
+                                                   spec=spec, settings=settings, rng=rng,
+                                                   clusters=clusters)
     trt, trt_tests, excl, degen2 = measure_treatment(
         grouping, layout, cells, draws, scores=scores, source=source, median=median, spec=spec,
-        settings=settings, rng=rng)
+        settings=settings, rng=rng, clusters=clusters, cluster_matrix=matrix)
     return rep, trt, rep_tests + trt_tests, excl, degen + degen2
 
 

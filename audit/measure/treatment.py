@@ -163,7 +163,8 @@ def treatment_statistic(layout: CellLayout, eligible: np.ndarray, used: np.ndarr
 def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
                       draws: np.ndarray, *, scores: np.ndarray, source: np.ndarray,
                       median: float | None, spec: BootstrapSpec, settings: MeasureSettings,
-                      rng: np.random.Generator
+                      rng: np.random.Generator, clusters: np.ndarray | None = None,
+                      cluster_matrix: np.ndarray | None = None
                       ) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]],
                                  list[dict[str, Any]]]:
     """Treatment section of one grouping.
@@ -172,6 +173,10 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
     ----------
     cells, draws
         The grouping's cell counts (C,) and bootstrap replicates (B, C).
+    clusters, cluster_matrix
+        With ``cluster_by``: (N,) cluster keys of the audited images and their (K, C)
+        cells, which the draws resampled; the mean scores and BCa's jackknife resample
+        the same clusters.
     scores, source
         (N,) scores and source codes (0 real, 1 generated) of the audited images, in
         the order of ``grouping.best``; used for mean scores.
@@ -209,7 +214,7 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
     eligible = ~excluded & ~small & (valid > 0)
     used = ~excluded.any(axis=0) & (valid.sum(axis=0) > 0)
     stat = treatment_statistic(layout, eligible, used)
-    point, ci = cell_interval(stat, cells, draws, spec)
+    point, ci = cell_interval(stat, cells, draws, spec, cluster_matrix)
     width = 2 * (g + 1)
     blocks = {name: (point[i * width:(i + 1) * width].reshape(2, g + 1),
                      ci[i * width:(i + 1) * width].reshape(2, g + 1, 2))
@@ -263,7 +268,8 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
                                             blocks["acceptance_rate"][1][1, i], int(valid[1, i]),
                                             int(acc_k[1, i]))})
 
-    means, mean_ci = _mean_scores(grouping, scores, source, spec=spec, rng=rng)
+    means, mean_ci = _mean_scores(grouping, scores, source, spec=spec, rng=rng,
+                                  clusters=clusters)
     rows, exclusions = [], []
     for s, s_name in enumerate(SOURCES):
         for i, label in enumerate(labels):
@@ -314,9 +320,10 @@ def _selection_rate():
 
 
 def _mean_scores(grouping: Grouping, scores: np.ndarray, source: np.ndarray, *,
-                 spec: BootstrapSpec, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean finite score per (source, group incl. unknown) and its interval."""
+                 spec: BootstrapSpec, rng: np.random.Generator,
+                 clusters: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean finite score per (source, group incl. unknown) and its interval (resampling
+    the images' ``clusters`` when given)."""
     g1 = grouping.n_groups + 1
     finite = np.isfinite(scores)
     codes = (source * g1 + grouping.best)[finite]
@@ -325,8 +332,9 @@ def _mean_scores(grouping: Grouping, scores: np.ndarray, source: np.ndarray, *,
     cnts = np.bincount(codes, minlength=2 * g1)
     with np.errstate(invalid="ignore", divide="ignore"):
         point = sums / cnts
-    reps = mean_replicates(values, codes, 2 * g1, spec=spec, rng=rng)
-    jack = jackknife_means(values, codes, 2 * g1) if spec.method == "bca" else None
+    cl = None if clusters is None else np.asarray(clusters)[finite]
+    reps = mean_replicates(values, codes, 2 * g1, spec=spec, rng=rng, clusters=cl)
+    jack = jackknife_means(values, codes, 2 * g1, cl) if spec.method == "bca" else None
     ci = intervals(point, reps, spec, jack) if spec.n_boot else np.full((2 * g1, 2), np.nan)
     return point.reshape(2, g1), ci.reshape(2, g1, 2)
 

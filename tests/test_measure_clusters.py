@@ -1,0 +1,166 @@
+"""The cluster bootstrap (measure.cluster_by): images that are not independent.
+
+Reference: an audit whose real images are each copied m times is, for the bootstrap,
+no more informative than the audit of the originals. Resampling the copies as clusters
+must give the intervals of the originals (resampled as images); resampling the copies as
+images must give intervals about sqrt(m) narrower.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from audit.concepts import load_concept_set
+from audit.config import MeasureSettings
+from audit.errors import ConfigError
+from audit.measure import predictions_to_results
+from audit.measure.bootstrap import (
+    BootstrapSpec,
+    cluster_cells,
+    draw_cells,
+    jackknife_cells,
+    mean_replicates,
+)
+from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
+
+COPIES = 4
+PATTERN = r"^(.*)-copy\d+$"
+
+
+@pytest.fixture(scope="module")
+def cs():
+    return load_concept_set("digits_tone")
+
+
+@pytest.fixture(scope="module")
+def originals(cs):
+    return synthetic_predictions(600, 2400, cs, seed=3, planted=DIGITS_PLANTED)
+
+
+@pytest.fixture(scope="module")
+def copied(originals):
+    """Every audited real image four times (ids ``<id>-copy<k>``); the rest unchanged."""
+    frame, validity = originals
+    real = (frame["split"] == "audit") & (frame["source"] == "real")
+    copies = [frame[real].assign(image_id=frame.loc[real, "image_id"].astype(str)
+                                 + f"-copy{k}") for k in range(COPIES)]
+    return pd.concat([*copies, frame[~real]], ignore_index=True), validity
+
+
+def _audit(frame, validity, cs, **settings):
+    return predictions_to_results(frame, cs, validity,
+                                  settings=MeasureSettings(n_boot=2000, seed=5, **settings))
+
+
+def _width(estimate: dict) -> float:
+    low, high = estimate["ci"]
+    return high - low
+
+
+def _real_widths(results: dict) -> dict[str, float]:
+    """Interval widths of real-image estimates: shares and mean scores of every group."""
+    out = {}
+    for section in results["representation"]:
+        for row in section["rows"]:
+            out[f"share {section['concept']}={row['group']}"] = _width(row["real"])
+    for section in results["treatment"]:
+        for row in section["rows"]:
+            if row["source"] == "real" and row["n"] >= 100:
+                out[f"mean {section['concept']}={row['group']}"] = _width(row["mean_score"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def audits(cs, originals, copied):
+    """The originals; the copies resampled as images; the copies resampled as clusters."""
+    return (_audit(*originals, cs), _audit(*copied, cs), _audit(*copied, cs, cluster_by=PATTERN))
+
+
+def test_clusters_of_copies_give_the_intervals_of_the_originals(audits):
+    reference, as_images, as_clusters = map(_real_widths, audits)
+    assert reference.keys() <= as_clusters.keys() and len(reference) >= 8
+    for key, width in reference.items():
+        # Monte Carlo error of a 2,000-draw interval width is a few percent.
+        assert as_clusters[key] == pytest.approx(width, rel=0.12), key
+        assert as_images[key] == pytest.approx(width / np.sqrt(COPIES), rel=0.12), key
+
+
+def test_results_say_what_was_resampled(audits):
+    _, plain, clustered = audits
+    boot = clustered["bootstrap"]
+    assert boot["cluster_by"] == PATTERN
+    # 600 originals among the real images; generated ids do not match: one cluster each.
+    assert boot["n_clusters"] == {"real": 600, "generated": 2400}
+    assert "clusters of audited images" in boot["resampled"]
+    assert plain["bootstrap"]["cluster_by"] is None and plain["bootstrap"]["n_clusters"] is None
+    # Point estimates do not depend on how the bootstrap resamples.
+    assert [r["real"]["value"] for s in plain["representation"] for r in s["rows"]] == \
+        [r["real"]["value"] for s in clustered["representation"] for r in s["rows"]]
+
+
+def test_bca_with_clusters_leaves_one_cluster_out(cs, originals, copied):
+    reference = _real_widths(_audit(*originals, cs, interval="bca"))
+    as_clusters = _real_widths(_audit(*copied, cs, cluster_by=PATTERN, interval="bca"))
+    for key, width in reference.items():
+        assert np.isfinite(as_clusters[key]), key
+        assert as_clusters[key] == pytest.approx(width, rel=0.15), key
+
+
+def test_singleton_clusters_draw_like_rows():
+    """Every row its own cluster: the cluster draws have the multinomial's moments."""
+    rng = np.random.default_rng(0)
+    cells = rng.integers(0, 5, 400)
+    counts = np.bincount(cells, minlength=5)
+    matrix = cluster_cells(np.arange(400), cells, 5)
+    draws = draw_cells(counts, n_boot=20000, rng=rng, clusters=matrix)
+    p = counts / 400
+    np.testing.assert_allclose(draws.mean(axis=0), counts, rtol=0.02)
+    np.testing.assert_allclose(draws.var(axis=0), 400 * p * (1 - p), rtol=0.05)
+
+
+def test_clusters_leave_the_confusion_rows_to_their_strata():
+    """Held-out confusion counts are not audited images: each row keeps its total."""
+    counts = np.array([30, 20, 10, 40, 7, 3, 2, 8])       # 4 audit cells, a 2 x 2 confusion
+    strata = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    matrix = np.zeros((3, 8), dtype=np.int64)
+    matrix[:, :4] = [[30, 0, 0, 0], [0, 20, 10, 0], [0, 0, 0, 40]]
+    draws = draw_cells(counts, n_boot=500, rng=np.random.default_rng(1), strata=strata,
+                       clusters=matrix)
+    assert set(draws[:, 4:6].sum(axis=1)) == {10} and set(draws[:, 6:].sum(axis=1)) == {10}
+    # audit cells move in whole clusters: cells 1 and 2 always in the ratio 2:1
+    np.testing.assert_array_equal(draws[:, 1], 2 * draws[:, 2])
+    values, weights = jackknife_cells(lambda c: c[:, :4].sum(axis=1, keepdims=True), counts,
+                                      matrix)
+    np.testing.assert_array_equal(values[:, 0], [70, 70, 60])
+    np.testing.assert_array_equal(weights, [1, 1, 1])
+
+
+def test_cluster_means_match_the_means_of_cluster_totals():
+    rng = np.random.default_rng(2)
+    values = rng.normal(size=90)
+    codes = np.repeat([0, 1, 0], 30)
+    clusters = np.repeat(np.arange(30), 3)
+    reps = mean_replicates(values, codes, 2, spec=BootstrapSpec(n_boot=3), rng=rng,
+                           clusters=clusters)
+    assert reps.shape == (3, 2) and np.isfinite(reps).all()
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"cluster_by": "^(x", "stratified": False}, "not a valid regular expression"),
+    ({"cluster_by": "^(.*)-copy", "stratified": True}, "set stratified: false"),
+])
+def test_cluster_by_is_checked(tmp_path, settings, message):
+    from audit.config import load_config
+
+    path = tmp_path / "audit.yaml"
+    path.write_text("discriminator: {spec: builtin:digits-dcgan}\n"
+                    "generator: {spec: builtin:digits-dcgan, n: 10}\n"
+                    "concept_set: digits_tone\n"
+                    "paired: {source: builtin:digits-paired}\n"
+                    "real: {source: builtin:digits-audit}\n"
+                    f"measure: {settings}\n".replace("'", '"').replace("True", "true")
+                    .replace("False", "false"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
