@@ -26,7 +26,9 @@ import pickle
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -570,6 +572,31 @@ def _as_config(cfg: Any, cls_name: str) -> Any:
 # ---------------------------------------------------------------- discriminator
 
 
+_MODELS: ContextVar[dict[tuple[Any, ...], Any] | None] = ContextVar("gan_audit_models",
+                                                                  default=None)
+
+
+@contextmanager
+def shared_models() -> Iterator[None]:
+    """Within this block, each discriminator and generator (same config section and device)
+    is loaded once and shared: the stages of one run (extract, samples, insight) then do not
+    each unpickle and probe the same network again."""
+    token = _MODELS.set({})
+    try:
+        yield
+    finally:
+        _MODELS.reset(token)
+
+
+def _shared(key: tuple[Any, ...], load: Callable[[], Any]) -> Any:
+    cache = _MODELS.get()
+    if cache is None:
+        return load()
+    if key not in cache:
+        cache[key] = load()
+    return cache[key]
+
+
 def load_discriminator(cfg: DiscriminatorConfig | str, *, device: str = "cpu",
                        probe: bool = True) -> LoadedModel:
     """Load a discriminator from a spec or its config section.
@@ -595,6 +622,11 @@ def load_discriminator(cfg: DiscriminatorConfig | str, *, device: str = "cpu",
     """
     cfg = _as_config(cfg, "DiscriminatorConfig")
     device = resolve_device(device)
+    return _shared(("discriminator", cfg.model_dump_json(), device, probe),
+                   lambda: _load_discriminator(cfg, device, probe))
+
+
+def _load_discriminator(cfg: Any, device: str, probe: bool) -> LoadedModel:
     module, notes, builtin = _build(cfg, "discriminator")
     sha256 = state_sha256(module)
     notes += _switch_off_augmentation(module)
@@ -815,6 +847,11 @@ def load_generator(cfg: GeneratorConfig | str, *, device: str = "cpu") -> Loaded
     """
     cfg = _as_config(cfg, "GeneratorConfig")
     device = resolve_device(device)
+    return _shared(("generator", cfg.model_dump_json(), device),
+                   lambda: _load_generator(cfg, device))
+
+
+def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
     module, notes, builtin = _build(cfg, "generator")
     latent_dim = cfg.latent_dim or _int_attr(module, "z_dim", "latent_dim", "nz", "latent_size")
     if latent_dim is None and builtin is not None:

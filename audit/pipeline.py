@@ -192,7 +192,7 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     RunSummary
     """
     from audit.concepts import load_concept_set
-    from audit.load import resolve_device
+    from audit.load import resolve_device, shared_models
 
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -208,6 +208,19 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
              "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
     run.manifest["seeds"] = seeds
 
+    with shared_models():      # each network loaded once for all stages
+        _stages(run, cfg, run_dir, concept_set, dev, want_pdf, extracted)
+    results_path = run_dir / "results.json"
+    run.summary.results = json.loads(results_path.read_text(encoding="utf-8"))
+    run.summary.outputs = {"results": results_path, "html": run_dir / "report.html"}
+    if want_pdf:
+        run.summary.outputs["pdf"] = run_dir / "report.pdf"
+    return run.summary
+
+
+def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: str,
+            want_pdf: bool, extracted: bool) -> None:
+    """Every stage of :func:`run_audit`, each skipped when its inputs have not changed."""
     sections = (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired, cfg.real)
     stamps = [_spec_files(s) for s in sections]  # hashes files, stats image folders: once
     extract_key = _hash("extract", __version__, concept_set.sha256,
@@ -245,13 +258,6 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
                        want_pdf, sha256_file(review) if review.exists() else None)
     outputs = ["report.html", "report.pdf"] if want_pdf else ["report.html"]
     run.stage("report", report_key, outputs, lambda: _report(run_dir, want_pdf))
-
-    results_path = run_dir / "results.json"
-    run.summary.results = json.loads(results_path.read_text(encoding="utf-8"))
-    run.summary.outputs = {"results": results_path, "html": run_dir / "report.html"}
-    if want_pdf:
-        run.summary.outputs["pdf"] = run_dir / "report.pdf"
-    return run.summary
 
 
 # ---------------------------------------------------------------- stages

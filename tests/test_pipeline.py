@@ -172,3 +172,26 @@ def test_the_extract_key_sees_new_images_edited_code_and_new_weights(tmp_path, m
     weights.write_bytes(b"2")
     assert _spec_files(with_weights) != one
     assert any(k.endswith("SHA256SUMS") for k in one)  # builtin: the shipped weights' sums
+
+
+def test_each_network_is_loaded_once_per_run(tmp_path, monkeypatch):
+    """Extract, samples and insight share one loaded discriminator and generator."""
+    import audit.load as load
+
+    calls = {"discriminator": 0, "generator": 0}
+    real_d, real_g = load._load_discriminator, load._load_generator
+
+    def count(role, real):
+        def wrapped(*args, **kwargs):
+            calls[role] += 1
+            return real(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(load, "_load_discriminator", count("discriminator", real_d))
+    monkeypatch.setattr(load, "_load_generator", count("generator", real_g))
+    result = _run(TINY, tmp_path / "run")
+    assert result.exit_code == 0, result.output + str(result.exception)
+    assert calls == {"discriminator": 1, "generator": 1}
+    # Outside a run nothing is kept: a second load builds the network again.
+    load.load_discriminator(TINY["discriminator"]["spec"])
+    assert calls["discriminator"] == 2
