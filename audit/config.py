@@ -34,6 +34,7 @@ from pydantic import (
 )
 
 from audit._yaml import read_yaml, validate
+from audit.concepts import ColumnSource, FolderSource, IdxSource
 from audit.errors import ConfigError
 
 __all__ = [
@@ -109,6 +110,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
+ClassSource = Annotated[ColumnSource | FolderSource | IdxSource, Field(discriminator="type")]
+
+
 class ModelConfig(_Section):
     """How to load a model (discriminator or generator) from a spec."""
 
@@ -149,6 +153,13 @@ class DiscriminatorConfig(ModelConfig):
         "logit", description="what the discriminator outputs: a logit (accepted as real above "
                              "0) or a probability (a sigmoid at the end: accepted above 0.5); "
                              "sets the default of measure.accept_threshold")
+    class_source: ClassSource | None = Field(
+        None, description="conditional discriminator: where each real image's class label "
+                          "comes from, like a concept's label source: {type: column, column: "
+                          "NAME} (labels CSV or NPZ array), {type: folder} (class folders) or "
+                          "{type: idx}; raw values are class indices, or 'values' maps them "
+                          "to indices. Generated images get the classes the generator was "
+                          "given. Without it every image gets class_label")
 
     @field_validator("layers", mode="before")
     @classmethod
@@ -169,6 +180,11 @@ class GeneratorConfig(ModelConfig):
     latent_dim: int | None = Field(None, ge=1)
     truncation: float | None = Field(None, gt=0)
     save_png: bool = False
+    class_sampling: Literal["fixed", "uniform"] = Field(
+        "fixed", description="conditional generator: 'fixed' gives every image class_label; "
+                             "'uniform' gives image i a class drawn uniformly from "
+                             "num_classes with its own seed (the same whatever the batch); "
+                             "the discriminator scores each image with its class")
 
 
 class ImageSourceConfig(_Section):

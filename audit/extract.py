@@ -510,34 +510,43 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     concept_set = load_concept_set(cfg.concept_set)
     model = load_discriminator(d, device=device)
     layers = resolve_layers(model, d.layers, include_batch_dependent=d.include_batch_dependent)
+    classes = d.class_source
     sources: dict[str, ImageSource] = {
         "paired": load_images(cfg.paired, concept_set=concept_set, input=model.input,
-                              require_labels=True),
-        "real": load_images(cfg.real, concept_set=concept_set, input=model.input),
+                              require_labels=True, class_source=classes),
+        "real": load_images(cfg.real, concept_set=concept_set, input=model.input,
+                            class_source=classes),
     }
     if cfg.generator is not None:
         g = cfg.generator
         gen = load_generator(g, device=device)
         source = GeneratedSource(gen, n=g.n, seed=g.seed, target=model.input,
                                  batch_size=g.batch_size, truncation=g.truncation,
-                                 class_label=g.class_label,
+                                 class_label=g.class_label, class_sampling=g.class_sampling,
                                  png_dir=run_dir / "generated" if g.save_png else None)
         source.labels = _empty_labels(source.image_ids, concept_set.names)
         sources["generated"] = source
     else:
         assert cfg.generated is not None  # the config validator guarantees one of the two
         sources["generated"] = load_images(cfg.generated.images, concept_set=concept_set,
-                                           input=model.input)
+                                           input=model.input, class_source=classes)
     stores = {}
     for name, source in sources.items():
         store = extract(model, layers, source, out=run_dir / "activations" / name,
                         pooling=d.pooling, batch_size=d.batch_size, device=device,
                         max_dim=d.max_dim, progress=progress, precision=d.precision,
-                        include_batch_dependent=d.include_batch_dependent)
+                        include_batch_dependent=d.include_batch_dependent,
+                        class_labels=_for_model(model, source.class_labels))
         if distributed.is_main():
             store.write_labels(source.labels)
         stores[name] = store
     return stores
+
+
+def _for_model(model: LoadedModel, labels: Any) -> Any:
+    """The images' class labels when the discriminator is conditional (else None: an
+    unconditional discriminator takes none, whatever the generator was given)."""
+    return labels if model.conditioning is not None else None
 
 
 def _empty_labels(image_ids: list[str], concepts: list[str]) -> Any:

@@ -126,6 +126,9 @@ class ImageSource:
         ``image_id`` + one column per concept of the concept set (group name or None).
     skipped : list of dict
         Images found unreadable so far: ``{"image_id", "reason"}``.
+    class_labels : int array or None
+        Each image's class (source order) for a conditional discriminator; None: the
+        model's configured ``class_label`` for all.
     fingerprint : str
         sha256 identifying the images and their order (and the transform).
     in_process : bool
@@ -144,6 +147,7 @@ class ImageSource:
         self.on_bad_image = on_bad_image
         self.skipped: list[dict[str, str]] = []
         self.labels: pd.DataFrame = pd.DataFrame({"image_id": image_ids})
+        self.class_labels: np.ndarray | None = None
         self._content = ""
 
     def __len__(self) -> int:
@@ -290,16 +294,19 @@ class GeneratedSource(ImageSource):
     def __init__(self, generator: LoadedGenerator, *, n: int, seed: int,
                  target: InputSpec | None, batch_size: int = 64,
                  truncation: float | None = None, class_label: int | None = None,
-                 png_dir: Path | None = None) -> None:
+                 class_sampling: str = "fixed", png_dir: Path | None = None) -> None:
+        from audit.load import generated_classes
+
         super().__init__(generator.spec, [f"gen-{seed}-{i}" for i in range(n)], target=target)
         self.generator = generator
         self.seed = seed
         self.truncation = truncation
-        self.class_label = class_label
         self.png_dir = png_dir
         self.batch_size = batch_size
+        self.class_labels = generated_classes(generator, n=n, seed=seed,
+                                              class_label=class_label, sampling=class_sampling)
         self._content = json.dumps([generator.sha256, list(generator.latent_shape), seed,
-                                    truncation, class_label])
+                                    truncation, class_label, class_sampling])
 
     def get_batch(self, indices: Sequence[int]) -> Batch:
         import torch
@@ -308,9 +315,11 @@ class GeneratedSource(ImageSource):
 
         indices = list(indices)
         images = torch.cat([
-            generate_batch(self.generator, indices[i:i + self.batch_size], seed=self.seed,
-                           truncation=self.truncation, class_label=self.class_label)
-            for i in range(0, len(indices), self.batch_size)])
+            generate_batch(self.generator, part, seed=self.seed, truncation=self.truncation,
+                           class_label=None if self.class_labels is None
+                           else self.class_labels[part].tolist())
+            for part in (indices[i:i + self.batch_size]
+                         for i in range(0, len(indices), self.batch_size))])
         if self.png_dir is not None:
             for i, image in zip(indices, images, strict=True):
                 save_png(image, Path(self.png_dir) / f"{self.image_ids[i]}.png")
@@ -583,7 +592,8 @@ def concept_labels(raw: pd.DataFrame, concept_set: ConceptSet | None, image_ids:
 
 
 def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None = None,
-                input: InputSpec | None = None, require_labels: bool = False) -> ImageSource:
+                input: InputSpec | None = None, require_labels: bool = False,
+                class_source: Any = None) -> ImageSource:
     """Open an image source and build its labels table.
 
     Parameters
@@ -596,6 +606,9 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
         The model's input: images are transformed to it (see :func:`to_model_input`).
     require_labels : bool
         Every concept must have labels (paired images for decoder training).
+    class_source : label source, optional
+        Where each image's class label for a conditional discriminator comes from
+        (``discriminator.class_source``): fills ``class_labels``.
 
     Returns
     -------
@@ -648,7 +661,37 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     source.on_bad_image = cfg.on_bad_image  # also images that read but give bad activations
     source.labels = concept_labels(raw, concept_set, source.image_ids, where=where,
                                    require=require_labels)
+    if class_source is not None:
+        source.class_labels = class_labels(raw, class_source, source.image_ids, where=where)
     return source
+
+
+def class_labels(raw: pd.DataFrame, src: Any, image_ids: list[str], *, where: str
+                 ) -> np.ndarray:
+    """Each image's class index (a conditional discriminator's label) from its raw label
+    columns: the value itself when it is a whole number, else through ``src.values``.
+
+    Raises :class:`DataError` when the source lacks the column or an image has no class.
+    """
+    import numpy as np
+
+    key = _raw_key(src)
+    if key not in raw.columns:
+        raise DataError(f"{where}: discriminator.class_source reads {key!r}, which this source "
+                        f"does not have (it provides: {', '.join(raw.columns) or 'no labels'}). "
+                        f"Give a labels CSV with that column, or fix class_source.")
+    mapping = dict(getattr(src, "values", None) or {})
+    out = np.empty(len(image_ids), dtype=np.int64)
+    for i, value in enumerate(raw[key].reindex(image_ids)):
+        text = _as_group_text(value)
+        text = mapping.get(text, text) if text is not None else None
+        if text is None or not text.lstrip("-").isdigit():
+            shown = "missing" if text is None else repr(text)
+            raise DataError(f"{where}: image {image_ids[i]!r} has class {shown} in {key!r}; a "
+                            f"conditional discriminator needs a class index for every image. "
+                            f"Fill it in, or map names to indices with class_source.values.")
+        out[i] = int(text)
+    return out
 
 
 def _celeba(root: Path, cfg: ImageSourceConfig, target: InputSpec | None,

@@ -26,7 +26,7 @@ import pickle
 import sys
 import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from audit.errors import CHECK_PATH, LayerError, ModelLoadError
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
     from torch import nn
 
@@ -112,7 +113,8 @@ class Conditioning:
                 raise ModelLoadError(
                     f"the model is conditional (its forward takes {self.param!r}) but no class "
                     f"label was given. Set class_label (and num_classes for a one-hot vector) in "
-                    f"the model's config section.")
+                    f"the model's config section, or for a discriminator class_source (each "
+                    f"image's class from its labels).")
             labels = torch.full((n,), int(self.class_label), dtype=torch.long)
         labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(n)
         if self.num_classes is None:
@@ -173,6 +175,8 @@ class LoadedModel:
         Every module with its output shape for one dummy batch (see :func:`probe_layers`).
     conditioning : Conditioning or None
         How class labels are passed, for conditional models.
+    classes_from_data : bool
+        Each image's class comes with the images (``class_source``), not from the config.
     """
 
     module: nn.Module
@@ -184,6 +188,7 @@ class LoadedModel:
     layer_info: list[LayerInfo] = field(default_factory=list)
     conditioning: Conditioning | None = None
     device: str = "cpu"
+    classes_from_data: bool = False
 
     def forward(self, x: torch.Tensor, class_labels: Any = None) -> torch.Tensor:
         """Raw model output for images ``x`` (N x C x H x W); the first tensor of a tuple."""
@@ -642,7 +647,8 @@ def _load_discriminator(cfg: Any, device: str, probe: bool) -> LoadedModel:
     model = LoadedModel(
         module=_adapt_torchscript(module, notes).to(device), spec=cfg.spec, sha256=sha256,
         input=InputSpec(image_size, channels, tuple(cfg.value_range)), notes=notes,
-        conditioning=_conditioning(module, cfg), device=device)
+        conditioning=_conditioning(module, cfg), device=device,
+        classes_from_data=cfg.class_source is not None)
     if probe:
         model.layer_info = probe_layers(model)
         model.batch_dependent_layers = [i.name for i in model.layer_info if i.batch_dependent]
@@ -703,7 +709,7 @@ def probe_layers(model: LoadedModel, *, image_size: int | None = None,
         xa = xa[:batch]
         try:
             runs = [_record_all(model, x, names) for x in (xa, xa, xb)]
-        except LayerError:
+        except (LayerError, ModelLoadError):    # (no class label: not about the input size)
             raise
         except Exception as exc:
             last_error = exc
@@ -741,9 +747,14 @@ def _record_all(model: LoadedModel, x: torch.Tensor,
                       len(seen))
 
     handles = [m.register_forward_hook(hook) for m in names]
+    cond = model.conditioning
+    # A discriminator whose classes come with the images (class_source) gets class 0 for
+    # the dummy batches; without class_label or class_source the probe fails clearly.
+    labels = [0] * len(x) if cond is not None and cond.class_label is None \
+        and model.classes_from_data else None
     try:
         with torch.inference_mode():
-            out = model.forward(x)
+            out = model.forward(x, labels)
     finally:
         for h in handles:
             h.remove()
@@ -894,18 +905,42 @@ def latents(generator: LoadedGenerator, indices: Any, *, seed: int) -> torch.Ten
     return out
 
 
+def generated_classes(generator: LoadedGenerator, *, n: int, seed: int,
+                      class_label: int | None, sampling: str = "fixed") -> np.ndarray | None:
+    """The class of each of ``n`` generated images (None for an unconditional generator, or
+    a conditional one left to its default).
+
+    ``fixed``: ``class_label`` for all (None if unset); ``uniform``: image ``i`` gets a class
+    drawn uniformly from the generator's ``num_classes`` by its own seed
+    (:func:`image_seed`), so it does not depend on batches or processes.
+    """
+    import numpy as np
+
+    if generator.conditioning is None:
+        return None
+    if sampling == "fixed":
+        return None if class_label is None else np.full(n, int(class_label), dtype=np.int64)
+    k = generator.conditioning.num_classes
+    if not k:
+        raise ModelLoadError(f"{generator.spec}: class_sampling: uniform needs the number of "
+                             f"classes; set num_classes in the generator config.")
+    return np.array([image_seed(seed, i) % k for i in range(n)], dtype=np.int64)
+
+
 def generate_batch(generator: LoadedGenerator, indices: Any, *, seed: int,
-                   truncation: float | None = None, class_label: int | None = None
-                   ) -> torch.Tensor:
-    """Images for the given indices: N x C x H x W float32 on CPU, clamped to [-1, 1]."""
+                   truncation: float | None = None,
+                   class_label: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Images for the given indices: N x C x H x W float32 on CPU, clamped to [-1, 1]
+    (``class_label``: one class for all, or one per index)."""
     z = latents(generator, indices, seed=seed)
     return latents_to_images(generator, z, truncation=truncation, class_label=class_label)
 
 
 def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
-                      truncation: float | None = None, class_label: int | None = None
-                      ) -> torch.Tensor:
-    """Images of latents ``z`` (N x latent shape): N x C x H x W float32 on CPU in [-1, 1]."""
+                      truncation: float | None = None,
+                      class_label: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Images of latents ``z`` (N x latent shape): N x C x H x W float32 on CPU in [-1, 1]
+    (``class_label``: one class for all, or one per latent)."""
     import torch
 
     z = z.to(generator.device)
@@ -914,7 +949,8 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
         kwargs[generator.truncation_param] = truncation
     with torch.inference_mode():
         if generator.conditioning is not None:
-            labels = None if class_label is None else [class_label] * len(z)
+            labels = (None if class_label is None else [int(class_label)] * len(z)
+                      if isinstance(class_label, int) else list(class_label))
             c = generator.conditioning.tensor(len(z), labels, device=generator.device)
             out = generator.module(z, c, **kwargs)
         else:

@@ -77,7 +77,8 @@ def _sources(cfg: AuditConfig, concept_set: ConceptSet, device: str) -> tuple[An
         g = cfg.generator
         generated = GeneratedSource(load_generator(g, device=device), n=g.n, seed=g.seed,
                                     target=model.input, batch_size=g.batch_size,
-                                    truncation=g.truncation, class_label=g.class_label)
+                                    truncation=g.truncation, class_label=g.class_label,
+                                    class_sampling=g.class_sampling)
     else:
         assert cfg.generated is not None
         generated = load_images(cfg.generated.images, concept_set=concept_set,

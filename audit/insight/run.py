@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.errors import AuditError, DataError, RunFolderError
+from audit.errors import AuditError, ConfigError, DataError, RunFolderError
 from audit.io import atomic_path, atomic_write_json, ensure_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -168,7 +168,21 @@ class InsightRun:
 
         gcfg = self.cfg.generator
         return latents_to_images(self.generator, torch.as_tensor(np.asarray(z, dtype=np.float32)),
-                                 truncation=gcfg.truncation, class_label=gcfg.class_label)
+                                 truncation=gcfg.truncation, class_label=self.path_class)
+
+    @property
+    def path_class(self) -> int | None:
+        """The class held along a latent path of a conditional generator: the generator's
+        ``class_label`` (needed: with ``class_sampling: uniform`` a path has no class of
+        its own)."""
+        gcfg = self.cfg.generator
+        if (gcfg is not None and gcfg.class_label is None
+                and getattr(gcfg, "class_sampling", "fixed") == "uniform"
+                and getattr(self.generator, "conditioning", None) is not None):
+            raise ConfigError("interpolating a class-conditional generator holds one class "
+                              "along the path: set generator.class_label to that class (the "
+                              "audit itself keeps class_sampling: uniform).")
+        return None if gcfg is None else gcfg.class_label
 
     def read_images(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Decoded group probabilities ({concept: N x K}) and D scores (N,) of generator
@@ -177,8 +191,11 @@ class InsightRun:
         from audit.images import TensorSource, to_model_input
 
         x = to_model_input((images + 1) / 2, self.model.input)
+        source = TensorSource(x)
+        if self.path_class is not None:   # scored with the class they were generated with
+            source.class_labels = np.full(len(x), self.path_class, dtype=np.int64)
         features, scores, _, settings = extract_like_run(
-            self.model, self.bundle, self.paired.settings, TensorSource(x), device=self.device)
+            self.model, self.bundle, self.paired.settings, source, device=self.device)
         probs = self.bundle.probabilities(features, model_sha256=settings.model_sha256,
                                           pooling=settings.pooling)
         return probs, scores.astype(float)
