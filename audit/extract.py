@@ -257,13 +257,15 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         warnings.warn(f"layers {list(dependent)} depend on the other images in the batch: "
                       f"their activations hold only for batch size {batch_size} and this image "
                       f"order (both recorded in the store manifest).", stacklevel=2)
+    _check_classes(model, source, class_labels)
     rank = distributed.current()
     world = rank.world_size if rank is not None else 1
     settings = StoreSettings(
         model_sha256=model.sha256, layers=tuple(names), pooling=pooling, max_dim=max_dim,
         batch_size=batch_size,
         shard_size=_shard_images(out, shard_size, batch_size, n_images=len(source), world=world),
-        n_images=len(source), source_fingerprint=source.fingerprint,
+        n_images=len(source), source_fingerprint=_with_classes(source.fingerprint,
+                                                                class_labels),
         projection_seed=projection_seed, batch_dependent=dependent)
     _check_ranks_agree(settings, out)
 
@@ -530,6 +532,14 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
         assert cfg.generated is not None  # the config validator guarantees one of the two
         sources["generated"] = load_images(cfg.generated.images, concept_set=concept_set,
                                            input=model.input, class_source=classes)
+    generated = sources["generated"].class_labels
+    if (model.conditioning is not None and classes is None and generated is not None
+            and len(set(generated.tolist())) > 1):
+        warnings.warn(f"the generated images carry {len(set(generated.tolist()))} classes but "
+                      f"every real image is scored with discriminator.class_label "
+                      f"({d.class_label}); real and generated scores then compare different "
+                      f"classes. Give the real images their classes with "
+                      f"discriminator.class_source.", stacklevel=2)
     stores = {}
     for name, source in sources.items():
         store = extract(model, layers, source, out=run_dir / "activations" / name,
@@ -541,6 +551,42 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
             store.write_labels(source.labels)
         stores[name] = store
     return stores
+
+
+def _check_classes(model: LoadedModel, source: ImageSource,
+                   class_labels: Sequence[int] | None) -> None:
+    """Refuse class labels that do not fit the conditional model, naming the first image."""
+    if class_labels is None or model.conditioning is None:
+        return
+    import numpy as np
+
+    from audit.load import _int_attr
+
+    labels = np.asarray(class_labels, dtype=np.int64).reshape(-1)
+    if len(labels) != len(source):
+        raise DataError(f"{len(labels)} class labels for {len(source)} images; give one per "
+                        f"image.")
+    k = model.conditioning.num_classes or _int_attr(model.module, "n_classes", "num_classes")
+    bad = np.flatnonzero((labels < 0) | (labels >= k if k else False))
+    if len(bad):
+        where = f"0..{k - 1}" if k else "0 or more"
+        raise DataError(f"image {source.image_ids[bad[0]]!r} has class {int(labels[bad[0]])}, "
+                        f"but {model.spec} takes classes {where} ({len(bad)} image(s) out of "
+                        f"range). Fix the class labels (class_source, its values mapping) or "
+                        f"num_classes.")
+
+
+def _with_classes(fingerprint: str, class_labels: Sequence[int] | None) -> str:
+    """The source fingerprint, and the images' class labels when there are any: other
+    classes give other scores, so a store made with them is not resumed."""
+    if class_labels is None:
+        return fingerprint
+    import hashlib
+
+    import numpy as np
+
+    labels = np.asarray(class_labels, dtype=np.int64)
+    return hashlib.sha256(fingerprint.encode() + labels.tobytes()).hexdigest()
 
 
 def _for_model(model: LoadedModel, labels: Any) -> Any:

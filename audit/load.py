@@ -920,10 +920,13 @@ def generated_classes(generator: LoadedGenerator, *, n: int, seed: int,
         return None
     if sampling == "fixed":
         return None if class_label is None else np.full(n, int(class_label), dtype=np.int64)
-    k = generator.conditioning.num_classes
+    k = generator.conditioning.num_classes or _int_attr(generator.module, "n_classes",
+                                                        "num_classes")
     if not k:
         raise ModelLoadError(f"{generator.spec}: class_sampling: uniform needs the number of "
-                             f"classes; set num_classes in the generator config.")
+                             f"classes, which the generator does not say (no n_classes "
+                             f"attribute); set num_classes in the generator config (which also "
+                             f"passes classes as one-hot vectors).")
     return np.array([image_seed(seed, i) % k for i in range(n)], dtype=np.int64)
 
 

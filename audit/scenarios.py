@@ -556,8 +556,9 @@ def run_scenario(bank: ScenarioBank, scenario: Scenario, *, replicates: int, see
     scenario
         The planted truth.
     replicates
-        Number of replicates; replicate ``r`` draws from the seed sequence
-        ``(seed, crc32(scenario.name), r)`` and bootstraps with ``settings.seed + r``.
+        Number of replicates; replicate ``r`` draws its images and then its bootstrap
+        seed from the seed sequence ``(seed, crc32(scenario.name), r)``, so no two
+        replicates (of this or another scenario) share a bootstrap stream.
     seed
         Base seed.
     settings
@@ -578,7 +579,7 @@ def run_scenario(bank: ScenarioBank, scenario: Scenario, *, replicates: int, see
         predictions, validity, share = replicate_predictions(bank, scenario, rng)
         results = predictions_to_results(
             predictions, bank.concept_set, validity,
-            settings=settings.model_copy(update={"seed": settings.seed + r}))
+            settings=settings.model_copy(update={"seed": int(rng.integers(2 ** 31))}))
         out.append(results_to_replicate(results, scenario, sample_share=share,
                                         alpha=settings.alpha))
     return ScenarioResult(scenario=scenario, replicates=tuple(out))

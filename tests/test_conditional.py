@@ -184,3 +184,69 @@ def _tone_set(tmp_path: Path) -> Path:
                     "    groups: [light, dark]\n    protected: true\n"
                     "    source: {type: column, column: tone}\n")
     return path
+
+
+def test_a_store_made_with_other_classes_is_not_resumed(nets, labelled, tmp_path):
+    from audit.errors import RunFolderError
+
+    model = load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:ClassD", class_label=0))
+    source = load_images(ImageSourceConfig(source=f"folder:{labelled}",
+                                           labels=tmp_path / "labels.csv"), input=model.input)
+    extract(model, ["body"], source, out=tmp_path / "s", progress=False,
+            class_labels=[0, 1, 2, 0, 1, 2])
+    again = extract(model, ["body"], source, out=tmp_path / "s", progress=False,
+                    class_labels=[0, 1, 2, 0, 1, 2])
+    np.testing.assert_allclose(np.round(again.scores()), [0, 1, 2, 0, 1, 2])
+    with pytest.raises(RunFolderError, match="source fingerprint"):
+        extract(model, ["body"], source, out=tmp_path / "s", progress=False,
+                class_labels=[2] * 6)
+
+
+def test_classes_out_of_range_name_the_image(nets, labelled, tmp_path):
+    model = load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:ClassD", class_label=0))
+    source = load_images(ImageSourceConfig(source=f"folder:{labelled}",
+                                           labels=tmp_path / "labels.csv"), input=model.input)
+    with pytest.raises(DataError, match=r"image 'im2.png' has class 3, but .* takes classes "
+                                        r"0..2 \(2 image\(s\) out of range\)"):
+        extract(model, ["body"], source, out=tmp_path / "s", progress=False,
+                class_labels=[0, 1, 3, 0, -1, 2])
+
+
+def test_the_rejected_grid_redraws_each_image_with_its_class(nets):
+    """Insight's grid of generated images shows them as audited, each with its class."""
+    import types
+
+    from audit.insight.run import InsightRun, _grid_generated
+
+    g = GeneratorConfig(spec=f"python:{nets}:ClassG", n=6, seed=4, class_sampling="uniform",
+                        class_label=0)
+    gen = load_generator(g)
+    audited = GeneratedSource(gen, n=6, seed=4, target=None, class_label=g.class_label,
+                              class_sampling=g.class_sampling)
+    assert len(set(audited.class_labels.tolist())) > 1
+    run = InsightRun.__new__(InsightRun)
+    run.cfg = types.SimpleNamespace(generator=g)
+    run.generator = gen
+    grid, value_range = _grid_generated(run, [f"gen-4-{i}" for i in range(6)])
+    assert value_range == (-1.0, 1.0)
+    np.testing.assert_allclose(grid.mean(axis=(1, 2, 3)), (audited.class_labels - 1) / 2,
+                               atol=1e-6)
+
+
+def test_mixed_classes_are_warned_about(nets, labelled, tmp_path):
+    """Generated images of many classes against real ones all scored as class_label."""
+    from audit.config import config_from_dict
+    from audit.extract import extract_from_config
+
+    cfg = config_from_dict({
+        "discriminator": {"spec": f"python:{nets}:ClassD", "layers": ["body"], "class_label": 0},
+        "generator": {"spec": f"python:{nets}:ClassG", "n": 7, "seed": 1,
+                      "class_sampling": "uniform"},
+        "concept_set": str(_tone_set(tmp_path)),
+        "paired": {"source": f"folder:{labelled}", "labels": str(tmp_path / "labels.csv")},
+        "real": {"source": f"folder:{labelled}", "labels": str(tmp_path / "labels.csv")},
+        "out": str(tmp_path / "run"),
+    })
+    with pytest.warns(UserWarning, match="every real image is scored with "
+                                         "discriminator.class_label"):
+        extract_from_config(cfg, progress=False)

@@ -582,3 +582,16 @@ def test_joint_confusion_of_each_intersection_on_fully_labelled_test_images() ->
         known = test & (y >= 0)
         assert b.validity["concepts"][name]["confusion"] == \
             confusion_matrix(y[known], d[known], labels=[0, 1]).tolist()
+
+
+def test_successive_halving_keeps_each_concepts_leaders():
+    """After prune_after epochs, a layer trains on only if it is among the prune_keep best of
+    some concept (ties to the later layer) or is kept (a fixed layer, a control member)."""
+    import torch
+
+    from audit.decode._fit import _leading
+
+    losses = torch.tensor([[1.0, 2.0], [1.0, 0.5], [3.0, 0.5], [4.0, 9.0]])
+    assert _leading(losses, 1, []).tolist() == [False, True, True, False]
+    assert _leading(losses, 2, []).tolist() == [True, True, True, False]
+    assert _leading(losses, 1, [3]).tolist() == [False, True, True, True]

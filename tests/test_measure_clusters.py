@@ -131,10 +131,10 @@ def test_clusters_leave_the_confusion_rows_to_their_strata():
     assert set(draws[:, 4:6].sum(axis=1)) == {10} and set(draws[:, 6:].sum(axis=1)) == {10}
     # audit cells move in whole clusters: cells 1 and 2 always in the ratio 2:1
     np.testing.assert_array_equal(draws[:, 1], 2 * draws[:, 2])
-    values, weights = jackknife_cells(lambda c: c[:, :4].sum(axis=1, keepdims=True), counts,
-                                      matrix)
-    np.testing.assert_array_equal(values[:, 0], [70, 70, 60])
-    np.testing.assert_array_equal(weights, [1, 1, 1])
+    # BCa's jackknife leaves out each cluster, then each held-out row (weighted by count).
+    values, weights = jackknife_cells(lambda c: c.sum(axis=1, keepdims=True), counts, matrix)
+    np.testing.assert_array_equal(values[:, 0], [90, 90, 80, 119, 119, 119, 119])
+    np.testing.assert_array_equal(weights, [1, 1, 1, 7, 3, 2, 8])
 
 
 def test_cluster_means_match_the_means_of_cluster_totals():
@@ -164,3 +164,63 @@ def test_cluster_by_is_checked(tmp_path, settings, message):
                     .replace("False", "false"))
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_a_pattern_that_lumps_a_source_into_one_cluster_is_refused(cs, copied):
+    from audit.errors import DataError
+
+    # '^(\\D+)' maps every real id 'real-...' to one key (and every generated id to another).
+    with pytest.raises(DataError, match=r"all 2400 real images in one cluster"):
+        _audit(*copied, cs, cluster_by=r"^(\D+)")
+
+
+def test_few_clusters_are_flagged(cs, originals):
+    frame, validity = originals
+    real = (frame["split"] == "audit") & (frame["source"] == "real")
+    frame = frame.copy()
+    frame.loc[real, "image_id"] = [f"site{i % 5}-{i}" for i in range(int(real.sum()))]
+    results = _audit(frame, validity, cs, cluster_by=r"^(site\d)-")
+    few = [d for d in results["degenerate"] if d["kind"] == "few_clusters"]
+    assert [(d["source"], d["count"]) for d in few] == [("real", 5)]
+
+
+def test_ids_whose_group_takes_no_part_are_their_own_cluster():
+    from audit.decode.split import id_groups
+
+    keys = id_groups(["a-copy1", "a-copy2", "b", "bb", "c"], r"^(.*)-copy\d+$|^b")
+    assert keys[0] == keys[1] and len(set(keys[2:])) == 3 and keys[2] != keys[0]
+
+
+def test_insight_intervals_resample_the_same_clusters(cs, originals, copied):
+    """Entropy ratio and rejection-lift intervals follow measure.cluster_by too."""
+    from audit.insight.diagnose import predictions_to_diagnosis
+    from audit.insight.entropy import predictions_to_entropy
+
+    spec = BootstrapSpec(n_boot=2000, seed=2)
+
+    def entropy_widths(frame, **kw):
+        return {e.concept: e.ratio_ci[1] - e.ratio_ci[0]
+                for e in predictions_to_entropy(frame, cs, spec=spec, **kw)
+                if e.ratio_ci is not None}
+
+    frame = originals[0]
+    audited = frame["split"] == "audit"
+    every_copied = pd.concat([*(frame[audited].assign(
+        image_id=frame.loc[audited, "image_id"].astype(str) + f"-copy{k}")
+        for k in range(COPIES)), frame[~audited]], ignore_index=True)
+    reference = entropy_widths(frame)
+    clustered = entropy_widths(every_copied, cluster_by=PATTERN)
+    as_images = entropy_widths(every_copied)
+    assert reference
+    for concept, width in reference.items():
+        assert clustered[concept] == pytest.approx(width, rel=0.2), concept
+        assert as_images[concept] == pytest.approx(width / np.sqrt(COPIES), rel=0.2), concept
+
+    def lift_widths(frame, **kw):
+        d = predictions_to_diagnosis(frame, cs, spec=spec, **kw)
+        return np.array([g.lift_ci[1] - g.lift_ci[0] for g in d.lifts
+                         if g.source == "real" and g.lift_ci is not None])
+
+    # Copies share a score, so the rejected quarter is the same images four times.
+    ratio = np.median(lift_widths(copied[0], cluster_by=PATTERN) / lift_widths(copied[0]))
+    assert ratio == pytest.approx(np.sqrt(COPIES), rel=0.2)

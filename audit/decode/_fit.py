@@ -686,12 +686,13 @@ def _leading(concept_losses: torch.Tensor, top: int, keep: Sequence[int]) -> tor
     """(M,) bool: members among the ``top`` lowest losses of some concept (M x C; ties
     to the later member), or listed in ``keep``."""
     m = concept_losses.shape[0]
-    later = torch.arange(m, dtype=concept_losses.dtype, device=concept_losses.device) * 1e-12
-    order = torch.argsort(concept_losses - later[:, None], dim=0)[:top]      # top x C
-    out = torch.zeros(m, dtype=torch.bool, device=concept_losses.device)
-    out[order.flatten()] = True
+    losses = concept_losses.detach().cpu().numpy()
+    out = np.zeros(m, dtype=bool)
+    for c in range(losses.shape[1]):
+        order = np.lexsort((-np.arange(m), losses[:, c]))   # by loss, ties: later first
+        out[order[:top]] = True
     out[list(keep)] = True
-    return out
+    return torch.as_tensor(out, device=concept_losses.device)
 
 
 @torch.no_grad()

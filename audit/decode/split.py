@@ -68,7 +68,8 @@ def id_groups(image_ids: Sequence[str], pattern: str | None) -> np.ndarray | Non
     """Group key per image from a regular expression on its id (None without a pattern).
 
     The key is the match's first group if the pattern has one, else the whole match; an
-    id that does not match is a group of its own.
+    id that does not match (or whose key is empty, or whose group took no part in the
+    match) is a group of its own.
     """
     if pattern is None:
         return None
@@ -78,7 +79,8 @@ def id_groups(image_ids: Sequence[str], pattern: str | None) -> np.ndarray | Non
     keys = []
     for image_id in image_ids:
         m = rx.search(str(image_id))
-        keys.append(str(image_id) if m is None else (m.group(1) if rx.groups else m.group(0)))
+        key = None if m is None else (m.group(1) if rx.groups else m.group(0))
+        keys.append(f"={key}" if key else f"\0{image_id}")    # a shared key / its own group
     return np.unique(np.asarray(keys, dtype=object), return_inverse=True)[1].reshape(-1)
 
 

@@ -475,7 +475,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
             [xt[i] for i in at], _targets([shuffled] * len(at), [w_ctrl] * len(at), dev),
             train, val, layout, settings,
             init=ctrl_starts if settings.init_from_probe else None,
-            bases=[bases[i] for i in at])
+            bases=[bases[i] for i in at], keep=range(len(at)))   # no halving: all chosen
     controls = [_select(c, probe_ctrl[i], xs[layers[i]][val], shuffled[val], layout, settings,
                         only=[n for n in layout.names if best[n] == layers[i]])[0]
                 for c, i in zip(controls, at, strict=True)]

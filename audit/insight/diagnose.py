@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.decode.split import id_groups
 from audit.errors import DataError
-from audit.measure.bootstrap import BootstrapSpec, cell_interval, draw_cells
+from audit.measure.bootstrap import BootstrapSpec, cell_interval, cluster_cells, draw_cells
 from audit.measure.stats import adjust_pvalues, two_proportion_test
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,7 +151,8 @@ def _top(rows: pd.DataFrame, concept_set: ConceptSet, top_k: int) -> list[dict[s
 
 def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet, *,
                              reject_share: float = 0.25, top_k: int = 16, alpha: float = 0.05,
-                             spec: BootstrapSpec | None = None) -> Diagnosis:
+                             spec: BootstrapSpec | None = None,
+                             cluster_by: str | None = None) -> Diagnosis:
     """Which decoded groups are over-represented among the images D rejects.
 
     Parameters
@@ -168,6 +170,8 @@ def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet,
         Level of the Holm-corrected tests for naming a group.
     spec : BootstrapSpec
         Replicates, seed, confidence (and percentile or BCa) of the lift intervals.
+    cluster_by : str, optional
+        The measure stage's ``cluster_by``: the intervals resample clusters of images.
     """
     if not 0 < reject_share < 1:
         raise DataError(f"reject_share must lie strictly between 0 and 1, got {reject_share}; "
@@ -204,10 +208,13 @@ def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet,
             codes = np.array([concept.groups.index(g) if g in concept.groups else -1
                               for g in decoded])
             ok = codes >= 0
-            cells = np.bincount(codes[ok] + k * rejected[ok], minlength=2 * k)
+            row_cells = codes[ok] + k * rejected[ok]
+            cells = np.bincount(row_cells, minlength=2 * k)
+            keys = id_groups(scored["image_id"].astype(str).tolist(), cluster_by)
+            matrix = None if keys is None else cluster_cells(keys[ok], row_cells, 2 * k)
             stat = lift_statistic(k)
-            draws = draw_cells(cells, n_boot=spec.n_boot, rng=rng)
-            point, ci = cell_interval(stat, cells, draws, spec)
+            draws = draw_cells(cells, n_boot=spec.n_boot, rng=rng, clusters=matrix)
+            point, ci = cell_interval(stat, cells, draws, spec, matrix)
             n_ok, n_rej_ok = int(ok.sum()), int(cells[k:].sum())
             for j, group in enumerate(concept.groups):
                 k_all, k_rej = int(cells[j] + cells[k + j]), int(cells[k + j])

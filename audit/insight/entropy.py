@@ -76,8 +76,8 @@ def _finite(x: float) -> float | None:
 
 
 def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray, *,
-                      margin: float = 0.1, spec: BootstrapSpec | None = None
-                      ) -> ConceptEntropy:
+                      margin: float = 0.1, spec: BootstrapSpec | None = None,
+                      clusters: list[np.ndarray] | None = None) -> ConceptEntropy:
     """Entropy comparison of one concept from group counts.
 
     Parameters
@@ -91,6 +91,9 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
     spec : BootstrapSpec
         Replicates, seed and confidence of the interval (real and generated resampled
         apart, each keeping its size).
+    clusters : list of (K_s, 2K) arrays, optional
+        Per source, its clusters' counts (real groups, then generated groups): whole
+        clusters are resampled within each source instead of images.
     """
     spec = spec or BootstrapSpec()
     real, generated = np.asarray(real, dtype=np.int64), np.asarray(generated, dtype=np.int64)
@@ -104,8 +107,13 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
                             np.nan)
 
     rng = np.random.default_rng(spec.seed)
-    draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng, strata=np.repeat([0, 1], k))
-    point, ci = cell_interval(ratio, counts, draws, spec)
+    if clusters:
+        draws = sum(draw_cells(counts, n_boot=spec.n_boot, rng=rng, clusters=m)
+                    for m in clusters)
+        point, ci = cell_interval(ratio, counts, draws, spec, np.vstack(clusters))
+    else:
+        draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng, strata=np.repeat([0, 1], k))
+        point, ci = cell_interval(ratio, counts, draws, spec)
     h_real, h_gen = normalised_entropy(real), normalised_entropy(generated)
     value = _finite(point)
     interval = [float(ci[0]), float(ci[1])] if value is not None and np.all(np.isfinite(ci)) \
@@ -136,20 +144,33 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
 
 
 def predictions_to_entropy(predictions: pd.DataFrame, concept_set: ConceptSet, *,
-                           margin: float = 0.1, spec: BootstrapSpec | None = None
-                           ) -> list[ConceptEntropy]:
+                           margin: float = 0.1, spec: BootstrapSpec | None = None,
+                           cluster_by: str | None = None) -> list[ConceptEntropy]:
     """Entropy comparison of every concept from ``predictions.parquet``'s audited rows.
 
     Uses rows with ``split == "audit"`` and their decoded groups (``pred__<concept>``),
-    real against generated.
+    real against generated; with ``cluster_by`` (the measure stage's) the intervals
+    resample clusters of images within each source.
     """
+    from audit.decode.split import id_groups
+    from audit.measure.bootstrap import cluster_cells
+
     audit = predictions[predictions["split"] == "audit"] if "split" in predictions else predictions
     out = []
     for concept in concept_set.concepts:
         col = f"pred__{concept.name}"
-        per_source = []
-        for source in ("real", "generated"):
-            values = audit.loc[audit["source"] == source, col].astype(str)
-            per_source.append(np.array([(values == g).sum() for g in concept.groups]))
-        out.append(counts_to_entropy(concept, *per_source, margin=margin, spec=spec))
+        k = len(concept.groups)
+        per_source, matrices = [], []
+        for s, source in enumerate(("real", "generated")):
+            part = audit[audit["source"] == source]
+            values = part[col].astype(str).to_numpy()
+            codes = np.array([concept.groups.index(v) if v in concept.groups else -1
+                              for v in values], dtype=np.int64)
+            per_source.append(np.bincount(codes[codes >= 0], minlength=k))
+            keys = id_groups(part["image_id"].astype(str).tolist(), cluster_by)
+            if keys is not None and (codes >= 0).any():
+                matrices.append(cluster_cells(keys[codes >= 0], codes[codes >= 0] + s * k,
+                                              2 * k))
+        out.append(counts_to_entropy(concept, *per_source, margin=margin, spec=spec,
+                                     clusters=matrices if cluster_by is not None else None))
     return out

@@ -160,15 +160,37 @@ class InsightRun:
                             f"(gen-<seed>-<index>, as in predictions.parquet).")
         return latents(self.generator, [index], seed=seed)[0].numpy()
 
-    def generate(self, z: np.ndarray) -> torch.Tensor:
-        """Images of the latents ``z`` (S x latent shape): S x C x H x W float32 in [-1, 1]."""
+    def generate(self, z: np.ndarray, classes: Sequence[int] | None = None) -> torch.Tensor:
+        """Images of the latents ``z`` (S x latent shape): S x C x H x W float32 in [-1, 1],
+        of the given ``classes`` (one per latent) or else the path's class."""
         import torch
 
         from audit.load import latents_to_images
 
         gcfg = self.cfg.generator
         return latents_to_images(self.generator, torch.as_tensor(np.asarray(z, dtype=np.float32)),
-                                 truncation=gcfg.truncation, class_label=self.path_class)
+                                 truncation=gcfg.truncation,
+                                 class_label=self.path_class if classes is None else classes)
+
+    def classes_of(self, ids: Sequence[str]) -> list[int] | None:
+        """The classes the audit generated the images ``gen-<seed>-<index>`` with (None for
+        an unconditional generator or one left to its default)."""
+        from audit.load import generated_classes
+
+        g = self.cfg.generator
+        found = [_GEN_ID.match(i) for i in ids]
+        picks = [(int(m.group(1)), int(m.group(2))) for m in found if m]
+        if not picks or getattr(self.generator, "conditioning", None) is None:
+            return None
+        out = []
+        for seed, index in picks:
+            labels = generated_classes(self.generator, n=index + 1, seed=seed,
+                                       class_label=g.class_label,
+                                       sampling=getattr(g, "class_sampling", "fixed"))
+            if labels is None:
+                return None
+            out.append(int(labels[index]))
+        return out
 
     @property
     def path_class(self) -> int | None:
@@ -298,8 +320,10 @@ def _grid_real(run: InsightRun, ids: list[str]) -> tuple[np.ndarray, tuple[float
 
 
 def _grid_generated(run: InsightRun, ids: list[str]) -> tuple[np.ndarray, tuple[float, float]]:
-    z = np.stack([run.latent_of(i) for i in ids if _GEN_ID.match(i)])
-    return run.generate(z).numpy(), (-1.0, 1.0)
+    """The audited generated images ``ids``, made again with their latents and classes."""
+    ids = [i for i in ids if _GEN_ID.match(i)]
+    z = np.stack([run.latent_of(i) for i in ids])
+    return run.generate(z, run.classes_of(ids) or None).numpy(), (-1.0, 1.0)
 
 
 def diagnose_run(run_dir: Path, *, reject_share: float = 0.25, top_k: int = 16,
@@ -314,7 +338,8 @@ def diagnose_run(run_dir: Path, *, reject_share: float = 0.25, top_k: int = 16,
     run = run or InsightRun(run_dir, cfg, device=device)
     diagnosis = predictions_to_diagnosis(run.predictions(), run.concept_set,
                                          reject_share=reject_share, top_k=top_k,
-                                         alpha=run.cfg.measure.alpha, spec=run.bootstrap())
+                                         alpha=run.cfg.measure.alpha, spec=run.bootstrap(),
+                                         cluster_by=run.cfg.measure.cluster_by)
     doc = diagnosis.to_json()
     doc["grids"] = {}
     ensure_dir(run.out)
@@ -359,9 +384,10 @@ def entropy_run(run_dir: Path, *, margin: float = 0.1, cfg: AuditConfig | None =
 
     run = run or InsightRun(run_dir, cfg)
     result = predictions_to_entropy(run.predictions(), run.concept_set, margin=margin,
-                                    spec=run.bootstrap())
+                                    spec=run.bootstrap(), cluster_by=run.cfg.measure.cluster_by)
     atomic_write_json(run.out / "entropy.json",
                       {"margin": margin, "confidence": run.bootstrap().confidence,
+                       "cluster_by": run.cfg.measure.cluster_by,
                        "concepts": [e.to_json() for e in result]})
     return result
 

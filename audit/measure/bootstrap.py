@@ -31,6 +31,7 @@ __all__ = ["BootstrapSpec", "estimate", "draw_cells", "cell_interval", "mean_rep
            "cluster_weights", "padded_cells"]
 
 Statistic = Callable[[np.ndarray], np.ndarray]
+_CHUNK = 128    # replicates drawn at once by the cluster bootstrap (memory: chunk x clusters)
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,11 @@ def draw_cells(counts: np.ndarray, *, n_boot: int, rng: np.random.Generator,
     covered = np.zeros(len(counts), dtype=bool)
     if clusters is not None:
         covered = np.isin(labels, labels[np.asarray(clusters).sum(axis=0) > 0])
-        w = cluster_weights(len(clusters), n_boot=n_boot, rng=rng).astype(float)
-        out += np.rint(w @ np.asarray(clusters, dtype=float)).astype(np.int64)  # BLAS, exact
+        matrix = np.asarray(clusters, dtype=float)
+        for start in range(0, n_boot, _CHUNK):      # chunks bound memory: (chunk, K)
+            b = min(_CHUNK, n_boot - start)
+            w = cluster_weights(len(matrix), n_boot=b, rng=rng).astype(float)
+            out[start:start + b] = np.rint(w @ matrix).astype(np.int64)   # BLAS, exact
     for s in np.unique(labels[~covered]):
         cols = np.flatnonzero((labels == s) & ~covered)
         total = int(counts[cols].sum())
@@ -122,11 +126,25 @@ def jackknife_cells(stat: Statistic, counts: np.ndarray, clusters: np.ndarray | 
     """
     counts = np.asarray(counts, dtype=np.int64)
     if clusters is not None:
-        return stat(counts[None, :] - np.asarray(clusters)), np.ones(len(clusters))
+        # Clusters of audited images, and the rows of cells no cluster holds (the held-out
+        # confusion counts), each left out in turn.
+        clusters = np.asarray(clusters)
+        values = [stat(counts[None, :] - clusters)]
+        weights = [np.ones(len(clusters))]
+        rest = np.flatnonzero((clusters.sum(axis=0) == 0) & (counts > 0))
+        if len(rest):
+            values.append(stat(_minus_one(counts, rest)))
+            weights.append(counts[rest].astype(float))
+        return np.concatenate(values), np.concatenate(weights)
     cells = np.flatnonzero(counts > 0)
+    return stat(_minus_one(counts, cells)), counts[cells].astype(float)
+
+
+def _minus_one(counts: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """(len(cells), C): ``counts`` with one row taken out of each of ``cells`` in turn."""
     minus = np.repeat(counts[None, :], len(cells), axis=0)
     minus[np.arange(len(cells)), cells] -= 1
-    return stat(minus), counts[cells].astype(float)
+    return minus
 
 
 def _acceleration(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -238,9 +256,12 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
         return reps
     if clusters is not None:
         sums, cnts = _cluster_sums(values, codes, n_codes, clusters)
-        w = cluster_weights(len(sums), n_boot=spec.n_boot, rng=rng)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (w @ sums) / (w @ cnts)
+        for start in range(0, spec.n_boot, _CHUNK):
+            b = min(_CHUNK, spec.n_boot - start)
+            w = cluster_weights(len(sums), n_boot=b, rng=rng).astype(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                reps[start:start + b] = (w @ sums) / (w @ cnts)
+        return reps
     if spec.stratified:
         for c in range(n_codes):
             v = values[codes == c]

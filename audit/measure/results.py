@@ -132,7 +132,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     ids = audit["image_id"].astype(str).to_numpy()
     clusters = image_clusters(ids, source, settings.cluster_by)
     finite = np.isfinite(scores)
-    degenerate: list[dict[str, Any]] = []
+    degenerate: list[dict[str, Any]] = _check_clusters(clusters, source, ids,
+                                                       settings.cluster_by)
     if len(audit) == 0:
         degenerate.append({"kind": "no_rows", "concept": None, "group": None, "source": None,
                            "count": 0, "message": "the predictions table has no audited rows "
@@ -234,6 +235,35 @@ def _resampled_words(spec: BootstrapSpec, cluster_by: str | None = None) -> str:
     return (f"{spec.n_boot} replicates resampling {audited} with replacement, and the "
             f"held-out decoder test set within each true group; {spec.method} intervals at "
             f"{spec.confidence:.0%}")
+
+
+FEW_CLUSTERS = 20
+
+
+def _check_clusters(clusters: np.ndarray | None, source: np.ndarray, ids: np.ndarray,
+                    pattern: str | None) -> list[dict[str, Any]]:
+    """Refuse a cluster_by that leaves a source one cluster (the bootstrap could not vary:
+    zero-width intervals); a degenerate case where a source has few clusters."""
+    out: list[dict[str, Any]] = []
+    if clusters is None:
+        return out
+    for s, name in enumerate(SOURCES):
+        rows = source == s
+        k = len(np.unique(clusters[rows]))
+        if rows.sum() > 1 and k < 2:
+            raise DataError(
+                f"measure.cluster_by {pattern!r} puts all {int(rows.sum())} {name} images in "
+                f"one cluster (ids such as {str(ids[rows][0])!r}), so the bootstrap could not "
+                f"vary and every interval would have zero width. Write the pattern so that it "
+                f"matches only ids that belong together (an id that does not match is a "
+                f"cluster of its own).")
+        if rows.any() and k < FEW_CLUSTERS:
+            out.append({"kind": "few_clusters", "concept": None, "group": None, "source": name,
+                        "count": k,
+                        "message": f"the {int(rows.sum())} {name} images form only {k} "
+                                   f"clusters under cluster_by; intervals that resample so "
+                                   f"few clusters are rough"})
+    return out
 
 
 def image_clusters(image_ids: np.ndarray, source: np.ndarray, pattern: str | None
