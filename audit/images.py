@@ -327,6 +327,23 @@ class GeneratedSource(ImageSource):
         return Batch(x, [self.image_ids[i] for i in indices], indices=indices)
 
 
+class RenderedSource(ImageSource):
+    """The demo's digits, each rendered when a batch asks for it (``builtin:`` sources):
+    a rank of a distributed run renders only its own shards."""
+
+    def __init__(self, spec: str, plan: Any, image_ids: list[str], *,
+                 target: InputSpec | None, content: str) -> None:
+        super().__init__(spec, image_ids, target=target)
+        self.plan = plan
+        self._content = content
+
+    def get_batch(self, indices: Sequence[int]) -> Batch:
+        indices = list(indices)
+        x = (self.plan.render(indices).float() + 1) / 2
+        return Batch(to_model_input(x, self.target), [self.image_ids[i] for i in indices],
+                     indices=indices)
+
+
 def _tensor_sha256(x: torch.Tensor) -> str:
     import torch
 
@@ -641,12 +658,12 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     elif kind in ("idx", "npz"):
         source, raw = _arrays(kind, Path(rest), cfg, input, where)
     elif kind == "builtin":
-        from audit.demo.data import builtin_source
+        from audit.demo.data import builtin_plan
 
-        images, table = builtin_source(rest, n=cfg.n, seed=cfg.seed)
+        plan, table = builtin_plan(rest, n=cfg.n, seed=cfg.seed)
         ids = [str(i) for i in table["image_id"]]
-        source = ArraySource(where, (images.float() + 1) / 2, ids, target=input,
-                             content=f"{rest}/{cfg.n}/{cfg.seed}")
+        source = RenderedSource(where, plan, ids, target=input,
+                                content=f"{rest}/{cfg.n}/{cfg.seed}")
         raw = table.set_index(table["image_id"].astype(str)).drop(columns=["image_id"])
         raw.columns = [f"column:{c}" for c in raw.columns]
     else:

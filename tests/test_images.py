@@ -224,22 +224,40 @@ def test_npz_layouts(tmp_path: Path, layout: str) -> None:
 
 
 def test_builtin_source_is_called_lazily(monkeypatch) -> None:
+    """The source asks the demo for its plan, and renders only the images a batch needs."""
     import audit.demo.data as demo_data
+
+    images = torch.linspace(-1, 1, 3 * 32 * 32).view(3, 1, 32, 32)
+    rendered: list[list[int]] = []
+
+    class Plan:
+        def render(self, rows):
+            rendered.append(list(rows))
+            return images[list(rows)]
 
     def fake(name, *, n=None, seed=0):
         assert name == "digits-paired" and n == 3 and seed == 5
-        images = torch.linspace(-1, 1, 3 * 32 * 32).view(3, 1, 32, 32)
-        return images, pd.DataFrame({"image_id": ["p0", "p1", "p2"], "tone": ["light"] * 3,
+        return Plan(), pd.DataFrame({"image_id": ["p0", "p1", "p2"], "tone": ["light"] * 3,
                                      "digit": [0, 7, 9]})
 
-    monkeypatch.setattr(demo_data, "builtin_source", fake)
+    monkeypatch.setattr(demo_data, "builtin_plan", fake)
     cs = concept_set(tone=(["light", "dark"], {"type": "column", "column": "tone"}),
                      digit=([str(i) for i in range(10)], {"type": "column", "column": "digit"}))
     src = load_images(ImageSourceConfig(source="builtin:digits-paired", n=3, seed=5),
                       concept_set=cs, input=InputSpec(32, 1))
-    assert src.labels["digit"].tolist() == ["0", "7", "9"]
-    torch.testing.assert_close(src.get_batch([0, 1, 2]).images,
-                               torch.linspace(-1, 1, 3 * 32 * 32).view(3, 1, 32, 32))
+    assert src.labels["digit"].tolist() == ["0", "7", "9"] and rendered == []
+    torch.testing.assert_close(src.get_batch([2, 0]).images, images[[2, 0]])
+    assert rendered == [[2, 0]]
+
+
+def test_rendering_on_demand_gives_the_eager_pixels() -> None:
+    from audit.demo.data import builtin_plan, builtin_source
+
+    eager, labels = builtin_source("digits-audit", n=40, seed=3)
+    plan, same = builtin_plan("digits-audit", n=40, seed=3)
+    assert labels.equals(same)
+    rows = [39, 0, 17, 17, 5]
+    assert torch.equal(plan.render(rows), eager[rows])
 
 
 def test_rows_match_by_the_file_name_of_the_tables_own_paths(folder: Path, tmp_path: Path

@@ -17,6 +17,8 @@ each image's index, so it depends on no random generator and never changes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Literal
 
@@ -37,7 +39,10 @@ __all__ = [
     "render",
     "digits_split",
     "make_set",
+    "plan_set",
+    "DigitsPlan",
     "builtin_source",
+    "builtin_plan",
 ]
 
 Tone = Literal["light", "dark"]
@@ -196,6 +201,43 @@ def _exact_assignment(n: int, share: float, rng: np.random.Generator) -> np.ndar
 
 def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: float,
              seed: int, balanced: bool = False) -> tuple[torch.Tensor, pd.DataFrame]:
+    """:func:`plan_set`, rendered: every image of the set and its labels."""
+    plan, labels = plan_set(part, n=n, tone_share_dark=tone_share_dark,
+                            stroke_share_thick=stroke_share_thick, seed=seed, balanced=balanced)
+    return plan.render(np.arange(len(labels))), labels
+
+
+@dataclass(frozen=True)
+class DigitsPlan:
+    """Which digit, in which variant, each image of a set is; rendered on demand.
+
+    ``index`` (N,) rows of scikit-learn's digits, ``dark`` and ``thick`` (N,) bool.
+    """
+
+    index: np.ndarray
+    dark: np.ndarray
+    thick: np.ndarray
+
+    def render(self, rows: Sequence[int]) -> torch.Tensor:
+        """Images ``rows`` of the set: len(rows) x 1 x 32 x 32, float32 in [-1, 1] (each
+        image rendered alone: the same pixels whichever rows are asked for together)."""
+        import torch
+
+        rows = np.asarray(rows, dtype=np.int64)
+        dark, thick = self.dark[rows], self.thick[rows]
+        base = _light_thin()[torch.as_tensor(self.index[rows])]
+        images = torch.empty_like(base)
+        for is_dark in (False, True):
+            for is_thick in (False, True):
+                sel = torch.as_tensor(np.flatnonzero((dark == is_dark) & (thick == is_thick)))
+                if len(sel):
+                    images[sel] = render(base[sel], tone="dark" if is_dark else "light",
+                                         stroke="thick" if is_thick else "thin")
+        return images.contiguous()
+
+
+def plan_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: float,
+             seed: int, balanced: bool = False) -> tuple[DigitsPlan, pd.DataFrame]:
     """A labelled set of digits from one part, with planted tone and stroke shares.
 
     Exactly ``round(n * tone_share_dark)`` images are dark and exactly
@@ -222,15 +264,14 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
 
     Returns
     -------
-    images : torch.Tensor
-        N x 1 x 32 x 32, float32 in [-1, 1].
+    plan : DigitsPlan
+        Renders the N x 1 x 32 x 32 images (float32 in [-1, 1]) on demand.
     labels : pandas.DataFrame
         One row per image: ``image_id`` (``digits-<part>-<index>-<tone>-<stroke>``,
         stable and unique), ``digit`` ("0".."9"), ``tone`` ("light"|"dark"),
         ``stroke`` ("thin"|"thick").
     """
     import pandas as pd
-    import torch
 
     split = digits_split()
     if part not in split:
@@ -273,14 +314,6 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
         repeat = (rank - offset) // m
         index = order[rank % m]
 
-    base = _light_thin()[torch.as_tensor(index)]
-    images = torch.empty_like(base)
-    for is_dark in (False, True):
-        for is_thick in (False, True):
-            rows = torch.as_tensor(np.flatnonzero((dark == is_dark) & (thick == is_thick)))
-            if len(rows):
-                images[rows] = render(base[rows], tone="dark" if is_dark else "light",
-                                      stroke="thick" if is_thick else "thin")
     tone = np.where(dark, "dark", "light")
     stroke = np.where(thick, "thick", "thin")
     target = _digits()[1][index]
@@ -291,11 +324,18 @@ def make_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
         "tone": tone,
         "stroke": stroke,
     })
-    return images.contiguous(), labels
+    return DigitsPlan(index, dark, thick), labels
 
 
 def builtin_source(name: str, *, n: int | None = None,
                    seed: int = 0) -> tuple[torch.Tensor, pd.DataFrame]:
+    """:func:`builtin_plan`, rendered: every image of the source and its labels."""
+    plan, labels = builtin_plan(name, n=n, seed=seed)
+    return plan.render(np.arange(len(labels))), labels
+
+
+def builtin_plan(name: str, *, n: int | None = None,
+                 seed: int = 0) -> tuple[DigitsPlan, pd.DataFrame]:
     """A builtin labelled image source (``builtin:digits-paired``, ``builtin:digits-audit``).
 
     Parameters
@@ -312,8 +352,8 @@ def builtin_source(name: str, *, n: int | None = None,
 
     Returns
     -------
-    images, labels
-        As :func:`make_set`.
+    plan, labels
+        As :func:`plan_set`.
     """
     key = name.removeprefix("builtin:")
     if key not in BUILTIN_SOURCES:
@@ -322,8 +362,8 @@ def builtin_source(name: str, *, n: int | None = None,
     split = digits_split()
     if key == "digits-paired":
         m = len(split["paired"])
-        return make_set("paired", n=4 * m if n is None else n, tone_share_dark=0.5,
+        return plan_set("paired", n=4 * m if n is None else n, tone_share_dark=0.5,
                         stroke_share_thick=0.5, seed=seed, balanced=True)
     m = len(split["audit"])
-    return make_set("audit", n=m if n is None else n, tone_share_dark=GAN_MIX["tone_dark"],
+    return plan_set("audit", n=m if n is None else n, tone_share_dark=GAN_MIX["tone_dark"],
                     stroke_share_thick=GAN_MIX["stroke_thick"], seed=seed)
