@@ -158,24 +158,30 @@ def test_class_source_is_validated():
 
 def test_a_run_scores_every_image_with_its_class(nets, labelled, tmp_path):
     """extract_from_config: real images by their labels, generated ones by theirs."""
-    from audit.config import config_from_dict
     from audit.extract import extract_from_config
 
-    cfg = config_from_dict({
-        "discriminator": {"spec": f"python:{nets}:ClassD", "layers": ["body"],
-                          "class_source": CLASS_SOURCE},
-        "generator": {"spec": f"python:{nets}:ClassG", "n": 7, "seed": 1,
-                      "class_sampling": "uniform"},
-        "concept_set": str(_tone_set(tmp_path)),
-        "paired": {"source": f"folder:{labelled}", "labels": str(tmp_path / "labels.csv")},
-        "real": {"source": f"folder:{labelled}", "labels": str(tmp_path / "labels.csv")},
-        "out": str(tmp_path / "run"),
-    })
-    stores = extract_from_config(cfg, progress=False)
+    stores = extract_from_config(_config(nets, labelled, tmp_path, class_source=CLASS_SOURCE),
+                                 progress=False)
     np.testing.assert_allclose(np.round(stores["real"].scores()), [0, 2, 1, 1, 0, 2])
     np.testing.assert_allclose(np.round(stores["generated"].scores()),
                                [image_seed(1, i) % 3 for i in range(7)])
     assert torch.is_tensor(torch.as_tensor(stores["paired"].scores()))
+
+
+def _config(nets: Path, labelled: Path, tmp_path: Path, **discriminator):
+    """An audit of the labelled folder (paired and real) and 7 uniformly sampled classes."""
+    from audit.config import config_from_dict
+
+    labels = str(tmp_path / "labels.csv")
+    return config_from_dict({
+        "discriminator": {"spec": f"python:{nets}:ClassD", "layers": ["body"], **discriminator},
+        "generator": {"spec": f"python:{nets}:ClassG", "n": 7, "seed": 1,
+                      "class_sampling": "uniform"},
+        "concept_set": str(_tone_set(tmp_path)),
+        "paired": {"source": f"folder:{labelled}", "labels": labels},
+        "real": {"source": f"folder:{labelled}", "labels": labels},
+        "out": str(tmp_path / "run"),
+    })
 
 
 def _tone_set(tmp_path: Path) -> Path:
@@ -235,18 +241,9 @@ def test_the_rejected_grid_redraws_each_image_with_its_class(nets):
 
 def test_mixed_classes_are_warned_about(nets, labelled, tmp_path):
     """Generated images of many classes against real ones all scored as class_label."""
-    from audit.config import config_from_dict
     from audit.extract import extract_from_config
 
-    cfg = config_from_dict({
-        "discriminator": {"spec": f"python:{nets}:ClassD", "layers": ["body"], "class_label": 0},
-        "generator": {"spec": f"python:{nets}:ClassG", "n": 7, "seed": 1,
-                      "class_sampling": "uniform"},
-        "concept_set": str(_tone_set(tmp_path)),
-        "paired": {"source": f"folder:{labelled}", "labels": str(tmp_path / "labels.csv")},
-        "real": {"source": f"folder:{labelled}", "labels": str(tmp_path / "labels.csv")},
-        "out": str(tmp_path / "run"),
-    })
+    cfg = _config(nets, labelled, tmp_path, class_label=0)
     with pytest.warns(UserWarning, match="every real image is scored with "
                                          "discriminator.class_label"):
         extract_from_config(cfg, progress=False)
