@@ -215,7 +215,7 @@ def main() -> None:
     speedups = []
     if args.demo:
         with tempfile.TemporaryDirectory(prefix="bench-decoders-") as tmp:
-            store = demo_store(Path(tmp), n)
+            store = demo_store(Path(tmp), args.n)   # default: every paired image (2,156)
             if store is None:
                 print("== demo: skipped, audit/demo/weights/discriminator.safetensors is "
                       "missing (python -m audit.demo.train)")

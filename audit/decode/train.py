@@ -376,7 +376,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         t_real = _targets([codes] * n_lay, [(codes >= 0).astype(np.float32)] * n_lay, dev)
         starts = fit_probes(xt, t_real, train, layout, precond=precond,
                             max_iter=settings.probe_max_iter if full
-                            else settings.probe_start_iter)
+                            else settings.probe_start_iter, tol=settings.probe_tol)
 
         # Every layer's MLP at once, its linear path started from there.
         init = starts if settings.init_from_probe else None
@@ -439,7 +439,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                     _targets([both] * len(members), [(both >= 0).astype(np.float32)]
                              * len(members), dev),
                     train, _paired_layout(sub), precond=[precond[i] for i in members],
-                    max_iter=settings.probe_max_iter,
+                    max_iter=settings.probe_max_iter, tol=settings.probe_tol,
                     init=[_paired_start(starts[i], cols) for i in members])
                 for i, p in zip(members, fitted, strict=True):
                     half = len(cols)
