@@ -224,3 +224,44 @@ def test_insight_intervals_resample_the_same_clusters(cs, originals, copied):
     # Copies share a score, so the rejected quarter is the same images four times.
     ratio = np.median(lift_widths(copied[0], cluster_by=PATTERN) / lift_widths(copied[0]))
     assert ratio == pytest.approx(np.sqrt(COPIES), rel=0.2)
+
+
+def test_cluster_robust_test_against_statsmodels():
+    """The clustered z test's variance is the cluster-robust (CR0) variance of a
+    regression of the success indicator on the two sides, times K / (K - 1)."""
+    import statsmodels.api as sm
+
+    from audit.measure.stats import clustered_proportion_test
+
+    rng = np.random.default_rng(4)
+    k = 60
+    clusters = np.repeat(np.arange(k), rng.integers(1, 6, k))
+    side = rng.random(len(clusters)) < 0.5          # clusters on both sides
+    y = (rng.random(len(clusters)) < np.where(side, 0.3, 0.45) + 0.2 * (clusters % 3 == 0))
+    cells = lambda mask: (np.bincount(clusters[mask], weights=y[mask], minlength=k),  # noqa: E731
+                          np.bincount(clusters[mask], minlength=k).astype(float))
+    res = clustered_proportion_test(*cells(side), *cells(~side))
+    design = np.column_stack([side, ~side]).astype(float)
+    fit = sm.OLS(y.astype(float), design).fit(
+        cov_type="cluster", cov_kwds={"groups": clusters, "use_correction": False})
+    diff = fit.params[0] - fit.params[1]
+    var = fit.cov_params()[0, 0] + fit.cov_params()[1, 1] - 2 * fit.cov_params()[0, 1]
+    assert res.statistic == pytest.approx(diff / np.sqrt(var * k / (k - 1)), rel=1e-9)
+
+
+def test_clustered_tests_count_clusters_not_images(cs, audits):
+    """The share and rate tests of the copied audit, clustered, see the originals' evidence."""
+    reference, as_images, as_clusters = audits
+    def tests(results):
+        return {t["id"]: t for t in results["tests"] if t["p_value"] is not None
+                and t["statistic"] is not None and t["kind"] == "treatment"
+                and t["source"] == "real"}
+
+    ref, img, clu = tests(reference), tests(as_images), tests(as_clusters)
+    assert {t["method"] for t in clu.values()} == {"two_proportion_z_clustered"}
+    shared = sorted(set(ref) & set(clu))
+    assert len(shared) >= 3
+    for tid in shared:
+        # images as independent: z about twice the originals'; clusters: about the same
+        assert abs(img[tid]["statistic"]) > 1.6 * abs(ref[tid]["statistic"]), tid
+        assert clu[tid]["statistic"] == pytest.approx(ref[tid]["statistic"], rel=0.15), tid

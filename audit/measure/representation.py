@@ -25,6 +25,7 @@ from audit.measure.bootstrap import (
 from audit.measure.groups import SHARE_PARTS, SOURCES, CellLayout, Grouping
 from audit.measure.stats import (
     binomial_test,
+    clustered_proportion_test,
     distances,
     row_normalise,
     simplex_lstsq_batch,
@@ -221,6 +222,10 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
     for s in range(2):
         d = grouping.decoded[(source == s) & (grouping.decoded < g)]
         decoded[s] = np.bincount(d, minlength=g)
+    # With clusters: decoded groups per cluster and source, for cluster-robust tests.
+    per_cluster = None if clusters is None else cluster_cells(
+        clusters, np.asarray(source, dtype=np.int64) * (g + 1) + grouping.decoded,
+        2 * (g + 1)).reshape(-1, 2, g + 1)[:, :, :g]
     for i, label in enumerate(labels):
         corr = point[sl["corr"]][i]
         ref = float(ref_share[i])
@@ -234,7 +239,7 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
             test_id = f"T-REP-{grouping.name}-{label}"
             tests.append(_share_test(test_id, grouping, i, {"real": decoded[0],
                                                             "generated": decoded[1]},
-                                      settings))
+                                      settings, per_cluster))
             if g == 2 and i == 1:
                 # The two groups of a binary concept share one test: the second record
                 # points at the first and stays out of the multiple-testing family.
@@ -277,19 +282,25 @@ def _small(real_k: int, n_gen: int, ref: float, settings: MeasureSettings) -> bo
 
 
 def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.ndarray],
-                settings: MeasureSettings) -> dict[str, Any]:
+                settings: MeasureSettings, per_cluster: np.ndarray | None = None
+                ) -> dict[str, Any]:
     """Test of group i's generated share against the reference, on decoded labels.
 
     Reference real: two-proportion test of decoded shares, generated vs real (if the
     decoder errs alike on both, equal true shares give equal expected decoded
     shares). Reference uniform: exact binomial test against the decoded share that a
-    uniform truth would give, ``(A^T u)_i``.
+    uniform truth would give, ``(A^T u)_i``. With ``per_cluster`` ((K, 2 sources, G)
+    decoded counts, ``cluster_by``): the cluster-robust z test instead.
     """
     real, gen = decoded["real"], decoded["generated"]
     k1, n1 = int(gen[i]), int(gen.sum())
+    if per_cluster is not None:
+        y = per_cluster[:, :, i]
+        m = per_cluster.sum(axis=2)
     if settings.reference == "real":
         k2, n2 = int(real[i]), int(real.sum())
-        res = two_proportion_test(k1, n1, k2, n2)
+        res = (two_proportion_test(k1, n1, k2, n2) if per_cluster is None else
+               clustered_proportion_test(y[:, 1], m[:, 1], y[:, 0], m[:, 0]))
         counts = {"k1": k1, "n1": n1, "k2": k2, "n2": n2, "expected": None}
         versus = "real"
     else:
@@ -299,7 +310,8 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
             expected = float((a.T @ np.full(g, 1.0 / g))[i])
         else:
             expected = 1.0 / g
-        res = binomial_test(k1, n1, expected)
+        res = (binomial_test(k1, n1, expected) if per_cluster is None else
+               clustered_proportion_test(y[:, 1], m[:, 1], p0=expected))
         counts = {"k1": k1, "n1": n1, "k2": None, "n2": None, "expected": expected}
         versus = "uniform"
     return {"id": test_id, "kind": "representation", "method": res.method,

@@ -12,8 +12,8 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["row_normalise", "closed_form_two_groups", "simplex_lstsq", "simplex_lstsq_batch",
-           "TestResult", "two_proportion_test", "binomial_test", "adjust_pvalues",
-           "distances"]
+           "TestResult", "two_proportion_test", "clustered_proportion_test", "binomial_test",
+           "adjust_pvalues", "distances"]
 
 
 def row_normalise(counts: np.ndarray) -> np.ndarray:
@@ -128,7 +128,8 @@ def simplex_lstsq_batch(a: np.ndarray, p_hat: np.ndarray) -> np.ndarray:
 class TestResult:
     """One hypothesis test: the method used, its statistic (None for exact tests) and p."""
 
-    method: Literal["two_proportion_z", "fisher_exact", "binomial_exact"]
+    method: Literal["two_proportion_z", "fisher_exact", "binomial_exact",
+                    "two_proportion_z_clustered"]
     statistic: float | None
     p_value: float | None
 
@@ -153,6 +154,47 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int, *, min_expected: flo
     z = (k1 / n1 - k2 / n2) / se
     p = math.erfc(abs(z) / math.sqrt(2.0))
     return TestResult("two_proportion_z", float(z), float(p))
+
+
+def clustered_proportion_test(y1: np.ndarray, m1: np.ndarray, y2: np.ndarray | None = None,
+                              m2: np.ndarray | None = None, *, p0: float | None = None
+                              ) -> TestResult:
+    """Two-sided z test of proportions of clustered images, with a cluster-robust variance.
+
+    ``y1``, ``m1`` (K,): per cluster, its successes and its images on side 1 (likewise
+    ``y2``, ``m2`` for side 2, aligned on the same K clusters, zero where a cluster has no
+    image on that side); or one side against ``p0``. The proportions are ratio estimates
+    p = sum(y) / sum(m); the variance of their difference is the cluster-robust
+    (linearisation) one, K / (K - 1) * sum_c d_c ** 2 with
+    d_c = (y1_c - p1 m1_c) / M1 - (y2_c - p2 m2_c) / M2, so images of one cluster count
+    once and clusters on both sides are allowed for. With one image per cluster this is
+    close to the unpooled two-proportion z test. p is None when a side is empty or K < 2.
+    """
+    y1, m1 = np.asarray(y1, dtype=float), np.asarray(m1, dtype=float)
+    n1 = m1.sum()
+    two = y2 is not None and m2 is not None
+    y2a = np.asarray(y2, dtype=float) if two else np.zeros_like(y1)
+    m2a = np.asarray(m2, dtype=float) if two else np.zeros_like(m1)
+    n2 = m2a.sum()
+    if n1 <= 0 or (two and n2 <= 0) or (not two and p0 is None):
+        return TestResult("two_proportion_z_clustered", None, None)
+    p1 = y1.sum() / n1
+    d = (y1 - p1 * m1) / n1
+    if two:
+        p2 = y2a.sum() / n2
+        d = d - (y2a - p2 * m2a) / n2
+    else:
+        p2 = float(p0)
+    k = int(np.sum((m1 > 0) | (m2a > 0)))
+    if k < 2:
+        return TestResult("two_proportion_z_clustered", None, None)
+    var = k / (k - 1) * float(np.sum(d ** 2))
+    diff = p1 - p2
+    if var <= 0:
+        return TestResult("two_proportion_z_clustered", None, 1.0 if diff == 0 else 0.0)
+    z = diff / math.sqrt(var)
+    return TestResult("two_proportion_z_clustered", float(z),
+                      float(math.erfc(abs(z) / math.sqrt(2.0))))
 
 
 def binomial_test(k: int, n: int, p0: float) -> TestResult:

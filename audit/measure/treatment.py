@@ -29,7 +29,7 @@ from audit.measure.bootstrap import (
     mean_replicates,
 )
 from audit.measure.groups import SOURCES, CellLayout, Grouping
-from audit.measure.stats import two_proportion_test
+from audit.measure.stats import clustered_proportion_test, two_proportion_test
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -298,8 +298,11 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
                     "scoring_rate": _finite(mf_rate["scoring_rate"][s, i]),
                     "acceptance_rate": _finite(mf_rate["acceptance_rate"][s, i]),
                     "reason": reasons[(s, i)]})
+    per_cluster = None if cluster_matrix is None else \
+        layout.audit(np.asarray(cluster_matrix))            # (K, 2, G + 1, N_STATES)
     impact, tests, degenerate = _impact(grouping, mf_rate, blocks, valid, {
-        "acceptance_rate": acc_k, "scoring_rate": scr_k}, eligible, excluded, small, settings)
+        "acceptance_rate": acc_k, "scoring_rate": scr_k}, eligible, excluded, small, settings,
+        per_cluster)
     section = {
         "concept": grouping.name, "concepts": list(grouping.concepts),
         "protected": grouping.protected, "groups": list(grouping.groups),
@@ -307,6 +310,17 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
         "rows": rows, "impact": impact, "fairlearn": fair,
     }
     return section, tests, exclusions, degenerate
+
+
+_SUCCESS_STATES = {"acceptance_rate": [2, 4], "scoring_rate": [3, 4]}
+
+
+def _rate_clusters(per_cluster: np.ndarray, s: int, i: int, metric: str
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per cluster: successes of ``metric`` and images with a valid score, of source ``s``
+    and group ``i`` (score states: :func:`audit.measure.groups.score_states`)."""
+    cells = per_cluster[:, s, i]
+    return cells[:, _SUCCESS_STATES[metric]].sum(axis=1), cells[:, 1:].sum(axis=1)
 
 
 def _finite(x: float) -> float | None:
@@ -341,9 +355,12 @@ def _mean_scores(grouping: Grouping, scores: np.ndarray, source: np.ndarray, *,
 
 def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str, Any],
             valid: np.ndarray, successes: dict[str, np.ndarray], eligible: np.ndarray,
-            excluded: np.ndarray, small: np.ndarray, settings: MeasureSettings
+            excluded: np.ndarray, small: np.ndarray, settings: MeasureSettings,
+            per_cluster: np.ndarray | None = None
             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """Impact ratios, four-fifths verdicts and their tests, per metric and source."""
+    """Impact ratios, four-fifths verdicts and their tests, per metric and source (with
+    ``per_cluster``, (K, 2, G + 1, states) image counts under ``cluster_by``: the
+    cluster-robust z test of the two rates)."""
     g = grouping.n_groups
     labels = grouping.labels()
     impact, tests, degenerate = [], [], []
@@ -380,8 +397,11 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
                     verdict = "adverse impact" if ratio < settings.impact_threshold else "pass"
                     if i != top and grouping.protected:
                         test_id = f"T-TRT-{grouping.name}-{labels[i]}-{s_name}-{metric}"
-                        res = two_proportion_test(int(k[s, i]), int(valid[s, i]),
-                                                  int(k[s, top]), int(valid[s, top]))
+                        res = (two_proportion_test(int(k[s, i]), int(valid[s, i]),
+                                                   int(k[s, top]), int(valid[s, top]))
+                               if per_cluster is None else clustered_proportion_test(
+                                   *_rate_clusters(per_cluster, s, i, metric),
+                                   *_rate_clusters(per_cluster, s, top, metric)))
                         tests.append({
                             "id": test_id, "kind": "treatment", "method": res.method,
                             "concept": grouping.name, "group": labels[i],
