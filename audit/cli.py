@@ -293,9 +293,12 @@ def measure(config: Path, out: Path | None) -> None:
               help="Write the table as CSV here (default: print JSON).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
+@click.option("--class-label", "class_label", type=click.IntRange(min=0), default=None,
+              help="Class of every image, for a class-conditional discriminator (default: "
+                   "the run's discriminator.class_label).")
 @trust_run_config_option
 def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None, device: str,
-           trust_run_config: bool) -> None:
+           class_label: int | None, trust_run_config: bool) -> None:
     """Decode concepts of any images with a run's decoders.
 
     \b
@@ -306,7 +309,8 @@ def decode(run_dir: Path, images: tuple[str, ...], csv_path: Path | None, device
     from audit.decode.run import decode_images
     from audit.io import atomic_write_text
 
-    table = decode_images(run_dir, images, device=device, trust_run_config=trust_run_config)
+    table = decode_images(run_dir, images, device=device, trust_run_config=trust_run_config,
+                          class_label=class_label)
     if csv_path is not None:
         atomic_write_text(csv_path, table.to_csv(index=False))
         click.echo(f"{len(table)} images -> {csv_path}", err=True)

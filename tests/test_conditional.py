@@ -247,3 +247,21 @@ def test_mixed_classes_are_warned_about(nets, labelled, tmp_path):
     with pytest.warns(UserWarning, match="every real image is scored with "
                                          "discriminator.class_label"):
         extract_from_config(cfg, progress=False)
+
+
+def test_images_read_like_a_run_keep_their_classes(nets, labelled, tmp_path):
+    """extract_like_run (behind `gan-audit decode --class-label` and insight) passes the
+    source's classes to a conditional discriminator."""
+    import types
+
+    from audit.decode.run import extract_like_run
+
+    model = load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:ClassD", class_label=0))
+    source = load_images(ImageSourceConfig(source=f"folder:{labelled}"), input=model.input)
+    bundle = types.SimpleNamespace(layers=("body",), best={"tone": "body"})
+    paired = types.SimpleNamespace(pooling="avg", batch_size=4, max_dim=4096, projection_seed=0)
+    _, scores, _, _ = extract_like_run(model, bundle, paired, source)
+    np.testing.assert_allclose(np.round(scores), 0)                 # the config's class
+    source.class_labels = np.full(len(source), 2)
+    _, scores, _, _ = extract_like_run(model, bundle, paired, source)
+    np.testing.assert_allclose(np.round(scores), 2)

@@ -77,12 +77,15 @@ def _image_source(images: Sequence[str], input_spec: Any) -> Any:
 
 
 def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
-                  trust_run_config: bool = False) -> pd.DataFrame:
+                  trust_run_config: bool = False, class_label: int | None = None
+                  ) -> pd.DataFrame:
     """Decode any images with the decoders and the discriminator of a run folder.
 
     Loads ``RUN_DIR/config.yaml`` (for the discriminator), ``RUN_DIR/decoders/`` and the
     paired store's settings (pooling, projection), extracts the chosen layers of the
     images into a temporary store and returns :func:`audit.decode.decode`'s table.
+    ``class_label``: the class of every image for a class-conditional discriminator
+    (default: the run's ``discriminator.class_label``).
     """
     from audit.config import load_run_config
     from audit.load import load_discriminator
@@ -96,8 +99,11 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
     bundle = load_decoders(run_dir / "decoders")
     paired = ActivationStore.open(run_dir / "activations" / "paired").settings
     model = load_discriminator(cfg.discriminator, device=device)
-    features, scores, ids, settings = extract_like_run(
-        model, bundle, paired, _image_source(images, model.input), device=device)
+    source = _image_source(images, model.input)
+    if class_label is not None:
+        source.class_labels = np.full(len(source), class_label, dtype=np.int64)
+    features, scores, ids, settings = extract_like_run(model, bundle, paired, source,
+                                                       device=device)
     return decode(bundle, features, scores, model_sha256=settings.model_sha256,
                   pooling=settings.pooling, image_ids=ids)
 
