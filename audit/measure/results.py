@@ -226,8 +226,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
 
 def _resampled_words(spec: BootstrapSpec, cluster_by: str | None = None) -> str:
     if cluster_by is not None:
-        audited = (f"clusters of audited images (ids alike under cluster_by {cluster_by!r}; "
-                   f"real and generated together), whole")
+        audited = (f"whole clusters of audited images (ids alike under cluster_by "
+                   f"'{cluster_by}'; real and generated together)")
     elif spec.stratified:
         audited = "the audited images within each (source, group) stratum"
     else:
