@@ -560,13 +560,13 @@ def _check_classes(model: LoadedModel, source: ImageSource,
         return
     import numpy as np
 
-    from audit.load import _int_attr
+    from audit.load import class_count
 
     labels = np.asarray(class_labels, dtype=np.int64).reshape(-1)
     if len(labels) != len(source):
         raise DataError(f"{len(labels)} class labels for {len(source)} images; give one per "
                         f"image.")
-    k = model.conditioning.num_classes or _int_attr(model.module, "n_classes", "num_classes")
+    k = class_count(model)
     bad = np.flatnonzero((labels < 0) | (labels >= k if k else False))
     if len(bad):
         where = f"0..{k - 1}" if k else "0 or more"

@@ -905,6 +905,15 @@ def latents(generator: LoadedGenerator, indices: Any, *, seed: int) -> torch.Ten
     return out
 
 
+def class_count(model: LoadedModel | LoadedGenerator) -> int | None:
+    """Classes of a conditional model: its one-hot size, or its ``n_classes`` /
+    ``num_classes`` attribute (integer labels); None when unknown or unconditional."""
+    if model.conditioning is None:
+        return None
+    return model.conditioning.num_classes or _int_attr(model.module, "n_classes",
+                                                       "num_classes")
+
+
 def generated_classes(generator: LoadedGenerator, *, n: int, seed: int,
                       class_label: int | None, sampling: str = "fixed") -> np.ndarray | None:
     """The class of each of ``n`` generated images (None for an unconditional generator, or
@@ -920,8 +929,7 @@ def generated_classes(generator: LoadedGenerator, *, n: int, seed: int,
         return None
     if sampling == "fixed":
         return None if class_label is None else np.full(n, int(class_label), dtype=np.int64)
-    k = generator.conditioning.num_classes or _int_attr(generator.module, "n_classes",
-                                                        "num_classes")
+    k = class_count(generator)
     if not k:
         raise ModelLoadError(f"{generator.spec}: class_sampling: uniform needs the number of "
                              f"classes, which the generator does not say (no n_classes "
