@@ -265,3 +265,21 @@ def test_images_read_like_a_run_keep_their_classes(nets, labelled, tmp_path):
     source.class_labels = np.full(len(source), 2)
     _, scores, _, _ = extract_like_run(model, bundle, paired, source)
     np.testing.assert_allclose(np.round(scores), 2)
+
+
+def test_a_latent_path_holds_the_class_of_its_start_image(nets):
+    import types
+
+    from audit.insight.run import InsightRun
+
+    g = GeneratorConfig(spec=f"python:{nets}:ClassG", n=6, seed=4, class_sampling="uniform")
+    run = InsightRun.__new__(InsightRun)
+    run.cfg = types.SimpleNamespace(generator=g)
+    run.generator = load_generator(g)
+    with pytest.raises(ConfigError, match="start the path at a generated image"):
+        run.generate(np.zeros((2, 4), dtype=np.float32))
+    for index in range(3):
+        run.hold_class_of(f"gen-4-{index}")
+        k = image_seed(4, index) % 3
+        images = run.generate(np.zeros((3, 4), dtype=np.float32))
+        np.testing.assert_allclose(images.mean(dim=(1, 2, 3)).numpy(), (k - 1) / 2, atol=1e-6)

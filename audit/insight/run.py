@@ -192,19 +192,31 @@ class InsightRun:
             out.append(int(labels[index]))
         return out
 
+    held_class: int | None = None
+
     @property
     def path_class(self) -> int | None:
         """The class held along a latent path of a conditional generator: the generator's
-        ``class_label`` (needed: with ``class_sampling: uniform`` a path has no class of
-        its own)."""
+        ``class_label``, or with ``class_sampling: uniform`` the class of the path's start
+        image (:meth:`hold_class_of`)."""
         gcfg = self.cfg.generator
         if (gcfg is not None and gcfg.class_label is None
                 and getattr(gcfg, "class_sampling", "fixed") == "uniform"
                 and getattr(self.generator, "conditioning", None) is not None):
-            raise ConfigError("interpolating a class-conditional generator holds one class "
-                              "along the path: set generator.class_label to that class (the "
-                              "audit itself keeps class_sampling: uniform).")
+            if self.held_class is None:
+                raise ConfigError("interpolating a class-conditional generator holds one "
+                                  "class along the path: set generator.class_label to that "
+                                  "class, or start the path at a generated image.")
+            return self.held_class
         return None if gcfg is None else gcfg.class_label
+
+    def hold_class_of(self, ref: str | int) -> None:
+        """Hold the class the audit generated ``ref`` with (a seed means image 0 of that
+        seed) along the next paths."""
+        text = str(ref).strip()
+        image = text if _GEN_ID.match(text) else f"gen-{text}-0"
+        classes = self.classes_of([image]) if _GEN_ID.match(image) else None
+        self.held_class = None if not classes else classes[0]
 
     def read_images(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Decoded group probabilities ({concept: N x K}) and D scores (N,) of generator
@@ -266,6 +278,7 @@ def interpolate_run(run_dir: Path, *, start: str, end: str, steps: int = 9,
     from audit.insight.interpolate import interpolate_concepts
 
     run = run or InsightRun(run_dir, cfg, device=device)
+    run.hold_class_of(start)
     path = interpolate_concepts(run.latent_of(start), run.latent_of(end), steps=steps,
                                 read=run.read_latents, groups=_groups(run), method=method,
                                 start=str(start), end=str(end))
@@ -297,6 +310,7 @@ def auto_interpolations(run: InsightRun, *, steps: int = 9, method: Method = "sl
             ends.append(str(gen.loc[col.idxmax(), "image_id"]))
         if len(ends) < 2 or ends[0] == ends[1]:
             continue
+        run.hold_class_of(ends[0])
         path = interpolate_concepts(run.latent_of(ends[0]), run.latent_of(ends[1]),
                                     steps=steps, read=run.read_latents, groups=_groups(run),
                                     method=method, start=ends[0], end=ends[1])
