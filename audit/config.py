@@ -348,10 +348,11 @@ class MeasureSettings(_Section):
         None, description="a regular expression on the audited images' ids: images whose ids "
                           "give the same match (its first group if it has one) form one "
                           "cluster (one person's photos, variants of one image), and the "
-                          "bootstrap resamples clusters instead of images and the tests use "
-                          "cluster-robust variances, so images that are not independent "
-                          "neither narrow the intervals nor shrink the p-values; an id that "
-                          "does not match is a cluster of its own. Needs stratified: false")
+                          "bootstrap resamples clusters instead of images and the tests run "
+                          "on effective sample sizes (Kish's design effect), so images that "
+                          "are not independent neither narrow the intervals nor shrink the "
+                          "p-values; an id that does not match is a cluster of its own. "
+                          "Needs stratified: false")
     reference: Literal["real", "uniform"] = "real"
     under_margin: float = Field(0.05, ge=0, le=1,
                                 description="a group whose corrected share falls this far below "

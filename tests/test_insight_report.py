@@ -100,3 +100,13 @@ def test_commands_have_help_with_an_example(command):
 def test_diagnose_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = CliRunner().invoke(cli, ["diagnose", str(tmp_path), "--no-images"])
     assert result.exit_code == 2 and "no config.yaml" in result.output
+
+
+def test_a_path_of_a_conditional_generator_says_its_class(insight_folder):
+    doc = read_insight(insight_folder)
+    plain = _render(insight_to_view(doc))
+    assert "all generated as class" not in plain
+    doc["docs"]["interpolation"]["paths"][0]["class"] = 7
+    html = _render(insight_to_view(doc))
+    assert "all generated as class 7 (the start image&#39;s class" in html or \
+        "all generated as class 7 (the start image's class" in html

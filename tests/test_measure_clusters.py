@@ -226,27 +226,51 @@ def test_insight_intervals_resample_the_same_clusters(cs, originals, copied):
     assert ratio == pytest.approx(np.sqrt(COPIES), rel=0.2)
 
 
-def test_cluster_robust_test_against_statsmodels():
-    """The clustered z test's variance is the cluster-robust (CR0) variance of a
-    regression of the success indicator on the two sides, times K / (K - 1)."""
+def test_design_effect_against_statsmodels():
+    """The design effect's numerator is statsmodels' cluster-robust variance of the mean
+    (intercept-only OLS, CR1 correction); its denominator that of independent images."""
     import statsmodels.api as sm
 
-    from audit.measure.stats import clustered_proportion_test
+    from audit.measure.stats import design_effect
 
     rng = np.random.default_rng(4)
     k = 60
     clusters = np.repeat(np.arange(k), rng.integers(1, 6, k))
-    side = rng.random(len(clusters)) < 0.5          # clusters on both sides
-    y = (rng.random(len(clusters)) < np.where(side, 0.3, 0.45) + 0.2 * (clusters % 3 == 0))
-    cells = lambda mask: (np.bincount(clusters[mask], weights=y[mask], minlength=k),  # noqa: E731
-                          np.bincount(clusters[mask], minlength=k).astype(float))
-    res = clustered_proportion_test(*cells(side), *cells(~side))
-    design = np.column_stack([side, ~side]).astype(float)
-    fit = sm.OLS(y.astype(float), design).fit(
-        cov_type="cluster", cov_kwds={"groups": clusters, "use_correction": False})
-    diff = fit.params[0] - fit.params[1]
-    var = fit.cov_params()[0, 0] + fit.cov_params()[1, 1] - 2 * fit.cov_params()[0, 1]
-    assert res.statistic == pytest.approx(diff / np.sqrt(var * k / (k - 1)), rel=1e-9)
+    rate = rng.choice([0.1, 0.7], size=k)                # clusters differ: design effect > 1
+    y = (rng.random(len(clusters)) < rate[clusters]).astype(float)
+    fit = sm.OLS(y, np.ones((len(y), 1))).fit(cov_type="cluster",
+                                               cov_kwds={"groups": clusters})
+    p, n = y.mean(), len(y)
+    expected = max(1.0, float(fit.cov_params()[0, 0]) / (p * (1 - p) / (n - 1)))
+    got = design_effect(np.bincount(clusters, weights=y), np.bincount(clusters))
+    assert got == pytest.approx(expected, rel=1e-9) and got > 1.2
+
+
+@pytest.mark.parametrize(("k1", "n1", "k2", "n2"), [
+    (3, 30, 250, 1000), (1, 30, 150, 1000), (2, 40, 400, 2000), (120, 400, 150, 420)])
+def test_one_image_per_cluster_is_the_unclustered_test(k1, n1, k2, n2):
+    from audit.measure.stats import clustered_proportion_test, two_proportion_test
+
+    def side(k, n):
+        return np.r_[np.ones(k), np.zeros(n - k)], np.ones(n)
+
+    plain = two_proportion_test(k1, n1, k2, n2)
+    clustered = clustered_proportion_test(*side(k1, n1), *side(k2, n2))
+    assert clustered.method == f"{plain.method}_clustered"
+    assert clustered.p_value == pytest.approx(plain.p_value, rel=1e-12)
+    # copied 4 times, as clusters: the originals' evidence
+    copied = clustered_proportion_test(*(np.repeat(4 * v, 1) for v in side(k1, n1)),
+                                       *(np.repeat(4 * v, 1) for v in side(k2, n2)))
+    assert copied.p_value == pytest.approx(plain.p_value, rel=0.1, abs=1e-12)
+
+
+def test_no_variation_counts_each_cluster_once():
+    from audit.measure.stats import clustered_proportion_test, design_effect
+
+    assert design_effect(np.zeros(3), np.full(3, 100.0)) == 100.0    # 300 images, 3 clusters
+    res = clustered_proportion_test(np.zeros(3), np.ones(3), p0=0.5)
+    assert res.method == "binomial_exact_clustered"
+    assert res.p_value == pytest.approx(0.25)                      # binomial 0 of 3
 
 
 def test_clustered_tests_count_clusters_not_images(cs, audits):

@@ -101,6 +101,11 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
     model = load_discriminator(cfg.discriminator, device=device)
     source = _image_source(images, model.input)
     if class_label is not None:
+        if model.conditioning is None:
+            import warnings
+
+            warnings.warn(f"--class-label {class_label} is ignored: the run's discriminator "
+                          f"({model.spec}) is not class-conditional.", stacklevel=2)
         source.class_labels = np.full(len(source), class_label, dtype=np.int64)
     features, scores, ids, settings = extract_like_run(model, bundle, paired, source,
                                                        device=device)

@@ -469,7 +469,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         ctrl_starts = ([_rows(probe_ctrl[i], slice(None)) for i in at] if full else
                        fit_probes([xt[i] for i in at], t_shuf, train, layout,
                                   precond=[precond[i] for i in at],
-                                  max_iter=settings.probe_start_iter))
+                                  max_iter=settings.probe_start_iter, tol=settings.probe_tol))
         w_ctrl = _sample_weights(shuffled, train, sizes, settings.class_balanced)
         controls, _, _ = fit_mlps(
             [xt[i] for i in at], _targets([shuffled] * len(at), [w_ctrl] * len(at), dev),

@@ -282,7 +282,19 @@ def interpolate_run(run_dir: Path, *, start: str, end: str, steps: int = 9,
     path = interpolate_concepts(run.latent_of(start), run.latent_of(end), steps=steps,
                                 read=run.read_latents, groups=_groups(run), method=method,
                                 start=str(start), end=str(end))
+    _note_class(run, path)
     _write_interpolations(run, [path], replace=False)
+    return path
+
+
+def _note_class(run: InsightRun, path: Interpolation) -> Interpolation:
+    """Record the class a conditional generator held along ``path`` (``class``)."""
+    try:
+        held = run.path_class
+    except ConfigError:
+        held = None
+    if held is not None:
+        path.extra["class"] = int(held)
     return path
 
 
@@ -311,9 +323,9 @@ def auto_interpolations(run: InsightRun, *, steps: int = 9, method: Method = "sl
         if len(ends) < 2 or ends[0] == ends[1]:
             continue
         run.hold_class_of(ends[0])
-        path = interpolate_concepts(run.latent_of(ends[0]), run.latent_of(ends[1]),
+        path = _note_class(run, interpolate_concepts(run.latent_of(ends[0]), run.latent_of(ends[1]),
                                     steps=steps, read=run.read_latents, groups=_groups(run),
-                                    method=method, start=ends[0], end=ends[1])
+                                    method=method, start=ends[0], end=ends[1]))
         path.extra.update(name=_slug(f"{concept.name}-{concept.groups[0]}-to-"
                                      f"{concept.groups[-1]}"), concept=concept.name)
         paths.append(path)

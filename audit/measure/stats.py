@@ -12,7 +12,8 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["row_normalise", "closed_form_two_groups", "simplex_lstsq", "simplex_lstsq_batch",
-           "TestResult", "two_proportion_test", "clustered_proportion_test", "binomial_test",
+           "TestResult", "two_proportion_test", "clustered_proportion_test", "design_effect",
+           "binomial_test",
            "adjust_pvalues", "distances"]
 
 
@@ -129,17 +130,19 @@ class TestResult:
     """One hypothesis test: the method used, its statistic (None for exact tests) and p."""
 
     method: Literal["two_proportion_z", "fisher_exact", "binomial_exact",
-                    "two_proportion_z_clustered"]
+                    "two_proportion_z_clustered", "fisher_exact_clustered",
+                    "binomial_exact_clustered"]
     statistic: float | None
     p_value: float | None
 
 
-def two_proportion_test(k1: int, n1: int, k2: int, n2: int, *, min_expected: float = 5.0
-                        ) -> TestResult:
+def two_proportion_test(k1: float, n1: float, k2: float, n2: float, *,
+                        min_expected: float = 5.0) -> TestResult:
     """Two-sided test of equal proportions k1/n1 and k2/n2.
 
     The pooled two-proportion z test, or Fisher's exact test when an expected cell
     count of the 2 x 2 table is under ``min_expected``. p is None when a side is empty.
+    Counts may be effective (fractional) ones; Fisher's test rounds them.
     """
     if n1 <= 0 or n2 <= 0:
         return TestResult("two_proportion_z", None, None)
@@ -148,7 +151,9 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int, *, min_expected: flo
     if min(expected) < min_expected:
         from scipy.stats import fisher_exact
 
-        res = fisher_exact([[k1, n1 - k1], [k2, n2 - k2]], alternative="two-sided")
+        a, b = round(k1), round(k2)
+        res = fisher_exact([[a, max(round(n1) - a, 0)], [b, max(round(n2) - b, 0)]],
+                           alternative="two-sided")
         return TestResult("fisher_exact", None, float(min(res.pvalue, 1.0)))
     se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
     z = (k1 / n1 - k2 / n2) / se
@@ -156,54 +161,68 @@ def two_proportion_test(k1: int, n1: int, k2: int, n2: int, *, min_expected: flo
     return TestResult("two_proportion_z", float(z), float(p))
 
 
+def design_effect(y: np.ndarray, m: np.ndarray) -> float:
+    """Kish design effect (>= 1) of a proportion of clustered images.
+
+    ``y``, ``m`` (K,): per cluster, its successes and its images. The variance of the
+    ratio estimate p = sum(y) / sum(m) is the cluster-robust one,
+    K / (K - 1) * sum_c (y_c - p m_c) ** 2 / n ** 2 (statsmodels' cluster-robust variance
+    of an intercept-only regression), and the design effect is its ratio to the variance
+    of n independent images, p (1 - p) / (n - 1): exactly 1 for one image per cluster.
+    Never under 1 (clustering never strengthens the evidence); where the images do not
+    vary (p is 0 or 1) or there is one cluster, the correlation within clusters cannot be
+    measured and each cluster counts as one image (n / K).
+    """
+    y, m = np.asarray(y, dtype=float), np.asarray(m, dtype=float)
+    keep = m > 0
+    y, m = y[keep], m[keep]
+    k, n = len(m), float(m.sum())
+    if k == 0:
+        return 1.0
+    p = float(y.sum()) / n
+    if k < 2 or n < 2 or p <= 0.0 or p >= 1.0:
+        return n / k
+    var = k / (k - 1) * float(np.sum((y - p * m) ** 2)) / n ** 2
+    return max(1.0, var / (p * (1.0 - p) / (n - 1)))
+
+
 def clustered_proportion_test(y1: np.ndarray, m1: np.ndarray, y2: np.ndarray | None = None,
                               m2: np.ndarray | None = None, *, p0: float | None = None
                               ) -> TestResult:
-    """Two-sided z test of proportions of clustered images, with a cluster-robust variance.
+    """The test of :func:`two_proportion_test` (or, against ``p0``, :func:`binomial_test`)
+    for clustered images, on counts deflated by each side's :func:`design_effect`.
 
     ``y1``, ``m1`` (K,): per cluster, its successes and its images on side 1 (likewise
-    ``y2``, ``m2`` for side 2, aligned on the same K clusters, zero where a cluster has no
-    image on that side); or one side against ``p0``. The proportions are ratio estimates
-    p = sum(y) / sum(m); the variance of their difference is the cluster-robust
-    (linearisation) one, K / (K - 1) * sum_c d_c ** 2 with
-    d_c = (y1_c - p1 m1_c) / M1 - (y2_c - p2 m2_c) / M2, so images of one cluster count
-    once and clusters on both sides are allowed for. With one image per cluster this is
-    close to the unpooled two-proportion z test. p is None when a side is empty or K < 2.
+    ``y2``, ``m2`` for side 2). Each side's successes and images are divided by its design
+    effect (Kish's effective sample size), then tested as independent images: the same
+    test and p-value as without clusters when every image is its own cluster, and for
+    images copied c times about the p-value of the originals. Clusters on both sides are
+    treated as independent, which is conservative when their images resemble each other.
+    The method gets the suffix ``_clustered``.
     """
     y1, m1 = np.asarray(y1, dtype=float), np.asarray(m1, dtype=float)
-    n1 = m1.sum()
-    two = y2 is not None and m2 is not None
-    y2a = np.asarray(y2, dtype=float) if two else np.zeros_like(y1)
-    m2a = np.asarray(m2, dtype=float) if two else np.zeros_like(m1)
-    n2 = m2a.sum()
-    if n1 <= 0 or (two and n2 <= 0) or (not two and p0 is None):
-        return TestResult("two_proportion_z_clustered", None, None)
-    p1 = y1.sum() / n1
-    d = (y1 - p1 * m1) / n1
-    if two:
-        p2 = y2a.sum() / n2
-        d = d - (y2a - p2 * m2a) / n2
+    d1 = design_effect(y1, m1)
+    k1, n1 = y1.sum() / d1, m1.sum() / d1
+    if y2 is not None and m2 is not None:
+        y2, m2 = np.asarray(y2, dtype=float), np.asarray(m2, dtype=float)
+        d2 = design_effect(y2, m2)
+        res = two_proportion_test(k1, n1, y2.sum() / d2, m2.sum() / d2)
+    elif p0 is not None:
+        res = binomial_test(k1, n1, p0)
     else:
-        p2 = float(p0)
-    k = int(np.sum((m1 > 0) | (m2a > 0)))
-    if k < 2:
-        return TestResult("two_proportion_z_clustered", None, None)
-    var = k / (k - 1) * float(np.sum(d ** 2))
-    diff = p1 - p2
-    if var <= 0:
-        return TestResult("two_proportion_z_clustered", None, 1.0 if diff == 0 else 0.0)
-    z = diff / math.sqrt(var)
-    return TestResult("two_proportion_z_clustered", float(z),
-                      float(math.erfc(abs(z) / math.sqrt(2.0))))
+        raise ValueError("clustered_proportion_test needs a second side or p0")
+    return TestResult(f"{res.method}_clustered", res.statistic, res.p_value)  # type: ignore
 
 
-def binomial_test(k: int, n: int, p0: float) -> TestResult:
-    """Exact two-sided binomial test of k successes in n against probability p0."""
+def binomial_test(k: float, n: float, p0: float) -> TestResult:
+    """Exact two-sided binomial test of k successes in n against probability p0 (effective,
+    fractional counts are rounded)."""
+    k, n = round(k), round(n)
     if n <= 0:
         return TestResult("binomial_exact", None, None)
     from scipy.stats import binomtest
 
-    return TestResult("binomial_exact", None, float(binomtest(k, n, p0).pvalue))
+    return TestResult("binomial_exact", None, float(binomtest(min(k, n), n, p0).pvalue))
 
 
 def adjust_pvalues(p_values: list[float | None]) -> tuple[list[float | None],

@@ -82,6 +82,7 @@ def _interpolation_view(doc: Mapping[str, Any], pngs: Mapping[str, bytes]) -> di
         summary = [{"concept": c, **s} for c, s in (p.get("summary") or {}).items()]
         paths.append({"name": p.get("name"), "start": p.get("start"), "end": p.get("end"),
                       "method": p.get("method"), "steps": p.get("steps"),
+                      "class": p.get("class"),
                       "strip": pngs.get(str(p.get("strip"))), "summary": summary,
                       "chart": interpolation_chart(p.get("t") or [], series, p.get("scores"),
                                                    title=title, key=f"interp-{i}")})
