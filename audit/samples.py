@@ -62,7 +62,8 @@ def _save_png(path: Path, grid: np.ndarray) -> None:
 
 
 def _images(source: Any, ids: list[str]) -> np.ndarray:
-    position = {i: k for k, i in enumerate(source.image_ids)}
+    """The images ``ids`` of ``source`` (those it has), N x C x H x W as numpy."""
+    position = {str(i): k for k, i in enumerate(source.image_ids)}
     batch = source.get_batch([position[i] for i in ids if i in position])
     return batch.images.detach().cpu().numpy()
 

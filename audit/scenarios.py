@@ -595,8 +595,9 @@ def summarize(results: list[ScenarioResult]) -> dict[str, tuple[float, float, in
     planted = [r for s in results if s.scenario.planted for r in s.replicates]
     null = [r for s in results if not s.scenario.planted for r in s.replicates]
     every = [r for s in results for r in s.replicates]
-    pooled = ScenarioResult(scenario=results[0].scenario, replicates=tuple(every)).figures() \
-        if every else {}
+    if not every:
+        raise ValueError("summarize needs at least one replicate")
+    pooled = ScenarioResult(scenario=results[0].scenario, replicates=tuple(every)).figures()
 
     def rate(reps: list[Replicate]) -> tuple[float, float, int]:
         return (*_rate(np.array([r.fires for r in reps], dtype=bool)), len(reps))

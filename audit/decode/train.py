@@ -391,16 +391,19 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         temps: list[dict[str, float]] = []
         choices = [dict.fromkeys(layout.names, "mlp") for _ in layers]
 
-        def score(i: int, names: Sequence[str]) -> None:
-            z = _logits(mlps[i], xs[layers[i]][val])
+        def score(i: int, names: Sequence[str], z: np.ndarray | None = None) -> None:
+            """Validation macro AUROC of ``names`` at layer i (``z``: its validation logits,
+            if already computed)."""
+            z = _logits(mlps[i], xs[layers[i]][val]) if z is None else z
             for j, name in enumerate(layout.names):
                 if name in names:
                     val_scores[name][layers[i]] = _val_auroc(
                         z[:, layout.slice(j)], codes[val, j], layout.kinds[j], temps[i][name])
 
         for i, layer in enumerate(layers):
-            temps.append(_calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)[1])
-            score(i, layout.names)
+            z, t, _ = _calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)
+            temps.append(t)
+            score(i, layout.names, z)
 
         # The linear probe of each concept (scikit-learn's objective, to its tolerance),
         # for the real and the control task at once, only where it can matter: at the
@@ -486,17 +489,17 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     decoders: dict[str, LayerDecoder] = {}
     decided: dict[str, np.ndarray] = {}       # test-split decisions at the chosen layers
     for i, layer in enumerate(layers):
-        logits = _logits(mlps[i], xs[layer])
+        logits = _logits(mlps[i], xs[layer][test])
         probe_logits = _logits(probe_real[i], xs[layer][test]) if probed[i] else None
         metrics = {}
         for j, name in enumerate(layout.names):
             kind, sl, t = layout.kinds[j], layout.slice(j), temps[i][name]
-            prob = concept_probabilities(logits[test, sl], kind, t)
+            prob = concept_probabilities(logits[:, sl], kind, t)
             pred = decide(prob, kind)
             if best[name] == layer:
                 decided[name] = pred
             m = concept_metrics(codes[test, j], prob, pred, prot)
-            raw = concept_probabilities(logits[test, sl], kind)
+            raw = concept_probabilities(logits[:, sl], kind)
             known = codes[test, j] >= 0
             m["ece_uncalibrated"] = expected_calibration_error(codes[test, j][known],
                                                                raw[known])

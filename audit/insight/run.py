@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.errors import AuditError, ConfigError, DataError, RunFolderError
-from audit.io import atomic_path, atomic_write_json, ensure_dir
+from audit.io import atomic_write_json, ensure_dir
+from audit.samples import _images, _save_png, images_to_grid
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -46,13 +47,6 @@ _VIEW_FILES = {"entropy": "entropy.json", "diagnosis": "diagnosis.json",
                "interpolation": "interpolations.json"}
 
 
-def _save_png(path: Path, grid: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path, suffix=".png") as tmp:
-        Image.fromarray(grid).save(tmp, format="PNG")
-
-
 def images_to_strip(images: np.ndarray, *, value_range: tuple[float, float] = (-1.0, 1.0),
                     min_cell: int = 64, pad: int = 2) -> np.ndarray:
     """Images side by side in one row: N x C x H x W -> uint8 rows x cols x 3.
@@ -60,7 +54,6 @@ def images_to_strip(images: np.ndarray, *, value_range: tuple[float, float] = (-
     Each image is a one-cell :func:`audit.samples.images_to_grid`, so strips and grids
     look alike.
     """
-    from audit.samples import images_to_grid
 
     cells = [images_to_grid(images[i:i + 1], value_range=value_range, min_cell=min_cell,
                             pad=pad) for i in range(len(images))]
@@ -125,7 +118,9 @@ class InsightRun:
 
         return ActivationStore.open(self.run_dir / "activations" / "paired")
 
+    @cached_property
     def predictions(self) -> pd.DataFrame:
+        """``predictions.parquet`` (read once)."""
         import pandas as pd
 
         path = self.run_dir / "predictions.parquet"
@@ -215,7 +210,7 @@ class InsightRun:
         seed) along the next paths."""
         text = str(ref).strip()
         image = text if _GEN_ID.match(text) else f"gen-{text}-0"
-        classes = self.classes_of([image]) if _GEN_ID.match(image) else None
+        classes = self.classes_of([image])
         self.held_class = None if not classes else classes[0]
 
     def read_images(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -309,7 +304,7 @@ def auto_interpolations(run: InsightRun, *, steps: int = 9, method: Method = "sl
     group, so the ends differ in that concept. Replaces ``insight/interpolations.json``."""
     from audit.insight.interpolate import interpolate_concepts
 
-    pred = run.predictions()
+    pred = run.predictions
     gen = pred[(pred["split"] == "audit") & (pred["source"] == "generated")]
     gen = gen[gen["image_id"].astype(str).str.match(_GEN_ID.pattern)]
     paths = []
@@ -340,9 +335,7 @@ def _grid_real(run: InsightRun, ids: list[str]) -> tuple[np.ndarray, tuple[float
     from audit.images import load_images
 
     source = load_images(run.cfg.real, concept_set=run.concept_set, input=run.model.input)
-    position = {str(i): k for k, i in enumerate(source.image_ids)}
-    batch = source.get_batch([position[i] for i in ids if i in position])
-    return batch.images.detach().cpu().numpy(), tuple(run.model.input.value_range)
+    return _images(source, ids), tuple(run.model.input.value_range)
 
 
 def _grid_generated(run: InsightRun, ids: list[str]) -> tuple[np.ndarray, tuple[float, float]]:
@@ -359,10 +352,9 @@ def diagnose_run(run_dir: Path, *, reject_share: float = 0.25, top_k: int = 16,
     ``insight/rejected-real.png`` and ``insight/rejected-generated.png`` (most rejected
     first). Intervals follow the run's measure settings (n_boot, seed, alpha)."""
     from audit.insight.diagnose import predictions_to_diagnosis
-    from audit.samples import images_to_grid
 
     run = run or InsightRun(run_dir, cfg, device=device)
-    diagnosis = predictions_to_diagnosis(run.predictions(), run.concept_set,
+    diagnosis = predictions_to_diagnosis(run.predictions, run.concept_set,
                                          reject_share=reject_share, top_k=top_k,
                                          alpha=run.cfg.measure.alpha, spec=run.bootstrap(),
                                          cluster_by=run.cfg.measure.cluster_by)
@@ -409,10 +401,11 @@ def entropy_run(run_dir: Path, *, margin: float = 0.1, cfg: AuditConfig | None =
     from audit.insight.entropy import predictions_to_entropy
 
     run = run or InsightRun(run_dir, cfg)
-    result = predictions_to_entropy(run.predictions(), run.concept_set, margin=margin,
-                                    spec=run.bootstrap(), cluster_by=run.cfg.measure.cluster_by)
+    spec = run.bootstrap()
+    result = predictions_to_entropy(run.predictions, run.concept_set, margin=margin,
+                                    spec=spec, cluster_by=run.cfg.measure.cluster_by)
     atomic_write_json(run.out / "entropy.json",
-                      {"margin": margin, "confidence": run.bootstrap().confidence,
+                      {"margin": margin, "confidence": spec.confidence,
                        "cluster_by": run.cfg.measure.cluster_by,
                        "concepts": [e.to_json() for e in result]})
     return result
