@@ -281,7 +281,7 @@ def measure(config: Path, out: Path | None) -> None:
     cfg = load_config(config)
     run_dir = out if out is not None else cfg.out
     results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
-                          meta=run_meta(run_dir, name=cfg.name))
+                          meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
     click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
                + "; ".join(f"{v['concept']}: {v['verdict']}" for v in results["verdicts"]))
 

@@ -503,8 +503,8 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     """
     from audit import distributed
     from audit.concepts import load_concept_set
-    from audit.images import GeneratedSource, load_images
-    from audit.load import load_discriminator, load_generator, resolve_device
+    from audit.images import generated_images, load_images
+    from audit.load import load_discriminator, resolve_device
 
     run_dir = Path(out if out is not None else cfg.out)
     device = distributed.device_for_rank(resolve_device(device or cfg.device))
@@ -519,19 +519,10 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
         "real": load_images(cfg.real, concept_set=concept_set, input=model.input,
                             class_source=classes),
     }
-    if cfg.generator is not None:
-        g = cfg.generator
-        gen = load_generator(g, device=device)
-        source = GeneratedSource(gen, n=g.n, seed=g.seed, target=model.input,
-                                 batch_size=g.batch_size, truncation=g.truncation,
-                                 class_label=g.class_label, class_sampling=g.class_sampling,
-                                 png_dir=run_dir / "generated" if g.save_png else None)
-        source.labels = _empty_labels(source.image_ids, concept_set.names)
-        sources["generated"] = source
-    else:
-        assert cfg.generated is not None  # the config validator guarantees one of the two
-        sources["generated"] = load_images(cfg.generated.images, concept_set=concept_set,
-                                           input=model.input, class_source=classes)
+    g = cfg.generator
+    sources["generated"] = generated_images(
+        cfg, concept_set=concept_set, input=model.input, device=device,
+        png_dir=run_dir / "generated" if g is not None and g.save_png else None)
     generated = sources["generated"].class_labels
     if (model.conditioning is not None and classes is None and generated is not None
             and len(set(generated.tolist())) > 1):
@@ -595,10 +586,3 @@ def _for_model(model: LoadedModel, labels: Any) -> Any:
     return labels if model.conditioning is not None else None
 
 
-def _empty_labels(image_ids: list[str], concepts: list[str]) -> Any:
-    import pandas as pd
-
-    table = pd.DataFrame({"image_id": image_ids})
-    for name in concepts:
-        table[name] = pd.Series([None] * len(image_ids), dtype=object)
-    return table

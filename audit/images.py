@@ -37,11 +37,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from audit.concepts import ConceptSet
-    from audit.config import ImageSourceConfig
+    from audit.config import AuditConfig, ImageSourceConfig
     from audit.load import InputSpec, LoadedGenerator
 
 __all__ = ["ImageSource", "FileSource", "ArraySource", "TensorSource", "GeneratedSource", "Batch",
-           "load_images", "to_model_input", "concept_labels", "read_idx", "IMAGE_SUFFIXES"]
+           "load_images", "generated_images", "to_model_input", "concept_labels", "read_idx",
+           "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                   ".pgm")
@@ -681,6 +682,38 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     if class_source is not None:
         source.class_labels = class_labels(raw, class_source, source.image_ids, where=where)
     return source
+
+
+def generated_images(cfg: AuditConfig, *, concept_set: ConceptSet | None,
+                     input: InputSpec | None, device: str = "cpu",
+                     png_dir: Path | None = None) -> ImageSource:
+    """The audited generated images of a config: sampled from its ``generator`` (each
+    with the class it was made with; PNGs to ``png_dir`` if given, labels all unknown),
+    or its folder of ``generated`` images (classes from ``discriminator.class_source``)."""
+    if cfg.generator is None:
+        assert cfg.generated is not None  # the config validator guarantees one of the two
+        return load_images(cfg.generated.images, concept_set=concept_set, input=input,
+                           class_source=cfg.discriminator.class_source)
+    from audit.load import load_generator
+
+    g = cfg.generator
+    source = GeneratedSource(load_generator(g, device=device), n=g.n, seed=g.seed,
+                             target=input, batch_size=g.batch_size, truncation=g.truncation,
+                             class_label=g.class_label, class_sampling=g.class_sampling,
+                             png_dir=png_dir)
+    source.labels = _unknown_labels(source.image_ids, [] if concept_set is None
+                                    else concept_set.names)
+    return source
+
+
+def _unknown_labels(image_ids: list[str], concepts: list[str]) -> pd.DataFrame:
+    """A labels table with every concept unknown (None)."""
+    import pandas as pd
+
+    table = pd.DataFrame({"image_id": image_ids})
+    for name in concepts:
+        table[name] = pd.Series([None] * len(image_ids), dtype=object)
+    return table
 
 
 def class_labels(raw: pd.DataFrame, src: Any, image_ids: list[str], *, where: str

@@ -365,10 +365,8 @@ def _samples(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) -> 
 def _measure(run_dir: Path, concept_set: Any, cfg: AuditConfig) -> None:
     from audit.measure.results import measure_run, run_meta
 
-    meta = run_meta(run_dir, name=cfg.name)
-    if cfg.report.title:
-        meta["title"] = cfg.report.title
-    measure_run(run_dir, concept_set, cfg.measure, meta=meta)
+    measure_run(run_dir, concept_set, cfg.measure,
+                meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
 
 
 def _insight(cfg: AuditConfig, run_dir: Path, device: str) -> None:

@@ -69,22 +69,13 @@ def _images(source: Any, ids: list[str]) -> np.ndarray:
 
 
 def _sources(cfg: AuditConfig, concept_set: ConceptSet, device: str) -> tuple[Any, Any, Any]:
-    from audit.images import GeneratedSource, load_images
-    from audit.load import load_discriminator, load_generator
+    from audit.images import generated_images, load_images
+    from audit.load import load_discriminator
 
     model = load_discriminator(cfg.discriminator, device=device)
     real = load_images(cfg.real, concept_set=concept_set, input=model.input)
-    if cfg.generator is not None:
-        g = cfg.generator
-        generated = GeneratedSource(load_generator(g, device=device), n=g.n, seed=g.seed,
-                                    target=model.input, batch_size=g.batch_size,
-                                    truncation=g.truncation, class_label=g.class_label,
-                                    class_sampling=g.class_sampling)
-    else:
-        assert cfg.generated is not None
-        generated = load_images(cfg.generated.images, concept_set=concept_set,
-                                input=model.input)
-    return model, real, generated
+    return model, real, generated_images(cfg, concept_set=concept_set, input=model.input,
+                                         device=device)
 
 
 def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,

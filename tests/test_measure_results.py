@@ -581,12 +581,14 @@ def test_cli_measure(tmp_path, cs) -> None:
                       "paired: {source: 'builtin:digits'}\n"
                       "real: {source: 'builtin:digits'}\n"
                       "measure: {n_boot: 20}\n"
+                      "report: {title: Digits audit}\n"
                       "out: run\n")
     result = CliRunner().invoke(cli, ["measure", str(config)])
     assert result.exit_code == 0, result.output
     assert "results.json" in result.output and "stroke: adverse impact" in result.output
     res = json.loads((run / "results.json").read_text())
     assert res["settings"]["n_boot"] == 20 and res["meta"]["audit_id"]
+    assert res["meta"]["title"] == "Digits audit"        # as `gan-audit run` records it
     missing = CliRunner().invoke(cli, ["measure", str(config), "--out", str(tmp_path / "none")])
     assert missing.exit_code == 2 and "train-decoders" in missing.output
 

@@ -409,9 +409,11 @@ def write_tables(results: dict[str, Any], directory: Path) -> list[Path]:
     return written
 
 
-def run_meta(run_dir: Path, *, name: str | None = None) -> dict[str, Any]:
+def run_meta(run_dir: Path, *, name: str | None = None, title: str | None = None
+             ) -> dict[str, Any]:
     """``meta`` for results.json from the run folder's manifest.json where there is one
-    (audit id, creation date, hashes, versions), else the audit name and today's date."""
+    (audit id, creation date, hashes, versions), else the audit name and today's date;
+    with the report's ``title`` when one is set."""
     import json
     from datetime import datetime
 
@@ -431,6 +433,8 @@ def run_meta(run_dir: Path, *, name: str | None = None) -> dict[str, Any]:
     for key in ("hashes", "versions", "seeds", "data_sources", "model", "skipped_images"):
         if key in manifest:
             meta[key] = manifest[key]
+    if title:
+        meta["title"] = title
     return meta
 
 
