@@ -622,3 +622,10 @@ def test_a_missing_source_is_stated(cs, planted, keep) -> None:
     assert missing >= ({"real", "generated"} - {keep})
     if keep != "generated":
         assert all(v["verdict"] == "no verdict (small groups)" for v in res["verdicts"])
+
+
+def test_one_schema_version_for_writer_schema_and_renderer() -> None:
+    from audit.measure.results import SCHEMA_VERSION, results_schema
+    from audit.report.render import SCHEMA_VERSION as READ
+
+    assert results_schema()["properties"]["schema_version"]["const"] == SCHEMA_VERSION == READ

@@ -20,7 +20,7 @@ jackknife leaves one cluster out at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -84,6 +84,15 @@ def cluster_weights(n_clusters: int, *, n_boot: int, rng: np.random.Generator) -
     return np.bincount(picks.ravel(), minlength=n_boot * n_clusters).reshape(n_boot, n_clusters)
 
 
+def _chunked_weights(n_clusters: int, n_boot: int, rng: np.random.Generator
+                     ) -> Iterator[tuple[slice, np.ndarray]]:
+    """:func:`cluster_weights` of ``n_boot`` replicates as float, :data:`_CHUNK` replicates
+    at a time (memory: chunk x clusters): ``(rows, weights)`` pairs."""
+    for start in range(0, n_boot, _CHUNK):
+        b = min(_CHUNK, n_boot - start)
+        yield slice(start, start + b), cluster_weights(n_clusters, n_boot=b, rng=rng).astype(float)
+
+
 def draw_cells(counts: np.ndarray, *, n_boot: int, rng: np.random.Generator,
                strata: np.ndarray | None = None, clusters: np.ndarray | None = None
                ) -> np.ndarray:
@@ -102,10 +111,8 @@ def draw_cells(counts: np.ndarray, *, n_boot: int, rng: np.random.Generator,
     if clusters is not None:
         covered = np.isin(labels, labels[np.asarray(clusters).sum(axis=0) > 0])
         matrix = np.asarray(clusters, dtype=float)
-        for start in range(0, n_boot, _CHUNK):      # chunks bound memory: (chunk, K)
-            b = min(_CHUNK, n_boot - start)
-            w = cluster_weights(len(matrix), n_boot=b, rng=rng).astype(float)
-            out[start:start + b] = np.rint(w @ matrix).astype(np.int64)   # BLAS, exact
+        for rows, w in _chunked_weights(len(matrix), n_boot, rng):
+            out[rows] = np.rint(w @ matrix).astype(np.int64)   # BLAS, exact
     for s in np.unique(labels[~covered]):
         cols = np.flatnonzero((labels == s) & ~covered)
         total = int(counts[cols].sum())
@@ -256,11 +263,9 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
         return reps
     if clusters is not None:
         sums, cnts = _cluster_sums(values, codes, n_codes, clusters)
-        for start in range(0, spec.n_boot, _CHUNK):
-            b = min(_CHUNK, spec.n_boot - start)
-            w = cluster_weights(len(sums), n_boot=b, rng=rng).astype(float)
+        for rows, w in _chunked_weights(len(sums), spec.n_boot, rng):
             with np.errstate(invalid="ignore", divide="ignore"):
-                reps[start:start + b] = (w @ sums) / (w @ cnts)
+                reps[rows] = (w @ sums) / (w @ cnts)
         return reps
     if spec.stratified:
         for c in range(n_codes):

@@ -17,17 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from audit.io import atomic_write_json, ensure_dir
-from audit.report.view import Num, num_from
+from audit.report.view import Num, _dict, _list, num_from
 
 __all__ = ["flatten_metrics", "results_to_comparison", "render_compare"]
-
-
-def _list(x: Any) -> list[Any]:
-    return list(x) if isinstance(x, list) else []
-
-
-def _dict(x: Any) -> dict[str, Any]:
-    return dict(x) if isinstance(x, Mapping) else {}
 
 
 def _metrics_of(entry: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str, Num]]:

@@ -20,13 +20,12 @@ from typing import Any
 
 from audit.errors import RunFolderError
 from audit.io import atomic_write_text
+from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
 from audit.report.view import ReportInputs, results_to_view
 
 __all__ = ["SCHEMA_VERSION", "jinja_env", "load_run", "results_to_html", "render_report",
            "render_template"]
 
-#: The results.json schema version this renderer reads.
-SCHEMA_VERSION = 1
 SAMPLE_NAME = re.compile(r"^(generated-.+|real-(lowest|highest))\.png$")
 
 

@@ -10,7 +10,6 @@ instead of failing. Numbers are not formatted here; the template filters do that
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 from audit.report.charts import (
     Chart,
     Estimate,
+    _finite,
     forest_plot,
     layer_sweep_chart,
     representation_chart,
@@ -75,10 +75,6 @@ class Num:
 
     def estimate(self) -> Estimate:
         return Estimate(self.value, self.lo, self.hi)
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _f(x: Any) -> float | None:
