@@ -203,12 +203,16 @@ def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True
 
     Reads results.json (required) and decoders/validity.json (if present) of each run.
     """
-    from audit.report.render import load_run, render_template
+    from audit.report.render import _read_json, load_results, render_template
 
     run_a, run_b = Path(run_a), Path(run_b)
-    ia, ib = load_run(run_a), load_run(run_b)
-    comparison = results_to_comparison(ia.results, ib.results, validity_a=ia.validity,
-                                       validity_b=ib.validity, names=(str(run_a), str(run_b)))
+
+    def validity(run: Path) -> Any:
+        return _read_json(run / "decoders" / "validity.json", required=False)
+
+    comparison = results_to_comparison(load_results(run_a), load_results(run_b),
+                                       validity_a=validity(run_a), validity_b=validity(run_b),
+                                       names=(str(run_a), str(run_b)))
     out = ensure_dir(Path(out))
     paths = {"json": out / "compare.json", "html": out / "compare.html"}
     atomic_write_json(paths["json"], comparison)

@@ -23,8 +23,8 @@ from audit.io import atomic_write_text
 from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
 from audit.report.view import ReportInputs, results_to_view
 
-__all__ = ["SCHEMA_VERSION", "jinja_env", "load_run", "results_to_html", "render_report",
-           "render_template"]
+__all__ = ["SCHEMA_VERSION", "jinja_env", "load_results", "load_run", "results_to_html",
+           "render_report", "render_template"]
 
 SAMPLE_NAME = re.compile(r"^(generated-.+|real-(lowest|highest))\.png$")
 
@@ -187,15 +187,9 @@ def _schema_warnings(results: Mapping[str, Any]) -> list[str]:
             f"them as not available. Re-run the measure stage to complete them."]
 
 
-def load_run(run_dir: Path) -> ReportInputs:
-    """Read what a report shows from a run folder (results.json is required).
-
-    Reads results.json, manifest.json, decoders/validity.json, decoders/layers.json,
-    review.jsonl and samples/*.png; nothing else.
-    """
-    from audit.report.insight_view import read_insight
-    from audit.report.review import read_review_log
-
+def load_results(run_dir: Path) -> dict[str, Any]:
+    """A run folder's results.json, checked to be an object of the schema version this
+    gan-audit reads."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit "
@@ -209,6 +203,20 @@ def load_run(run_dir: Path) -> ReportInputs:
         raise RunFolderError(f"{run_dir / 'results.json'}: schema_version {version!r}, but this "
                              f"gan-audit reads version {SCHEMA_VERSION}. Re-run the measure "
                              f"stage with this version, or use the gan-audit that wrote it.")
+    return results
+
+
+def load_run(run_dir: Path) -> ReportInputs:
+    """Read what a report shows from a run folder (results.json is required).
+
+    Reads results.json, manifest.json, decoders/validity.json, decoders/layers.json,
+    review.jsonl and samples/*.png; nothing else.
+    """
+    from audit.report.insight_view import read_insight
+    from audit.report.review import read_review_log
+
+    run_dir = Path(run_dir)
+    results = load_results(run_dir)
     samples: dict[str, bytes] = {}
     sdir = run_dir / "samples"
     if sdir.is_dir():
