@@ -75,6 +75,7 @@ def pool_activation(t: torch.Tensor, pooling: Pooling, *, max_dim: int = 4096,
         by ``seed``: each value is added with a random sign to one of ``max_dim`` outputs).
         An N x D output is kept as is (flatten may still project it).
     """
+    import torch
     import torch.nn.functional as F
 
     t = t.detach().float()
@@ -92,7 +93,7 @@ def pool_activation(t: torch.Tensor, pooling: Pooling, *, max_dim: int = 4096,
     if pooling == "avg":
         return spatial.mean(dim=2)
     if pooling == "avgmax":
-        return torch_cat([spatial.mean(dim=2), spatial.amax(dim=2)])
+        return torch.cat([spatial.mean(dim=2), spatial.amax(dim=2)], dim=1)
     if pooling == "grid2":
         pool = {3: F.adaptive_avg_pool1d, 4: F.adaptive_avg_pool2d, 5: F.adaptive_avg_pool3d}
         if t.ndim not in pool:
@@ -100,12 +101,6 @@ def pool_activation(t: torch.Tensor, pooling: Pooling, *, max_dim: int = 4096,
                              f"{tuple(t.shape)}; use avg or flatten for this layer.")
         return pool[t.ndim](t, 2).reshape(t.shape[0], -1)
     raise LayerError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
-
-
-def torch_cat(parts: list[torch.Tensor]) -> torch.Tensor:
-    import torch
-
-    return torch.cat(parts, dim=1)
 
 
 def _layer_seed(projection_seed: int, layer: str) -> int:
@@ -572,8 +567,6 @@ def _with_classes(fingerprint: str, class_labels: Sequence[int] | None) -> str:
     classes give other scores, so a store made with them is not resumed."""
     if class_labels is None:
         return fingerprint
-    import hashlib
-
     import numpy as np
 
     labels = np.asarray(class_labels, dtype=np.int64)

@@ -293,8 +293,7 @@ def _import_callable(target: str, *, spec: str) -> Callable[..., Any]:
         if module_name.endswith(".py"):
             path = Path(module_name)
             if not path.is_file():
-                raise ModelLoadError(f"{spec}: the file {path} does not exist. Check the path "
-                                     f"(relative paths resolve against the config's folder).")
+                raise ModelLoadError(f"{spec}: the file {path} does not exist.{CHECK_PATH}")
             digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
             unique = f"gan_audit_user_{digest}"
             mod_spec = importlib.util.spec_from_file_location(unique, path)

@@ -175,8 +175,8 @@ class ActivationStore:
             if self.manifest.get("complete"):
                 self._ids = list(self.manifest["image_ids"])
             else:
-                self._ids = [i for s in self._present_shards() for i in self._shard_meta(s)
-                             ["image_ids"]]
+                self._ids = [i for s in self._present_shards() for i in
+                             json.loads(self._meta_path(s).read_text())["image_ids"]]
         return self._ids
 
     @property
@@ -269,16 +269,17 @@ class ActivationStore:
         s = self.settings
         return shard_ranges(s.n_images, s.shard_size)
 
-    def _shard_meta(self, index: int) -> dict[str, Any]:
-        return json.loads((self.path / _SHARDS / f"{_shard_name(index)}.json").read_text())
+    def _meta_path(self, index: int) -> Path:
+        return self.path / _SHARDS / f"{_shard_name(index)}.json"
 
-    def has_shard(self, index: int) -> bool:
-        """Whether shard ``index`` is fully written and its files agree with its meta."""
+    def _valid_meta(self, index: int) -> dict[str, Any] | None:
+        """Shard ``index``'s meta when the shard is fully written and its files agree with
+        it, else None."""
         import numpy as np
 
-        meta_path = self.path / _SHARDS / f"{_shard_name(index)}.json"
+        meta_path = self._meta_path(index)
         if not meta_path.is_file():
-            return False
+            return None
         try:
             meta = json.loads(meta_path.read_text())
             rows = len(meta["image_ids"])
@@ -286,15 +287,18 @@ class ActivationStore:
                 arr = np.load(self.path / name / f"{_shard_name(index)}.npy", mmap_mode="r")
                 want = (rows,) if name == _SCORES else (rows, int(meta["dims"][name]))
                 if arr.shape != want:
-                    return False
+                    return None
         except (OSError, ValueError, KeyError, json.JSONDecodeError):
-            return False
-        return True
+            return None
+        return meta
+
+    def has_shard(self, index: int) -> bool:
+        """Whether shard ``index`` is fully written and its files agree with its meta."""
+        return self._valid_meta(index) is not None
 
     def _present_shards(self) -> list[int]:
-        folder = self.path / _SHARDS
         n = int(self.manifest.get("n_shards", 0))
-        return [i for i in range(n) if (folder / f"{_shard_name(i)}.json").is_file()]
+        return [i for i in range(n) if self._meta_path(i).is_file()]
 
     def write_shard(self, index: int, *, image_ids: list[str], activations: dict[str, np.ndarray],
                     scores: np.ndarray, skipped: list[dict[str, str]] | None = None) -> None:
@@ -320,7 +324,7 @@ class ActivationStore:
                   np.asarray(scores, dtype=np.float32).reshape(rows))
         meta = {"index": index, "image_ids": list(image_ids), "skipped": skipped or [],
                 "dims": {k: int(np.shape(v)[1]) for k, v in activations.items()}}
-        atomic_write_json(self.path / _SHARDS / f"{name}.json", meta)
+        atomic_write_json(self._meta_path(index), meta)
 
     def finalize(self, *, extra: dict[str, Any] | None = None) -> ActivationStore:
         """Check every shard, then write the manifest with ``complete: true``.
@@ -328,11 +332,12 @@ class ActivationStore:
         Raises :class:`RunFolderError` naming the shards still missing.
         """
         n = int(self.manifest["n_shards"])
-        missing = [i for i in range(n) if not self.has_shard(i)]
+        checked = [self._valid_meta(i) for i in range(n)]
+        missing = [i for i, meta in enumerate(checked) if meta is None]
         if missing:
             raise RunFolderError(f"{self.path}: shards {missing[:10]} are missing or broken; "
                                  f"run the same extract command again to write them.")
-        metas = [self._shard_meta(i) for i in range(n)]
+        metas = [meta for meta in checked if meta is not None]
         dims = metas[0]["dims"] if metas else {}
         for meta in metas:
             if meta["dims"] != dims:
