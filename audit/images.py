@@ -598,10 +598,6 @@ def concept_labels(raw: pd.DataFrame, concept_set: ConceptSet | None, image_ids:
             raise DataError(f"{where}: concept {concept.name!r} ({key}) has value(s) {shown} "
                             f"that are not among its groups {allowed}. Map raw values to groups "
                             f"with 'values:' in the concept's source, or fix the labels.")
-        bad = [g for g in groups if g is not None and g not in concept.groups]
-        if bad:
-            raise DataError(f"{where}: the 'values' mapping of concept {concept.name!r} gives "
-                            f"{sorted(set(bad))[:5]}, not among its groups {list(concept.groups)}.")
         out[concept.name] = pd.Series(groups, dtype=object)
     return out
 
@@ -670,7 +666,7 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     else:
         raise DataError(f"{where}: unknown image source type {kind!r}; use folder:, celeba:, "
                         f"classfolders:, idx:, npz: or builtin:.")
-    if cfg.labels is not None and kind != "celeba":
+    if cfg.labels is not None:
         csv = _read_csv_labels(cfg.labels, cfg.image_column, where)
         keys = [Path(i).name for i in source.image_ids]
         rows = _match_rows(csv, source.image_ids, keys, where, cfg.labels)
@@ -776,11 +772,6 @@ def _celeba(root: Path, cfg: ImageSourceConfig, target: InputSpec | None,
     raw = attrs.loc[names]
     raw.columns = [f"celeba:{c}" for c in raw.columns]
     raw.index = source.image_ids
-    if cfg.labels is not None:
-        csv = _read_csv_labels(cfg.labels, cfg.image_column, where)
-        rows = _match_rows(csv, source.image_ids, source.image_ids, where, cfg.labels)
-        rows.columns = [f"column:{c}" for c in rows.columns]
-        raw = raw.join(rows)
     return source, raw
 
 
@@ -809,8 +800,9 @@ def _arrays(kind: str, path: Path, cfg: ImageSourceConfig, target: InputSpec | N
                             f"the images under that name.")
         arr = npz["images"]
         for name in npz.files:
-            if name != "images" and npz[name].ndim == 1:
-                columns["idx" if name == "labels" else f"column:{name}"] = npz[name]
+            column = npz[name] if name != "images" else None    # each array read once
+            if column is not None and column.ndim == 1:
+                columns["idx" if name == "labels" else f"column:{name}"] = column
     n_total = arr.shape[0]
     for name, col in columns.items():
         if len(col) != n_total:

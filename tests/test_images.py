@@ -168,6 +168,15 @@ def test_celeba_layout_and_partition(tmp_path: Path) -> None:
     bad = concept_set(sex=(["female", "male"], {"type": "celeba", "attribute": "Mal"}))
     with pytest.raises(DataError, match="closest: celeba:Male"):
         load_images(ImageSourceConfig(source=f"celeba:{root}"), concept_set=bad)
+    # A labels CSV adds columns to CelebA's attributes (e.g. FairFace-style race labels).
+    pd.DataFrame({"image": names, "race": ["a", "b", "a", "b"]}).to_csv(
+        tmp_path / "extra.csv", index=False)
+    both = concept_set(sex=(["female", "male"], {"type": "celeba", "attribute": "Male"}),
+                       race=(["a", "b"], {"type": "column", "column": "race"}))
+    src = load_images(ImageSourceConfig(source=f"celeba:{root}", labels=tmp_path / "extra.csv"),
+                      concept_set=both)
+    assert src.labels["race"].tolist() == ["a", "b", "a", "b"]
+    assert src.labels["sex"].tolist() == ["male", "female", "male", "female"]
 
 
 def test_classfolders(tmp_path: Path) -> None:
