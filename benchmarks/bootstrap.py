@@ -102,12 +102,6 @@ def main() -> None:
     parser.add_argument("--n-boot", type=int, default=None, help="B for both (default 20)")
     args = parser.parse_args()
     n_boot = args.n_boot or (5 if args.quick else 20)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
 
     rows = synthetic_rows(args.rows)
     print(f"table: {len(rows)} rows, 36 intersectional groups, metrics {', '.join(METRICS)}, "

@@ -91,12 +91,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one repeat, smaller tables")
     args = parser.parse_args()
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
     from pypdf import PdfReader
 
     from audit.report.pdf import html_to_pdf

@@ -18,10 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return
+    import torch
+
     torch.set_num_threads(1)
 
 

@@ -66,7 +66,7 @@ def test_help_does_not_import_heavy_libraries(args):
 
 
 def _failing_command(monkeypatch):
-    @cli.command("_fail", hidden=True)
+    @click.command("_fail", hidden=True)     # registered only by the monkeypatch below
     def _fail() -> None:
         """Fail with a user error."""
         raise AuditError("thing.yaml: something is wrong. Fix it like this.")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from audit.demo.data import (  # noqa: E402
+from audit.demo.data import (
     BUILTIN_SOURCES,
     GAN_MIX,
     builtin_source,
@@ -15,7 +14,7 @@ from audit.demo.data import (  # noqa: E402
     make_set,
     render,
 )
-from audit.errors import DataError  # noqa: E402
+from audit.errors import DataError
 
 
 def _digits():

@@ -6,11 +6,10 @@ import json
 import shutil
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from audit.demo import models  # noqa: E402
-from audit.demo.models import (  # noqa: E402
+from audit.demo import models
+from audit.demo.models import (
     LATENT_DIM,
     DigitsDiscriminator,
     DigitsGenerator,
@@ -18,8 +17,8 @@ from audit.demo.models import (  # noqa: E402
     builtin_generator,
     read_sha256sums,
 )
-from audit.errors import ModelLoadError  # noqa: E402
-from audit.io import sha256_file  # noqa: E402
+from audit.errors import ModelLoadError
+from audit.io import sha256_file
 
 
 def test_committed_weights_match_their_sums():

@@ -9,12 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-torch.set_num_threads(1)
-
-from audit.config import MeasureSettings  # noqa: E402
-from audit.errors import ConfigError  # noqa: E402
-from audit.scenarios import (  # noqa: E402
+from audit.config import MeasureSettings
+from audit.errors import ConfigError
+from audit.scenarios import (
     Replicate,
     Scenario,
     ScenarioResult,
