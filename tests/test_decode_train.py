@@ -123,11 +123,20 @@ def test_missing_labels_leave_other_heads_unaffected(planted, bundle):
     assert sum(map(sum, v["stroke"]["confusion"])) == 0
 
 
+def _member_losses(logits, codes, weights, layout):
+    """Loss per member of sample-major logits (M x n x width, the layout's order), through
+    the training path (feature-major, training order)."""
+    from audit.decode._fit import Targets, _concept_losses, _Labels, _Order
+
+    order = _Order.of(layout)
+    z = logits[:, :, list(order.rows)].transpose(1, 2)
+    return _concept_losses(z, _Labels.of(Targets(codes, weights), order), order).sum(dim=1)
+
+
 def test_loss_mask_is_per_concept():
     """A masked label changes neither the loss nor any gradient of the other heads."""
     import torch
 
-    from audit.decode._fit import Targets, _member_losses
     from audit.decode.model import HeadLayout
     from audit.decode.synthetic import planted_concept_set
 
@@ -141,7 +150,7 @@ def test_loss_mask_is_per_concept():
     masked[0, 4, 2] = -1           # digit unknown on one row
     losses = []
     for c in (codes, masked):
-        loss = _member_losses(logits, Targets(c, (c >= 0).float()), layout)
+        loss = _member_losses(logits, c, (c >= 0).float(), layout)
         (grad,) = torch.autograd.grad(loss.sum(), logits)
         losses.append((loss, grad))
     (_, g_full), (_, g_mask) = losses
@@ -150,16 +159,18 @@ def test_loss_mask_is_per_concept():
     assert torch.equal(g_mask[0, 4, layout.slice(2)], torch.zeros(4))
     for j in (0, 3):                                                # other heads: unchanged
         assert torch.equal(g_full[0, :, layout.slice(j)], g_mask[0, :, layout.slice(j)])
-    # The masked concept's loss is the mean over its labelled rows only.
-    z = logits[0, 3:, stroke].detach()
-    y = codes[0, 3:, 1].float()
-    expected = torch.nn.functional.binary_cross_entropy_with_logits(z, y)
-    only_stroke = codes.clone()
-    only_stroke[0, :, [0, 2, 3]] = -1
-    only_stroke[0, :3, 1] = -1
-    got = _member_losses(logits.detach(), Targets(only_stroke, (only_stroke >= 0).float()),
-                         layout)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+    # A concept's loss is the mean over its labelled rows only: torch's own losses.
+    F = torch.nn.functional
+    z = logits.detach()[0]
+    for j, keep, expected in (
+            (1, slice(3, None), F.binary_cross_entropy_with_logits(
+                z[3:, stroke], codes[0, 3:, 1].float())),
+            (2, [0, 1, 2, 3, 5], F.cross_entropy(z[[0, 1, 2, 3, 5], layout.slice(2)],
+                                                 codes[0, [0, 1, 2, 3, 5], 2]))):
+        only = torch.full_like(codes, -1)
+        only[0, keep, j] = codes[0, keep, j]
+        got = _member_losses(logits.detach(), only, (only >= 0).float(), layout)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
 def test_control_task_sits_near_chance(planted):
@@ -350,6 +361,58 @@ def test_probe_reaches_sklearns_objective():
             assert ours == pytest.approx(theirs, abs=1e-4), c.name
 
 
+def test_probe_batch_leaves_converged_problems_alone():
+    """Problems leave the batch as they converge: a batched fit equals each problem fitted
+    on its own, and problems not ``wanted`` keep their starting point."""
+    import torch
+
+    from audit.decode._fit import Targets, fit_probes
+    from audit.decode.model import HeadLayout, concept_probabilities
+
+    features, labels, cs = planted_activations(400, n_layers=3, dim=12, seed=4)
+    codes = encode_labels(labels, cs)
+    layout = HeadLayout.from_concepts(cs)
+    xs = [torch.from_numpy((x - x.mean(0)) / x.std(0)) for x in features.values()]
+    widths = [6, 12, 9]                                      # members of different widths
+    xs = [x[:, :w].contiguous() for x, w in zip(xs, widths, strict=True)]
+    train = np.arange(300)
+
+    def targets(m):
+        return Targets(torch.as_tensor(np.stack([codes] * m)), torch.ones(m, 400, 4))
+
+    wanted = np.array([[True, True, True, True], [False, True, True, False],
+                       [True, False, False, False]])
+    init = [{"head.weight": np.full((layout.width, w), 0.01, dtype=np.float32),
+             "head.bias": np.zeros(layout.width, dtype=np.float32)} for w in widths]
+    def objective(p, x, j):
+        """LogisticRegression()'s objective of concept j's rows ``p`` (float64)."""
+        z = x[train].double().numpy() @ p["head.weight"].T.astype(np.float64) + p["head.bias"]
+        y = codes[train, j]
+        prob = concept_probabilities(z, cs.concepts[j].kind)
+        return (-np.mean(np.log(prob[np.arange(len(y)), y]))
+                + 0.5 * np.sum(p["head.weight"].astype(np.float64) ** 2) / len(y))
+
+    batched = fit_probes(xs, targets(3), train, layout, tol=1e-6, max_iter=300,
+                         wanted=wanted, init=init)
+    for i, x in enumerate(xs):
+        for j in range(len(cs.names)):
+            rows = layout.slice(j)
+            got = {k: v[rows] for k, v in batched[i].items()}
+            if not wanted[i, j]:
+                for k in got:
+                    np.testing.assert_array_equal(got[k], init[i][k][rows])
+                continue
+            alone = np.zeros((1, 4), dtype=bool)
+            alone[0, j] = True
+            (solo,) = fit_probes([x], targets(1), train, layout, tol=1e-6, max_iter=300,
+                                 wanted=alone, init=[init[i]])
+            solo = {k: v[rows] for k, v in solo.items()}
+            # The same optimum (float32 iterates part ways in flat directions).
+            assert objective(got, x, j) == pytest.approx(objective(solo, x, j), abs=1e-7)
+            for k in got:
+                np.testing.assert_allclose(got[k], solo[k], atol=5e-3)
+
+
 def test_adamw_matches_torch():
     import torch
 
@@ -378,7 +441,7 @@ def test_hand_written_backward_matches_autograd(hidden, skip, dropout):
     input widths (zero-padded) and missing labels."""
     import torch
 
-    from audit.decode._fit import Targets, _concept_losses, _init_stack, _padded
+    from audit.decode._fit import Targets, _concept_losses, _init_stack, _Labels, _padded
     from audit.decode.model import HeadLayout
     from audit.decode.synthetic import planted_concept_set
 
@@ -392,24 +455,33 @@ def test_hand_written_backward_matches_autograd(hidden, skip, dropout):
     codes[:, :, 2] = torch.randint(0, 4, (3, 20), generator=g)
     codes[0, :5, 1] = -1
     codes[2, 3, 2] = -1
-    t = Targets(codes, (codes >= 0).float() * torch.rand(3, 20, 4, generator=g))
-    offset = torch.randn(3, 20, layout.width, generator=g)
+    t = _Labels.of(Targets(codes, (codes >= 0).float() * torch.rand(3, 20, 4, generator=g)),
+                   net.order)
+    offset = torch.randn(3, layout.width, 20, generator=g)
     x = _padded(xs)
     z, cache = net.forward(x, offset, dropout=dropout, gen=torch.Generator().manual_seed(1),
                            keep=True)
-    loss, dz = _concept_losses(z, t, layout, grad=True)
+    loss, dz = _concept_losses(z, t, net.order, grad=True)
     ours = net.backward(cache, dz)
 
     leaves = [p.clone().requires_grad_() for p in net.params]
-    ref = type(net)(leaves[0], leaves[1:], net.h0, net.skip, net.fan_in)
+    ref = type(net)(leaves[0], leaves[1:], net.h0, net.skip, net.fan_in, net.order)
     with torch.enable_grad():
         z_ref = ref.forward(x, offset, dropout=dropout, gen=torch.Generator().manual_seed(1))
-        loss_ref = _concept_losses(z_ref, t, layout)
+        loss_ref = _concept_losses(z_ref, t, net.order)
         expected = torch.autograd.grad(loss_ref.sum(), leaves)
     torch.testing.assert_close(loss, loss_ref.detach())
     for got, want in zip(ours, expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-    assert float(ours[0][1, 4:].abs().sum()) == 0.0       # padded inputs get no gradient
+    assert float(ours[0][1, :, 4:].abs().sum()) == 0.0    # padded inputs get no gradient
+    # Exported (layout order, out x in) weights give the network's logits, without torch.
+    from audit.decode.model import forward_logits
+
+    z0 = net.forward(x)
+    for i, xi in enumerate(xs):
+        np.testing.assert_allclose(forward_logits(net.export(i), xi.numpy()),
+                                   z0[i][list(net.order.inverse_rows)].T.numpy(),
+                                   rtol=1e-5, atol=1e-6)
 
 
 def test_discriminator_like_store():
@@ -430,7 +502,7 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
 
     from audit.decode._fit import (
         Targets,
-        _member_losses,
+        designs,
         fit_mlps,
         fit_probes,
         gram_matrices,
@@ -446,7 +518,7 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
     xs = [torch.from_numpy((x - x[train].mean(0)) / x[train].std(0)) for x in features.values()]
     t = Targets(torch.as_tensor(np.stack([codes] * 2)), torch.ones(2, 600, 4))
     probes = fit_probes(xs, t, train, layout)
-    bases = principal_bases(gram_matrices(xs, train), 8, seed=0)
+    bases = principal_bases(gram_matrices(designs(xs, train)), 8, seed=0)
     assert all(b.shape == (24, 8) for b in bases)
     settings = fast(max_epochs=15, patience=15, batch_size=64)
     weights, epochs, _ = fit_mlps(xs, t, train, val, layout, settings, init=probes, bases=bases)
@@ -457,8 +529,8 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
 
         def val_loss(params, i=i, x=x):
             z = torch.from_numpy(logits(params, x[val].numpy()))[None]
-            target = Targets(t.codes[i:i + 1, val], t.weights[i:i + 1, val])
-            return float(_member_losses(z, target, layout))
+            return float(_member_losses(z, t.codes[i:i + 1, val], t.weights[i:i + 1, val],
+                                        layout))
         assert val_loss(w) <= val_loss(p) + 1e-5
         if epochs[i] > 0:
             assert val_loss(w) < val_loss(p)
@@ -467,18 +539,18 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
 def test_principal_bases_span_the_top_components():
     import torch
 
-    from audit.decode._fit import gram_matrices, principal_bases
+    from audit.decode._fit import designs, gram_matrices, principal_bases
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 30)) * np.geomspace(10, 0.1, 30)
     x = torch.from_numpy(((x - x.mean(0)) @ np.linalg.qr(rng.standard_normal((30, 30)))[0])
                          .astype(np.float32))
-    (basis,) = principal_bases(gram_matrices([x], np.arange(500)), 5, seed=1)
+    (basis,) = principal_bases(gram_matrices(designs([x], np.arange(500))), 5, seed=1)
     np.testing.assert_allclose(basis.T @ basis, np.eye(5), atol=1e-5)
     top = np.linalg.eigh((x.T @ x).double().numpy())[1][:, -5:]
     captured = np.linalg.norm(basis.double().numpy().T @ top, axis=0)
     np.testing.assert_allclose(captured, 1.0, atol=1e-4)
-    assert principal_bases(gram_matrices([x], np.arange(500)), 30) == [None]
+    assert principal_bases(gram_matrices(designs([x], np.arange(500))), 30) == [None]
 
 
 def test_training_curves_are_recorded_and_saved(tmp_path) -> None:

@@ -24,6 +24,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -53,49 +54,20 @@ class Targets:
         return Targets(self.codes[sel], self.weights[sel])
 
 
-def _concept_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout, *,
-                    grad: bool = False) -> Any:
-    """Loss per member and concept (M x C): the concept's weighted mean loss.
-
-    A concept's mean runs over its labelled rows only, so a missing label changes no
-    other concept's loss, and a concept without labels contributes 0. With ``grad``,
-    also the gradient of the summed losses with respect to ``logits`` (M x n x width),
-    in closed form: ``w (sigmoid(z) - y) / count`` for binary concepts and
-    ``w (softmax(z) - onehot(y)) / count`` for multiclass ones.
-    """
-    m = logits.shape[0]
-    count = (t.codes >= 0).sum(dim=1, keepdim=True).clamp(min=1).to(logits.dtype)
-    scale = t.weights / count                                      # M x n x C
-    out = logits.new_zeros(m, len(layout.names))
-    d = torch.empty_like(logits) if grad else None
-    if layout.binary:
-        b = layout.binary
-        cols = [layout.starts[j] for j in b]
-        z = logits[:, :, cols]
-        y = t.codes[:, :, b].clamp(min=0).to(logits.dtype)
-        sb = scale[:, :, b]
-        loss = F.binary_cross_entropy_with_logits(z, y, reduction="none")
-        out[:, b] = (loss * sb).sum(dim=1)
-        if d is not None:
-            d[:, :, cols] = (torch.sigmoid(z) - y) * sb
-    for j in layout.multiclass:
-        sl = layout.slice(j)
-        y = t.codes[:, :, j:j + 1].clamp(min=0)
-        logp = torch.log_softmax(logits[:, :, sl], dim=2)
-        out[:, j] = -(logp.gather(2, y)[:, :, 0] * scale[:, :, j]).sum(dim=1)
-        if d is not None:
-            p = logp.exp_()
-            p.scatter_add_(2, y, p.new_full(y.shape, -1.0))
-            d[:, :, sl] = p * scale[:, :, j:j + 1]
-    return (out, d) if grad else out
-
-
-def _member_losses(logits: torch.Tensor, t: Targets, layout: HeadLayout) -> torch.Tensor:
-    """Loss per member (M,): the sum over concepts of :func:`_concept_losses`."""
-    return _concept_losses(logits, t, layout).sum(dim=1)
-
 
 # ----------------------------------------------------------------------------- probes
+
+
+def designs(xs: Sequence[torch.Tensor], rows: np.ndarray) -> list[torch.Tensor]:
+    """Per member, the transposed design matrix of its training ``rows``: the features and a
+    row of ones, (D_i + 1) x n, contiguous. Shared by every probe fit on those rows."""
+    idx = torch.as_tensor(rows, device=xs[0].device)
+    out = []
+    for x in xs:
+        x1t = x.new_ones(x.shape[1] + 1, len(rows))
+        x1t[:-1] = x.index_select(0, idx).T
+        out.append(x1t)
+    return out
 
 
 class _Columns:
@@ -124,16 +96,17 @@ class _Columns:
 
 @dataclass
 class _ProbeData:
-    """A probe problem set: per-member design matrices with a column of ones, targets."""
+    """A probe problem set: per-member transposed designs (:func:`designs`), targets."""
 
-    x1: list[torch.Tensor]            # n x (D_i + 1) per member
-    x1t: list[torch.Tensor]           # the same, transposed and contiguous
+    x1t: list[torch.Tensor]           # (D_i + 1) x n per member
     y: torch.Tensor                   # M x width x n: binary target / one-hot
     known: torch.Tensor               # M x C x n
     n_known: torch.Tensor             # M x C
     pen: torch.Tensor                 # M x 1 x (Dmax + 1): 1 on penalised weights
     layout: HeadLayout
-    cols: _Columns
+
+    def __post_init__(self) -> None:
+        self.cols = _Columns(self.layout, self.y.device, self.y.dtype)
 
     def loss_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective per problem (M x C) and its gradient (M x width x (Dmax + 1)).
@@ -158,25 +131,35 @@ class _ProbeData:
         col_n = (self.n_known @ self.cols.g.T)[:, :, None]          # M x width x 1
         r = r / col_n
         grad = theta * self.pen / col_n
-        for i, x in enumerate(self.x1):
-            grad[i, :, :x.shape[1]] += r[i] @ x
+        for i, x in enumerate(self.x1t):
+            grad[i, :, :x.shape[0]] += r[i] @ x.T
         obj = (torch.stack(loss, dim=1)
                + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
         return obj, grad
 
+    def rows(self, concepts: Sequence[int]) -> list[int]:
+        """The logit rows of ``concepts``."""
+        return [r for j in concepts for r in range(self.layout.slice(j).start,
+                                                   self.layout.slice(j).stop)]
 
-def gram_matrices(xs: Sequence[torch.Tensor], rows: np.ndarray) -> list[torch.Tensor]:
-    """Per member, the second moments ``X1'X1 / n`` of its training ``rows`` with a
-    column of ones (float64).
+    def restrict(self, members: Sequence[int], concepts: Sequence[int]) -> _ProbeData:
+        """The problems of ``members`` x ``concepts`` only."""
+        rows, mi = self.rows(concepts), list(members)
+        x1t = [self.x1t[i] for i in mi]
+        d1 = max(x.shape[0] for x in x1t)
+        sub = HeadLayout(*(tuple(getattr(self.layout, a)[j] for j in concepts)
+                           for a in ("names", "kinds", "groups")))
+        return _ProbeData(x1t, self.y[mi][:, rows], self.known[mi][:, concepts],
+                          self.n_known[mi][:, concepts], self.pen[mi][:, :, :d1], sub)
+
+
+def gram_matrices(design: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per member, the second moments ``X1'X1 / n`` of its training rows with a column of
+    ones (float64), from its transposed design (:func:`designs`).
 
     (D_i + 1) x (D_i + 1); the last row and column belong to the intercept.
     """
-    idx = torch.as_tensor(rows, device=xs[0].device)
-    out = []
-    for x in xs:
-        x1 = torch.cat([x[idx], x.new_ones(len(rows), 1)], dim=1)
-        out.append((x1.T @ x1).double() / len(rows))
-    return out
+    return [(x1t @ x1t.T).double() / x1t.shape[1] for x1t in design]
 
 
 def probe_preconditioners(grams: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
@@ -221,6 +204,8 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
                layout: HeadLayout, *, max_iter: int = 100, tol: float = 1e-4, history: int = 10,
                precond: Sequence[torch.Tensor] | None = None,
                init: Sequence[dict[str, np.ndarray]] | None = None,
+               design: Sequence[torch.Tensor] | None = None,
+               wanted: np.ndarray | None = None,
                ) -> list[dict[str, np.ndarray]]:
     """L2-regularised logistic regression per member and concept (scikit-learn's objective).
 
@@ -230,7 +215,9 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     (max |gradient| <= ``tol``) in at most ``max_iter`` iterations. All problems run at once
     in a batched L-BFGS with its own history, scaling, step and stopping per problem,
     whose initial inverse Hessian is :func:`probe_preconditioners`' (computed here unless
-    given).
+    given). Problems leave the batch as they converge (a member when all of its concepts
+    have, a concept when it has at every member), so the slowest ones do not carry the
+    others' arithmetic.
 
     Parameters
     ----------
@@ -247,6 +234,10 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     init : list of dict, optional
         Starting points (each member's ``head.weight``, ``head.bias``, e.g. a fit with a
         smaller ``max_iter``); zero where not given.
+    design : list of tensors, optional
+        :func:`designs` of ``xs`` and ``train``.
+    wanted : M x C bool array, optional
+        The problems to solve (default: all); the others keep their starting point.
 
     Returns
     -------
@@ -254,10 +245,11 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
         Each member's ``head.weight`` (width x D_i) and ``head.bias`` (width,).
     """
     device, dtype = xs[0].device, xs[0].dtype
-    m, n, c = len(xs), len(train), len(layout.names)
+    m, c = len(xs), len(layout.names)
+    design = list(design) if design is not None else designs(xs, train)
+    n = len(train)
     tr = torch.as_tensor(train, device=device)
-    x1 = [torch.cat([x[tr], x.new_ones(n, 1)], dim=1) for x in xs]
-    d1 = max(x.shape[1] for x in x1)
+    d1 = max(x.shape[0] for x in design)
     codes = targets.codes[:, tr].transpose(1, 2)                       # M x C x n
     known = (codes >= 0).to(dtype)
     y = torch.zeros(m, layout.width, n, dtype=dtype, device=device)
@@ -268,14 +260,30 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
             y[:, layout.slice(j)] = F.one_hot(codes[:, j].clamp(min=0),
                                               layout.widths[j]).to(dtype).transpose(1, 2)
     pen = torch.zeros(m, 1, d1, dtype=dtype, device=device)
-    for i, x in enumerate(x1):
-        pen[i, 0, :x.shape[1] - 1] = 1.0                                 # not the intercept
-    cols = _Columns(layout, device, dtype)
-    data = _ProbeData(x1, [x.T.contiguous() for x in x1], y, known,
-                      known.sum(dim=2).clamp(min=1.0), pen, layout, cols)
-
+    for i, x in enumerate(design):
+        pen[i, 0, :x.shape[0] - 1] = 1.0                                 # not the intercept
+    data = _ProbeData(design, y, known, known.sum(dim=2).clamp(min=1.0), pen, layout)
     pre = (list(precond) if precond is not None
-           else probe_preconditioners(gram_matrices(xs, train), len(train)))
+           else probe_preconditioners(gram_matrices(design), n))
+
+    result = torch.zeros(m, layout.width, d1, dtype=dtype, device=device)
+    for i, p in enumerate(init or ()):
+        d = p["head.weight"].shape[1]
+        result[i, :, :d] = torch.as_tensor(p["head.weight"], device=device)
+        result[i, :, d] = torch.as_tensor(p["head.bias"], device=device)
+
+    def export() -> list[dict[str, np.ndarray]]:
+        return [{"head.weight": result[i, :, :x.shape[0] - 1].contiguous().cpu().numpy(),
+                 "head.bias": result[i, :, x.shape[0] - 1].contiguous().cpu().numpy()}
+                for i, x in enumerate(design)]
+
+    want = (torch.ones(m, c, dtype=torch.bool, device=device) if wanted is None
+            else torch.as_tensor(np.asarray(wanted, dtype=bool), device=device))
+    mi, ci = list(range(m)), list(range(c))             # the problems in the batch
+    theta = result.clone()
+    f, g = data.loss_grad(theta)
+    hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    gamma = torch.ones(m, c, dtype=dtype, device=device)
 
     def apply_pre(v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(v)
@@ -283,18 +291,40 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
             out[i, :, :p.shape[0]] = v[i, :, :p.shape[0]] @ p
         return out
 
-    theta = torch.zeros(m, layout.width, d1, dtype=dtype, device=device)
-    for i, p in enumerate(init or ()):
-        d = p["head.weight"].shape[1]
-        theta[i, :, :d] = torch.as_tensor(p["head.weight"], device=device)
-        theta[i, :, d] = torch.as_tensor(p["head.bias"], device=device)
-    f, g = data.loss_grad(theta)
-    hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    gamma = torch.ones(m, c, dtype=dtype, device=device)
-    for _ in range(max_iter):
-        active = cols.amax(g) > tol
-        if not bool(active.any()):
+    def write_back() -> None:
+        """The batch's state goes back to ``result``."""
+        rows = [r for j in ci for r in range(layout.slice(j).start, layout.slice(j).stop)]
+        result[torch.as_tensor(mi, device=device)[:, None],
+               torch.as_tensor(rows, device=device)[None, :], :theta.shape[2]] = theta
+
+    for it in range(max_iter + 1):
+        active = (data.cols.amax(g) > tol) & want
+        keep_m = active.any(dim=1).nonzero().flatten().tolist()
+        keep_c = active.any(dim=0).nonzero().flatten().tolist()
+        if not keep_m or it == max_iter:
             break
+        if len(keep_m) < len(mi) or len(keep_c) < len(ci):
+            # Converged problems leave the batch (their state goes back to ``result``).
+            write_back()
+            sub = data.restrict(keep_m, keep_c)
+            km = torch.as_tensor(keep_m, device=device)
+            kc = torch.as_tensor(keep_c, device=device)
+            lrows = torch.as_tensor(data.rows(keep_c), device=device)
+
+            def cut(t: torch.Tensor, km: torch.Tensor = km, lrows: torch.Tensor = lrows,
+                    width: int = sub.pen.shape[2]) -> torch.Tensor:
+                return t.index_select(0, km).index_select(1, lrows)[:, :, :width]
+
+            def cut_mc(t: torch.Tensor, km: torch.Tensor = km, kc: torch.Tensor = kc
+                       ) -> torch.Tensor:
+                return t.index_select(0, km).index_select(1, kc)
+
+            theta, g, f, gamma = cut(theta), cut(g), cut_mc(f), cut_mc(gamma)
+            hist = [(cut(s), cut(yv), cut_mc(rho)) for s, yv, rho in hist]
+            pre = [pre[i] for i in keep_m]
+            want, active = cut_mc(want), cut_mc(active)
+            mi, ci, data = [mi[i] for i in keep_m], [ci[j] for j in keep_c], sub
+        cols = data.cols
         # Two-loop recursion, per problem.
         q = g.clone()
         alphas = []
@@ -331,12 +361,112 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
         hist = [*hist[len(hist) - history + 1:], (s, yv, rho)] if history > 1 else [(s, yv, rho)]
         gamma = torch.where(good, sy / torch.where(good, yy, torch.ones_like(yy)), gamma)
         theta, f, g = theta_new, f_new, g_new
-    return [{"head.weight": theta[i, :, :x.shape[1] - 1].contiguous().cpu().numpy(),
-             "head.bias": theta[i, :, x.shape[1] - 1].contiguous().cpu().numpy()}
-            for i, x in enumerate(x1)]
+    write_back()
+    return export()
 
 
 # ------------------------------------------------------------------------------ MLPs
+#
+# The MLPs train feature-major: activations and logits are M x features x n, so that every
+# per-concept reduction runs over the middle dimension (a softmax over a last dimension of
+# 2-10 logits is an order of magnitude slower on a CPU), and the logit rows are in training
+# order (:class:`_Order`): the binary concepts' rows first as one block, so that their loss
+# reads a slice rather than a gather.
+
+
+@dataclass(frozen=True)
+class _Order:
+    """A layout's training order: binary concepts first, then the multiclass ones.
+
+    ``concepts[k]`` is the layout index of the k-th concept in training order and
+    ``rows[r]`` the layout row of training logit row r; the first ``nb`` concepts (and
+    rows) are the binary ones; ``blocks`` holds each multiclass concept's training position
+    and rows.
+    """
+
+    concepts: np.ndarray
+    rows: np.ndarray
+    nb: int
+    blocks: tuple[tuple[int, slice], ...]
+
+    @classmethod
+    def of(cls, layout: HeadLayout) -> _Order:
+        rows = [layout.starts[j] for j in layout.binary]
+        blocks = []
+        for k, j in enumerate(layout.multiclass):
+            sl = layout.slice(j)
+            blocks.append((len(layout.binary) + k, slice(len(rows), len(rows) + sl.stop
+                                                         - sl.start)))
+            rows += range(sl.start, sl.stop)
+        return cls(np.array([*layout.binary, *layout.multiclass], dtype=np.int64),
+                   np.array(rows, dtype=np.int64), len(layout.binary), tuple(blocks))
+
+    @cached_property
+    def inverse_rows(self) -> np.ndarray:
+        """Layout row -> training row."""
+        return np.argsort(self.rows)
+
+
+@dataclass
+class _Labels:
+    """Targets in training order, feature-major: codes and weights M x C x n, and the
+    binary concepts' 0/1 targets M x nb x n (0 where missing)."""
+
+    codes: torch.Tensor
+    weights: torch.Tensor
+    binary: torch.Tensor
+
+    @classmethod
+    def of(cls, t: Targets, order: _Order) -> _Labels:
+        idx = torch.as_tensor(order.concepts, device=t.codes.device)
+        codes = t.codes.index_select(2, idx).transpose(1, 2).contiguous()
+        weights = t.weights.index_select(2, idx).transpose(1, 2).contiguous()
+        return cls(codes, weights, (codes[:, :order.nb] == 1).to(weights.dtype))
+
+    def take(self, idx: torch.Tensor) -> _Labels:
+        """The samples ``idx`` (along n)."""
+        return _Labels(*(t.index_select(2, idx) for t in (self.codes, self.weights,
+                                                          self.binary)))
+
+    def cut(self, sl: slice) -> _Labels:
+        return _Labels(self.codes[:, :, sl], self.weights[:, :, sl], self.binary[:, :, sl])
+
+    def members(self, keep: torch.Tensor) -> _Labels:
+        return _Labels(self.codes[keep], self.weights[keep], self.binary[keep])
+
+
+def _concept_losses(z: torch.Tensor, lab: _Labels, order: _Order, *, grad: bool = False
+                    ) -> Any:
+    """Loss per member and concept (M x C, training order) of logits ``z`` (M x width x n,
+    training order).
+
+    A concept's loss is the weighted mean over its labelled samples: binary cross-entropy
+    for binary concepts, cross-entropy of the softmax for multiclass ones; a missing label
+    changes no other concept's loss, and a concept without labels contributes 0. With
+    ``grad``, also the gradient of the summed losses with respect to ``z``, in closed form:
+    ``w (sigmoid(z) - y) / count`` and ``w (softmax(z) - onehot(y)) / count``.
+    """
+    count = (lab.codes >= 0).sum(dim=2, keepdim=True).clamp(min=1).to(z.dtype)
+    scale = lab.weights / count                                          # M x C x n
+    out = z.new_zeros(z.shape[0], lab.codes.shape[1])
+    d = torch.empty_like(z) if grad else None
+    nb = order.nb
+    if nb:
+        zb, sb = z[:, :nb], scale[:, :nb]
+        loss = F.binary_cross_entropy_with_logits(zb, lab.binary, reduction="none")
+        out[:, :nb] = (loss * sb).sum(dim=2)
+        if d is not None:
+            torch.sub(torch.sigmoid(zb), lab.binary, out=d[:, :nb]).mul_(sb)
+    for c, rows in order.blocks:
+        y = lab.codes[:, c:c + 1].clamp(min=0)
+        s = scale[:, c:c + 1]
+        logp = torch.log_softmax(z[:, rows], dim=1)
+        out[:, c] = -(logp.gather(1, y) * s).sum(dim=(1, 2))
+        if d is not None:
+            p = logp.exp_()
+            p.scatter_add_(1, y, p.new_full(y.shape, -1.0))
+            torch.mul(p, s, out=d[:, rows])
+    return (out, d) if grad else out
 
 
 def _uniform(rows: int, cols: int, bound: float, gen: torch.Generator) -> torch.Tensor:
@@ -345,14 +475,16 @@ def _uniform(rows: int, cols: int, bound: float, gen: torch.Generator) -> torch.
 
 @dataclass
 class _Stack:
-    """M MLPs batched along a leading dimension, with a hand-written backward pass.
+    """M MLPs batched along a leading dimension, feature-major, with a hand-written backward.
 
-    ``first`` is M x Dmax x (H0 + S): each member's first hidden layer's weights, then
-    (S = width when there is a linear path) the linear path's; without hidden layers it
-    is the head (M x Dmax x width). Members whose inputs are narrower than Dmax read
-    zero-padded inputs; their padded rows get no gradient and are dropped on export
-    (``fan_in``). ``rest`` is [b0, (W, b) per further hidden layer, W_head, b_head]
-    (M x ...), or [b_head] without hidden layers.
+    Weights are out x in (``nn.Linear``'s convention), per member: ``first`` is
+    M x (H0 + S) x Dmax, each member's first hidden layer's weights, then (S = width when
+    there is a linear path) the linear path's; without hidden layers it is the head
+    (M x width x Dmax). Members whose inputs are narrower than Dmax read zero-padded inputs;
+    their padded columns get no gradient and are dropped on export (``fan_in``). ``rest``
+    is [b0, (W, b) per further hidden layer, W_head, b_head] (biases M x out x 1), or
+    [b_head] without hidden layers. Output rows are in the training order ``order``
+    (:class:`_Order`) and go back to the layout's order on export.
 
     With a frozen linear path (``linear``: the probes) the first layer reads the inputs
     projected on ``bases`` (D_i x k, or the inputs themselves where None), the probe's
@@ -368,6 +500,7 @@ class _Stack:
     h0: int
     skip: bool
     fan_in: Sequence[int]
+    order: _Order
     bases: Sequence[torch.Tensor | None] | None = None
     linear: Sequence[dict[str, np.ndarray]] | None = None
 
@@ -378,18 +511,19 @@ class _Stack:
     def forward(self, x: torch.Tensor, offset: torch.Tensor | None = None, *,
                 dropout: float = 0.0, gen: torch.Generator | None = None,
                 keep: bool = False) -> Any:
-        """Logits M x n x width of inputs ``x`` (M x n x Dmax), + ``offset``.
+        """Logits M x width x n of inputs ``x`` (n x M x Dmax, as stored), + ``offset``.
 
         Dropout (after each hidden layer) when ``gen`` is given. With ``keep``, returns
         ``(logits, cache)`` for :meth:`backward`.
         """
-        a = torch.bmm(x, self.first)
+        xm = x.transpose(0, 1)                                            # M x n x Dmax
+        a = torch.bmm(self.first, xm.transpose(1, 2))                     # M x (H0+S) x n
         hs: list[torch.Tensor] = []
         masks: list[torch.Tensor | None] = []
         if not self.h0:
-            out = a + self.rest[0]
+            out = a.add_(self.rest[0])
         else:
-            h = torch.relu_(a[:, :, :self.h0] + self.rest[0])
+            h = torch.relu_(a[:, :self.h0] + self.rest[0])
             for i in range(1, len(self.rest), 2):
                 mask = None
                 if gen is not None and dropout > 0:
@@ -398,35 +532,35 @@ class _Stack:
                     h = h * mask
                 hs.append(h)
                 masks.append(mask)
-                out = torch.baddbmm(self.rest[i + 1], h, self.rest[i])
+                out = torch.baddbmm(self.rest[i + 1], self.rest[i], h)
                 if i + 2 < len(self.rest):
                     h = torch.relu_(out)
             if self.skip:
-                out = out + a[:, :, self.h0:]
+                out = out.add_(a[:, self.h0:])
         if offset is not None:
-            out = out + offset
-        return (out, (x, hs, masks)) if keep else out
+            out = out.add_(offset)
+        return (out, (xm, hs, masks)) if keep else out
 
     def backward(self, cache: tuple[Any, ...], dz: torch.Tensor) -> list[torch.Tensor]:
         """Gradients (in :attr:`params` order) of a loss whose gradient with respect to the
-        logits of :meth:`forward` (``keep=True``) is ``dz`` (M x n x width)."""
-        x, hs, masks = cache
+        logits of :meth:`forward` (``keep=True``) is ``dz`` (M x width x n)."""
+        xm, hs, masks = cache
         grads: list[torch.Tensor] = [dz] * len(self.rest)
         if not self.h0:
-            grads[0] = dz.sum(dim=1, keepdim=True)
+            grads[0] = dz.sum(dim=2, keepdim=True)
             da = dz
         else:
             g = dz
             for k in reversed(range(len(hs))):
-                grads[2 * k + 1] = torch.bmm(hs[k].transpose(1, 2), g)
-                grads[2 * k + 2] = g.sum(dim=1, keepdim=True)
-                dh = torch.bmm(g, self.rest[2 * k + 1].transpose(1, 2))
+                grads[2 * k + 1] = torch.bmm(g, hs[k].transpose(1, 2))
+                grads[2 * k + 2] = g.sum(dim=2, keepdim=True)
+                dh = torch.bmm(self.rest[2 * k + 1].transpose(1, 2), g)
                 if masks[k] is not None:
                     dh = dh * masks[k]
-                g = dh * (hs[k] > 0)
-            grads[0] = g.sum(dim=1, keepdim=True)
-            da = torch.cat([g, dz], dim=2) if self.skip else g
-        return [torch.bmm(x.transpose(1, 2), da), *grads]
+                g = torch.ops.aten.threshold_backward(dh, hs[k], 0)
+            grads[0] = g.sum(dim=2, keepdim=True)
+            da = torch.cat([g, dz], dim=1) if self.skip else g
+        return [torch.bmm(da, xm), *grads]
 
     def clone(self) -> _Stack:
         return self.select(torch.ones(len(self.fan_in), dtype=torch.bool))
@@ -435,7 +569,7 @@ class _Stack:
         """A copy of the members where the bool mask ``keep`` (M,) is True."""
         idx = torch.nonzero(keep).flatten().tolist()
         return _Stack(self.first[keep].clone(), [p[keep].clone() for p in self.rest], self.h0,
-                      self.skip, [self.fan_in[i] for i in idx],
+                      self.skip, [self.fan_in[i] for i in idx], self.order,
                       None if self.bases is None else [self.bases[i] for i in idx],
                       None if self.linear is None else [self.linear[i] for i in idx])
 
@@ -445,24 +579,29 @@ class _Stack:
             b[members[mask]] = p[mask]
 
     def export(self, i: int) -> dict[str, np.ndarray]:
-        """Member ``i``'s weights as numpy, torch nn.Linear convention (out x in)."""
-        def arr(t: torch.Tensor) -> np.ndarray:
+        """Member ``i``'s weights as numpy, torch nn.Linear convention (out x in), outputs
+        in the layout's order."""
+        back = torch.as_tensor(self.order.inverse_rows, device=self.first.device)
+
+        def arr(t: torch.Tensor, out_rows: bool = False) -> np.ndarray:
+            t = t.index_select(0, back) if out_rows else t
             return t.contiguous().cpu().numpy().astype(np.float32)
 
-        first = self.first[i, :self.fan_in[i]]
+        first = self.first[i, :, :self.fan_in[i]]
         if not self.h0:
-            return {"head.weight": arr(first.T), "head.bias": arr(self.rest[0][i, 0])}
-        w0 = first[:, :self.h0]
+            return {"head.weight": arr(first, True), "head.bias": arr(self.rest[0][i, :, 0], True)}
+        w0 = first[:self.h0]
         if self.bases is not None and self.bases[i] is not None:
-            w0 = self.bases[i] @ w0
-        out = {"trunk.0.weight": arr(w0.T), "trunk.0.bias": arr(self.rest[0][i, 0])}
+            w0 = w0 @ self.bases[i].T
+        out = {"trunk.0.weight": arr(w0), "trunk.0.bias": arr(self.rest[0][i, :, 0])}
         n_trunk = (len(self.rest) - 1) // 2
         for k in range(1, n_trunk + 1):
             name = f"trunk.{k}" if k < n_trunk else "head"
-            out[f"{name}.weight"] = arr(self.rest[2 * k - 1][i].T)
-            out[f"{name}.bias"] = arr(self.rest[2 * k][i, 0])
+            last = k == n_trunk
+            out[f"{name}.weight"] = arr(self.rest[2 * k - 1][i], last)
+            out[f"{name}.bias"] = arr(self.rest[2 * k][i, :, 0], last)
         if self.skip:
-            out["skip.weight"] = arr(first[:, self.h0:].T)
+            out["skip.weight"] = arr(first[self.h0:], True)
         if self.linear is not None:
             out["skip.weight"] = self.linear[i]["head.weight"].astype(np.float32)
             out["head.bias"] = out["head.bias"] + self.linear[i]["head.bias"]
@@ -472,20 +611,26 @@ class _Stack:
 def _init_stack(fan_in: Sequence[int], layout: HeadLayout, hidden: Sequence[int], skip: bool,
                 gen: torch.Generator) -> _Stack:
     """torch's nn.Linear initialisation per member; the linear path (``skip``) starts at 0."""
-    m, width = len(fan_in), layout.width
+    m, width, order = len(fan_in), layout.width, _Order.of(layout)
     sizes = [*hidden, width]
-    first = torch.zeros(m, max(fan_in), sizes[0] + (width if skip else 0))
-    b0 = torch.empty(m, 1, sizes[0])
+    rows = torch.as_tensor(order.rows)
+    first = torch.zeros(m, sizes[0] + (width if skip else 0), max(fan_in))
+    b0 = torch.empty(m, sizes[0], 1)
     for i, d in enumerate(fan_in):
         bound = 1.0 / float(np.sqrt(d))
-        first[i, :d, :sizes[0]] = _uniform(d, sizes[0], bound, gen)
-        b0[i] = _uniform(1, sizes[0], bound, gen)
+        first[i, :sizes[0], :d] = _uniform(d, sizes[0], bound, gen).T
+        b0[i] = _uniform(1, sizes[0], bound, gen).T
     rest = [b0]
     for h_in, h_out in itertools.pairwise(sizes):
         bound = 1.0 / float(np.sqrt(h_in))
-        rest += [torch.stack([_uniform(h_in, h_out, bound, gen) for _ in range(m)]),
-                 torch.stack([_uniform(1, h_out, bound, gen) for _ in range(m)])]
-    return _Stack(first, rest, hidden[0] if hidden else 0, skip, list(fan_in))
+        rest += [torch.stack([_uniform(h_in, h_out, bound, gen).T for _ in range(m)]),
+                 torch.stack([_uniform(1, h_out, bound, gen).T for _ in range(m)])]
+    if hidden:                                     # the head's rows in training order
+        rest[-2:] = [p.index_select(1, rows) for p in rest[-2:]]
+    else:
+        first, rest[0] = first.index_select(1, rows), rest[0].index_select(1, rows)
+    return _Stack(first.contiguous(), [p.contiguous() for p in rest],
+                  hidden[0] if hidden else 0, skip, list(fan_in), order)
 
 
 class _AdamW:
@@ -527,11 +672,12 @@ def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
 
 
 def _padded(xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """M x N x Dmax: the members' inputs (N x D_i each), zero-padded to the widest."""
+    """N x M x Dmax: the members' inputs (N x D_i each), zero-padded to the widest, sample
+    by sample (so that a shuffle or a split gathers whole rows)."""
     width = max(x.shape[1] for x in xs)
-    out = xs[0].new_zeros(len(xs), xs[0].shape[0], width)
+    out = xs[0].new_zeros(xs[0].shape[0], len(xs), width)
     for i, x in enumerate(xs):
-        out[i, :, :x.shape[1]] = x
+        out[:, i, :x.shape[1]] = x
     return out
 
 
@@ -590,37 +736,41 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     if init is not None and settings.linear_skip:
         bases = list(bases) if bases is not None else [None] * m
         inputs = [x if b is None else x @ b for x, b in zip(xs, bases, strict=True)]
-        offset = torch.stack([torch.addmm(torch.from_numpy(p["head.bias"]).to(device), x,
-                                          torch.from_numpy(p["head.weight"]).to(device).T)
-                              for x, p in zip(xs, init, strict=True)])      # M x N x width
         net = _init_stack([x.shape[1] for x in inputs], layout, hidden, False, gen)
+        rows = torch.as_tensor(net.order.rows, device=device)
+        offset = torch.stack([torch.addmm(torch.from_numpy(p["head.bias"]).to(device)[:, None],
+                                          torch.from_numpy(p["head.weight"]).to(device), x.T)
+                              .index_select(0, rows)
+                              for x, p in zip(xs, init, strict=True)])     # M x width x N
         net.rest[-2:] = [torch.zeros_like(net.rest[-2]), torch.zeros_like(net.rest[-1])]
         net.bases, net.linear = bases, init
     else:
         inputs = list(xs)
         net = _init_stack([x.shape[1] for x in xs], layout, hidden,
                           settings.linear_skip and bool(hidden), gen)
+    order = net.order
     net.first = net.first.to(device)
     net.rest = [p.to(device) for p in net.rest]
     opt = _AdamW(net.params, weight_decay=settings.weight_decay)
-    x_all = _padded(inputs)
+    x_all = _padded(inputs)                                              # N x M x Dmax
     del inputs
+    labels = _Labels.of(targets, order)
     tr = torch.as_tensor(train, device=device)
     va = torch.as_tensor(val, device=device)
 
-    def rows(idx: torch.Tensor) -> tuple[torch.Tensor, Targets, torch.Tensor | None]:
-        return (torch.index_select(x_all, 1, idx), targets.rows(idx),
-                None if offset is None else torch.index_select(offset, 1, idx))
+    def rows_of(idx: torch.Tensor) -> tuple[torch.Tensor, _Labels, torch.Tensor | None]:
+        return (torch.index_select(x_all, 0, idx), labels.take(idx),
+                None if offset is None else torch.index_select(offset, 2, idx))
 
-    x_tr, t_tr, o_tr = rows(tr)
-    x_va, t_va, o_va = rows(va)
+    x_tr, t_tr, o_tr = rows_of(tr)
+    x_va, t_va, o_va = rows_of(va)
     n_tr = len(train)
     batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
     steps = math.ceil(n_tr / batch)
     total = steps * settings.max_epochs
     dropout_gen = gen if settings.dropout > 0 else None
 
-    best_concept = _concept_losses(net.forward(x_va, o_va), t_va, layout)     # M x C
+    best_concept = _concept_losses(net.forward(x_va, o_va), t_va, order)    # M x C
     if offset is None:                  # not started from the probe: epoch 0 is no candidate
         best_concept.fill_(float("inf"))
     best_loss = best_concept.sum(dim=1)
@@ -641,20 +791,18 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         if batch == n_tr:
             xe, te, oe = x_tr, t_tr, o_tr
         else:
-            order = torch.randperm(n_tr, generator=gen).to(device)
-            xe = torch.index_select(x_tr, 1, order)
-            te = t_tr.rows(order)
-            oe = None if o_tr is None else torch.index_select(o_tr, 1, order)
+            perm = torch.randperm(n_tr, generator=gen).to(device)
+            xe, te = torch.index_select(x_tr, 0, perm), t_tr.take(perm)
+            oe = None if o_tr is None else torch.index_select(o_tr, 2, perm)
         for start in range(0, n_tr, batch):
             sl = slice(start, start + batch)
-            z, cache = net.forward(xe[:, sl], None if oe is None else oe[:, sl],
+            z, cache = net.forward(xe[sl], None if oe is None else oe[:, :, sl],
                                    dropout=settings.dropout, gen=dropout_gen, keep=True)
-            loss, dz = _concept_losses(z, Targets(te.codes[:, sl], te.weights[:, sl]), layout,
-                                       grad=True)
+            loss, dz = _concept_losses(z, te.cut(sl), order, grad=True)
             opt.step(net.backward(cache, dz), _one_cycle(step, steps, total, settings.lr))
             step += 1
             train_sum += loss.sum(dim=1) * len(range(n_tr)[sl])
-        val_concept = _concept_losses(net.forward(x_va, o_va), t_va, layout)
+        val_concept = _concept_losses(net.forward(x_va, o_va), t_va, order)
         val_loss = val_concept.sum(dim=1)
         for k, i in enumerate(members.tolist()):
             history[i]["epoch"].append(epoch)
@@ -675,7 +823,7 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
                 break
             net = net.select(going)
             opt.select(net.params, going)
-            x_tr, x_va = x_tr[going], x_va[going]
+            x_tr, x_va = x_tr[:, going], x_va[:, going]
             t_tr, t_va = t_tr.members(going), t_va.members(going)
             if o_tr is not None:
                 o_tr, o_va = o_tr[going], o_va[going]

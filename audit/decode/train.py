@@ -197,33 +197,16 @@ def _zero_linear(width: int, dim: int) -> dict[str, np.ndarray]:
             "head.bias": np.zeros(width, dtype=np.float32)}
 
 
-def _sub_layout(layout: HeadLayout, names: Sequence[str]) -> tuple[HeadLayout, list[int]]:
-    """The layout of some of the concepts (in ``layout``'s order), and their indices."""
-    index = [j for j, n in enumerate(layout.names) if n in names]
-    return HeadLayout(tuple(layout.names[j] for j in index),
-                      tuple(layout.kinds[j] for j in index),
-                      tuple(layout.groups[j] for j in index)), index
-
-
 def _columns(layout: HeadLayout, names: Sequence[str]) -> np.ndarray:
     """The output rows of ``names``' logits (in ``layout``'s order)."""
     return np.concatenate([np.arange(layout.slice(j).start, layout.slice(j).stop)
                            for j, n in enumerate(layout.names) if n in names])
 
 
-def _paired_start(start: dict[str, np.ndarray], cols: np.ndarray) -> dict[str, np.ndarray]:
-    """Starting point of a :func:`_paired_layout` fit of some concepts: the real task's
-    linear start on their rows ``cols``, the control task's at 0."""
-    return {k: np.concatenate([v[cols], np.zeros_like(v[cols])]) for k, v in start.items()}
-
-
-def _by_concepts(new: Mapping[int, list[str]], layout: HeadLayout
-                 ) -> dict[tuple[str, ...], list[int]]:
-    """Layers grouped by the concepts to probe there (one batched fit per group)."""
-    groups: dict[tuple[str, ...], list[int]] = {}
-    for i, names in sorted(new.items()):
-        groups.setdefault(tuple(n for n in layout.names if n in names), []).append(i)
-    return groups
+def _paired_start(start: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Starting point of a :func:`_paired_layout` fit: the real task's linear start, the
+    control task's at 0."""
+    return {k: np.concatenate([v, np.zeros_like(v)]) for k, v in start.items()}
 
 
 def joint_confusions(codes: np.ndarray, decided: Mapping[str, np.ndarray],
@@ -355,6 +338,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     with torch.random.fork_rng(devices=fork, device_type=dev.type if fork else "cuda"):
         torch.manual_seed(settings.seed)
         from audit.decode._fit import (
+            designs,
             fit_mlps,
             fit_probes,
             gram_matrices,
@@ -363,7 +347,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         )
 
         xt = [torch.as_tensor(xs[lay], device=dev) for lay in layers]
-        grams = gram_matrices(xt, train)
+        design = designs(xt, train)          # shared by every probe fit on the training rows
+        grams = gram_matrices(design)
         precond = probe_preconditioners(grams, len(train))
         bases = principal_bases(grams, settings.trunk_components, seed=settings.seed)
         del grams
@@ -374,7 +359,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         shuffled = _shuffled(codes, split, settings.seed + 1)
         full = not settings.hidden
         t_real = _targets([codes] * n_lay, [(codes >= 0).astype(np.float32)] * n_lay, dev)
-        starts = fit_probes(xt, t_real, train, layout, precond=precond,
+        starts = fit_probes(xt, t_real, train, layout, precond=precond, design=design,
                             max_iter=settings.probe_max_iter if full
                             else settings.probe_start_iter, tol=settings.probe_tol)
 
@@ -428,26 +413,30 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                 ranked = sorted(range(n_lay), key=lambda i, s=scores: (
                     np.nan_to_num(s[layers[i]], nan=-np.inf), i))
                 wanted.update((i, name) for i in ranked[-top:])
+        paired, both = _paired_layout(layout), np.concatenate([codes, shuffled], axis=1)
         while True:
             new: dict[int, list[str]] = {}
             for i, name in sorted(wanted):
                 if name not in probed[i]:
                     new.setdefault(i, []).append(name)
-            for names, members in _by_concepts(new, layout).items():
-                sub, index = _sub_layout(layout, names)
-                cols = _columns(layout, names)
-                both = np.concatenate([codes[:, index], shuffled[:, index]], axis=1)
+            if new:
+                # One batched fit: the problems not wanted at a layer stay out of the batch.
+                members = sorted(new)
+                mask = np.array([[name in new[i] for name in layout.names] * 2
+                                 for i in members])
                 fitted = fit_probes(
                     [xt[i] for i in members],
                     _targets([both] * len(members), [(both >= 0).astype(np.float32)]
                              * len(members), dev),
-                    train, _paired_layout(sub), precond=[precond[i] for i in members],
+                    train, paired, precond=[precond[i] for i in members],
+                    design=[design[i] for i in members], wanted=mask,
                     max_iter=settings.probe_max_iter, tol=settings.probe_tol,
-                    init=[_paired_start(starts[i], cols) for i in members])
+                    init=[_paired_start(starts[i]) for i in members])
                 for i, p in zip(members, fitted, strict=True):
-                    half = len(cols)
-                    for target, rows in ((probe_real[i], slice(0, half)),
-                                         (probe_ctrl[i], slice(half, 2 * half))):
+                    names = new[i]
+                    cols = _columns(layout, names)
+                    for target, rows in ((probe_real[i], cols), (probe_ctrl[i],
+                                                                  cols + layout.width)):
                         for k, v in p.items():
                             target[k][cols] = v[rows]
                     probed[i].update(names)
@@ -472,6 +461,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         ctrl_starts = ([_rows(probe_ctrl[i], slice(None)) for i in at] if full else
                        fit_probes([xt[i] for i in at], t_shuf, train, layout,
                                   precond=[precond[i] for i in at],
+                                  design=[design[i] for i in at],
                                   max_iter=settings.probe_start_iter, tol=settings.probe_tol))
         w_ctrl = _sample_weights(shuffled, train, sizes, settings.class_balanced)
         controls, _, _ = fit_mlps(
