@@ -157,9 +157,18 @@ def gram_matrices(design: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Per member, the second moments ``X1'X1 / n`` of its training rows with a column of
     ones (float64), from its transposed design (:func:`designs`).
 
-    (D_i + 1) x (D_i + 1); the last row and column belong to the intercept.
+    (D_i + 1) x (D_i + 1); the last row and column belong to the intercept. On a CPU the
+    product goes through numpy, which computes ``A @ A.T`` as a symmetric rank-k update
+    (half the arithmetic of torch's general product).
     """
-    return [(x1t @ x1t.T).double() / x1t.shape[1] for x1t in design]
+    out = []
+    for x1t in design:
+        if x1t.device.type == "cpu":
+            a = x1t.numpy()
+            out.append(torch.from_numpy(a @ a.T).double() / x1t.shape[1])
+        else:
+            out.append((x1t @ x1t.T).double() / x1t.shape[1])
+    return out
 
 
 def probe_preconditioners(grams: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
@@ -182,21 +191,22 @@ def principal_bases(grams: Sequence[torch.Tensor], k: int | None, *, seed: int =
     """Per member, a D_i x k orthonormal basis of its top-k principal components.
 
     From the uncentred second moments of standardised (so centred) features, by
-    randomised subspace iteration (seeded). ``None`` where D_i <= k or ``k`` is None.
+    randomised subspace iteration (seeded, in float32: a basis for the hidden layers to
+    read, not a decomposition to report). ``None`` where D_i <= k or ``k`` is None.
     """
     gen = torch.Generator().manual_seed(seed)
     out: list[torch.Tensor | None] = []
     for gram in grams:
-        g = gram[:-1, :-1]
-        d = g.shape[0]
+        d = gram.shape[0] - 1
         if k is None or d <= k:
             out.append(None)
             continue
-        q = torch.randn(d, min(k + 10, d), generator=gen, dtype=g.dtype).to(g.device)
+        g = gram[:-1, :-1].float().contiguous()
+        q = torch.randn(d, min(k + 10, d), generator=gen).to(g.device)
         for _ in range(4):
             q, _ = torch.linalg.qr(g @ q)
         _, vecs = torch.linalg.eigh(q.T @ g @ q)
-        out.append((q @ vecs[:, -k:]).float())
+        out.append(q @ vecs[:, -k:])
     return out
 
 
