@@ -170,15 +170,20 @@ def _calibrate(params: dict[str, np.ndarray], x_val: np.ndarray, y_val: np.ndarr
 
 def _select(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray], x_val: np.ndarray,
             y_val: np.ndarray, layout: HeadLayout, settings: DecoderSettings,
-            only: Sequence[str]) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
+            only: Sequence[str], calibrated: tuple[dict[str, float], dict[str, float]]
+            | None = None) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
     """Per concept of ``only``, the MLP or the probe, whichever has the lower calibrated
     validation loss (the other concepts' outputs stay as they are).
 
-    Returns the decoder's weights, ``{concept: "mlp" | "linear"}`` and the temperatures of
-    the concepts of ``only``. Ties go to the probe; without ``settings.select_linear`` the
-    MLP is kept.
+    ``calibrated``: the MLP's temperatures and calibrated losses (:func:`_calibrate`) of
+    the concepts of ``only``, if known. Returns the decoder's weights,
+    ``{concept: "mlp" | "linear"}`` and the temperatures of the concepts of ``only``. Ties
+    go to the probe; without ``settings.select_linear`` the MLP is kept.
     """
-    _, temps, nll_m = _calibrate(mlp, x_val, y_val, layout, settings, only)
+    if calibrated is None:
+        _, temps, nll_m = _calibrate(mlp, x_val, y_val, layout, settings, only)
+    else:
+        temps, nll_m = ({n: d[n] for n in only} for d in calibrated)
     choice = dict.fromkeys(only, "mlp")
     if not settings.select_linear:
         return mlp, choice, temps
@@ -374,6 +379,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         # The layer of each concept is chosen on the validation split, not on test.
         val_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
         temps: list[dict[str, float]] = []
+        mlp_nll: list[dict[str, float]] = []      # calibrated validation loss of each MLP
         choices = [dict.fromkeys(layout.names, "mlp") for _ in layers]
 
         def score(i: int, names: Sequence[str], z: np.ndarray | None = None) -> None:
@@ -386,8 +392,9 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                         z[:, layout.slice(j)], codes[val, j], layout.kinds[j], temps[i][name])
 
         for i, layer in enumerate(layers):
-            z, t, _ = _calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)
+            z, t, nll = _calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)
             temps.append(t)
+            mlp_nll.append(nll)
             score(i, layout.names, z)
 
         # The linear probe of each concept (scikit-learn's objective, to its tolerance),
@@ -441,7 +448,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                             target[k][cols] = v[rows]
                     probed[i].update(names)
                     mlps[i], choice, t = _select(mlps[i], probe_real[i], xs[layers[i]][val],
-                                                 codes[val], layout, settings, only=names)
+                                                 codes[val], layout, settings, only=names,
+                                                 calibrated=(temps[i], mlp_nll[i]))
                     choices[i].update(choice)
                     temps[i].update(t)
                     score(i, names)
