@@ -328,12 +328,15 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     train, val, test = (np.flatnonzero(split == i) for i in range(3))
     sizes = [len(g) for g in layout.groups]
 
-    # Standardise each layer with training-split statistics.
+    # Standardise each layer with training-split statistics (two passes over the training
+    # rows, sums in float64).
     stats, xs = {}, {}
     for layer in layers:
         f = np.asarray(features[layer], dtype=np.float32)
-        mean = f[train].mean(axis=0, dtype=np.float64).astype(np.float32)
-        std = f[train].std(axis=0, dtype=np.float64).astype(np.float32)
+        f_train = f[train]
+        mean = f_train.mean(axis=0, dtype=np.float64).astype(np.float32)
+        std = np.sqrt(np.mean(np.square(f_train - mean), axis=0, dtype=np.float64)
+                      ).astype(np.float32)
         std[~(std > 1e-6)] = 1.0
         stats[layer] = (mean, std)
         xs[layer] = standardise(f, mean, std)
