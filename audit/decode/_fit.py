@@ -96,7 +96,12 @@ class _Columns:
 
 @dataclass
 class _ProbeData:
-    """A probe problem set: per-member transposed designs (:func:`designs`), targets."""
+    """A probe problem set: per-member transposed designs (:func:`designs`), targets.
+
+    The layout lists its binary concepts first (:class:`_Order`), so that one set of
+    operations serves all of them. ``sel`` holds, per member, the logit rows whose problems
+    are being solved (None: all): the others are left out of its products.
+    """
 
     x1t: list[torch.Tensor]           # (D_i + 1) x n per member
     y: torch.Tensor                   # M x width x n: binary target / one-hot
@@ -104,9 +109,14 @@ class _ProbeData:
     n_known: torch.Tensor             # M x C
     pen: torch.Tensor                 # M x 1 x (Dmax + 1): 1 on penalised weights
     layout: HeadLayout
+    sel: list[torch.Tensor | None] | None = None
 
     def __post_init__(self) -> None:
         self.cols = _Columns(self.layout, self.y.device, self.y.dtype)
+        self.nb = sum(k == "binary" for k in self.layout.kinds)
+        if self.layout.kinds[:self.nb] != ("binary",) * self.nb:
+            raise ValueError("the probes' layout must list its binary concepts first")
+        self.sel = self.sel or [None] * len(self.x1t)
 
     def loss_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective per problem (M x C) and its gradient (M x width x (Dmax + 1)).
@@ -114,27 +124,34 @@ class _ProbeData:
         Objective of a problem: mean log-loss over its labelled rows + ||w||^2 / (2 n), the
         intercept unpenalised (scikit-learn's ``C = 1``).
         """
-        z = torch.stack([theta[i, :, :x.shape[0]] @ x for i, x in enumerate(self.x1t)])
-        r = torch.empty_like(z)                                  # M x width x n
-        loss = []
-        for j, kind in enumerate(self.layout.kinds):
+        z = self.y.new_zeros(self.y.shape)                          # M x width x n
+        for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
+            if rows is None:
+                torch.mm(theta[i, :, :x.shape[0]], x, out=z[i])
+            else:
+                z[i, rows] = theta[i, rows, :x.shape[0]] @ x
+        r = torch.empty_like(z)
+        loss = z.new_empty(z.shape[0], len(self.layout.names))
+        nb = self.nb
+        if nb:
+            zb, yb, kb = z[:, :nb], self.y[:, :nb], self.known[:, :nb]
+            loss[:, :nb] = ((F.softplus(zb) - yb * zb) * kb).sum(dim=2)
+            torch.sub(torch.sigmoid(zb), yb, out=r[:, :nb]).mul_(kb)
+        for j in range(nb, len(self.layout.names)):
             sl = self.layout.slice(j)
             zj, yj, kj = z[:, sl], self.y[:, sl], self.known[:, j:j + 1]
-            if kind == "binary":
-                lj = F.softplus(zj) - yj * zj
-                r[:, sl] = (torch.sigmoid(zj) - yj) * kj
-            else:
-                lse = torch.logsumexp(zj, dim=1, keepdim=True)
-                lj = lse - (yj * zj).sum(dim=1, keepdim=True)
-                r[:, sl] = (torch.exp(zj - lse) - yj) * kj
-            loss.append((lj * kj).sum(dim=(1, 2)))
+            lse = torch.logsumexp(zj, dim=1, keepdim=True)
+            loss[:, j] = ((lse - (yj * zj).sum(dim=1, keepdim=True)) * kj).sum(dim=(1, 2))
+            torch.sub(torch.exp(zj - lse), yj, out=r[:, sl]).mul_(kj)
         col_n = (self.n_known @ self.cols.g.T)[:, :, None]          # M x width x 1
-        r = r / col_n
+        r.div_(col_n)
         grad = theta * self.pen / col_n
-        for i, x in enumerate(self.x1t):
-            grad[i, :, :x.shape[0]] += r[i] @ x.T
-        obj = (torch.stack(loss, dim=1)
-               + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
+        for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
+            if rows is None:
+                grad[i, :, :x.shape[0]] += r[i] @ x.T
+            else:
+                grad[i, rows, :x.shape[0]] += r[i, rows] @ x.T
+        obj = (loss + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
         return obj, grad
 
     def rows(self, concepts: Sequence[int]) -> list[int]:
@@ -142,15 +159,22 @@ class _ProbeData:
         return [r for j in concepts for r in range(self.layout.slice(j).start,
                                                    self.layout.slice(j).stop)]
 
-    def restrict(self, members: Sequence[int], concepts: Sequence[int]) -> _ProbeData:
-        """The problems of ``members`` x ``concepts`` only."""
+    def restrict(self, members: Sequence[int], concepts: Sequence[int],
+                 want: torch.Tensor) -> _ProbeData:
+        """The problems of ``members`` x ``concepts`` only, each member's products on the
+        rows of its problems that are wanted (``want``: a bool mask over the result's
+        problems)."""
         rows, mi = self.rows(concepts), list(members)
         x1t = [self.x1t[i] for i in mi]
         d1 = max(x.shape[0] for x in x1t)
         sub = HeadLayout(*(tuple(getattr(self.layout, a)[j] for j in concepts)
                            for a in ("names", "kinds", "groups")))
-        return _ProbeData(x1t, self.y[mi][:, rows], self.known[mi][:, concepts],
-                          self.n_known[mi][:, concepts], self.pen[mi][:, :, :d1], sub)
+        out = _ProbeData(x1t, self.y[mi][:, rows], self.known[mi][:, concepts],
+                         self.n_known[mi][:, concepts], self.pen[mi][:, :, :d1], sub)
+        out.sel = [None if bool(w.all()) else
+                   torch.as_tensor(out.rows(w.nonzero().flatten().tolist()), device=w.device)
+                   for w in want]
+        return out
 
 
 def gram_matrices(design: Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -258,9 +282,13 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     m, c = len(xs), len(layout.names)
     design = list(design) if design is not None else designs(xs, train)
     n = len(train)
+    order = _Order.of(layout)                     # binary concepts first, undone on export
+    out_rows = torch.as_tensor(order.inverse_rows, device=device)
+    layout = HeadLayout(*(tuple(getattr(layout, a)[j] for j in order.concepts)
+                          for a in ("names", "kinds", "groups")))
     tr = torch.as_tensor(train, device=device)
     d1 = max(x.shape[0] for x in design)
-    codes = targets.codes[:, tr].transpose(1, 2)                       # M x C x n
+    codes = targets.codes[:, tr][:, :, order.concepts].transpose(1, 2)       # M x C x n
     known = (codes >= 0).to(dtype)
     y = torch.zeros(m, layout.width, n, dtype=dtype, device=device)
     for j, kind in enumerate(layout.kinds):
@@ -279,21 +307,35 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     result = torch.zeros(m, layout.width, d1, dtype=dtype, device=device)
     for i, p in enumerate(init or ()):
         d = p["head.weight"].shape[1]
-        result[i, :, :d] = torch.as_tensor(p["head.weight"], device=device)
-        result[i, :, d] = torch.as_tensor(p["head.bias"], device=device)
+        result[i, :, :d] = torch.as_tensor(p["head.weight"][order.rows], device=device)
+        result[i, :, d] = torch.as_tensor(p["head.bias"][order.rows], device=device)
 
     def export() -> list[dict[str, np.ndarray]]:
-        return [{"head.weight": result[i, :, :x.shape[0] - 1].contiguous().cpu().numpy(),
-                 "head.bias": result[i, :, x.shape[0] - 1].contiguous().cpu().numpy()}
+        out = result.index_select(1, out_rows)
+        return [{"head.weight": out[i, :, :x.shape[0] - 1].contiguous().cpu().numpy(),
+                 "head.bias": out[i, :, x.shape[0] - 1].contiguous().cpu().numpy()}
                 for i, x in enumerate(design)]
 
     want = (torch.ones(m, c, dtype=torch.bool, device=device) if wanted is None
-            else torch.as_tensor(np.asarray(wanted, dtype=bool), device=device))
-    mi, ci = list(range(m)), list(range(c))             # the problems in the batch
-    theta = result.clone()
+            else torch.as_tensor(np.asarray(wanted, dtype=bool)[:, order.concepts],
+                                 device=device))
+    mi = want.any(dim=1).nonzero().flatten().tolist()     # the problems in the batch
+    ci = want.any(dim=0).nonzero().flatten().tolist()
+    if not mi:
+        return export()
+    want = want[mi][:, ci]
+
+    def rows_of(concepts: list[int]) -> torch.Tensor:
+        return torch.as_tensor([r for j in concepts for r in range(layout.slice(j).start,
+                                                                   layout.slice(j).stop)],
+                               device=device)
+
+    data = data.restrict(mi, ci, want)
+    theta = result[mi][:, rows_of(ci), :data.pen.shape[2]]
+    pre = [pre[i] for i in mi]
     f, g = data.loss_grad(theta)
     hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    gamma = torch.ones(m, c, dtype=dtype, device=device)
+    gamma = torch.ones(len(mi), len(ci), dtype=dtype, device=device)
 
     def apply_pre(v: torch.Tensor) -> torch.Tensor:
         out = torch.zeros_like(v)
@@ -303,9 +345,8 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
 
     def write_back() -> None:
         """The batch's state goes back to ``result``."""
-        rows = [r for j in ci for r in range(layout.slice(j).start, layout.slice(j).stop)]
-        result[torch.as_tensor(mi, device=device)[:, None],
-               torch.as_tensor(rows, device=device)[None, :], :theta.shape[2]] = theta
+        result[torch.as_tensor(mi, device=device)[:, None], rows_of(ci)[None, :],
+               :theta.shape[2]] = theta
 
     for it in range(max_iter + 1):
         active = (data.cols.amax(g) > tol) & want
@@ -316,9 +357,9 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
         if len(keep_m) < len(mi) or len(keep_c) < len(ci):
             # Converged problems leave the batch (their state goes back to ``result``).
             write_back()
-            sub = data.restrict(keep_m, keep_c)
             km = torch.as_tensor(keep_m, device=device)
             kc = torch.as_tensor(keep_c, device=device)
+            sub = data.restrict(keep_m, keep_c, want[km][:, kc])
             lrows = torch.as_tensor(data.rows(keep_c), device=device)
 
             def cut(t: torch.Tensor, km: torch.Tensor = km, lrows: torch.Tensor = lrows,
@@ -644,14 +685,15 @@ def _init_stack(fan_in: Sequence[int], layout: HeadLayout, hidden: Sequence[int]
 
 
 class _AdamW:
-    """AdamW (torch's update rule, decoupled weight decay) on a list of tensors."""
+    """AdamW (torch's update rule, decoupled weight decay) on a list of tensors, through
+    torch's fused kernel (one call per step; torch.optim.AdamW(fused=True) runs the same)."""
 
     def __init__(self, params: list[torch.Tensor], *, weight_decay: float,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         self.params, self.wd, self.betas, self.eps = params, weight_decay, betas, eps
         self.m = [torch.zeros_like(p) for p in params]
         self.v = [torch.zeros_like(p) for p in params]
-        self.t = 0
+        self.steps = [torch.zeros((), device=p.device) for p in params]
 
     def select(self, params: list[torch.Tensor], keep: torch.Tensor) -> None:
         """Go on with ``params`` (the members where ``keep`` is True), moments kept."""
@@ -660,17 +702,10 @@ class _AdamW:
         self.v = [t[keep] for t in self.v]
 
     def step(self, grads: list[torch.Tensor], lr: float) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        c1, c2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
-        torch._foreach_mul_(self.params, 1.0 - lr * self.wd)
-        torch._foreach_lerp_(self.m, grads, 1.0 - b1)
-        torch._foreach_mul_(self.v, b2)
-        torch._foreach_addcmul_(self.v, grads, grads, value=1.0 - b2)
-        denom = torch._foreach_div(self.v, c2)
-        torch._foreach_sqrt_(denom)
-        torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(self.params, self.m, denom, value=-lr / c1)
+        torch._foreach_add_(self.steps, 1.0)
+        torch._fused_adamw_(self.params, grads, self.m, self.v, [], self.steps, lr=lr,
+                            beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.wd,
+                            eps=self.eps, amsgrad=False, maximize=False)
 
 
 def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
