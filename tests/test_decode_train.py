@@ -130,7 +130,8 @@ def _member_losses(logits, codes, weights, layout):
 
     order = _Order.of(layout)
     z = logits[:, :, list(order.rows)].transpose(1, 2)
-    return _concept_losses(z, _Labels.of(Targets(codes, weights), order), order).sum(dim=1)
+    return _concept_losses(z, _Labels.of(Targets(codes, weights), order).batch(),
+                           order).sum(dim=1)
 
 
 def test_loss_mask_is_per_concept():
@@ -456,7 +457,7 @@ def test_hand_written_backward_matches_autograd(hidden, skip, dropout):
     codes[0, :5, 1] = -1
     codes[2, 3, 2] = -1
     t = _Labels.of(Targets(codes, (codes >= 0).float() * torch.rand(3, 20, 4, generator=g)),
-                   net.order)
+                   net.order).batch()
     offset = torch.randn(3, layout.width, 20, generator=g)
     x = _padded(xs)
     z, cache = net.forward(x, offset, dropout=dropout, gen=torch.Generator().manual_seed(1),

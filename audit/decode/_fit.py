@@ -459,34 +459,61 @@ class _Order:
 
 
 @dataclass
-class _Labels:
-    """Targets in training order, feature-major: codes and weights M x C x n, and the
-    binary concepts' 0/1 targets M x nb x n (0 where missing)."""
+class _Batch:
+    """One batch's targets, feature-major (M x rows x n): the probe logits to add
+    (``offset``, width rows, or None), the binary concepts' 0/1 targets (nb rows, 0 where
+    missing), each concept's sample weight and whether it is labelled (C rows each, training
+    order) and the multiclass concepts' codes (long, 0 where missing)."""
 
-    codes: torch.Tensor
-    weights: torch.Tensor
+    offset: torch.Tensor | None
     binary: torch.Tensor
+    weights: torch.Tensor
+    known: torch.Tensor
+    codes: torch.Tensor
+
+
+@dataclass
+class _Labels:
+    """Targets in training order, sample-major and packed (n x M x F float), so that a
+    shuffle or a split is one gather of whole rows: per member the offset logits (if
+    any), the binary targets, the weights, the labelled flags and the multiclass codes
+    (the fields of :class:`_Batch`, in that order)."""
+
+    packed: torch.Tensor
+    sizes: tuple[int, int, int, int, int]
 
     @classmethod
-    def of(cls, t: Targets, order: _Order) -> _Labels:
+    def of(cls, t: Targets, order: _Order, offset: torch.Tensor | None = None) -> _Labels:
+        """From per-member codes and weights (M x N x C, the layout's concept order) and
+        offset logits (M x width x N, training row order)."""
         idx = torch.as_tensor(order.concepts, device=t.codes.device)
-        codes = t.codes.index_select(2, idx).transpose(1, 2).contiguous()
-        weights = t.weights.index_select(2, idx).transpose(1, 2).contiguous()
-        return cls(codes, weights, (codes[:, :order.nb] == 1).to(weights.dtype))
+        codes = t.codes.index_select(2, idx)                                 # M x N x C
+        w = t.weights.index_select(2, idx)
+        parts = [] if offset is None else [offset.transpose(1, 2)]
+        parts += [(codes[:, :, :order.nb] == 1).to(w.dtype), w, (codes >= 0).to(w.dtype),
+                  codes[:, :, order.nb:].clamp(min=0).to(w.dtype)]
+        sizes = (0 if offset is None else offset.shape[1], order.nb, codes.shape[2],
+                 codes.shape[2], codes.shape[2] - order.nb)
+        return cls(torch.cat(parts, dim=2).transpose(0, 1).contiguous(), sizes)
 
     def take(self, idx: torch.Tensor) -> _Labels:
-        """The samples ``idx`` (along n)."""
-        return _Labels(*(t.index_select(2, idx) for t in (self.codes, self.weights,
-                                                          self.binary)))
+        """The samples ``idx``."""
+        return _Labels(self.packed.index_select(0, idx), self.sizes)
 
     def cut(self, sl: slice) -> _Labels:
-        return _Labels(self.codes[:, :, sl], self.weights[:, :, sl], self.binary[:, :, sl])
+        return _Labels(self.packed[sl], self.sizes)
 
     def members(self, keep: torch.Tensor) -> _Labels:
-        return _Labels(self.codes[keep], self.weights[keep], self.binary[keep])
+        return _Labels(self.packed[:, keep], self.sizes)
+
+    def batch(self) -> _Batch:
+        p = self.packed.permute(1, 2, 0).contiguous()                       # M x F x n
+        parts = list(torch.split(p, self.sizes, dim=1))
+        return _Batch(parts[0] if self.sizes[0] else None, parts[1], parts[2], parts[3],
+                      parts[4].long())
 
 
-def _concept_losses(z: torch.Tensor, lab: _Labels, order: _Order, *, grad: bool = False
+def _concept_losses(z: torch.Tensor, b: _Batch, order: _Order, *, grad: bool = False
                     ) -> Any:
     """Loss per member and concept (M x C, training order) of logits ``z`` (M x width x n,
     training order).
@@ -497,19 +524,18 @@ def _concept_losses(z: torch.Tensor, lab: _Labels, order: _Order, *, grad: bool 
     ``grad``, also the gradient of the summed losses with respect to ``z``, in closed form:
     ``w (sigmoid(z) - y) / count`` and ``w (softmax(z) - onehot(y)) / count``.
     """
-    count = (lab.codes >= 0).sum(dim=2, keepdim=True).clamp(min=1).to(z.dtype)
-    scale = lab.weights / count                                          # M x C x n
-    out = z.new_zeros(z.shape[0], lab.codes.shape[1])
+    scale = b.weights / b.known.sum(dim=2, keepdim=True).clamp_(min=1.0)   # M x C x n
+    out = z.new_empty(z.shape[0], scale.shape[1])
     d = torch.empty_like(z) if grad else None
     nb = order.nb
     if nb:
         zb, sb = z[:, :nb], scale[:, :nb]
-        loss = F.binary_cross_entropy_with_logits(zb, lab.binary, reduction="none")
+        loss = F.binary_cross_entropy_with_logits(zb, b.binary, reduction="none")
         out[:, :nb] = (loss * sb).sum(dim=2)
         if d is not None:
-            torch.sub(torch.sigmoid(zb), lab.binary, out=d[:, :nb]).mul_(sb)
-    for c, rows in order.blocks:
-        y = lab.codes[:, c:c + 1].clamp(min=0)
+            torch.sub(torch.sigmoid(zb), b.binary, out=d[:, :nb]).mul_(sb)
+    for k, (c, rows) in enumerate(order.blocks):
+        y = b.codes[:, k:k + 1]
         s = scale[:, c:c + 1]
         logp = torch.log_softmax(z[:, rows], dim=1)
         out[:, c] = -(logp.gather(1, y) * s).sum(dim=(1, 2))
@@ -797,33 +823,38 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     net.first = net.first.to(device)
     net.rest = [p.to(device) for p in net.rest]
     opt = _AdamW(net.params, weight_decay=settings.weight_decay)
+    # Inputs and targets side by side, sample-major (N x M x (Dmax + F)): a shuffle or a
+    # split is one gather of whole rows.
     x_all = _padded(inputs)                                              # N x M x Dmax
-    del inputs
-    labels = _Labels.of(targets, order)
-    tr = torch.as_tensor(train, device=device)
-    va = torch.as_tensor(val, device=device)
+    dmax = x_all.shape[2]
+    labels = _Labels.of(targets, order, offset)
+    packed = torch.cat([x_all, labels.packed], dim=2)
+    del inputs, x_all, offset
+    sizes = labels.sizes
 
-    def rows_of(idx: torch.Tensor) -> tuple[torch.Tensor, _Labels, torch.Tensor | None]:
-        return (torch.index_select(x_all, 0, idx), labels.take(idx),
-                None if offset is None else torch.index_select(offset, 2, idx))
+    def split(rows: torch.Tensor) -> tuple[torch.Tensor, _Batch]:
+        """Inputs (n x M x Dmax) and targets of packed rows."""
+        return rows[:, :, :dmax], _Labels(rows[:, :, dmax:], sizes).batch()
 
-    x_tr, t_tr, o_tr = rows_of(tr)
-    x_va, t_va, o_va = rows_of(va)
+    p_tr = torch.index_select(packed, 0, torch.as_tensor(train, device=device))
+    p_va = torch.index_select(packed, 0, torch.as_tensor(val, device=device))
+    del packed
+    x_va, b_va = split(p_va)
     n_tr = len(train)
     batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
     steps = math.ceil(n_tr / batch)
     total = steps * settings.max_epochs
     dropout_gen = gen if settings.dropout > 0 else None
 
-    best_concept = _concept_losses(net.forward(x_va, o_va), t_va, order)    # M x C
-    if offset is None:                  # not started from the probe: epoch 0 is no candidate
+    best_concept = _concept_losses(net.forward(x_va, b_va.offset), b_va, order)    # M x C
+    if not sizes[0]:                    # not started from the probe: epoch 0 is no candidate
         best_concept.fill_(float("inf"))
     best_loss = best_concept.sum(dim=1)
     best_epoch = torch.zeros(m, dtype=torch.long, device=device)
     best = net.clone()
     history: list[dict[str, list[float]]] = [
         {"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)]
-    if offset is not None:
+    if sizes[0]:
         for i, h in enumerate(history):
             h["epoch"].append(0)
             h["train_loss"].append(math.nan)
@@ -831,23 +862,20 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     members = torch.arange(m, device=device)          # the members still training
     step = 0
     for epoch in range(1, settings.max_epochs + 1):
-        a = len(members)
-        train_sum = torch.zeros(a, device=device)
+        train_sum = torch.zeros(len(members), device=device)
         if batch == n_tr:
-            xe, te, oe = x_tr, t_tr, o_tr
+            pe = p_tr
         else:
-            perm = torch.randperm(n_tr, generator=gen).to(device)
-            xe, te = torch.index_select(x_tr, 0, perm), t_tr.take(perm)
-            oe = None if o_tr is None else torch.index_select(o_tr, 2, perm)
+            pe = torch.index_select(p_tr, 0, torch.randperm(n_tr, generator=gen).to(device))
         for start in range(0, n_tr, batch):
-            sl = slice(start, start + batch)
-            z, cache = net.forward(xe[sl], None if oe is None else oe[:, :, sl],
-                                   dropout=settings.dropout, gen=dropout_gen, keep=True)
-            loss, dz = _concept_losses(z, te.cut(sl), order, grad=True)
+            xb, bb = split(pe[start:start + batch])
+            z, cache = net.forward(xb, bb.offset, dropout=settings.dropout, gen=dropout_gen,
+                                   keep=True)
+            loss, dz = _concept_losses(z, bb, order, grad=True)
             opt.step(net.backward(cache, dz), _one_cycle(step, steps, total, settings.lr))
             step += 1
-            train_sum += loss.sum(dim=1) * len(range(n_tr)[sl])
-        val_concept = _concept_losses(net.forward(x_va, o_va), t_va, order)
+            train_sum.add_(loss.sum(dim=1), alpha=xb.shape[0])
+        val_concept = _concept_losses(net.forward(x_va, b_va.offset), b_va, order)
         val_loss = val_concept.sum(dim=1)
         for k, i in enumerate(members.tolist()):
             history[i]["epoch"].append(epoch)
@@ -868,10 +896,8 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
                 break
             net = net.select(going)
             opt.select(net.params, going)
-            x_tr, x_va = x_tr[:, going], x_va[:, going]
-            t_tr, t_va = t_tr.members(going), t_va.members(going)
-            if o_tr is not None:
-                o_tr, o_va = o_tr[going], o_va[going]
+            p_tr, p_va = p_tr[:, going], p_va[:, going]
+            x_va, b_va = split(p_va)
     return [best.export(i) for i in range(m)], best_epoch.tolist(), history
 
 
