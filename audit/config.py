@@ -297,9 +297,8 @@ class DecoderSettings(_Section):
                                                      "optimum 0.943")
     probe_layers: int = Field(1, ge=1, description="layers per concept where the full linear "
                                                     "probe is fitted: its best by the MLPs' "
-                                                    "validation scores, plus its best by the "
-                                                    "linear starts' and wherever the choice "
-                                                    "lands; more can find a layer where the "
+                                                    "validation scores, plus wherever the "
+                                                    "choice lands; more can find a layer where the "
                                                     "probe beats every MLP, at the cost of a "
                                                     "full fit each")
     probe_start_iter: int = Field(3, ge=1, description="L-BFGS iterations of the linear start "

@@ -296,9 +296,9 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     concept stop early). The full probe of a concept (to scikit-learn's tolerance within
     ``probe_max_iter``, from the start; for the real and the control task at once) is
     fitted only where it can matter: at the concept's best layer by the MLPs' validation
-    macro AUROC (``probe_layers``), at its best by the linear starts', and wherever the
-    choice then lands. There the decoder keeps the probe instead of the MLP for that
-    concept when the probe's calibrated validation loss is not higher
+    macro AUROC (``probe_layers``) and wherever the choice then lands. There the decoder
+    keeps the probe instead of the MLP for that concept when the probe's calibrated
+    validation loss is not higher
     (``metrics["decoder"]``: ``"mlp"`` or ``"linear"``), so on held-out data it does not
     fall below the probe beyond noise, and the layer is chosen again. ``probe_accuracy``
     is NaN where no probe of the concept was fitted.
@@ -402,27 +402,19 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
 
         # The linear probe of each concept (scikit-learn's objective, to its tolerance),
         # for the real and the control task at once, only where it can matter: at the
-        # concept's best layer(s) by the MLPs' validation scores (``probe_layers``) and its
-        # best by the linear starts' (where a linear decoder looks best; usually the same
-        # layer), then wherever the choice lands. There the decoder keeps the probe instead
-        # of the MLP when the MLP does not lower the calibrated validation loss, and the
-        # layer is chosen again on the resulting validation scores.
+        # concept's best layer(s) by the MLPs' validation scores (``probe_layers``; an MLP
+        # holds its layer's linear start, so it is never rated below it), then wherever the
+        # choice lands. There the decoder keeps the probe instead of the MLP when the MLP
+        # does not lower the calibrated validation loss, and the layer is chosen again on
+        # the resulting validation scores.
         probed: dict[int, set[str]] = {i: set() for i in range(n_lay)}
         probe_real = [_zero_linear(layout.width, x.shape[1]) for x in xt]
         probe_ctrl = [_zero_linear(layout.width, x.shape[1]) for x in xt]
         wanted = {(layers.index(lay), name) for name, lay in settings.layer.items()}
-        linear_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
-        for i, layer in enumerate(layers):
-            z = _logits(starts[i], xs[layer][val])
-            for j, name in enumerate(layout.names):
-                linear_scores[name][layer] = _val_auroc(z[:, layout.slice(j)], codes[val, j],
-                                                        layout.kinds[j], 1.0)
         for name in layout.names:
-            for scores, top in ((val_scores[name], settings.probe_layers),
-                                (linear_scores[name], 1)):
-                ranked = sorted(range(n_lay), key=lambda i, s=scores: (
-                    np.nan_to_num(s[layers[i]], nan=-np.inf), i))
-                wanted.update((i, name) for i in ranked[-top:])
+            ranked = sorted(range(n_lay), key=lambda i, s=val_scores[name]: (
+                np.nan_to_num(s[layers[i]], nan=-np.inf), i))
+            wanted.update((i, name) for i in ranked[-settings.probe_layers:])
         paired, both = _paired_layout(layout), np.concatenate([codes, shuffled], axis=1)
         while True:
             new: dict[int, list[str]] = {}
