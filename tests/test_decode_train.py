@@ -113,11 +113,14 @@ def test_missing_labels_leave_other_heads_unaffected(planted, bundle):
                                 pooling="avg")
     v, ref = b.validity["concepts"], bundle.validity["concepts"]
     # Without stroke labels the split (stratified on protected concepts) and the shared
-    # hidden layer change, so held-out scores move by test-set noise (160 test images);
-    # the exact per-concept masking is pinned down by test_loss_mask_is_per_concept.
+    # hidden layer change, so held-out scores move by test-set noise (160 test images:
+    # accuracies within three standard errors of a difference, about 0.11; a head poisoned
+    # by the missing labels would sit near chance); the exact per-concept masking is
+    # pinned down by test_loss_mask_is_per_concept.
     for c in ("tone", "digit", "ring"):
+        p, n = ref[c]["accuracy"], ref[c]["n_test"]
         assert v[c]["auroc"] == pytest.approx(ref[c]["auroc"], abs=0.04), c
-        assert v[c]["accuracy"] == pytest.approx(ref[c]["accuracy"], abs=0.06), c
+        assert v[c]["accuracy"] == pytest.approx(p, abs=3 * np.sqrt(2 * p * (1 - p) / n)), c
     assert v["stroke"]["n_test"] == 0
     assert np.isnan(v["stroke"]["accuracy"]) and v["stroke"]["decodable"] is False
     assert sum(map(sum, v["stroke"]["confusion"])) == 0
@@ -408,8 +411,9 @@ def test_probe_batch_leaves_converged_problems_alone():
             (solo,) = fit_probes([x], targets(1), train, layout, tol=1e-6, max_iter=300,
                                  wanted=alone, init=[init[i]])
             solo = {k: v[rows] for k, v in solo.items()}
-            # The same optimum (float32 iterates part ways in flat directions).
-            assert objective(got, x, j) == pytest.approx(objective(solo, x, j), abs=1e-7)
+            # The same optimum, to float32's resolution of the objective (about 1e-7
+            # here; float32 iterates part ways in flat directions).
+            assert objective(got, x, j) == pytest.approx(objective(solo, x, j), abs=1e-6)
             for k in got:
                 np.testing.assert_allclose(got[k], solo[k], atol=5e-3)
 

@@ -199,14 +199,19 @@ def probe_preconditioners(grams: Sequence[torch.Tensor], n: int) -> list[torch.T
     """Per member, the inverse of the logistic Hessian bound ``X1'X1 / 4n + I / n``.
 
     ``grams`` from :func:`gram_matrices` (second moments), ``n`` training rows; the
-    intercept is not penalised. Float32 results, computed in float64. Shared by every
-    probe fit on the same features (the real and the control task).
+    intercept is not penalised. Float32, factored in float32 (a preconditioner needs no
+    more), or in float64 where float32 cannot factor it (a bound so ill-conditioned that
+    float32 loses its positive definiteness). Shared by every probe fit on the same
+    features (the real and the control task).
     """
     out = []
     for gram in grams:
         bound = gram / 4.0
         bound.diagonal()[:-1] += 1.0 / n
-        out.append(torch.cholesky_inverse(torch.linalg.cholesky(bound)).float())
+        chol, info = torch.linalg.cholesky_ex(bound.float())
+        if int(info):
+            chol = torch.linalg.cholesky(bound)
+        out.append(torch.cholesky_inverse(chol).float())
     return out
 
 
