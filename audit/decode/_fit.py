@@ -488,10 +488,15 @@ class _Labels:
     sizes: tuple[int, int, int, int, int]
 
     @classmethod
-    def of(cls, t: Targets, order: _Order, offset: torch.Tensor | None = None) -> _Labels:
+    def of(cls, t: Targets, order: _Order, offset: torch.Tensor | None = None,
+           rows: torch.Tensor | None = None) -> _Labels:
         """From per-member codes and weights (M x N x C, the layout's concept order) and
-        offset logits (M x width x N, training row order)."""
+        offset logits (M x width x N, training row order), of the samples ``rows`` if
+        given."""
         idx = torch.as_tensor(order.concepts, device=t.codes.device)
+        if rows is not None:
+            t = t.rows(rows)
+            offset = None if offset is None else offset.index_select(2, rows)
         codes = t.codes.index_select(2, idx)                                 # M x N x C
         w = t.weights.index_select(2, idx)
         parts = [] if offset is None else [offset.transpose(1, 2)]
@@ -747,13 +752,17 @@ def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
 
-def _padded(xs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """N x M x Dmax: the members' inputs (N x D_i each), zero-padded to the widest, sample
-    by sample (so that a shuffle or a split gathers whole rows)."""
+def _padded(xs: Sequence[torch.Tensor], rows: torch.Tensor | None = None, extra: int = 0
+            ) -> torch.Tensor:
+    """n x M x (Dmax + extra): the members' inputs (N x D_i each; the ``rows`` of them if
+    given), zero-padded to the widest, sample by sample (so that a shuffle or a split
+    gathers whole rows); the last ``extra`` columns are left for the caller to fill."""
     width = max(x.shape[1] for x in xs)
-    out = xs[0].new_zeros(xs[0].shape[0], len(xs), width)
+    n = xs[0].shape[0] if rows is None else len(rows)
+    out = xs[0].new_empty(n, len(xs), width + extra)
     for i, x in enumerate(xs):
-        out[:, i, :x.shape[1]] = x
+        out[:, i, :x.shape[1]] = x if rows is None else x.index_select(0, rows)
+        out[:, i, x.shape[1]:width] = 0.0
     return out
 
 
@@ -828,24 +837,23 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     net.first = net.first.to(device)
     net.rest = [p.to(device) for p in net.rest]
     opt = _AdamW(net.params, weight_decay=settings.weight_decay)
-    # Inputs and targets side by side, sample-major (N x M x (Dmax + F)): a shuffle or a
-    # split is one gather of whole rows.
-    x_all = _padded(inputs)                                              # N x M x Dmax
-    dmax = x_all.shape[2]
-    labels = _Labels.of(targets, order, offset)
-    packed = torch.cat([x_all, labels.packed], dim=2)
-    del inputs, x_all, offset
+    # Inputs and targets of the training and validation rows side by side, sample-major
+    # (n x M x (Dmax + F)): a shuffle is one gather of whole rows.
+    tv = torch.as_tensor(np.concatenate([train, val]), device=device)
+    labels = _Labels.of(targets, order, offset, rows=tv)
+    dmax = max(x.shape[1] for x in inputs)
+    packed = _padded(inputs, tv, extra=labels.packed.shape[2])
+    packed[:, :, dmax:] = labels.packed
+    del inputs, offset
     sizes = labels.sizes
 
     def split(rows: torch.Tensor) -> tuple[torch.Tensor, _Batch]:
         """Inputs (n x M x Dmax) and targets of packed rows."""
         return rows[:, :, :dmax], _Labels(rows[:, :, dmax:], sizes).batch()
 
-    p_tr = torch.index_select(packed, 0, torch.as_tensor(train, device=device))
-    p_va = torch.index_select(packed, 0, torch.as_tensor(val, device=device))
-    del packed
-    x_va, b_va = split(p_va)
     n_tr = len(train)
+    p_tr, p_va = packed[:n_tr], packed[n_tr:]
+    x_va, b_va = split(p_va)
     batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
     steps = math.ceil(n_tr / batch)
     total = steps * settings.max_epochs
