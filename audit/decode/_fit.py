@@ -77,16 +77,16 @@ class _Columns:
         g = torch.zeros(layout.width, len(layout.names), dtype=dtype, device=device)
         for j in range(len(layout.names)):
             g[layout.slice(j), j] = 1.0
-        self.g = g                                  # width x C indicator
+        self.g, self.gt = g, g.T.contiguous()       # width x C indicator, transposed
         self.slices = [layout.slice(j) for j in range(len(layout.names))]
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-problem inner products (M x C) of M x width x D tensors."""
-        return (a * b).sum(dim=2) @ self.g
+        return torch.linalg.vecdot(a, b, dim=2) @ self.g
 
     def spread(self, s: torch.Tensor) -> torch.Tensor:
         """M x C -> M x width x 1 (each concept's value on its rows)."""
-        return (s @ self.g.T)[:, :, None]
+        return (s @ self.gt)[:, :, None]
 
     def amax(self, a: torch.Tensor) -> torch.Tensor:
         """Per-problem max |a| (M x C) of an M x width x D tensor."""
@@ -387,11 +387,11 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
         for s, yv, rho in reversed(hist):
             a = rho * cols.dot(s, q)
             alphas.append(a)
-            q = q - cols.spread(a) * yv
-        d = apply_pre(q) * cols.spread(gamma)
+            q.addcmul_(cols.spread(a), yv, value=-1.0)
+        d = apply_pre(q).mul_(cols.spread(gamma))
         for (s, yv, rho), a in zip(hist, reversed(alphas), strict=True):
-            d = d + cols.spread(a - rho * cols.dot(yv, d)) * s
-        d = -d * cols.spread(active.to(dtype))
+            d.addcmul_(cols.spread(a - rho * cols.dot(yv, d)), s)
+        d.mul_(cols.spread(-active.to(dtype)))
         gd = cols.dot(g, d)
         # Backtracking (Armijo) line search per problem, from step 1.
         step = active.to(dtype)
