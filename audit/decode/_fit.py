@@ -78,6 +78,7 @@ class _Columns:
         for j in range(len(layout.names)):
             g[layout.slice(j), j] = 1.0
         self.g, self.gt = g, g.T.contiguous()       # width x C indicator, transposed
+        self.concept = g.argmax(dim=1)[None]        # 1 x width: each row's concept
         self.slices = [layout.slice(j) for j in range(len(layout.names))]
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -91,7 +92,8 @@ class _Columns:
     def amax(self, a: torch.Tensor) -> torch.Tensor:
         """Per-problem max |a| (M x C) of an M x width x D tensor."""
         m = a.abs().amax(dim=2)
-        return torch.stack([m[:, sl].amax(dim=1) for sl in self.slices], dim=1)
+        return m.new_zeros(m.shape[0], self.g.shape[1]).scatter_reduce_(
+            1, self.concept.expand_as(m), m, reduce="amax")
 
 
 @dataclass
@@ -124,7 +126,8 @@ class _ProbeData:
         Objective of a problem: mean log-loss over its labelled rows + ||w||^2 / (2 n), the
         intercept unpenalised (scikit-learn's ``C = 1``).
         """
-        z = self.y.new_zeros(self.y.shape)                          # M x width x n
+        full = all(rows is None for rows in self.sel)
+        z = self.y.new_empty(self.y.shape) if full else self.y.new_zeros(self.y.shape)
         for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
             if rows is None:
                 torch.mm(theta[i, :, :x.shape[0]], x, out=z[i])
@@ -143,12 +146,12 @@ class _ProbeData:
             lse = torch.logsumexp(zj, dim=1, keepdim=True)
             loss[:, j] = ((lse - (yj * zj).sum(dim=1, keepdim=True)) * kj).sum(dim=(1, 2))
             torch.sub(torch.exp(zj - lse), yj, out=r[:, sl]).mul_(kj)
-        col_n = (self.n_known @ self.cols.g.T)[:, :, None]          # M x width x 1
+        col_n = (self.n_known @ self.cols.gt)[:, :, None]           # M x width x 1
         r.div_(col_n)
         grad = theta * self.pen / col_n
         for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
             if rows is None:
-                grad[i, :, :x.shape[0]] += r[i] @ x.T
+                grad[i, :, :x.shape[0]].addmm_(r[i], x.T)
             else:
                 grad[i, rows, :x.shape[0]] += r[i, rows] @ x.T
         obj = (loss + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
@@ -343,9 +346,11 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     gamma = torch.ones(len(mi), len(ci), dtype=dtype, device=device)
 
     def apply_pre(v: torch.Tensor) -> torch.Tensor:
+        if len(pre) == 1 and pre[0].shape[0] == v.shape[2]:
+            return (v[0] @ pre[0])[None]
         out = torch.zeros_like(v)
         for i, p in enumerate(pre):
-            out[i, :, :p.shape[0]] = v[i, :, :p.shape[0]] @ p
+            torch.mm(v[i, :, :p.shape[0]], p, out=out[i, :, :p.shape[0]])
         return out
 
     def write_back() -> None:
