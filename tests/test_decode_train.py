@@ -216,7 +216,11 @@ def test_calibration_lowers_ece_when_overconfident():
 
 def test_fit_temperature_recovers_a_known_temperature():
     from audit.decode.metrics import expected_calibration_error
-    from audit.decode.model import concept_probabilities, fit_temperature
+    from audit.decode.model import (
+        concept_probabilities,
+        fit_temperature,
+        temperature_and_nll,
+    )
 
     rng = np.random.default_rng(0)
     true_logit = rng.normal(0, 1.5, 20000)
@@ -233,6 +237,11 @@ def test_fit_temperature_recovers_a_known_temperature():
     yk = (rng.random(20000)[:, None] > p.cumsum(1)).sum(1)
     assert fit_temperature(0.5 * logits, yk, "multiclass") == pytest.approx(0.5, rel=0.05)
     assert fit_temperature(z, np.full(20000, -1), "binary") == 1.0
+    # The loss that comes with the temperature is the NLL at it, computed independently.
+    for zz, yy, kind in ((z, y, "binary"), (0.5 * logits, yk, "multiclass")):
+        t, nll = temperature_and_nll(zz, yy, kind)
+        prob = concept_probabilities(zz, kind, t)
+        assert nll == pytest.approx(-np.mean(np.log(prob[np.arange(len(yy)), yy])), rel=1e-9)
 
 
 def test_same_seed_same_decoders(planted, bundle):

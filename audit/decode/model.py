@@ -19,7 +19,7 @@ import numpy as np
 from audit.concepts import ConceptSet
 
 __all__ = ["HeadLayout", "forward_logits", "concept_probabilities", "logits_to_probabilities",
-           "decide", "fit_temperature"]
+           "decide", "fit_temperature", "temperature_and_nll"]
 
 
 @dataclass(frozen=True)
@@ -148,10 +148,15 @@ def fit_temperature(z: np.ndarray, y: np.ndarray, kind: str) -> float:
     ever more slowly towards T = 0.05). Returns 1 when there are no labelled rows or the
     logits are all zero.
     """
+    return temperature_and_nll(z, y, kind)[0]
+
+
+def temperature_and_nll(z: np.ndarray, y: np.ndarray, kind: str) -> tuple[float, float]:
+    """:func:`fit_temperature` and the mean NLL at it on the labelled rows (NaN without)."""
     keep = y >= 0
     z, y = np.asarray(z, dtype=np.float64)[keep], y[keep]
     if not len(y):
-        return 1.0
+        return 1.0, float("nan")
     lo, hi = 1.0 / 20.0, 1.0 / 0.05
     beta = 1.0
     nll, grad, curv = _nll_derivatives(z, y, kind, beta)
@@ -174,4 +179,4 @@ def fit_temperature(z: np.ndarray, y: np.ndarray, kind: str) -> float:
         beta, nll, grad, curv = new, new_nll, new_grad, new_curv
         if done:
             break
-    return 1.0 / beta
+    return 1.0 / beta, nll

@@ -24,7 +24,7 @@ from audit.decode.model import (
     _nll,
     concept_probabilities,
     decide,
-    fit_temperature,
+    temperature_and_nll,
 )
 from audit.decode.split import SPLITS, encode_labels, grouped_split, id_groups
 from audit.errors import ConfigError, DataError
@@ -118,8 +118,10 @@ def _calibrated_nll(z: np.ndarray, y: np.ndarray, kind: str, calibrate: bool
     if not known.any():
         return float("nan"), 1.0
     z, y = z[known], y[known]
-    t = fit_temperature(z, y, kind) if calibrate else 1.0
-    return float(_nll(np.asarray(z, dtype=np.float64), y, kind, np.array([t]))[0]), t
+    if calibrate:
+        t, nll = temperature_and_nll(z, y, kind)
+        return nll, t
+    return float(_nll(np.asarray(z, dtype=np.float64), y, kind, np.array([1.0]))[0]), 1.0
 
 
 def _val_auroc(z: np.ndarray, y: np.ndarray, kind: str, temperature: float) -> float:
@@ -171,12 +173,14 @@ def _calibrate(params: dict[str, np.ndarray], x_val: np.ndarray, y_val: np.ndarr
 def _select(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray], x_val: np.ndarray,
             y_val: np.ndarray, layout: HeadLayout, settings: DecoderSettings,
             only: Sequence[str], calibrated: tuple[dict[str, float], dict[str, float]]
-            | None = None) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
+            | None = None, z_val: np.ndarray | None = None,
+            ) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, float]]:
     """Per concept of ``only``, the MLP or the probe, whichever has the lower calibrated
     validation loss (the other concepts' outputs stay as they are).
 
     ``calibrated``: the MLP's temperatures and calibrated losses (:func:`_calibrate`) of
-    the concepts of ``only``, if known. Returns the decoder's weights,
+    the concepts of ``only``, if known; ``z_val``: its validation logits, if kept (the
+    probe's go in where the probe is chosen). Returns the decoder's weights,
     ``{concept: "mlp" | "linear"}`` and the temperatures of the concepts of ``only``. Ties
     go to the probe; without ``settings.select_linear`` the MLP is kept.
     """
@@ -187,12 +191,14 @@ def _select(mlp: dict[str, np.ndarray], probe: dict[str, np.ndarray], x_val: np.
     choice = dict.fromkeys(only, "mlp")
     if not settings.select_linear:
         return mlp, choice, temps
-    _, temps_p, nll_p = _calibrate(probe, x_val, y_val, layout, settings, only)
+    z_p, temps_p, nll_p = _calibrate(probe, x_val, y_val, layout, settings, only)
     params = mlp
     for j, name in enumerate(layout.names):
         if name in choice and nll_p[name] <= nll_m[name]:
             params = _with_linear(params, probe, layout.slice(j))
             choice[name], temps[name] = "linear", temps_p[name]
+            if z_val is not None:
+                z_val[:, layout.slice(j)] = z_p[:, layout.slice(j)]
     return params, choice, temps
 
 
@@ -385,10 +391,11 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         mlp_nll: list[dict[str, float]] = []      # calibrated validation loss of each MLP
         choices = [dict.fromkeys(layout.names, "mlp") for _ in layers]
 
-        def score(i: int, names: Sequence[str], z: np.ndarray | None = None) -> None:
-            """Validation macro AUROC of ``names`` at layer i (``z``: its validation logits,
-            if already computed)."""
-            z = _logits(mlps[i], xs[layers[i]][val]) if z is None else z
+        z_val: list[np.ndarray] = []             # validation logits of each layer's decoder
+
+        def score(i: int, names: Sequence[str]) -> None:
+            """Validation macro AUROC of ``names`` at layer i."""
+            z = z_val[i]
             for j, name in enumerate(layout.names):
                 if name in names:
                     val_scores[name][layers[i]] = _val_auroc(
@@ -398,7 +405,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
             z, t, nll = _calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)
             temps.append(t)
             mlp_nll.append(nll)
-            score(i, layout.names, z)
+            z_val.append(z)
+            score(i, layout.names)
 
         # The linear probe of each concept (scikit-learn's objective, to its tolerance),
         # for the real and the control task at once, only where it can matter: at the
@@ -444,7 +452,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
                     probed[i].update(names)
                     mlps[i], choice, t = _select(mlps[i], probe_real[i], xs[layers[i]][val],
                                                  codes[val], layout, settings, only=names,
-                                                 calibrated=(temps[i], mlp_nll[i]))
+                                                 calibrated=(temps[i], mlp_nll[i]),
+                                                 z_val=z_val[i])
                     choices[i].update(choice)
                     temps[i].update(t)
                     score(i, names)
