@@ -120,15 +120,19 @@ class _ProbeData:
             raise ValueError("the probes' layout must list its binary concepts first")
         self.sel = self.sel or [None] * len(self.x1t)
 
-    def loss_grad(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_grad(self, theta: torch.Tensor, *, zero: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective per problem (M x C) and its gradient (M x width x (Dmax + 1)).
 
         Objective of a problem: mean log-loss over its labelled rows + ||w||^2 / (2 n), the
-        intercept unpenalised (scikit-learn's ``C = 1``).
+        intercept unpenalised (scikit-learn's ``C = 1``). ``zero``: ``theta`` is all zeros
+        (so are the logits, which need no product).
         """
-        full = all(rows is None for rows in self.sel)
+        full = all(rows is None for rows in self.sel) and not zero
         z = self.y.new_empty(self.y.shape) if full else self.y.new_zeros(self.y.shape)
         for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
+            if zero:
+                break
             if rows is None:
                 torch.mm(theta[i, :, :x.shape[0]], x, out=z[i])
             else:
@@ -341,7 +345,7 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     data = data.restrict(mi, ci, want)
     theta = result[mi][:, rows_of(ci), :data.pen.shape[2]]
     pre = [pre[i] for i in mi]
-    f, g = data.loss_grad(theta)
+    f, g = data.loss_grad(theta, zero=not init)
     hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     gamma = torch.ones(len(mi), len(ci), dtype=dtype, device=device)
 
