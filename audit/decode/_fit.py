@@ -780,6 +780,7 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
              layout: HeadLayout, settings: DecoderSettings, *,
              init: Sequence[dict[str, np.ndarray]] | None = None,
              bases: Sequence[torch.Tensor | None] | None = None, keep: Sequence[int] = (),
+             projected: Sequence[torch.Tensor] | None = None,
              ) -> tuple[list[dict[str, np.ndarray]], list[int], list[dict[str, list[float]]]]:
     """Train M decoder MLPs together; early stopping per member on its validation loss.
 
@@ -808,6 +809,8 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     bases : list of (D_i x k tensor or None), optional
         With ``init``: the hidden layers read the inputs projected on these bases (e.g.
         :func:`principal_bases`); the projection is folded into ``trunk.0.weight``.
+    projected : list of N x k tensors, optional
+        ``xs`` already projected on ``bases`` (shared by calls on the same layers).
 
     Returns
     -------
@@ -829,7 +832,8 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
     offset = None
     if init is not None and settings.linear_skip:
         bases = list(bases) if bases is not None else [None] * m
-        inputs = [x if b is None else x @ b for x, b in zip(xs, bases, strict=True)]
+        inputs = (list(projected) if projected is not None else
+                  [x if b is None else x @ b for x, b in zip(xs, bases, strict=True)])
         net = _init_stack([x.shape[1] for x in inputs], layout, hidden, False, gen)
         rows = torch.as_tensor(net.order.rows, device=device)
         offset = torch.stack([torch.addmm(torch.from_numpy(p["head.bias"]).to(device)[:, None],

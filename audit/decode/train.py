@@ -381,9 +381,10 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         init = starts if settings.init_from_probe else None
         weights = _sample_weights(codes, train, sizes, settings.class_balanced)
         fixed = [layers.index(lay) for lay in settings.layer.values()]
+        projected = [x if b is None else x @ b for x, b in zip(xt, bases, strict=True)]
         mlps, epochs, history = fit_mlps(xt, _targets([codes] * n_lay, [weights] * n_lay, dev),
                                          train, val, layout, settings, init=init, bases=bases,
-                                         keep=fixed)
+                                         keep=fixed, projected=projected)
 
         # The layer of each concept is chosen on the validation split, not on test.
         val_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
@@ -480,7 +481,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
             [xt[i] for i in at], _targets([shuffled] * len(at), [w_ctrl] * len(at), dev),
             train, val, layout, settings,
             init=ctrl_starts if settings.init_from_probe else None,
-            bases=[bases[i] for i in at], keep=range(len(at)))   # no halving: all chosen
+            bases=[bases[i] for i in at], keep=range(len(at)),   # no halving: all chosen
+            projected=[projected[i] for i in at])
     controls = [_select(c, probe_ctrl[i], xs[layers[i]][val], shuffled[val], layout, settings,
                         only=[n for n in layout.names if best[n] == layers[i]])[0]
                 for c, i in zip(controls, at, strict=True)]
