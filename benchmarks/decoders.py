@@ -23,8 +23,8 @@ Contenders, on the same train / validation / test split (ours):
 Held-out (test) accuracy per concept: scikit-learn at the layer with its best validation
 accuracy (chosen as we choose ours, on validation) and its best test accuracy over layers
 (an upper bound), ours at the layer chosen on validation. Imports and first-call set-up
-are warmed up before timing; one CPU thread; each side the best of ``--repeats`` runs. The
-last line is
+are warmed up before timing; one CPU thread; each side the best of ``--repeats`` runs
+(the sides taking turns). The last line is
 ``speedup=<baseline time / our time>``.
 
     python benchmarks/decoders.py --quick    # 2,000 images, under a minute
@@ -105,9 +105,9 @@ def _phases(features, labels, cs, settings):
 
 
 def compare(title, features, labels, cs, repeats):
-    """Time and score both sides on one store (each the best of ``repeats`` runs: the
-    machine is shared, and the least disturbed run is the closest to the cost of the
-    work); returns the speedup."""
+    """Time and score both sides on one store (each the best of ``repeats`` runs, the
+    sides taking turns: the machine is shared, and the least disturbed run is the closest
+    to the cost of the work); returns the speedup."""
     import numpy as np
 
     from audit.config import DecoderSettings
@@ -124,26 +124,33 @@ def compare(title, features, labels, cs, repeats):
     activations_to_decoders(small, labels.iloc[:200], cs, settings=settings.model_copy(
         update={"max_epochs": 1}), model_sha256="bench", pooling="avg")
 
-    runs = []
-    for _ in range(repeats):
+    def ours():
         t0, c0 = time.perf_counter(), time.process_time()
         bundle = activations_to_decoders(features, labels, cs, settings=settings,
                                          model_sha256="bench", pooling="avg")
-        runs.append((time.perf_counter() - t0, time.process_time() - c0))
-    ours_time, ours_cpu = min(t for t, _ in runs), min(c for _, c in runs)
+        return (time.perf_counter() - t0, time.process_time() - c0), bundle
 
+    _, bundle = ours()                                   # gives the split both sides use
     ids = labels["image_id"].astype(str).to_numpy()
     where = {p: np.isin(ids, bundle.splits[p]) for p in ("train", "val", "test")}
     codes = encode_labels(labels, cs)
     _sklearn({k: v[:200] for k, v in small.items()}, codes[:200],
              {p: w[:200] for p, w in where.items()}, standardise=False)
-    def best_of(standardise):
-        fits = [_sklearn(features, codes, where, standardise=standardise)
-                for _ in range(repeats)]
-        return ((min(f[0][0] for f in fits), min(f[0][1] for f in fits)), *fits[-1][1:])
+    # The sides take turns, so that a busy spell of the machine falls on both.
+    times: dict[str, list] = {"ours": [], "sk": [], "st": []}
+    for _ in range(repeats):
+        t, bundle = ours()
+        times["ours"].append(t)
+        (t, sk, sk_nc) = _sklearn(features, codes, where, standardise=False)
+        times["sk"].append(t)
+        (t, st, st_nc) = _sklearn(features, codes, where, standardise=True)
+        times["st"].append(t)
 
-    (sk_time, sk_cpu), sk, sk_nc = best_of(False)
-    (st_time, st_cpu), st, st_nc = best_of(True)
+    def best_of(side):
+        return min(t for t, _ in times[side]), min(c for _, c in times[side])
+
+    (ours_time, ours_cpu), (sk_time, sk_cpu), (st_time, st_cpu) = (
+        best_of(side) for side in ("ours", "sk", "st"))
 
     layers = list(features)
     n_test = int(where["test"].sum())
@@ -169,7 +176,7 @@ def compare(title, features, labels, cs, repeats):
     print(f"ours below the baseline (sklearn at its validation-chosen layer) on: "
           f"{', '.join(below) or 'none'}")
     fits = len(layers) * len(cs.names)
-    print(f"best of {repeats} runs each side")
+    print(f"best of {repeats} runs each side, taking turns")
     print(f"sklearn on stored activations (baseline): {sk_time:.2f} s wall, {sk_cpu:.2f} s CPU "
           f"for {fits} fits ({sk_nc} hit max_iter)")
     print(f"sklearn on standardised activations (extra): {st_time:.2f} s wall, {st_cpu:.2f} s "
@@ -208,8 +215,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2,000 images, under 60 s")
     parser.add_argument("--n", type=int, default=None, help="images (default 5,000)")
-    parser.add_argument("--repeats", type=int, default=3,
-                        help="timed runs per side; the best counts (default 3)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed runs per side, taking turns; the best counts (default 5)")
     parser.add_argument("--demo", action="store_true",
                         help="also the demo discriminator's real activations")
     args = parser.parse_args()
