@@ -274,7 +274,10 @@ class DecoderSettings(_Section):
                                                          "every layer trains to the end)")
     prune_keep: int = Field(1, ge=1, description="layers per concept that survive prune_after "
                                                  "(2 chose the same layers and decoders on "
-                                                 "the demo and four synthetic stores)")
+                                                 "the demo and three of four synthetic "
+                                                 "stores; on the fourth it moved one "
+                                                 "near-tied concept to the layer below, "
+                                                 "within the held-out noise)")
     batch_size: int | None = Field(384, ge=1, description="minibatch size (with lr 0.025, 384 "
                                                           "was as accurate as 256 with 0.02 or "
                                                           "more on the demo and four synthetic "
