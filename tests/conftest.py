@@ -23,6 +23,14 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def cs():
+    """The demo's concept set (digit, and the protected tone and stroke)."""
+    from audit.concepts import load_concept_set
+
+    return load_concept_set("digits_tone")
+
+
 @pytest.fixture
 def tiny_discriminator():
     """A two-conv-layer discriminator for 1 x 16 x 16 images; returns one logit per image."""

@@ -6,16 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audit.concepts import load_concept_set
 from audit.config import MeasureSettings
 from audit.measure import predictions_to_results, validate_results
 from audit.measure.findings import verdicts
 from audit.measure.synthetic import Planted, synthetic_predictions
-
-
-@pytest.fixture(scope="module")
-def cs():
-    return load_concept_set("digits_tone")
 
 
 def _rep(results: dict, name: str) -> dict:

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.concepts import load_concept_set
 from audit.config import MeasureSettings
 from audit.errors import ConfigError
 from audit.measure import predictions_to_results
@@ -27,11 +26,6 @@ from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
 
 COPIES = 4
 PATTERN = r"^(.*)-copy\d+$"
-
-
-@pytest.fixture(scope="module")
-def cs():
-    return load_concept_set("digits_tone")
 
 
 @pytest.fixture(scope="module")

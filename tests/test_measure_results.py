@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from audit.concepts import load_concept_set
 from audit.config import MeasureSettings
 from audit.errors import DataError, RunFolderError
 from audit.measure import (
@@ -21,11 +20,6 @@ from audit.measure import (
 from audit.measure.synthetic import DIGITS_PLANTED, Planted, synthetic_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_digits.json"
-
-
-@pytest.fixture(scope="module")
-def cs():
-    return load_concept_set("digits_tone")
 
 
 @pytest.fixture(scope="module")
