@@ -412,10 +412,10 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         # The linear probe of each concept (scikit-learn's objective, to its tolerance),
         # for the real and the control task at once, only where it can matter: at the
         # concept's best layer(s) by the MLPs' validation scores (``probe_layers``; an MLP
-        # holds its layer's linear start, so it is never rated below it), then wherever the
-        # choice lands. There the decoder keeps the probe instead of the MLP when the MLP
-        # does not lower the calibrated validation loss, and the layer is chosen again on
-        # the resulting validation scores.
+        # starts from its layer's linear start and leaves it only for a lower validation
+        # loss), then wherever the choice lands. There the decoder keeps the probe instead
+        # of the MLP when the MLP does not lower the calibrated validation loss, and the
+        # layer is chosen again on the resulting validation scores.
         probed: dict[int, set[str]] = {i: set() for i in range(n_lay)}
         probe_real = [_zero_linear(layout.width, x.shape[1]) for x in xt]
         probe_ctrl = [_zero_linear(layout.width, x.shape[1]) for x in xt]
