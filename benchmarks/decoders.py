@@ -189,6 +189,10 @@ def compare(title, features, labels, cs, repeats):
     for name, sec in parts.items():
         print(f"  {sec:5.2f} s  {100 * sec / total:3.0f}%  {name}")
     print(f"speedup in CPU time (less sensitive to a busy machine): {sk_cpu / ours_cpu:.2f}")
+    turns = sorted(sk[0] / ours[0] for sk, ours in zip(times["sk"], times["ours"],
+                                                        strict=True))
+    print(f"speedup turn by turn (sklearn over ours in the same turn): min {turns[0]:.2f}, "
+          f"median {float(np.median(turns)):.2f}, max {turns[-1]:.2f}")
     return sk_time / ours_time
 
 
