@@ -79,7 +79,6 @@ class _Columns:
             g[layout.slice(j), j] = 1.0
         self.g, self.gt = g, g.T.contiguous()       # width x C indicator, transposed
         self.concept = g.argmax(dim=1)[None]        # 1 x width: each row's concept
-        self.slices = [layout.slice(j) for j in range(len(layout.names))]
 
     def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-problem inner products (M x C) of M x width x D tensors."""
@@ -131,11 +130,9 @@ class _ProbeData:
         full = all(rows is None for rows in self.sel) and not zero
         z = self.y.new_empty(self.y.shape) if full else self.y.new_zeros(self.y.shape)
         for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
-            if zero:
-                break
-            if rows is None:
+            if rows is None and not zero:
                 torch.mm(theta[i, :, :x.shape[0]], x, out=z[i])
-            else:
+            elif not zero:
                 z[i, rows] = theta[i, rows, :x.shape[0]] @ x
         r = torch.empty_like(z)
         loss = z.new_empty(z.shape[0], len(self.layout.names))
@@ -161,25 +158,19 @@ class _ProbeData:
         obj = (loss + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
         return obj, grad
 
-    def rows(self, concepts: Sequence[int]) -> list[int]:
-        """The logit rows of ``concepts``."""
-        return [r for j in concepts for r in range(self.layout.slice(j).start,
-                                                   self.layout.slice(j).stop)]
-
     def restrict(self, members: Sequence[int], concepts: Sequence[int],
                  want: torch.Tensor) -> _ProbeData:
         """The problems of ``members`` x ``concepts`` only, each member's products on the
         rows of its problems that are wanted (``want``: a bool mask over the result's
         problems)."""
-        rows, mi = self.rows(concepts), list(members)
+        rows, mi = self.layout.rows(concepts), list(members)
         x1t = [self.x1t[i] for i in mi]
         d1 = max(x.shape[0] for x in x1t)
-        sub = HeadLayout(*(tuple(getattr(self.layout, a)[j] for j in concepts)
-                           for a in ("names", "kinds", "groups")))
+        sub = self.layout.pick(concepts)
         out = _ProbeData(x1t, self.y[mi][:, rows], self.known[mi][:, concepts],
                          self.n_known[mi][:, concepts], self.pen[mi][:, :, :d1], sub)
         out.sel = [None if bool(w.all()) else
-                   torch.as_tensor(out.rows(w.nonzero().flatten().tolist()), device=w.device)
+                   torch.as_tensor(sub.rows(w.nonzero().flatten().tolist()), device=w.device)
                    for w in want]
         return out
 
@@ -296,8 +287,7 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     n = len(train)
     order = _Order.of(layout)                     # binary concepts first, undone on export
     out_rows = torch.as_tensor(order.inverse_rows, device=device)
-    layout = HeadLayout(*(tuple(getattr(layout, a)[j] for j in order.concepts)
-                          for a in ("names", "kinds", "groups")))
+    layout = layout.pick(order.concepts)
     tr = torch.as_tensor(train, device=device)
     d1 = max(x.shape[0] for x in design)
     codes = targets.codes[:, tr][:, :, order.concepts].transpose(1, 2)       # M x C x n
@@ -338,9 +328,7 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
     want = want[mi][:, ci]
 
     def rows_of(concepts: list[int]) -> torch.Tensor:
-        return torch.as_tensor([r for j in concepts for r in range(layout.slice(j).start,
-                                                                   layout.slice(j).stop)],
-                               device=device)
+        return torch.as_tensor(layout.rows(concepts), device=device)
 
     data = data.restrict(mi, ci, want)
     theta = result[mi][:, rows_of(ci), :data.pen.shape[2]]
@@ -374,7 +362,7 @@ def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
             km = torch.as_tensor(keep_m, device=device)
             kc = torch.as_tensor(keep_c, device=device)
             sub = data.restrict(keep_m, keep_c, want[km][:, kc])
-            lrows = torch.as_tensor(data.rows(keep_c), device=device)
+            lrows = torch.as_tensor(data.layout.rows(keep_c), device=device)
 
             def cut(t: torch.Tensor, km: torch.Tensor = km, lrows: torch.Tensor = lrows,
                     width: int = sub.pen.shape[2]) -> torch.Tensor:
@@ -456,13 +444,12 @@ class _Order:
 
     @classmethod
     def of(cls, layout: HeadLayout) -> _Order:
-        rows = [layout.starts[j] for j in layout.binary]
+        rows = layout.rows(layout.binary)
         blocks = []
         for k, j in enumerate(layout.multiclass):
-            sl = layout.slice(j)
-            blocks.append((len(layout.binary) + k, slice(len(rows), len(rows) + sl.stop
-                                                         - sl.start)))
-            rows += range(sl.start, sl.stop)
+            start = len(rows)
+            rows += layout.rows([j])
+            blocks.append((len(layout.binary) + k, slice(start, len(rows))))
         return cls(np.array([*layout.binary, *layout.multiclass], dtype=np.int64),
                    np.array(rows, dtype=np.int64), len(layout.binary), tuple(blocks))
 

@@ -11,6 +11,7 @@ convention (out x in) and are named ``trunk.<i>.weight``, ``trunk.<i>.bias``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -61,6 +62,16 @@ class HeadLayout:
 
     def slice(self, j: int) -> slice:
         return slice(self.starts[j], self.starts[j] + self.widths[j])
+
+    def rows(self, concepts: Sequence[int]) -> list[int]:
+        """The output rows of the concepts ``concepts`` (indices), in that order."""
+        return [r for j in concepts for r in range(self.starts[j], self.slice(j).stop)]
+
+    def pick(self, concepts: Sequence[int]) -> HeadLayout:
+        """The layout of the concepts ``concepts`` (indices), in that order."""
+        return HeadLayout(tuple(self.names[j] for j in concepts),
+                          tuple(self.kinds[j] for j in concepts),
+                          tuple(self.groups[j] for j in concepts))
 
 
 def forward_logits(params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -150,11 +150,6 @@ def _paired_layout(layout: HeadLayout) -> HeadLayout:
                       layout.kinds * 2, layout.groups * 2)
 
 
-def _rows(params: dict[str, np.ndarray], sl: slice) -> dict[str, np.ndarray]:
-    """A linear fit's output rows ``sl`` (one half of a :func:`_paired_layout` fit)."""
-    return {k: np.ascontiguousarray(v[sl]) for k, v in params.items()}
-
-
 def _calibrate(params: dict[str, np.ndarray], x_val: np.ndarray, y_val: np.ndarray,
                layout: HeadLayout, settings: DecoderSettings, only: Sequence[str] | None = None,
                ) -> tuple[np.ndarray, dict[str, float], dict[str, float]]:
@@ -210,8 +205,7 @@ def _zero_linear(width: int, dim: int) -> dict[str, np.ndarray]:
 
 def _columns(layout: HeadLayout, names: Sequence[str]) -> np.ndarray:
     """The output rows of ``names``' logits (in ``layout``'s order)."""
-    return np.concatenate([np.arange(layout.slice(j).start, layout.slice(j).stop)
-                           for j, n in enumerate(layout.names) if n in names])
+    return np.array(layout.rows([j for j, n in enumerate(layout.names) if n in names]))
 
 
 def _paired_start(start: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -471,7 +465,7 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         # the control's probe, whichever has the lower calibrated validation loss.
         t_shuf = _targets([shuffled] * len(at), [(shuffled >= 0).astype(np.float32)] * len(at),
                           dev)
-        ctrl_starts = ([_rows(probe_ctrl[i], slice(None)) for i in at] if full else
+        ctrl_starts = ([probe_ctrl[i] for i in at] if full else
                        fit_probes([xt[i] for i in at], t_shuf, train, layout,
                                   precond=[precond[i] for i in at],
                                   design=[design[i] for i in at],
