@@ -224,7 +224,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         on CUDA, faster but rounds scores to about 3 significant digits; ``auto``: bf16 on
         CUDA, fp32 elsewhere. A model that fails under autocast runs in fp32.
     class_labels : sequence of int, optional
-        Per-image class labels for a conditional model (default: its config's class_label).
+        Per-image class labels for a conditional model (default: its config's class_label);
+        ignored by an unconditional one (whatever classes a generator was given).
     projection_seed : int
         Seed of the flatten projection.
 
@@ -252,6 +253,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         warnings.warn(f"layers {list(dependent)} depend on the other images in the batch: "
                       f"their activations hold only for batch size {batch_size} and this image "
                       f"order (both recorded in the store manifest).", stacklevel=2)
+    if model.conditioning is None:
+        class_labels = None     # an unconditional discriminator takes no classes
     _check_classes(model, source, class_labels)
     rank = distributed.current()
     world = rank.world_size if rank is not None else 1
@@ -532,7 +535,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
                         pooling=d.pooling, batch_size=d.batch_size, device=device,
                         max_dim=d.max_dim, progress=progress, precision=d.precision,
                         include_batch_dependent=d.include_batch_dependent,
-                        class_labels=_for_model(model, source.class_labels))
+                        class_labels=source.class_labels)
         if distributed.is_main():
             store.write_labels(source.labels)
         stores[name] = store
@@ -542,7 +545,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
 def _check_classes(model: LoadedModel, source: ImageSource,
                    class_labels: Sequence[int] | None) -> None:
     """Refuse class labels that do not fit the conditional model, naming the first image."""
-    if class_labels is None or model.conditioning is None:
+    if class_labels is None:
         return
     import numpy as np
 
@@ -571,11 +574,3 @@ def _with_classes(fingerprint: str, class_labels: Sequence[int] | None) -> str:
 
     labels = np.asarray(class_labels, dtype=np.int64)
     return hashlib.sha256(fingerprint.encode() + labels.tobytes()).hexdigest()
-
-
-def _for_model(model: LoadedModel, labels: Any) -> Any:
-    """The images' class labels when the discriminator is conditional (else None: an
-    unconditional discriminator takes none, whatever the generator was given)."""
-    return labels if model.conditioning is not None else None
-
-

@@ -129,7 +129,6 @@ def extract_like_run(model: Any, bundle: DecoderBundle, paired: Any, source: Any
         store = extract(model, layers, source, out=Path(tmp), pooling=paired.pooling,
                         batch_size=paired.batch_size, device=device, max_dim=paired.max_dim,
                         projection_seed=paired.projection_seed, include_batch_dependent=True,
-                        progress=False, class_labels=getattr(source, "class_labels", None)
-                        if model.conditioning is not None else None)
+                        progress=False, class_labels=source.class_labels)
         features = {lay: np.array(x) for lay, x in store_features(store, layers).items()}
         return features, np.array(store.scores()), list(store.image_ids), store.settings
