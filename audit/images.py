@@ -304,7 +304,7 @@ class GeneratedSource(ImageSource):
         self.truncation = truncation
         self.png_dir = png_dir
         self.batch_size = batch_size
-        self.class_labels = generated_classes(generator, n=n, seed=seed,
+        self.class_labels = generated_classes(generator, range(n), seed=seed,
                                               class_label=class_label, sampling=class_sampling)
         self._content = json.dumps([generator.sha256, list(generator.latent_shape), seed,
                                     truncation, class_label, class_sampling])

@@ -913,10 +913,10 @@ def class_count(model: LoadedModel | LoadedGenerator) -> int | None:
                                                        "num_classes")
 
 
-def generated_classes(generator: LoadedGenerator, *, n: int, seed: int,
+def generated_classes(generator: LoadedGenerator, indices: Sequence[int], *, seed: int,
                       class_label: int | None, sampling: str = "fixed") -> np.ndarray | None:
-    """The class of each of ``n`` generated images (None for an unconditional generator, or
-    a conditional one left to its default).
+    """The class of each generated image of ``indices`` (None for an unconditional
+    generator, or a conditional one left to its default).
 
     ``fixed``: ``class_label`` for all (None if unset); ``uniform``: image ``i`` gets a class
     drawn uniformly from the generator's ``num_classes`` by its own seed
@@ -927,14 +927,15 @@ def generated_classes(generator: LoadedGenerator, *, n: int, seed: int,
     if generator.conditioning is None:
         return None
     if sampling == "fixed":
-        return None if class_label is None else np.full(n, int(class_label), dtype=np.int64)
+        return None if class_label is None else np.full(len(indices), int(class_label),
+                                                        dtype=np.int64)
     k = class_count(generator)
     if not k:
         raise ModelLoadError(f"{generator.spec}: class_sampling: uniform needs the number of "
                              f"classes, which the generator does not say (no n_classes "
                              f"attribute); set num_classes in the generator config (which also "
                              f"passes classes as one-hot vectors).")
-    return np.array([image_seed(seed, i) % k for i in range(n)], dtype=np.int64)
+    return np.array([image_seed(seed, i) % k for i in indices], dtype=np.int64)
 
 
 def generate_batch(generator: LoadedGenerator, indices: Any, *, seed: int,

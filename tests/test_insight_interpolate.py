@@ -86,8 +86,8 @@ def tiny_run(tmp_path_factory):
     run = InsightRun.__new__(InsightRun)
     run.__dict__.update(model=model, generator=generator, bundle=bundle, concept_set=cs,
                         paired=store, device="cpu",
-                        cfg=SimpleNamespace(generator=SimpleNamespace(truncation=None,
-                                                                      class_label=None)))
+                        cfg=SimpleNamespace(generator=SimpleNamespace(
+                            truncation=None, class_label=None, class_sampling="fixed")))
     return run
 
 

@@ -172,19 +172,17 @@ class InsightRun:
         an unconditional generator or one left to its default)."""
         from audit.load import generated_classes
 
-        g = self.cfg.generator
-        found = [_GEN_ID.match(i) for i in ids]
-        picks = [(int(m.group(1)), int(m.group(2))) for m in found if m]
-        if not picks or getattr(self.generator, "conditioning", None) is None:
+        picks = [(int(m.group(1)), int(m.group(2))) for m in map(_GEN_ID.match, ids) if m]
+        if not picks or self.generator.conditioning is None:
             return None
+        g = self.cfg.generator
         out = []
         for seed, index in picks:
-            labels = generated_classes(self.generator, n=index + 1, seed=seed,
-                                       class_label=g.class_label,
-                                       sampling=getattr(g, "class_sampling", "fixed"))
+            labels = generated_classes(self.generator, [index], seed=seed,
+                                       class_label=g.class_label, sampling=g.class_sampling)
             if labels is None:
                 return None
-            out.append(int(labels[index]))
+            out.append(int(labels[0]))
         return out
 
     held_class: int | None = None
@@ -195,9 +193,8 @@ class InsightRun:
         ``class_label``, or with ``class_sampling: uniform`` the class of the path's start
         image (:meth:`hold_class_of`)."""
         gcfg = self.cfg.generator
-        if (gcfg is not None and gcfg.class_label is None
-                and getattr(gcfg, "class_sampling", "fixed") == "uniform"
-                and getattr(self.generator, "conditioning", None) is not None):
+        if (gcfg is not None and gcfg.class_label is None and gcfg.class_sampling == "uniform"
+                and self.generator.conditioning is not None):
             if self.held_class is None:
                 raise ConfigError("interpolating a class-conditional generator holds one "
                                   "class along the path: set generator.class_label to that "
@@ -283,13 +280,10 @@ def interpolate_run(run_dir: Path, *, start: str, end: str, steps: int = 9,
 
 
 def _note_class(run: InsightRun, path: Interpolation) -> Interpolation:
-    """Record the class a conditional generator held along ``path`` (``class``)."""
-    try:
-        held = run.path_class
-    except ConfigError:
-        held = None
-    if held is not None:
-        path.extra["class"] = int(held)
+    """Record the class a conditional generator held along ``path`` (``class``; making the
+    path already asked for it, so it is known here)."""
+    if run.path_class is not None:
+        path.extra["class"] = int(run.path_class)
     return path
 
 
@@ -318,9 +312,9 @@ def auto_interpolations(run: InsightRun, *, steps: int = 9, method: Method = "sl
         if len(ends) < 2 or ends[0] == ends[1]:
             continue
         run.hold_class_of(ends[0])
-        path = _note_class(run, interpolate_concepts(run.latent_of(ends[0]), run.latent_of(ends[1]),
-                                    steps=steps, read=run.read_latents, groups=_groups(run),
-                                    method=method, start=ends[0], end=ends[1]))
+        path = _note_class(run, interpolate_concepts(
+            run.latent_of(ends[0]), run.latent_of(ends[1]), steps=steps, read=run.read_latents,
+            groups=_groups(run), method=method, start=ends[0], end=ends[1]))
         path.extra.update(name=_slug(f"{concept.name}-{concept.groups[0]}-to-"
                                      f"{concept.groups[-1]}"), concept=concept.name)
         paths.append(path)
