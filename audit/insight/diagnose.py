@@ -202,6 +202,7 @@ def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet,
                                        most_rejected=_top(scored, concept_set, top_k)))
         if n == 0:
             continue
+        keys = id_groups(scored["image_id"].astype(str).tolist(), cluster_by)
         for concept in concept_set.concepts:
             k = len(concept.groups)
             decoded = scored[f"pred__{concept.name}"].astype(str).to_numpy()
@@ -210,7 +211,6 @@ def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet,
             ok = codes >= 0
             row_cells = codes[ok] + k * rejected[ok]
             cells = np.bincount(row_cells, minlength=2 * k)
-            keys = id_groups(scored["image_id"].astype(str).tolist(), cluster_by)
             matrix = None if keys is None else cluster_cells(keys[ok], row_cells, 2 * k)
             stat = lift_statistic(k)
             draws = draw_cells(cells, n_boot=spec.n_boot, rng=rng, clusters=matrix)

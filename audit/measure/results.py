@@ -131,8 +131,10 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     scores = audit["score"].to_numpy(dtype=float)
     ids = audit["image_id"].astype(str).to_numpy()
     clusters = image_clusters(ids, source, settings.cluster_by)
+    n_clusters = None if clusters is None else {
+        name: len(np.unique(clusters[source == s])) for s, name in enumerate(SOURCES)}
     finite = np.isfinite(scores)
-    degenerate: list[dict[str, Any]] = _check_clusters(clusters, source, ids,
+    degenerate: list[dict[str, Any]] = _check_clusters(n_clusters, source, ids,
                                                        settings.cluster_by)
     if len(audit) == 0:
         degenerate.append({"kind": "no_rows", "concept": None, "group": None, "source": None,
@@ -201,9 +203,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "bootstrap": {"method": spec.method, "n_boot": spec.n_boot, "seed": spec.seed,
                       "stratified": spec.stratified, "confidence": spec.confidence,
                       "cluster_by": settings.cluster_by,
-                      "n_clusters": None if clusters is None else
-                      {name: len(np.unique(clusters[source == s]))
-                       for s, name in enumerate(SOURCES)},
+                      "n_clusters": n_clusters,
                       "resampled": _resampled_words(spec, settings.cluster_by)},
         "counts": {"real": int(np.sum(source == 0)), "generated": int(np.sum(source == 1)),
                    "total": len(audit), "invalid_scores": int(np.sum(~finite))},
@@ -240,16 +240,17 @@ def _resampled_words(spec: BootstrapSpec, cluster_by: str | None = None) -> str:
 FEW_CLUSTERS = 20
 
 
-def _check_clusters(clusters: np.ndarray | None, source: np.ndarray, ids: np.ndarray,
+def _check_clusters(n_clusters: dict[str, int] | None, source: np.ndarray, ids: np.ndarray,
                     pattern: str | None) -> list[dict[str, Any]]:
     """Refuse a cluster_by that leaves a source one cluster (the bootstrap could not vary:
-    zero-width intervals); a degenerate case where a source has few clusters."""
+    zero-width intervals); a degenerate case where a source has few clusters
+    (``n_clusters``: clusters per source)."""
     out: list[dict[str, Any]] = []
-    if clusters is None:
+    if n_clusters is None:
         return out
     for s, name in enumerate(SOURCES):
         rows = source == s
-        k = len(np.unique(clusters[rows]))
+        k = n_clusters[name]
         if rows.sum() > 1 and k < 2:
             raise DataError(
                 f"measure.cluster_by {pattern!r} puts all {int(rows.sum())} {name} images in "

@@ -122,9 +122,7 @@ def treatment_statistic(layout: CellLayout, eligible: np.ndarray, used: np.ndarr
 
     def stat(cells: np.ndarray) -> np.ndarray:
         a = layout.audit(cells).astype(float)                # (B, 2, G+1, 5)
-        valid = a[..., 1:].sum(axis=3)
-        acc = a[..., 2] + a[..., 4]
-        above = a[..., 3] + a[..., 4]
+        valid, acc, above = _state_counts(a)
         with np.errstate(invalid="ignore", divide="ignore"):
             acc_rate = acc / valid
             scr_rate = above / valid
@@ -193,10 +191,8 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
     labels = grouping.labels()
     a = layout.audit(cells[None, :])[0]                       # (2, G+1, 5)
     n_all = a.sum(axis=2)
-    valid = a[..., 1:].sum(axis=2)
     invalid = a[..., 0]
-    acc_k = a[..., 2] + a[..., 4]
-    scr_k = a[..., 3] + a[..., 4]
+    valid, acc_k, scr_k = _state_counts(a)
     totals = valid.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(totals > 0, valid / np.where(totals > 0, totals, 1), np.nan)
@@ -312,15 +308,19 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
     return section, tests, exclusions, degenerate
 
 
-_SUCCESS_STATES = {"acceptance_rate": [2, 4], "scoring_rate": [3, 4]}
+def _state_counts(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images with a valid score, accepted as real, and scored above the real median, from
+    image counts by score state on the last axis (:func:`audit.measure.groups.score_states`:
+    0 invalid, then 1 + 2 * above the median + accepted)."""
+    return a[..., 1:].sum(axis=-1), a[..., 2] + a[..., 4], a[..., 3] + a[..., 4]
 
 
 def _rate_clusters(per_cluster: np.ndarray, s: int, i: int, metric: str
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Per cluster: successes of ``metric`` and images with a valid score, of source ``s``
-    and group ``i`` (score states: :func:`audit.measure.groups.score_states`)."""
-    cells = per_cluster[:, s, i]
-    return cells[:, _SUCCESS_STATES[metric]].sum(axis=1), cells[:, 1:].sum(axis=1)
+    and group ``i``."""
+    valid, accepted, above = _state_counts(per_cluster[:, s, i])
+    return (accepted if metric == "acceptance_rate" else above), valid
 
 
 def _finite(x: float) -> float | None:
