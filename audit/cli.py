@@ -11,6 +11,8 @@ that need them, so ``gan-audit --help`` stays fast.
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,23 @@ class AuditGroup(click.Group):
             click.echo("interrupted: the run folder is consistent; run the same command again "
                        "to resume.", err=True)
             ctx.exit(130)
+
+
+@contextmanager
+def _writing(run_dir: Path, *, create: bool = False, record: list[str] | None = None,
+             needs: str | None = None) -> Iterator[None]:
+    """Own and lock a run folder while a command writes into it (:func:`audit.runfolder.claim`);
+    afterwards record the outputs ``record`` in its manifest (their sha256 and size).
+    ``needs``: the command that must have made the folder (for the message when it did
+    not)."""
+    from audit.manifest import record_artifacts
+    from audit.runfolder import claim
+
+    fix = f"Run `{needs}` first." if needs else "Give the folder that gan-audit run wrote."
+    with claim(Path(run_dir), create=create, fix=fix):
+        yield
+        if record:
+            record_artifacts(Path(run_dir), record)
 
 
 trust_run_config_option = click.option(
@@ -219,7 +238,9 @@ def _extract_on_every_rank(cfg: Any, *, out: Path | None, device: str | None
 
     with distributed.process_group(resolve_device(device or cfg.device)) as rank:
         try:
-            stores = extract_from_config(cfg, out=out, device=device)
+            # rank 0 owns and locks the folder; the other ranks write their shards beside it
+            with _writing(out or cfg.out, create=True) if rank.is_main else nullcontext():
+                stores = extract_from_config(cfg, out=out, device=device)
         except distributed.DistributedError as exc:  # the same message on every rank
             ctx = click.get_current_context()
             if rank.is_main and ctx.find_root().params.get("debug"):
@@ -251,9 +272,10 @@ def train_decoders(config: Path, out: Path | None, device: str | None) -> None:
     cfg = load_config(config)
     run_dir = Path(out if out is not None else cfg.out)
     concept_set = load_concept_set(cfg.concept_set)
-    bundle = train_run_decoders(run_dir, concept_set, cfg.decoders,
-                                device=resolve_device(device or cfg.device))
-    predictions_from_run(run_dir, concept_set)  # what the measure stage reads
+    with _writing(run_dir, needs="gan-audit extract CONFIG.yaml"):
+        bundle = train_run_decoders(run_dir, concept_set, cfg.decoders,
+                                    device=resolve_device(device or cfg.device))
+        predictions_from_run(run_dir, concept_set)  # what the measure stage reads
     for name, v in bundle.validity["concepts"].items():
         verdict = "" if v["decodable"] else "  (not decodable at this layer)"
         click.echo(f"{name}: layer {v['layer']}, held-out accuracy {v['accuracy']:.3f}, "
@@ -280,8 +302,9 @@ def measure(config: Path, out: Path | None) -> None:
 
     cfg = load_config(config)
     run_dir = out if out is not None else cfg.out
-    results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
-                          meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
+    with _writing(run_dir, needs="gan-audit train-decoders CONFIG.yaml"):
+        results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
+                              meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
     click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
                + "; ".join(f"{v['concept']}: {v['verdict']}" for v in results["verdicts"]))
 
@@ -330,7 +353,8 @@ def report(run_dir: Path, no_pdf: bool) -> None:
     """
     from audit.report import render_report
 
-    paths = render_report(run_dir, pdf=not no_pdf)
+    with _writing(run_dir):
+        paths = render_report(run_dir, pdf=not no_pdf)
     for path in paths.values():
         click.echo(str(path))
 
@@ -379,13 +403,47 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
     if status is None:
         raise ReviewError(f"give the review's status with --status (one of accepted, disputed, "
                           f"mitigated, false-positive) for finding {finding_id!r}.")
-    entry = append_review(run_dir, finding_id, status=status, note=note,
-                          reviewer=reviewer or "")
-    click.echo(f"{entry['finding_id']}: {entry['status']} by {entry['reviewer']} "
-               f"(entry {entry['hash'][:12]})")
-    pdf = (run_dir / "report.pdf").exists()
-    for path in render_report(run_dir, pdf=pdf).values():
-        click.echo(f"re-rendered {path}", err=True)
+    with _writing(run_dir):
+        entry = append_review(run_dir, finding_id, status=status, note=note,
+                              reviewer=reviewer or "")
+        click.echo(f"{entry['finding_id']}: {entry['status']} by {entry['reviewer']} "
+                   f"(entry {entry['hash'][:12]})")
+        pdf = (run_dir / "report.pdf").exists()
+        for path in render_report(run_dir, pdf=pdf).values():
+            click.echo(f"re-rendered {path}", err=True)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--review-head", default=None, metavar="HASH",
+              help="The review log's head hash as recorded earlier (printed by review and "
+                   "verify): fail unless the log still holds that entry unchanged.")
+def verify(run_dir: Path, review_head: str | None) -> None:
+    """Check a run folder against its manifest: every artifact's sha256 and size, the
+    config, the stages' outputs and the review log's hash chain. Exit 0 when intact, 1 with
+    a list of what differs. Loads no model and imports no code the folder names.
+
+    \b
+    Example:
+      gan-audit verify reports/demo
+      gan-audit verify reports/demo --review-head 3f2a...c9
+    """
+    from audit.verify import verify_run
+
+    check = verify_run(run_dir, expected_review_head=review_head)
+    for note in check.notes:
+        click.echo(f"note: {note}", err=True)
+    head = f"head {check.review_head}" if check.review_head else "empty"
+    summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages; "
+               f"review log: {check.review_entries} entries, {head}")
+    if check.ok:
+        click.echo(f"{run_dir}: intact ({summary})")
+        return
+    click.echo(f"{run_dir}: differs from its manifest in {len(check.problems)} place(s):")
+    for problem in check.problems:
+        click.echo(f"  - {problem}")
+    click.echo(f"checked: {summary}")
+    click.get_current_context().exit(1)
 
 
 @cli.command()
@@ -447,9 +505,10 @@ def interpolate(run_dir: Path, start: str, end: str, steps: int, method: str,
     from audit.config import load_run_config
     from audit.insight.run import interpolate_run
 
-    path = interpolate_run(run_dir, start=start, end=end, steps=steps, method=method,
-                           cfg=load_run_config(run_dir, trust=trust_run_config),
-                           device=device)  # type: ignore[arg-type]
+    cfg = load_run_config(run_dir, trust=trust_run_config)
+    with _writing(run_dir, record=["insight"]):
+        path = interpolate_run(run_dir, start=start, end=end, steps=steps, method=method,
+                               cfg=cfg, device=device)  # type: ignore[arg-type]
     shown = path.groups
     click.echo("step  t      score    " + "  ".join(
         f"{c}:{g[-1] if len(g) == 2 else 'argmax'}" for c, g in shown.items()))
@@ -493,8 +552,9 @@ def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, devi
     from audit.insight.run import diagnose_run
 
     cfg = None if no_images else load_run_config(run_dir, trust=trust_run_config)
-    result = diagnose_run(run_dir, reject_share=reject_share, top_k=top,
-                          images=not no_images, cfg=cfg, device=device)
+    with _writing(run_dir, record=["insight"]):
+        result = diagnose_run(run_dir, reject_share=reject_share, top_k=top,
+                              images=not no_images, cfg=cfg, device=device)
     for s in result.sources:
         click.echo(f"{s.source}: {s.n_rejected} of {s.n} images rejected (score <= "
                    f"{s.threshold if s.threshold is None else round(s.threshold, 3)})")
@@ -529,9 +589,9 @@ def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str,
 
     cfg = (load_run_config(run_dir, trust=trust_run_config)
            if (Path(run_dir) / "config.yaml").is_file() else None)
-    index = insight_for_run(run_dir, cfg,
-                            device=device, tensorboard=tensorboard, steps=steps,
-                            log=lambda line: click.echo(line, err=True))
+    with _writing(run_dir, record=["insight"]):
+        index = insight_for_run(run_dir, cfg, device=device, tensorboard=tensorboard,
+                                steps=steps, log=lambda line: click.echo(line, err=True))
     for name, entry in index.items():
         click.echo(f"{name}: " + (f"not available: {entry['unavailable']}"
                                   if "unavailable" in entry else f"{entry['seconds']:.1f} s"))

@@ -40,6 +40,7 @@ from audit.errors import ConfigError
 __all__ = [
     "AuditConfig", "DiscriminatorConfig", "GeneratorConfig", "ImageSourceConfig",
     "DecoderSettings", "MeasureSettings", "ReportSettings", "load_config", "load_run_config",
+    "run_config_code",
     "config_from_dict",
     "Device", "Pooling",
 ]
@@ -453,39 +454,53 @@ def config_from_dict(data: Any, *, source: str = "<config>",
     return cfg
 
 
+def run_config_code(cfg: AuditConfig) -> list[str]:
+    """What loading ``cfg``'s models would run beyond the tool's own code: one line per
+    model spec that names code (``python:`` modules and their kwargs, ``pickle:`` files,
+    ``torchscript:`` programs) or a ``code_path``; [] when every model is ``builtin:``."""
+    risky = []
+    for name in ("discriminator", "generator"):
+        model = getattr(cfg, name)
+        if model is None:
+            continue
+        kind = model.spec.partition(":")[0]
+        if kind == "python":
+            kwargs = f" with kwargs {model.kwargs}" if model.kwargs else ""
+            risky.append(f"{name}: {model.spec}{kwargs} (imports and calls that Python code)")
+        elif kind == "pickle" or model.trust_pickle:
+            risky.append(f"{name}: {model.spec} (a pickle runs code while loading)")
+        elif kind == "torchscript":
+            risky.append(f"{name}: {model.spec} (a TorchScript program)")
+        if model.code_path is not None:
+            risky.append(f"{name}: code_path {model.code_path} (put on the import path)")
+    return risky
+
+
 def load_run_config(run_dir: str | Path, *, trust: bool = False) -> AuditConfig:
     """The resolved config that a run folder records, for commands that reload its models.
 
-    A run folder may come from someone else, and its config can name code to run: a
-    pickle (``trust_pickle: true``), a ``python:`` model from a ``.py`` file, or a
-    ``code_path``. Those are refused unless ``trust`` (``--trust-run-config``).
+    A run folder is data and may come from someone else; its config can name code to run.
+    Without ``trust`` (``--trust-run-config``) only ``builtin:`` models (the tool's own code)
+    are accepted: any ``python:`` spec (and its kwargs), ``pickle:``, ``torchscript:`` or
+    ``code_path`` is refused with a message listing exactly what would run
+    (:func:`run_config_code`).
     """
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
-    if not path.is_file():
+    if path.is_symlink() or not path.is_file():
         from audit.errors import RunFolderError
 
-        raise RunFolderError(f"{run_dir}: no config.yaml, so its models are unknown; give the "
-                             f"folder of a gan-audit run (the --out of gan-audit run).")
+        raise RunFolderError(f"{run_dir}: no config.yaml (or a link), so its models are "
+                             f"unknown; give the folder of a gan-audit run (the --out of "
+                             f"gan-audit run).")
     cfg = load_config(path)
-    if not trust:
-        risky = []
-        for name in ("discriminator", "generator"):
-            model = getattr(cfg, name)
-            if model is None:
-                continue
-            module = model.spec.removeprefix("python:").rpartition(":")[0]
-            if model.spec.startswith("pickle:") or model.trust_pickle:
-                risky.append(f"{name}: {model.spec} (a pickle runs code while loading)")
-            elif model.spec.startswith("python:") and module.endswith(".py"):
-                risky.append(f"{name}: {model.spec} (a Python file)")
-            elif model.code_path is not None:
-                risky.append(f"{name}: code_path {model.code_path}")
-        if risky:
-            raise ConfigError(
-                f"{path}: loading this run's models would run code named by the run folder: "
-                f"{'; '.join(risky)}. If you trust whoever wrote {run_dir}, add "
-                f"--trust-run-config.")
+    risky = [] if trust else run_config_code(cfg)
+    if risky:
+        raise ConfigError(
+            f"{path}: loading this run's models would run code that the run folder names, "
+            f"not you: {'; '.join(risky)}. A run folder from someone else must not make "
+            f"gan-audit run code. If you trust whoever wrote {run_dir} (or you wrote it), "
+            f"add --trust-run-config.")
     return cfg
 
 

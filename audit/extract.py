@@ -372,6 +372,7 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     total = sum(ranges[k][1] - ranges[k][0] for k in shards)
     bar = tqdm(total=total, unit="img", unit_scale=True, file=sys.stderr, disable=not progress,
                desc=f"extract {Path(store.path).name}", leave=False)
+    done = 0
     try:
         with torch.inference_mode():
             for i, batch in enumerate(_iter_batches(source, plan, num_workers=num_workers,
@@ -395,6 +396,9 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                 bar.update(len(plan[i]))
                 k = owner[i]
                 if i == last_batch_of[k]:
+                    done += len(ids)
+                    _check_room(store, {n: buf[n] for n in s.layers}, rows=len(ids),
+                                remaining=total - done + len(ids))
                     store.write_shard(
                         k, image_ids=ids,
                         activations={n: _stack(buf[n]) for n in s.layers},
@@ -404,6 +408,26 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                     scores, ids, skipped = [], [], []
     finally:
         bar.close()
+
+
+def _check_room(store: ActivationStore, buffers: dict[str, list[np.ndarray]], *, rows: int,
+                remaining: int) -> None:
+    """Before a shard is written: stop with one message when the disk cannot hold what is
+    left of the store (about ``remaining`` images at this shard's bytes per image)."""
+    from audit.errors import RunFolderError
+    from audit.io import free_bytes
+
+    if rows == 0:
+        return
+    per_image = sum(2 * a.shape[1] for parts in buffers.values() for a in parts[:1]) + 4
+    needed = per_image * remaining
+    free = free_bytes(Path(store.path))
+    if needed > free:
+        raise RunFolderError(
+            f"{store.path}: the disk is too full for the activations: about "
+            f"{needed / 2**20:,.1f} MiB are needed for {remaining} more images, "
+            f"{free / 2**20:,.1f} MiB are free. Free some space or choose an output folder "
+            f"on a larger disk (--out); shards already written are kept and a rerun resumes.")
 
 
 def _finite_rows(arrays: dict[str, np.ndarray], image_ids: list[str], *,

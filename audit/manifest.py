@@ -22,16 +22,12 @@ from audit.io import atomic_write_json
 
 MANIFEST = "manifest.json"
 # Run folders written by another major layout are refused, not silently mixed.
-RUN_FOLDER_FORMAT = 1
+# 2: an ownership marker and journal (audit/runfolder.py), and ``artifacts``: sha256 and size
+# of every stage output.
+RUN_FOLDER_FORMAT = 2
 
-# What a run folder holds besides manifest.json (stage outputs; stage commands may write
-# them before `gan-audit run` writes a manifest).
-RUN_FOLDER_ENTRIES = frozenset({"activations", "decoders", "predictions.parquet", "samples",
-                                "results.json", "tables", "insight", "report.html",
-                                "report.pdf", "review.jsonl", "generated"})
-
-__all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "RUN_FOLDER_ENTRIES", "read_manifest",
-           "write_manifest", "new_manifest", "check_output_folder", "environment", "utc_now"]
+__all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "read_manifest", "write_manifest", "new_manifest",
+           "record_artifacts", "differing_artifacts", "environment", "utc_now"]
 
 
 def utc_now() -> str:
@@ -88,6 +84,7 @@ def new_manifest(*, audit_id: str, config_sha256: str, device: str | None) -> di
         "seeds": {},
         "hashes": {},
         "stages": {},
+        "artifacts": {},
         **environment(device),
     }
 
@@ -116,30 +113,55 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     return data
 
 
-def check_output_folder(run_dir: Path) -> None:
-    """Refuse to write a run into a folder that holds files of something else.
-
-    ``run_dir`` may be absent, empty, a gan-audit run folder (it has a gan-audit
-    ``manifest.json``; :func:`read_manifest` checks it), or hold only what the stage
-    commands write (:data:`RUN_FOLDER_ENTRIES`). Anything else (``out: .`` next to the
-    config, a home folder, a data folder) is a :class:`RunFolderError`: a run overwrites
-    ``config.yaml``, ``results.json`` and ``report.html`` and replaces stale stage outputs.
-    """
-    path = Path(run_dir)
-    if not path.is_dir() or (path / MANIFEST).exists():
-        return
-    temp = RUN_FOLDER_ENTRIES | {MANIFEST, "config.yaml"}  # an interrupted write's leftover
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in RUN_FOLDER_ENTRIES
-                     and not any(p.name.startswith(f".{name}.") for name in temp))
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (f" (+{len(foreign) - 5} more)" if len(foreign) > 5
-                                          else "")
-        raise RunFolderError(
-            f"{path}: not a gan-audit run folder, and not empty (it holds {shown}); a run "
-            f"would overwrite files there. Choose a new or empty output folder with --out "
-            f"(or 'out:' in the config).")
-
-
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     manifest["updated"] = utc_now()
     atomic_write_json(Path(run_dir) / MANIFEST, manifest)
+
+
+def _under(rel: str, names: list[str]) -> bool:
+    return any(rel == n or rel.startswith(n + "/") for n in names)
+
+
+def record_artifacts(run_dir: Path, names: list[str],
+                     manifest: dict[str, Any] | None = None) -> None:
+    """Record the sha256 and size of every file of the outputs ``names`` in the manifest's
+    ``artifacts`` (replacing what it said of them before).
+
+    ``manifest``: the caller's copy, updated in place and not written (the pipeline writes
+    it); without it the folder's manifest is read, updated and written, if it has one.
+    """
+    from audit.runfolder import hash_artifacts
+
+    write = manifest is None
+    if manifest is None:
+        manifest = read_manifest(run_dir)
+        if manifest is None:
+            return  # stage commands before any `gan-audit run`: no manifest to keep
+    names = list(names)
+    kept = {k: v for k, v in manifest.get("artifacts", {}).items() if not _under(k, names)}
+    manifest["artifacts"] = {**kept, **hash_artifacts(Path(run_dir), names)}
+    if write:
+        write_manifest(run_dir, manifest)
+
+
+def differing_artifacts(run_dir: Path, names: list[str], manifest: dict[str, Any]) -> list[str]:
+    """How the files of the outputs ``names`` differ from the manifest's record: one line per
+    file missing, added, of another size or sha256, or a link; [] when they match."""
+    from audit.runfolder import hash_artifacts
+
+    names = list(names)
+    recorded = {k: v for k, v in manifest.get("artifacts", {}).items() if _under(k, names)}
+    try:
+        now = hash_artifacts(Path(run_dir), names)
+    except RunFolderError as exc:
+        return [str(exc)]
+    problems = [f"{k}: missing" for k in sorted(set(recorded) - set(now))]
+    problems += [f"{k}: not written by this run (not in the manifest)"
+                 for k in sorted(set(now) - set(recorded))]
+    for k in sorted(set(now) & set(recorded)):
+        if now[k]["size"] != recorded[k].get("size"):
+            problems.append(f"{k}: {now[k]['size']} bytes, the manifest says "
+                            f"{recorded[k].get('size')} (truncated or rewritten)")
+        elif now[k]["sha256"] != recorded[k].get("sha256"):
+            problems.append(f"{k}: its sha256 differs from the manifest's (edited or damaged)")
+    return problems

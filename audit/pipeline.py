@@ -10,9 +10,9 @@ run leaves a consistent folder and the next run resumes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +24,16 @@ import yaml
 
 from audit._version import __version__
 from audit.config import AuditConfig, load_config
-from audit.io import atomic_write_text, ensure_dir, sha256_file
-from audit.manifest import check_output_folder, new_manifest, read_manifest, utc_now, write_manifest
+from audit.errors import AuditError
+from audit.io import atomic_write_text, sha256_file
+from audit.manifest import (
+    differing_artifacts,
+    new_manifest,
+    read_manifest,
+    record_artifacts,
+    utc_now,
+    write_manifest,
+)
 
 __all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
 
@@ -113,53 +121,64 @@ def _spec_files(section: Any) -> dict[str, str]:
 
 
 class _Run:
-    """One run folder and its manifest; runs or skips stages by their input keys."""
+    """One run folder and its manifest; runs or skips stages by their input keys, and records
+    the sha256 and size of every stage's outputs (``manifest.artifacts``) so that damaged,
+    truncated or edited outputs are computed again instead of trusted."""
 
     def __init__(self, cfg: AuditConfig, run_dir: Path, device: str,
                  log: Callable[[str], None]) -> None:
         self.cfg, self.run_dir, self.device, self.log = cfg, run_dir, device, log
         config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         self.config_sha = hashlib.sha256(config_text.encode()).hexdigest()
-        check_output_folder(run_dir)  # never write into a folder of something else
-        ensure_dir(run_dir)
         manifest = read_manifest(run_dir)
         if manifest is None:
             manifest = new_manifest(audit_id=f"{cfg.name}-{self.config_sha[:8]}",
                                     config_sha256=self.config_sha, device=device)
         manifest["config_sha256"] = self.config_sha
         self.manifest = manifest
-        write_manifest(run_dir, manifest)  # first: it marks the folder as a run folder
+        self.damaged = False  # a stage's outputs were damaged: every later stage runs again
+        write_manifest(run_dir, manifest)
         atomic_write_text(run_dir / "config.yaml", config_text)
         self.summary = RunSummary(run_dir=run_dir)
 
     def stage(self, name: str, key: str, outputs: list[str], fn: Callable[[], Any], *,
               keep: bool = False) -> bool:
-        """Run ``fn`` unless the stage's key matches and its outputs exist; True if it ran.
+        """Run ``fn`` unless the stage's key matches and its outputs are the ones the manifest
+        recorded (same files, sizes and sha256); True if it ran.
 
-        Outputs made from other inputs are removed first, unless ``keep`` (they were just
+        Outputs made from other inputs, or damaged, are removed first (only files the tool
+        wrote: :func:`audit.runfolder.remove_created`), unless ``keep`` (they were just
         written for these inputs by another process, e.g. the ranks of torchrun).
         """
+        from audit.runfolder import remove_created
+
         record = self.manifest["stages"].get(name, {})
         paths = [self.run_dir / o for o in outputs]
-        if record.get("key") == key and record.get("done") and all(p.exists() for p in paths):
-            self.summary.cached.append(name)
-            self.summary.seconds[name] = 0.0
-            self.log(f"[{name}] up to date (inputs unchanged), reused")
-            return False
-        if record.get("key") not in (None, key) and not keep:
-            for p in paths:  # outputs of other inputs: never mix them with new ones
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+        same_key = record.get("key") == key
+        if same_key and record.get("done") and all(p.exists() for p in paths):
+            problems = [] if keep else differing_artifacts(self.run_dir, outputs, self.manifest)
+            if not problems and not self.damaged:
+                self.summary.cached.append(name)
+                self.summary.seconds[name] = 0.0
+                self.log(f"[{name}] up to date (inputs unchanged), reused")
+                return False
+            if problems:
+                self.damaged = True
+                more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+                self.log(f"[{name}] outputs differ from the manifest ({problems[0]}{more}): "
+                         f"computing them again")
+            same_key = False
+        if not same_key and not keep:
+            remove_created(self.run_dir, outputs)  # never mix outputs of other inputs
         self.manifest["stages"][name] = {"key": key, "done": False}
         write_manifest(self.run_dir, self.manifest)
         self.log(f"[{name}] running ...")
         start = time.perf_counter()
         fn()
         seconds = round(time.perf_counter() - start, 3)
+        record_artifacts(self.run_dir, outputs, self.manifest)
         self.manifest["stages"][name] = {"key": key, "done": True, "seconds": seconds,
-                                         "finished": utc_now()}
+                                         "finished": utc_now(), "outputs": outputs}
         write_manifest(self.run_dir, self.manifest)
         self.summary.seconds[name] = seconds
         self.log(f"[{name}] done in {seconds:.1f} s")
@@ -193,6 +212,7 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     """
     from audit.concepts import load_concept_set
     from audit.load import resolve_device, shared_models
+    from audit.runfolder import claim
 
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -202,20 +222,47 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     want_pdf = cfg.report.pdf if pdf is None else pdf
     concept_set = load_concept_set(cfg.concept_set)
     dev = resolve_device(cfg.device)
-    run = _Run(cfg, run_dir, dev, log)
-    seeds = {"generator": cfg.generator.seed if cfg.generator else None,
-             "paired": cfg.paired.seed, "real": cfg.real.seed,
-             "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
-    run.manifest["seeds"] = seeds
-
-    with shared_models():      # each network loaded once for all stages
-        _stages(run, cfg, run_dir, concept_set, dev, want_pdf, extracted)
+    with claim(run_dir) as first:  # our folder, one writer
+        try:
+            run = _Run(cfg, run_dir, dev, log)
+            run.manifest["seeds"] = {
+                "generator": cfg.generator.seed if cfg.generator else None,
+                "paired": cfg.paired.seed, "real": cfg.real.seed,
+                "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
+            with shared_models():      # each network loaded once for all stages
+                _stages(run, cfg, run_dir, concept_set, dev, want_pdf, extracted)
+        except BaseException:
+            if first and not any(s.get("done") for s in _stages_of(run_dir)):
+                with contextlib.suppress(OSError, AuditError):
+                    _discard(run_dir)  # a first run that finished no stage leaves nothing
+            raise
     results_path = run_dir / "results.json"
     run.summary.results = json.loads(results_path.read_text(encoding="utf-8"))
     run.summary.outputs = {"results": results_path, "html": run_dir / "report.html"}
     if want_pdf:
         run.summary.outputs["pdf"] = run_dir / "report.pdf"
     return run.summary
+
+
+def _stages_of(run_dir: Path) -> list[dict[str, Any]]:
+    try:
+        manifest = read_manifest(run_dir)
+    except Exception:
+        return []
+    return list((manifest or {}).get("stages", {}).values())
+
+
+def _discard(run_dir: Path) -> None:
+    """Remove a run folder this process created, file by file (only what the tool wrote)."""
+    from audit.runfolder import MARKER, created_files, remove_created
+
+    tops = sorted({rel.split("/")[0] for rel in created_files(run_dir)})
+    remove_created(run_dir, [t for t in tops if (run_dir / t).exists()])
+    (run_dir / MARKER).unlink(missing_ok=True)
+    leftovers = [p for p in run_dir.iterdir() if p.name != ".gan-audit.lock"]
+    if not leftovers:  # the lock file goes with the folder (its lock is released by close)
+        (run_dir / ".gan-audit.lock").unlink(missing_ok=True)
+        run_dir.rmdir()
 
 
 def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: str,
@@ -245,7 +292,7 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
 
     measure_key = _hash("measure", decode_key, concept_set.sha256,
                         cfg.measure.model_dump(mode="json"), cfg.report.title)
-    run.stage("measure", measure_key, ["results.json"],
+    run.stage("measure", measure_key, ["results.json", "tables"],
               lambda: _measure(run_dir, concept_set, cfg))
 
     insight_key = _hash("insight", decode_key, measure_key)

@@ -212,7 +212,7 @@ class ActivationStore:
             raise LayerError(f"{self.path}: layer {layer!r} was not recorded; the store has "
                              f"{self.layers}" + (f" (closest: {', '.join(close)})" if close
                                                  else "") + ".")
-        parts = [np.load(f, mmap_mode="r") for f in self._files(layer)]
+        parts = [_load_shard(f) for f in self._files(layer)]
         if not parts:
             return np.empty((0, self.dims.get(layer, 0)), dtype=np.float16)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -221,7 +221,7 @@ class ActivationStore:
         """The model's output score per image: N float32, rows in :attr:`image_ids` order."""
         import numpy as np
 
-        parts = [np.load(f, mmap_mode="r") for f in self._files(_SCORES)]
+        parts = [_load_shard(f) for f in self._files(_SCORES)]
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
 
     def labels(self) -> pd.DataFrame | None:
@@ -378,6 +378,23 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 def _short(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 40 else text[:16] + "..."
+
+
+def _load_shard(file: Path) -> np.ndarray:
+    """One shard file, memory-mapped; a damaged (truncated, overwritten) or linked file is a
+    :class:`RunFolderError` saying how to recompute it, not a traceback."""
+    import numpy as np
+
+    if file.is_symlink():
+        raise RunFolderError(f"{file}: is a link; an activation store holds only the files "
+                             f"gan-audit wrote. Run the audit again into a new folder.")
+    try:
+        return np.load(file, mmap_mode="r")
+    except (OSError, ValueError, EOFError) as exc:
+        raise RunFolderError(
+            f"{file}: damaged or truncated ({exc}). `gan-audit run` with the same config "
+            f"extracts it again (it recomputes every output that differs from the manifest); "
+            f"`gan-audit verify RUN_DIR` lists what differs.") from exc
 
 
 def _read_manifest(path: Path) -> dict[str, Any] | None:

@@ -155,8 +155,11 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 
 def temp_files(folder: Path) -> list[Path]:
-    """Leftovers of atomic writes (``.<name>.<random>.tmp`` and the like)."""
-    return [p for p in folder.rglob(".*") if p.is_file()]
+    """Leftovers of atomic writes (``.<name>.<random>.tmp`` and the like); the run folder's
+    own marker and lock files are not leftovers."""
+    from audit.runfolder import TOOL_FILES
+
+    return [p for p in folder.rglob(".*") if p.is_file() and p.name not in TOOL_FILES]
 
 
 def assert_consistent(folder: Path, before: dict[str, str], *, failed: bool) -> None:
@@ -165,7 +168,7 @@ def assert_consistent(folder: Path, before: dict[str, str], *, failed: bool) -> 
     after = snapshot(folder)
     # (a stage that reruns removes its stale outputs first: removal is not a change)
     changed = [k for k, v in before.items() if k in after and after[k] != v
-               and k not in ("manifest.json", "config.yaml")]
+               and k not in ("manifest.json", "config.yaml", ".gan-audit-run")]  # bookkeeping
     if failed:
         assert not changed, f"a failed command changed {changed}"
         assert not [k for k in FINAL if k in after and k not in before]
@@ -363,6 +366,9 @@ def _decoded_as(assign: dict[str, Callable]) -> Callable:
             for g in concepts[name].groups:
                 table.loc[audited, f"prob__{name}__{g}"] = (new == g).astype(float)
         table.to_parquet(run / "predictions.parquet", index=False)
+        from audit.manifest import record_artifacts
+
+        record_artifacts(run, ["predictions.parquet"])  # as if the decoders had read them so
         cfg = {**FIXED, "out": str(run), "measure": {**FIXED["measure"], "n_boot": 40}}
         return ["run", write_config(tmp / "audit.yaml", cfg)], run
     return make

@@ -34,6 +34,10 @@ def _store(path, features, labels, *, with_labels=True):
 def test_train_decoders_command(tmp_path):
     features, labels, cs = planted_activations(300, n_layers=2, dim=8, seed=0)
     run = tmp_path / "run"
+    from audit.runfolder import claim
+
+    with claim(run):  # the folder `gan-audit extract` made
+        pass
     _store(run / "activations" / "paired", features, labels.iloc[::-1])
     # The command also decodes the audited stores into predictions.parquet.
     tail = {k: v[-40:] for k, v in features.items()}
@@ -75,4 +79,4 @@ def test_train_decoders_without_store(tmp_path):
         "out": str(tmp_path / "run")}))
     result = CliRunner().invoke(cli, ["train-decoders", str(config)])
     assert result.exit_code == 2
-    assert "no activation store here" in result.output
+    assert "not a folder. Run `gan-audit extract CONFIG.yaml` first" in result.output

@@ -72,9 +72,12 @@ def test_cli_insight_tensorboard_without_the_extra(tmp_path):
     from click.testing import CliRunner
 
     from audit.cli import cli
+    from audit.runfolder import claim
 
     if HAS_TB:
         pytest.skip("tensorboard is installed")
+    with claim(tmp_path):  # a run folder (empty): the missing extra is what is refused
+        pass
     result = CliRunner().invoke(cli, ["insight", str(tmp_path), "--tensorboard",
                                       str(tmp_path / "tb")])
     assert result.exit_code == 2

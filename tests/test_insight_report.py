@@ -99,7 +99,7 @@ def test_commands_have_help_with_an_example(command):
 
 def test_diagnose_refuses_a_folder_that_is_not_a_run(tmp_path):
     result = CliRunner().invoke(cli, ["diagnose", str(tmp_path), "--no-images"])
-    assert result.exit_code == 2 and "no config.yaml" in result.output
+    assert result.exit_code == 2 and "not a gan-audit run folder" in result.output
 
 
 def test_a_path_of_a_conditional_generator_says_its_class(insight_folder):

@@ -18,6 +18,7 @@ from audit.measure import (
     validate_results,
 )
 from audit.measure.synthetic import DIGITS_PLANTED, Planted, synthetic_predictions
+from audit.runfolder import claim
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_digits.json"
 
@@ -543,6 +544,8 @@ def test_tables(results, tmp_path) -> None:
 def _run_folder(tmp_path: Path, cs) -> Path:
     frame, validity = synthetic_predictions(300, 300, cs, seed=0, planted=DIGITS_PLANTED)
     run = tmp_path / "run"
+    with claim(run):  # the folder the earlier stages made
+        pass
     (run / "decoders").mkdir(parents=True)
     frame.to_parquet(run / "predictions.parquet", index=False)
     (run / "decoders" / "validity.json").write_text(json.dumps(validity))

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from audit.errors import DependencyError, RunFolderError
+from audit.manifest import RUN_FOLDER_FORMAT, record_artifacts
 from audit.report import append_review, render_report, results_to_html
 from audit.report.render import _fmt
 from audit.report.view import SECTIONS
+from audit.runfolder import claim
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_digits.json"
 SCRIPT = "<script>alert(1)</script>"
@@ -36,7 +38,8 @@ def _png(seed: int) -> bytes:
 def make_run(path: Path, *, results: dict | None = None, side_files: bool = True) -> Path:
     """A run folder: the fixture results.json, and (optionally) validity, layers, manifest,
     samples as the pipeline writes them."""
-    path.mkdir(parents=True, exist_ok=True)
+    with claim(path):  # a run folder: the tool's marker
+        pass
     if results is None:
         shutil.copy(FIXTURE, path / "results.json")
     else:
@@ -57,7 +60,8 @@ def make_run(path: Path, *, results: dict | None = None, side_files: bool = True
                    "stroke": {"main.2": 0.88, "main.5": 0.95, "main.8": 0.96}},
         "best": {"digit": "main.5", "tone": "main.5", "stroke": "main.8"}}))
     (path / "manifest.json").write_text(json.dumps({
-        "tool": "gan-audit", "version": "0.1.0", "created": "2026-01-01T00:00:00Z",
+        "tool": "gan-audit", "format": RUN_FOLDER_FORMAT, "version": "0.1.0",
+        "created": "2026-01-01T00:00:00Z",
         "audit_id": "digits-synthetic-0", "config_sha256": "c" * 64, "seeds": {"measure": 0},
         "hashes": {"discriminator": "d" * 64, "weights": "e" * 64, "data": {"real": "f" * 64}},
         "versions": {"python": "3.11", "torch": "2.x", "fairlearn": "0.15"},
@@ -68,6 +72,7 @@ def make_run(path: Path, *, results: dict | None = None, side_files: bool = True
     for i, name in enumerate(["generated-tone-light", "generated-tone-dark", "real-lowest",
                               "real-highest"]):
         (samples / f"{name}.png").write_bytes(_png(i))
+    record_artifacts(path, ["samples"])  # the manifest records what the run wrote
     return path
 
 

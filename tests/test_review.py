@@ -22,6 +22,10 @@ IDS = [f["id"] for f in json.loads(FIXTURE.read_text())["findings"]]
 
 @pytest.fixture
 def run(tmp_path: Path) -> Path:
+    from audit.runfolder import claim
+
+    with claim(tmp_path):  # a run folder: the tool's marker
+        pass
     shutil.copy(FIXTURE, tmp_path / "results.json")
     return tmp_path
 

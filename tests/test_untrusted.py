@@ -14,7 +14,7 @@ import yaml
 from test_bad_inputs import FIXED, HOSTILE_NAME, invoke, shared_run, snapshot, write_config
 
 from audit.errors import RunFolderError
-from audit.manifest import check_output_folder
+from audit.runfolder import claim, is_owned
 
 PACKAGE = Path(__file__).resolve().parent.parent / "audit"
 SCRIPT = "<script>alert(1)</script>"
@@ -160,30 +160,40 @@ def test_a_run_never_writes_into_a_folder_of_something_else(tmp_path):
     before = snapshot(tmp_path)
     result = invoke("run", cfg)
     assert result.exit_code == 2, result.output
-    assert "not a gan-audit run folder, and not empty" in result.output
+    assert "not empty and not a run folder made by gan-audit" in result.output
     assert "audit.yaml, config.yaml" in result.output
     assert snapshot(tmp_path) == before
 
 
 def test_which_folders_a_run_may_write_into(tmp_path):
-    check_output_folder(tmp_path / "absent")
+    """A run writes into a new or empty folder (and marks it) or into a folder it marked
+    before; a folder without the marker is refused even when it holds only the names a run
+    uses (a user's own samples/ or decoders/), or an earlier gan-audit's manifest."""
     (tmp_path / "empty").mkdir()
-    check_output_folder(tmp_path / "empty")
-    staged = tmp_path / "staged"  # what `gan-audit extract` and friends leave, and a temp file
-    (staged / "activations" / "paired").mkdir(parents=True)
-    (staged / ".manifest.json.k2j3.tmp").write_text("")
-    check_output_folder(staged)
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "manifest.json").write_text("{}")  # read_manifest then judges the manifest
-    (run / "notes.txt").write_text("")
-    check_output_folder(run)
+    for folder in (tmp_path / "absent", tmp_path / "empty"):
+        with claim(folder) as created:
+            assert created
+        assert is_owned(folder)
+        with claim(folder) as created:  # its own folder, again
+            assert not created
+    staged = tmp_path / "staged"
+    (staged / "samples").mkdir(parents=True)
+    (staged / "samples" / "holiday.png").write_bytes(b"mine")
+    with pytest.raises(RunFolderError, match=r"no \.gan-audit-run marker"), claim(staged):
+        pass
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "manifest.json").write_text('{"tool": "gan-audit", "format": 1}')
+    with pytest.raises(RunFolderError, match="earlier gan-audit"), claim(old):
+        pass
     home = tmp_path / "home"
     home.mkdir()
     for name in ("thesis.tex", "config.yaml", *(f"f{i}" for i in range(6))):
         (home / name).write_text("")
-    with pytest.raises(RunFolderError, match=r"holds config.yaml, f0, f1, f2, f3 \(\+3 more\)"):
-        check_output_folder(home)
+    shown = r"holds config.yaml, f0, f1, f2, f3 \(\+3 more\)"
+    with pytest.raises(RunFolderError, match=shown), claim(home):
+        pass
+    assert not is_owned(staged) and not is_owned(home)
 
 
 # ---------------------------------------------------------------- HTML escaping
@@ -247,7 +257,7 @@ def test_commands_that_reload_a_run_folders_models_refuse_its_code_unless_truste
     }))
     with pytest.raises(ConfigError, match="--trust-run-config") as err:
         load_run_config(run)
-    assert "a pickle runs code" in str(err.value) and "a Python file" in str(err.value)
+    assert "a pickle runs code" in str(err.value) and "imports and calls" in str(err.value)
     for args in (["decode", str(run), str(tmp_path)],
                  ["interpolate", str(run), "--from", "1", "--to", "2"],
                  ["diagnose", str(run)], ["insight", str(run)]):

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from audit.io import atomic_write_json, ensure_dir
+from audit.io import atomic_write_json
 from audit.report.view import Num, _dict, _list, num_from
 
 __all__ = ["flatten_metrics", "results_to_comparison", "render_compare"]
@@ -208,22 +208,24 @@ def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True
     run_a, run_b = Path(run_a), Path(run_b)
 
     def validity(run: Path) -> Any:
-        return _read_json(run / "decoders" / "validity.json", required=False)
+        return _read_json(run, "decoders/validity.json", required=False)
 
     comparison = results_to_comparison(load_results(run_a), load_results(run_b),
                                        validity_a=validity(run_a), validity_b=validity(run_b),
                                        names=(str(run_a), str(run_b)))
-    out = ensure_dir(Path(out))
-    paths = {"json": out / "compare.json", "html": out / "compare.html"}
-    atomic_write_json(paths["json"], comparison)
-    html = render_template("report/compare.html.j2", {
-        "title": f"Comparison of {run_a.name} and {run_b.name}", "c": comparison,
-        "tool_version": None})
     from audit.io import atomic_write_text
+    from audit.runfolder import claim
 
-    atomic_write_text(paths["html"], html)
-    if pdf:
-        from audit.report.pdf import html_to_pdf
+    out = Path(out)
+    with claim(out, kind="compare"):  # a new, empty or earlier comparison folder only
+        paths = {"json": out / "compare.json", "html": out / "compare.html"}
+        atomic_write_json(paths["json"], comparison)
+        html = render_template("report/compare.html.j2", {
+            "title": f"Comparison of {run_a.name} and {run_b.name}", "c": comparison,
+            "tool_version": None})
+        atomic_write_text(paths["html"], html)
+        if pdf:
+            from audit.report.pdf import html_to_pdf
 
-        paths["pdf"] = html_to_pdf(html, out / "compare.pdf")
+            paths["pdf"] = html_to_pdf(html, out / "compare.pdf")
     return paths

@@ -34,27 +34,35 @@ __all__ = ["INSIGHT_FILES", "read_insight", "insight_to_view"]
 INSIGHT_FILES = {"interpolation": "interpolations.json", "diagnosis": "diagnosis.json",
                  "redundancy": "redundancy.json", "entropy": "entropy.json",
                  "curves": "curves.json"}
+INSIGHT_DIR = "insight"
 _HOW = "run `gan-audit insight RUN_DIR` after the audit, then `gan-audit report RUN_DIR`"
 
 
-def read_insight(run_dir: Path) -> dict[str, Any] | None:
-    """``{"docs": {view: JSON}, "index": JSON, "pngs": {file: bytes}}`` of
-    ``RUN_DIR/insight/``, or None when the folder is absent. Unreadable files are skipped
-    (the view then says it is not available)."""
-    folder = Path(run_dir) / "insight"
+def read_insight(run_dir: Path, manifest: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any] | None:
+    """``{"docs": {view: JSON}, "index": JSON, "pngs": {file: bytes}, "refused": [warning]}``
+    of ``RUN_DIR/insight/``, or None when the folder is absent. Unreadable files are skipped
+    (the view then says it is not available); files are read without following links, and
+    PNGs are embedded only when ``manifest`` records their bytes
+    (:func:`audit.report.render.recorded_images`)."""
+    from audit.errors import RunFolderError
+    from audit.report.render import recorded_images
+    from audit.runfolder import read_artifact
+
+    folder = Path(run_dir) / INSIGHT_DIR
     if not folder.is_dir():
         return None
 
     def load(name: str) -> Any:
         try:
-            return json.loads((folder / name).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return json.loads(read_artifact(run_dir, f"{INSIGHT_DIR}/{name}").decode("utf-8"))
+        except (OSError, RunFolderError, UnicodeDecodeError, json.JSONDecodeError):
             return None
 
     docs = {view: load(name) for view, name in INSIGHT_FILES.items()}
-    pngs = {p.name: p.read_bytes() for p in sorted(folder.glob("*.png"))}
+    pngs, refused = recorded_images(run_dir, INSIGHT_DIR, manifest)
     return {"docs": {k: v for k, v in docs.items() if isinstance(v, dict)},
-            "index": load("index.json") or {}, "pngs": pngs}
+            "index": load("index.json") or {}, "pngs": pngs, "refused": refused}
 
 
 def _missing(view: str, index: Mapping[str, Any]) -> Unavailable:

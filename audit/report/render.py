@@ -20,6 +20,7 @@ from typing import Any
 
 from audit.errors import RunFolderError
 from audit.io import atomic_write_text
+from audit.manifest import record_artifacts
 from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
 from audit.report.view import ReportInputs, results_to_view
 
@@ -155,17 +156,62 @@ def render_template(name: str, context: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------- run folder
 
 
-def _read_json(path: Path, *, required: bool) -> Any:
-    if not path.exists():
+def _read_json(run_dir: Path, rel: str, *, required: bool) -> Any:
+    """``RUN_DIR/rel`` parsed as JSON, read through :func:`audit.runfolder.read_artifact`
+    (never through a link); None when absent and not ``required``."""
+    from audit.runfolder import read_artifact
+
+    path = Path(run_dir) / rel
+    try:
+        data = read_artifact(run_dir, rel)
+    except FileNotFoundError as exc:
         if required:
             raise RunFolderError(f"{path}: not found. Run the measure stage first (gan-audit "
-                                 f"measure CONFIG.yaml), or point to a run folder that has it.")
+                                 f"measure CONFIG.yaml), or point to a run folder that has "
+                                 f"it.") from exc
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc}). Re-run the stage that writes "
-                             f"it, or restore the file.") from exc
+        raise RunFolderError(f"{path}: not valid JSON ({exc}); it may be truncated. Re-run the "
+                             f"stage that writes it, or restore the file.") from exc
+
+
+def recorded_images(run_dir: Path, folder: str, manifest: Mapping[str, Any] | None,
+                    *, pattern: re.Pattern[str] | None = None) -> tuple[dict[str, bytes],
+                                                                        list[str]]:
+    """The PNG files of ``RUN_DIR/folder`` that the run itself wrote: ``({name: bytes},
+    warnings)``.
+
+    An image is embedded in the report only when the manifest records it (its sha256) and
+    the file is still those bytes, read without following a link: a file placed in a run
+    folder afterwards, or a link to a file elsewhere, is left out, with a warning.
+    """
+    import hashlib
+
+    from audit.runfolder import read_artifact
+
+    recorded = (manifest or {}).get("artifacts") or {}
+    top = Path(run_dir) / folder
+    images: dict[str, bytes] = {}
+    warnings: list[str] = []
+    if not top.is_dir() or top.is_symlink():
+        return images, warnings
+    for p in sorted(top.glob("*.png")):
+        if pattern is not None and not pattern.match(p.name):
+            continue
+        rel = f"{folder}/{p.name}"
+        try:
+            data = read_artifact(run_dir, rel)
+        except (RunFolderError, OSError) as exc:
+            warnings.append(f"{rel} is not shown: {exc}")
+            continue
+        if hashlib.sha256(data).hexdigest() != (recorded.get(rel) or {}).get("sha256"):
+            warnings.append(f"{rel} is not shown: the run's manifest does not record these "
+                            f"bytes (a file added or changed after the run wrote its images)")
+            continue
+        images[p.name] = data
+    return images, warnings
 
 
 def _schema_warnings(results: Mapping[str, Any]) -> list[str]:
@@ -194,7 +240,7 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit "
                              f"(the --out of gan-audit run).")
-    results = _read_json(run_dir / "results.json", required=True)
+    results = _read_json(run_dir, "results.json", required=True)
     if not isinstance(results, dict):
         raise RunFolderError(f"{run_dir / 'results.json'}: expected a JSON object; re-run the "
                              f"measure stage.")
@@ -217,21 +263,20 @@ def load_run(run_dir: Path) -> ReportInputs:
 
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    samples: dict[str, bytes] = {}
-    sdir = run_dir / "samples"
-    if sdir.is_dir():
-        for p in sorted(sdir.glob("*.png")):
-            if SAMPLE_NAME.match(p.name):
-                samples[p.name] = p.read_bytes()
+    manifest = _read_json(run_dir, "manifest.json", required=False)
+    samples, refused = recorded_images(run_dir, "samples", manifest, pattern=SAMPLE_NAME)
+    insight = read_insight(run_dir, manifest)
+    if insight is not None:
+        refused += insight.pop("refused")
     return ReportInputs(
         results=results,
-        manifest=_read_json(run_dir / "manifest.json", required=False),
-        validity=_read_json(run_dir / "decoders" / "validity.json", required=False),
-        layers=_read_json(run_dir / "decoders" / "layers.json", required=False),
+        manifest=manifest,
+        validity=_read_json(run_dir, "decoders/validity.json", required=False),
+        layers=_read_json(run_dir, "decoders/layers.json", required=False),
         review=read_review_log(run_dir),
         samples=samples,
-        warnings=_schema_warnings(results),
-        insight=read_insight(run_dir),
+        warnings=_schema_warnings(results) + refused,
+        insight=insight,
     )
 
 
@@ -282,4 +327,5 @@ def render_report(run_dir: Path, *, pdf: bool = True) -> dict[str, Path]:
         from audit.report.pdf import html_to_pdf
 
         out["pdf"] = html_to_pdf(html, run_dir / "report.pdf")
+    record_artifacts(run_dir, [path.name for path in out.values()])  # manifest's hashes
     return out

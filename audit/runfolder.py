@@ -1,0 +1,353 @@
+"""A run folder as the tool owns it: ownership marker, journal of what it wrote, one writer.
+
+Run folders travel between people, and ``--out`` may point at a folder that holds a
+user's own files. Three rules keep both safe (docs/SECURITY.md):
+
+* **Ownership.** A run folder carries the marker file :data:`MARKER`, written when the
+  tool creates the folder (or finds it empty). The tool writes into a non-empty folder
+  only when the marker is there.
+* **Only what it created is deleted.** Every file the tool writes goes through
+  :func:`audit.io.atomic_path`, which appends the file's path to the marker (a journal, one
+  JSON string per line). :func:`remove_created` deletes journal-listed files only and
+  refuses, before deleting anything, when an output holds a file the tool did not write.
+* **One writer.** :func:`claim` holds an OS-level lock (``fcntl.flock`` on :data:`LOCK`,
+  released by the kernel when the process dies) for as long as a command writes; a second
+  command on the same folder stops at once, naming the process that holds it.
+
+Reading goes through :func:`read_artifact`, which refuses links and paths that leave the
+folder, so nothing outside a run folder is read through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from audit.errors import RunFolderError
+
+__all__ = ["MARKER", "LOCK", "TOOL_FILES", "claim", "is_owned", "journal_written",
+           "created_files", "remove_created", "read_artifact", "artifact_files",
+           "hash_artifacts"]
+
+#: Ownership marker and journal of every file the tool wrote (paths relative to the folder).
+MARKER = ".gan-audit-run"
+#: The lock file of :func:`claim` (holds the pid, host and command of the writer).
+LOCK = ".gan-audit.lock"
+#: Files of the folder's own bookkeeping: never artifacts, never embedded, never deleted.
+TOOL_FILES = frozenset({MARKER, LOCK, ".review.lock"})
+
+_held: dict[str, tuple[int, int]] = {}  # resolved folder -> (lock fd, depth): claim is reentrant
+
+
+def is_owned(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds the tool's marker as a regular file (not a link)."""
+    marker = Path(run_dir) / MARKER
+    return marker.is_file() and not marker.is_symlink()
+
+
+def _root_of(path: Path) -> Path | None:
+    """The run folder ``path`` lies in: the nearest folder above it holding the marker."""
+    for folder in Path(path).parents:
+        if (folder / MARKER).is_file():
+            return folder
+    return None
+
+
+def journal_written(path: Path) -> None:
+    """Record that the tool wrote ``path`` (called by :func:`audit.io.atomic_path` after the
+    rename). Nothing happens outside a run folder. One short line per write, appended with
+    O_APPEND, so the ranks of torchrun may write their shards at once."""
+    path = Path(path).absolute()
+    root = _root_of(path)
+    if root is None:
+        return
+    line = json.dumps(path.relative_to(root).as_posix()) + "\n"
+    fd = os.open(root / MARKER, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def created_files(run_dir: Path) -> set[str]:
+    """Relative paths (posix) of every file the tool wrote into ``run_dir`` (the journal)."""
+    try:
+        lines = (Path(run_dir) / MARKER).read_bytes().split(b"\n")
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for raw in lines[1:]:  # line 1 is the marker's header
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            continue  # a line cut short by a crash names nothing
+        if isinstance(value, str):
+            out.add(value)
+    return out
+
+
+def _write_marker(run_dir: Path, kind: str) -> None:
+    from audit.manifest import utc_now
+
+    header = json.dumps({"tool": "gan-audit", "kind": kind, "created": utc_now()})
+    fd = os.open(run_dir / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.write(fd, (header + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def _take_ownership(run_dir: Path, kind: str) -> bool:
+    """Make sure the tool may write into ``run_dir``; True when it created or adopted an empty
+    folder just now. Raises :class:`RunFolderError` (nothing touched) otherwise."""
+    from audit.io import ensure_dir
+
+    if is_owned(run_dir):
+        found = _kind(run_dir)
+        if found != kind:
+            raise RunFolderError(
+                f"{run_dir}: is a gan-audit {found} folder, not a {kind} folder; nothing was "
+                f"written there. Choose another output folder with --out.")
+        return False
+    if (run_dir / MARKER).is_symlink():
+        raise RunFolderError(f"{run_dir / MARKER}: is a link; a run folder's marker must be a "
+                             f"file the tool wrote. Choose a new output folder with --out.")
+    if run_dir.exists() and run_dir.is_dir():
+        entries = sorted(p.name for p in run_dir.iterdir())
+        if entries:
+            shown = ", ".join(entries[:5]) + (f" (+{len(entries) - 5} more)"
+                                              if len(entries) > 5 else "")
+            old = (" It looks like a run folder of an earlier gan-audit, which kept no record "
+                   "of the files it wrote: re-run into a new folder."
+                   if "manifest.json" in entries else "")
+            raise RunFolderError(
+                f"{run_dir}: not empty and not a run folder made by gan-audit (it holds "
+                f"{shown}; no {MARKER} marker), so nothing was written there: a run could "
+                f"replace or delete files in it.{old} Choose a new or empty output folder with "
+                f"--out (or 'out:' in the config).")
+    ensure_dir(run_dir)
+    try:
+        _write_marker(run_dir, kind)
+    except FileExistsError:  # another process made it first: its folder now
+        return False
+    return True
+
+
+def _kind(run_dir: Path) -> str:
+    """The kind the marker's header names (``run``, ``compare``)."""
+    with open(run_dir / MARKER, "rb") as fh:
+        first = fh.readline(4096)
+    try:
+        return str(json.loads(first).get("kind", "run"))
+    except (ValueError, AttributeError):
+        return "unknown"
+
+
+def _holder(lock: Path) -> str:
+    try:
+        info = json.loads(lock.read_text(encoding="utf-8"))
+        return (f"process {info['pid']} on {info['host']}, started {info['started']}: "
+                f"{info['command']}")
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    key = str(run_dir.resolve())
+    if key in _held:  # this process holds it already (run -> report): reentrant
+        fd, depth = _held[key]
+        _held[key] = (fd, depth + 1)
+        try:
+            yield
+        finally:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth - 1)
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock
+        yield
+        return
+    path = run_dir / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise RunFolderError(
+            f"{run_dir}: in use by {_holder(path)}. One command writes into a run folder at a "
+            f"time: wait for it to finish, or choose another output folder with --out.") \
+            from exc
+    from audit.manifest import utc_now
+
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
+            "command": " ".join(["gan-audit", *sys.argv[1:]])[:500]}
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+    _held[key] = (fd, 1)
+    try:
+        yield
+    finally:
+        del _held[key]
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+@contextmanager
+def claim(run_dir: Path, *, kind: str = "run", create: bool = True,
+          fix: str = "Give the folder that gan-audit run wrote (its --out).") -> Iterator[bool]:
+    """Own and lock ``run_dir`` while a command writes into it.
+
+    Creates the folder (with its marker) when it is absent or empty, if ``create``; refuses
+    a non-empty folder without the marker, and a folder another process is writing into.
+    Yields True when this call created the folder's marker (a first run). Commands that
+    add to a finished run (report, review, insight) pass ``create=False``; ``fix`` ends
+    their message when the folder is not a run folder.
+
+    Raises
+    ------
+    RunFolderError
+        Nothing was touched.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: exists and is a file, not a folder. Choose another "
+                             f"output folder (--out) or remove the file.")
+    if not create and not is_owned(run_dir):
+        what = (f"not a gan-audit run folder (no {MARKER} marker)" if run_dir.is_dir()
+                else "not a folder")
+        raise RunFolderError(f"{run_dir}: {what}. {fix}")
+    created = _take_ownership(run_dir, kind)
+    with _locked(run_dir):
+        yield created
+
+
+def _files_below(run_dir: Path, name: str) -> list[Path]:
+    """Every entry (files and links; not folders) at or below ``run_dir / name``."""
+    top = run_dir / name
+    if top.is_symlink() or top.is_file():
+        return [top]
+    if not top.is_dir():
+        return []
+    out = []
+    for folder, dirs, files in os.walk(top, followlinks=False):
+        out += [Path(folder) / f for f in files]
+        out += [Path(folder) / d for d in dirs if (Path(folder) / d).is_symlink()]
+    return out
+
+
+def remove_created(run_dir: Path, names: Iterable[str]) -> None:
+    """Delete the outputs ``names`` (files or folders directly in ``run_dir``), file by file,
+    and only files the journal says the tool wrote (and its own temporaries).
+
+    Raises
+    ------
+    RunFolderError
+        An output holds a file (or link) the tool did not write; nothing was deleted.
+    """
+    run_dir = Path(run_dir)
+    ours = created_files(run_dir)
+    names = list(names)
+    doomed = [p for name in names for p in _files_below(run_dir, name)]
+    foreign = [p for p in doomed if p.relative_to(run_dir).as_posix() not in ours
+               and not _is_temporary(p)]
+    if foreign:
+        shown = ", ".join(str(p) for p in foreign[:5]) + (
+            f" (+{len(foreign) - 5} more)" if len(foreign) > 5 else "")
+        raise RunFolderError(
+            f"{run_dir}: must replace its {', '.join(names)}, which hold files gan-audit did "
+            f"not write: {shown}. Nothing was deleted. Move them out of the run folder, then "
+            f"run the same command again.")
+    for p in doomed:
+        p.unlink()
+    for name in names:  # the folders, now empty, deepest first
+        top = run_dir / name
+        if top.is_dir() and not top.is_symlink():
+            for folder in sorted((d for d in top.rglob("*") if d.is_dir()),
+                                 key=lambda d: len(d.parts), reverse=True):
+                folder.rmdir()
+            top.rmdir()
+
+
+def _is_temporary(path: Path) -> bool:
+    """A leftover of :func:`audit.io.atomic_path` (``.<name>.<random><suffix>``), which a crash
+    can leave before the rename journals it."""
+    return path.name.startswith(".") and path.is_file() and not path.is_symlink() \
+        and path.name not in TOOL_FILES
+
+
+# ---------------------------------------------------------------- reading and hashing
+
+
+def _inside(run_dir: Path, rel: str) -> Path:
+    """``run_dir / rel`` when no part of it is a link, it is a regular file with one link
+    and it resolves inside ``run_dir``; else :class:`RunFolderError`."""
+    run_dir = Path(run_dir)
+    path = run_dir / rel
+    part = run_dir
+    for name in Path(rel).parts:
+        part = part / name
+        if name in ("..", "") or part.is_symlink():
+            raise RunFolderError(
+                f"{path}: is a link or leaves the run folder; gan-audit reads only files the "
+                f"run wrote inside {run_dir}, never through a link. Remove the link (a run "
+                f"folder from someone else may hold one to read your files).")
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot be read ({exc.strerror}).") from exc
+    if st.st_nlink > 1:
+        raise RunFolderError(
+            f"{path}: is a hard link (it has {st.st_nlink} names), so it may be a file from "
+            f"outside the run folder; gan-audit does not read it. Remove it and run the stage "
+            f"that writes it again.")
+    if not path.resolve().is_relative_to(run_dir.resolve()):
+        raise RunFolderError(f"{path}: resolves outside the run folder {run_dir}; refused.")
+    return path
+
+
+def read_artifact(run_dir: Path, rel: str) -> bytes:
+    """The bytes of ``RUN_DIR/rel``, refusing links and paths outside the folder.
+
+    Raises ``FileNotFoundError`` when absent, :class:`RunFolderError` when refused.
+    """
+    return _inside(run_dir, rel).read_bytes()
+
+
+def artifact_files(run_dir: Path, names: Iterable[str]) -> list[str]:
+    """Relative posix paths of the files at or below each of ``names`` (sorted), including
+    links (which :func:`hash_artifacts` then refuses); bookkeeping files left out."""
+    run_dir = Path(run_dir)
+    found = {p.relative_to(run_dir).as_posix() for name in names
+             for p in _files_below(run_dir, name)}
+    return sorted(f for f in found if Path(f).name not in TOOL_FILES
+                  and not _is_temporary(run_dir / f))
+
+
+def hash_artifacts(run_dir: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """``{relative path: {"sha256": hex, "size": bytes}}`` of every file of ``names``.
+
+    Raises :class:`RunFolderError` for a link among them.
+    """
+    import hashlib
+
+    out = {}
+    for rel in artifact_files(run_dir, names):
+        h = hashlib.sha256()
+        size = 0
+        with open(_inside(run_dir, rel), "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(block)
+                size += len(block)
+        out[rel] = {"sha256": h.hexdigest(), "size": size}
+    return out

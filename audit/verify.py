@@ -1,0 +1,137 @@
+"""``gan-audit verify``: is a run folder what its manifest says it is?
+
+Checks, without loading any model or importing any code the folder names:
+
+* the ownership marker is there (the folder was made by gan-audit);
+* ``manifest.json`` is readable and of this run-folder format;
+* ``config.yaml`` hashes to the manifest's ``config_sha256``;
+* every artifact the manifest records exists as a regular file inside the folder (no link),
+  with its recorded size and sha256, and no other file sits among them;
+* every stage the manifest marks done has its recorded outputs;
+* the review log's hash chain is intact (and, given ``expected_review_head``, still holds
+  the entry a reviewer recorded elsewhere).
+
+What it proves, and what not (docs/SECURITY.md): that the files are the ones the manifest
+lists; not who wrote the manifest. Someone who rewrites files *and* the manifest passes;
+signatures (``gan-audit sign``, issue #21) or a chain head recorded elsewhere close that.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audit.errors import RunFolderError
+
+__all__ = ["RunCheck", "verify_run"]
+
+# Files of a run folder that are not artifacts: bookkeeping the checks above cover otherwise.
+_NOT_ARTIFACTS = frozenset({"manifest.json", "config.yaml", "review.jsonl"})
+
+
+@dataclass(frozen=True)
+class RunCheck:
+    """What :func:`verify_run` found.
+
+    Attributes
+    ----------
+    problems
+        One sentence per difference (what, which file); empty when the folder is intact.
+    notes
+        Facts that are not tampering (e.g. results re-measured since the first review).
+    artifacts
+        Number of artifact files checked against the manifest.
+    review_entries, review_head
+        Entries of the review log and the hash of its last entry (record it elsewhere to
+        detect a log cut short or forged later).
+    """
+
+    run_dir: Path
+    problems: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    artifacts: int = 0
+    review_entries: int = 0
+    review_head: str | None = None
+    stages: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_run(run_dir: Path, *, expected_review_head: str | None = None) -> RunCheck:
+    """Check a run folder against its manifest (see the module docstring).
+
+    Raises
+    ------
+    RunFolderError
+        ``run_dir`` is not a folder.
+    """
+    import hashlib
+
+    from audit.manifest import differing_artifacts, read_manifest
+    from audit.runfolder import TOOL_FILES, is_owned, read_artifact
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit (the "
+                             f"--out of gan-audit run).")
+    problems: list[str] = []
+    notes: list[str] = []
+    if not is_owned(run_dir):
+        problems.append("no ownership marker (.gan-audit-run): not a folder made by gan-audit")
+    try:
+        manifest = read_manifest(run_dir)
+    except RunFolderError as exc:
+        return RunCheck(run_dir, problems=(*problems, str(exc)))
+    if manifest is None:
+        return RunCheck(run_dir, problems=(*problems, "manifest.json: missing"))
+
+    try:
+        config = read_artifact(run_dir, "config.yaml")
+        if hashlib.sha256(config).hexdigest() != manifest.get("config_sha256"):
+            problems.append("config.yaml: its sha256 differs from the manifest's config_sha256 "
+                            "(the configuration was edited)")
+    except FileNotFoundError:
+        problems.append("config.yaml: missing")
+    except RunFolderError as exc:
+        problems.append(str(exc))
+
+    recorded = manifest.get("artifacts") or {}
+    names = {rel.split("/")[0] for rel in recorded}
+    names |= {p.name for p in run_dir.iterdir()
+              if p.name not in _NOT_ARTIFACTS | TOOL_FILES and not p.name.startswith(".")}
+    problems += differing_artifacts(run_dir, sorted(names), manifest)
+
+    done = []
+    for stage, record in (manifest.get("stages") or {}).items():
+        if not record.get("done"):
+            notes.append(f"stage {stage} did not finish (an interrupted run)")
+            continue
+        done.append(stage)
+        for output in record.get("outputs") or []:
+            if not any(rel == output or rel.startswith(output + "/") for rel in recorded):
+                problems.append(f"stage {stage}: the manifest records none of its output "
+                                f"{output}")
+
+    head, entries = None, 0
+    if (run_dir / "review.jsonl").exists() or (run_dir / "results.json").exists():
+        from audit.report.review import read_review_log
+
+        try:
+            log = read_review_log(run_dir)
+        except RunFolderError as exc:
+            problems.append(str(exc))
+        else:
+            entries = len(log.entries)
+            head = log.verification.last_hash if entries else None
+            chain = [f"review.jsonl: {p}" for p in log.verification.problems]
+            (problems if not log.verification.intact else notes).extend(chain)
+            if expected_review_head is not None and expected_review_head not in {
+                    str(e.get("hash")) for e in log.entries}:
+                problems.append(f"review.jsonl: holds no entry with the recorded head "
+                                f"{expected_review_head}; entries were removed or the log "
+                                f"was rewritten since it was recorded")
+    return RunCheck(run_dir, problems=tuple(problems), notes=tuple(notes),
+                    artifacts=len(recorded), review_entries=entries, review_head=head,
+                    stages=tuple(done))

@@ -1,0 +1,262 @@
+"""Issue 16: a run folder is data, never code; nothing of the user's is lost; one writer;
+integrity checked on rerun and by `gan-audit verify`.
+
+Each test is one attack or accident of the issue, run end to end through the CLI on a copy
+of a finished run (:func:`test_bad_inputs.shared_run`), and fails on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from test_bad_inputs import FIXED, copy_run, digit_pngs, invoke, shared_run, snapshot, write_config
+
+from audit.runfolder import LOCK, MARKER, created_files
+
+
+@pytest.fixture
+def run(tmp_path_factory, tmp_path) -> Path:
+    """A copy of a finished tiny audit (builtin models, no PDF)."""
+    return copy_run(shared_run(tmp_path_factory, "tiny"), tmp_path / "run")
+
+
+def _set_config(run: Path, **sections) -> None:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg.update(sections)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+# ---------------------------------------------------------------- 1. a run folder is data
+
+
+def test_a_run_folders_config_never_runs_code_without_trust(run, tmp_path):
+    """The issue's attack: a saved config naming ``python:`` code with kwargs ran on
+    decode, insight, diagnose and interpolate. Without --trust-run-config nothing runs."""
+    marker = tmp_path / "pwned"
+    attack = {"spec": "python:subprocess:run", "kwargs": {"args": ["touch", str(marker)]}}
+    _set_config(run, discriminator={**attack, "layers": "auto"}, generator={**attack, "n": 10})
+    digit_pngs(tmp_path / "imgs", n=2)
+    for args in (["decode", run, tmp_path / "imgs"], ["insight", run], ["diagnose", run],
+                 ["interpolate", run, "--from", "1", "--to", "2"]):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "python:subprocess:run with kwargs" in result.output, result.output
+        assert "--trust-run-config" in result.output and "Traceback" not in result.output
+        assert not marker.exists(), f"{args[0]} ran the run folder's code"
+    # the test can fail: with the user's explicit trust, the same folder does run that code
+    invoke("decode", run, tmp_path / "imgs", "--trust-run-config")
+    assert marker.exists()
+
+
+def test_commands_that_need_no_model_import_no_model_code(run, tmp_path):
+    """report, review, compare, verify and measure never import what a config names."""
+    marker = tmp_path / "imported"
+    evil = tmp_path / "evil.py"
+    evil.write_text(f"open({str(marker)!r}, 'w').close()\nclass D:\n    pass\n")
+    _set_config(run, discriminator={"spec": f"python:{evil}:D", "layers": "auto"})
+    other = copy_run(run, tmp_path / "other")
+    measure_cfg = yaml.safe_load((run / "config.yaml").read_text())
+    measure_cfg["out"] = str(run)
+    for args in (["report", run, "--no-pdf"], ["review", run], ["verify", run],
+                 ["compare", run, other, "--out", tmp_path / "cmp", "--no-pdf"],
+                 ["measure", write_config(tmp_path / "m.yaml", measure_cfg)]):
+        result = invoke(*args)
+        assert result.exit_code in (0, 1), (args, result.output)  # verify: config edited
+        assert not marker.exists(), f"{args[0]} imported model code"
+
+
+# ---------------------------------------------------------------- 2. nothing read through it
+
+
+SECRET = b"\x89PNG\r\n\x1a\n" + b"TOP-SECRET-BYTES-OF-THE-USER" * 20
+
+
+def test_links_in_a_run_folder_never_bring_outside_files_into_the_report(run, tmp_path):
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(SECRET)
+    sample = sorted((run / "samples").glob("generated-*.png"))[0]
+    sample.unlink()
+    sample.symlink_to(secret)  # a symbolic link
+    insight_png = run / "insight" / "leak.png"
+    os.link(secret, insight_png)  # a hard link
+    placed = run / "samples" / "real-lowest.png"  # a file the run did not write
+    placed.unlink(missing_ok=True)
+    placed.write_bytes(SECRET)
+    result = invoke("report", run, "--no-pdf")
+    assert result.exit_code == 0, result.output
+    html = (run / "report.html").read_text()
+    encoded = base64.b64encode(SECRET).decode()
+    assert encoded[:60] not in html and "TOP-SECRET" not in html
+    assert f"samples/{sample.name} is not shown" in html  # and says why
+    assert "real-lowest.png is not shown" in html
+    # a link in place of results.json is refused outright
+    (run / "results.json").unlink()
+    (run / "results.json").symlink_to(secret)
+    refused = invoke("report", run, "--no-pdf")
+    assert refused.exit_code == 2 and "is a link" in refused.output
+
+
+# ---------------------------------------------------------------- 3. ownership
+
+
+def test_out_on_a_folder_of_user_files_at_run_names_is_refused_untouched(tmp_path):
+    mine = tmp_path / "mine"
+    (mine / "samples").mkdir(parents=True)
+    (mine / "decoders").mkdir()
+    (mine / "samples" / "holiday.png").write_bytes(b"my photo")
+    (mine / "decoders" / "thesis.tex").write_text("my thesis")
+    before = snapshot(mine)
+    result = invoke("run", write_config(tmp_path / "a.yaml", {**FIXED, "out": str(mine)}))
+    assert result.exit_code == 2 and "no .gan-audit-run marker" in result.output
+    assert snapshot(mine) == before and not (mine / MARKER).exists()
+
+
+def test_a_rerun_deletes_only_files_the_tool_wrote(run, tmp_path):
+    """A file placed in an output of a finished run survives a rerun that must replace that
+    output; the rerun says which file and stops before deleting anything."""
+    (run / "samples" / "my-notes.txt").write_text("mine")
+    before = snapshot(run / "samples")
+    cfg = {**FIXED, "out": str(run), "report": {**FIXED["report"], "samples_per_group": 3}}
+    result = invoke("run", write_config(tmp_path / "a.yaml", cfg))
+    assert result.exit_code == 2, result.output
+    assert "my-notes.txt" in result.output and "Nothing was deleted" in result.output
+    assert snapshot(run / "samples") == before
+    (run / "samples" / "my-notes.txt").unlink()
+    assert invoke("run", write_config(tmp_path / "a.yaml", cfg)).exit_code == 0
+
+
+def test_the_journal_lists_every_file_the_run_wrote(run):
+    written = created_files(run)
+    files = {p.relative_to(run).as_posix() for p in run.rglob("*")
+             if p.is_file() and p.name not in (MARKER, LOCK)}
+    assert files <= written, files - written
+
+
+def test_a_failed_first_run_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "new"
+    cfg = {**FIXED, "out": str(out),
+           "discriminator": {**FIXED["discriminator"], "layers": ["blocks.0.l"]}}
+    result = invoke("run", write_config(tmp_path / "a.yaml", cfg))
+    assert result.exit_code == 2 and "blocks.0.l" in result.output
+    assert not out.exists()
+
+
+def test_compare_out_never_overwrites_a_folder_of_something_else(run, tmp_path):
+    other = copy_run(run, tmp_path / "other")
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "compare.html").write_text("my own page")
+    for out in (user, other):
+        before = snapshot(out)
+        result = invoke("compare", run, other, "--out", out, "--no-pdf")
+        assert result.exit_code == 2, result.output
+        assert snapshot(out) == before
+    fresh = tmp_path / "cmp"
+    for _ in range(2):  # a comparison folder of its own may be written again
+        assert invoke("compare", run, other, "--out", fresh, "--no-pdf").exit_code == 0
+
+
+# ---------------------------------------------------------------- 4. one writer
+
+
+def test_a_second_writer_stops_at_once_naming_the_first(run, tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from audit.runfolder import claim
+            with claim({str(run)!r}, create=False):
+                print("ready", flush=True)
+                sys.stdin.readline()
+            """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        before = snapshot(run)
+        cfg = {**FIXED, "out": str(run), "measure": {**FIXED["measure"], "alpha": 0.01}}
+        result = invoke("run", write_config(tmp_path / "a.yaml", cfg))
+        assert result.exit_code == 2, result.output
+        assert f"in use by process {holder.pid}" in result.output
+        assert snapshot(run) == before
+    finally:
+        holder.kill()  # a crash: the kernel releases the lock
+        holder.wait()
+    result = invoke("run", write_config(tmp_path / "a.yaml", cfg))
+    assert result.exit_code == 0, result.output
+
+
+# ---------------------------------------------------------------- 5. integrity
+
+
+def test_a_truncated_result_or_shard_is_recomputed_not_trusted(run, tmp_path):
+    results = (run / "results.json").read_bytes()
+    (run / "results.json").write_bytes(results[:len(results) // 2])
+    shard = sorted((run / "activations" / "real").rglob("shard-*.npy"))[0]
+    good_shard = shard.read_bytes()
+    shard.write_bytes(good_shard[:200])
+    verify = invoke("verify", run)
+    assert verify.exit_code == 1
+    assert "results.json" in verify.output and shard.relative_to(run).as_posix() in verify.output
+    result = invoke("run", write_config(tmp_path / "a.yaml", {**FIXED, "out": str(run)}))
+    assert result.exit_code == 0, result.output
+    assert "[extract] outputs differ from the manifest" in result.output
+    assert "up to date" not in result.output  # every later stage ran again too
+    assert shard.read_bytes() == good_shard
+    again = json.loads((run / "results.json").read_text())
+    first = json.loads(results)
+    again.pop("meta"), first.pop("meta")  # when and under which out: it was measured
+    assert again == first
+    assert invoke("verify", run).exit_code == 0
+
+
+def test_verify_names_every_difference(run):
+    ok = invoke("verify", run)
+    assert ok.exit_code == 0 and "intact" in ok.output
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["artifacts"]["results.json"]["sha256"] == hashlib.sha256(
+        (run / "results.json").read_bytes()).hexdigest()
+    (run / "config.yaml").write_text((run / "config.yaml").read_text() + "# edited\n")
+    (run / "tables" / "extra.csv").write_text("a,b\n")
+    (run / "decoders" / "layers.json").unlink()
+    html = run / "report.html"
+    html.write_text(html.read_text().replace("four-fifths", "five-fifths"))
+    result = invoke("verify", run)
+    assert result.exit_code == 1
+    for expected in ("config.yaml: its sha256 differs", "tables/extra.csv: not written by",
+                     "decoders/layers.json: missing", "report.html: its sha256 differs"):
+        assert expected in result.output, result.output
+
+
+def test_a_damaged_shard_read_directly_is_a_message_not_a_traceback(run):
+    from audit.errors import RunFolderError
+    from audit.store import ActivationStore
+
+    store = ActivationStore.open(run / "activations" / "paired")
+    shard = sorted((run / "activations" / "paired").rglob("shard-*.npy"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])
+    layer = shard.parent.name
+    with pytest.raises(RunFolderError, match="damaged or truncated"):
+        store.scores() if layer == "_scores" else store.read(layer)
+
+
+def test_the_report_is_recorded_after_a_review_re_renders_it(run):
+    finding = json.loads((run / "results.json").read_text())["findings"][0]["id"]
+    result = invoke("review", run, finding, "--status", "accepted", "--reviewer", "A. B.")
+    assert result.exit_code == 0, result.output
+    assert invoke("verify", run).exit_code == 0
+
+
+def test_a_run_folder_moved_elsewhere_still_verifies(run, tmp_path):
+    moved = tmp_path / "elsewhere" / "run"
+    moved.parent.mkdir()
+    shutil.move(run, moved)
+    assert invoke("verify", moved).exit_code == 0
