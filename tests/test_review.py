@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.cli import cli
 from audit.errors import ReviewError
 from audit.report import append_review, read_review_log, render_report
-from audit.report.review import entry_hash, latest_status, verify_review_log
+from audit.report.review import STATUSES, entry_hash, latest_status, verify_review_log
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_digits.json"
 IDS = [f["id"] for f in json.loads(FIXTURE.read_text())["findings"]]
@@ -381,3 +384,69 @@ def test_concurrent_reviewers_lose_no_entry_and_leave_no_lock(run):
     assert check.ok and check.entries == 24
     assert sorted(e["hash"] for e in read_review_log(run).entries) == sorted(hashes)
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------- properties, issue 16
+
+# Any text a reviewer can type: every Unicode character but lone surrogates (which have no
+# UTF-8), with the line separators and control characters drawn often.
+TEXT = st.text(st.one_of(st.characters(exclude_categories=("Cs",)),
+                         st.sampled_from(list("\u2028\u2029\x85\r\n\x00\x0b\x0c\x1c\x1d\x1e"))),
+               max_size=40)
+REVIEWS = st.lists(st.tuples(st.integers(0, len(IDS) - 1), st.sampled_from(STATUSES),
+                             TEXT.filter(str.strip), TEXT), min_size=1, max_size=4)
+PROPERTY = settings(max_examples=100, deadline=None)
+
+
+def _fresh_run(root: str) -> Path:
+    shutil.copy(FIXTURE, Path(root) / "results.json")
+    return Path(root)
+
+
+@PROPERTY
+@given(reviews=REVIEWS)
+def test_any_reviews_round_trip_exactly_and_verify(reviews):
+    with tempfile.TemporaryDirectory() as root:
+        run = _fresh_run(root)
+        written = [append_review(run, IDS[i], status=status, reviewer=reviewer, note=note)
+                   for i, status, reviewer, note in reviews]
+        data = (run / "review.jsonl").read_bytes()
+        assert data.isascii() and data.count(b"\n") == len(reviews)
+        log = read_review_log(run)
+        assert list(log.entries) == written and log.verification.ok
+        for entry, (_, status, reviewer, note) in zip(log.entries, reviews, strict=True):
+            assert (entry["note"], entry["reviewer"], entry["status"]) == (
+                note, reviewer.strip(), status)
+        check = verify_review_log(run / "review.jsonl")
+        assert check.ok and check.entries == len(reviews) and check.head == written[-1]["hash"]
+        for entry in written:  # every earlier head still verifies: the log only grew
+            assert verify_review_log(run / "review.jsonl", expected_head=entry["hash"]).ok
+
+
+@PROPERTY
+@given(reviews=REVIEWS, where=st.integers(0, 10**6), byte=st.integers(0, 255))
+def test_changing_any_byte_is_found_or_changes_no_entry(reviews, where, byte):
+    """A one-byte change of the file either fails verification or leaves every entry as it
+    was (white space between JSON tokens, the case of a \\u escape, the last newline)."""
+    with tempfile.TemporaryDirectory() as root:
+        run = _fresh_run(root)
+        written = [append_review(run, IDS[i], status=status, reviewer=reviewer, note=note)
+                   for i, status, reviewer, note in reviews]
+        path = run / "review.jsonl"
+        data = bytearray(path.read_bytes())
+        data[where % len(data)] = byte
+        path.write_bytes(bytes(data))
+        for head in (None, written[-1]["hash"]):
+            if verify_review_log(path, expected_head=head).ok:
+                assert list(read_review_log(run).entries) == written
+
+
+@PROPERTY
+@given(before=TEXT, surrogate=st.characters(categories=("Cs",)), after=TEXT)
+def test_text_with_a_lone_surrogate_is_refused_cleanly(before, surrogate, after):
+    with tempfile.TemporaryDirectory() as root:
+        run = _fresh_run(root)
+        with pytest.raises(ReviewError, match="which is not a character"):
+            append_review(run, IDS[0], status="accepted", reviewer="R",
+                          note=before + surrogate + after)
+        assert not (run / "review.jsonl").exists()
