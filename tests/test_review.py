@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from datetime import UTC, datetime
@@ -370,6 +371,15 @@ def test_a_review_log_that_is_a_link_is_not_followed(run, tmp_path_factory):
     with pytest.raises(ReviewError, match="it is a link"):
         append_review(run, IDS[0], status="accepted", reviewer="A")
     assert outside.read_text() == ""
+
+
+@pytest.mark.parametrize("make", [os.mkfifo, os.mkdir], ids=["pipe", "folder"])
+def test_a_review_log_that_is_not_a_plain_file_is_refused(run, make):
+    """A pipe named review.jsonl would block a reader forever."""
+    make(run / "review.jsonl")
+    with pytest.raises(ReviewError, match=r"review\.jsonl: cannot read the review log \(it "
+                                          r"is not a plain file\)"):
+        verify_review_log(run / "review.jsonl")
 
 
 def test_concurrent_reviewers_lose_no_entry_and_leave_no_lock(run):

@@ -312,22 +312,29 @@ def _check_log_bytes(data: bytes, *, expected_head: str | None = None
 
 
 def _read_log(path: Path) -> bytes | None:
-    """The bytes of a review log (None when absent); never read through a link."""
+    """The bytes of a review log (None when absent); never through a link, never a pipe."""
+    import stat
+
+    def refuse(why: str) -> ReviewError:
+        return ReviewError(f"{path}: cannot read the review log ({why}). Replace it with the "
+                           f"log itself, or move it aside to start a new log.")
+
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, flags)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        why = ("it is a link, and the review log must be a plain file in the run folder"
-               if Path(path).is_symlink() else exc.strerror)
-        raise ReviewError(f"{path}: cannot read the review log ({why}). Replace it with the "
-                          f"log itself, or move it aside to start a new log.") from exc
-    try:
-        with os.fdopen(fd, "rb") as fh:
+        raise refuse("it is a link, and the review log must be a plain file in the run folder"
+                     if Path(path).is_symlink() else str(exc.strerror)) from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise refuse("it is not a plain file")
+    with os.fdopen(fd, "rb") as fh:
+        try:
             return fh.read()
-    except OSError as exc:  # e.g. a folder named review.jsonl
-        raise ReviewError(f"{path}: cannot read the review log ({exc.strerror}). Replace it "
-                          f"with the log itself, or move it aside to start a new log.") from exc
+        except OSError as exc:
+            raise refuse(str(exc.strerror)) from exc
 
 
 def verify_review_log(path: Path, *, expected_head: str | None = None) -> ReviewLogCheck:
@@ -351,8 +358,8 @@ def verify_review_log(path: Path, *, expected_head: str | None = None) -> Review
     Raises
     ------
     ReviewError
-        ``expected_head`` is not a sha256 hash, or the file cannot be read (a link, a
-        folder, no permission).
+        ``expected_head`` is not a sha256 hash, or the file cannot be read (a link, not
+        a plain file, no permission).
 
     Notes
     -----
@@ -360,7 +367,9 @@ def verify_review_log(path: Path, *, expected_head: str | None = None) -> Review
     an entry whose content does not match its hash (edited); an entry that does not point
     to the hash of the entry before it (an entry inserted, removed or reordered before it,
     or edited with its hash recomputed); a first entry that does not start a chain (lines
-    removed from the start).
+    removed from the start: its ``prev_hash`` is not its ``results_sha256``; for an entry
+    written before entries named their results, only :func:`read_review_log`'s ``rooted``
+    can tell, against the current results.json).
 
     Not found without a recorded head: lines cut from the end, and a log rewritten with
     recomputed hashes from some entry on (or wholly, on the same results.json): anyone
