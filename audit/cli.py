@@ -366,26 +366,38 @@ def report(run_dir: Path, no_pdf: bool) -> None:
                                              "false-positive"]), default=None)
 @click.option("--note", default="", help="The reviewer's note.")
 @click.option("--reviewer", default=None, help="The reviewer's name.")
+@click.option("--expect-head", default=None, metavar="HASH",
+              help="A head printed by an earlier review ('head sha256:...'): fail unless the "
+                   "log still holds it, unchanged up to it.")
 def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
-           reviewer: str | None) -> None:
+           reviewer: str | None, expect_head: str | None) -> None:
     """List findings with their review status, or record a review of one.
+
+    Both print the review log's head hash; record it elsewhere (a ticket, an email) and
+    pass it to --expect-head later: a log rewritten up to it, even with recomputed hashes,
+    or cut before it then fails.
 
     \b
     Example:
       gan-audit review reports/demo
       gan-audit review reports/demo F-REP-tone-dark --status accepted \\
           --note "confirmed by sampling" --reviewer "A. Auditor"
+      gan-audit review reports/demo --expect-head sha256:4f1c...
     """
     from audit.errors import ReviewError
-    from audit.report import append_review, read_review_log, render_report
-    from audit.report.review import latest_status, list_findings
+    from audit.report import append_review, read_review_log, render_report, verify_review_log
+    from audit.report.review import LOG_NAME, head_summary, latest_status, list_findings
 
     if finding_id is None:
         if status is not None or reviewer is not None or note:
             raise ReviewError("--status, --note and --reviewer need a FINDING_ID: gan-audit "
                               "review RUN_DIR FINDING_ID --status STATUS --note TEXT "
                               "--reviewer NAME")
-        log = read_review_log(run_dir)
+        log = read_review_log(run_dir, expected_head=expect_head)
+        if expect_head is not None and not log.check.ok:
+            raise ReviewError(f"{run_dir / LOG_NAME}: does not verify against the recorded "
+                              f"head: " + "; ".join(log.check.problems) + ". Restore the log "
+                              "from a copy; its statuses cannot be trusted.")
         latest = latest_status(log)
         rows = [(f["id"], f["severity"], f["confidence"],
                  latest[f["id"]]["status"] if f["id"] in latest else "unreviewed")
@@ -396,6 +408,7 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
             click.echo("  ".join(f"{c!s:<{w}}" for c, w in zip(r, widths, strict=True)).rstrip())
         if not rows:
             click.echo("(no findings)")
+        click.echo(head_summary(log.check))
         if not log.verification.ok:
             click.echo("warning: review.jsonl: " + "; ".join(log.verification.problems),
                        err=True)
@@ -405,9 +418,13 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
                           f"mitigated, false-positive) for finding {finding_id!r}.")
     with _writing(run_dir):
         entry = append_review(run_dir, finding_id, status=status, note=note,
-                              reviewer=reviewer or "")
+                              reviewer=reviewer or "", expected_head=expect_head)
         click.echo(f"{entry['finding_id']}: {entry['status']} by {entry['reviewer']} "
                    f"(entry {entry['hash'][:12]})")
+        check = verify_review_log(run_dir / LOG_NAME, expected_head=entry["hash"])
+        click.echo(head_summary(check))
+        if not check.ok:
+            click.echo("warning: review.jsonl: " + "; ".join(check.problems), err=True)
         pdf = (run_dir / "report.pdf").exists()
         for path in render_report(run_dir, pdf=pdf).values():
             click.echo(f"re-rendered {path}", err=True)

@@ -114,24 +114,21 @@ def verify_run(run_dir: Path, *, expected_review_head: str | None = None) -> Run
                 problems.append(f"stage {stage}: the manifest records none of its output "
                                 f"{output}")
 
-    head, entries = None, 0
-    if (run_dir / "review.jsonl").exists() or (run_dir / "results.json").exists():
-        from audit.report.review import read_review_log
+    from audit.errors import ReviewError
+    from audit.report.review import LOG_NAME, verify_review_log
 
-        try:
-            log = read_review_log(run_dir)
-        except RunFolderError as exc:
-            problems.append(str(exc))
-        else:
-            entries = len(log.entries)
-            head = log.verification.last_hash if entries else None
-            chain = [f"review.jsonl: {p}" for p in log.verification.problems]
-            (problems if not log.verification.intact else notes).extend(chain)
-            if expected_review_head is not None and expected_review_head not in {
-                    str(e.get("hash")) for e in log.entries}:
-                problems.append(f"review.jsonl: holds no entry with the recorded head "
-                                f"{expected_review_head}; entries were removed or the log "
-                                f"was rewritten since it was recorded")
+    head, entries = None, 0
+    try:
+        log = verify_review_log(run_dir / LOG_NAME, expected_head=expected_review_head)
+    except ReviewError as exc:
+        problems.append(str(exc))
+    else:
+        entries, head = log.entries, log.head
+        problems += [f"{LOG_NAME}: {p}" for p in log.problems]
+        recorded_results = recorded.get("results.json", {}).get("sha256")
+        if log.root is not None and recorded_results not in (None, log.root):
+            notes.append(f"{LOG_NAME}: its first review is of other results (re-measured "
+                         f"since); those reviews give no status to today's findings")
     return RunCheck(run_dir, problems=tuple(problems), notes=tuple(notes),
                     artifacts=len(recorded), review_entries=entries, review_head=head,
                     stages=tuple(done))

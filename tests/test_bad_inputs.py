@@ -450,6 +450,60 @@ def _nonfinite_activations_listed(run: Path) -> None:
     assert "non-finite activations" in row and skipped[0]["image_id"] in row
 
 
+# ---------------------------------------------------------------- review log (issue 16)
+
+# Every character str.splitlines() breaks a line at: each once split an entry in two.
+AWKWARD_NOTE = "one\u2028two\u2029three\x85four\rfive\r\nsix\x0bseven\x0ceight\x1cnine"
+
+
+def _reviewed_run(tmp: Path, shared) -> tuple[Path, str]:
+    """A copy of the tiny run with one review recorded; returns it and the log's head."""
+    from audit.report import append_review, verify_review_log
+
+    run = copy_run(shared("tiny"), tmp / "run")
+    finding = json.loads((run / "results.json").read_text())["findings"][0]["id"]
+    append_review(run, finding, status="accepted", reviewer="A. Auditor", note="checked")
+    return run, str(verify_review_log(run / "review.jsonl").head)
+
+
+def _review_awkward_note(tmp: Path, shared) -> tuple[list, Path]:
+    run = copy_run(shared("tiny"), tmp / "run")
+    finding = json.loads((run / "results.json").read_text())["findings"][0]["id"]
+    return ["review", run, finding, "--status", "disputed", "--note", AWKWARD_NOTE,
+            "--reviewer", "B. Reviewer"], run
+
+
+def _awkward_note_kept(run: Path) -> None:
+    from audit.report import read_review_log
+
+    log = read_review_log(run)
+    assert log.verification.ok and [e["note"] for e in log.entries] == [AWKWARD_NOTE]
+    assert (run / "review.jsonl").read_bytes().count(b"\n") == 1
+
+
+def _review_edited_log(tmp: Path, shared) -> tuple[list, Path]:
+    """A note changed in the log by hand (hash left as it was), then a new review."""
+    run, _ = _reviewed_run(tmp, shared)
+    path = run / "review.jsonl"
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, "note": "never checked"}) + "\n")
+    return ["review", run, entry["finding_id"], "--status", "mitigated", "--reviewer", "C"], run
+
+
+def _review_forged_log(tmp: Path, shared) -> tuple[list, Path]:
+    """The status changed and the hash recomputed (what anyone can do without a key); the
+    reviewer recorded the head before."""
+    run, head = _reviewed_run(tmp, shared)
+    path = run / "review.jsonl"
+    entry = json.loads(path.read_text())
+    entry["status"] = "false-positive"
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    entry["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                              ensure_ascii=False).encode()).hexdigest()
+    path.write_text(json.dumps(entry) + "\n")
+    return ["review", run, "--expect-head", f"sha256:{head}"], run
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -525,6 +579,15 @@ CASES: dict[str, Case] = {
         _run_with(discriminator=_discriminator(spec=_misbehaving),
                   paired={**TINY["paired"], "on_bad_image": "stop"}), 2,
         ("digits-paired-", "non-finite activations (NaN or infinite", "on_bad_image: skip")),
+    # review log (issue 16)
+    "review note with line separators (U+2028, U+0085, CR)": Case(
+        _review_awkward_note, 0, ("review log: 1 entry, head sha256:",), _awkward_note_kept),
+    "review log edited by hand": Case(
+        _review_edited_log, 2, ("hash chain is broken, so no entry is added",
+                                "line 1: its content does not match its hash")),
+    "review log forged with recomputed hashes": Case(
+        _review_forged_log, 2, ("does not verify against the recorded head",
+                                "is not an entry of the log")),
 }
 
 
@@ -590,4 +653,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 28
+    assert len(CASES) == 31

@@ -13,14 +13,16 @@ from audit.report.render import load_run, render_report, results_to_html
 from audit.report.review import (
     STATUSES,
     ReviewLog,
+    ReviewLogCheck,
     append_review,
     read_review_log,
-    verify_chain,
+    verify_review_log,
 )
 
 __all__ = [
     "STATUSES",
     "ReviewLog",
+    "ReviewLogCheck",
     "append_review",
     "html_to_pdf",
     "load_run",
@@ -29,5 +31,5 @@ __all__ = [
     "render_report",
     "results_to_comparison",
     "results_to_html",
-    "verify_chain",
+    "verify_review_log",
 ]
