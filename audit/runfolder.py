@@ -40,7 +40,7 @@ MARKER = ".gan-audit-run"
 #: The lock file of :func:`claim` (holds the pid, host and command of the writer).
 LOCK = ".gan-audit.lock"
 #: Files of the folder's own bookkeeping: never artifacts, never embedded, never deleted.
-TOOL_FILES = frozenset({MARKER, LOCK, ".review.lock"})
+TOOL_FILES = frozenset({MARKER, LOCK})
 
 _held: dict[str, tuple[int, int]] = {}  # resolved folder -> (lock fd, depth): claim is reentrant
 
