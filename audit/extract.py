@@ -537,13 +537,13 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     classes = d.class_source
     sources: dict[str, ImageSource] = {
         "paired": load_images(cfg.paired, concept_set=concept_set, input=model.input,
-                              require_labels=True, class_source=classes),
+                              require_labels=True, class_source=classes, run_dir=run_dir),
         "real": load_images(cfg.real, concept_set=concept_set, input=model.input,
-                            class_source=classes),
+                            class_source=classes, run_dir=run_dir),
     }
     g = cfg.generator
     sources["generated"] = generated_images(
-        cfg, concept_set=concept_set, input=model.input, device=device,
+        cfg, concept_set=concept_set, input=model.input, device=device, run_dir=run_dir,
         png_dir=run_dir / "generated" if g is not None and g.save_png else None)
     generated = sources["generated"].class_labels
     if (model.conditioning is not None and classes is None and generated is not None

@@ -8,8 +8,8 @@ Sources (``ImageSourceConfig.source``)::
                         DIR/list_eval_partition.txt for ``partition``
     classfolders:DIR    DIR/<class>/<image>; the folder name is a label (``folder`` sources)
     idx:FILE            MNIST-style IDX images (gz or not), ``label_file`` for labels
-    npz:FILE            array ``images`` (N x H x W, N x H x W x C or N x C x H x W; uint8 0..255
-                        or float in [0, 1] or [-1, 1]); optional ``labels`` and other 1-D arrays
+    npz:FILE            array ``images`` (N x H x W, N x H x W x C or N x C x H x W; see pixel
+                        values below); optional ``labels`` and other 1-D arrays
     builtin:NAME        the demo sets (``digits-paired``, ``digits-audit``)
 
 Every source yields images transformed to the model's input (resize of the shorter side +
@@ -17,6 +17,22 @@ center crop, grey <-> RGB, value range) with a stable ``image_id``, and a labels
 (``image_id`` + one column per concept holding group names or None) built from the
 concept set's label sources. An unreadable image is reported by path and skipped (listed in
 ``skipped`` and in the store manifest) or stops the run, per ``on_bad_image``.
+
+Pixel values (:func:`pixels_to_unit`) are read at their stored depth and scaled by its full
+range, never clipped: 8-bit / 255, 16-bit / 65535 (16-bit PNG, TIFF, PGM; NPZ/IDX uint16),
+32-bit integer TIFFs by their bit depth; float images (``F`` TIFFs, float arrays) are taken
+as [0, 1], and values outside (or NaN) are an error naming the image and the values found,
+since 0..255 and [-1, 1] cannot be told apart from a dark [0, 1] image. Palette, grey+alpha,
+RGBA and CMYK images go through Pillow's 8-bit grey or RGB. (16-bit colour images: Pillow
+keeps their high byte, which is within 1/255 of the scaled value.)
+
+A run folder inside an image folder (``out`` below a ``folder:`` or ``classfolders:``
+source) is left out of the walk: its files are the run's own PNGs. The source says so in its
+``notes`` (the store manifest's ``source``) and once on stderr. (``celeba:`` reads only the
+files its attribute list names.)
+
+A file name that is not valid UTF-8 gets an id with the undecodable bytes written as
+``\\xff`` (:func:`path_text`), so that it survives JSON, parquet and the report.
 """
 
 from __future__ import annotations
@@ -24,6 +40,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +59,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.load import InputSpec, LoadedGenerator
 
 __all__ = ["ImageSource", "FileSource", "ArraySource", "TensorSource", "GeneratedSource", "Batch",
-           "load_images", "generated_images", "to_model_input", "concept_labels", "read_idx",
-           "IMAGE_SUFFIXES"]
+           "load_images", "generated_images", "to_model_input", "pixels_to_unit", "files_under",
+           "path_text", "concept_labels", "read_idx", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
                   ".pgm")
 _PARTITIONS = {"train": 0, "valid": 1, "test": 2}
+#: Pillow modes holding one channel deeper than 8 bits: read as they are (converting them to
+#: 8-bit "L" clips 16-bit values at 255 and float values at 1/255).
+_DEEP_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N", "F")
+#: How far float pixels may stray outside [0, 1] by rounding (kept as they are, not clipped).
+_FLOAT_SLACK = 1e-6
+#: Notes about sources already shown on stderr in this process.
+_TOLD: set[str] = set()
 
 
 @dataclass
@@ -58,6 +83,113 @@ class Batch:
     image_ids: list[str]
     skipped: list[dict[str, str]] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- pixel values
+
+
+def pixels_to_unit(values: np.ndarray, *, where: str, white: int | None = None) -> np.ndarray:
+    """Pixel values of any stored type -> float in [0, 1], scaled by the type's full range.
+
+    Never clips: values that do not fit the rule are an error.
+
+    Parameters
+    ----------
+    values : ndarray
+        Any shape; bool, unsigned or signed integers, or floats.
+    where : str
+        The image or file, named in messages.
+    white : int, optional
+        The value of full intensity where the dtype is wider than the stored samples
+        (Pillow holds 16- and 32-bit integer images as int32): ``2 ** bits - 1``, or
+        ``2 ** (bits - 1) - 1`` for signed samples. Default: the dtype's maximum (uint8:
+        255, uint16: 65535); signed integers need it.
+
+    Returns
+    -------
+    ndarray
+        Same shape, float32 in [0, 1]: integers divided by ``white``, floats as they are,
+        bool as 0 / 1.
+
+    Raises
+    ------
+    DataError
+        Floats outside [0, 1] or not finite (0..255 and [-1, 1] images cannot be told from
+        a dark [0, 1] image), integers below 0 or above ``white``, signed integers of
+        unknown depth (an int64 array of 0..255 would read as black), other dtypes.
+    """
+    import numpy as np
+
+    kind = values.dtype.kind
+    if kind == "b":
+        return values.astype(np.float32)
+    if kind == "f":
+        if not np.isfinite(values).all():
+            raise DataError(f"{where}: pixel values include NaN or infinity; give finite "
+                            f"values in [0, 1].")
+        lo, hi = _extent(values)
+        if lo < -_FLOAT_SLACK or hi > 1 + _FLOAT_SLACK:
+            raise DataError(
+                f"{where}: float pixel values must lie in [0, 1], found {lo:.6g}..{hi:.6g}. "
+                f"Values 0..255 or in [-1, 1] are not guessed (a dark image would read "
+                f"differently from a bright one): rescale the images to [0, 1] (x / 255, "
+                f"(x + 1) / 2) or save them as 8- or 16-bit integers.")
+        return values.astype(np.float32)
+    if kind not in "ui":
+        raise DataError(f"{where}: pixel values of type {values.dtype} are not an image; give "
+                        f"unsigned integers (uint8, uint16) or floats in [0, 1].")
+    if white is None:
+        if kind == "i":
+            raise DataError(f"{where}: pixel values are {values.dtype}, signed integers whose "
+                            f"full range is not an image's; save them as uint8 (0..255), uint16 "
+                            f"(0..65535) or float in [0, 1], e.g. images.astype(numpy.uint8).")
+        white = int(np.iinfo(values.dtype).max)
+    lo, hi = _extent(values)
+    if lo < 0 or hi > white:
+        raise DataError(f"{where}: pixel values {lo:g}..{hi:g} lie outside 0..{white}, the range "
+                        f"of the file's samples; save the image with non-negative values of "
+                        f"its declared bit depth.")
+    return values.astype(np.float32) / np.float32(white)
+
+
+def _extent(values: np.ndarray) -> tuple[float, float]:
+    """(min, max) of an array as Python numbers; (0, 0) when empty."""
+    return (values.min().item(), values.max().item()) if values.size else (0.0, 0.0)
+
+
+def _pil_pixels(img: Any, channels: int | None) -> tuple[np.ndarray, int | None]:
+    """An opened Pillow image's pixels at their stored depth and the value of white.
+
+    Returns
+    -------
+    pixels : ndarray
+        H x W (grey: 8-bit, or one deep channel: 16/32-bit integer or float) or H x W x 3
+        (RGB, 8-bit): deep images keep one channel (:func:`to_model_input` repeats it);
+        palette, grey+alpha, RGBA, CMYK, ... go through Pillow's 8-bit grey (``channels``
+        1) or RGB.
+    white : int or None
+        Full intensity of a Pillow int32 image (mode ``I``); None: the dtype's maximum.
+    """
+    import numpy as np
+
+    if img.mode in _DEEP_MODES:
+        return np.asarray(img), _stored_white(img) if img.mode == "I" else None
+    grey = channels == 1 or (channels is None and img.mode in ("1", "L"))
+    return np.asarray(img.convert("L" if grey else "RGB"), dtype=np.uint8), None
+
+
+def _stored_white(img: Any) -> int:
+    """Full intensity of a Pillow ``I`` (int32) image: a TIFF's bit depth and sample format
+    say it; PNG and PGM/PPM hold at most 16 bits (Pillow scales a PGM's maxval to 65535)."""
+    if img.format != "TIFF":
+        return 65535
+
+    def tag(number: int, default: int) -> int:
+        value = img.tag_v2.get(number, default)
+        return int(value[0] if isinstance(value, tuple) else value)
+
+    bits, signed = tag(258, 32), tag(339, 1) == 2  # BitsPerSample, SampleFormat
+    return 2 ** (bits - 1) - 1 if signed else 2 ** bits - 1
 
 
 # ---------------------------------------------------------------- transforms
@@ -127,6 +259,8 @@ class ImageSource:
         ``image_id`` + one column per concept of the concept set (group name or None).
     skipped : list of dict
         Images found unreadable so far: ``{"image_id", "reason"}``.
+    notes : list of str
+        What the user should know about how the images were read (in :meth:`describe`).
     class_labels : int array or None
         Each image's class (source order) for a conditional discriminator; None: the
         model's configured ``class_label`` for all.
@@ -147,6 +281,7 @@ class ImageSource:
         self.target = target
         self.on_bad_image = on_bad_image
         self.skipped: list[dict[str, str]] = []
+        self.notes: list[str] = []
         self.labels: pd.DataFrame = pd.DataFrame({"image_id": image_ids})
         self.class_labels: np.ndarray | None = None
         self._content = ""
@@ -172,12 +307,15 @@ class ImageSource:
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
     def describe(self) -> dict[str, Any]:
-        """Plain data for manifests: spec, count, fingerprint."""
-        return {"spec": self.spec, "n_images": len(self), "fingerprint": self.fingerprint}
+        """Plain data for manifests: spec, count, fingerprint (and notes, if any)."""
+        notes = {"notes": list(self.notes)} if self.notes else {}
+        return {"spec": self.spec, "n_images": len(self), "fingerprint": self.fingerprint,
+                **notes}
 
 
 class ArraySource(ImageSource):
-    """Images held in memory: N x C x H x W float in [0, 1] (transformed per batch)."""
+    """Images held in memory: N x C x H x W float in [0, 1] or uint8 (transformed per
+    batch)."""
 
     def __init__(self, spec: str, images: torch.Tensor, image_ids: list[str], *,
                  target: InputSpec | None, content: str | None = None) -> None:
@@ -190,8 +328,8 @@ class ArraySource(ImageSource):
 
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         x = self.images[idx]
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
+        if not x.is_floating_point():  # uint8 stays compact in memory; scaled per batch
+            x = torch.from_numpy(pixels_to_unit(x.numpy(), where=self.spec))
         return Batch(to_model_input(x, self.target), [self.image_ids[i] for i in indices],
                      indices=list(indices))
 
@@ -225,7 +363,7 @@ class FileSource(ImageSource):
 
     def __init__(self, spec: str, root: Path, paths: list[Path], *, target: InputSpec | None,
                  on_bad_image: str = "skip") -> None:
-        ids = [p.relative_to(root).as_posix() for p in paths]
+        ids = [path_text(p.relative_to(root).as_posix()) for p in paths]
         super().__init__(spec, ids, target=target, on_bad_image=on_bad_image)
         self.root = root
         self.paths = paths
@@ -238,20 +376,13 @@ class FileSource(ImageSource):
         self._content = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
 
     def _read(self, path: Path) -> torch.Tensor:
-        import numpy as np
+        """One image file -> 1 x C x H x W float in [0, 1] (:func:`pixels_to_unit`)."""
         import torch
         from PIL import Image
 
-        channels = self.target.channels if self.target else None
         with Image.open(path) as img:
-            if channels == 1:
-                mode = "L"
-            elif channels == 3:
-                mode = "RGB"
-            else:
-                mode = "L" if img.mode in ("1", "L", "I", "I;16", "F") else "RGB"
-            arr = np.asarray(img.convert(mode), dtype=np.uint8)
-        t = torch.from_numpy(arr.copy()).float().div_(255.0)
+            pixels, white = _pil_pixels(img, self.target.channels if self.target else None)
+        t = torch.from_numpy(pixels_to_unit(pixels, where=path_text(path), white=white))
         return t[None, None] if t.ndim == 2 else t.permute(2, 0, 1)[None]
 
     def get_batch(self, indices: Sequence[int]) -> Batch:
@@ -264,12 +395,12 @@ class FileSource(ImageSource):
             try:
                 images.append(to_model_input(self._read(path), self.target))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                reason = f"cannot read the image ({type(exc).__name__}: {exc})"
+                reason = path_text(f"cannot read the image ({type(exc).__name__}: {exc})")
                 if self.on_bad_image == "stop":
-                    raise DataError(f"{path}: {reason}. Fix or remove the file, or set "
-                                    f"on_bad_image: skip to skip unreadable images (they are "
-                                    f"listed in the manifest and the report).") from exc
-                skipped.append({"image_id": self.image_ids[i], "path": str(path),
+                    raise DataError(f"{path_text(path)}: {reason}. Fix or remove the file, or "
+                                    f"set on_bad_image: skip to skip unreadable images (they "
+                                    f"are listed in the manifest and the report).") from exc
+                skipped.append({"image_id": self.image_ids[i], "path": path_text(path),
                                 "reason": reason})
                 continue
             ids.append(self.image_ids[i])
@@ -387,7 +518,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _array_images(arr: np.ndarray, where: str) -> torch.Tensor:
-    """N x H x W / N x H x W x C / N x C x H x W array -> N x C x H x W float in [0, 1]."""
+    """N x H x W / N x H x W x C / N x C x H x W array -> N x C x H x W float in [0, 1]
+    (:func:`pixels_to_unit`), or uint8 0..255 (scaled per batch by :class:`ArraySource`)."""
     import numpy as np
     import torch
 
@@ -403,26 +535,75 @@ def _array_images(arr: np.ndarray, where: str) -> torch.Tensor:
         raise DataError(f"{where}: images must be N x H x W or N x H x W x C or N x C x H x W, "
                         f"got shape {arr.shape}.")
     if arr.dtype == np.uint8:
-        return torch.from_numpy(np.ascontiguousarray(arr))  # scaled per batch
-    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
-    lo, hi = (float(x.min()), float(x.max())) if x.numel() else (0.0, 1.0)
-    if lo < -1.001 or hi > 1.001:
-        if lo >= 0 and hi <= 255:
-            return x / 255.0
-        raise DataError(f"{where}: float images must lie in [0, 1] or [-1, 1] (or 0..255), "
-                        f"found {lo:.3g}..{hi:.3g}.")
-    return (x + 1) / 2 if lo < 0 else x
+        return torch.from_numpy(np.ascontiguousarray(arr))  # 4 times smaller than float
+    return torch.from_numpy(np.ascontiguousarray(pixels_to_unit(arr, where=where)))
 
 
-def _list_images(folder: Path, where: str) -> list[Path]:
+def path_text(path: str | Path) -> str:
+    """A path (or a message naming one) as text that any writer takes: the bytes of a file
+    name that are not valid UTF-8 (``surrogateescape`` characters in Python's str) written
+    as ``\\xff``; other text unchanged."""
+    text = os.fspath(path)
+    try:
+        return os.fsencode(text).decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that no file name decodes to
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def files_under(root: Path, *, skip: Path | None = None) -> list[Path]:
+    """Every file below ``root`` (recursive; links to folders are not followed), except
+    those inside the folder ``skip`` (a run folder inside an image folder: its own files).
+
+    Returns paths starting with ``root``, in walking order.
+    """
+    def identity(folder: str | Path) -> tuple[int, int] | None:
+        try:
+            st = os.stat(folder)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    skipped = identity(skip) if skip is not None else None
+    found = []
+    for folder, subfolders, names in os.walk(root):
+        if skipped is not None:
+            subfolders[:] = [d for d in subfolders
+                             if identity(os.path.join(folder, d)) != skipped]
+        found += [path for path in (Path(folder, n) for n in names) if path.is_file()]
+    return found
+
+
+def _list_images(folder: Path, where: str, *, skip: Path | None = None) -> list[Path]:
+    """The image files below ``folder`` sorted by relative path, none from inside ``skip``."""
     if not folder.is_dir():
         raise DataError(f"{where}: folder {folder} does not exist.{CHECK_PATH}")
-    paths = sorted((p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                    and p.is_file()), key=lambda p: p.relative_to(folder).as_posix())
+    paths = sorted((p for p in files_under(folder, skip=skip)
+                    if p.suffix.lower() in IMAGE_SUFFIXES),
+                   key=lambda p: p.relative_to(folder).as_posix())
     if not paths:
         raise DataError(f"{where}: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}. Point "
                         f"the source at the folder that holds the images.")
     return paths
+
+
+def _run_folder_note(root: Path, run_dir: Path | None, where: str) -> str | None:
+    """What to tell the user when the run folder lies inside the image folder ``root`` (its
+    files are left out of the walk); None when it does not.
+
+    Raises :class:`DataError` when the image folder is the run folder itself.
+    """
+    if run_dir is None or not root.is_dir():
+        return None
+    run, images = Path(run_dir).resolve(), root.resolve()
+    if run == images:
+        raise DataError(f"{where}: the image folder is the run folder {run_dir} itself, where "
+                        f"the run writes its own PNGs. Keep the images in a folder of their "
+                        f"own, or set out (--out) to another folder.")
+    if not run.is_relative_to(images):
+        return None
+    return (f"{where}: the run folder {run_dir} lies inside this image folder; its files (the "
+            f"run's own PNGs) are not read as images. Set out (--out) to a folder outside "
+            f"{root} to keep the two apart.")
 
 
 def _subsample(n_total: int, n: int | None, seed: int) -> list[int]:
@@ -607,7 +788,7 @@ def concept_labels(raw: pd.DataFrame, concept_set: ConceptSet | None, image_ids:
 
 def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None = None,
                 input: InputSpec | None = None, require_labels: bool = False,
-                class_source: Any = None) -> ImageSource:
+                class_source: Any = None, run_dir: Path | None = None) -> ImageSource:
     """Open an image source and build its labels table.
 
     Parameters
@@ -623,11 +804,20 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     class_source : label source, optional
         Where each image's class label for a conditional discriminator comes from
         (``discriminator.class_source``): fills ``class_labels``.
+    run_dir : Path, optional
+        The run's own folder: when it lies inside an image folder, no file of it is read
+        (the run writes PNGs there); ``notes`` and a warning say so.
 
     Returns
     -------
     ImageSource
         ``n`` and ``seed`` subsample deterministically, keeping source order.
+
+    Raises
+    ------
+    DataError
+        The source is missing, empty or malformed, its labels do not fit the concept set,
+        or the image folder is the run folder itself.
     """
     import pandas as pd
 
@@ -638,9 +828,11 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     kind, _, rest = cfg.source.partition(":")
     where = cfg.source
     raw = pd.DataFrame()
+    note = None
     if kind in ("folder", "classfolders"):
         root = Path(rest)
-        paths = _list_images(root, where)
+        note = _run_folder_note(root, run_dir, where)
+        paths = _list_images(root, where, skip=run_dir)
         if kind == "classfolders":
             paths = [p for p in paths if len(p.relative_to(root).parts) == 2]
             if not paths:
@@ -649,9 +841,10 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
         source: ImageSource = FileSource(where, root, paths, target=input,
                                          on_bad_image=cfg.on_bad_image)
         if kind == "classfolders":
-            raw = pd.DataFrame({"folder": [p.parent.name for p in paths]}, index=source.image_ids)
+            raw = pd.DataFrame({"folder": [path_text(p.parent.name) for p in paths]},
+                               index=source.image_ids)
     elif kind == "celeba":
-        source, raw = _celeba(Path(rest), cfg, input, where)
+        source, raw = _celeba(Path(rest), cfg, input, where)  # only the files it lists
     elif kind in ("idx", "npz"):
         source, raw = _arrays(kind, Path(rest), cfg, input, where)
     elif kind == "builtin":
@@ -673,6 +866,11 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
         rows.columns = [f"column:{c}" for c in rows.columns]
         raw = rows if raw.empty else raw.join(rows)
     source.on_bad_image = cfg.on_bad_image  # also images that read but give bad activations
+    if note is not None:
+        source.notes.append(note)
+        if note not in _TOLD:  # stages open the same source again: say it once
+            _TOLD.add(note)
+            warnings.warn(note, stacklevel=2)
     source.labels = concept_labels(raw, concept_set, source.image_ids, where=where,
                                    require=require_labels)
     if class_source is not None:
@@ -682,14 +880,15 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
 
 def generated_images(cfg: AuditConfig, *, concept_set: ConceptSet | None,
                      input: InputSpec | None, device: str = "cpu",
-                     png_dir: Path | None = None) -> ImageSource:
+                     png_dir: Path | None = None, run_dir: Path | None = None) -> ImageSource:
     """The audited generated images of a config: sampled from its ``generator`` (each
     with the class it was made with; PNGs to ``png_dir`` if given, labels all unknown),
-    or its folder of ``generated`` images (classes from ``discriminator.class_source``)."""
+    or its folder of ``generated`` images (classes from ``discriminator.class_source``;
+    nothing read from inside ``run_dir``, see :func:`load_images`)."""
     if cfg.generator is None:
         assert cfg.generated is not None  # the config validator guarantees one of the two
         return load_images(cfg.generated.images, concept_set=concept_set, input=input,
-                           class_source=cfg.discriminator.class_source)
+                           class_source=cfg.discriminator.class_source, run_dir=run_dir)
     from audit.load import load_generator
 
     g = cfg.generator

@@ -61,25 +61,29 @@ def _hash(*parts: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _tree_stamp(root: Path) -> str:
-    """sha256 of every file's relative path, size and modification time below ``root``.
+def _tree_stamp(root: Path, *, skip: Path | None = None) -> str:
+    """sha256 of every file's relative path, size and modification time below ``root``
+    (none from inside the run folder ``skip``, which changes with every run).
 
     Cheap (no file is read) and changes whenever a file is added, removed, rewritten or
     touched: what a cache key of an image folder or a code tree needs.
     """
+    from audit.images import files_under
+
     h = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in sorted(files_under(root, skip=skip)):
         st = path.stat()
         h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n"
-                 .encode())
+                 .encode("utf-8", "surrogateescape"))  # file names need not be UTF-8
     return h.hexdigest()
 
 
-def _spec_files(section: Any) -> dict[str, str]:
+def _spec_files(section: Any, *, run_dir: Path | None = None) -> dict[str, str]:
     """Content stamps of what a model or image spec reads: weights, pickles, label files
     (sha256 of their bytes), image folders and code trees (path, size and mtime of each
     file), and the file of a ``python:`` module. Part of the extract stage's cache key,
-    so that new images in the same folder, or edited model code, are extracted again."""
+    so that new images in the same folder, or edited model code, are extracted again.
+    Files inside ``run_dir`` (a run folder inside an image folder) are not stamped."""
     if section is None:
         return {}
     data = section.model_dump(mode="json")
@@ -116,7 +120,7 @@ def _spec_files(section: Any) -> dict[str, str]:
             files[c] = sha256_file(Path(c))
     for folder in folders:
         if folder and Path(folder).is_dir():
-            files[folder] = _tree_stamp(Path(folder))
+            files[folder] = _tree_stamp(Path(folder), skip=run_dir)
     return files
 
 
@@ -269,7 +273,7 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
             want_pdf: bool, extracted: bool) -> None:
     """Every stage of :func:`run_audit`, each skipped when its inputs have not changed."""
     sections = (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired, cfg.real)
-    stamps = [_spec_files(s) for s in sections]  # hashes files, stats image folders: once
+    stamps = [_spec_files(s, run_dir=run_dir) for s in sections]  # hashes and stats: once
     extract_key = _hash("extract", __version__, concept_set.sha256,
                         *(s.model_dump(mode="json") if s is not None else None
                           for s in sections), *stamps)
@@ -340,11 +344,12 @@ def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
                              "generator": cfg.generator.spec if cfg.generator else None,
                              "layers": list(stores["paired"].layers),
                              "pooling": paired.pooling}
-    run.manifest["data_sources"] = {
-        "paired": {"source": cfg.paired.source, "n": stores["paired"].n_images},
-        "real": {"source": cfg.real.source, "n": stores["real"].n_images},
-        "generated": {"source": gen_spec, "n": stores["generated"].n_images},
-    }
+    run.manifest["data_sources"] = {}
+    for name, spec in (("paired", cfg.paired.source), ("real", cfg.real.source),
+                       ("generated", gen_spec)):
+        notes = stores[name].manifest.get("source", {}).get("notes")  # e.g. what was left out
+        run.manifest["data_sources"][name] = ({"source": spec, "n": stores[name].n_images}
+                                              | ({"notes": notes} if notes else {}))
     run.manifest["skipped_images"] = {name: list(store.skipped) for name, store in stores.items()
                                       if store.skipped}
     write_manifest(run.run_dir, run.manifest)

@@ -68,14 +68,15 @@ def _images(source: Any, ids: list[str]) -> np.ndarray:
     return batch.images.detach().cpu().numpy()
 
 
-def _sources(cfg: AuditConfig, concept_set: ConceptSet, device: str) -> tuple[Any, Any, Any]:
+def _sources(cfg: AuditConfig, concept_set: ConceptSet, device: str,
+             run_dir: Path) -> tuple[Any, Any, Any]:
     from audit.images import generated_images, load_images
     from audit.load import load_discriminator
 
     model = load_discriminator(cfg.discriminator, device=device)
-    real = load_images(cfg.real, concept_set=concept_set, input=model.input)
+    real = load_images(cfg.real, concept_set=concept_set, input=model.input, run_dir=run_dir)
     return model, real, generated_images(cfg, concept_set=concept_set, input=model.input,
-                                         device=device)
+                                         device=device, run_dir=run_dir)
 
 
 def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
@@ -92,7 +93,7 @@ def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
         return index
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     audit = predictions[predictions["split"] == "audit"]
-    model, real_source, gen_source = _sources(cfg, concept_set, device)
+    model, real_source, gen_source = _sources(cfg, concept_set, device, run_dir)
     value_range = tuple(model.input.value_range)
     rng = np.random.default_rng(cfg.report.samples_per_group)
     generated = audit[audit["source"] == "generated"]

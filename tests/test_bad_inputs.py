@@ -502,6 +502,131 @@ def _review_forged_log(tmp: Path, shared) -> tuple[list, Path]:
                                               ensure_ascii=False).encode()).hexdigest()
     path.write_text(json.dumps(entry) + "\n")
     return ["review", run, "--expect-head", f"sha256:{head}"], run
+# ---------------------------------------------------------------- issue 16: images
+
+
+def _pictures(folder: Path, write: Callable[[np.ndarray, Path], None], *, n: int = 120) -> None:
+    """The demo's audited digits as 8-bit grey pictures, each written by ``write``."""
+    from PIL import Image
+
+    digit_pngs(folder, n=n)
+    for path in sorted(folder.glob("img-*.png")):
+        picture = np.asarray(Image.open(path), dtype=np.uint8)
+        path.unlink()
+        write(picture, path)
+
+
+def _sixteen_bit_or_float(picture: np.ndarray, path: Path) -> None:
+    """Even images as 16-bit PNGs (full range: 255 -> 65535), odd ones as float TIFFs in
+    [0, 1]; the same picture as an 8-bit PNG in ``../flat``."""
+    from PIL import Image
+
+    flat = path.parent.parent / "flat"
+    flat.mkdir(exist_ok=True)
+    Image.fromarray(picture).save(flat / path.name)
+    if int(path.stem[-3:]) % 2 == 0:
+        Image.fromarray(picture.astype(np.uint16) * 257).save(path)
+    else:
+        Image.fromarray(picture.astype(np.float32) / 255).save(path.with_suffix(".tif"))
+
+
+def _float_tiffs(scale: float, shift: float) -> Callable[[Path], dict]:
+    from PIL import Image
+
+    def write(picture: np.ndarray, path: Path) -> None:
+        values = picture.astype(np.float32) / 255 * scale + shift
+        Image.fromarray(values.astype(np.float32)).save(path.with_suffix(".tif"))
+
+    def real(tmp: Path) -> dict:
+        _pictures(tmp / "tiffs", write, n=20)
+        return {"source": f"folder:{tmp / 'tiffs'}"}
+    return real
+
+
+def _deep_images(tmp: Path, shared) -> tuple[list, Path]:
+    """The tiny audit (fixed weights) of real images stored as 16-bit PNGs and float TIFFs."""
+    _pictures(tmp / "deep", _sixteen_bit_or_float)
+    cfg = {**FIXED, "real": {"source": f"folder:{tmp / 'deep'}"}, "out": str(tmp / "run")}
+    return ["run", write_config(tmp / "audit.yaml", cfg)], tmp / "run"
+
+
+def _read_at_their_depth(run: Path) -> None:
+    """The audited 16-bit and float images got the probabilities and scores that the 8-bit
+    PNGs of the same pictures get (the issue saw probabilities up to 1.0 apart)."""
+    import pandas as pd
+
+    from audit.decode.run import decode_images
+
+    table = pd.read_parquet(run / "predictions.parquet")
+    audited = table[(table["split"] == "audit") & (table["source"] == "real")]
+    assert len(audited) == 120 and audited["image_id"].str.endswith(".tif").sum() == 60
+    flat = decode_images(run, [str(run.parent / "flat")])
+    assert [Path(i).stem for i in flat["image_id"]] == [Path(i).stem
+                                                        for i in audited["image_id"]]
+    columns = [c for c in flat.columns if c.startswith("prob__")] + ["score"]
+    assert len(columns) > 1
+    np.testing.assert_allclose(audited[columns].to_numpy(float), flat[columns].to_numpy(float),
+                               atol=1e-5)
+
+
+def _npz_real(images: np.ndarray) -> Callable[[Path], dict]:
+    def real(tmp: Path) -> dict:
+        np.savez(tmp / "real.npz", images=images)
+        return {"source": f"npz:{tmp / 'real.npz'}"}
+    return real
+
+
+_BYTES_0_255 = np.random.default_rng(0).integers(0, 256, (8, 32, 32))
+
+
+def _out_inside_the_images(tmp: Path, shared) -> tuple[list, Path]:
+    """A first run whose folder (with its sample grids and generated PNGs) lies inside the
+    real-image folder; the case is the second run."""
+    digit_pngs(tmp / "real_images", n=120)
+    run = tmp / "real_images" / "run"
+    cfg = {**TINY, "real": {"source": f"folder:{tmp / 'real_images'}"}, "out": str(run),
+           "generator": {**TINY["generator"], "save_png": True}}
+    config = write_config(tmp / "audit.yaml", cfg)
+    first = invoke("run", config)
+    assert first.exit_code == 0, first.output
+    assert len(list(run.rglob("*.png"))) > 120  # the run's own PNGs are there
+    return ["run", config], run
+
+
+def _own_pngs_left_out(run: Path) -> None:
+    import pandas as pd
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    real = manifest["data_sources"]["real"]
+    assert real["n"] == 120  # the issue saw 120, then 140
+    assert "lies inside this image folder" in real["notes"][0]
+    table = pd.read_parquet(run / "predictions.parquet")
+    ids = table.loc[(table["split"] == "audit") & (table["source"] == "real"), "image_id"]
+    assert len(ids) == 120 and not ids.str.startswith("run/").any()
+    assert "lies inside this image folder" in json.loads(
+        (run / "results.json").read_text())["meta"]["data_sources"]["real"]["notes"][0]
+
+
+def _names_not_utf8(tmp: Path) -> dict:
+    """Real images, one renamed to bytes that are not UTF-8 and one unreadable such name."""
+    real = tmp / "real_images"
+    digit_pngs(real, n=60)
+    raw = os.fsencode(real)
+    os.rename(real / "img-007.png", os.fsdecode(raw + b"/img-\xff.png"))
+    Path(os.fsdecode(raw + b"/cut-\xfe.png")).write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    return {"source": f"folder:{real}", "on_bad_image": "skip"}
+
+
+def _names_written_safely(run: Path) -> None:
+    import pandas as pd
+
+    table = pd.read_parquet(run / "predictions.parquet")
+    assert "img-\\xff.png" in set(table["image_id"])  # read, under a writable id
+    for name in ("manifest.json", "results.json"):
+        data = json.loads((run / name).read_text(encoding="utf-8"))
+        skipped = (data if name == "manifest.json" else data["meta"])["skipped_images"]["real"]
+        assert [s["image_id"] for s in skipped] == ["cut-\\xfe.png"], skipped
+    assert "cut-\\xfe.png" in (run / "report.html").read_text(encoding="utf-8")
 
 
 CASES: dict[str, Case] = {
@@ -588,6 +713,25 @@ CASES: dict[str, Case] = {
     "review log forged with recomputed hashes": Case(
         _review_forged_log, 2, ("does not verify against the recorded head",
                                 "is not an entry of the log")),
+    # issue 16: images
+    "16-bit PNGs and float TIFFs in [0, 1]": Case(
+        _deep_images, 0, ("verdicts:",), _read_at_their_depth),
+    "float TIFFs with values 0..255": Case(
+        _run_with(real=_float_tiffs(255.0, 0.0)), 2,
+        ("img-000.tif: float pixel values must lie in [0, 1], found 0..", "x / 255")),
+    "float TIFFs with negative values": Case(
+        _run_with(real=_float_tiffs(2.0, -1.0)), 2,
+        ("img-000.tif: float pixel values must lie in [0, 1], found -1..", "(x + 1) / 2")),
+    "NPZ images of a signed integer type": Case(
+        _run_with(real=_npz_real(_BYTES_0_255)), 2,
+        ("real.npz: pixel values are int64, signed integers", "uint8 (0..255)")),
+    "NPZ float images with values 0..255": Case(
+        _run_with(real=_npz_real(_BYTES_0_255.astype(np.float32))), 2,
+        ("real.npz: float pixel values must lie in [0, 1], found 0..255",)),
+    "output folder inside the real-image folder": Case(
+        _out_inside_the_images, 0, ("verdicts:",), _own_pngs_left_out),
+    "image file name that is not valid UTF-8": Case(
+        _run_with(real=_names_not_utf8), 0, ("verdicts:",), _names_written_safely),
 }
 
 
@@ -653,4 +797,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 31
+    assert len(CASES) == 38

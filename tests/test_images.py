@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -285,3 +287,206 @@ def test_rows_match_by_the_file_name_of_the_tables_own_paths(folder: Path, tmp_p
     with pytest.raises(DataError, match=r"have no row"):
         load_images(ImageSourceConfig(source=f"folder:{folder}", labels=table,
                                       image_column="file"), concept_set=TONE)
+
+
+# ---------------------------------------------------------------- pixel depth and range
+
+
+def grey_picture(seed: int = 0, size: tuple[int, int] = (9, 7)) -> np.ndarray:
+    """A 16-bit grey picture using the whole 0..65535 range (its corners are 0 and 65535)."""
+    v = np.random.default_rng(seed).integers(0, 65536, size=size).astype(np.uint16)
+    v[0, 0], v[-1, -1] = 0, 65535
+    return v
+
+
+def decoded(path: Path, channels: int | None = 1, **cfg) -> np.ndarray:
+    """The first image of a folder as the source gives it: C x H x W in [0, 1]."""
+    src = load_images(ImageSourceConfig(source=f"folder:{path}", **cfg),
+                      input=InputSpec(None, channels, (0.0, 1.0)))
+    return src.get_batch([0]).images[0].numpy()
+
+
+def test_16_bit_png_reads_like_the_8_bit_png_of_the_same_picture(tmp_path: Path) -> None:
+    v16 = grey_picture()
+    v8 = np.round(v16 / 257).astype(np.uint8)  # the same picture at 8 bits
+    Image.fromarray(v16).save(write_dir(tmp_path / "deep") / "p.png")
+    Image.fromarray(v8).save(write_dir(tmp_path / "flat") / "p.png")
+    assert Image.open(tmp_path / "deep" / "p.png").mode == "I;16"
+    deep, flat = decoded(tmp_path / "deep"), decoded(tmp_path / "flat")
+    np.testing.assert_allclose(deep[0], v16 / 65535, atol=1e-6)  # scaled, not clipped at 255
+    np.testing.assert_allclose(deep, flat, atol=0.5 / 255 + 1e-6)
+    rgb = decoded(tmp_path / "deep", channels=3)  # one deep channel, repeated for RGB
+    assert rgb.shape == (3, 9, 7) and (rgb == deep[0]).all()
+
+
+def test_16_bit_pgm_and_32_bit_integer_tiff_are_scaled_by_their_depth(tmp_path: Path) -> None:
+    v16 = grey_picture(1)
+    Image.fromarray(v16).save(write_dir(tmp_path / "pgm") / "p.pgm")
+    assert Image.open(tmp_path / "pgm" / "p.pgm").mode == "I"  # int32, 16-bit samples
+    np.testing.assert_allclose(decoded(tmp_path / "pgm")[0], v16 / 65535, atol=1e-6)
+    unit = v16 / 65535
+    v32 = np.round(unit * (2 ** 31 - 1)).astype(np.int32)  # a signed 32-bit TIFF
+    Image.fromarray(v32).save(write_dir(tmp_path / "tif") / "p.tif")
+    assert Image.open(tmp_path / "tif" / "p.tif").mode == "I"
+    np.testing.assert_allclose(decoded(tmp_path / "tif")[0], unit, atol=1e-6)
+    v32[2, 3] = -5
+    Image.fromarray(v32).save(tmp_path / "tif" / "p.tif")
+    with pytest.raises(DataError, match=r"p\.tif: pixel values -5\.\.2\.14748e\+09 lie outside "
+                                        r"0\.\.2147483647"):
+        decoded(tmp_path / "tif")
+
+
+def test_float_tiff_in_0_1_reads_like_the_8_bit_png(tmp_path: Path) -> None:
+    v8 = np.round(grey_picture(2) / 257).astype(np.uint8)
+    Image.fromarray(v8).save(write_dir(tmp_path / "png") / "p.png")
+    Image.fromarray(v8.astype(np.float32) / 255).save(write_dir(tmp_path / "tif") / "p.tif")
+    assert Image.open(tmp_path / "tif" / "p.tif").mode == "F"
+    np.testing.assert_allclose(decoded(tmp_path / "tif"), decoded(tmp_path / "png"), atol=1e-6)
+    np.testing.assert_allclose(decoded(tmp_path / "tif", channels=None)[0], v8 / 255, atol=1e-6)
+
+
+@pytest.mark.parametrize(("scale", "shift", "found"), [(255.0, 0.0, "0..255"),
+                                                       (2.0, -1.0, "-1..1"),
+                                                       (1.0, 0.5, "0.5..1.5")])
+def test_float_tiff_outside_0_1_is_an_error_never_clipped(tmp_path: Path, scale: float,
+                                                         shift: float, found: str) -> None:
+    unit = grey_picture(3) / 65535
+    Image.fromarray((unit * scale + shift).astype(np.float32)).save(
+        write_dir(tmp_path / "tif") / "p.tif")
+    # a wrong range is the data's format, not a damaged file: on_bad_image skip does not hide it
+    with pytest.raises(DataError, match=rf"p\.tif: float pixel values must lie in \[0, 1\], "
+                                        rf"found {found}\..*x / 255"):
+        decoded(tmp_path / "tif", on_bad_image="skip")
+
+
+def test_pixels_to_unit_scales_by_the_full_range_of_each_type() -> None:
+    from audit.images import pixels_to_unit
+
+    np.testing.assert_array_equal(pixels_to_unit(np.array([0, 51, 255], np.uint8), where="x"),
+                                  np.array([0, 0.2, 1], np.float32))
+    np.testing.assert_allclose(pixels_to_unit(np.array([0, 257, 65535], np.uint16), where="x"),
+                               [0, 1 / 255, 1], atol=1e-7)
+    np.testing.assert_array_equal(pixels_to_unit(np.array([True, False]), where="x"), [1, 0])
+    np.testing.assert_allclose(pixels_to_unit(np.array([0, 1000], np.int32), where="x",
+                                              white=1000), [0, 1])
+    exact = np.array([0.0, 0.25, 1.0])
+    np.testing.assert_array_equal(pixels_to_unit(exact, where="x"), exact)
+    with pytest.raises(DataError, match=r"x: pixel values are int64, signed.*astype"):
+        pixels_to_unit(np.array([0, 255]), where="x")
+    with pytest.raises(DataError, match="NaN or infinity"):
+        pixels_to_unit(np.array([0.5, np.nan]), where="x")
+    with pytest.raises(DataError, match=r"pixel values 0\.\.1001 lie outside 0\.\.1000"):
+        pixels_to_unit(np.array([0, 1001], np.int32), where="x", white=1000)
+    with pytest.raises(DataError, match="type complex128"):
+        pixels_to_unit(np.array([1j]), where="x")
+
+
+@pytest.mark.parametrize(("dtype", "scale", "error"), [
+    (np.uint16, 65535, None), (np.float32, 1.0, None), (np.float64, 1.0, None),
+    (np.float32, 255.0, r"found 0\.\.255"), (np.int64, 255, "signed integers")])
+def test_npz_images_of_each_type(tmp_path: Path, dtype: type, scale: float,
+                                 error: str | None) -> None:
+    unit = grey_picture(4, size=(3, 6, 6)) / 65535
+    arr = (np.round(unit * scale) if np.dtype(dtype).kind in "ui" else unit * scale)
+    np.savez(tmp_path / "d.npz", images=arr.astype(dtype))
+    if error is not None:
+        with pytest.raises(DataError, match=rf"npz:.*d\.npz: .*{error}"):
+            load_images(f"npz:{tmp_path / 'd.npz'}")
+        return
+    src = load_images(f"npz:{tmp_path / 'd.npz'}", input=InputSpec(None, 1, (0.0, 1.0)))
+    np.testing.assert_allclose(src.get_batch([1]).images[0, 0].numpy(), unit[1], atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["1", "P", "LA", "RGBA", "CMYK"])
+def test_eight_bit_modes_go_through_pillows_grey_or_rgb(tmp_path: Path, mode: str) -> None:
+    rgb = np.random.default_rng(5).integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+    picture = Image.fromarray(rgb).convert(mode)
+    picture.save(write_dir(tmp_path / "m") / ("p.tif" if mode == "CMYK" else "p.png"))
+    for channels, as_mode in ((1, "L"), (3, "RGB")):
+        want = np.asarray(picture.convert(as_mode), dtype=np.float32) / 255
+        got = decoded(tmp_path / "m", channels=channels)
+        np.testing.assert_allclose(got, want.reshape(6, 5, -1).transpose(2, 0, 1), atol=1e-6)
+
+
+def write_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------- the run's own folder
+
+
+def test_a_run_folder_inside_an_image_folder_is_left_out(folder: Path, tmp_path: Path) -> None:
+    run = folder / "reports" / "run"
+    write_png(run / "samples" / "real-lowest.png", 10)
+    write_png(run / "generated" / "gen-0-0.png", 20)
+    everything = load_images(f"folder:{folder}")
+    assert "reports/run/samples/real-lowest.png" in everything.image_ids  # what went wrong
+    with pytest.warns(UserWarning, match=r"the run folder .*run lies inside this image folder"):
+        src = load_images(f"folder:{folder}", run_dir=run)
+    assert src.image_ids == ["a0.png", "a1.png", "a2.png", "a3.png", "broken.png"]
+    assert "are not read as images" in src.notes[0]
+    assert src.describe()["notes"] == src.notes
+    with warnings.catch_warnings():  # the stages open the source again: said once
+        warnings.simplefilter("error")
+        assert load_images(f"folder:{folder}", run_dir=run).notes == src.notes
+    # the same folder under another name (a link) is the same folder
+    (tmp_path / "link").symlink_to(run)
+    with pytest.warns(UserWarning):
+        assert load_images(f"folder:{folder}", run_dir=tmp_path / "link").image_ids == \
+            src.image_ids
+    # a run folder elsewhere changes nothing and says nothing
+    outside = load_images(f"folder:{folder}", run_dir=tmp_path / "elsewhere")
+    assert outside.image_ids == everything.image_ids and outside.notes == []
+    with pytest.raises(DataError, match=r"is the run folder .* itself.*set out \(--out\)"):
+        load_images(f"folder:{folder}", run_dir=folder)
+
+
+def test_class_folders_leave_the_run_folder_out(tmp_path: Path) -> None:
+    for cls in ("cat", "dog"):
+        write_png(tmp_path / "cf" / cls / "0.png", 10)
+    write_png(tmp_path / "cf" / "run" / "samples" / "x.png", 10)  # out: cf/run, class "run"?
+    cs = concept_set(animal=(["cat", "dog"], {"type": "folder"}))
+    with pytest.warns(UserWarning, match="lies inside"):
+        src = load_images(f"classfolders:{tmp_path / 'cf'}", concept_set=cs,
+                          run_dir=tmp_path / "cf" / "run")
+    assert src.labels["animal"].tolist() == ["cat", "dog"]
+
+
+def test_the_cache_stamp_of_an_image_folder_ignores_the_run_folder(folder: Path) -> None:
+    from audit.pipeline import _spec_files
+
+    source = ImageSourceConfig(source=f"folder:{folder}")
+    run = folder / "run"
+    run.mkdir()
+    before = _spec_files(source, run_dir=run)
+    (run / "manifest.json").write_text("{}")  # every run rewrites its folder
+    assert _spec_files(source, run_dir=run) == before
+    assert _spec_files(source) != before  # (without run_dir it counts)
+
+
+# ---------------------------------------------------------------- file names
+
+
+def test_a_file_name_that_is_not_utf8_gets_a_writable_id(folder: Path) -> None:
+    import json
+
+    from audit.images import path_text
+
+    raw = os.fsencode(folder)
+    Path(os.fsdecode(raw + b"/bad-\xff.png")).write_bytes((folder / "a1.png").read_bytes())
+    Path(os.fsdecode(raw + b"/cut-\xfe.png")).write_bytes(b"\x89PNG\r\n\x1a\n cut")
+    src = load_images(f"folder:{folder}", input=InputSpec(4, 1))
+    assert src.image_ids[:2] == ["a0.png", "a1.png"] and "bad-\\xff.png" in src.image_ids
+    batch = src.get_batch(range(len(src)))
+    k = batch.image_ids.index("bad-\\xff.png")
+    torch.testing.assert_close(batch.images[k], batch.images[batch.image_ids.index("a1.png")])
+    assert [s["image_id"] for s in batch.skipped] == ["broken.png", "cut-\\xfe.png"]
+    text = json.dumps([src.image_ids, batch.skipped], ensure_ascii=False)
+    text.encode("utf-8")  # no surrogate left
+    pd.DataFrame({"image_id": src.image_ids}).to_parquet(folder.parent / "ids.parquet")
+    assert path_text("plain/ü.png") == "plain/ü.png"
+    stop = load_images(ImageSourceConfig(source=f"folder:{folder}", on_bad_image="stop"))
+    with pytest.raises(DataError, match=r"cut-\\xfe\.png: cannot read") as caught:
+        stop.get_batch([src.image_ids.index("cut-\\xfe.png")])
+    str(caught.value).encode("utf-8")

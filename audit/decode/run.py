@@ -59,12 +59,13 @@ def train_run_decoders(run_dir: Path, concept_set: ConceptSet, settings: Decoder
     return bundle
 
 
-def _image_source(images: Sequence[str], input_spec: Any) -> Any:
-    """One image source from CLI arguments: a folder, an NPZ file, or image files."""
+def _image_source(images: Sequence[str], input_spec: Any, run_dir: Path) -> Any:
+    """One image source from CLI arguments: a folder (none of the run folder's own files),
+    an NPZ file, or image files."""
     from audit.images import FileSource, load_images
 
     if len(images) == 1 and Path(images[0]).is_dir():
-        return load_images(f"folder:{images[0]}", input=input_spec)
+        return load_images(f"folder:{images[0]}", input=input_spec, run_dir=run_dir)
     if len(images) == 1 and images[0].endswith(".npz"):
         return load_images(f"npz:{images[0]}", input=input_spec)
     paths = [Path(p).resolve() for p in images]
@@ -99,7 +100,7 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
     bundle = load_decoders(run_dir / "decoders")
     paired = ActivationStore.open(run_dir / "activations" / "paired").settings
     model = load_discriminator(cfg.discriminator, device=device)
-    source = _image_source(images, model.input)
+    source = _image_source(images, model.input, run_dir)
     if class_label is not None:
         if model.conditioning is None:
             import warnings

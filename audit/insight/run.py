@@ -328,7 +328,8 @@ def auto_interpolations(run: InsightRun, *, steps: int = 9, method: Method = "sl
 def _grid_real(run: InsightRun, ids: list[str]) -> tuple[np.ndarray, tuple[float, float]]:
     from audit.images import load_images
 
-    source = load_images(run.cfg.real, concept_set=run.concept_set, input=run.model.input)
+    source = load_images(run.cfg.real, concept_set=run.concept_set, input=run.model.input,
+                         run_dir=run.run_dir)
     return _images(source, ids), tuple(run.model.input.value_range)
 
 
