@@ -444,6 +444,25 @@ def _nonfinite_activations_listed(run: Path) -> None:
     assert "non-finite activations" in row and skipped[0]["image_id"] in row
 
 
+def _bomb_in_kwargs(tmp: Path, shared) -> tuple[list, Path]:
+    """TINY whose discriminator kwargs hold a 'billion laughs' alias bomb (700 bytes)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    cfg = {**TINY, "out": str(tmp / "run")}
+    text = yaml.safe_dump({k: v for k, v in cfg.items() if k != "discriminator"})
+    text += "discriminator:\n  spec: builtin:digits-dcgan\n  kwargs:\n"
+    text += "".join(f"    {line}\n" for line in lines)
+    (tmp / "audit.yaml").write_text(text, encoding="utf-8")
+    return ["run", tmp / "audit.yaml"], tmp
+
+
+def _config_over_one_mib(tmp: Path, shared) -> tuple[list, Path]:
+    cfg = {**TINY, "out": str(tmp / "run"), "name": "big"}
+    text = yaml.safe_dump(cfg) + "# padding\n" * 120_000
+    (tmp / "audit.yaml").write_text(text, encoding="utf-8")
+    return ["run", tmp / "audit.yaml"], tmp
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -519,6 +538,10 @@ CASES: dict[str, Case] = {
         _run_with(discriminator=_discriminator(spec=_misbehaving),
                   paired={**TINY["paired"], "on_bad_image": "stop"}), 2,
         ("digits-paired-", "non-finite activations (NaN or infinite", "on_bad_image: skip")),
+    # issue 16: config, YAML and model code
+    "YAML alias bomb in a config": Case(
+        _bomb_in_kwargs, 2, ("audit.yaml: its aliases (*name) repeat", "10,000 allowed")),
+    "config over 1 MiB": Case(_config_over_one_mib, 2, ("audit.yaml: larger than 1 MiB",)),
 }
 
 
@@ -584,4 +607,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 28
+    assert len(CASES) == 30

@@ -272,3 +272,21 @@ def test_a_probability_discriminator_accepts_above_one_half_unless_told_otherwis
     assert config_from_dict(told).measure.accept_threshold == 0.7
     logit = {**base, "discriminator": {"spec": "builtin:digits-dcgan"}}
     assert config_from_dict(logit).measure.accept_threshold == 0.0
+
+
+def test_a_config_with_anchors_and_merge_keys_loads(tmp_path):
+    """Aliases are bounded (an alias bomb is refused, see test_untrusted.py), not banned:
+    sharing a model section with ``<<: *base`` is what real configs do."""
+    text = textwrap.dedent("""\
+        discriminator: &model
+          spec: builtin:digits-dcgan
+          batch_size: 32
+        generator:
+          <<: *model
+          n: 500
+        paired: {source: builtin:digits-paired, seed: &seed 7}
+        real: {source: builtin:digits-audit, seed: *seed}
+        """)
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.generator.spec == "builtin:digits-dcgan" and cfg.generator.batch_size == 32
+    assert cfg.generator.n == 500 and cfg.paired.seed == cfg.real.seed == 7
