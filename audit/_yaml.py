@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from audit.errors import ConfigError
 
@@ -215,7 +216,8 @@ def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
     while True:
         if get_origin(tp) is Annotated:
             tp, *extra = get_args(tp)
-            meta.extend(extra)
+            for item in extra:  # Annotated[int, Field(ge=1)] holds its bounds in a FieldInfo
+                meta.extend(item.metadata if isinstance(item, FieldInfo) else [item])
         elif _is_union(tp) and sum(a is not type(None) for a in get_args(tp)) == 1:
             tp = next(a for a in get_args(tp) if a is not type(None))
         else:

@@ -542,6 +542,12 @@ CASES: dict[str, Case] = {
     "YAML alias bomb in a config": Case(
         _bomb_in_kwargs, 2, ("audit.yaml: its aliases (*name) repeat", "10,000 allowed")),
     "config over 1 MiB": Case(_config_over_one_mib, 2, ("audit.yaml: larger than 1 MiB",)),
+    "negative seed": Case(
+        _run_with(measure={"n_boot": 50, "seed": -1}), 2,
+        ("measure.seed: must be an integer >= 0 and <= 4294967295, got -1",)),
+    "n_boot of 1e9": Case(
+        _run_with(measure={"n_boot": 10**9}), 2,
+        ("measure.n_boot: must be an integer >= 0 and <= 100000, got 1000000000",)),
 }
 
 
@@ -607,4 +613,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 30
+    assert len(CASES) == 32

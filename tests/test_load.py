@@ -404,3 +404,19 @@ def test_cli_layers_table_and_json(nets: Path) -> None:
     assert by_name["fc"]["params"] == 8 * 16 + 1 and by_name["conv2"]["shape"] == [8, 4, 4]
     res = runner.invoke(cli, ["layers", spec(nets, "PlainD"), "--image-size", "20"])
     assert res.exit_code == 2 and "failed on a dummy batch" in res.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["builtin:digits-dcgan", "--image-size", "100000"],
+     "gan-audit layers: image_size: must be an integer >= 1 and <= 4096, got 100000"),
+    (["D.pt"], "gan-audit layers: spec: unknown spec 'D.pt'"),
+])
+def test_cli_layers_refuses_bad_options_with_a_message(args, fragment) -> None:
+    """A 100,000-pixel dummy batch would exhaust memory; a bad spec was a traceback."""
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    res = CliRunner().invoke(cli, ["layers", *args])
+    assert res.exit_code == 2, res.output
+    assert fragment in res.output and "Traceback" not in res.output
