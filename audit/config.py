@@ -135,7 +135,8 @@ class ModelConfig(_Section):
     weights_key: str | None = Field(None, description="key of the state_dict inside the "
                                                       "weights file")
     code_path: RelPath | None = Field(None, description="folder put on sys.path before "
-                                                        "unpickling (e.g. the StyleGAN repo)")
+                                                        "unpickling or importing a python: "
+                                                        "module (e.g. the StyleGAN repo)")
     trust_pickle: bool = Field(False, description="allow pickle: specs (a pickle can run "
                                                   "arbitrary code)")
     class_label: int | None = Field(None, ge=0, description="class label for conditional "

@@ -463,6 +463,29 @@ def _config_over_one_mib(tmp: Path, shared) -> tuple[list, Path]:
     return ["run", tmp / "audit.yaml"], tmp
 
 
+def _model_file(code: str) -> Callable[[Path], str]:
+    """A ``python:`` spec of class ``D`` in a file ``model.py`` holding ``code``."""
+    def spec(tmp: Path) -> str:
+        (tmp / "model.py").write_text(code, encoding="utf-8")
+        return f"python:{tmp / 'model.py'}:D"
+    return spec
+
+
+# A discriminator that averages its logits over the batch: one number, no score per image.
+SCALAR_D = """
+from audit.demo.models import DigitsDiscriminator
+
+
+class D(DigitsDiscriminator):
+    def forward(self, x):
+        return super().forward(x).mean()
+"""
+FACTORY_RAISES = """
+def D():
+    raise ValueError("this checkpoint needs width 128")
+"""
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -548,6 +571,26 @@ CASES: dict[str, Case] = {
     "n_boot of 1e9": Case(
         _run_with(measure={"n_boot": 10**9}), 2,
         ("measure.n_boot: must be an integer >= 0 and <= 100000, got 1000000000",)),
+    "discriminator returning a 0-dim tensor": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file(SCALAR_D))), 2,
+        ("the discriminator returned a 0-dim tensor (one number) for a batch of",
+         "expected N or N x 1 logits")),
+    "model module raising at import": Case(
+        _run_with(discriminator=_discriminator(
+            spec=_model_file("raise RuntimeError('compiled for CUDA 13')\n"))), 2,
+        ("model.py:D: importing", "raised RuntimeError at", "compiled for CUDA 13",
+         "full traceback with --debug")),
+    "model module with a syntax error": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file("def D(:\n    pass\n"))), 2,
+        ("model.py:D: importing", "raised SyntaxError", "line 1")),
+    "model factory raising": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file(FACTORY_RAISES))), 2,
+        ("calling", "raised ValueError", "this checkpoint needs width 128",
+         "full traceback with --debug")),
+    "model code importing a package that is not installed": Case(
+        _run_with(discriminator=_discriminator(
+            spec=_model_file("import requestsx_not_installed\n"))), 2,
+        ("the package 'requestsx_not_installed'", "pip install requestsx_not_installed")),
 }
 
 
@@ -613,4 +656,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 32
+    assert len(CASES) == 37
