@@ -349,13 +349,14 @@ def _in_folder(module: str, folder: Path | None) -> bool:
                                    or (Path(folder) / f"{module}.py").is_file())
 
 
-def _missing_module(exc: ModuleNotFoundError, *, code_path: Path | None,
-                    own: str | None = None) -> str:
+def _missing_module(exc: ModuleNotFoundError, *, code_path: Path | None) -> str:
     """What to do about a module that the model's code or pickle imports and cannot find.
 
-    The model repository's own modules (``dnnlib``, ``torch_utils``, the module ``own``
-    named by the spec, a module a pickle refers to itself when no code_path is set) are
-    found through code_path; anything else the code imports is a package to install.
+    The model repository's own modules (``dnnlib``, ``torch_utils``; a module that a pickle
+    names itself while no code_path is set may be either) are found through code_path; a
+    module that code imports and code_path does not hold is a package to install (its pip
+    command); a module missing from a package that is installed means another version.
+    (A ``python:`` spec's own module: :func:`_missing_spec_module`.)
     """
     name = exc.name or str(exc).rpartition(" ")[2].strip("'\"")
     top = name.partition(".")[0]
@@ -373,7 +374,7 @@ def _missing_module(exc: ModuleNotFoundError, *, code_path: Path | None,
         return (f"the installed {top!r} has no module {name!r}{by}: the model was probably "
                 f"saved with another version of {pip}. Install that version "
                 f"(pip install --upgrade {pip}, or pip install '{pip}==VERSION').")
-    if top in _REPO_MODULES or top == own:
+    if top in _REPO_MODULES:
         if code_path is not None:
             return (f"the module {name!r}{by} is the model repository's own code, and "
                     f"code_path {code_path} holds no {top}/ or {top}.py. Set code_path to the "
@@ -442,7 +443,7 @@ def _import_callable(target: str, *, spec: str,
             raise ModelLoadError(f"{spec}: cannot import {what} ({exc}). "
                                  f"{_missing_spec_module(name, code_path=code_path)}") from exc
         raise ModelLoadError(f"{spec}: cannot import {what}: "
-                             f"{_missing_module(exc, code_path=code_path, own=own)}") from exc
+                             f"{_missing_module(exc, code_path=code_path)}") from exc
     except (Exception, SystemExit) as exc:  # the module's own code failed at import
         where = _user_frame(exc)
         at = f" at {where[0]}, line {where[1]}" if where and not isinstance(
@@ -581,7 +582,7 @@ def _unpickle(path: Path, key: str, *, code_path: Path | None, trust: bool,
             with open(path, "rb") as fh:
                 obj = pickle.load(fh)
     except ModuleNotFoundError as exc:
-        raise ModelLoadError(f"{spec}: unpickling needs the module {exc.name!r}: "
+        raise ModelLoadError(f"{spec}: unpickling needs the module {exc.name or exc!r}: "
                              f"{_missing_module(exc, code_path=code_path)}") from exc
     except (Exception, SystemExit) as exc:
         where = _user_frame(exc)

@@ -486,6 +486,16 @@ def D():
 """
 
 
+def _broken_repository(tmp: Path) -> dict:
+    """A discriminator ``python:brokenrepo.nets:D`` in a repository (code_path) whose package
+    fails at import."""
+    (tmp / "repo" / "brokenrepo").mkdir(parents=True)
+    (tmp / "repo" / "brokenrepo" / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.13: cannot open shared object file')\n")
+    return {**TINY["discriminator"], "spec": "python:brokenrepo.nets:D",
+            "code_path": str(tmp / "repo")}
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -591,6 +601,10 @@ CASES: dict[str, Case] = {
         _run_with(discriminator=_discriminator(
             spec=_model_file("import requestsx_not_installed\n"))), 2,
         ("the package 'requestsx_not_installed'", "pip install requestsx_not_installed")),
+    "model repository whose package fails at import": Case(
+        _run_with(discriminator=_broken_repository), 2,
+        ("python:brokenrepo.nets:D: importing 'brokenrepo.nets' raised ImportError at",
+         "libcudart.so.13")),
 }
 
 
@@ -656,4 +670,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 37
+    assert len(CASES) == 38

@@ -610,3 +610,22 @@ def test_a_discriminator_without_one_score_per_image_is_refused(nets, body, got)
     assert str(info.value).startswith(
         f"{spec(nets, 'Pooled')}: the discriminator returned {got} for a batch of 4 images; "
         f"expected N or N x 1 logits, one score per image (shape (4,) or (4, 1)).")
+
+
+def test_a_package_raising_at_import_is_reported_by_the_load_stage(tmp_path, monkeypatch) -> None:
+    """The run's cache key looks the module's file up (which imports its package): an error
+    there is left to the load stage, which reports it, instead of a traceback."""
+    from audit.pipeline import _spec_files
+
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text("raise RuntimeError('half installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = DiscriminatorConfig(spec="python:brokenpkg.nets:D")
+    try:
+        assert _spec_files(cfg) == {}
+        with pytest.raises(ModelLoadError, match=r"importing 'brokenpkg.nets' raised "
+                                                 r"RuntimeError at .*__init__.py, line 1: "
+                                                 r"half installed"):
+            load_discriminator(cfg)
+    finally:
+        sys.modules.pop("brokenpkg", None)
