@@ -146,6 +146,7 @@ def parse_yaml(text: str, *, source: str, error: type[ConfigError] = ConfigError
     A key given twice in one mapping is an error, not a silent replacement. The text is
     bounded like a file (:func:`read_yaml`): size, aliases and nesting.
     """
+    # (a character takes at most 4 bytes in UTF-8: encode only when the count could matter)
     _check_size(len(text) if len(text) * 4 <= MAX_YAML_BYTES else len(text.encode("utf-8")),
                 source=source, error=error)
     try:
