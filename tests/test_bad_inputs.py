@@ -601,6 +601,9 @@ CASES: dict[str, Case] = {
         _run_with(discriminator=_discriminator(
             spec=_model_file("import requestsx_not_installed\n"))), 2,
         ("the package 'requestsx_not_installed'", "pip install requestsx_not_installed")),
+    "model code importing its repository's module without code_path": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file("import torch_utils\n"))), 2,
+        ("the module 'torch_utils'", "set code_path to the folder that holds torch_utils/")),
     "model repository whose package fails at import": Case(
         _run_with(discriminator=_broken_repository), 2,
         ("python:brokenrepo.nets:D: importing 'brokenrepo.nets' raised ImportError at",
@@ -670,4 +673,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 38
+    assert len(CASES) == 39
