@@ -4,6 +4,12 @@ Both the audit config and the concept sets are YAML validated by pydantic
 models; this module turns parse and validation failures into one
 :class:`~audit.errors.ConfigError` (or a subclass) whose message names the
 file, the line/column or the field path, and the fix.
+
+Configs and concept sets travel between people, so reading one is bounded: a file
+holds at most :data:`MAX_YAML_BYTES`, its aliases (``*name``) may repeat at most
+:data:`MAX_ALIAS_VALUES` values in all (an alias bomb of a few hundred bytes would
+otherwise expand to gigabytes wherever the values are copied), and it may nest only
+as deep as the parser can recurse.
 """
 
 from __future__ import annotations
@@ -18,32 +24,93 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 
 from audit.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
+#: The largest config or concept set read, in bytes (the bundled ones are a few KiB).
+MAX_YAML_BYTES = 1 << 20
+#: How many values aliases (``*name``) may add to a file in all, counted as written out:
+#: merge keys (``<<: *base``) in real files add tens; a bomb nesting nine aliases of the
+#: level below in each of nine levels adds 9**9 (387 million) in 700 bytes.
+MAX_ALIAS_VALUES = 10_000
+
 
 def read_yaml(path: Path, *, error: type[ConfigError] = ConfigError) -> Any:
-    """Parse a YAML file with ``yaml.safe_load`` (no Python objects are built).
+    """Parse a YAML file with a safe loader (no Python objects are built).
 
-    Raises ``error`` naming the file, and the line and column of a syntax error.
+    Raises ``error`` naming the file, and the line and column of a syntax error; a file
+    over :data:`MAX_YAML_BYTES` is refused unread (only that much plus one byte is read,
+    so a device or a pipe cannot fill the memory either).
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
     except FileNotFoundError as exc:
         raise error(f"{path}: file not found. Check the path (relative paths resolve "
                     f"against the current folder).") from exc
     except IsADirectoryError as exc:
         raise error(f"{path}: is a folder, expected a YAML file.") from exc
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror or exc}).") from exc
+    _check_size(len(data), source=str(path), error=error)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{path}: not a UTF-8 text file; save it as UTF-8 YAML.") from exc
     return parse_yaml(text, source=str(path), error=error)
 
 
+def _check_size(n_bytes: int, *, source: str, error: type[ConfigError]) -> None:
+    if n_bytes > MAX_YAML_BYTES:
+        raise error(f"{source}: larger than {MAX_YAML_BYTES // (1 << 20)} MiB, the most a "
+                    f"config or concept set may be (real ones are a few KiB). Check that this "
+                    f"is the right file; keep long lists (labels, image ids) in CSV files.")
+
+
+class _AliasBomb(yaml.YAMLError):
+    """The aliases of a document expand to more than :data:`MAX_ALIAS_VALUES` values."""
+
+    def __init__(self, extra: int) -> None:
+        super().__init__(f"aliases expand to {extra} more values")
+        self.extra = extra
+
+
+def _alias_values(root: yaml.Node) -> int:
+    """How many values the aliases of a composed document add when written out.
+
+    The composer makes an alias the very node of its anchor, so the document is a graph;
+    each node's written-out size (itself and everything under it) is computed once, without
+    recursion, and the total is compared with the count of distinct nodes. A node that
+    contains itself (an alias inside its own anchor) counts once; validation reports it.
+    """
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    size: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_.discard(key)
+            size[key] = 1 + sum(size.get(id(child), 1) for child in children(node))
+        elif key not in size and key not in open_:
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in children(node))
+    return size[id(root)] - len(size)
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` that refuses a key given twice in one mapping (the second would
-    silently replace the first)."""
+    silently replace the first), and a document whose aliases expand to more than
+    :data:`MAX_ALIAS_VALUES` values."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, yaml.Node] = {}
@@ -62,6 +129,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     f"the second would silently replace the first", key_node.start_mark)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_document(self, node: yaml.Node) -> Any:
+        extra = _alias_values(node)  # before any value is built
+        if extra > MAX_ALIAS_VALUES:
+            raise _AliasBomb(extra)
+        return super().construct_document(node)
+
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
                                  _UniqueKeyLoader.construct_mapping)
@@ -70,10 +143,24 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def parse_yaml(text: str, *, source: str, error: type[ConfigError] = ConfigError) -> Any:
     """Parse YAML text safely (no Python objects); ``source`` names it in messages.
 
-    A key given twice in one mapping is an error, not a silent replacement.
+    A key given twice in one mapping is an error, not a silent replacement. The text is
+    bounded like a file (:func:`read_yaml`): size, aliases and nesting.
     """
+    # (a character takes at most 4 bytes in UTF-8: encode only when the count could matter)
+    _check_size(len(text) if len(text) * 4 <= MAX_YAML_BYTES else len(text.encode("utf-8")),
+                source=source, error=error)
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
+    except _AliasBomb as exc:
+        raise error(f"{source}: its aliases (*name) repeat {exc.extra:,} values when written "
+                    f"out, more than the {MAX_ALIAS_VALUES:,} allowed: anchors that repeat "
+                    f"other anchors multiply (a YAML 'billion laughs' bomb). Write the values "
+                    f"out or use fewer aliases (merge keys such as '<<: *base' are fine)."
+                    ) from exc
+    except RecursionError as exc:
+        raise error(f"{source}: the YAML nests too deeply (hundreds of levels of lists or "
+                    f"mappings inside each other) to be read; a config needs a few. Check "
+                    f"the file.") from exc
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown place"
@@ -130,7 +217,8 @@ def _unwrap(tp: Any) -> tuple[Any, list[Any]]:
     while True:
         if get_origin(tp) is Annotated:
             tp, *extra = get_args(tp)
-            meta.extend(extra)
+            for item in extra:  # Annotated[int, Field(ge=1)] holds its bounds in a FieldInfo
+                meta.extend(item.metadata if isinstance(item, FieldInfo) else [item])
         elif _is_union(tp) and sum(a is not type(None) for a in get_args(tp)) == 1:
             tp = next(a for a in get_args(tp) if a is not type(None))
         else:

@@ -174,11 +174,13 @@ def layers(model_spec: str, image_size: int | None, channels: int | None, as_jso
     """
     import json
 
+    from audit._yaml import validate
     from audit.config import DiscriminatorConfig
     from audit.load import load_discriminator
 
-    model = load_discriminator(DiscriminatorConfig(spec=model_spec, image_size=image_size,
-                                                   channels=channels))
+    cfg = validate(DiscriminatorConfig, {"spec": model_spec, "image_size": image_size,
+                                         "channels": channels}, source="gan-audit layers")
+    model = load_discriminator(cfg)
     if as_json:
         click.echo(json.dumps({"spec": model.spec, "sha256": model.sha256,
                                "input": {"image_size": model.input.image_size,

@@ -105,6 +105,16 @@ def _check_spec(value: str) -> str:
 RelPath = Annotated[Path, AfterValidator(_resolve_path)]
 Spec = Annotated[str, AfterValidator(_check_spec), AfterValidator(_resolve_spec)]
 
+# Bounds on numbers that size memory: a config comes from anyone, and a huge value must be a
+# message, not hours of allocation that ends in a crash (issue 16).
+#: A random seed. numpy refuses negative seeds and torch seeds of 2**64 and more; 32 bits
+#: (what numpy's legacy generators take) are plenty and suit every library.
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1, description="random seed, 0 .. 2**32 - 1")]
+#: Images in one source. Every image's id (and class) is held in memory before the first
+#: batch, about 100 bytes each: a million take 100 MB, a billion would take 100 GB; an audit
+#: needs thousands.
+ImageCount = Annotated[int, Field(ge=1, le=1_000_000)]
+
 
 class _Section(BaseModel):
     # NaN and infinity pass no threshold check meaningfully (NaN compares false): refuse them.
@@ -126,12 +136,17 @@ class ModelConfig(_Section):
     weights_key: str | None = Field(None, description="key of the state_dict inside the "
                                                       "weights file")
     code_path: RelPath | None = Field(None, description="folder put on sys.path before "
-                                                        "unpickling (e.g. the StyleGAN repo)")
+                                                        "unpickling or importing a python: "
+                                                        "module (e.g. the StyleGAN repo)")
     trust_pickle: bool = Field(False, description="allow pickle: specs (a pickle can run "
                                                   "arbitrary code)")
-    class_label: int | None = Field(None, description="class label for conditional models")
-    num_classes: int | None = Field(None, ge=1, description="size of the one-hot class "
-                                                            "vector of a conditional model")
+    class_label: int | None = Field(None, ge=0, description="class label for conditional "
+                                                            "models (0 .. num_classes - 1)")
+    num_classes: int | None = Field(None, ge=1, le=100_000,
+                                    description="size of the one-hot class vector of a "
+                                                "conditional model (ImageNet's 1,000 classes "
+                                                "are the most GANs take; at most 100,000: one "
+                                                "vector per image of a batch, 4 bytes a class)")
 
 
 class DiscriminatorConfig(ModelConfig):
@@ -140,10 +155,16 @@ class DiscriminatorConfig(ModelConfig):
     layers: Literal["auto"] | list[str] = "auto"
     include_batch_dependent: bool = False
     pooling: Pooling = "avg"
-    max_dim: int = Field(4096, ge=1, description="flatten pooling: project to at most this "
-                                                 "many features")
-    image_size: int | None = Field(None, ge=1)
-    channels: int | None = Field(None, ge=1)
+    max_dim: int = Field(4096, ge=1, le=65_536,
+                         description="flatten pooling: project to at most this "
+                                     "many features (at most 65,536: stored for every image, "
+                                     "2 bytes each, and read whole by the decoders)")
+    image_size: int | None = Field(None, ge=1, le=4096,
+                                   description="input height and width in pixels (at most "
+                                               "4,096: GANs reach 1,024, and the probe's batch "
+                                               "of 7 images of 4,096 x 4,096 x 3 already takes "
+                                               "1.4 GB)")
+    channels: int | None = Field(None, ge=1, le=64, description="input channels (at most 64)")
     value_range: tuple[float, float] = (-1.0, 1.0)
     batch_size: int = Field(64, ge=1)
     precision: Literal["fp32", "bf16"] = Field(
@@ -175,10 +196,13 @@ class DiscriminatorConfig(ModelConfig):
 class GeneratorConfig(ModelConfig):
     """The generator whose samples are audited."""
 
-    n: int = Field(2000, ge=1, description="number of images to generate")
-    seed: int = 0
+    n: ImageCount = Field(2000, description="number of images to generate (at most 1,000,000: "
+                                            "each image's id is held in memory)")
+    seed: Seed = 0
     batch_size: int = Field(64, ge=1)
-    latent_dim: int | None = Field(None, ge=1)
+    latent_dim: int | None = Field(None, ge=1, le=65_536,
+                                   description="size of one latent (StyleGAN's is 512, "
+                                               "BigGAN's 128; at most 65,536)")
     truncation: float | None = Field(None, gt=0)
     save_png: bool = False
     class_sampling: Literal["fixed", "uniform"] = Field(
@@ -198,8 +222,10 @@ class ImageSourceConfig(_Section):
     image_column: str = "image"
     label_file: RelPath | None = Field(None, description="IDX label file for idx: sources")
     partition: Literal["train", "valid", "test", "all"] = "all"
-    n: int | None = Field(None, ge=1, description="use at most this many images (seeded)")
-    seed: int = 0
+    n: ImageCount | None = Field(None, description="use at most this many images (seeded; at "
+                                                   "most 1,000,000: each image's id is held "
+                                                   "in memory)")
+    seed: Seed = 0
     on_bad_image: Literal["skip", "stop"] = "skip"
 
 
@@ -230,11 +256,13 @@ class DecoderSettings(_Section):
     stopping on the validation loss, a dozen epochs at most.
     """
 
-    hidden: list[int] = Field(default_factory=lambda: [64],
+    hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [64],
                               description="hidden layer sizes of the MLP ([] = the linear "
                                           "probe alone); on the benchmark 32, 64, 128 and "
                                           "[64, 64] gave the same held-out accuracy within "
-                                          "noise, 64 keeps headroom for harder concepts")
+                                          "noise, 64 keeps headroom for harder concepts; "
+                                          "each at most 4,096: a layer's weights take "
+                                          "features x size x 4 bytes, per layer recorded)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout after each hidden layer while "
                                                         "training; 0.1 was no better than 0 on "
                                                         "the benchmark (early stopping and the "
@@ -312,7 +340,7 @@ class DecoderSettings(_Section):
                                                       "layers only")
     class_balanced: bool = False
     split: tuple[float, float, float] = (0.6, 0.2, 0.2)
-    seed: int = 0
+    seed: Seed = 0
     calibrate: bool = True
     layer: dict[str, str] = Field(default_factory=dict,
                                   description="fix the layer of a concept: {concept: layer}; "
@@ -346,9 +374,14 @@ class MeasureSettings(_Section):
     exclude_below_share: float = Field(0.02, ge=0, lt=1,
                                        description="groups under this share may be excluded "
                                                    "from impact ratios")
-    n_boot: int = Field(1000, ge=0)
+    n_boot: int = Field(1000, ge=0, le=100_000,
+                        description="bootstrap replicates per interval (0: none). Each holds a "
+                                    "count per cell (group x source), 8 bytes: 100,000 "
+                                    "replicates of 100 cells take 80 MB, 10**9 would take "
+                                    "800 GB; beyond about 10,000 the Monte-Carlo error of the "
+                                    "interval ends is far below their width")
     alpha: float = Field(0.05, gt=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
     interval: Literal["percentile", "bca"] = "percentile"
     stratified: bool = False
     cluster_by: str | None = Field(
@@ -412,7 +445,11 @@ class ReportSettings(_Section):
 
     title: str | None = None
     pdf: bool = True
-    samples_per_group: int = Field(16, ge=0)
+    samples_per_group: int = Field(16, ge=0, le=64,
+                                   description="images in each group's grid in the report (at "
+                                               "most 64, an 8 x 8 grid: a grid's images are "
+                                               "held in memory as floats, and 64 images of "
+                                               "1,024 x 1,024 x 3 already take 800 MB)")
 
 
 class AuditConfig(_Section):

@@ -109,9 +109,9 @@ def _spec_files(section: Any, *, run_dir: Path | None = None) -> dict[str, str]:
         else:
             import importlib.util
 
-            try:
+            try:  # (imports the module's packages: the load stage reports their errors)
                 found = importlib.util.find_spec(module)
-            except (ImportError, ValueError):
+            except (Exception, SystemExit):
                 found = None
             if found is not None and found.origin and Path(found.origin).is_file():
                 candidates.append(found.origin)

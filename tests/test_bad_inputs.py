@@ -627,6 +627,56 @@ def _names_written_safely(run: Path) -> None:
         skipped = (data if name == "manifest.json" else data["meta"])["skipped_images"]["real"]
         assert [s["image_id"] for s in skipped] == ["cut-\\xfe.png"], skipped
     assert "cut-\\xfe.png" in (run / "report.html").read_text(encoding="utf-8")
+def _bomb_in_kwargs(tmp: Path, shared) -> tuple[list, Path]:
+    """TINY whose discriminator kwargs hold a 'billion laughs' alias bomb (700 bytes)."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    cfg = {**TINY, "out": str(tmp / "run")}
+    text = yaml.safe_dump({k: v for k, v in cfg.items() if k != "discriminator"})
+    text += "discriminator:\n  spec: builtin:digits-dcgan\n  kwargs:\n"
+    text += "".join(f"    {line}\n" for line in lines)
+    (tmp / "audit.yaml").write_text(text, encoding="utf-8")
+    return ["run", tmp / "audit.yaml"], tmp
+
+
+def _config_over_one_mib(tmp: Path, shared) -> tuple[list, Path]:
+    cfg = {**TINY, "out": str(tmp / "run"), "name": "big"}
+    text = yaml.safe_dump(cfg) + "# padding\n" * 120_000
+    (tmp / "audit.yaml").write_text(text, encoding="utf-8")
+    return ["run", tmp / "audit.yaml"], tmp
+
+
+def _model_file(code: str) -> Callable[[Path], str]:
+    """A ``python:`` spec of class ``D`` in a file ``model.py`` holding ``code``."""
+    def spec(tmp: Path) -> str:
+        (tmp / "model.py").write_text(code, encoding="utf-8")
+        return f"python:{tmp / 'model.py'}:D"
+    return spec
+
+
+# A discriminator that averages its logits over the batch: one number, no score per image.
+SCALAR_D = """
+from audit.demo.models import DigitsDiscriminator
+
+
+class D(DigitsDiscriminator):
+    def forward(self, x):
+        return super().forward(x).mean()
+"""
+FACTORY_RAISES = """
+def D():
+    raise ValueError("this checkpoint needs width 128")
+"""
+
+
+def _broken_repository(tmp: Path) -> dict:
+    """A discriminator ``python:brokenrepo.nets:D`` in a repository (code_path) whose package
+    fails at import."""
+    (tmp / "repo" / "brokenrepo").mkdir(parents=True)
+    (tmp / "repo" / "brokenrepo" / "__init__.py").write_text(
+        "raise ImportError('libcudart.so.13: cannot open shared object file')\n")
+    return {**TINY["discriminator"], "spec": "python:brokenrepo.nets:D",
+            "code_path": str(tmp / "repo")}
 
 
 CASES: dict[str, Case] = {
@@ -732,6 +782,43 @@ CASES: dict[str, Case] = {
         _out_inside_the_images, 0, ("verdicts:",), _own_pngs_left_out),
     "image file name that is not valid UTF-8": Case(
         _run_with(real=_names_not_utf8), 0, ("verdicts:",), _names_written_safely),
+    # issue 16: config, YAML and model code
+    "YAML alias bomb in a config": Case(
+        _bomb_in_kwargs, 2, ("audit.yaml: its aliases (*name) repeat", "10,000 allowed")),
+    "config over 1 MiB": Case(_config_over_one_mib, 2, ("audit.yaml: larger than 1 MiB",)),
+    "negative seed": Case(
+        _run_with(measure={"n_boot": 50, "seed": -1}), 2,
+        ("measure.seed: must be an integer >= 0 and <= 4294967295, got -1",)),
+    "n_boot of 1e9": Case(
+        _run_with(measure={"n_boot": 10**9}), 2,
+        ("measure.n_boot: must be an integer >= 0 and <= 100000, got 1000000000",)),
+    "discriminator returning a 0-dim tensor": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file(SCALAR_D))), 2,
+        ("the discriminator returned a 0-dim tensor (one number) for a batch of",
+         "expected N or N x 1 logits")),
+    "model module raising at import": Case(
+        _run_with(discriminator=_discriminator(
+            spec=_model_file("raise RuntimeError('compiled for CUDA 13')\n"))), 2,
+        ("model.py:D: importing", "raised RuntimeError at", "compiled for CUDA 13",
+         "full traceback with --debug")),
+    "model module with a syntax error": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file("def D(:\n    pass\n"))), 2,
+        ("model.py:D: importing", "raised SyntaxError", "line 1")),
+    "model factory raising": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file(FACTORY_RAISES))), 2,
+        ("calling", "raised ValueError", "this checkpoint needs width 128",
+         "full traceback with --debug")),
+    "model code importing a package that is not installed": Case(
+        _run_with(discriminator=_discriminator(
+            spec=_model_file("import requestsx_not_installed\n"))), 2,
+        ("the package 'requestsx_not_installed'", "pip install requestsx_not_installed")),
+    "model code importing its repository's module without code_path": Case(
+        _run_with(discriminator=_discriminator(spec=_model_file("import torch_utils\n"))), 2,
+        ("the module 'torch_utils'", "set code_path to the folder that holds torch_utils/")),
+    "model repository whose package fails at import": Case(
+        _run_with(discriminator=_broken_repository), 2,
+        ("python:brokenrepo.nets:D: importing 'brokenrepo.nets' raised ImportError at",
+         "libcudart.so.13")),
 }
 
 
@@ -797,4 +884,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 38
+    assert len(CASES) == 49

@@ -116,7 +116,8 @@ def test_unknown_keys_are_errors_naming_the_field_path(tmp_path, data, fragment)
     ({"measure": {"min_group_n": "ten"}},
      "measure.min_group_n: must be an integer >= 1, got 'ten'"),
     ({"measure": {"min_group_n": 0}}, "measure.min_group_n: must be an integer >= 1, got 0"),
-    ({"measure": {"n_boot": 2.5}}, "measure.n_boot: must be an integer >= 0, got 2.5"),
+    ({"measure": {"n_boot": 2.5}},
+     "measure.n_boot: must be an integer >= 0 and <= 100000, got 2.5"),
     ({"measure": {"alpha": 1.5}}, "measure.alpha: must be a number > 0 and < 1, got 1.5"),
     ({"measure": {"exclude_below_share": "two percent"}},
      "measure.exclude_below_share: must be a number >= 0 and < 1, got 'two percent'"),
@@ -141,7 +142,7 @@ def test_unknown_keys_are_errors_naming_the_field_path(tmp_path, data, fragment)
     ({"discriminator": {"spec": 7}},
      "discriminator.spec: must be text (put it in quotes to make it text), got 7"),
     ({"generator": {"spec": "builtin:x", "n": -5}},
-     "generator.n: must be an integer >= 1, got -5"),
+     "generator.n: must be an integer >= 1 and <= 1000000, got -5"),
     ({"decoders": {"split": [0.5, 0.5]}}, "decoders.split: must be a list of 3 items, got 2"),
     ({"decoders": {"split": [0.5, 0.3, 0.3]}},
      "decoders: split must be three positive fractions (train, validation, test) summing to 1"),
@@ -272,3 +273,73 @@ def test_a_probability_discriminator_accepts_above_one_half_unless_told_otherwis
     assert config_from_dict(told).measure.accept_threshold == 0.7
     logit = {**base, "discriminator": {"spec": "builtin:digits-dcgan"}}
     assert config_from_dict(logit).measure.accept_threshold == 0.0
+
+
+def test_a_config_with_anchors_and_merge_keys_loads(tmp_path):
+    """Aliases are bounded (an alias bomb is refused, see test_untrusted.py), not banned:
+    sharing a model section with ``<<: *base`` is what real configs do."""
+    text = textwrap.dedent("""\
+        discriminator: &model
+          spec: builtin:digits-dcgan
+          batch_size: 32
+        generator:
+          <<: *model
+          n: 500
+        paired: {source: builtin:digits-paired, seed: &seed 7}
+        real: {source: builtin:digits-audit, seed: *seed}
+        """)
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.generator.spec == "builtin:digits-dcgan" and cfg.generator.batch_size == 32
+    assert cfg.generator.n == 500 and cfg.paired.seed == cfg.real.seed == 7
+
+
+@pytest.mark.parametrize("section, fragment", [
+    ({"measure": {"seed": -1}}, "measure.seed: must be an integer >= 0 and <= 4294967295, got -1"),
+    ({"decoders": {"seed": 2**64}}, "decoders.seed: must be an integer >= 0 and <= 4294967295"),
+    ({"paired": {"source": "builtin:digits-paired", "seed": -3}},
+     "paired.seed: must be an integer >= 0 and <= 4294967295, got -3"),
+    ({"generator": {"spec": "builtin:x", "seed": -1}}, "generator.seed: must be an integer >= 0"),
+    ({"measure": {"n_boot": 10**9}},
+     "measure.n_boot: must be an integer >= 0 and <= 100000, got 1000000000"),
+    ({"generator": {"spec": "builtin:x", "n": 10**9}},
+     "generator.n: must be an integer >= 1 and <= 1000000, got 1000000000"),
+    ({"real": {"source": "builtin:digits-audit", "n": 10**9}},
+     "real.n: must be an integer >= 1 and <= 1000000"),
+    ({"report": {"samples_per_group": 10**6}},
+     "report.samples_per_group: must be an integer >= 0 and <= 64"),
+    ({"discriminator": {"spec": "builtin:x", "max_dim": 10**9}},
+     "discriminator.max_dim: must be an integer >= 1 and <= 65536"),
+    ({"discriminator": {"spec": "builtin:x", "image_size": 10**6}},
+     "discriminator.image_size: must be an integer >= 1 and <= 4096"),
+    ({"discriminator": {"spec": "builtin:x", "num_classes": 10**9}},
+     "discriminator.num_classes: must be an integer >= 1 and <= 100000"),
+    ({"discriminator": {"spec": "builtin:x", "class_label": -1}},
+     "discriminator.class_label: must be an integer >= 0, got -1"),
+    ({"generator": {"spec": "builtin:x", "latent_dim": 10**9}},
+     "generator.latent_dim: must be an integer >= 1 and <= 65536"),
+    ({"decoders": {"hidden": [64, 10**9]}},
+     "decoders.hidden[1]: must be an integer >= 1 and <= 4096, got 1000000000"),
+    ({"decoders": {"hidden": [0]}}, "decoders.hidden[0]: must be an integer >= 1 and <= 4096"),
+])
+def test_seeds_and_counts_that_would_crash_or_exhaust_memory_are_refused(tmp_path, section,
+                                                                         fragment):
+    """Issue 16: a negative seed crashed numpy, n_boot of 1e9 would allocate 800 GB of
+    bootstrap counts; each bound is a message naming the field."""
+    message = _error(tmp_path, _with(**section))
+    assert f"{tmp_path / 'audit.yaml'}: {fragment}" in message, message
+
+
+def test_seeds_and_counts_at_their_bounds_are_accepted(tmp_path):
+    cfg = load_config(_write(tmp_path, _with(
+        measure={"seed": 2**32 - 1, "n_boot": 100_000},
+        generator={"spec": "builtin:x", "seed": 0, "n": 1_000_000},
+        decoders={"seed": 2**32 - 1, "hidden": [4096, 1]},
+        report={"samples_per_group": 64})))
+    assert cfg.measure.seed == 2**32 - 1 and cfg.measure.n_boot == 100_000
+    assert cfg.generator.n == 1_000_000 and cfg.decoders.hidden == [4096, 1]
+    import numpy as np
+    import torch
+
+    np.random.default_rng(cfg.measure.seed)  # the largest seed suits numpy and torch
+    np.random.RandomState(cfg.measure.seed)
+    torch.Generator().manual_seed(cfg.decoders.seed)

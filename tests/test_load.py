@@ -404,3 +404,228 @@ def test_cli_layers_table_and_json(nets: Path) -> None:
     assert by_name["fc"]["params"] == 8 * 16 + 1 and by_name["conv2"]["shape"] == [8, 4, 4]
     res = runner.invoke(cli, ["layers", spec(nets, "PlainD"), "--image-size", "20"])
     assert res.exit_code == 2 and "failed on a dummy batch" in res.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["builtin:digits-dcgan", "--image-size", "100000"],
+     "gan-audit layers: image_size: must be an integer >= 1 and <= 4096, got 100000"),
+    (["D.pt"], "gan-audit layers: spec: unknown spec 'D.pt'"),
+])
+def test_cli_layers_refuses_bad_options_with_a_message(args, fragment) -> None:
+    """A 100,000-pixel dummy batch would exhaust memory; a bad spec was a traceback."""
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    res = CliRunner().invoke(cli, ["layers", *args])
+    assert res.exit_code == 2, res.output
+    assert fragment in res.output and "Traceback" not in res.output
+
+
+# ---------------------------------------------------------------- model code that fails (#16)
+
+
+@pytest.mark.parametrize("code, kind, fragment", [
+    ("raise RuntimeError('needs CUDA 13')\n", "RuntimeError", "needs CUDA 13"),
+    ("def D(:\n    pass\n", "SyntaxError", "line 1"),
+    ("WIDTH = int('wide')\n", "ValueError", "invalid literal for int()"),
+    ("import sys\nsys.exit('usage: train.py --data DIR')\n", "SystemExit",
+     "usage: train.py --data DIR"),
+])
+def test_a_module_raising_at_import_names_the_spec_and_the_exception(tmp_path, code, kind,
+                                                                     fragment) -> None:
+    path = tmp_path / "broken.py"
+    path.write_text(code)
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(f"python:{path}:D")
+    message = str(info.value)
+    assert message.startswith(f"python:{path}:D: importing '{path}' raised {kind}")
+    assert fragment in message and "full traceback with --debug" in message
+    if kind != "SyntaxError":
+        assert f"at {path}, line" in message  # where in the user's code
+    path.write_text(NETS)  # fixed: loads (the failed import left no half-made module behind)
+    assert type(load_discriminator(f"python:{path}:PlainD").module).__name__ == "PlainD"
+
+
+def test_a_factory_raising_any_exception_names_the_kwargs_and_the_exception(nets) -> None:
+    code = nets.read_text() + textwrap.dedent('''
+
+        def make_checked(width=4):
+            if width > 8:
+                raise ValueError(f"width {width} is wider than the checkpoint")
+            return PlainD(width=width)
+    ''')
+    nets.write_text(code)
+    cfg = DiscriminatorConfig(spec=spec(nets, "make_checked"), kwargs={"width": 16})
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(cfg)
+    message = str(info.value)
+    assert f"calling {nets}:make_checked with kwargs {{'width': 16}} raised ValueError" in message
+    assert "width 16 is wider than the checkpoint" in message
+    assert "full traceback with --debug" in message
+    with pytest.raises(ModelLoadError, match=r"raised TypeError.*depth.*Fix the kwargs"):
+        load_discriminator(DiscriminatorConfig(spec=spec(nets, "make_plain"),
+                                               kwargs={"depth": 3}))
+
+
+def test_a_missing_package_imported_by_model_code_names_pip_not_code_path(tmp_path) -> None:
+    path = tmp_path / "needs.py"
+    path.write_text("import torch\nimport sklearnx_not_installed.metrics\n")
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(f"python:{path}:D")
+    message = str(info.value)
+    assert (f"the package 'sklearnx_not_installed' (imported by {path}, line 2) is not "
+            f"installed. Install it: pip install sklearnx_not_installed.") in message
+    assert "code_path" not in message
+
+
+def test_a_missing_repository_module_names_code_path_not_pip(tmp_path) -> None:
+    path = tmp_path / "uses_repo.py"
+    path.write_text("import dnnlib\n")
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(f"python:{path}:D")
+    message = str(info.value)
+    assert "the module 'dnnlib'" in message and "model repository's own code" in message
+    assert "set code_path to the folder that holds dnnlib/" in message
+    assert "pip install" not in message
+
+
+def test_a_python_spec_finds_its_module_through_code_path(tmp_path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "training").mkdir(parents=True)
+    (repo / "training" / "__init__.py").write_text("")
+    (repo / "training" / "nets_for_code_path.py").write_text(NETS)
+    target = "python:training.nets_for_code_path:PlainD"
+    try:
+        with pytest.raises(ModelLoadError, match=r"No module named 'training'.*set code_path"):
+            load_discriminator(target)
+        model = load_discriminator(DiscriminatorConfig(spec=target, code_path=repo))
+        assert type(model.module).__name__ == "PlainD"
+        with pytest.raises(ModelLoadError, match=r"package 'training' has no module "
+                                                 r"'training.nets'; it has nets_for_code_path"):
+            load_discriminator(DiscriminatorConfig(spec="python:training.nets:PlainD",
+                                                   code_path=repo))
+    finally:
+        sys.path.remove(str(repo))
+        for name in ("training", "training.nets_for_code_path"):
+            sys.modules.pop(name, None)
+
+
+def _pickle_of(tmp_path: Path, code: Path, module: str, name: str) -> Path:
+    """A pickle {'D': module.name()} whose class lives in ``code/module``."""
+    sys.path.insert(0, str(code))
+    try:
+        obj = getattr(__import__(module, fromlist=[name]), name)()
+        path = tmp_path / "network.pkl"
+        with open(path, "wb") as fh:
+            pickle.dump({"D": obj}, fh)
+    finally:
+        sys.path.remove(str(code))
+        for key in [k for k in sys.modules if k == module.split(".")[0]
+                    or k.startswith(module.split(".")[0] + ".")]:
+            sys.modules.pop(key)
+    return path
+
+
+def test_unpickling_tells_a_missing_package_from_missing_repository_code(tmp_path) -> None:
+    code = tmp_path / "repo"
+    (code / "dnnlib").mkdir(parents=True)
+    (code / "dnnlib" / "__init__.py").write_text(NETS)
+    path = _pickle_of(tmp_path, code, "dnnlib", "PlainD")
+    # the repository's own module, no code_path: code_path is the fix
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True))
+    message = str(info.value)
+    assert "unpickling needs the module 'dnnlib'" in message
+    assert "set code_path to the folder that holds dnnlib/" in message
+    assert "pip install" not in message
+    # the repository's code needs a package that is not installed: pip is the fix
+    (code / "dnnlib" / "__init__.py").write_text("import requestsx_not_installed\n" + NETS)
+    try:
+        with pytest.raises(ModelLoadError) as info:
+            load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True,
+                                                   code_path=code))
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop("dnnlib", None)
+    message = str(info.value)
+    assert "unpickling needs the module 'requestsx_not_installed'" in message
+    assert (f"the package 'requestsx_not_installed' (imported by "
+            f"{code / 'dnnlib' / '__init__.py'}, line 1) is not installed. Install it: "
+            f"pip install requestsx_not_installed.") in message
+    assert "code_path" not in message
+
+
+def test_unpickling_a_module_missing_from_an_installed_package_names_its_version(
+        tmp_path) -> None:
+    """A pickle made with numpy 2 names numpy._core, which numpy 1 does not have."""
+    path = tmp_path / "new_numpy.pkl"
+    path.write_bytes(b"cnumpy._core_not_in_this_version.multiarray\n_reconstruct\n.")
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True))
+    message = str(info.value)
+    assert "the installed 'numpy' has no module 'numpy._core_not_in_this_version'" in message
+    assert "another version of numpy" in message and "pip install --upgrade numpy" in message
+
+
+def test_an_unpickling_error_raised_by_model_code_is_a_message(tmp_path) -> None:
+    code = tmp_path / "repo"
+    code.mkdir()
+    (code / "fragile.py").write_text(NETS + textwrap.dedent('''
+
+        class Fragile(PlainD):
+            def __setstate__(self, state):
+                raise KeyError("conv9")
+    '''))
+    path = _pickle_of(tmp_path, code, "fragile", "Fragile")
+    try:
+        with pytest.raises(ModelLoadError) as info:
+            load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True,
+                                                   code_path=code))
+    finally:
+        sys.path.remove(str(code))
+        sys.modules.pop("fragile", None)
+    message = str(info.value)
+    assert f"cannot unpickle {path} (KeyError at {code / 'fragile.py'}, line" in message
+    assert "'conv9'; full traceback with --debug" in message
+
+
+@pytest.mark.parametrize("body, got", [
+    ("return self.fc(h.flatten(1)).mean()", "a 0-dim tensor (one number)"),
+    ("return self.fc(h.flatten(1)).mean(0)", "a tensor of shape (1,)"),
+    ("return self.fc(h.flatten(1)).reshape(2, -1)", "a tensor of shape (2, 2)"),
+])
+def test_a_discriminator_without_one_score_per_image_is_refused(nets, body, got) -> None:
+    nets.write_text(nets.read_text() + textwrap.dedent(f'''
+
+        class Pooled(PlainD):
+            img_resolution = 16
+
+            def forward(self, x):
+                h = self.act2(self.conv2(self.act1(self.conv1(x))))
+                {body}
+    '''))
+    with pytest.raises(ModelLoadError) as info:
+        load_discriminator(spec(nets, "Pooled"))
+    assert str(info.value).startswith(
+        f"{spec(nets, 'Pooled')}: the discriminator returned {got} for a batch of 4 images; "
+        f"expected N or N x 1 logits, one score per image (shape (4,) or (4, 1)).")
+
+
+def test_a_package_raising_at_import_is_reported_by_the_load_stage(tmp_path, monkeypatch) -> None:
+    """The run's cache key looks the module's file up (which imports its package): an error
+    there is left to the load stage, which reports it, instead of a traceback."""
+    from audit.pipeline import _spec_files
+
+    (tmp_path / "brokenpkg").mkdir()
+    (tmp_path / "brokenpkg" / "__init__.py").write_text("raise RuntimeError('half installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = DiscriminatorConfig(spec="python:brokenpkg.nets:D")
+    try:
+        assert _spec_files(cfg) == {}
+        with pytest.raises(ModelLoadError, match=r"importing 'brokenpkg.nets' raised "
+                                                 r"RuntimeError at .*__init__.py, line 1: "
+                                                 r"half installed"):
+            load_discriminator(cfg)
+    finally:
+        sys.modules.pop("brokenpkg", None)

@@ -89,7 +89,8 @@ def _keyword(call: ast.Call, name: str):
 def test_source_loads_untrusted_data_only_safely():
     """Grep the package: unpickling happens in audit.load._unpickle alone (behind
     trust_pickle); torch.load elsewhere has weights_only=True; numpy never unpickles; YAML
-    is read with a SafeLoader."""
+    is read with a SafeLoader, in audit/_yaml.py alone (where its size, alias and nesting
+    bounds apply)."""
     problems, seen = [], {"torch.load": 0, "yaml": 0}
     for path in sorted(PACKAGE.rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -109,6 +110,11 @@ def test_source_loads_untrusted_data_only_safely():
                 problems.append(f"{where}:{call.lineno} np.load with allow_pickle")
             elif name in ("yaml.unsafe_load", "yaml.full_load", "yaml.load_all"):
                 problems.append(f"{where}:{call.lineno} {name}")
+            elif name.startswith("yaml.") and name.split(".")[1] in (
+                    "safe_load", "compose", "compose_all", "parse", "scan",
+                    "load") and where.as_posix() != "audit/_yaml.py":
+                problems.append(f"{where}:{call.lineno} {name} outside audit/_yaml.py (read "
+                                f"YAML with audit._yaml.read_yaml: its bounds apply there)")
             elif name == "yaml.load":
                 seen["yaml"] += 1
                 loader = _keyword(call, "Loader")
@@ -146,6 +152,84 @@ def test_python_tags_in_yaml_are_refused(where, tmp_path):
     assert f"{name}: malformed YAML at line" in result.output
     assert "safe loading" in result.output
     assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """A 'billion laughs' mapping: each level lists nine aliases of the level below, so
+    ``levels`` levels written out hold 9**levels values, in about 80 bytes a level."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("where", ["config", "concept set"])
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(where, tmp_path):
+    """716 bytes that would be 387 million values when copied (JSON dumps, validation):
+    refused with a message, with a few MB of memory at most."""
+    import textwrap
+    import tracemalloc
+
+    from audit.concepts import load_concept_set
+    from audit.config import load_config
+    from audit.errors import ConceptSetError, ConfigError
+
+    bomb = textwrap.indent(alias_bomb(), "    ")
+    if where == "config":
+        path = tmp_path / "audit.yaml"
+        path.write_text(yaml.safe_dump({k: v for k, v in FIXED.items() if k != "discriminator"})
+                        + "discriminator:\n  spec: builtin:digits-dcgan\n  kwargs:\n"
+                        + bomb)
+        load, error = load_config, ConfigError
+    else:
+        path = tmp_path / "cs.yaml"
+        path.write_text("name: demo\nconcepts: []\nnotes:\n" + bomb)
+        load, error = load_concept_set, ConceptSetError
+    assert len(path.read_bytes()) < 1000
+    tracemalloc.start()
+    try:
+        with pytest.raises(error) as info:
+            load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    message = str(info.value)
+    assert message.startswith(f"{path}: its aliases (*name) repeat ")
+    assert "more than the 10,000 allowed" in message
+    assert "'<<: *base' are fine" in message
+    assert peak < 20 * 2**20, peak
+
+
+def test_yaml_aliases_and_merge_keys_within_the_bound_still_load():
+    from audit._yaml import MAX_ALIAS_VALUES, parse_yaml
+
+    data = parse_yaml(alias_bomb(4), source="four.yaml")  # 9**4 + 820 values: under the bound
+    assert len(data["a3"]) == 9 and data["a3"][0][0][0] == data["a0"]
+    assert 9 ** 4 < MAX_ALIAS_VALUES < 9 ** 5
+    with pytest.raises(Exception, match="more than the 10,000 allowed"):
+        parse_yaml(alias_bomb(5), source="five.yaml")
+
+
+def test_a_yaml_file_over_one_mib_is_refused_unread(tmp_path):
+    from audit._yaml import MAX_YAML_BYTES, read_yaml
+    from audit.errors import ConfigError
+
+    path = tmp_path / "big.yaml"
+    path.write_text("values: [" + "1, " * (MAX_YAML_BYTES // 3) + "1]\n")
+    with pytest.raises(ConfigError, match=r"big.yaml: larger than 1 MiB, the most a config or "
+                                          r"concept set may be"):
+        read_yaml(path)
+    path.write_text("values: [" + "1, " * (MAX_YAML_BYTES // 3 - 10) + "1]\n")
+    assert len(read_yaml(path)["values"]) == MAX_YAML_BYTES // 3 - 9  # just under: read
+
+
+def test_yaml_nested_too_deeply_is_a_message_not_a_recursion_error(tmp_path):
+    from audit.config import load_config
+    from audit.errors import ConfigError
+
+    path = tmp_path / "deep.yaml"
+    path.write_text("name: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"deep\.yaml: the YAML nests too deeply"):
+        load_config(path)
 
 
 # ---------------------------------------------------------------- where a run may write
