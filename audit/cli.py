@@ -684,8 +684,20 @@ def concept_sets_validate(file: Path) -> None:
                f"{len(cs.intersections)} intersection(s)")
 
 
+def interrupt_on_sigterm() -> None:
+    """Treat SIGTERM (``kill``, a CI timeout, a scheduler) like Ctrl-C: the running write
+    removes its temporary file and the run folder stays consistent and resumable."""
+    import signal
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
     """Console entry point."""
+    interrupt_on_sigterm()
     cli.main(prog_name="gan-audit")
 
 

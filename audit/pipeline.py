@@ -131,7 +131,10 @@ class _Run:
 
     def __init__(self, cfg: AuditConfig, run_dir: Path, device: str,
                  log: Callable[[str], None]) -> None:
+        from audit.runfolder import sweep_temporaries
+
         self.cfg, self.run_dir, self.device, self.log = cfg, run_dir, device, log
+        sweep_temporaries(run_dir)  # what a killed earlier run left half-written
         config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         self.config_sha = hashlib.sha256(config_text.encode()).hexdigest()
         manifest = read_manifest(run_dir)

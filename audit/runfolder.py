@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Iterable, Iterator
@@ -32,8 +33,8 @@ from typing import Any
 from audit.errors import RunFolderError
 
 __all__ = ["MARKER", "LOCK", "TOOL_FILES", "claim", "is_owned", "journal_written",
-           "created_files", "remove_created", "read_artifact", "artifact_files",
-           "hash_artifacts"]
+           "created_files", "remove_created", "sweep_temporaries", "read_artifact",
+           "artifact_files", "hash_artifacts"]
 
 #: Ownership marker and journal of every file the tool wrote (paths relative to the folder).
 MARKER = ".gan-audit-run"
@@ -277,11 +278,30 @@ def remove_created(run_dir: Path, names: Iterable[str]) -> None:
             top.rmdir()
 
 
+# What :func:`audit.io.atomic_path` names its temporaries: mkstemp's 8 random characters
+# between ``.<target name>.`` and a suffix.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|pdf|npy|parquet|png|json)$")
+
+
 def _is_temporary(path: Path) -> bool:
     """A leftover of :func:`audit.io.atomic_path` (``.<name>.<random><suffix>``), which a crash
     can leave before the rename journals it."""
-    return path.name.startswith(".") and path.is_file() and not path.is_symlink() \
-        and path.name not in TOOL_FILES
+    return bool(_TEMPORARY.match(path.name)) and path.is_file() and not path.is_symlink()
+
+
+def sweep_temporaries(run_dir: Path) -> list[Path]:
+    """Remove the leftovers of writes that a killed process never finished (a 0-byte
+    ``.report.pdf.k2j3abcd.pdf``, say); call it only while holding the folder's lock and no
+    other process writes (under torchrun: after every rank finished). Returns what it
+    removed."""
+    removed = []
+    for folder, _dirs, files in os.walk(run_dir, followlinks=False):
+        for name in files:
+            path = Path(folder) / name
+            if _is_temporary(path):
+                path.unlink()
+                removed.append(path)
+    return removed
 
 
 # ---------------------------------------------------------------- reading and hashing

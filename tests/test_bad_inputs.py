@@ -679,6 +679,61 @@ def _broken_repository(tmp: Path) -> dict:
             "code_path": str(tmp / "repo")}
 
 
+# ---------------------------------------------------------------- issue 16: run folders
+
+
+def _run_folder_naming_code(tmp: Path, shared) -> tuple[list, Path]:
+    """A received run folder whose config.yaml names code with kwargs (the issue's attack;
+    tests/test_run_folder_security.py checks that nothing runs)."""
+    run = copy_run(shared("tiny"), tmp / "run")
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["discriminator"] = {"spec": "python:subprocess:run", "layers": "auto",
+                            "kwargs": {"args": ["touch", str(tmp / "pwned")]}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    digit_pngs(tmp / "new", n=2)
+    return ["decode", run, tmp / "new"], run
+
+
+def _results_json_a_link(tmp: Path, shared) -> tuple[list, Path]:
+    run = copy_run(shared("tiny"), tmp / "run")
+    (tmp / "elsewhere.json").write_bytes((run / "results.json").read_bytes())
+    (run / "results.json").unlink()
+    (run / "results.json").symlink_to(tmp / "elsewhere.json")
+    return ["report", run, "--no-pdf"], run
+
+
+def _user_files_at_run_names(tmp: Path, shared) -> tuple[list, Path]:
+    mine = tmp / "mine"
+    (mine / "samples").mkdir(parents=True)
+    (mine / "samples" / "holiday.png").write_bytes(b"my photo")
+    (mine / "decoders").mkdir()
+    return ["run", write_config(tmp / "audit.yaml", {**FIXED, "out": str(mine)})], mine
+
+
+def _compare_into_user_folder(tmp: Path, shared) -> tuple[list, Path]:
+    (tmp / "mine").mkdir()
+    (tmp / "mine" / "compare.html").write_text("my own page")
+    return ["compare", shared("tiny"), shared("tiny"), "--out", tmp / "mine", "--no-pdf"], \
+        tmp / "mine"
+
+
+def _disk_full_in_extraction(tmp: Path, shared) -> tuple[list, Path]:
+    return ["run", write_config(tmp / "audit.yaml", {**FIXED, "out": str(tmp / "run")})], tmp
+
+
+def _truncated_results(tmp: Path, shared) -> tuple[list, Path]:
+    """A rerun of a finished audit whose results.json was cut short: measured again."""
+    run = copy_run(shared("tiny"), tmp / "run")
+    data = (run / "results.json").read_bytes()
+    (run / "results.json").write_bytes(data[:len(data) // 3])
+    return ["run", write_config(tmp / "audit.yaml", {**FIXED, "out": str(run)})], run
+
+
+def _results_measured_again(run: Path) -> None:
+    json.loads((run / "results.json").read_text())  # whole again
+    assert invoke("verify", run).exit_code == 0
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -819,6 +874,22 @@ CASES: dict[str, Case] = {
         _run_with(discriminator=_broken_repository), 2,
         ("python:brokenrepo.nets:D: importing 'brokenrepo.nets' raised ImportError at",
          "libcudart.so.13")),
+    # issue 16: run folders
+    "run folder whose config names code": Case(
+        _run_folder_naming_code, 2, ("python:subprocess:run with kwargs",
+                                     "--trust-run-config")),
+    "run folder artifact that is a link": Case(
+        _results_json_a_link, 2, ("results.json: is a link", "never through a link")),
+    "output folder holding user files at names a run uses": Case(
+        _user_files_at_run_names, 2, ("no .gan-audit-run marker", "holds decoders, samples")),
+    "compare --out onto a folder of user files": Case(
+        _compare_into_user_folder, 2, ("compare.html; no .gan-audit-run marker",)),
+    "disk full during extraction": Case(
+        _disk_full_in_extraction, 2, ("the disk is too full for the activations",
+                                      "MiB are needed", "MiB are free")),
+    "truncated results.json on rerun": Case(
+        _truncated_results, 0, ("[measure] outputs differ from the manifest",),
+        _results_measured_again),
 }
 
 
@@ -862,11 +933,21 @@ def disk_fills_on_results(monkeypatch) -> None:
     monkeypatch.setattr(audit.io, "open", open_, raising=False)
 
 
+@pytest.fixture
+def disk_nearly_full(monkeypatch) -> None:
+    """The file system holds 1 KiB more: extraction's check before each shard stops."""
+    import audit.io
+
+    monkeypatch.setattr(audit.io, "free_bytes", lambda folder: 1024)
+
+
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
     case = CASES[name]
     if name == "disk full":
         request.getfixturevalue("disk_fills_on_results")
+    if name == "disk full during extraction":
+        request.getfixturevalue("disk_nearly_full")
     args, folder = case.make(tmp_path, shared)
     before = snapshot(folder)
     with warnings.catch_warnings():
@@ -884,4 +965,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 49
+    assert len(CASES) == 55

@@ -260,3 +260,41 @@ def test_a_run_folder_moved_elsewhere_still_verifies(run, tmp_path):
     moved.parent.mkdir()
     shutil.move(run, moved)
     assert invoke("verify", moved).exit_code == 0
+
+
+# ---------------------------------------------------------------- leftovers of killed writes
+
+
+def test_a_killed_write_leaves_no_temporary(tmp_path):
+    """SIGTERM in the middle of a write: the temporary is removed (the issue saw 0-byte
+    temporary PDFs left behind)."""
+    import signal
+
+    script = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from audit.cli import interrupt_on_sigterm
+        from audit.io import atomic_path
+        interrupt_on_sigterm()
+        with atomic_path(Path({str(tmp_path / 'report.pdf')!r}), suffix=".pdf"):
+            print("writing", flush=True)
+            time.sleep(60)
+        """)
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    assert len(list(tmp_path.glob(".report.pdf.*"))) == 1  # the temporary exists meanwhile
+    writer.send_signal(signal.SIGTERM)
+    writer.wait(timeout=30)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_rerun_sweeps_what_a_killed_run_left(run, tmp_path):
+    left = [run / ".report.pdf.k2j3ab_9.pdf", run / "samples" / ".index.json.zz00aa11.tmp"]
+    for path in left:
+        path.write_bytes(b"")
+    mine = run / ".my-hidden-notes"  # not a temporary's name: left alone
+    mine.write_text("mine")
+    cfg = {**FIXED, "out": str(run), "measure": {**FIXED["measure"], "alpha": 0.01}}
+    assert invoke("run", write_config(tmp_path / "a.yaml", cfg)).exit_code == 0
+    assert not any(path.exists() for path in left) and mine.read_text() == "mine"
