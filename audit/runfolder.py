@@ -33,7 +33,7 @@ from typing import Any
 from audit.errors import RunFolderError
 
 __all__ = ["MARKER", "LOCK", "TOOL_FILES", "claim", "is_owned", "journal_written",
-           "created_files", "remove_created", "sweep_temporaries", "read_artifact",
+           "created_files", "remove_created", "sweep_temporaries", "read_artifact", "refuse_links",
            "artifact_files", "hash_artifacts"]
 
 #: Ownership marker and journal of every file the tool wrote (paths relative to the folder).
@@ -333,6 +333,31 @@ def _inside(run_dir: Path, rel: str) -> Path:
             f"that writes it again.")
     if not path.resolve().is_relative_to(run_dir.resolve()):
         raise RunFolderError(f"{path}: resolves outside the run folder {run_dir}; refused.")
+    return path
+
+
+def refuse_links(path: Path) -> Path:
+    """``path`` when neither it nor a folder between it and its run folder (the nearest
+    folder above holding the marker) is a link, and a file there has one name; else
+    :class:`RunFolderError`. For readers that open run-folder files by path (stores,
+    decoders, predictions)."""
+    path = Path(path)
+    root = _root_of(path.absolute())
+    if root is None:
+        parts = [path]
+    else:
+        rel = path.absolute().relative_to(root)
+        parts = [root.joinpath(*rel.parts[:i + 1]) for i in range(len(rel.parts))]
+    for part in parts:
+        if part.is_symlink():
+            raise RunFolderError(
+                f"{part}: is a link; gan-audit reads a run folder's files only inside it, never "
+                f"through a link. Remove the link (a run folder from someone else may hold one "
+                f"to read your files).")
+    if path.is_file() and path.stat().st_nlink > 1:
+        raise RunFolderError(f"{path}: is a hard link (it has {path.stat().st_nlink} names), so "
+                             f"it may be a file from outside the run folder; gan-audit does not "
+                             f"read it. Remove it and run the stage that writes it again.")
     return path
 
 

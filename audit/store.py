@@ -144,7 +144,9 @@ class ActivationStore:
         Raises :class:`RunFolderError` when the folder holds no store, a store of another
         format, or (unless ``allow_incomplete``) an unfinished one.
         """
-        path = Path(path)
+        from audit.runfolder import refuse_links
+
+        path = refuse_links(Path(path))
         manifest = _read_manifest(path)
         if manifest is None:
             raise RunFolderError(f"{path}: no activation store here (manifest.json is missing). "
@@ -385,11 +387,10 @@ def _load_shard(file: Path) -> np.ndarray:
     :class:`RunFolderError` saying how to recompute it, not a traceback."""
     import numpy as np
 
-    if file.is_symlink():
-        raise RunFolderError(f"{file}: is a link; an activation store holds only the files "
-                             f"gan-audit wrote. Run the audit again into a new folder.")
+    from audit.runfolder import refuse_links
+
     try:
-        return np.load(file, mmap_mode="r")
+        return np.load(refuse_links(file), mmap_mode="r")
     except (OSError, ValueError, EOFError) as exc:
         raise RunFolderError(
             f"{file}: damaged or truncated ({exc}). `gan-audit run` with the same config "

@@ -298,3 +298,24 @@ def test_a_rerun_sweeps_what_a_killed_run_left(run, tmp_path):
     cfg = {**FIXED, "out": str(run), "measure": {**FIXED["measure"], "alpha": 0.01}}
     assert invoke("run", write_config(tmp_path / "a.yaml", cfg)).exit_code == 0
     assert not any(path.exists() for path in left) and mine.read_text() == "mine"
+
+
+def test_stores_decoders_and_predictions_are_never_read_through_a_link(run, tmp_path):
+    """A linked store folder, decoders folder or predictions file is refused by the readers
+    (the measure stage, decode, insight) instead of reading files from elsewhere."""
+    from audit.decode import load_decoders
+    from audit.errors import RunFolderError
+    from audit.store import ActivationStore
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for rel in ("activations/real", "decoders", "predictions.parquet"):
+        target = elsewhere / rel.replace("/", "-")
+        shutil.move(run / rel, target)
+        (run / rel).symlink_to(target)
+    with pytest.raises(RunFolderError, match="is a link"):
+        ActivationStore.open(run / "activations" / "real")
+    with pytest.raises(RunFolderError, match="is a link"):
+        load_decoders(run / "decoders")
+    result = invoke("diagnose", run, "--no-images")
+    assert result.exit_code == 2 and "predictions.parquet: is a link" in result.output

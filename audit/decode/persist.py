@@ -122,9 +122,13 @@ def load_decoders(directory: str | Path) -> DecoderBundle:
 
     Raises :class:`RunFolderError` naming the missing or corrupt file.
     """
+    from audit.runfolder import refuse_links
+
     directory = Path(directory)
     if not directory.is_dir():
         raise RunFolderError(f"{directory}: no decoders folder here. {_RETRAIN}")
+    for path in [directory, *directory.iterdir()]:
+        refuse_links(path)
     sweep = _read_json(directory / "layers.json")
     validity = _read_json(directory / "validity.json")
     splits = _read_json(directory / "splits.json")

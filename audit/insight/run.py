@@ -127,7 +127,9 @@ class InsightRun:
         if not path.is_file():
             raise RunFolderError(f"{path}: missing; run the decode stage first (gan-audit run "
                                  f"CONFIG.yaml).")
-        return pd.read_parquet(path)
+        from audit.runfolder import refuse_links
+
+        return pd.read_parquet(refuse_links(path))
 
     def bootstrap(self) -> BootstrapSpec:
         """The interval settings of the run's measure section."""

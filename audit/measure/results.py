@@ -462,8 +462,10 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     if not val_path.is_file():
         raise RunFolderError(f"{val_path}: not found. The measure stage needs the decoders' "
                              f"held-out validity: run 'gan-audit train-decoders' first.")
+    from audit.runfolder import refuse_links
+
     try:
-        predictions = pd.read_parquet(pred_path)
+        predictions = pd.read_parquet(refuse_links(pred_path))
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise RunFolderError(f"{pred_path}: unreadable Parquet file ({exc}). Re-run the "
                              f"decode stage to rewrite it.") from exc
