@@ -434,10 +434,10 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--review-head", default=None, metavar="HASH",
+@click.option("--expect-head", default=None, metavar="HASH",
               help="The review log's head hash as recorded earlier (printed by review and "
                    "verify): fail unless the log still holds that entry unchanged.")
-def verify(run_dir: Path, review_head: str | None) -> None:
+def verify(run_dir: Path, expect_head: str | None) -> None:
     """Check a run folder against its manifest: every artifact's sha256 and size, the
     config, the stages' outputs and the review log's hash chain. Exit 0 when intact, 1 with
     a list of what differs. Loads no model and imports no code the folder names.
@@ -445,14 +445,14 @@ def verify(run_dir: Path, review_head: str | None) -> None:
     \b
     Example:
       gan-audit verify reports/demo
-      gan-audit verify reports/demo --review-head 3f2a...c9
+      gan-audit verify reports/demo --expect-head sha256:3f2a...c9
     """
     from audit.verify import verify_run
 
-    check = verify_run(run_dir, expected_review_head=review_head)
+    check = verify_run(run_dir, expected_review_head=expect_head)
     for note in check.notes:
         click.echo(f"note: {note}", err=True)
-    head = f"head {check.review_head}" if check.review_head else "empty"
+    head = f"head sha256:{check.review_head}" if check.review_head else "empty"
     summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages; "
                f"review log: {check.review_entries} entries, {head}")
     if check.ok:

@@ -319,3 +319,23 @@ def test_stores_decoders_and_predictions_are_never_read_through_a_link(run, tmp_
         load_decoders(run / "decoders")
     result = invoke("diagnose", run, "--no-images")
     assert result.exit_code == 2 and "predictions.parquet: is a link" in result.output
+
+
+def test_verify_against_a_recorded_head_catches_a_forged_review_log(run):
+    """Without keys a log rewritten with recomputed hashes is internally consistent (the
+    limit docs/SECURITY.md states); against the head printed earlier it fails."""
+    finding = json.loads((run / "results.json").read_text())["findings"][0]["id"]
+    assert invoke("review", run, finding, "--status", "accepted", "--reviewer", "A").exit_code == 0
+    printed = invoke("verify", run)
+    assert printed.exit_code == 0
+    head = printed.output.split("head sha256:")[1].split(")")[0]
+    path = run / "review.jsonl"
+    entry = json.loads(path.read_text())
+    entry["status"] = "false-positive"
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    entry["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                              ensure_ascii=False).encode()).hexdigest()
+    path.write_text(json.dumps(entry) + "\n")
+    assert invoke("verify", run).exit_code == 0  # consistent: nothing to tell without keys
+    forged = invoke("verify", run, "--expect-head", f"sha256:{head}")
+    assert forged.exit_code == 1 and head in forged.output
