@@ -161,22 +161,22 @@ class _Run:
 
         record = self.manifest["stages"].get(name, {})
         paths = [self.run_dir / o for o in outputs]
-        same_key = record.get("key") == key
-        if same_key and record.get("done") and all(p.exists() for p in paths):
+        stale = record.get("key") not in (None, key)  # outputs of other inputs
+        if record.get("key") == key and record.get("done") and all(p.exists() for p in paths):
             problems = [] if keep else differing_artifacts(self.run_dir, outputs, self.manifest)
             if not problems and not self.damaged:
                 self.summary.cached.append(name)
                 self.summary.seconds[name] = 0.0
                 self.log(f"[{name}] up to date (inputs unchanged), reused")
                 return False
+            stale = True  # damaged, or made from damaged inputs: replaced, not patched
             if problems:
                 self.damaged = True
                 more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
                 self.log(f"[{name}] outputs differ from the manifest ({problems[0]}{more}): "
                          f"computing them again")
-            same_key = False
-        if not same_key and not keep:
-            remove_created(self.run_dir, outputs)  # never mix outputs of other inputs
+        if stale and not keep:
+            remove_created(self.run_dir, outputs)  # never mix them with new ones
         self.manifest["stages"][name] = {"key": key, "done": False}
         write_manifest(self.run_dir, self.manifest)
         self.log(f"[{name}] running ...")
