@@ -41,6 +41,13 @@ class AuditGroup(click.Group):
             ctx.exit(130)
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning as users read it: ``warning: <message>`` on stderr (the source line and
+    category are for --debug)."""
+    click.echo(f"warning: {message}", err=True)
+
+
 @contextmanager
 def _writing(run_dir: Path, *, create: bool = False, record: list[str] | None = None,
              needs: str | None = None) -> Iterator[None]:
@@ -60,8 +67,9 @@ def _writing(run_dir: Path, *, create: bool = False, record: list[str] | None = 
 
 trust_run_config_option = click.option(
     "--trust-run-config", is_flag=True,
-    help="Load the run folder's models even when its config.yaml names code (a pickle, a .py "
-         "file, a code_path): only for run folders from someone you trust.")
+    help="Load the run folder's models even when its config.yaml names code (any model spec "
+         "but builtin:: a python: module and its kwargs, a pickle, a TorchScript file, a "
+         "code_path): only for run folders from someone you trust.")
 
 
 @click.group(cls=AuditGroup, context_settings=CONTEXT_SETTINGS)
@@ -79,6 +87,10 @@ def cli(debug: bool) -> None:
       gan-audit demo --out reports/demo
       gan-audit run audit.yaml --no-pdf
     """
+    if not debug:
+        import warnings
+
+        warnings.showwarning = _show_warning
 
 
 # ---------------------------------------------------------------- main job
