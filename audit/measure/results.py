@@ -68,6 +68,13 @@ NOTES = (
     "Rate point estimates come from Fairlearn's MetricFrame on the table of cell counts with "
     "counts as sample weights; demographic parity and equalized odds use real = positive "
     "outcome and accepted = score above accept_threshold, over groups not excluded.",
+    "Rates and shares that are counts k of n (scoring and acceptance rates, Fairlearn's "
+    "per-group rates, raw shares) have Wilson score intervals (on effective counts under "
+    "cluster_by), never of zero width; derived numbers (corrected shares, gaps, ratios) have "
+    "bootstrap intervals, replaced where every replicate gives the same value by the Wilson "
+    "interval of the decoded count (corrected shares), Newcombe's MOVER difference (gaps) or "
+    "the MOVER-R ratio of the two rates' Wilson intervals (Donner and Zou). A ratio whose "
+    "denominator is 0 is undefined; its interval is [0, null] with the reason in 'unbounded'.",
     "Images with a NaN or infinite score are counted in representation but left out of every "
     "score-based number.",
 )

@@ -64,6 +64,7 @@ class Num:
     hi: float | None = None
     n: int | None = None
     k: int | None = None
+    unbounded: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,16 +89,18 @@ def _i(x: Any) -> int | None:
 
 def num_from(d: Any, *, value: Any = None, ci: Any = None, n: Any = None) -> Num:
     """A :class:`Num` from a schema ``estimate`` ({value, ci, n, k}) or loose parts."""
+    unbounded = None
     if isinstance(d, Mapping):
         value, ci, n = d.get("value"), d.get("ci"), d.get("n")
         k = d.get("k")
+        unbounded = str(d["unbounded"]) if d.get("unbounded") else None
     else:
         value = d if d is not None else value
         k = None
     lo = hi = None
     if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
         lo, hi = _f(ci[0]), _f(ci[1])
-    return Num(_f(value), lo, hi, _i(n), _i(k))
+    return Num(_f(value), lo, hi, _i(n), _i(k), unbounded)
 
 
 def _list(x: Any) -> list[Any]:
