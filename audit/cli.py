@@ -118,7 +118,10 @@ def run(config: Path, out: Path | None, device: str | None, no_pdf: bool) -> Non
 def _print_summary(summary: Any) -> None:
     """The closing summary on stdout: verdicts, top findings, timings, where the report is."""
     results = summary.results
+    from audit.measure.sanity import sanity_words
+
     click.echo(f"audit {results.get('meta', {}).get('audit_id', '')}: {summary.run_dir}")
+    click.echo(sanity_words(results.get("discriminator")))
     click.echo("verdicts:")
     for v in results.get("verdicts", []):
         click.echo(f"  {v['concept']:<24} {v['verdict']}: {v.get('reason', '')}")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.measure.groups import SEP
+from audit.measure.sanity import sanity_caveat
 
 if TYPE_CHECKING:
     from audit.config import MeasureSettings
@@ -133,7 +134,8 @@ def _finding(**kw: Any) -> dict[str, Any]:
 
 def results_to_findings(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
                         tests: dict[str, dict[str, Any]], summary: dict[str, Any], *,
-                        settings: MeasureSettings, protected: list[str]) -> list[dict[str, Any]]:
+                        settings: MeasureSettings, protected: list[str],
+                        discriminator: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every finding of the audit, sorted by id.
 
     Parameters
@@ -146,9 +148,32 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
         :func:`validity_summary` of the concepts.
     protected
         Names of the protected concepts (decoder validity findings).
+    discriminator
+        The sanity section (:func:`audit.measure.sanity.discriminator_sanity`). Each problem
+        it names becomes an ``F-DSC-...`` finding; then every treatment finding carries
+        the caveat and its severity is capped at low, and a D with one score for every
+        image gets no treatment finding at all.
     """
     alpha = settings.alpha
     out: list[dict[str, Any]] = []
+    dsc = discriminator or {}
+    caveat = sanity_caveat(dsc)
+    for problem in dsc.get("problems") or []:
+        sep = dsc.get("separation") or {}
+        out.append(_finding(
+            id=f"F-DSC-{problem['kind']}", kind="discriminator", severity="medium",
+            concept="discriminator", groups=[], metric="roc_auc", value=sep.get("auc"),
+            ci=sep.get("ci"), n=(sep.get("n_real") or 0) + (sep.get("n_generated") or 0),
+            evidence={"n_real": sep.get("n_real"), "n_generated": sep.get("n_generated"),
+                      "real_acceptance": (dsc.get("acceptance") or {}).get("real"),
+                      "generated_acceptance": (dsc.get("acceptance") or {}).get("generated"),
+                      "interval_method": sep.get("method")},
+            validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
+            confidence="normal",
+            summary=(f"Discriminator sanity: {problem['message']}. "
+                     + ("No treatment verdict is given." if dsc.get("constant") else
+                        "Every treatment finding carries this caveat and is at most low "
+                        "severity."))))
 
     def common(section: dict[str, Any], group: str) -> dict[str, Any]:
         concepts = section["concepts"]
@@ -227,6 +252,8 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
             adverse = row["four_fifths"] == "adverse impact"
             sev = (_severity(t.get("p_holm"), t.get("p_bh"),
                              ratio < settings.severity_high_ratio, alpha) if adverse else "info")
+            if caveat and sev in ("high", "medium"):
+                sev = "low"
             metric = row["metric"]
             words = ("acceptance as real" if metric == "acceptance_rate" else
                      "scoring rate (share above the real median score)")
@@ -244,14 +271,16 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                           "n": row["rate"]["n"], "highest_group": row["highest_group"],
                           "highest_k": (t.get("counts") or {}).get("k2"),
                           "highest_n": (t.get("counts") or {}).get("n2"),
-                          "test": row["test_id"], "test_method": t.get("method")},
+                          "test": row["test_id"], "test_method": t.get("method"),
+                          "discriminator_caveat": caveat},
                 **common(sec, group),
                 summary=(f"The discriminator's {words} of {source} images with "
                          f"{sec['concept']} = {group} is {_pct(row['rate']['value'])} "
                          f"(n = {row['rate']['n']}), {ratio:.3f} times that of "
                          f"{row['highest_group']} ({_ci(row['ratio']['ci'], pct=False)}), "
                          f"{rule}; Holm-corrected p = "
-                         f"{'n/a' if pv is None else f'{pv:.2g}'}.")))
+                         f"{'n/a' if pv is None else f'{pv:.2g}'}."
+                         + (f" {caveat}" if caveat else ""))))
 
     for name in protected:
         v = summary.get(name) or {}
@@ -301,8 +330,8 @@ def _significant(f: dict[str, Any], alpha: float) -> bool:
 
 
 def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
-             findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05
-             ) -> list[dict[str, Any]]:
+             findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05,
+             discriminator: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One verdict per protected concept and per intersection.
 
     Precedence: not decodable > adverse impact > under-represented > possible adverse
@@ -315,7 +344,19 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
     ``coverage_floor``). Otherwise the ``(not significant)`` verdicts say a point
     estimate crossed the line. ``findings`` lists every adverse-impact and representation
     finding of the concept (or the decoder validity findings when it is not decodable).
+    When the ``discriminator`` failed a sanity check, each reason starts with it (and
+    the ``F-DSC`` findings are listed); a D with one score for every image has no
+    treatment findings, and the reason says treatment was not judged.
     """
+    dsc = discriminator or {}
+    dsc_ids = [f["id"] for f in findings if f["kind"] == "discriminator"]
+    if dsc.get("constant"):
+        dsc_words = ("treatment not judged: the discriminator gives (nearly) one score to "
+                     "every image")
+    elif dsc.get("problems"):
+        dsc_words = ("caveat on treatment: " + "; ".join(p["message"] for p in dsc["problems"]))
+    else:
+        dsc_words = None
     out = []
     trt = {s["concept"]: s for s in treatment}
     for sec in representation:
@@ -362,6 +403,9 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
         else:
             verdict = "pass"
             reasons.append("no rule fired for any group large enough to judge")
+        if dsc_words:
+            reasons.insert(0, dsc_words)
+            ids = dsc_ids + ids
         reason = "; ".join(reasons)
         out.append({"concept": name, "concepts": concepts, "verdict": verdict,
                     "reason": reason, "findings": ids})

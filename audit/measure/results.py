@@ -27,6 +27,7 @@ from audit.measure.groups import (
     score_states,
 )
 from audit.measure.representation import measure_representation
+from audit.measure.sanity import discriminator_sanity
 from audit.measure.stats import adjust_pvalues
 from audit.measure.treatment import measure_treatment
 
@@ -191,8 +192,13 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     summary = validity_summary(validity, concept_set.names)
     reps = [v["representation"] for v in sections.values()]
     trts = [v["treatment"] for v in sections.values()]
+    sanity = discriminator_sanity(scores, source, accept_threshold=settings.accept_threshold,
+                                  confidence=spec.confidence, clusters=clusters)
+    if sanity["constant"]:
+        _withhold_treatment_verdicts(trts)
     findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
-                                   protected=[c.name for c in concept_set.protected])
+                                   protected=[c.name for c in concept_set.protected],
+                                   discriminator=sanity)
     unknowns = []
     if settings.unknown_below > 0:
         for g in per_concept:
@@ -205,6 +211,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     results = {
         "schema_version": SCHEMA_VERSION,
         "meta": {"tool_version": __version__, **(meta or {})},
+        "discriminator": sanity,
         "concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
         "settings": settings.model_dump(mode="json"),
         "bootstrap": {"method": spec.method, "n_boot": spec.n_boot, "seed": spec.seed,
@@ -225,10 +232,21 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "degenerate": degenerate,
         "tests": all_tests,
         "findings": findings,
-        "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha),
+        "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha,
+                             discriminator=sanity),
         "notes": list(NOTES),
     }
     return to_jsonable(results)
+
+
+def _withhold_treatment_verdicts(treatment: list[dict[str, Any]]) -> None:
+    """A D with one score for every image: every impact row becomes "no verdict", saying
+    why (in place)."""
+    for sec in treatment:
+        for row in sec["impact"]:
+            row["four_fifths"] = "no verdict"
+            row["reason"] = ("the discriminator gives (nearly) one score to every image, so "
+                             "its treatment of groups cannot be judged")
 
 
 def _resampled_words(spec: BootstrapSpec, cluster_by: str | None = None) -> str:

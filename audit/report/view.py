@@ -354,6 +354,34 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     return {"available": True, "reason": "", "groups": groups, "real": real}
 
 
+def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
+    """The discriminator sanity figures of results.json's ``discriminator`` section."""
+    d = _dict(section)
+    if not d:
+        return Unavailable("results.json has no 'discriminator' section (it was measured by "
+                           "an earlier gan-audit; re-run 'gan-audit measure')")
+    sep = _dict(d.get("separation"))
+    n_real, n_gen = _i(sep.get("n_real")), _i(sep.get("n_generated"))
+    acc = _dict(d.get("acceptance"))
+    scores = []
+    for source in ("real", "generated"):
+        s = _dict(_dict(d.get("scores")).get(source))
+        q = _dict(s.get("quantiles"))
+        scores.append({"source": source, "n": _i(s.get("n")), "mean": _f(s.get("mean")),
+                       "sd": _f(s.get("sd")),
+                       "quantiles": [_f(q.get(k)) for k in ("q00", "q05", "q25", "q50", "q75",
+                                                           "q95", "q100")]})
+    return {"available": True,
+            "auc": num_from(sep.get("auc"), value=sep.get("auc"), ci=sep.get("ci"),
+                            n=(n_real or 0) + (n_gen or 0)),
+            "n_real": n_real, "n_generated": n_gen, "method": sep.get("method"),
+            "acceptance_real": num_from(acc.get("real")),
+            "acceptance_generated": num_from(acc.get("generated")),
+            "accept_threshold": _f(d.get("accept_threshold")),
+            "scores": scores, "constant": bool(d.get("constant")),
+            "problems": [str(_dict(p).get("message")) for p in _list(d.get("problems"))]}
+
+
 def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
     """Latest status and history of each finding; the chain check of the log."""
     entries = list(getattr(review, "entries", []) or [])
@@ -531,6 +559,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "level": level,
         "threshold": threshold,
         "counts": _dict(results.get("counts")),
+        "discriminator": _discriminator_view(results.get("discriminator")),
         "verdicts": [_dict(v) for v in _list(results.get("verdicts"))],
         "top_findings": _top_findings(findings),
         "findings": findings,
