@@ -540,6 +540,35 @@ def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str,
                                   if "unavailable" in entry else f"{entry['seconds']:.1f} s"))
 
 
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def plan(config: Path) -> None:
+    """Size an audit before running it: images needed per group for 80% power.
+
+    For each protected concept, intersection and group (shares from the real images'
+    labels, else the paired ones'), the generated and real images needed to detect the
+    policy's gaps (a generated share under_margin below the real one; an impact ratio of
+    impact_threshold) at the per-test level of the audit's Holm family. Images that come
+    in clusters (measure.cluster_by) count less: multiply by the design effect.
+
+    \b
+    Example:
+      gan-audit plan audit.yaml
+    """
+    from audit.measure.power import config_to_plan, describe
+
+    result = config_to_plan(config)
+    click.echo(f"plan for {result['config']} ({result['concept_set']}): {result['n_tests']} "
+               f"tests, each at level {result['alpha']:.2g} (alpha / tests, Holm), "
+               f"{result['power']:.0%} power, {result['ratio']:g} real per generated image")
+    for line in describe(result["rows"]):
+        click.echo(line)
+    audited = result["audited"]
+    if audited["real"] or audited["generated"]:
+        click.echo(f"the config audits {audited['real'] or 'all'} real and "
+                   f"{audited['generated'] or 'the given'} generated images")
+
+
 # ---------------------------------------------------------------- concept sets
 
 

@@ -336,7 +336,8 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
 
     Precedence: not decodable > adverse impact > under-represented > possible adverse
     impact (not significant) > possibly under-represented (not significant) > no verdict
-    (small groups) > pass. A ratio under the four-fifths threshold makes ``adverse
+    (small groups) > insufficient evidence (a test found nothing but could not have found
+    the policy's gap at 80% power) > pass. A ratio under the four-fifths threshold makes ``adverse
     impact`` only when it is significant after Holm correction at ``alpha`` or its whole
     interval lies under the threshold; an under-representation (or coverage) finding
     makes ``under-represented`` only when significant after Holm or its whole interval
@@ -370,6 +371,9 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
         small = sorted({r["group"] for r in trt[name]["rows"]
                         if r["small"] and not r["excluded"] and r["group"] != "unknown"}
                        | {r["group"] for r in sec["rows"] if r["small"]})
+        weak = sorted({f"{r['group']} ({r['source']})" for r in trt[name].get("impact", [])
+                       if r["four_fifths"] == "insufficient evidence"}
+                      | {r["group"] for r in sec["rows"] if r.get("insufficient_evidence")})
         strong_adverse = [f for f in adverse if _significant(f, alpha)]
         strong_under = [f for f in under if _significant(f, alpha)]
         reasons = []
@@ -400,6 +404,11 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
             verdict = "no verdict (small groups)"
             reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n "
                            f"(or fewer generated images expected at the reference share)")
+        elif weak:
+            verdict = "insufficient evidence"
+            reasons.append(f"no gap was found, but at these numbers of images the tests of "
+                           f"{', '.join(weak)} could not have detected one of the size the "
+                           f"policy names (80% power; see each test's power)")
         else:
             verdict = "pass"
             reasons.append("no rule fired for any group large enough to judge")

@@ -351,6 +351,9 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
         res = (two_proportion_test(k1, n1, k2, n2) if per_cluster is None else
                clustered_proportion_test(y[:, 1], m[:, 1], y[:, 0], m[:, 0]))
         counts = {"k1": k1, "n1": n1, "k2": k2, "n2": n2, "expected": None}
+        if per_cluster is not None:
+            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1])[1]
+            counts["n2_effective"] = effective_counts(y[:, 0], m[:, 0])[1]
         versus = "real"
     else:
         g = grouping.n_groups
@@ -362,6 +365,8 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
         res = (binomial_test(k1, n1, expected) if per_cluster is None else
                clustered_proportion_test(y[:, 1], m[:, 1], p0=expected))
         counts = {"k1": k1, "n1": n1, "k2": None, "n2": None, "expected": expected}
+        if per_cluster is not None:
+            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1])[1]
         versus = "uniform"
     return {"id": test_id, "kind": "representation", "method": res.method,
             "concept": grouping.name, "group": grouping.groups[i], "versus": versus,

@@ -26,6 +26,7 @@ from audit.measure.groups import (
     required_columns,
     score_states,
 )
+from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
 from audit.measure.stats import adjust_pvalues
@@ -189,6 +190,9 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         if t.get("duplicate_of"):
             twin = tests_by_id[t["duplicate_of"]]
             t["p_holm"], t["p_bh"] = twin["p_holm"], twin["p_bh"]
+    test_alpha = family_alpha(settings.alpha, len(family))
+    for t in all_tests:
+        t["power"] = power_of_test(t, alpha=test_alpha, settings=settings)
     summary = validity_summary(validity, concept_set.names)
     reps = [v["representation"] for v in sections.values()]
     trts = [v["treatment"] for v in sections.values()]
@@ -196,6 +200,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                                   confidence=spec.confidence, clusters=clusters)
     if sanity["constant"]:
         _withhold_treatment_verdicts(trts)
+    _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
     findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
                                    protected=[c.name for c in concept_set.protected],
                                    discriminator=sanity)
@@ -237,6 +242,33 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "notes": list(NOTES),
     }
     return to_jsonable(results)
+
+
+def _underpowered(test: dict[str, Any] | None, alpha: float) -> bool:
+    """A test that is not significant after Holm and could not detect the policy's gap."""
+    if not test or not test.get("power"):
+        return False
+    significant = test["p_holm"] is not None and test["p_holm"] < alpha
+    return not significant and not test["power"]["sufficient"]
+
+
+def _mark_insufficient(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
+                       tests: dict[str, dict[str, Any]], *, alpha: float) -> None:
+    """Where a test found nothing but could not have found the policy's gap: impact rows
+    that would "pass" become "insufficient evidence", and representation rows get
+    ``insufficient_evidence`` (in place), both with the power record's words."""
+    for sec in treatment:
+        for row in sec["impact"]:
+            t = tests.get(row["test_id"] or "")
+            if row["four_fifths"] == "pass" and _underpowered(t, alpha):
+                row["four_fifths"] = "insufficient evidence"
+                row["reason"] = t["power"]["summary"]
+    for sec in representation:
+        for row in sec["rows"]:
+            t = tests.get(row["test_id"] or "")
+            row["insufficient_evidence"] = bool(
+                sec["protected"] and not row["under_represented"] and not row["small"]
+                and _underpowered(t, alpha))
 
 
 def _withhold_treatment_verdicts(treatment: list[dict[str, Any]]) -> None:

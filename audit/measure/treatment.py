@@ -472,13 +472,19 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
                                if per_cluster is None else clustered_proportion_test(
                                    *_rate_clusters(per_cluster, s, i, metric),
                                    *_rate_clusters(per_cluster, s, top, metric)))
+                        counts = {"k1": int(k[s, i]), "n1": int(valid[s, i]),
+                                  "k2": int(k[s, top]), "n2": int(valid[s, top]),
+                                  "expected": None}
+                        if per_cluster is not None:
+                            counts["n1_effective"] = effective_counts(
+                                *_rate_clusters(per_cluster, s, i, metric))[1]
+                            counts["n2_effective"] = effective_counts(
+                                *_rate_clusters(per_cluster, s, top, metric))[1]
                         tests.append({
                             "id": test_id, "kind": "treatment", "method": res.method,
                             "concept": grouping.name, "group": labels[i],
                             "versus": labels[top], "source": s_name, "metric": metric,
-                            "counts": {"k1": int(k[s, i]), "n1": int(valid[s, i]),
-                                       "k2": int(k[s, top]), "n2": int(valid[s, top]),
-                                       "expected": None},
+                            "counts": counts,
                             "statistic": res.statistic, "p_value": res.p_value,
                             "p_holm": None, "p_bh": None})
                 impact.append({

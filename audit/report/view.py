@@ -207,6 +207,7 @@ def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
             "gap": num_from(r.get("gap")),
             "under_represented": bool(r.get("under_represented")),
             "below_coverage_floor": bool(r.get("below_coverage_floor")),
+            "insufficient_evidence": bool(r.get("insufficient_evidence")),
             "small": bool(r.get("small")), "test_id": r.get("test_id"),
         })
     dist = _dict(entry.get("distances"))
