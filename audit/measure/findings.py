@@ -14,7 +14,10 @@ from numbers or order. Severity follows documented thresholds of
   when significant after Benjamini-Hochberg; **low** otherwise;
 - treatment gaps that pass the four-fifths rule but are significant after Holm: **info**;
 - coverage (corrected generated share under ``coverage_floor`` while the reference
-  is above it): **high** when the real group has ``min_group_n`` images, else medium;
+  is above it): **high** when the real group has ``min_group_n`` images, else medium.
+  One fact, one finding: a group that is also under-represented gets no ``F-COV``
+  finding; its ``F-REP`` finding carries the coverage numbers (``evidence.coverage``)
+  and the graver of the two severities;
 - decoder validity: a protected concept that is not decodable is **medium**, a group
   the decoder reads with accuracy under ``weak_decoder_below`` is **low**.
 
@@ -111,6 +114,9 @@ def finding_validity(summary: dict[str, Any], concepts: list[str], groups: list[
              "group_accuracy": acc}, "low" if weak else "normal")
 
 
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+
 def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float) -> str:
     if p_holm is not None and p_holm < alpha and big:
         return "high"
@@ -200,6 +206,7 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                         "correction": sec["correction"]["method"], "test": row["test_id"]}
             where = f"{sec['concept']} = {row['group']}"
             ref_words = "among real images" if sec["reference"] == "real" else "under uniform"
+            rep_finding = None
             if row["under_represented"]:
                 gap = row["gap"]["value"]
                 big = gap is not None and gap <= -settings.severity_high_gap
@@ -214,8 +221,12 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                              f"({_ci(row['generated_corrected']['ci'])}, "
                              f"n = {row['gap']['n']}), against {_pct(ref)} {ref_words}."))
                 out.append(f)
+                rep_finding = f
             if row["below_coverage_floor"]:
                 big = row["real"].get("k", 0) >= settings.min_group_n
+                if rep_finding is not None:
+                    _add_coverage(rep_finding, row, settings, "high" if big else "medium")
+                    continue
                 out.append(_finding(
                     id=f"F-COV-{sec['concept']}-{row['group']}", kind="coverage",
                     severity="high" if big else "medium", metric="generated_share",
@@ -318,6 +329,20 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                              f"are marked low confidence.")))
     out.sort(key=lambda f: f["id"])
     return out
+
+
+def _add_coverage(finding: dict[str, Any], row: dict[str, Any], settings: MeasureSettings,
+                  severity: str) -> None:
+    """One fact, one finding: a group both under-represented and under the coverage floor
+    gets one finding (its F-REP id) carrying both numbers and the graver severity."""
+    est = row["generated_corrected"]
+    finding["evidence"]["coverage"] = {"generated_share": est["value"], "ci": est["ci"],
+                                       "floor": settings.coverage_floor, "severity": severity}
+    if SEVERITY_RANK[severity] < SEVERITY_RANK[finding["severity"]]:
+        finding["severity"] = severity
+    finding["summary"] += (f" That is under the coverage floor of "
+                           f"{_pct(settings.coverage_floor)}: the generator barely produces "
+                           f"them, a sign of mode collapse.")
 
 
 def _significant(f: dict[str, Any], alpha: float) -> bool:
