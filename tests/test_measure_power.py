@@ -166,3 +166,13 @@ def test_cli_plan_without_labels_is_a_clear_error(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["plan", str(cfg)])
     assert result.exit_code == 2
     assert "labels" in result.output and "Traceback" not in result.output
+
+
+def test_power_goes_into_the_tests_table(cs) -> None:
+    from audit.measure import results_to_tables
+
+    frame, validity = synthetic_predictions(200, 200, cs, seed=2, planted=Planted())
+    res = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=0))
+    table = results_to_tables(res)["tests"]
+    assert {"power_mde", "power_alpha", "power_sufficient"} <= set(table.columns)
+    assert table["power_mde"].notna().all()

@@ -432,7 +432,8 @@ def results_to_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
                   **_flat("true_positive_rate", r["true_positive_rate"]),
                   **_flat("false_positive_rate", r["false_positive_rate"])}
                  for s in trts for r in s["fairlearn"]["per_group"]]
-    test_rows = [{k: v for k, v in t.items() if k != "counts"} | t["counts"]
+    test_rows = [{k: v for k, v in t.items() if k not in ("counts", "power")} | t["counts"]
+                 | {f"power_{k}": v for k, v in (t.get("power") or {}).items()}
                  for t in results["tests"]]
     finding_rows = [{"id": f["id"], "kind": f["kind"], "severity": f["severity"],
                      "concept": f["concept"], "groups": "; ".join(f["groups"]),

@@ -355,6 +355,13 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     return {"available": True, "reason": "", "groups": groups, "real": real}
 
 
+_AUC_METHODS = {
+    "delong": "DeLong interval",
+    "obuchowski": "DeLong interval for clustered images (Obuchowski)",
+    "wilson_min_n": "complete separation: Wilson interval on the smaller of the two counts",
+}
+
+
 def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
     """The discriminator sanity figures of results.json's ``discriminator`` section."""
     d = _dict(section)
@@ -376,6 +383,8 @@ def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
             "auc": num_from(sep.get("auc"), value=sep.get("auc"), ci=sep.get("ci"),
                             n=(n_real or 0) + (n_gen or 0)),
             "n_real": n_real, "n_generated": n_gen, "method": sep.get("method"),
+            "method_words": _AUC_METHODS.get(str(sep.get("method")), "interval method not "
+                                                                      "recorded"),
             "acceptance_real": num_from(acc.get("real")),
             "acceptance_generated": num_from(acc.get("generated")),
             "accept_threshold": _f(d.get("accept_threshold")),
