@@ -444,6 +444,22 @@ def _nonfinite_activations_listed(run: Path) -> None:
     assert "non-finite activations" in row and skipped[0]["image_id"] in row
 
 
+def _unlabelled_folder(tmp: Path) -> dict:
+    """A folder of demo digits without a labels CSV."""
+    digit_pngs(tmp / "unlabelled", n=12)
+    return {"source": f"folder:{tmp / 'unlabelled'}"}
+
+
+def _plan_with(**changes) -> Callable:
+    """``gan-audit plan`` on the config of :func:`_run_with`."""
+    run = _run_with(**changes)
+
+    def make(tmp: Path, shared) -> tuple[list, Path]:
+        args, folder = run(tmp, shared)
+        return ["plan", args[1]], folder
+    return make
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -519,6 +535,10 @@ CASES: dict[str, Case] = {
         _run_with(discriminator=_discriminator(spec=_misbehaving),
                   paired={**TINY["paired"], "on_bad_image": "stop"}), 2,
         ("digits-paired-", "non-finite activations (NaN or infinite", "on_bad_image: skip")),
+    # evidence (#18): gan-audit plan
+    "plan without labels for the protected concepts": Case(
+        _plan_with(paired=_unlabelled_folder, real=_unlabelled_folder), 2,
+        ("protected concept(s) tone, stroke", "group shares are unknown", "real.labels")),
 }
 
 
@@ -584,4 +604,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 28
+    assert len(CASES) == 29

@@ -266,10 +266,11 @@ def config_to_plan(config: Any) -> dict[str, Any]:
             break
     missing = [n for n in wanted if n not in shares]
     if missing:
-        raise DataError(f"{missing}: neither the real nor the paired images of the config have "
-                        f"labels for these protected concepts, so their group shares are "
-                        f"unknown. Give real.labels (a CSV with a column per concept) or label "
-                        f"the paired images.")
+        raise DataError(f"protected concept(s) {', '.join(missing)}: neither the real images "
+                        f"({cfg.real.source}) nor the paired ones ({cfg.paired.source}) have "
+                        f"labels for them, so their group shares are unknown and the plan "
+                        f"cannot be made. Give real.labels (a CSV with an image column and a "
+                        f"column per concept) or paired.labels.")
     n_gen = cfg.generator.n if cfg.generator is not None else None
     ratio = (cfg.real.n / n_gen) if (cfg.real.n and n_gen) else 1.0
     m = family_size(concept_set)
