@@ -190,7 +190,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         if t.get("duplicate_of"):
             twin = tests_by_id[t["duplicate_of"]]
             t["p_holm"], t["p_bh"] = twin["p_holm"], twin["p_bh"]
-    test_alpha = family_alpha(settings.alpha, len(family))
+    test_alpha = family_alpha(settings.alpha, sum(h is not None for h in holm))
     for t in all_tests:
         t["power"] = power_of_test(t, alpha=test_alpha, settings=settings)
     summary = validity_summary(validity, concept_set.names)
