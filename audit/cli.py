@@ -149,7 +149,10 @@ def run(config: Path, out: Path | None, device: str | None, no_pdf: bool) -> Non
 def _print_summary(summary: Any) -> None:
     """The closing summary on stdout: verdicts, top findings, timings, where the report is."""
     results = summary.results
+    from audit.measure.sanity import sanity_words
+
     click.echo(f"audit {results.get('meta', {}).get('audit_id', '')}: {summary.run_dir}")
+    click.echo(sanity_words(results.get("discriminator")))
     click.echo("verdicts:")
     for v in results.get("verdicts", []):
         click.echo(f"  {v['concept']:<24} {v['verdict']}: {v.get('reason', '')}")
@@ -626,6 +629,35 @@ def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str,
     for name, entry in index.items():
         click.echo(f"{name}: " + (f"not available: {entry['unavailable']}"
                                   if "unavailable" in entry else f"{entry['seconds']:.1f} s"))
+
+
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+def plan(config: Path) -> None:
+    """Size an audit before running it: images needed per group for 80% power.
+
+    For each protected concept, intersection and group (shares from the real images'
+    labels, else the paired ones'), the generated and real images needed to detect the
+    policy's gaps (a generated share under_margin below the real one; an impact ratio of
+    impact_threshold) at the per-test level of the audit's Holm family. Images that come
+    in clusters (measure.cluster_by) count less: multiply by the design effect.
+
+    \b
+    Example:
+      gan-audit plan audit.yaml
+    """
+    from audit.measure.power import config_to_plan, describe
+
+    result = config_to_plan(config)
+    click.echo(f"plan for {result['config']} ({result['concept_set']}): {result['n_tests']} "
+               f"tests, each at level {result['alpha']:.2g} (alpha / tests, Holm), "
+               f"{result['power']:.0%} power, {result['ratio']:g} real per generated image")
+    for line in describe(result["rows"]):
+        click.echo(line)
+    audited = result["audited"]
+    if audited["real"] or audited["generated"]:
+        click.echo(f"the config audits {audited['real'] or 'all'} real and "
+                   f"{audited['generated'] or 'the given'} generated images")
 
 
 # ---------------------------------------------------------------- concept sets

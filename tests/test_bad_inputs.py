@@ -732,6 +732,20 @@ def _truncated_results(tmp: Path, shared) -> tuple[list, Path]:
 def _results_measured_again(run: Path) -> None:
     json.loads((run / "results.json").read_text())  # whole again
     assert invoke("verify", run).exit_code == 0
+def _unlabelled_folder(tmp: Path) -> dict:
+    """A folder of demo digits without a labels CSV."""
+    digit_pngs(tmp / "unlabelled", n=12)
+    return {"source": f"folder:{tmp / 'unlabelled'}"}
+
+
+def _plan_with(**changes) -> Callable:
+    """``gan-audit plan`` on the config of :func:`_run_with`."""
+    run = _run_with(**changes)
+
+    def make(tmp: Path, shared) -> tuple[list, Path]:
+        args, folder = run(tmp, shared)
+        return ["plan", args[1]], folder
+    return make
 
 
 CASES: dict[str, Case] = {
@@ -890,6 +904,10 @@ CASES: dict[str, Case] = {
     "truncated results.json on rerun": Case(
         _truncated_results, 0, ("[measure] outputs differ from the manifest",),
         _results_measured_again),
+    # evidence (#18): gan-audit plan
+    "plan without labels for the protected concepts": Case(
+        _plan_with(paired=_unlabelled_folder, real=_unlabelled_folder), 2,
+        ("protected concept(s) tone, stroke", "group shares are unknown", "real.labels")),
 }
 
 
@@ -965,4 +983,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 55
+    assert len(CASES) == 56

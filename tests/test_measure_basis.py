@@ -46,7 +46,13 @@ def test_no_gap_without_real_labels_and_a_weak_decoder(cs) -> None:
         assert not row["under_represented"]
     assert not any(f["kind"] == "representation" and f["concept"] == "tone"
                    for f in res["findings"])
-    assert {v["concept"]: v["verdict"] for v in res["verdicts"]}["tone"] == "pass"
+    # No representation gap, and the share tests could have seen one; the generated
+    # scoring rates (about 7%) are too low for 5,000 images to detect an impact ratio of
+    # 0.8 at the Holm level, so the verdict says so rather than "pass".
+    assert not any(r["insufficient_evidence"] for r in sec["rows"])
+    verdict = {v["concept"]: v for v in res["verdicts"]}["tone"]
+    assert verdict["verdict"] == "insufficient evidence"
+    assert "(generated)" in verdict["reason"] and "(real)" not in verdict["reason"]
 
 
 def test_unlabelled_real_part_is_corrected_in_closed_form(cs) -> None:

@@ -283,3 +283,23 @@ def test_clustered_tests_count_clusters_not_images(cs, audits):
         # images as independent: z about twice the originals'; clusters: about the same
         assert abs(img[tid]["statistic"]) > 1.6 * abs(ref[tid]["statistic"]), tid
         assert clu[tid]["statistic"] == pytest.approx(ref[tid]["statistic"], rel=0.15), tid
+
+
+def test_wilson_rate_intervals_of_copies_are_those_of_the_originals(originals, copied, cs) -> None:
+    # Rates have Wilson intervals on effective counts: four copies of each real image,
+    # resampled as clusters, give about the interval of the originals (the design effect
+    # of exact copies is (4K - 1) / (K - 1), just over 4).
+    base = _audit(*originals, cs)
+    clustered = _audit(*copied, cs, cluster_by=PATTERN)
+    naive = _audit(*copied, cs)
+
+    def real_rates(res):
+        return {(s["concept"], r["group"], m): r[m] for s in res["treatment"]
+                for r in s["rows"] for m in ("scoring_rate", "acceptance_rate")
+                if r["source"] == "real" and r[m]["n"] >= 30}
+
+    b, c, n = real_rates(base), real_rates(clustered), real_rates(naive)
+    assert b
+    for key, est in b.items():
+        assert c[key]["ci"] == pytest.approx(est["ci"], abs=0.01), key
+        assert _width(n[key]) < 0.6 * _width(est), key        # copies as images: too narrow

@@ -595,10 +595,13 @@ def test_missing_coverage_and_distances(cs) -> None:
     frame, validity = synthetic_predictions(800, 1500, cs, seed=10, planted=plant)
     res = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=100))
     ids = {f["id"]: f for f in res["findings"]}
-    cov = ids["F-COV-stroke-thick"]
-    assert cov["kind"] == "coverage" and cov["severity"] == "high"
-    assert cov["value"] < 0.01 and cov["threshold"] == 0.01
-    assert "F-REP-stroke-thick" in ids
+    # One fact, one finding: the group is under-represented and under the coverage floor.
+    assert "F-COV-stroke-thick" not in ids
+    rep = ids["F-REP-stroke-thick"]
+    assert rep["kind"] == "representation" and rep["severity"] == "high"
+    cov = rep["evidence"]["coverage"]
+    assert cov["generated_share"] < 0.01 and cov["floor"] == 0.01 and cov["severity"] == "high"
+    assert "coverage floor" in rep["summary"] and "under-represent" in rep["summary"]
     sec = _section(res, "representation", "stroke")
     corr = np.array([r["generated_corrected"]["value"] for r in sec["rows"]])
     ref = np.array([r["reference_share"] for r in sec["rows"]])
@@ -626,3 +629,17 @@ def test_one_schema_version_for_writer_schema_and_renderer() -> None:
     from audit.report.render import SCHEMA_VERSION as READ
 
     assert results_schema()["properties"]["schema_version"]["const"] == SCHEMA_VERSION == READ
+
+
+def test_coverage_alone_keeps_its_own_finding(cs) -> None:
+    # 3% of real images are dark and none of the generated: under the coverage floor, but
+    # not under-represented by under_margin (5 points): an F-COV finding alone.
+    plant = Planted(real_shares={"tone": {"dark": 0.03}}, generated_shares={"tone": {"dark": 0.0}},
+                    accuracy={"tone": 0.999})
+    frame, validity = synthetic_predictions(3000, 3000, cs, seed=11, planted=plant)
+    res = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=100))
+    ids = {f["id"]: f for f in res["findings"]}
+    assert "F-REP-tone-dark" not in ids
+    cov = ids["F-COV-tone-dark"]
+    assert cov["kind"] == "coverage" and cov["value"] < 0.01
+    assert "coverage" not in cov["evidence"]

@@ -308,16 +308,24 @@ def jackknife_means(values: np.ndarray, codes: np.ndarray, n_codes: int,
     return out, np.ones(len(values))
 
 
-def estimate(value: float | None, ci: np.ndarray | None, n: int, k: int | None = None
-             ) -> dict[str, Any]:
+def estimate(value: float | None, ci: np.ndarray | None, n: int, k: int | None = None, *,
+             unbounded: str | None = None) -> dict[str, Any]:
     """An ``estimate`` of results.json: value, ci [low, high] and the n it rests on (k =
-    successes for rates). Non-finite values and intervals become None."""
+    successes for rates). Non-finite values and intervals become None, except an interval
+    with a finite low end and an infinite high end (a ratio whose denominator may be 0):
+    it becomes [low, None] and ``unbounded`` (the reason, in words) is recorded with it."""
     v = None if value is None or not np.isfinite(value) else float(value)
-    out: dict[str, Any] = {
-        "value": v,
-        "ci": None if ci is None or v is None or not np.all(np.isfinite(ci))
-        else [float(ci[0]), float(ci[1])],
-        "n": int(n)}
+    open_above = (ci is not None and unbounded is not None and np.isfinite(ci[0])
+                  and np.isposinf(ci[1]))
+    if open_above:
+        shown = [float(ci[0]), None]
+    elif ci is None or v is None or not np.all(np.isfinite(ci)):
+        shown = None
+    else:
+        shown = [float(ci[0]), float(ci[1])]
+    out: dict[str, Any] = {"value": v, "ci": shown, "n": int(n)}
     if k is not None:
         out["k"] = int(k)
+    if open_above:
+        out["unbounded"] = unbounded
     return out

@@ -14,7 +14,10 @@ from numbers or order. Severity follows documented thresholds of
   when significant after Benjamini-Hochberg; **low** otherwise;
 - treatment gaps that pass the four-fifths rule but are significant after Holm: **info**;
 - coverage (corrected generated share under ``coverage_floor`` while the reference
-  is above it): **high** when the real group has ``min_group_n`` images, else medium;
+  is above it): **high** when the real group has ``min_group_n`` images, else medium.
+  One fact, one finding: a group that is also under-represented gets no ``F-COV``
+  finding; its ``F-REP`` finding carries the coverage numbers (``evidence.coverage``)
+  and the graver of the two severities;
 - decoder validity: a protected concept that is not decodable is **medium**, a group
   the decoder reads with accuracy under ``weak_decoder_below`` is **low**.
 
@@ -33,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.measure.groups import SEP
+from audit.measure.sanity import sanity_caveat
 
 if TYPE_CHECKING:
     from audit.config import MeasureSettings
@@ -110,6 +114,9 @@ def finding_validity(summary: dict[str, Any], concepts: list[str], groups: list[
              "group_accuracy": acc}, "low" if weak else "normal")
 
 
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
+
+
 def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float) -> str:
     if p_holm is not None and p_holm < alpha and big:
         return "high"
@@ -133,7 +140,8 @@ def _finding(**kw: Any) -> dict[str, Any]:
 
 def results_to_findings(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
                         tests: dict[str, dict[str, Any]], summary: dict[str, Any], *,
-                        settings: MeasureSettings, protected: list[str]) -> list[dict[str, Any]]:
+                        settings: MeasureSettings, protected: list[str],
+                        discriminator: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Every finding of the audit, sorted by id.
 
     Parameters
@@ -146,9 +154,32 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
         :func:`validity_summary` of the concepts.
     protected
         Names of the protected concepts (decoder validity findings).
+    discriminator
+        The sanity section (:func:`audit.measure.sanity.discriminator_sanity`). Each problem
+        it names becomes an ``F-DSC-...`` finding; then every treatment finding carries
+        the caveat and its severity is capped at low, and a D with one score for every
+        image gets no treatment finding at all.
     """
     alpha = settings.alpha
     out: list[dict[str, Any]] = []
+    dsc = discriminator or {}
+    caveat = sanity_caveat(dsc)
+    for problem in dsc.get("problems") or []:
+        sep = dsc.get("separation") or {}
+        out.append(_finding(
+            id=f"F-DSC-{problem['kind']}", kind="discriminator", severity="medium",
+            concept="discriminator", groups=[], metric="roc_auc", value=sep.get("auc"),
+            ci=sep.get("ci"), n=(sep.get("n_real") or 0) + (sep.get("n_generated") or 0),
+            evidence={"n_real": sep.get("n_real"), "n_generated": sep.get("n_generated"),
+                      "real_acceptance": (dsc.get("acceptance") or {}).get("real"),
+                      "generated_acceptance": (dsc.get("acceptance") or {}).get("generated"),
+                      "interval_method": sep.get("method")},
+            validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
+            confidence="normal",
+            summary=(f"Discriminator sanity: {problem['message']}. "
+                     + ("No treatment verdict is given." if dsc.get("constant") else
+                        "Every treatment finding carries this caveat and is at most low "
+                        "severity."))))
 
     def common(section: dict[str, Any], group: str) -> dict[str, Any]:
         concepts = section["concepts"]
@@ -175,6 +206,7 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                         "correction": sec["correction"]["method"], "test": row["test_id"]}
             where = f"{sec['concept']} = {row['group']}"
             ref_words = "among real images" if sec["reference"] == "real" else "under uniform"
+            rep_finding = None
             if row["under_represented"]:
                 gap = row["gap"]["value"]
                 big = gap is not None and gap <= -settings.severity_high_gap
@@ -189,8 +221,12 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                              f"({_ci(row['generated_corrected']['ci'])}, "
                              f"n = {row['gap']['n']}), against {_pct(ref)} {ref_words}."))
                 out.append(f)
+                rep_finding = f
             if row["below_coverage_floor"]:
                 big = row["real"].get("k", 0) >= settings.min_group_n
+                if rep_finding is not None:
+                    _add_coverage(rep_finding, row, settings, "high" if big else "medium")
+                    continue
                 out.append(_finding(
                     id=f"F-COV-{sec['concept']}-{row['group']}", kind="coverage",
                     severity="high" if big else "medium", metric="generated_share",
@@ -227,6 +263,8 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
             adverse = row["four_fifths"] == "adverse impact"
             sev = (_severity(t.get("p_holm"), t.get("p_bh"),
                              ratio < settings.severity_high_ratio, alpha) if adverse else "info")
+            if caveat and sev in ("high", "medium"):
+                sev = "low"
             metric = row["metric"]
             words = ("acceptance as real" if metric == "acceptance_rate" else
                      "scoring rate (share above the real median score)")
@@ -244,14 +282,16 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                           "n": row["rate"]["n"], "highest_group": row["highest_group"],
                           "highest_k": (t.get("counts") or {}).get("k2"),
                           "highest_n": (t.get("counts") or {}).get("n2"),
-                          "test": row["test_id"], "test_method": t.get("method")},
+                          "test": row["test_id"], "test_method": t.get("method"),
+                          "discriminator_caveat": caveat},
                 **common(sec, group),
                 summary=(f"The discriminator's {words} of {source} images with "
                          f"{sec['concept']} = {group} is {_pct(row['rate']['value'])} "
                          f"(n = {row['rate']['n']}), {ratio:.3f} times that of "
                          f"{row['highest_group']} ({_ci(row['ratio']['ci'], pct=False)}), "
                          f"{rule}; Holm-corrected p = "
-                         f"{'n/a' if pv is None else f'{pv:.2g}'}.")))
+                         f"{'n/a' if pv is None else f'{pv:.2g}'}."
+                         + (f" {caveat}" if caveat else ""))))
 
     for name in protected:
         v = summary.get(name) or {}
@@ -291,6 +331,20 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
     return out
 
 
+def _add_coverage(finding: dict[str, Any], row: dict[str, Any], settings: MeasureSettings,
+                  severity: str) -> None:
+    """One fact, one finding: a group both under-represented and under the coverage floor
+    gets one finding (its F-REP id) carrying both numbers and the graver severity."""
+    est = row["generated_corrected"]
+    finding["evidence"]["coverage"] = {"generated_share": est["value"], "ci": est["ci"],
+                                       "floor": settings.coverage_floor, "severity": severity}
+    if SEVERITY_RANK[severity] < SEVERITY_RANK[finding["severity"]]:
+        finding["severity"] = severity
+    finding["summary"] += (f" That is under the coverage floor of "
+                           f"{_pct(settings.coverage_floor)}: the generator barely produces "
+                           f"them, a sign of mode collapse.")
+
+
 def _significant(f: dict[str, Any], alpha: float) -> bool:
     """Whether a finding's effect stands: Holm-corrected p under ``alpha``, or its whole
     interval under the finding's threshold."""
@@ -301,13 +355,14 @@ def _significant(f: dict[str, Any], alpha: float) -> bool:
 
 
 def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
-             findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05
-             ) -> list[dict[str, Any]]:
+             findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05,
+             discriminator: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One verdict per protected concept and per intersection.
 
     Precedence: not decodable > adverse impact > under-represented > possible adverse
     impact (not significant) > possibly under-represented (not significant) > no verdict
-    (small groups) > pass. A ratio under the four-fifths threshold makes ``adverse
+    (small groups) > insufficient evidence (a test found nothing but could not have found
+    the policy's gap at 80% power) > pass. A ratio under the four-fifths threshold makes ``adverse
     impact`` only when it is significant after Holm correction at ``alpha`` or its whole
     interval lies under the threshold; an under-representation (or coverage) finding
     makes ``under-represented`` only when significant after Holm or its whole interval
@@ -315,7 +370,19 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
     ``coverage_floor``). Otherwise the ``(not significant)`` verdicts say a point
     estimate crossed the line. ``findings`` lists every adverse-impact and representation
     finding of the concept (or the decoder validity findings when it is not decodable).
+    When the ``discriminator`` failed a sanity check, each reason starts with it (and
+    the ``F-DSC`` findings are listed); a D with one score for every image has no
+    treatment findings, and the reason says treatment was not judged.
     """
+    dsc = discriminator or {}
+    dsc_ids = [f["id"] for f in findings if f["kind"] == "discriminator"]
+    if dsc.get("constant"):
+        dsc_words = ("treatment not judged: the discriminator gives (nearly) one score to "
+                     "every image")
+    elif dsc.get("problems"):
+        dsc_words = ("caveat on treatment: " + "; ".join(p["message"] for p in dsc["problems"]))
+    else:
+        dsc_words = None
     out = []
     trt = {s["concept"]: s for s in treatment}
     for sec in representation:
@@ -329,6 +396,9 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
         small = sorted({r["group"] for r in trt[name]["rows"]
                         if r["small"] and not r["excluded"] and r["group"] != "unknown"}
                        | {r["group"] for r in sec["rows"] if r["small"]})
+        weak = sorted({f"{r['group']} ({r['source']})" for r in trt[name].get("impact", [])
+                       if r["four_fifths"] == "insufficient evidence"}
+                      | {r["group"] for r in sec["rows"] if r.get("insufficient_evidence")})
         strong_adverse = [f for f in adverse if _significant(f, alpha)]
         strong_under = [f for f in under if _significant(f, alpha)]
         reasons = []
@@ -359,9 +429,17 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
             verdict = "no verdict (small groups)"
             reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n "
                            f"(or fewer generated images expected at the reference share)")
+        elif weak:
+            verdict = "insufficient evidence"
+            reasons.append(f"no gap was found, but at these numbers of images the tests of "
+                           f"{', '.join(weak)} could not have detected one of the size the "
+                           f"policy names (80% power; see each test's power)")
         else:
             verdict = "pass"
             reasons.append("no rule fired for any group large enough to judge")
+        if dsc_words:
+            reasons.insert(0, dsc_words)
+            ids = dsc_ids + ids
         reason = "; ".join(reasons)
         out.append({"concept": name, "concepts": concepts, "verdict": verdict,
                     "reason": reason, "findings": ids})

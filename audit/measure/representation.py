@@ -23,10 +23,12 @@ from audit.measure.bootstrap import (
     padded_cells,
 )
 from audit.measure.groups import SHARE_PARTS, SOURCES, CellLayout, Grouping
+from audit.measure.intervals import mover_difference, wilson_interval, zero_width
 from audit.measure.stats import (
     binomial_test,
     clustered_proportion_test,
     distances,
+    effective_counts,
     row_normalise,
     simplex_lstsq_batch,
     two_proportion_test,
@@ -216,6 +218,10 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
                                     unlabelled=parts[1::2, :g].sum(axis=1),
                                     unknown_below=settings.unknown_below)
     sl = {name: slice(i * g, (i + 1) * g) for i, name in enumerate(("real", "raw", "corr", "gap"))}
+    ci = _share_intervals(point, ci, sl, basis_counts[:, :g], plain_real=not correct or
+                          int(parts[1, :g].sum()) == 0, versus_real=settings.reference == "real",
+                          per_cluster=None if matrix is None else
+                          share_layout.audit(matrix)[..., 0], confidence=spec.confidence)
     ref_share = point[sl["real"]] if settings.reference == "real" else np.full(g, 1.0 / g)
     rows, tests = [], []
     decoded = np.zeros((2, g), dtype=np.int64)
@@ -271,6 +277,49 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
     return section, tests, degenerate
 
 
+def _share_intervals(point: np.ndarray, ci: np.ndarray, sl: dict[str, slice],
+                     counts: np.ndarray, *, plain_real: bool, versus_real: bool,
+                     per_cluster: np.ndarray | None,
+                     confidence: float) -> np.ndarray:
+    """The share intervals of a section: Wilson for shares that are counts k of n (the raw
+    generated shares, and the real ones when no real image is corrected), on effective
+    counts under cluster_by; the bootstrap's elsewhere, except that a corrected share or
+    gap whose bootstrap interval has zero width (0 or every image of a group in every
+    replicate) takes the Wilson interval of its decoded count (the correction adds no
+    certainty), and a gap then the MOVER difference of its two shares' intervals.
+
+    ``counts`` (2 sources, G): images per group on the share basis; ``per_cluster``
+    (K, 4 parts, G + 1) the same per cluster (parts: labelled and unlabelled per source);
+    ``versus_real``: gaps are taken against the real share (else against a constant).
+    """
+    ci = np.array(ci, dtype=float)
+    k, n = counts.astype(float), np.repeat(counts.sum(axis=1, keepdims=True), counts.shape[1],
+                                           axis=1).astype(float)
+    if per_cluster is not None:
+        basis = per_cluster[:, 0::2] + per_cluster[:, 1::2]      # (K, 2, G + 1)
+        for s, i in zip(*np.nonzero(counts >= 0), strict=True):
+            if n[s, i] > 0:
+                k[s, i], n[s, i] = effective_counts(basis[:, s, i],
+                                                    basis[:, s, :counts.shape[1]].sum(axis=1))
+    wilson = wilson_interval(k, n, confidence=confidence)      # (2, G, 2)
+    if plain_real:
+        ci[sl["real"]] = wilson[0]
+    ci[sl["raw"]] = wilson[1]
+    corr = ci[sl["corr"]]
+    flat = zero_width(corr)
+    corr[flat] = np.stack([np.minimum(corr[flat, 0], wilson[1][flat, 0]),
+                           np.maximum(corr[flat, 1], wilson[1][flat, 1])], axis=-1)
+    ci[sl["corr"]] = corr
+    gap = ci[sl["gap"]]
+    flat = zero_width(gap) & np.isfinite(point[sl["gap"]])
+    if flat.any():
+        ref = point[sl["corr"]] - point[sl["gap"]]
+        ref_ci = ci[sl["real"]] if versus_real else np.repeat(ref[:, None], 2, axis=1)
+        gap[flat] = mover_difference(point[sl["corr"]], corr, ref, ref_ci)[flat]
+        ci[sl["gap"]] = gap
+    return ci
+
+
 def _small(real_k: int, n_gen: int, ref: float, settings: MeasureSettings) -> bool:
     """Too few images to judge a group's share (numbers, but no finding): under
     ``min_group_n`` real images of it (reference real), or under ``min_group_n``
@@ -302,6 +351,9 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
         res = (two_proportion_test(k1, n1, k2, n2) if per_cluster is None else
                clustered_proportion_test(y[:, 1], m[:, 1], y[:, 0], m[:, 0]))
         counts = {"k1": k1, "n1": n1, "k2": k2, "n2": n2, "expected": None}
+        if per_cluster is not None:
+            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1])[1]
+            counts["n2_effective"] = effective_counts(y[:, 0], m[:, 0])[1]
         versus = "real"
     else:
         g = grouping.n_groups
@@ -313,6 +365,8 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
         res = (binomial_test(k1, n1, expected) if per_cluster is None else
                clustered_proportion_test(y[:, 1], m[:, 1], p0=expected))
         counts = {"k1": k1, "n1": n1, "k2": None, "n2": None, "expected": expected}
+        if per_cluster is not None:
+            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1])[1]
         versus = "uniform"
     return {"id": test_id, "kind": "representation", "method": res.method,
             "concept": grouping.name, "group": grouping.groups[i], "versus": versus,

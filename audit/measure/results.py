@@ -26,7 +26,9 @@ from audit.measure.groups import (
     required_columns,
     score_states,
 )
+from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
+from audit.measure.sanity import discriminator_sanity
 from audit.measure.stats import adjust_pvalues
 from audit.measure.treatment import measure_treatment
 
@@ -68,6 +70,13 @@ NOTES = (
     "Rate point estimates come from Fairlearn's MetricFrame on the table of cell counts with "
     "counts as sample weights; demographic parity and equalized odds use real = positive "
     "outcome and accepted = score above accept_threshold, over groups not excluded.",
+    "Rates and shares that are counts k of n (scoring and acceptance rates, Fairlearn's "
+    "per-group rates, raw shares) have Wilson score intervals (on effective counts under "
+    "cluster_by), never of zero width; derived numbers (corrected shares, gaps, ratios) have "
+    "bootstrap intervals, replaced where every replicate gives the same value by the Wilson "
+    "interval of the decoded count (corrected shares), Newcombe's MOVER difference (gaps) or "
+    "the MOVER-R ratio of the two rates' Wilson intervals (Donner and Zou). A ratio whose "
+    "denominator is 0 is undefined; its interval is [0, null] with the reason in 'unbounded'.",
     "Images with a NaN or infinite score are counted in representation but left out of every "
     "score-based number.",
 )
@@ -181,11 +190,20 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         if t.get("duplicate_of"):
             twin = tests_by_id[t["duplicate_of"]]
             t["p_holm"], t["p_bh"] = twin["p_holm"], twin["p_bh"]
+    test_alpha = family_alpha(settings.alpha, sum(h is not None for h in holm))
+    for t in all_tests:
+        t["power"] = power_of_test(t, alpha=test_alpha, settings=settings)
     summary = validity_summary(validity, concept_set.names)
     reps = [v["representation"] for v in sections.values()]
     trts = [v["treatment"] for v in sections.values()]
+    sanity = discriminator_sanity(scores, source, accept_threshold=settings.accept_threshold,
+                                  confidence=spec.confidence, clusters=clusters)
+    if sanity["constant"]:
+        _withhold_treatment_verdicts(trts)
+    _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
     findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
-                                   protected=[c.name for c in concept_set.protected])
+                                   protected=[c.name for c in concept_set.protected],
+                                   discriminator=sanity)
     unknowns = []
     if settings.unknown_below > 0:
         for g in per_concept:
@@ -198,6 +216,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     results = {
         "schema_version": SCHEMA_VERSION,
         "meta": {"tool_version": __version__, **(meta or {})},
+        "discriminator": sanity,
         "concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
         "settings": settings.model_dump(mode="json"),
         "bootstrap": {"method": spec.method, "n_boot": spec.n_boot, "seed": spec.seed,
@@ -218,10 +237,48 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "degenerate": degenerate,
         "tests": all_tests,
         "findings": findings,
-        "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha),
+        "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha,
+                             discriminator=sanity),
         "notes": list(NOTES),
     }
     return to_jsonable(results)
+
+
+def _underpowered(test: dict[str, Any] | None, alpha: float) -> bool:
+    """A test that is not significant after Holm and could not detect the policy's gap."""
+    if not test or not test.get("power"):
+        return False
+    significant = test["p_holm"] is not None and test["p_holm"] < alpha
+    return not significant and not test["power"]["sufficient"]
+
+
+def _mark_insufficient(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
+                       tests: dict[str, dict[str, Any]], *, alpha: float) -> None:
+    """Where a test found nothing but could not have found the policy's gap: impact rows
+    that would "pass" become "insufficient evidence", and representation rows get
+    ``insufficient_evidence`` (in place), both with the power record's words."""
+    for sec in treatment:
+        for row in sec["impact"]:
+            t = tests.get(row["test_id"] or "")
+            if row["four_fifths"] == "pass" and _underpowered(t, alpha):
+                row["four_fifths"] = "insufficient evidence"
+                row["reason"] = t["power"]["summary"]
+    for sec in representation:
+        for row in sec["rows"]:
+            t = tests.get(row["test_id"] or "")
+            row["insufficient_evidence"] = bool(
+                sec["protected"] and not row["under_represented"] and not row["small"]
+                and _underpowered(t, alpha))
+
+
+def _withhold_treatment_verdicts(treatment: list[dict[str, Any]]) -> None:
+    """A D with one score for every image: every impact row becomes "no verdict", saying
+    why (in place)."""
+    for sec in treatment:
+        for row in sec["impact"]:
+            row["four_fifths"] = "no verdict"
+            row["reason"] = ("the discriminator gives (nearly) one score to every image, so "
+                             "its treatment of groups cannot be judged")
 
 
 def _resampled_words(spec: BootstrapSpec, cluster_by: str | None = None) -> str:
@@ -375,7 +432,8 @@ def results_to_tables(results: dict[str, Any]) -> dict[str, pd.DataFrame]:
                   **_flat("true_positive_rate", r["true_positive_rate"]),
                   **_flat("false_positive_rate", r["false_positive_rate"])}
                  for s in trts for r in s["fairlearn"]["per_group"]]
-    test_rows = [{k: v for k, v in t.items() if k != "counts"} | t["counts"]
+    test_rows = [{k: v for k, v in t.items() if k not in ("counts", "power")} | t["counts"]
+                 | {f"power_{k}": v for k, v in (t.get("power") or {}).items()}
                  for t in results["tests"]]
     finding_rows = [{"id": f["id"], "kind": f["kind"], "severity": f["severity"],
                      "concept": f["concept"], "groups": "; ".join(f["groups"]),

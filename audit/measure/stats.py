@@ -13,7 +13,7 @@ import numpy as np
 
 __all__ = ["row_normalise", "closed_form_two_groups", "simplex_lstsq", "simplex_lstsq_batch",
            "TestResult", "two_proportion_test", "clustered_proportion_test", "design_effect",
-           "binomial_test",
+           "binomial_test", "effective_counts",
            "adjust_pvalues", "distances"]
 
 
@@ -186,6 +186,14 @@ def design_effect(y: np.ndarray, m: np.ndarray) -> float:
     return max(1.0, var / (p * (1.0 - p) / (n - 1)))
 
 
+def effective_counts(y: np.ndarray, m: np.ndarray) -> tuple[float, float]:
+    """Kish's effective successes and images of a clustered proportion: ``(sum(y) / deff,
+    sum(m) / deff)`` with deff = :func:`design_effect` (``y``, ``m`` (K,) per cluster)."""
+    y, m = np.asarray(y, dtype=float), np.asarray(m, dtype=float)
+    d = design_effect(y, m)
+    return float(y.sum()) / d, float(m.sum()) / d
+
+
 def clustered_proportion_test(y1: np.ndarray, m1: np.ndarray, y2: np.ndarray | None = None,
                               m2: np.ndarray | None = None, *, p0: float | None = None
                               ) -> TestResult:
@@ -200,13 +208,9 @@ def clustered_proportion_test(y1: np.ndarray, m1: np.ndarray, y2: np.ndarray | N
     treated as independent, which is conservative when their images resemble each other.
     The method gets the suffix ``_clustered``.
     """
-    y1, m1 = np.asarray(y1, dtype=float), np.asarray(m1, dtype=float)
-    d1 = design_effect(y1, m1)
-    k1, n1 = y1.sum() / d1, m1.sum() / d1
+    k1, n1 = effective_counts(y1, m1)
     if y2 is not None and m2 is not None:
-        y2, m2 = np.asarray(y2, dtype=float), np.asarray(m2, dtype=float)
-        d2 = design_effect(y2, m2)
-        res = two_proportion_test(k1, n1, y2.sum() / d2, m2.sum() / d2)
+        res = two_proportion_test(k1, n1, *effective_counts(y2, m2))
     elif p0 is not None:
         res = binomial_test(k1, n1, p0)
     else:

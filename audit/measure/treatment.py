@@ -29,7 +29,12 @@ from audit.measure.bootstrap import (
     mean_replicates,
 )
 from audit.measure.groups import SOURCES, CellLayout, Grouping
-from audit.measure.stats import clustered_proportion_test, two_proportion_test
+from audit.measure.intervals import mover_ratio, wilson_interval, zero_width
+from audit.measure.stats import (
+    clustered_proportion_test,
+    effective_counts,
+    two_proportion_test,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -217,8 +222,21 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
               for i, name in enumerate(("acceptance_rate", "scoring_rate", "ratio_acceptance",
                                         "ratio_scoring"))}
     off = 4 * width
-    sel_ci = ci[off:off + g + 1]
     dpd_ci, dpr_ci, eod_ci = (ci[off + g + 1 + j] for j in range(3))
+    # Rates are counts k of n: Wilson intervals (on effective counts under cluster_by),
+    # never of zero width; see audit/measure/intervals.py.
+    per_cluster = None if cluster_matrix is None else \
+        layout.audit(np.asarray(cluster_matrix))            # (K, 2, G + 1, N_STATES)
+    level = spec.confidence
+    for metric in RATE_METRICS:
+        blocks[metric] = (blocks[metric][0], wilson_interval(
+            *_effective_counts(per_cluster, metric, valid, acc_k if metric == "acceptance_rate"
+                               else scr_k), confidence=level))
+    both = None if per_cluster is None else per_cluster.sum(axis=1, keepdims=True)
+    sel_ci = wilson_interval(*_effective_counts(both, "acceptance_rate",
+                                                valid.sum(axis=0, keepdims=True),
+                                                acc_k.sum(axis=0, keepdims=True)),
+                             confidence=level)[0]
 
     # Point estimates from Fairlearn's MetricFrame on the cell table.
     idx = np.indices(a.shape).reshape(3, -1)
@@ -249,7 +267,10 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
         diff, ratio = mf.difference(), mf.ratio()
         eo = max(diff["true_positive_rate"], diff["false_positive_rate"])
         fair["demographic_parity_difference"] = estimate(diff["selection_rate"], dpd_ci, n_used)
-        fair["demographic_parity_ratio"] = estimate(ratio["selection_rate"], dpr_ci, n_used)
+        fair["demographic_parity_ratio"] = _ratio_estimate(
+            ratio["selection_rate"], dpr_ci, n_used, *_min_max(
+                np.where(used, acc_k.sum(axis=0) / np.maximum(valid.sum(axis=0), 1), np.nan),
+                sel_ci), what="the highest selection rate")
         fair["equalized_odds_difference"] = estimate(eo, eod_ci, n_used)
         for label, row in mf.by_group.iterrows():
             i = labels.index(label)
@@ -294,8 +315,6 @@ def measure_treatment(grouping: Grouping, layout: CellLayout, cells: np.ndarray,
                     "scoring_rate": _finite(mf_rate["scoring_rate"][s, i]),
                     "acceptance_rate": _finite(mf_rate["acceptance_rate"][s, i]),
                     "reason": reasons[(s, i)]})
-    per_cluster = None if cluster_matrix is None else \
-        layout.audit(np.asarray(cluster_matrix))            # (K, 2, G + 1, N_STATES)
     impact, tests, degenerate = _impact(grouping, mf_rate, blocks, valid, {
         "acceptance_rate": acc_k, "scoring_rate": scr_k}, eligible, excluded, small, settings,
         per_cluster)
@@ -321,6 +340,43 @@ def _rate_clusters(per_cluster: np.ndarray, s: int, i: int, metric: str
     and group ``i``."""
     valid, accepted, above = _state_counts(per_cluster[:, s, i])
     return (accepted if metric == "acceptance_rate" else above), valid
+
+
+def _effective_counts(per_cluster: np.ndarray | None, metric: str, valid: np.ndarray,
+                      successes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Successes and images (S, G + 1) of a rate per source and group; under cluster_by
+    (``per_cluster`` (K, S, G + 1, states)) Kish's effective counts, as the tests use."""
+    k, n = successes.astype(float), valid.astype(float)
+    if per_cluster is None:
+        return k, n
+    for s, i in zip(*np.nonzero(valid > 0), strict=True):
+        k[s, i], n[s, i] = effective_counts(*_rate_clusters(per_cluster, s, i, metric))
+    return k, n
+
+
+def _min_max(rate: np.ndarray, ci: np.ndarray) -> tuple[float, np.ndarray, float, np.ndarray]:
+    """Lowest and highest finite ``rate`` (G,) with their intervals (G, 2)."""
+    ok = np.flatnonzero(np.isfinite(rate))
+    if not len(ok):
+        return np.nan, np.full(2, np.nan), np.nan, np.full(2, np.nan)
+    lo, hi = ok[np.argmin(rate[ok])], ok[np.argmax(rate[ok])]
+    return float(rate[lo]), ci[lo], float(rate[hi]), ci[hi]
+
+
+def _ratio_estimate(value: float | None, ci: np.ndarray, n: int, num: float,
+                    num_ci: np.ndarray, den: float, den_ci: np.ndarray, *, what: str
+                    ) -> dict[str, Any]:
+    """The estimate of a ratio of two rates num / den: the bootstrap interval ``ci``, or,
+    where it has zero width (a rate of 0 or 1 in every replicate), the MOVER-R interval
+    from the rates' Wilson intervals; with a denominator of 0 the interval is [0, None]
+    and says why (``what`` names the denominator)."""
+    if den == 0:
+        return estimate(None, np.array([0.0, np.inf]), n, unbounded=(
+            f"{what} is 0, so the ratio's denominator is 0: it is undefined and its interval "
+            f"has no upper bound"))
+    if value is not None and np.isfinite(value) and zero_width(ci) and np.isfinite(den):
+        ci = mover_ratio(num, num_ci, den, den_ci)
+    return estimate(value, ci, n)
 
 
 def _finite(x: float) -> float | None:
@@ -372,7 +428,8 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
         for s, s_name in enumerate(SOURCES):
             cand = [i for i in range(g) if eligible[s, i] and np.isfinite(rate[s, i])]
             top = max(cand, key=lambda i: (rate[s, i], -i)) if cand else None
-            if top is not None and rate[s, top] == 0:
+            zero_top = top is not None and rate[s, top] == 0
+            if zero_top:
                 degenerate.append({
                     "kind": "zero_highest_rate", "concept": grouping.name, "group": None,
                     "source": s_name, "count": None,
@@ -385,8 +442,21 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
                 verdict, reason, test_id = "no verdict", None, None
                 ratio = (rate[s, i] / rate[s, top] if top is not None and not excluded[s, i]
                          else np.nan)
+                if zero_top and not excluded[s, i]:
+                    ratio_est = _ratio_estimate(None, ratio_ci[s, i], int(valid[s, i]), 0.0,
+                                                rate_ci[s, i], 0.0, rate_ci[s, i],
+                                                what=f"the highest {metric.replace('_', ' ')}")
+                elif top is not None and i != top and not excluded[s, i]:
+                    ratio_est = _ratio_estimate(ratio, ratio_ci[s, i], int(valid[s, i]),
+                                                rate[s, i], rate_ci[s, i], rate[s, top],
+                                                rate_ci[s, top], what="the highest rate")
+                else:
+                    ratio_est = estimate(ratio, ratio_ci[s, i], int(valid[s, i]))
                 if excluded[s, i]:
                     reason = "excluded from impact ratios"
+                elif zero_top:
+                    reason = (f"the highest {metric.replace('_', ' ')} is 0: the ratio's "
+                              f"denominator is 0")
                 elif top is None:
                     reason = "no group large enough to compare with"
                 elif small[s, i]:
@@ -402,19 +472,25 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
                                if per_cluster is None else clustered_proportion_test(
                                    *_rate_clusters(per_cluster, s, i, metric),
                                    *_rate_clusters(per_cluster, s, top, metric)))
+                        counts = {"k1": int(k[s, i]), "n1": int(valid[s, i]),
+                                  "k2": int(k[s, top]), "n2": int(valid[s, top]),
+                                  "expected": None}
+                        if per_cluster is not None:
+                            counts["n1_effective"] = effective_counts(
+                                *_rate_clusters(per_cluster, s, i, metric))[1]
+                            counts["n2_effective"] = effective_counts(
+                                *_rate_clusters(per_cluster, s, top, metric))[1]
                         tests.append({
                             "id": test_id, "kind": "treatment", "method": res.method,
                             "concept": grouping.name, "group": labels[i],
                             "versus": labels[top], "source": s_name, "metric": metric,
-                            "counts": {"k1": int(k[s, i]), "n1": int(valid[s, i]),
-                                       "k2": int(k[s, top]), "n2": int(valid[s, top]),
-                                       "expected": None},
+                            "counts": counts,
                             "statistic": res.statistic, "p_value": res.p_value,
                             "p_holm": None, "p_bh": None})
                 impact.append({
                     "metric": metric, "source": s_name, "group": labels[i],
                     "rate": estimate(rate[s, i], rate_ci[s, i], int(valid[s, i]), int(k[s, i])),
                     "highest_group": None if top is None else labels[top],
-                    "ratio": estimate(ratio, ratio_ci[s, i], int(valid[s, i])),
+                    "ratio": ratio_est,
                     "four_fifths": verdict, "reason": reason, "test_id": test_id})
     return impact, tests, degenerate

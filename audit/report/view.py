@@ -64,6 +64,7 @@ class Num:
     hi: float | None = None
     n: int | None = None
     k: int | None = None
+    unbounded: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,16 +89,18 @@ def _i(x: Any) -> int | None:
 
 def num_from(d: Any, *, value: Any = None, ci: Any = None, n: Any = None) -> Num:
     """A :class:`Num` from a schema ``estimate`` ({value, ci, n, k}) or loose parts."""
+    unbounded = None
     if isinstance(d, Mapping):
         value, ci, n = d.get("value"), d.get("ci"), d.get("n")
         k = d.get("k")
+        unbounded = str(d["unbounded"]) if d.get("unbounded") else None
     else:
         value = d if d is not None else value
         k = None
     lo = hi = None
     if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
         lo, hi = _f(ci[0]), _f(ci[1])
-    return Num(_f(value), lo, hi, _i(n), _i(k))
+    return Num(_f(value), lo, hi, _i(n), _i(k), unbounded)
 
 
 def _list(x: Any) -> list[Any]:
@@ -204,6 +207,7 @@ def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
             "gap": num_from(r.get("gap")),
             "under_represented": bool(r.get("under_represented")),
             "below_coverage_floor": bool(r.get("below_coverage_floor")),
+            "insufficient_evidence": bool(r.get("insufficient_evidence")),
             "small": bool(r.get("small")), "test_id": r.get("test_id"),
         })
     dist = _dict(entry.get("distances"))
@@ -349,6 +353,43 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     real = [{"which": which, "file": f"real-{which}.png", "png": samples.get(f"real-{which}.png")}
             for which in ("lowest", "highest")]
     return {"available": True, "reason": "", "groups": groups, "real": real}
+
+
+_AUC_METHODS = {
+    "delong": "DeLong interval",
+    "obuchowski": "DeLong interval for clustered images (Obuchowski)",
+    "wilson_min_n": "complete separation: Wilson interval on the smaller of the two counts",
+}
+
+
+def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
+    """The discriminator sanity figures of results.json's ``discriminator`` section."""
+    d = _dict(section)
+    if not d:
+        return Unavailable("results.json has no 'discriminator' section (it was measured by "
+                           "an earlier gan-audit; re-run 'gan-audit measure')")
+    sep = _dict(d.get("separation"))
+    n_real, n_gen = _i(sep.get("n_real")), _i(sep.get("n_generated"))
+    acc = _dict(d.get("acceptance"))
+    scores = []
+    for source in ("real", "generated"):
+        s = _dict(_dict(d.get("scores")).get(source))
+        q = _dict(s.get("quantiles"))
+        scores.append({"source": source, "n": _i(s.get("n")), "mean": _f(s.get("mean")),
+                       "sd": _f(s.get("sd")),
+                       "quantiles": [_f(q.get(k)) for k in ("q00", "q05", "q25", "q50", "q75",
+                                                           "q95", "q100")]})
+    return {"available": True,
+            "auc": num_from(sep.get("auc"), value=sep.get("auc"), ci=sep.get("ci"),
+                            n=(n_real or 0) + (n_gen or 0)),
+            "n_real": n_real, "n_generated": n_gen, "method": sep.get("method"),
+            "method_words": _AUC_METHODS.get(str(sep.get("method")), "interval method not "
+                                                                      "recorded"),
+            "acceptance_real": num_from(acc.get("real")),
+            "acceptance_generated": num_from(acc.get("generated")),
+            "accept_threshold": _f(d.get("accept_threshold")),
+            "scores": scores, "constant": bool(d.get("constant")),
+            "problems": [str(_dict(p).get("message")) for p in _list(d.get("problems"))]}
 
 
 def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
@@ -528,6 +569,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "level": level,
         "threshold": threshold,
         "counts": _dict(results.get("counts")),
+        "discriminator": _discriminator_view(results.get("discriminator")),
         "verdicts": [_dict(v) for v in _list(results.get("verdicts"))],
         "top_findings": _top_findings(findings),
         "findings": findings,
