@@ -378,8 +378,12 @@ class FileSource(ImageSource):
     def _read(self, path: Path) -> torch.Tensor:
         """One image file -> 1 x C x H x W float in [0, 1] (:func:`pixels_to_unit`)."""
         import torch
-        from PIL import Image
+        from PIL import Image, ImageFile
 
+        # WeasyPrint sets PIL's global LOAD_TRUNCATED_IMAGES on import (weasyprint/images.py),
+        # after which a truncated file reads as a partly grey picture without an error: in a
+        # process that rendered a PDF first, an audit would read damaged images silently.
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
         with Image.open(path) as img:
             pixels, white = _pil_pixels(img, self.target.channels if self.target else None)
         t = torch.from_numpy(pixels_to_unit(pixels, where=path_text(path), white=white))

@@ -490,3 +490,25 @@ def test_a_file_name_that_is_not_utf8_gets_a_writable_id(folder: Path) -> None:
     with pytest.raises(DataError, match=r"cut-\\xfe\.png: cannot read") as caught:
         stop.get_batch([src.image_ids.index("cut-\\xfe.png")])
     str(caught.value).encode("utf-8")
+
+
+def test_a_truncated_image_is_an_error_even_after_weasyprint_was_imported(folder: Path,
+                                                                          tmp_path: Path):
+    """WeasyPrint sets PIL's LOAD_TRUNCATED_IMAGES = True when imported (the report's PDF);
+    an audit in the same process must still refuse a truncated image, not read it grey."""
+    from PIL import ImageFile
+
+    path = folder / "noise.png"  # (a flat picture cut in half loses its header: no test)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+                    ).save(path)
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) * 6 // 10])
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # what `import weasyprint` does
+    try:
+        source = load_images(ImageSourceConfig(source=f"folder:{folder}", on_bad_image="stop"),
+                             input=InputSpec(image_size=32, channels=1))
+        index = source.image_ids.index(path.name)
+        with pytest.raises(DataError, match=rf"{path.name}: cannot read the image"):
+            source.get_batch([index])
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
