@@ -563,19 +563,20 @@ def interpolate(run_dir: Path, start: str, end: str, steps: int, method: str,
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--reject-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
               default=0.25, show_default=True,
-              help="Share of each source's images, lowest scores first, counted as rejected.")
+              help="Share of each source's images, lowest scores first, that the diagnosis "
+                   "looks at (the lowest-scored).")
 @click.option("--top", type=click.IntRange(min=0), default=16, show_default=True,
-              help="Most rejected images listed (and shown) per source.")
+              help="Lowest-scored images listed (and shown) per source.")
 @click.option("--no-images", is_flag=True, help="Skip the image grids (no models loaded).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="cpu",
               show_default=True)
 @trust_run_config_option
 def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, device: str,
              trust_run_config: bool) -> None:
-    """Which groups the discriminator rejects: lifts with intervals, most rejected images.
+    """Which groups the discriminator scores lowest: lifts with intervals, lowest-scored images.
 
-    Writes RUN_DIR/insight/diagnosis.json and the grids rejected-real.png and
-    rejected-generated.png; prints the named groups.
+    Writes RUN_DIR/insight/diagnosis.json and the grids of the lowest-scored images
+    (rejected-real.png, rejected-generated.png); prints the named groups.
 
     \b
     Example:
@@ -590,11 +591,11 @@ def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, devi
         result = diagnose_run(run_dir, reject_share=reject_share, top_k=top,
                               images=not no_images, cfg=cfg, device=device)
     for s in result.sources:
-        click.echo(f"{s.source}: {s.n_rejected} of {s.n} images rejected (score <= "
+        click.echo(f"{s.source}: {s.n_rejected} of {s.n} images lowest-scored (score <= "
                    f"{s.threshold if s.threshold is None else round(s.threshold, 3)})")
     lines = result.summary()
     click.echo("\n".join(lines) if lines else "no group is over-represented among the "
-               "rejected images")
+               "lowest-scored images")
     click.echo(f"-> {run_dir / 'insight' / 'diagnosis.json'}", err=True)
 
 

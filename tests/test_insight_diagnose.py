@@ -32,7 +32,7 @@ def test_names_the_planted_group_with_intervals(planted):
     g = d.named[0]
     assert g.lift_ci[0] > 1.5 and g.lift_ci[0] <= g.lift <= g.lift_ci[1]
     assert g.p_holm < 1e-10
-    assert "rejects stroke = thick among real images" in d.summary()[0]
+    assert "scores stroke = thick lowest among real images" in d.summary()[0]
     doc = d.to_json()
     assert doc["named"][0]["group"] == "thick" and len(doc["sources"]) == 2
 

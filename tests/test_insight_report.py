@@ -71,10 +71,23 @@ def test_every_view_is_shown(insight_folder):
                                               "entropy", "curves"))
     assert view["redundancy"]["redundant"][0]["layer"] == "b"
     html = _render(view)
-    assert 'id="insight"' in html and "the discriminator rejects stroke = thick" in html
+    assert 'id="insight"' in html and "the discriminator scores stroke = thick lowest" in html
     assert "Linear CKA between the recorded layers" in html
     assert "interpolation-x" not in html and "data:image/png;base64," in html
     assert "The decoders record no per-epoch history" in html
+
+
+def test_rejected_has_one_meaning_in_the_report(insight_folder):
+    """'Rejected' means scored at or under the acceptance threshold, and the glossary says so;
+    the diagnosis, which looks at the lowest-scored share, never calls its images rejected."""
+    import re
+
+    html = _render(insight_to_view(read_insight(insight_folder)))
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", html[html.index('id="insight"'):]))
+    assert "lowest-scored" in text
+    assert re.findall(r"\breject\w*", text.replace("not the same as rejected", "")) == []
+    glossary = html[html.index('id="glossary"'):]
+    assert "<em>rejected</em> when it is at or under it" in glossary[:3000]
 
 
 def test_missing_views_say_not_available(insight_folder, tmp_path):

@@ -1,4 +1,4 @@
-"""Failure diagnosis: which images the discriminator rejects, and which groups they are.
+"""Failure diagnosis: which images the discriminator scores lowest, and which groups they are.
 
 Per source (real, generated), the audited images whose discriminator score is among
 the lowest ``reject_share`` are the *rejected* ones. For every group of every concept,
@@ -9,7 +9,7 @@ interval (the cell-count bootstrap of :mod:`audit.measure.bootstrap`, rows resam
 the rejection of each image kept) and a two-proportion test of the group's share among
 rejected against accepted images, Holm- and Benjamini-Hochberg-corrected over all groups
 of all concepts and both sources. A group is *named* when its lift interval lies above 1
-and its Holm-corrected p is under ``alpha``: "the discriminator rejects thick strokes".
+and its Holm-corrected p is under ``alpha``: "the discriminator scores thick strokes lowest".
 
 Groups are the decoded ones (``pred__<concept>``): what the discriminator's own
 activations say the image is. Pure arithmetic: a predictions table in, a
@@ -85,7 +85,7 @@ class SourceDiagnosis:
 
 @dataclass
 class Diagnosis:
-    """Which groups the discriminator rejects, per source, with intervals and tests."""
+    """Which groups the discriminator scores lowest, per source, with intervals and tests."""
 
     reject_share: float
     alpha: float
@@ -105,9 +105,9 @@ class Diagnosis:
         for g in self.named:
             ci = f" [{g.lift_ci[0]:.2f}, {g.lift_ci[1]:.2f}]" if g.lift_ci else ""
             out.append(
-                f"the discriminator rejects {g.concept} = {g.group} among {g.source} images: "
-                f"{100 * (g.share_rejected or 0):.0f}% of the {g.n_rejected} rejected "
-                f"(lowest {100 * self.reject_share:.0f}% of scores) against "
+                f"the discriminator scores {g.concept} = {g.group} lowest among {g.source} "
+                f"images: {100 * (g.share_rejected or 0):.0f}% of the {g.n_rejected} "
+                f"lowest-scored (lowest {100 * self.reject_share:.0f}% of scores) against "
                 f"{100 * (g.share_all or 0):.0f}% of all {g.n}, a lift of {g.lift:.2f}{ci}, "
                 f"Holm p = {g.p_holm:.2g}")
         return out
@@ -153,7 +153,7 @@ def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet,
                              reject_share: float = 0.25, top_k: int = 16, alpha: float = 0.05,
                              spec: BootstrapSpec | None = None,
                              cluster_by: str | None = None) -> Diagnosis:
-    """Which decoded groups are over-represented among the images D rejects.
+    """Which decoded groups are over-represented among the images D scores lowest.
 
     Parameters
     ----------

@@ -112,8 +112,8 @@ def cka_heatmap(layers: Sequence[str], matrix: Sequence[Sequence[float]], *,
 
 
 def lift_chart(rows: Sequence[tuple[str, Estimate]], *, key: str = "lift",
-               title: str = "Over-representation among rejected images") -> Chart:
-    """Forest plot of lifts (share among rejected / share among all) with a line at 1."""
+               title: str = "Over-representation among the lowest-scored images") -> Chart:
+    """Forest plot of lifts (share among the lowest-scored / share among all), line at 1."""
     n = max(len(rows), 1)
     fig = _figure(6.8, min(1.2 + 0.24 * n, 9.0))
     ax = fig.add_subplot()
@@ -133,7 +133,7 @@ def lift_chart(rows: Sequence[tuple[str, Estimate]], *, key: str = "lift",
     ax.set_ylim(-0.7, n - 0.3)
     _margins(fig, left=0.5 + _label_width([label for label, _ in rows], 9), bottom=0.55,
              right=1.6)
-    ax.set_xlabel("lift (share among rejected / share among all)")
+    ax.set_xlabel("lift (share among the lowest-scored / share among all)")
     ax.set_title(title, fontsize=10)
     _style_axes(ax)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -144,7 +144,7 @@ def lift_chart(rows: Sequence[tuple[str, Estimate]], *, key: str = "lift",
                else f"{label}: not available" for label, e in rows) + ".")
     return _to_svg(fig, key=key, title=title, alt=alt,
                    caption=f"Points: lift of each group among the images the discriminator "
-                           f"rejects; whiskers: intervals; squares: interval above 1 "
+                           f"scores lowest; whiskers: intervals; squares: interval above 1 "
                            f"({n_above} of {len(rows)}).")
 
 

@@ -109,8 +109,8 @@ def _diagnosis_view(doc: Mapping[str, Any], pngs: Mapping[str, bytes]) -> dict[s
                 for g in lifts if g.get("source") == source]
         if rows:
             charts.append(lift_chart(rows, key=f"lift-{source}",
-                                     title=f"Over-representation among rejected {source} "
-                                           f"images"))
+                                     title=f"Over-representation among the lowest-scored "
+                                           f"{source} images"))
     grids = {s: pngs.get(f) for s, f in (doc.get("grids") or {}).items()}
     return {"available": True, "reject_share": doc.get("reject_share"),
             "confidence": doc.get("confidence"), "summary": list(doc.get("summary") or []),
