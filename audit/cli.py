@@ -50,12 +50,14 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
 
 @contextmanager
 def _writing(run_dir: Path, *, create: bool = False, record: list[str] | None = None,
-             needs: str | None = None) -> Iterator[None]:
+             stages: dict[str, list[str]] | None = None, needs: str | None = None
+             ) -> Iterator[None]:
     """Own and lock a run folder while a command writes into it (:func:`audit.runfolder.claim`);
-    afterwards record the outputs ``record`` in its manifest (their sha256 and size).
+    afterwards record the outputs ``record`` in its manifest (their sha256 and size), and
+    those of the pipeline ``stages`` a stage command redid (:func:`record_stage_command`).
     ``needs``: the command that must have made the folder (for the message when it did
     not)."""
-    from audit.manifest import record_artifacts
+    from audit.manifest import record_artifacts, record_stage_command
     from audit.runfolder import claim
 
     fix = f"Run `{needs}` first." if needs else "Give the folder that gan-audit run wrote."
@@ -63,6 +65,8 @@ def _writing(run_dir: Path, *, create: bool = False, record: list[str] | None = 
         yield
         if record:
             record_artifacts(Path(run_dir), record)
+        if stages:
+            record_stage_command(Path(run_dir), stages)
 
 
 trust_run_config_option = click.option(
@@ -234,7 +238,8 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
     """
     from audit.config import load_config
 
-    stores, is_main = _extract_on_every_rank(load_config(config), out=out, device=device)
+    stores, is_main = _extract_on_every_rank(load_config(config), out=out, device=device,
+                                             stages={"extract": ["activations", "generated"]})
     if not is_main:
         return
     for name, store in stores.items():
@@ -243,11 +248,13 @@ def extract(config: Path, out: Path | None, device: str | None) -> None:
                    f"({store.settings.pooling}){skipped} -> {store.path}")
 
 
-def _extract_on_every_rank(cfg: Any, *, out: Path | None, device: str | None
+def _extract_on_every_rank(cfg: Any, *, out: Path | None, device: str | None,
+                           stages: dict[str, list[str]] | None = None
                            ) -> tuple[dict[str, Any], bool]:
     """Extract under torchrun (each rank its shards) or in one process; (stores, is rank 0).
 
     A failure on any rank is printed once, by rank 0, and every rank exits with code 2.
+    ``stages``: for the extract command, the pipeline stage it redid (see ``_writing``).
     """
     from audit import distributed
     from audit.extract import extract_from_config
@@ -256,7 +263,8 @@ def _extract_on_every_rank(cfg: Any, *, out: Path | None, device: str | None
     with distributed.process_group(resolve_device(device or cfg.device)) as rank:
         try:
             # rank 0 owns and locks the folder; the other ranks write their shards beside it
-            with _writing(out or cfg.out, create=True) if rank.is_main else nullcontext():
+            with (_writing(out or cfg.out, create=True, stages=stages)
+                  if rank.is_main else nullcontext()):
                 stores = extract_from_config(cfg, out=out, device=device)
         except distributed.DistributedError as exc:  # the same message on every rank
             ctx = click.get_current_context()
@@ -289,7 +297,8 @@ def train_decoders(config: Path, out: Path | None, device: str | None) -> None:
     cfg = load_config(config)
     run_dir = Path(out if out is not None else cfg.out)
     concept_set = load_concept_set(cfg.concept_set)
-    with _writing(run_dir, needs="gan-audit extract CONFIG.yaml"):
+    with _writing(run_dir, needs="gan-audit extract CONFIG.yaml",
+                  stages={"decoders": ["decoders"], "decode": ["predictions.parquet"]}):
         bundle = train_run_decoders(run_dir, concept_set, cfg.decoders,
                                     device=resolve_device(device or cfg.device))
         predictions_from_run(run_dir, concept_set)  # what the measure stage reads
@@ -319,7 +328,8 @@ def measure(config: Path, out: Path | None) -> None:
 
     cfg = load_config(config)
     run_dir = out if out is not None else cfg.out
-    with _writing(run_dir, needs="gan-audit train-decoders CONFIG.yaml"):
+    with _writing(run_dir, needs="gan-audit train-decoders CONFIG.yaml",
+                  stages={"measure": ["results.json", "tables"]}):
         results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
                               meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
     click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
@@ -447,6 +457,9 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
             click.echo(f"re-rendered {path}", err=True)
 
 
+_LISTED = 20  # problems verify lists one by one (the rest are counted)
+
+
 @cli.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--expect-head", default=None, metavar="HASH",
@@ -474,8 +487,10 @@ def verify(run_dir: Path, expect_head: str | None) -> None:
         click.echo(f"{run_dir}: intact ({summary})")
         return
     click.echo(f"{run_dir}: differs from its manifest in {len(check.problems)} place(s):")
-    for problem in check.problems:
+    for problem in check.problems[:_LISTED]:
         click.echo(f"  - {problem}")
+    if len(check.problems) > _LISTED:
+        click.echo(f"  ... and {len(check.problems) - _LISTED} more")
     click.echo(f"checked: {summary}")
     click.get_current_context().exit(1)
 

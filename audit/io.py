@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import RunFolderError
-from audit.runfolder import journal_written
+from audit.runfolder import TEMP_PREFIX, journal_written
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "sha256_bytes", "sha256_file", "ensure_dir", "to_jsonable"]
@@ -50,20 +50,22 @@ def atomic_path(path: Path, *, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     ensure_dir(path.parent)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp",
+        fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=suffix or ".tmp",
                                    dir=path.parent)
     except OSError as exc:
-        raise _disk_error(path, exc) from exc
+        _raise_disk_error(path, exc)
+        raise
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; files should read like any other
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        journal_written(path)  # a run folder's record of what the tool wrote (before rename)
         os.replace(tmp_path, path)
-        journal_written(path)  # a run folder's record of what the tool wrote
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
-        raise _disk_error(path, exc) from exc
+        _raise_disk_error(path, exc)
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -76,19 +78,19 @@ def free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-def _disk_error(path: Path, exc: OSError) -> OSError | RunFolderError:
-    """A full disk or quota as one message naming the folder and what is free; other
-    errors unchanged."""
+def _raise_disk_error(path: Path, exc: OSError) -> None:
+    """A full disk or quota as one :class:`RunFolderError` naming the folder and what is
+    free; any other error is left to the caller to re-raise."""
     if exc.errno not in (28, 122):  # ENOSPC, EDQUOT
-        return exc
+        return
     try:
         free = f"{free_bytes(path.parent) / 2**20:,.1f} MiB free there"
     except OSError:
         free = "free space unknown"
-    return RunFolderError(f"{path}: the disk is full ({free}) while writing into "
-                          f"{path.parent}; nothing was half-written. Free some space (or "
-                          f"choose an output folder on a larger disk with --out) and run the "
-                          f"same command again: finished work is kept.")
+    raise RunFolderError(f"{path}: the disk is full ({free}) while writing into "
+                         f"{path.parent}; nothing was half-written. Free some space (or "
+                         f"choose an output folder on a larger disk with --out) and run the "
+                         f"same command again: finished work is kept.") from exc
 
 
 def _umask() -> int:

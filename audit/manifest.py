@@ -19,6 +19,7 @@ from typing import Any
 from audit._version import __version__
 from audit.errors import RunFolderError
 from audit.io import atomic_write_json
+from audit.runfolder import read_run_file
 
 MANIFEST = "manifest.json"
 # Run folders written by another major layout are refused, not silently mixed.
@@ -27,7 +28,8 @@ MANIFEST = "manifest.json"
 RUN_FOLDER_FORMAT = 2
 
 __all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "read_manifest", "write_manifest", "new_manifest",
-           "record_artifacts", "differing_artifacts", "environment", "utc_now"]
+           "record_artifacts", "record_stage_command", "valid_artifacts",
+           "differing_artifacts", "environment", "utc_now"]
 
 
 def utc_now() -> str:
@@ -99,7 +101,7 @@ def read_manifest(run_dir: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_run_file(path).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{path}: not a readable manifest ({exc}). Remove the run folder "
                              f"or choose another --out.") from exc
@@ -138,10 +140,37 @@ def record_artifacts(run_dir: Path, names: list[str],
         if manifest is None:
             return  # stage commands before any `gan-audit run`: no manifest to keep
     names = list(names)
-    kept = {k: v for k, v in manifest.get("artifacts", {}).items() if not _under(k, names)}
+    kept = {k: v for k, v in valid_artifacts(manifest).items() if not _under(k, names)}
     manifest["artifacts"] = {**kept, **hash_artifacts(Path(run_dir), names)}
     if write:
         write_manifest(run_dir, manifest)
+
+
+def valid_artifacts(manifest: dict[str, Any], problems: list[str] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """The manifest's ``artifacts`` entries that name a relative path inside the run folder
+    (no ``..``, no absolute path) with a hex sha256 and a size; the others are left out and
+    named in ``problems`` (a manifest from someone else is data too)."""
+    import re
+
+    entries = manifest.get("artifacts")
+    if not isinstance(entries, dict):
+        if entries is not None and problems is not None:
+            problems.append("manifest.json: 'artifacts' is not a mapping of paths")
+        return {}
+    out = {}
+    for rel, record in entries.items():
+        parts = str(rel).split("/")
+        ok = (isinstance(record, dict) and not str(rel).startswith("/")
+              and all(p not in ("", ".", "..") for p in parts)
+              and isinstance(record.get("size"), int)
+              and re.fullmatch(r"[0-9a-f]{64}", str(record.get("sha256"))) is not None)
+        if ok:
+            out[str(rel)] = record
+        elif problems is not None:
+            problems.append(f"manifest.json: the artifact entry {str(rel)[:80]!r} is not a path "
+                            f"inside the run folder with a sha256 and a size")
+    return out
 
 
 def differing_artifacts(run_dir: Path, names: list[str], manifest: dict[str, Any]) -> list[str]:
@@ -150,12 +179,10 @@ def differing_artifacts(run_dir: Path, names: list[str], manifest: dict[str, Any
     from audit.runfolder import hash_artifacts
 
     names = list(names)
-    recorded = {k: v for k, v in manifest.get("artifacts", {}).items() if _under(k, names)}
-    try:
-        now = hash_artifacts(Path(run_dir), names)
-    except RunFolderError as exc:
-        return [str(exc)]
-    problems = [f"{k}: missing" for k in sorted(set(recorded) - set(now))]
+    recorded = {k: v for k, v in valid_artifacts(manifest).items() if _under(k, names)}
+    problems: list[str] = []
+    now = hash_artifacts(Path(run_dir), names, problems)
+    problems += [f"{k}: missing" for k in sorted(set(recorded) - set(now))]
     problems += [f"{k}: not written by this run (not in the manifest)"
                  for k in sorted(set(now) - set(recorded))]
     for k in sorted(set(now) & set(recorded)):
@@ -165,3 +192,19 @@ def differing_artifacts(run_dir: Path, names: list[str], manifest: dict[str, Any
         elif now[k]["sha256"] != recorded[k].get("sha256"):
             problems.append(f"{k}: its sha256 differs from the manifest's (edited or damaged)")
     return problems
+
+
+def record_stage_command(run_dir: Path, stages: dict[str, list[str]]) -> None:
+    """After a stage command (``gan-audit extract``, ``train-decoders``, ``measure``) wrote
+    into a run folder that has a manifest: record its outputs' hashes (so ``verify`` holds)
+    and mark each stage as made outside ``gan-audit run`` (key ``stage command``), so that
+    the next run recomputes it under its own keys instead of reusing it."""
+    manifest = read_manifest(run_dir)
+    if manifest is None:
+        return
+    for name, outputs in stages.items():
+        record_artifacts(run_dir, outputs, manifest)
+        manifest["stages"][name] = {
+            "key": "stage command", "done": True, "finished": utc_now(),
+            "outputs": [o for o in outputs if (Path(run_dir) / o).exists()]}
+    write_manifest(run_dir, manifest)

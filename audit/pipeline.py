@@ -149,9 +149,11 @@ class _Run:
         self.summary = RunSummary(run_dir=run_dir)
 
     def stage(self, name: str, key: str, outputs: list[str], fn: Callable[[], Any], *,
-              keep: bool = False) -> bool:
+              optional: tuple[str, ...] = (), keep: bool = False) -> bool:
         """Run ``fn`` unless the stage's key matches and its outputs are the ones the manifest
-        recorded (same files, sizes and sha256); True if it ran.
+        recorded (same files, sizes and sha256); True if it ran. ``optional`` outputs (e.g.
+        generated/ PNGs, written only with save_png) are checked, removed and recorded like
+        the others but need not exist.
 
         Outputs made from other inputs, or damaged, are removed first (only files the tool
         wrote: :func:`audit.runfolder.remove_created`), unless ``keep`` (they were just
@@ -161,6 +163,7 @@ class _Run:
 
         record = self.manifest["stages"].get(name, {})
         paths = [self.run_dir / o for o in outputs]
+        outputs = [*outputs, *optional]
         stale = record.get("key") not in (None, key)  # outputs of other inputs
         if record.get("key") == key and record.get("done") and all(p.exists() for p in paths):
             problems = [] if keep else differing_artifacts(self.run_dir, outputs, self.manifest)
@@ -184,8 +187,9 @@ class _Run:
         fn()
         seconds = round(time.perf_counter() - start, 3)
         record_artifacts(self.run_dir, outputs, self.manifest)
-        self.manifest["stages"][name] = {"key": key, "done": True, "seconds": seconds,
-                                         "finished": utc_now(), "outputs": outputs}
+        self.manifest["stages"][name] = {
+            "key": key, "done": True, "seconds": seconds, "finished": utc_now(),
+            "outputs": [o for o in outputs if (self.run_dir / o).exists()]}
         write_manifest(self.run_dir, self.manifest)
         self.summary.seconds[name] = seconds
         self.log(f"[{name}] done in {seconds:.1f} s")
@@ -239,9 +243,9 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
             with shared_models():      # each network loaded once for all stages
                 _stages(run, cfg, run_dir, concept_set, dev, want_pdf, extracted)
         except BaseException:
-            if first and not any(s.get("done") for s in _stages_of(run_dir)):
+            if first and _wrote_nothing_yet(run_dir):
                 with contextlib.suppress(OSError, AuditError):
-                    _discard(run_dir)  # a first run that finished no stage leaves nothing
+                    _discard(run_dir)  # a first run that failed before any work: nothing left
             raise
     results_path = run_dir / "results.json"
     run.summary.results = json.loads(results_path.read_text(encoding="utf-8"))
@@ -251,24 +255,24 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     return run.summary
 
 
-def _stages_of(run_dir: Path) -> list[dict[str, Any]]:
-    try:
-        manifest = read_manifest(run_dir)
-    except Exception:
-        return []
-    return list((manifest or {}).get("stages", {}).values())
+def _wrote_nothing_yet(run_dir: Path) -> bool:
+    """Whether the tool wrote nothing into ``run_dir`` but its manifest and config: a run
+    that failed there (a bad layer, a model that does not load) is discarded, while any
+    work done (a shard, a decoder) is kept for the rerun to resume from."""
+    from audit.runfolder import created_files
+
+    return created_files(run_dir) <= {"manifest.json", "config.yaml"}
 
 
 def _discard(run_dir: Path) -> None:
     """Remove a run folder this process created, file by file (only what the tool wrote)."""
-    from audit.runfolder import MARKER, created_files, remove_created
+    from audit.runfolder import LOCK, MARKER, created_files, remove_created
 
     tops = sorted({rel.split("/")[0] for rel in created_files(run_dir)})
     remove_created(run_dir, [t for t in tops if (run_dir / t).exists()])
     (run_dir / MARKER).unlink(missing_ok=True)
-    leftovers = [p for p in run_dir.iterdir() if p.name != ".gan-audit.lock"]
-    if not leftovers:  # the lock file goes with the folder (its lock is released by close)
-        (run_dir / ".gan-audit.lock").unlink(missing_ok=True)
+    if not [p for p in run_dir.iterdir() if p.name != LOCK]:
+        (run_dir / LOCK).unlink(missing_ok=True)  # its lock goes when the claim closes it
         run_dir.rmdir()
 
 
@@ -281,7 +285,7 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
                         *(s.model_dump(mode="json") if s is not None else None
                           for s in sections), *stamps)
     run.stage("extract", extract_key, ["activations"],
-              lambda: _extract(cfg, run_dir, dev), keep=extracted)
+              lambda: _extract(cfg, run_dir, dev), optional=("generated",), keep=extracted)
     _record_data(run, cfg, files={k: v for stamp in stamps for k, v in stamp.items()})
 
     decoders_key = _hash("decoders", extract_key, concept_set.sha256,

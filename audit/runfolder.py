@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -32,44 +32,83 @@ from typing import Any
 
 from audit.errors import RunFolderError
 
-__all__ = ["MARKER", "LOCK", "TOOL_FILES", "claim", "is_owned", "journal_written",
-           "created_files", "remove_created", "sweep_temporaries", "read_artifact", "refuse_links",
+__all__ = ["MARKER", "LOCK", "TEMP_PREFIX", "TOOL_FILES", "claim", "is_owned", "journal_written",
+           "created_files", "remove_created", "sweep_temporaries", "read_artifact", "read_run_file",
+           "refuse_links",
            "artifact_files", "hash_artifacts"]
 
 #: Ownership marker and journal of every file the tool wrote (paths relative to the folder).
 MARKER = ".gan-audit-run"
 #: The lock file of :func:`claim` (holds the pid, host and command of the writer).
 LOCK = ".gan-audit.lock"
+#: How :func:`audit.io.atomic_path` starts its temporaries' names (``<prefix><name>.<random>``):
+#: the one name pattern the tool deletes without a journal entry (a killed write's leftover).
+TEMP_PREFIX = ".gan-audit-tmp."
 #: Files of the folder's own bookkeeping: never artifacts, never embedded, never deleted.
 TOOL_FILES = frozenset({MARKER, LOCK})
 
 _held: dict[str, tuple[int, int]] = {}  # resolved folder -> (lock fd, depth): claim is reentrant
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 
 
 def is_owned(run_dir: Path) -> bool:
     """True when ``run_dir`` holds the tool's marker as a regular file (not a link)."""
-    marker = Path(run_dir) / MARKER
-    return marker.is_file() and not marker.is_symlink()
+    return _has_marker(Path(run_dir))
+
+
+def _has_marker(folder: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(folder / MARKER).st_mode)
+    except OSError:
+        return False
 
 
 def _root_of(path: Path) -> Path | None:
-    """The run folder ``path`` lies in: the nearest folder above it holding the marker."""
-    for folder in Path(path).parents:
-        if (folder / MARKER).is_file():
-            return folder
-    return None
+    """The run folder ``path`` lies in, as ``path`` spells it: the folder above it that this
+    process claimed, else the nearest folder above it whose marker is a regular file. A
+    linked folder holding a marker inside another run folder is refused (a link to another
+    run folder), and so is a link in any component between the run folder and ``path``:
+    nothing is read or written through a link."""
+    path = Path(path).absolute()
+    parents = list(path.parents)
+    root = next((f for f in parents if str(f.resolve()) in _held), None)
+    if root is None:
+        root = next((f for f in parents if _has_marker(f)), None)
+        if root is not None and root.is_symlink() and any(_has_marker(f) for f in root.parents):
+            raise RunFolderError(
+                f"{root}: is a link to another run folder inside a run folder; gan-audit "
+                f"neither reads nor writes through it. Remove the link.")
+    if root is not None:
+        _no_link_below(root, path)
+    return root
+
+
+def _no_link_below(root: Path, path: Path) -> None:
+    """Refuse a link among the components of ``path`` below ``root`` (``path`` included)."""
+    part = root
+    for name in path.relative_to(root).parts:
+        part = part / name
+        if name == ".." or part.is_symlink():
+            raise RunFolderError(
+                f"{part}: is a link or leaves the run folder; gan-audit reads and writes only "
+                f"inside {root}, never through a link. Remove the link (a run folder from "
+                f"someone else may hold one to reach your files).")
 
 
 def journal_written(path: Path) -> None:
-    """Record that the tool wrote ``path`` (called by :func:`audit.io.atomic_path` after the
-    rename). Nothing happens outside a run folder. One short line per write, appended with
-    O_APPEND, so the ranks of torchrun may write their shards at once."""
+    """Record that the tool writes ``path`` (called by :func:`audit.io.atomic_path` just
+    before the rename, so that a crash in between leaves an entry for a file that never
+    appeared rather than a file of the tool's that no entry names; it also refuses to write
+    through a link). Nothing happens outside a run folder. One short line per write,
+    appended with O_APPEND (the ranks of torchrun write their shards at once) to the
+    marker, never through a link."""
     path = Path(path).absolute()
     root = _root_of(path)
     if root is None:
         return
     line = json.dumps(path.relative_to(root).as_posix()) + "\n"
-    fd = os.open(root / MARKER, os.O_WRONLY | os.O_APPEND)
+    fd = os.open(root / MARKER, os.O_WRONLY | os.O_APPEND | _NOFOLLOW)
     try:
         os.write(fd, line.encode("utf-8"))
     finally:
@@ -177,7 +216,18 @@ def _locked(run_dir: Path) -> Iterator[None]:
         yield
         return
     path = run_dir / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise RunFolderError(
+            f"{path}: cannot open the run folder's lock file ({exc.strerror}); it must be a "
+            f"regular file gan-audit may write (not a link or a folder), in a writable folder. "
+            f"Remove it, or choose another output folder with --out.") from exc
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
+        os.close(fd)
+        raise RunFolderError(f"{path}: the lock file is not a regular file of its own (a hard "
+                             f"link or a device); remove it and run the command again.")
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -225,6 +275,9 @@ def claim(run_dir: Path, *, kind: str = "run", create: bool = True,
     if not create and not is_owned(run_dir):
         what = (f"not a gan-audit run folder (no {MARKER} marker)" if run_dir.is_dir()
                 else "not a folder")
+        if (run_dir / "manifest.json").is_file():
+            what += ("; it looks like a run folder of an earlier gan-audit, which kept no "
+                     "record of the files it wrote: re-run the audit into a new folder")
         raise RunFolderError(f"{run_dir}: {what}. {fix}")
     created = _take_ownership(run_dir, kind)
     with _locked(run_dir):
@@ -234,7 +287,7 @@ def claim(run_dir: Path, *, kind: str = "run", create: bool = True,
 def _files_below(run_dir: Path, name: str) -> list[Path]:
     """Every entry (files and links; not folders) at or below ``run_dir / name``."""
     top = run_dir / name
-    if top.is_symlink() or top.is_file():
+    if top.is_symlink() or (top.exists() and not top.is_dir()):  # files, links, pipes
         return [top]
     if not top.is_dir():
         return []
@@ -278,15 +331,10 @@ def remove_created(run_dir: Path, names: Iterable[str]) -> None:
             top.rmdir()
 
 
-# What :func:`audit.io.atomic_path` names its temporaries: mkstemp's 8 random characters
-# between ``.<target name>.`` and a suffix.
-_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.(tmp|pdf|npy|parquet|png|json)$")
-
-
 def _is_temporary(path: Path) -> bool:
-    """A leftover of :func:`audit.io.atomic_path` (``.<name>.<random><suffix>``), which a crash
-    can leave before the rename journals it."""
-    return bool(_TEMPORARY.match(path.name)) and path.is_file() and not path.is_symlink()
+    """A leftover of :func:`audit.io.atomic_path` (named with :data:`TEMP_PREFIX`), which a
+    crash can leave before the rename."""
+    return path.name.startswith(TEMP_PREFIX) and path.is_file() and not path.is_symlink()
 
 
 def sweep_temporaries(run_dir: Path) -> list[Path]:
@@ -307,66 +355,62 @@ def sweep_temporaries(run_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------- reading and hashing
 
 
-def _inside(run_dir: Path, rel: str) -> Path:
-    """``run_dir / rel`` when no part of it is a link, it is a regular file with one link
-    and it resolves inside ``run_dir``; else :class:`RunFolderError`."""
-    run_dir = Path(run_dir)
-    path = run_dir / rel
-    part = run_dir
-    for name in Path(rel).parts:
-        part = part / name
-        if name in ("..", "") or part.is_symlink():
-            raise RunFolderError(
-                f"{path}: is a link or leaves the run folder; gan-audit reads only files the "
-                f"run wrote inside {run_dir}, never through a link. Remove the link (a run "
-                f"folder from someone else may hold one to read your files).")
+def _open_regular(path: Path) -> int:
+    """An fd of ``path`` read-only, never through a final link, never blocking on a FIFO;
+    :class:`RunFolderError` unless it is a regular file with one name."""
     try:
-        st = path.stat()
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK)
     except FileNotFoundError:
         raise
     except OSError as exc:
-        raise RunFolderError(f"{path}: cannot be read ({exc.strerror}).") from exc
-    if st.st_nlink > 1:
-        raise RunFolderError(
-            f"{path}: is a hard link (it has {st.st_nlink} names), so it may be a file from "
-            f"outside the run folder; gan-audit does not read it. Remove it and run the stage "
-            f"that writes it again.")
-    if not path.resolve().is_relative_to(run_dir.resolve()):
-        raise RunFolderError(f"{path}: resolves outside the run folder {run_dir}; refused.")
-    return path
+        raise RunFolderError(f"{path}: cannot be read ({exc.strerror}); gan-audit reads a run "
+                             f"folder's files only as regular files, never through a link."
+                             ) from exc
+    st = os.fstat(fd)
+    problem = ("is not a regular file (a pipe, device or folder)" if not stat.S_ISREG(st.st_mode)
+               else f"is a hard link (it has {st.st_nlink} names), so it may be a file from "
+                    f"outside the run folder" if st.st_nlink > 1 else None)
+    if problem:
+        os.close(fd)
+        raise RunFolderError(f"{path}: {problem}; gan-audit does not read it. Remove it and run "
+                             f"the stage that writes it again.")
+    return fd
 
 
 def refuse_links(path: Path) -> Path:
-    """``path`` when neither it nor a folder between it and its run folder (the nearest
-    folder above holding the marker) is a link, and a file there has one name; else
-    :class:`RunFolderError`. For readers that open run-folder files by path (stores,
-    decoders, predictions)."""
+    """``path`` when no component of it below its run folder (see :func:`_root_of`) is a
+    link, and, if it is a file, a regular one with one name; else :class:`RunFolderError`.
+    For readers that open run-folder files by path (stores, decoders, predictions)."""
     path = Path(path)
-    root = _root_of(path.absolute())
-    if root is None:
-        parts = [path]
-    else:
-        rel = path.absolute().relative_to(root)
-        parts = [root.joinpath(*rel.parts[:i + 1]) for i in range(len(rel.parts))]
-    for part in parts:
-        if part.is_symlink():
-            raise RunFolderError(
-                f"{part}: is a link; gan-audit reads a run folder's files only inside it, never "
-                f"through a link. Remove the link (a run folder from someone else may hold one "
-                f"to read your files).")
-    if path.is_file() and path.stat().st_nlink > 1:
-        raise RunFolderError(f"{path}: is a hard link (it has {path.stat().st_nlink} names), so "
-                             f"it may be a file from outside the run folder; gan-audit does not "
-                             f"read it. Remove it and run the stage that writes it again.")
+    if _root_of(path) is None and path.is_symlink():
+        raise RunFolderError(f"{path}: is a link; gan-audit reads a run folder's files only "
+                             f"inside it, never through a link. Remove the link.")
+    if path.exists() and not path.is_dir():
+        os.close(_open_regular(path))
     return path
 
 
+def read_run_file(path: Path) -> bytes:
+    """The bytes of a file of a run folder named by its path: no link below the run folder
+    (:func:`_root_of`), a regular file with one name, never blocking on a FIFO. Raises
+    ``FileNotFoundError`` when absent, :class:`RunFolderError` when refused."""
+    fd = _open_regular(refuse_links(Path(path)))
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
+
+
 def read_artifact(run_dir: Path, rel: str) -> bytes:
-    """The bytes of ``RUN_DIR/rel``, refusing links and paths outside the folder.
+    """The bytes of ``RUN_DIR/rel``: no link in any component, a regular file with one
+    name, never blocking on a FIFO.
 
     Raises ``FileNotFoundError`` when absent, :class:`RunFolderError` when refused.
     """
-    return _inside(run_dir, rel).read_bytes()
+    run_dir = Path(run_dir)
+    path = run_dir / rel
+    _no_link_below(run_dir, path)
+    fd = _open_regular(path)
+    with os.fdopen(fd, "rb") as fh:
+        return fh.read()
 
 
 def artifact_files(run_dir: Path, names: Iterable[str]) -> list[str]:
@@ -379,18 +423,29 @@ def artifact_files(run_dir: Path, names: Iterable[str]) -> list[str]:
                   and not _is_temporary(run_dir / f))
 
 
-def hash_artifacts(run_dir: Path, names: Iterable[str]) -> dict[str, dict[str, Any]]:
+def hash_artifacts(run_dir: Path, names: Iterable[str],
+                   problems: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """``{relative path: {"sha256": hex, "size": bytes}}`` of every file of ``names``.
 
-    Raises :class:`RunFolderError` for a link among them.
+    A file that is a link, not a regular file or a hard link is left out and named in
+    ``problems`` (when given; else :class:`RunFolderError`).
     """
     import hashlib
 
+    run_dir = Path(run_dir)
     out = {}
     for rel in artifact_files(run_dir, names):
+        try:
+            _no_link_below(run_dir, run_dir / rel)
+            fd = _open_regular(run_dir / rel)
+        except (RunFolderError, FileNotFoundError) as exc:
+            if problems is None:
+                raise
+            problems.append(str(exc))
+            continue
         h = hashlib.sha256()
         size = 0
-        with open(_inside(run_dir, rel), "rb") as fh:
+        with os.fdopen(fd, "rb") as fh:
             for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
                 h.update(block)
                 size += len(block)

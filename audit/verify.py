@@ -69,7 +69,7 @@ def verify_run(run_dir: Path, *, expected_review_head: str | None = None) -> Run
     """
     import hashlib
 
-    from audit.manifest import differing_artifacts, read_manifest
+    from audit.manifest import differing_artifacts, read_manifest, valid_artifacts
     from audit.runfolder import TOOL_FILES, is_owned, read_artifact
 
     run_dir = Path(run_dir)
@@ -97,19 +97,24 @@ def verify_run(run_dir: Path, *, expected_review_head: str | None = None) -> Run
     except RunFolderError as exc:
         problems.append(str(exc))
 
-    recorded = manifest.get("artifacts") or {}
+    recorded = valid_artifacts(manifest, problems)
     names = {rel.split("/")[0] for rel in recorded}
     names |= {p.name for p in run_dir.iterdir()
               if p.name not in _NOT_ARTIFACTS | TOOL_FILES and not p.name.startswith(".")}
     problems += differing_artifacts(run_dir, sorted(names), manifest)
 
     done = []
-    for stage, record in (manifest.get("stages") or {}).items():
+    stages = manifest.get("stages") if isinstance(manifest.get("stages"), dict) else {}
+    for stage, record in stages.items():
+        if not isinstance(record, dict):
+            problems.append(f"manifest.json: stage {str(stage)[:40]!r} is not a record")
+            continue
         if not record.get("done"):
             notes.append(f"stage {stage} did not finish (an interrupted run)")
             continue
         done.append(stage)
-        for output in record.get("outputs") or []:
+        outputs = record.get("outputs") if isinstance(record.get("outputs"), list) else []
+        for output in outputs:
             if not any(rel == output or rel.startswith(output + "/") for rel in recorded):
                 problems.append(f"stage {stage}: the manifest records none of its output "
                                 f"{output}")

@@ -944,7 +944,7 @@ def disk_fills_on_results(monkeypatch) -> None:
 
     def open_(file, mode="r", *args, **kwargs):
         fh = real_open(file, mode, *args, **kwargs)
-        if "w" in mode and Path(file).name.startswith(".results.json."):
+        if "w" in mode and Path(file).name.startswith(".gan-audit-tmp.results.json."):
             return HalfWritten(fh)
         return fh
 

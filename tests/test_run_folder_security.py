@@ -67,11 +67,12 @@ def test_commands_that_need_no_model_import_no_model_code(run, tmp_path):
     other = copy_run(run, tmp_path / "other")
     measure_cfg = yaml.safe_load((run / "config.yaml").read_text())
     measure_cfg["out"] = str(run)
-    for args in (["report", run, "--no-pdf"], ["review", run], ["verify", run],
-                 ["compare", run, other, "--out", tmp_path / "cmp", "--no-pdf"],
-                 ["measure", write_config(tmp_path / "m.yaml", measure_cfg)]):
+    for args, code in ((["report", run, "--no-pdf"], 0), (["review", run], 0),
+                       (["verify", run], 1),  # 1: config.yaml was edited (by this test)
+                       (["compare", run, other, "--out", tmp_path / "cmp", "--no-pdf"], 0),
+                       (["measure", write_config(tmp_path / "m.yaml", measure_cfg)], 0)):
         result = invoke(*args)
-        assert result.exit_code in (0, 1), (args, result.output)  # verify: config edited
+        assert result.exit_code == code, (args, result.output)
         assert not marker.exists(), f"{args[0]} imported model code"
 
 
@@ -283,17 +284,18 @@ def test_a_killed_write_leaves_no_temporary(tmp_path):
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     assert writer.stdout.readline().strip() == "writing"
-    assert len(list(tmp_path.glob(".report.pdf.*"))) == 1  # the temporary exists meanwhile
+    assert len(list(tmp_path.glob(".gan-audit-tmp.report.pdf.*"))) == 1
     writer.send_signal(signal.SIGTERM)
     writer.wait(timeout=30)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_a_rerun_sweeps_what_a_killed_run_left(run, tmp_path):
-    left = [run / ".report.pdf.k2j3ab_9.pdf", run / "samples" / ".index.json.zz00aa11.tmp"]
+    left = [run / ".gan-audit-tmp.report.pdf.k2j3ab_9.pdf",
+            run / "decoders" / ".gan-audit-tmp.blocks.1.1.safetensors.zz00aa11.safetensors"]
     for path in left:
         path.write_bytes(b"")
-    mine = run / ".my-hidden-notes"  # not a temporary's name: left alone
+    mine = run / ".notes.personal.json"  # a user's file, however it is named: left alone
     mine.write_text("mine")
     cfg = {**FIXED, "out": str(run), "measure": {**FIXED["measure"], "alpha": 0.01}}
     assert invoke("run", write_config(tmp_path / "a.yaml", cfg)).exit_code == 0
@@ -339,3 +341,94 @@ def test_verify_against_a_recorded_head_catches_a_forged_review_log(run):
     assert invoke("verify", run).exit_code == 0  # consistent: nothing to tell without keys
     forged = invoke("verify", run, "--expect-head", f"sha256:{head}")
     assert forged.exit_code == 1 and head in forged.output
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_marker_link_in_a_subfolder_never_redirects_the_journal(run, tmp_path):
+    """A received run folder with insight/.gan-audit-run linked to a user's file: the tool's
+    journal lines never land in that file."""
+    users = tmp_path / "bashrc"
+    users.write_text("export PATH=...\n")
+    (run / "insight" / MARKER).symlink_to(users)
+    invoke("diagnose", run, "--no-images")
+    assert users.read_text() == "export PATH=...\n"
+    assert "insight/diagnosis.json" in created_files(run)
+
+
+def test_a_linked_folder_in_a_run_folder_is_neither_read_nor_written(run, tmp_path):
+    """RUN/x linking to another run folder (which has a marker of its own) does not make x
+    a run folder of its own: reading or writing through it is refused."""
+    from audit.errors import RunFolderError
+    from audit.io import atomic_write_text
+    from audit.runfolder import read_run_file, refuse_links
+
+    other = copy_run(run, tmp_path / "other")
+    (run / "x").symlink_to(other)
+    with pytest.raises(RunFolderError, match="link"):
+        refuse_links(run / "x" / "results.json")
+    with pytest.raises(RunFolderError, match="link"):
+        read_run_file(run / "x" / "results.json")
+    (run / "samples").rename(tmp_path / "moved-samples")
+    (run / "samples").symlink_to(tmp_path / "moved-samples")
+    with pytest.raises(RunFolderError, match="link"):
+        atomic_write_text(run / "samples" / "index.json", "{}")  # never written through it
+
+
+def test_a_pipe_in_place_of_a_run_file_is_a_message_not_a_hang(run):
+    (run / "results.json").unlink()
+    os.mkfifo(run / "results.json")
+    for args in (["report", run, "--no-pdf"], ["review", run], ["verify", run]):
+        result = invoke(*args)
+        assert result.exit_code in (1, 2), (args, result.output)
+        assert "not a regular file" in result.output, (args, result.output)
+
+
+def test_stage_commands_keep_the_folder_verifiable_and_the_run_recomputes(run, tmp_path):
+    cfg = {**FIXED, "out": str(run), "measure": {**FIXED["measure"], "alpha": 0.01}}
+    measured = invoke("measure", write_config(tmp_path / "a.yaml", cfg))
+    assert measured.exit_code == 0, measured.output
+    assert invoke("verify", run).exit_code == 0
+    again = invoke("run", write_config(tmp_path / "a.yaml", cfg))
+    assert again.exit_code == 0 and "[measure] running" in again.output
+
+
+def test_saved_generated_pngs_are_recorded(tmp_path):
+    cfg = {**FIXED, "out": str(tmp_path / "run"),
+           "generator": {**FIXED["generator"], "save_png": True}}
+    assert invoke("run", write_config(tmp_path / "a.yaml", cfg)).exit_code == 0
+    assert list((tmp_path / "run" / "generated").glob("*.png"))
+    assert invoke("verify", tmp_path / "run").exit_code == 0
+
+
+def test_a_manifest_naming_paths_outside_the_folder_is_a_finding_not_a_walk(run):
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["artifacts"]["../outside"] = {"sha256": "0" * 64, "size": 1}
+    manifest["artifacts"]["odd"] = "not a record"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    result = invoke("verify", run)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "'../outside' is not a path inside the run folder" in result.output
+    assert "'odd' is not a path inside" in result.output
+
+
+def test_a_first_run_that_failed_after_some_work_keeps_it(tmp_path, monkeypatch):
+    """Disk full at the second store: the first store's shards stay for the rerun."""
+    import audit.extract
+    from audit.errors import RunFolderError
+
+    real = audit.extract._check_room
+    calls = []
+
+    def full_on_second_store(store, *args, **kwargs):
+        calls.append(store.path.name)
+        if len(set(calls)) > 1:
+            raise RunFolderError(f"{store.path}: the disk is too full")
+        return real(store, *args, **kwargs)
+
+    monkeypatch.setattr(audit.extract, "_check_room", full_on_second_store)
+    out = tmp_path / "run"
+    result = invoke("run", write_config(tmp_path / "a.yaml", {**FIXED, "out": str(out)}))
+    assert result.exit_code == 2
+    assert list((out / "activations" / "paired").rglob("shard-*.npy"))

@@ -127,7 +127,9 @@ def metadata_to_curves(layer_meta: Mapping[str, Mapping[str, Any]],
 
 def _read(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        from audit.runfolder import read_run_file
+
+        return json.loads(read_run_file(path).decode("utf-8"))
     except FileNotFoundError as exc:
         raise RunFolderError(f"{path}: missing; train the decoders first (gan-audit "
                              f"train-decoders CONFIG.yaml).") from exc

@@ -22,6 +22,7 @@ import numpy as np
 
 from audit.errors import AuditError, ConfigError, DataError, RunFolderError
 from audit.io import atomic_write_json, ensure_dir
+from audit.runfolder import read_run_file
 from audit.samples import _images, _save_png, images_to_grid
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -249,7 +250,7 @@ def _write_interpolations(run: InsightRun, paths: Sequence[Interpolation], *,
     doc_path = run.out / "interpolations.json"
     existing: list[dict[str, Any]] = []
     if not replace and doc_path.is_file():
-        existing = json.loads(doc_path.read_text(encoding="utf-8")).get("paths", [])
+        existing = json.loads(read_run_file(doc_path).decode("utf-8")).get("paths", [])
     entries = {e["name"]: e for e in existing if isinstance(e, dict) and "name" in e}
     for path in paths:
         name = path.extra.setdefault("name", _slug(f"{path.start}-to-{path.end}-{path.method}"))
@@ -385,7 +386,8 @@ def redundancy_run(run_dir: Path, *, tolerance: float = 0.01, max_rows: int = 20
 
     run = run or InsightRun(run_dir, cfg)
     sweep_path = run.run_dir / "decoders" / "layers.json"
-    sweep = json.loads(sweep_path.read_text(encoding="utf-8")) if sweep_path.is_file() else None
+    sweep = (json.loads(read_run_file(sweep_path).decode("utf-8")) if sweep_path.is_file()
+             else None)
     result = layers_to_redundancy(store_features(run.paired), sweep, tolerance=tolerance,
                                   max_rows=max_rows, seed=run.cfg.measure.seed)
     atomic_write_json(run.out / "redundancy.json", result.to_json())

@@ -31,6 +31,7 @@ from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
 from audit.measure.stats import adjust_pvalues
 from audit.measure.treatment import measure_treatment
+from audit.runfolder import read_run_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -480,7 +481,7 @@ def run_meta(run_dir: Path, *, name: str | None = None, title: str | None = None
     path = Path(run_dir) / "manifest.json"
     if path.is_file():
         try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
+            manifest = json.loads(read_run_file(path).decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise RunFolderError(f"{path}: unreadable JSON ({exc}). Re-run 'gan-audit run' or "
                                  f"remove the file.") from exc
@@ -522,13 +523,14 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
                              f"held-out validity: run 'gan-audit train-decoders' first.")
     from audit.runfolder import refuse_links
 
+    refuse_links(pred_path)  # (its own message: a link is not a corrupt file)
     try:
-        predictions = pd.read_parquet(refuse_links(pred_path))
+        predictions = pd.read_parquet(pred_path)
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise RunFolderError(f"{pred_path}: unreadable Parquet file ({exc}). Re-run the "
                              f"decode stage to rewrite it.") from exc
     try:
-        validity = json.loads(val_path.read_text(encoding="utf-8"))
+        validity = json.loads(read_run_file(val_path).decode("utf-8"))
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
                              f"'gan-audit train-decoders'.") from exc

@@ -388,9 +388,11 @@ def verify_review_log(path: Path, *, expected_head: str | None = None) -> Review
 
 
 def _results_bytes(run_dir: Path) -> bytes:
+    from audit.runfolder import read_run_file
+
     path = Path(run_dir) / "results.json"
     try:
-        return path.read_bytes()
+        return read_run_file(path)
     except FileNotFoundError as exc:
         raise RunFolderError(f"{path}: not found. Run the measure stage first "
                              f"(gan-audit measure CONFIG.yaml) or point to a run folder.") from exc
