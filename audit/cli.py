@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -260,12 +260,15 @@ def _extract_on_every_rank(cfg: Any, *, out: Path | None, device: str | None,
     from audit.extract import extract_from_config
     from audit.load import resolve_device
 
-    with distributed.process_group(resolve_device(device or cfg.device)) as rank:
+    with distributed.process_group(resolve_device(device or cfg.device)) as rank, \
+            ExitStack() as held:
         try:
-            # rank 0 owns and locks the folder; the other ranks write their shards beside it
-            with (_writing(out or cfg.out, create=True, stages=stages)
-                  if rank.is_main else nullcontext()):
-                stores = extract_from_config(cfg, out=out, device=device)
+            # rank 0 owns and locks the folder before any rank writes into it (a refusal
+            # reaches every rank); the other ranks then write their shards beside it
+            distributed.on_main(lambda: held.enter_context(
+                _writing(out or cfg.out, create=True, stages=stages)), what="claiming the "
+                "output folder")
+            stores = extract_from_config(cfg, out=out, device=device)
         except distributed.DistributedError as exc:  # the same message on every rank
             ctx = click.get_current_context()
             if rank.is_main and ctx.find_root().params.get("debug"):

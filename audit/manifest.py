@@ -140,8 +140,9 @@ def record_artifacts(run_dir: Path, names: list[str],
         if manifest is None:
             return  # stage commands before any `gan-audit run`: no manifest to keep
     names = list(names)
-    kept = {k: v for k, v in valid_artifacts(manifest).items() if not _under(k, names)}
-    manifest["artifacts"] = {**kept, **hash_artifacts(Path(run_dir), names)}
+    valid = valid_artifacts(manifest)
+    kept = {k: v for k, v in valid.items() if not _under(k, names)}
+    manifest["artifacts"] = {**kept, **hash_artifacts(Path(run_dir), names, known=valid)}
     if write:
         write_manifest(run_dir, manifest)
 
@@ -173,15 +174,21 @@ def valid_artifacts(manifest: dict[str, Any], problems: list[str] | None = None
     return out
 
 
-def differing_artifacts(run_dir: Path, names: list[str], manifest: dict[str, Any]) -> list[str]:
+def differing_artifacts(run_dir: Path, names: list[str], manifest: dict[str, Any], *,
+                        thorough: bool = True) -> list[str]:
     """How the files of the outputs ``names`` differ from the manifest's record: one line per
-    file missing, added, of another size or sha256, or a link; [] when they match."""
+    file missing, added, of another size or sha256, or a link; [] when they match.
+
+    ``thorough=False`` (a rerun's check) reads only files whose size or modification time
+    differ from their record; ``gan-audit verify`` reads every file.
+    """
     from audit.runfolder import hash_artifacts
 
     names = list(names)
     recorded = {k: v for k, v in valid_artifacts(manifest).items() if _under(k, names)}
     problems: list[str] = []
-    now = hash_artifacts(Path(run_dir), names, problems)
+    now = hash_artifacts(Path(run_dir), names, problems,
+                         known=None if thorough else recorded)
     problems += [f"{k}: missing" for k in sorted(set(recorded) - set(now))]
     problems += [f"{k}: not written by this run (not in the manifest)"
                  for k in sorted(set(now) - set(recorded))]

@@ -166,7 +166,8 @@ class _Run:
         outputs = [*outputs, *optional]
         stale = record.get("key") not in (None, key)  # outputs of other inputs
         if record.get("key") == key and record.get("done") and all(p.exists() for p in paths):
-            problems = [] if keep else differing_artifacts(self.run_dir, outputs, self.manifest)
+            problems = [] if keep else differing_artifacts(self.run_dir, outputs, self.manifest,
+                                                           thorough=False)
             if not problems and not self.damaged:
                 self.summary.cached.append(name)
                 self.summary.seconds[name] = 0.0
