@@ -1,0 +1,194 @@
+"""Generators: loading, latents per image seed, classes, images per batch, PNGs."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from audit.errors import ModelLoadError
+from audit.models.build import build_module, find_conditioning, resolve_device, shared
+from audit.models.specs import (
+    LoadedGenerator,
+    LoadedModel,
+    as_config,
+    first_tensor,
+    int_attr,
+)
+from audit.models.weights import state_sha256
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from audit.config import GeneratorConfig
+
+
+def load_generator(cfg: GeneratorConfig | str, *, device: str = "cpu") -> LoadedGenerator:
+    """Load a generator from a spec or its config section.
+
+    The latent size comes from ``latent_dim`` in the config, else the model's ``z_dim`` /
+    ``latent_dim`` / ``nz`` attribute, else the builtin registry. Truncation goes to a
+    ``truncation_psi`` or ``truncation`` forward keyword (StyleGAN: ``truncation_psi``).
+    """
+    cfg = as_config(cfg, "GeneratorConfig")
+    device = resolve_device(device)
+    return shared(("generator", cfg.model_dump_json(), device),
+                   lambda: _load_generator(cfg, device))
+
+
+def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
+    module, notes, builtin = build_module(cfg, "generator")
+    latent_dim = cfg.latent_dim or int_attr(module, "z_dim", "latent_dim", "nz", "latent_size")
+    if latent_dim is None and builtin is not None:
+        latent_dim = builtin.latent_dim
+    if latent_dim is None:
+        raise ModelLoadError(f"{cfg.spec}: the generator does not say its latent size; set "
+                             f"latent_dim in the generator config.")
+    shape = getattr(module, "latent_shape", None)
+    latent_shape = tuple(shape) if shape else (latent_dim,)
+    try:
+        params = inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        params = {}
+    trunc = next((p for p in ("truncation_psi", "truncation") if p in params), None)
+    if cfg.truncation is not None and trunc is None:
+        raise ModelLoadError(f"{cfg.spec}: truncation {cfg.truncation} was asked for but the "
+                             f"generator's forward takes no truncation_psi/truncation argument. "
+                             f"Remove truncation from the config.")
+    return LoadedGenerator(module=module.to(device), spec=cfg.spec, sha256=state_sha256(module),
+                           latent_shape=latent_shape, notes=notes,
+                           conditioning=find_conditioning(module, cfg), truncation_param=trunc,
+                           device=device)
+
+
+def image_seed(seed: int, index: int) -> int:
+    """The seed of generated image ``index``: a hash of (seed, index), so an image does not
+    depend on the batch size, the order of generation or the rank that made it."""
+    digest = hashlib.sha256(f"gan-audit/{seed}/{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def latents(generator: LoadedGenerator, indices: Any, *, seed: int) -> torch.Tensor:
+    """Standard normal latents, one per image index: len(indices) x latent_shape."""
+    import torch
+
+    out = torch.empty(len(indices), *generator.latent_shape)
+    for row, i in enumerate(indices):
+        g = torch.Generator().manual_seed(image_seed(seed, int(i)))
+        out[row] = torch.randn(generator.latent_shape, generator=g)
+    return out
+
+
+def class_count(model: LoadedModel | LoadedGenerator) -> int | None:
+    """Classes of a conditional model: its one-hot size, or its ``n_classes`` /
+    ``num_classes`` attribute (integer labels); None when unknown or unconditional."""
+    if model.conditioning is None:
+        return None
+    return model.conditioning.num_classes or int_attr(model.module, "n_classes",
+                                                       "num_classes")
+
+
+def generated_classes(generator: LoadedGenerator, indices: Sequence[int], *, seed: int,
+                      class_label: int | None, sampling: str = "fixed") -> np.ndarray | None:
+    """The class of each generated image of ``indices`` (None for an unconditional
+    generator, or a conditional one left to its default).
+
+    ``fixed``: ``class_label`` for all (None if unset); ``uniform``: image ``i`` gets a class
+    drawn uniformly from the generator's ``num_classes`` by its own seed
+    (:func:`image_seed`), so it does not depend on batches or processes.
+    """
+    import numpy as np
+
+    if generator.conditioning is None:
+        return None
+    if sampling == "fixed":
+        return None if class_label is None else np.full(len(indices), int(class_label),
+                                                        dtype=np.int64)
+    k = class_count(generator)
+    if not k:
+        raise ModelLoadError(f"{generator.spec}: class_sampling: uniform needs the number of "
+                             f"classes, which the generator does not say (no n_classes "
+                             f"attribute); set num_classes in the generator config (which also "
+                             f"passes classes as one-hot vectors).")
+    return np.array([image_seed(seed, i) % k for i in indices], dtype=np.int64)
+
+
+def generate_batch(generator: LoadedGenerator, indices: Any, *, seed: int,
+                   truncation: float | None = None,
+                   class_label: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Images for the given indices: N x C x H x W float32 on CPU, clamped to [-1, 1]
+    (``class_label``: one class for all, or one per index)."""
+    z = latents(generator, indices, seed=seed)
+    return latents_to_images(generator, z, truncation=truncation, class_label=class_label)
+
+
+def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
+                      truncation: float | None = None,
+                      class_label: int | Sequence[int] | None = None) -> torch.Tensor:
+    """Images of latents ``z`` (N x latent shape): N x C x H x W float32 on CPU in [-1, 1]
+    (``class_label``: one class for all, or one per latent)."""
+    import torch
+
+    z = z.to(generator.device)
+    kwargs = {}
+    if truncation is not None and generator.truncation_param is not None:
+        kwargs[generator.truncation_param] = truncation
+    with torch.inference_mode():
+        if generator.conditioning is not None:
+            labels = (None if class_label is None else [int(class_label)] * len(z)
+                      if isinstance(class_label, int) else list(class_label))
+            c = generator.conditioning.tensor(len(z), labels, device=generator.device)
+            out = generator.module(z, c, **kwargs)
+        else:
+            out = generator.module(z, **kwargs)
+    images = first_tensor(out).float()
+    if images.ndim != 4:
+        raise ModelLoadError(f"{generator.spec}: the generator returned shape "
+                             f"{tuple(images.shape)}, expected N x C x H x W images.")
+    return images.clamp(-1.0, 1.0).cpu()
+
+
+def sample_generated(generator: LoadedGenerator, *, n: int, seed: int, batch_size: int = 64,
+                     latent_dim: int | None = None, truncation: float | None = None,
+                     class_label: int | None = None, png_dir: Path | None = None
+                     ) -> torch.Tensor:
+    """Sample ``n`` images: N x C x H x W float32 in [-1, 1] (clamped).
+
+    Image ``i`` uses latents drawn from a ``torch.Generator`` seeded from ``(seed, i)``
+    (:func:`image_seed`), so images do not depend on ``batch_size`` or on the process that
+    made them. ``latent_dim`` overrides the generator's latent size. With ``png_dir``, each
+    image is also written as ``gen-<seed>-<i>.png``.
+    """
+    import torch
+
+    if latent_dim is not None and latent_dim != generator.latent_dim:
+        generator = LoadedGenerator(**{**generator.__dict__,
+                                       "latent_shape": (latent_dim, *generator.latent_shape[1:])})
+    parts = []
+    for start in range(0, n, batch_size):
+        idx = range(start, min(n, start + batch_size))
+        images = generate_batch(generator, idx, seed=seed, truncation=truncation,
+                                class_label=class_label)
+        if png_dir is not None:
+            for i, image in zip(idx, images, strict=True):
+                save_png(image, Path(png_dir) / f"gen-{seed}-{i}.png")
+        parts.append(images)
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+def save_png(image: torch.Tensor, path: Path, *, value_range: tuple[float, float] = (-1, 1)
+             ) -> None:
+    """Write one image (C x H x W in ``value_range``) as an 8-bit PNG, atomically."""
+    import numpy as np
+    from PIL import Image
+
+    from audit.io import atomic_path
+
+    lo, hi = value_range
+    arr = ((image.float().clamp(lo, hi) - lo) / (hi - lo) * 255).round().byte().cpu().numpy()
+    arr = arr[0] if arr.shape[0] == 1 else np.transpose(arr[:3], (1, 2, 0))
+    with atomic_path(Path(path), suffix=".png") as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
