@@ -27,7 +27,8 @@ def unpickle(path: Path, key: str, *, code_path: Path | None, trust: bool,
         raise ModelLoadError(
             f"{spec}: refusing to load the pickle {path}: unpickling can run arbitrary code on "
             f"this machine. Only if you trust where the file comes from, set "
-            f"trust_pickle: true in the model's config section.")
+            f"trust_pickle: true in the model's config section (gan-audit layers: "
+            f"--trust-pickle).")
     if not Path(path).is_file():
         raise ModelLoadError(f"{spec}: the file {path} does not exist.{CHECK_PATH}")
     add_code_path(code_path, spec=spec)
