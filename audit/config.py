@@ -20,6 +20,7 @@ Example (``examples/`` has commented ones)::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -103,6 +104,17 @@ def _check_spec(value: str) -> str:
 
 
 RelPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+def _increasing(value: tuple[float, float]) -> tuple[float, float]:
+    if not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] < value[1]):
+        raise ValueError(f"must be [low, high] with low < high, both finite (e.g. [-1, 1] or "
+                         f"[0, 1]); got {list(value)}")
+    return value
+
+
+#: A range of pixel values, [low, high].
+ValueRange = Annotated[tuple[float, float], AfterValidator(_increasing)]
 Spec = Annotated[str, AfterValidator(_check_spec), AfterValidator(_resolve_spec)]
 
 # Bounds on numbers that size memory: a config comes from anyone, and a huge value must be a
@@ -165,7 +177,7 @@ class DiscriminatorConfig(ModelConfig):
                                                "of 7 images of 4,096 x 4,096 x 3 already takes "
                                                "1.4 GB)")
     channels: int | None = Field(None, ge=1, le=64, description="input channels (at most 64)")
-    value_range: tuple[float, float] = (-1.0, 1.0)
+    value_range: ValueRange = (-1.0, 1.0)
     batch_size: int = Field(64, ge=1)
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 autocast on CUDA is faster, but rounds the discriminator's "
@@ -204,6 +216,12 @@ class GeneratorConfig(ModelConfig):
                                    description="size of one latent (StyleGAN's is 512, "
                                                "BigGAN's 128; at most 65,536)")
     truncation: float | None = Field(None, gt=0)
+    value_range: ValueRange = Field(
+        (-1.0, 1.0), description="the range of the generator's output values: [-1, 1] for "
+                                 "tanh outputs (NVlabs StyleGAN, DCGANs), [0, 1] for a sigmoid "
+                                 "(lucidrains stylegan2-pytorch); images are scaled from it "
+                                 "into the discriminator's value_range, and the first images "
+                                 "are checked against it")
     save_png: bool = False
     class_sampling: Literal["fixed", "uniform"] = Field(
         "fixed", description="conditional generator: 'fixed' gives every image class_label; "

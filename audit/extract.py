@@ -298,7 +298,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     distributed.all_succeed(run, what=f"extracting the shards of {out}")
 
     def finish() -> None:  # rank 0: check every shard, write the manifest
-        store.finalize(extra={"notes": list(model.notes)})
+        # the source's record again: what generation saw (values clamped) is known only now
+        store.finalize(extra={"notes": list(model.notes), "source": source.describe()})
 
     distributed.on_main(finish, what=f"checking the shards of every rank in {out} (the run "
                                      f"folder must be shared by all machines)")

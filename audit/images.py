@@ -438,7 +438,13 @@ class GeneratedSource(ImageSource):
         self.class_labels = generated_classes(generator, range(n), seed=seed,
                                               class_label=class_label, sampling=class_sampling)
         self._content = json.dumps([generator.sha256, list(generator.latent_shape), seed,
-                                    truncation, class_label, class_sampling])
+                                    truncation, class_label, class_sampling,
+                                    list(generator.value_range)])
+
+    def describe(self) -> dict[str, Any]:
+        """The source's record, with the generator's output range: declared, observed, and
+        the count of values clamped to it (``generator_output``)."""
+        return {**super().describe(), "generator_output": self.generator.output.to_dict()}
 
     def get_batch(self, indices: Sequence[int]) -> Batch:
         import torch

@@ -734,6 +734,22 @@ def _results_measured_again(run: Path) -> None:
     assert invoke("verify", run).exit_code == 0
 
 
+# A generator whose images are in [0, 1] (lucidrains stylegan2-pytorch ends in a sigmoid).
+SIGMOID_GENERATOR = '''
+from audit.demo.models import DigitsGenerator
+
+
+class SigmoidDigits(DigitsGenerator):
+    def forward(self, z):
+        return (super().forward(z) + 1) / 2
+'''
+
+
+def _generator_in_0_1(tmp: Path) -> dict:
+    (tmp / "sigmoid_g.py").write_text(SIGMOID_GENERATOR)
+    return {**TINY["generator"], "spec": f"python:{tmp / 'sigmoid_g.py'}:SigmoidDigits"}
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -890,6 +906,11 @@ CASES: dict[str, Case] = {
     "truncated results.json on rerun": Case(
         _truncated_results, 0, ("[measure] outputs differ from the manifest",),
         _results_measured_again),
+    # third-party GANs (issue 17): the loader
+    "generator in [0, 1] declared [-1, 1]": Case(
+        _run_with(generator=_generator_in_0_1), 2,
+        ("have values in [0.", "generator.value_range is [-1, 1] (the default)",
+         "`generator: {value_range: [0, 1]}`")),
 }
 
 
@@ -965,4 +986,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 55
+    assert len(CASES) == 56

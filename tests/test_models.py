@@ -14,9 +14,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from audit.cli import cli
+from audit.config import GeneratorConfig
+from audit.errors import ModelLoadError
+from audit.load import load_generator
 
 NETS = textwrap.dedent('''
     import torch
@@ -38,6 +42,37 @@ NETS = textwrap.dedent('''
 
         def forward(self, x):
             return self.fc(self.act2(self.conv2(self.act1(self.conv1(x)))).flatten(1))
+
+
+    class SigmoidG(nn.Module):
+        """lucidrains-style: images in [0, 1] through a sigmoid."""
+
+        z_dim = 8
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(4)
+            self.fc = nn.Linear(8, 3 * 8 * 8)
+
+        def raw(self, z):
+            return (self.fc(z) * 2).view(-1, 3, 8, 8)
+
+        def forward(self, z):
+            return torch.sigmoid(self.raw(z))
+
+
+    class TanhTwin(SigmoidG):
+        """The same images in [-1, 1]: 2 * sigmoid - 1."""
+
+        def forward(self, z):
+            return 2 * torch.sigmoid(self.raw(z)) - 1
+
+
+    class ByteG(SigmoidG):
+        """Images in [0, 255]."""
+
+        def forward(self, z):
+            return 255 * torch.sigmoid(self.raw(z))
 ''')
 
 
@@ -129,3 +164,74 @@ def test_layers_errors_are_messages(args, fragments, tmp_path, monkeypatch) -> N
     assert "Traceback" not in err and err.startswith("error: ")
     for fragment in fragments:
         assert fragment in err
+
+
+# ---------------------------------------------------------------- generator output range (item 3)
+
+
+def _gen(nets: Path, name: str, **fields):
+    return load_generator(GeneratorConfig(spec=f"python:{nets}:{name}", **fields))
+
+
+def test_a_generator_in_0_1_declared_as_minus_1_1_is_refused_with_the_line(nets) -> None:
+    from audit.load import generate_batch
+
+    with pytest.raises(ModelLoadError) as err:
+        generate_batch(_gen(nets, "SigmoidG"), range(16), seed=0)
+    message = str(err.value)
+    assert "generator: {value_range: [0, 1]}" in message
+    assert "generator.value_range is [-1, 1] (the default)" in message
+    # the observed extremes, as the images hold them
+    z_images = _gen(nets, "SigmoidG", value_range=(0, 1))
+    raw = torch.sigmoid(z_images.module.raw(_latents(z_images, 16)))
+    assert f"[{float(raw.min()):.4g}, {float(raw.max()):.4g}]" in message
+
+
+def _latents(generator, n: int) -> torch.Tensor:
+    from audit.load import latents
+
+    return latents(generator, range(n), seed=0)
+
+
+def test_fewer_images_than_the_check_needs_are_not_judged_on_the_lower_half(nets) -> None:
+    """Eight images in [0, 1] do not yet prove that [-1, 1] is wrong; sixteen do."""
+    from audit.load import generate_batch
+
+    generator = _gen(nets, "SigmoidG")
+    generate_batch(generator, range(8), seed=0)
+    with pytest.raises(ModelLoadError, match=r"first 16 images"):
+        generate_batch(generator, range(8, 16), seed=0)
+
+
+def test_values_far_outside_the_range_are_refused_at_once(nets) -> None:
+    from audit.load import generate_batch
+
+    with pytest.raises(ModelLoadError, match=r"far outside.*value_range: \[0, 255\]"):
+        generate_batch(_gen(nets, "ByteG", value_range=(0, 1)), range(2), seed=0)
+    images = generate_batch(_gen(nets, "ByteG", value_range=(0, 255)), range(16), seed=0)
+    assert float(images.min()) >= -1 and float(images.max()) <= 1
+
+
+def test_a_declared_0_1_generator_gives_the_images_of_its_minus_1_1_twin(nets) -> None:
+    from audit.load import generate_batch
+
+    sigmoid = generate_batch(_gen(nets, "SigmoidG", value_range=(0, 1)), range(20), seed=3)
+    twin = generate_batch(_gen(nets, "TanhTwin"), range(20), seed=3)
+    torch.testing.assert_close(sigmoid, twin, rtol=0, atol=1e-6)
+    assert float(sigmoid.min()) < -0.3   # scaled: the dark half of [-1, 1] is used
+
+
+def test_clamped_values_are_counted_not_hidden(nets) -> None:
+    """A generator that overshoots its declared range a little is clamped, and the count of
+    clamped values is what the images held outside the range."""
+    from audit.load import generate_batch
+
+    generator = _gen(nets, "TanhTwin", value_range=(-0.5, 0.5))
+    raw = 2 * torch.sigmoid(generator.module.raw(_latents(generator, 16))) - 1
+    images = generate_batch(generator, range(16), seed=0)
+    expected = int(((raw < -0.5) | (raw > 0.5)).sum())
+    assert expected > 0 and generator.output.clamped == expected
+    assert float(images.abs().max()) == 1.0
+    record = generator.output.to_dict()
+    assert record["clamped_values"] == expected and record["values"] == raw.numel()
+    assert record["observed_min"] == pytest.approx(float(raw.min()))

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit.errors import ModelLoadError
 from audit.models.build import build_module, find_conditioning, resolve_device, shared
+from audit.models.output_range import OutputRange, images_to_tool_range
 from audit.models.specs import (
     LoadedGenerator,
     LoadedModel,
@@ -61,7 +62,7 @@ def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
     return LoadedGenerator(module=module.to(device), spec=cfg.spec, sha256=state_sha256(module),
                            latent_shape=latent_shape, notes=notes,
                            conditioning=find_conditioning(module, cfg), truncation_param=trunc,
-                           device=device)
+                           device=device, output=OutputRange(tuple(cfg.value_range)))
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -119,8 +120,8 @@ def generated_classes(generator: LoadedGenerator, indices: Sequence[int], *, see
 def generate_batch(generator: LoadedGenerator, indices: Any, *, seed: int,
                    truncation: float | None = None,
                    class_label: int | Sequence[int] | None = None) -> torch.Tensor:
-    """Images for the given indices: N x C x H x W float32 on CPU, clamped to [-1, 1]
-    (``class_label``: one class for all, or one per index)."""
+    """Images for the given indices: N x C x H x W float32 on CPU in [-1, 1] (see
+    :func:`latents_to_images`; ``class_label``: one class for all, or one per index)."""
     z = latents(generator, indices, seed=seed)
     return latents_to_images(generator, z, truncation=truncation, class_label=class_label)
 
@@ -129,7 +130,12 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
                       truncation: float | None = None,
                       class_label: int | Sequence[int] | None = None) -> torch.Tensor:
     """Images of latents ``z`` (N x latent shape): N x C x H x W float32 on CPU in [-1, 1]
-    (``class_label``: one class for all, or one per latent)."""
+    (``class_label``: one class for all, or one per latent).
+
+    The generator's output is scaled from its declared ``value_range`` to [-1, 1]; the first
+    images are checked against that range and values outside it are clamped and counted
+    (:func:`audit.models.output_range.images_to_tool_range`, ``generator.output``).
+    """
     import torch
 
     z = z.to(generator.device)
@@ -148,14 +154,14 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
     if images.ndim != 4:
         raise ModelLoadError(f"{generator.spec}: the generator returned shape "
                              f"{tuple(images.shape)}, expected N x C x H x W images.")
-    return images.clamp(-1.0, 1.0).cpu()
+    return images_to_tool_range(images, generator.output, spec=generator.spec).cpu()
 
 
 def sample_generated(generator: LoadedGenerator, *, n: int, seed: int, batch_size: int = 64,
                      latent_dim: int | None = None, truncation: float | None = None,
                      class_label: int | None = None, png_dir: Path | None = None
                      ) -> torch.Tensor:
-    """Sample ``n`` images: N x C x H x W float32 in [-1, 1] (clamped).
+    """Sample ``n`` images: N x C x H x W float32 in [-1, 1] (see :func:`latents_to_images`).
 
     Image ``i`` uses latents drawn from a ``torch.Generator`` seeded from ``(seed, i)``
     (:func:`image_seed`), so images do not depend on ``batch_size`` or on the process that

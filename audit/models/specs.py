@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from audit.errors import LayerError, ModelLoadError
+from audit.models.output_range import OutputRange
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -182,7 +183,8 @@ class LoadedGenerator:
     """A generator ready for sampling: eval mode, no gradients.
 
     ``latent_shape`` is the shape of one latent (``(latent_dim,)`` or ``(latent_dim, 1, 1)``);
-    ``truncation_param`` the forward keyword taking the truncation, if any.
+    ``truncation_param`` the forward keyword taking the truncation, if any; ``output`` the
+    declared range of its images and what they held so far (clamped values counted).
     """
 
     module: nn.Module
@@ -193,6 +195,12 @@ class LoadedGenerator:
     conditioning: Conditioning | None = None
     truncation_param: str | None = None
     device: str = "cpu"
+    output: OutputRange = field(default_factory=OutputRange)
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """The range the generator's images come in (config ``generator.value_range``)."""
+        return self.output.declared
 
     @property
     def latent_dim(self) -> int:
