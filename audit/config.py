@@ -222,6 +222,12 @@ class GeneratorConfig(ModelConfig):
                                  "(lucidrains stylegan2-pytorch); images are scaled from it "
                                  "into the discriminator's value_range, and the first images "
                                  "are checked against it")
+    call_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of every forward call (e.g. {noise_mode: random}, "
+                    "{truncation_cutoff: 8}); StyleGAN-family generators (forward takes "
+                    "noise_mode) get noise_mode: const unless set here. Random draws inside "
+                    "forward are seeded per batch from its latents")
     save_png: bool = False
     class_sampling: Literal["fixed", "uniform"] = Field(
         "fixed", description="conditional generator: 'fixed' gives every image class_label; "

@@ -439,7 +439,8 @@ class GeneratedSource(ImageSource):
                                               class_label=class_label, sampling=class_sampling)
         self._content = json.dumps([generator.sha256, list(generator.latent_shape), seed,
                                     truncation, class_label, class_sampling,
-                                    list(generator.value_range)])
+                                    list(generator.value_range), generator.call_kwargs],
+                                   sort_keys=True, default=str)
 
     def describe(self) -> dict[str, Any]:
         """The source's record, with the generator's output range: declared, observed, and

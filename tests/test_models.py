@@ -73,6 +73,48 @@ NETS = textwrap.dedent('''
 
         def forward(self, z):
             return 255 * torch.sigmoid(self.raw(z))
+
+
+    class NoiseLayer(nn.Module):
+        """NVlabs SynthesisLayer-like: per-pixel noise, random unless noise_mode='const'."""
+
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("noise_const", torch.randn(1, 1, 8, 8))
+            self.noise_strength = 0.5
+
+        def forward(self, x, noise_mode="random"):
+            if noise_mode == "random":
+                noise = torch.randn(x.shape[0], 1, 8, 8, device=x.device)
+            elif noise_mode == "const":
+                noise = self.noise_const
+            else:
+                noise = 0
+            return x + noise * self.noise_strength
+
+
+    class StyleG(nn.Module):
+        """NVlabs Generator-like: forward(z, c, truncation_psi, **synthesis_kwargs)."""
+
+        z_dim = 8
+        c_dim = 0
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(5)
+            self.fc = nn.Linear(8, 3 * 8 * 8)
+            self.layer = NoiseLayer()
+
+        def forward(self, z, c, truncation_psi=1, **synthesis_kwargs):
+            x = self.fc(z * truncation_psi).view(-1, 3, 8, 8)
+            return torch.tanh(self.layer(x, **synthesis_kwargs))
+
+
+    class DropoutG(SigmoidG):
+        """Draws random numbers in forward and has no switch for it."""
+
+        def forward(self, z):
+            return torch.tanh(self.raw(z) + torch.randn(z.shape[0], 3, 8, 8))
 ''')
 
 
@@ -235,3 +277,57 @@ def test_clamped_values_are_counted_not_hidden(nets) -> None:
     record = generator.output.to_dict()
     assert record["clamped_values"] == expected and record["values"] == raw.numel()
     assert record["observed_min"] == pytest.approx(float(raw.min()))
+
+
+# ---------------------------------------------------------------- reproducible generation (item 4)
+
+
+def _images(nets: Path, name: str, *, seed: int = 0, n: int = 6, **fields) -> torch.Tensor:
+    """Images of a freshly loaded generator, as one run makes them."""
+    from audit.load import generate_batch
+
+    generator = load_generator(GeneratorConfig(spec=f"python:{nets}:{name}", **fields))
+    return generate_batch(generator, range(n), seed=seed)
+
+
+def test_stylegan_generators_get_constant_noise_by_default(nets) -> None:
+    from audit.load import latents
+
+    generator = load_generator(GeneratorConfig(spec=f"python:{nets}:StyleG"))
+    assert generator.call_kwargs == {"noise_mode": "const"}
+    assert any("noise_mode='const'" in note for note in generator.notes)
+    images = _images(nets, "StyleG")
+    # the images of constant noise, computed by hand
+    z = latents(generator, range(6), seed=0)
+    with torch.no_grad():
+        expected = generator.module(z, torch.zeros(6, 0), noise_mode="const")
+    assert torch.equal(images, expected)
+
+
+def test_random_noise_is_seeded_per_batch(nets) -> None:
+    """Two runs of the same config give bit-identical images; another seed other images."""
+    random = {"call_kwargs": {"noise_mode": "random"}}
+    one, two = _images(nets, "StyleG", **random), _images(nets, "StyleG", **random)
+    assert torch.equal(one, two)
+    assert not torch.equal(one, _images(nets, "StyleG", seed=1, **random))
+    assert not torch.equal(one, _images(nets, "StyleG"))   # random noise is not the constant
+    # a generator that draws random numbers with no switch at all is seeded the same way
+    assert torch.equal(_images(nets, "DropoutG"), _images(nets, "DropoutG"))
+    assert not torch.equal(_images(nets, "DropoutG"), _images(nets, "DropoutG", seed=1))
+
+
+def test_generation_leaves_the_global_random_state_alone(nets) -> None:
+    from audit.load import generate_batch
+
+    generator = load_generator(GeneratorConfig(spec=f"python:{nets}:DropoutG"))
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    generate_batch(generator, range(4), seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_call_kwargs_forward_cannot_take_are_refused(nets) -> None:
+    with pytest.raises(ModelLoadError, match=r"call_kwargs \['noise_mode'\] are not parameters"):
+        load_generator(GeneratorConfig(spec=f"python:{nets}:SigmoidG",
+                                       call_kwargs={"noise_mode": "const"}))

@@ -59,10 +59,67 @@ def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
         raise ModelLoadError(f"{cfg.spec}: truncation {cfg.truncation} was asked for but the "
                              f"generator's forward takes no truncation_psi/truncation argument. "
                              f"Remove truncation from the config.")
+    call_kwargs = _call_kwargs(module, cfg, params, notes)
     return LoadedGenerator(module=module.to(device), spec=cfg.spec, sha256=state_sha256(module),
                            latent_shape=latent_shape, notes=notes,
                            conditioning=find_conditioning(module, cfg), truncation_param=trunc,
-                           device=device, output=OutputRange(tuple(cfg.value_range)))
+                           device=device, output=OutputRange(tuple(cfg.value_range)),
+                           call_kwargs=call_kwargs)
+
+
+def _takes(params: Any, name: str) -> bool:
+    """Whether a forward with these parameters takes keyword ``name`` (by name or **kwargs)."""
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _uses_noise_mode(module: Any, params: Any) -> bool:
+    """StyleGAN-family generators: forward, or a module it passes keywords on to (NVlabs'
+    ``**synthesis_kwargs`` -> ``SynthesisLayer.forward(..., noise_mode='random')``), takes
+    ``noise_mode``."""
+    if "noise_mode" in params:
+        return True
+    if not _takes(params, "noise_mode"):
+        return False
+    for sub in module.modules():
+        try:
+            if "noise_mode" in inspect.signature(sub.forward).parameters:
+                return True
+        except (TypeError, ValueError):
+            continue
+    return False
+
+
+def _call_kwargs(module: Any, cfg: Any, params: Any, notes: list[str]) -> dict[str, Any]:
+    """Keywords of every forward call: ``noise_mode='const'`` for StyleGAN-family generators
+    (their per-pixel noise is otherwise drawn anew at each call), then the config's
+    ``call_kwargs`` on top; a keyword that forward cannot take is a :class:`ModelLoadError`."""
+    kwargs: dict[str, Any] = {}
+    if _uses_noise_mode(module, params):
+        kwargs["noise_mode"] = "const"
+    kwargs.update(cfg.call_kwargs)
+    if params:
+        refused = sorted(k for k in cfg.call_kwargs if not _takes(params, k))
+        if refused:
+            raise ModelLoadError(
+                f"{cfg.spec}: call_kwargs {refused} are not parameters of the generator's "
+                f"forward ({', '.join(params) or 'none'}); remove them from "
+                f"generator.call_kwargs.")
+    if kwargs.get("noise_mode") == "const" and "noise_mode" not in cfg.call_kwargs:
+        notes.append("noise_mode='const' passed to forward: the per-pixel noise is fixed "
+                     "(set generator.call_kwargs: {noise_mode: random} for random noise, "
+                     "seeded per batch)")
+    return kwargs
+
+
+def forward_seed(*tensors: torch.Tensor | None) -> int:
+    """The seed of the random draws inside one generator call: a hash of its inputs (the
+    latents, and the classes), so the same latents give the same images in every run and
+    stage, and other latents other draws."""
+    h = hashlib.sha256(b"gan-audit/forward")
+    for t in tensors:
+        if t is not None:
+            h.update(t.detach().to("cpu").contiguous().numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1)
 
 
 def image_seed(seed: int, index: int) -> int:
@@ -132,6 +189,11 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
     """Images of latents ``z`` (N x latent shape): N x C x H x W float32 on CPU in [-1, 1]
     (``class_label``: one class for all, or one per latent).
 
+    Random draws inside forward (StyleGAN's noise with ``noise_mode='random'``) are seeded
+    by :func:`forward_seed` of the latents and classes: the same call gives bit-identical
+    images in every run on the same machine. The generator's ``call_kwargs`` (e.g.
+    ``noise_mode='const'``) go to every call.
+
     The generator's output is scaled from its declared ``value_range`` to [-1, 1]; the first
     images are checked against that range and values outside it are clamped and counted
     (:func:`audit.models.output_range.images_to_tool_range`, ``generator.output``).
@@ -139,17 +201,21 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
     import torch
 
     z = z.to(generator.device)
-    kwargs = {}
+    kwargs = dict(generator.call_kwargs)
     if truncation is not None and generator.truncation_param is not None:
         kwargs[generator.truncation_param] = truncation
-    with torch.inference_mode():
-        if generator.conditioning is not None:
-            labels = (None if class_label is None else [int(class_label)] * len(z)
-                      if isinstance(class_label, int) else list(class_label))
-            c = generator.conditioning.tensor(len(z), labels, device=generator.device)
-            out = generator.module(z, c, **kwargs)
-        else:
-            out = generator.module(z, **kwargs)
+    c = None
+    if generator.conditioning is not None:
+        labels = (None if class_label is None else [int(class_label)] * len(z)
+                  if isinstance(class_label, int) else list(class_label))
+        c = generator.conditioning.tensor(len(z), labels, device=generator.device)
+    device = torch.device(generator.device)
+    cuda = [device.index or 0] if device.type == "cuda" else []
+    # random draws inside forward (noise, dropout) are seeded by the call's inputs, and the
+    # global random state is left as it was
+    with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(forward_seed(z, c))
+        out = generator.module(z, c, **kwargs) if c is not None else generator.module(z, **kwargs)
     images = first_tensor(out).float()
     if images.ndim != 4:
         raise ModelLoadError(f"{generator.spec}: the generator returned shape "

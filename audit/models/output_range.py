@@ -114,4 +114,6 @@ def images_to_tool_range(images: torch.Tensor, state: OutputRange, *, spec: str
     state.clamped += outside
     if outside:
         images = images.clamp(lo, hi)
+    if (lo, hi) == (-1.0, 1.0):
+        return images     # already the tool's range: bit for bit as the generator made them
     return (images - lo) * (2.0 / (hi - lo)) - 1.0

@@ -184,7 +184,9 @@ class LoadedGenerator:
 
     ``latent_shape`` is the shape of one latent (``(latent_dim,)`` or ``(latent_dim, 1, 1)``);
     ``truncation_param`` the forward keyword taking the truncation, if any; ``output`` the
-    declared range of its images and what they held so far (clamped values counted).
+    declared range of its images and what they held so far (clamped values counted);
+    ``call_kwargs`` the keywords of every forward call (``noise_mode='const'`` for
+    StyleGAN-family generators unless the config says otherwise).
     """
 
     module: nn.Module
@@ -196,6 +198,7 @@ class LoadedGenerator:
     truncation_param: str | None = None
     device: str = "cpu"
     output: OutputRange = field(default_factory=OutputRange)
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def value_range(self) -> tuple[float, float]:
