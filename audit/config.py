@@ -154,6 +154,10 @@ class ModelConfig(_Section):
                                                   "arbitrary code)")
     class_label: int | None = Field(None, ge=0, description="class label for conditional "
                                                             "models (0 .. num_classes - 1)")
+    keep_fp16: bool = Field(False, description="keep the network's own float16 layers "
+                                               "(NVlabs use_fp16 / num_fp16_res) on CUDA: "
+                                               "faster, less exact; on the CPU they always "
+                                               "run in float32 (float16 is slow there)")
     num_classes: int | None = Field(None, ge=1, le=100_000,
                                     description="size of the one-hot class vector of a "
                                                 "conditional model (ImageNet's 1,000 classes "

@@ -18,9 +18,9 @@ import torch
 from click.testing import CliRunner
 
 from audit.cli import cli
-from audit.config import GeneratorConfig
+from audit.config import DiscriminatorConfig, GeneratorConfig
 from audit.errors import ModelLoadError
-from audit.load import load_generator
+from audit.load import load_discriminator, load_generator
 
 NETS = textwrap.dedent('''
     import torch
@@ -115,6 +115,39 @@ NETS = textwrap.dedent('''
 
         def forward(self, z):
             return torch.tanh(self.raw(z) + torch.randn(z.shape[0], 3, 8, 8))
+
+
+    class Fp16Block(nn.Module):
+        """NVlabs-like: casts to float16 inside forward while use_fp16 is on."""
+
+        def __init__(self, channels, use_fp16):
+            super().__init__()
+            self.use_fp16 = use_fp16
+            self.weight = nn.Parameter(torch.randn(1, channels, 1, 1))
+
+        def forward(self, x, force_fp32=False):
+            dtype = torch.float16 if self.use_fp16 and not force_fp32 else torch.float32
+            x = x.to(dtype) * self.weight.to(dtype) + 0.1
+            return F.leaky_relu(x, 0.2)
+
+
+    class Fp16D(nn.Module):
+        """num_fp16_res: how many blocks run in float16."""
+
+        img_resolution = 8
+        img_channels = 3
+
+        def __init__(self, num_fp16_res=2):
+            super().__init__()
+            torch.manual_seed(6)
+            self.num_fp16_res = num_fp16_res
+            self.b8 = Fp16Block(3, use_fp16=num_fp16_res >= 1)
+            self.b4 = Fp16Block(3, use_fp16=num_fp16_res >= 2)
+            self.out = nn.Linear(3 * 8 * 8, 1)
+
+        def forward(self, img, **block_kwargs):
+            x = self.b4(self.b8(img, **block_kwargs), **block_kwargs)
+            return self.out(x.float().flatten(1))
 ''')
 
 
@@ -331,3 +364,57 @@ def test_call_kwargs_forward_cannot_take_are_refused(nets) -> None:
     with pytest.raises(ModelLoadError, match=r"call_kwargs \['noise_mode'\] are not parameters"):
         load_generator(GeneratorConfig(spec=f"python:{nets}:SigmoidG",
                                        call_kwargs={"noise_mode": "const"}))
+
+
+# ---------------------------------------------------------------- precision (item 6)
+
+
+def _fp16_d(nets: Path, **fields):
+    return load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:Fp16D", **fields))
+
+
+def test_float16_layers_run_in_float32_on_cpu(nets) -> None:
+    model = _fp16_d(nets)
+    assert [name for name, m in model.module.named_modules() if getattr(m, "use_fp16", False)] \
+        == []
+    assert model.dtype == "float32"
+    assert any("float16 layers run in float32 (b8, b4" in note for note in model.notes)
+    x = torch.rand(4, 3, 8, 8) * 2 - 1
+    # the reference: the same weights built without float16 layers
+    reference = load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:Fp16D",
+                                                       kwargs={"num_fp16_res": 0}))
+    with torch.no_grad():
+        assert torch.equal(model.forward(x), reference.forward(x))
+        assert model.module.b8(x).dtype == torch.float32
+
+
+def test_keep_fp16_is_for_cuda_only(nets) -> None:
+    from audit.models.precision import set_precision
+
+    model = _fp16_d(nets, keep_fp16=True)     # on the CPU: float32 all the same, and said
+    assert model.dtype == "float32" and not model.module.b8.use_fp16
+    assert any("keep_fp16 applies on CUDA only" in note for note in model.notes)
+    module = _fp16_d(nets, kwargs={"num_fp16_res": 2}).module
+    module.b8.use_fp16 = module.b4.use_fp16 = True
+    dtype, built, notes = set_precision(module, device="cuda", keep_fp16=True)
+    assert (dtype, built, notes) == ("float16+float32", ["b8", "b4"], [])
+    assert module.b8.use_fp16 and module.b4.use_fp16   # kept as the user chose
+    dtype, _, _ = set_precision(module, device="cuda", keep_fp16=False)
+    assert dtype == "float32" and not module.b8.use_fp16
+
+
+def test_float16_weights_run_in_float32(nets) -> None:
+    from audit.models.precision import set_precision
+
+    module = torch.nn.Linear(3, 2).half()
+    dtype, built, notes = set_precision(module, device="cpu", keep_fp16=False)
+    assert dtype == "float32" and built == [] and module.weight.dtype == torch.float32
+    assert notes == ["weights stored in float16 run in float32"]
+
+
+def test_the_store_manifest_records_the_dtype(nets, tmp_path) -> None:
+    from audit.extract import extract
+
+    store = extract(_fp16_d(nets), ["b4"], torch.rand(4, 3, 8, 8) * 2 - 1,
+                    out=tmp_path / "store")
+    assert store.manifest["model"]["dtype"] == "float32"

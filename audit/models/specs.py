@@ -135,6 +135,9 @@ class LoadedModel:
         How class labels are passed, for conditional models.
     classes_from_data : bool
         Each image's class comes with the images (``class_source``), not from the config.
+    dtype : str
+        What the model runs in: ``float32``, or ``float16+float32`` where its float16 layers
+        were kept (CUDA, ``keep_fp16``).
     """
 
     module: nn.Module
@@ -147,6 +150,7 @@ class LoadedModel:
     conditioning: Conditioning | None = None
     device: str = "cpu"
     classes_from_data: bool = False
+    dtype: str = "float32"
 
     def forward(self, x: torch.Tensor, class_labels: Any = None) -> torch.Tensor:
         """Raw model output for images ``x`` (N x C x H x W); the first tensor of a tuple.
@@ -186,7 +190,8 @@ class LoadedGenerator:
     ``truncation_param`` the forward keyword taking the truncation, if any; ``output`` the
     declared range of its images and what they held so far (clamped values counted);
     ``call_kwargs`` the keywords of every forward call (``noise_mode='const'`` for
-    StyleGAN-family generators unless the config says otherwise).
+    StyleGAN-family generators unless the config says otherwise); ``dtype`` what it runs in
+    (as :attr:`LoadedModel.dtype`).
     """
 
     module: nn.Module
@@ -199,6 +204,7 @@ class LoadedGenerator:
     device: str = "cpu"
     output: OutputRange = field(default_factory=OutputRange)
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    dtype: str = "float32"
 
     @property
     def value_range(self) -> tuple[float, float]:
