@@ -734,14 +734,23 @@ def _results_measured_again(run: Path) -> None:
     assert invoke("verify", run).exit_code == 0
 
 
-# A generator whose images are in [0, 1] (lucidrains stylegan2-pytorch ends in a sigmoid).
+# A generator whose images are in [0, 1] (lucidrains stylegan2-pytorch ends in a sigmoid):
+# the trained demo generator's images, mapped from [-1, 1] to [0, 1].
 SIGMOID_GENERATOR = '''
-from audit.demo.models import DigitsGenerator
+import torch
+
+from audit.demo.models import LATENT_DIM, builtin_generator
 
 
-class SigmoidDigits(DigitsGenerator):
+class SigmoidDigits(torch.nn.Module):
+    z_dim = LATENT_DIM
+
+    def __init__(self):
+        super().__init__()
+        self.g = builtin_generator()
+
     def forward(self, z):
-        return (super().forward(z) + 1) / 2
+        return (self.g(z) + 1) / 2
 '''
 
 

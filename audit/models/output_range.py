@@ -54,16 +54,20 @@ def range_disagreement(low: float, high: float, *, images: int,
 
     Clear: a value beyond the declared range by more than half its width (a [0, 255]
     generator declared [0, 1], a [-1, 1] one declared [0, 1]), or, once ``images`` >=
-    :data:`CHECK_IMAGES`, no value in the lower 47.5% of the range while the values
-    spread over more than a tenth of it (a [0, 1] sigmoid generator declared [-1, 1]).
-    Slight overshoot (StyleGAN's outputs pass [-1, 1] a little) is not a disagreement.
+    :data:`CHECK_IMAGES`, images that fill the upper half of the range and nothing below
+    it: the darkest value within 5% of the range's middle, above -2.5%, and the brightest
+    in the top 10% (a [0, 1] sigmoid generator with content, declared [-1, 1]). Slight
+    overshoot (StyleGAN's outputs pass [-1, 1] a little) is not a disagreement, nor a
+    narrow range about the middle (an untrained tanh generator).
     """
     lo, hi = declared
     width = hi - lo
+    middle = lo + 0.5 * width
     if low < lo - 0.5 * width or high > hi + 0.5 * width:
         return "values far outside the declared range"
-    if images >= CHECK_IMAGES and low >= lo + 0.475 * width and high - low > 0.1 * width:
-        return "no value in the lower half of the declared range"
+    if (images >= CHECK_IMAGES and middle - 0.025 * width <= low <= middle + 0.05 * width
+            and high >= hi - 0.1 * width):
+        return "images fill the upper half of the declared range and nothing below it"
     return None
 
 
