@@ -496,6 +496,7 @@ def _describe(model: LoadedModel, source: ImageSource) -> dict[str, Any]:
     import torch
 
     return {"model": {"spec": model.spec, "sha256": model.sha256, "dtype": model.dtype,
+                      "identity": model.identity,
                       "input": {"image_size": model.input.image_size,
                                 "channels": model.input.channels,
                                 "value_range": list(model.input.value_range)}},

@@ -445,10 +445,10 @@ class GeneratedSource(ImageSource):
     def describe(self) -> dict[str, Any]:
         """The source's record, with the generator's output range: declared, observed, and
         the count of values clamped to it (``generator_output``); and how it ran
-        (``generator``: sha256, dtype, forward keywords)."""
+        (``generator``: sha256, dtype, identity, forward keywords)."""
         g = self.generator
         return {**super().describe(), "generator_output": g.output.to_dict(),
-                "generator": {"sha256": g.sha256, "dtype": g.dtype,
+                "generator": {"sha256": g.sha256, "dtype": g.dtype, "identity": g.identity,
                               "call_kwargs": json.loads(json.dumps(g.call_kwargs,
                                                                    default=str))}}
 

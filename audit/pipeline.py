@@ -346,7 +346,13 @@ def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
     run.manifest["model"] = {"discriminator": cfg.discriminator.spec,
                              "generator": cfg.generator.spec if cfg.generator else None,
                              "layers": list(stores["paired"].layers),
-                             "pooling": paired.pooling}
+                             "pooling": paired.pooling,
+                             # what each model's sha256 covers: class, kwargs, dtype, weights
+                             "identity": {
+                                 "discriminator": stores["paired"].manifest.get(
+                                     "model", {}).get("identity"),
+                                 "generator": stores["generated"].manifest.get(
+                                     "source", {}).get("generator", {}).get("identity")}}
     run.manifest["data_sources"] = {}
     for name, spec in (("paired", cfg.paired.source), ("real", cfg.real.source),
                        ("generated", gen_spec)):

@@ -148,6 +148,7 @@ NETS = textwrap.dedent('''
         def forward(self, img, **block_kwargs):
             x = self.b4(self.b8(img, **block_kwargs), **block_kwargs)
             return self.out(x.float().flatten(1))
+
 ''')
 
 
@@ -418,3 +419,65 @@ def test_the_store_manifest_records_the_dtype(nets, tmp_path) -> None:
     store = extract(_fp16_d(nets), ["b4"], torch.rand(4, 3, 8, 8) * 2 - 1,
                     out=tmp_path / "store")
     assert store.manifest["model"]["dtype"] == "float32"
+
+
+# ---------------------------------------------------------------- identity (item 8)
+
+
+def _pickled(nets: Path, tmp_path: Path, name: str, make) -> str:
+    sys.path.insert(0, str(nets.parent))
+    try:
+        import nets as module
+
+        with open(tmp_path / f"{name}.pkl", "wb") as fh:
+            pickle.dump({"D": make(module)}, fh)
+    finally:
+        sys.path.remove(str(nets.parent))
+        sys.modules.pop("nets", None)
+    return f"pickle:{tmp_path / name}.pkl#D"
+
+
+def test_an_fp16_and_an_fp32_build_of_the_same_weights_differ(nets, tmp_path) -> None:
+    """Pickles (no construction arguments known): only the float16 flags tell them apart."""
+    def load(spec: str):
+        return load_discriminator(DiscriminatorConfig(spec=spec, code_path=nets.parent,
+                                                      trust_pickle=True), probe=False)
+
+    fp16 = load(_pickled(nets, tmp_path, "fp16", lambda m: m.Fp16D(num_fp16_res=2)))
+    fp32 = load(_pickled(nets, tmp_path, "fp32", lambda m: m.Fp16D(num_fp16_res=0)))
+    again = load(_pickled(nets, tmp_path, "again", lambda m: m.Fp16D(num_fp16_res=2)))
+    sys.modules.pop("nets", None)
+    assert fp16.weights_sha256 == fp32.weights_sha256      # the same weights
+    assert fp16.sha256 != fp32.sha256                        # but not the same model
+    assert fp16.identity["fp16_layers"] == ["b8", "b4"] and fp32.identity["fp16_layers"] == []
+    assert again.sha256 == fp16.sha256                       # and the hash is stable
+
+
+def test_identity_covers_class_kwargs_and_dtype(nets) -> None:
+    from audit.models.identity import identity_sha256
+
+    def load(**fields):
+        return load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:Fp16D", **fields),
+                                  probe=False)
+
+    two, zero = load(kwargs={"num_fp16_res": 2}), load(kwargs={"num_fp16_res": 0})
+    assert two.weights_sha256 == zero.weights_sha256 and two.sha256 != zero.sha256
+    assert two.identity["class"] == "Fp16D" and two.identity["kwargs"] == {"num_fp16_res": 2}
+    assert two.identity["dtype"] == "float32"
+    assert identity_sha256({**two.identity, "dtype": "float16+float32"}) != two.sha256
+    assert identity_sha256({**two.identity, "class": "Other"}) != two.sha256
+    assert identity_sha256(dict(two.identity)) == two.sha256
+
+
+def test_generators_and_manifests_carry_the_identity(nets, tmp_path) -> None:
+    from audit.extract import extract
+
+    generator = load_generator(GeneratorConfig(spec=f"python:{nets}:SigmoidG",
+                                               value_range=(0, 1)))
+    assert generator.identity["class"] == "SigmoidG"
+    assert generator.identity["weights_sha256"] == generator.weights_sha256 != generator.sha256
+    model = _fp16_d(nets)
+    store = extract(model, ["b4"], torch.rand(4, 3, 8, 8) * 2 - 1, out=tmp_path / "store")
+    assert store.manifest["model"]["identity"] == model.identity
+    assert store.manifest["model"]["sha256"] == model.sha256
+

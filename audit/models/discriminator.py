@@ -12,6 +12,7 @@ from audit.models.build import (
     shared,
     switch_off_augmentation,
 )
+from audit.models.identity import identity_sha256, model_identity
 from audit.models.precision import set_precision
 from audit.models.probe import probe_layers
 from audit.models.specs import InputSpec, LoadedModel, as_config, int_attr
@@ -53,9 +54,11 @@ def load_discriminator(cfg: DiscriminatorConfig | str, *, device: str = "cpu",
 
 def _load_discriminator(cfg: Any, device: str, probe: bool) -> LoadedModel:
     module, notes, builtin = build_module(cfg, "discriminator")
-    sha256 = state_sha256(module)
-    dtype, _built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
+    weights = state_sha256(module)
+    dtype, built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
     notes += changed
+    identity = model_identity(module, cfg, dtype=dtype, built_fp16=built_fp16,
+                              weights_sha256=weights)
     notes += switch_off_augmentation(module)
     image_size = cfg.image_size or int_attr(module, "img_resolution", "image_size", "resolution")
     channels = cfg.channels or int_attr(module, "img_channels", "channels", "in_channels")
@@ -67,7 +70,8 @@ def _load_discriminator(cfg: Any, device: str, probe: bool) -> LoadedModel:
         if channels is not None:
             notes.append(f"input channels {channels} taken from the first convolution")
     model = LoadedModel(
-        module=adapt_torchscript(module, notes).to(device), spec=cfg.spec, sha256=sha256,
+        module=adapt_torchscript(module, notes).to(device), spec=cfg.spec,
+        sha256=identity_sha256(identity), weights_sha256=weights, identity=identity,
         input=InputSpec(image_size, channels, tuple(cfg.value_range)), notes=notes,
         conditioning=find_conditioning(module, cfg), device=device,
         classes_from_data=cfg.class_source is not None, dtype=dtype)

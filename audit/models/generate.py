@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit.errors import ModelLoadError
 from audit.models.build import build_module, find_conditioning, resolve_device, shared
+from audit.models.identity import identity_sha256, model_identity
 from audit.models.output_range import OutputRange, images_to_tool_range
 from audit.models.precision import set_precision
 from audit.models.specs import (
@@ -43,9 +44,11 @@ def load_generator(cfg: GeneratorConfig | str, *, device: str = "cpu") -> Loaded
 
 def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
     module, notes, builtin = build_module(cfg, "generator")
-    sha256 = state_sha256(module)
-    dtype, _built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
+    weights = state_sha256(module)
+    dtype, built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
     notes += changed
+    identity = model_identity(module, cfg, dtype=dtype, built_fp16=built_fp16,
+                              weights_sha256=weights)
     latent_dim = cfg.latent_dim or int_attr(module, "z_dim", "latent_dim", "nz", "latent_size")
     if latent_dim is None and builtin is not None:
         latent_dim = builtin.latent_dim
@@ -64,7 +67,9 @@ def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
                              f"generator's forward takes no truncation_psi/truncation argument. "
                              f"Remove truncation from the config.")
     call_kwargs = _call_kwargs(module, cfg, params, notes)
-    return LoadedGenerator(module=module.to(device), spec=cfg.spec, sha256=sha256,
+    return LoadedGenerator(module=module.to(device), spec=cfg.spec,
+                           sha256=identity_sha256(identity), weights_sha256=weights,
+                           identity=identity,
                            latent_shape=latent_shape, notes=notes,
                            conditioning=find_conditioning(module, cfg), truncation_param=trunc,
                            device=device, output=OutputRange(tuple(cfg.value_range)),

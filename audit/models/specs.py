@@ -121,8 +121,9 @@ class LoadedModel:
     spec : str
         The spec it was loaded from.
     sha256 : str
-        Hash of its state (tensors of ``state_dict`` in sorted key order): the same weights
-        give the same hash whatever file they came from.
+        Hash of its identity (:mod:`audit.models.identity`): class, construction arguments,
+        dtype, float16 layers and weights; the same model gives the same hash whatever file
+        its weights came from.
     input : InputSpec
         Expected input size, channels and value range.
     notes : list of str
@@ -138,6 +139,10 @@ class LoadedModel:
     dtype : str
         What the model runs in: ``float32``, or ``float16+float32`` where its float16 layers
         were kept (CUDA, ``keep_fp16``).
+    weights_sha256 : str
+        Hash of its state alone (tensors of ``state_dict`` in sorted key order).
+    identity : dict
+        What ``sha256`` hashes, as plain data (for manifests).
     """
 
     module: nn.Module
@@ -151,6 +156,8 @@ class LoadedModel:
     device: str = "cpu"
     classes_from_data: bool = False
     dtype: str = "float32"
+    weights_sha256: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)
 
     def forward(self, x: torch.Tensor, class_labels: Any = None) -> torch.Tensor:
         """Raw model output for images ``x`` (N x C x H x W); the first tensor of a tuple.
@@ -190,8 +197,8 @@ class LoadedGenerator:
     ``truncation_param`` the forward keyword taking the truncation, if any; ``output`` the
     declared range of its images and what they held so far (clamped values counted);
     ``call_kwargs`` the keywords of every forward call (``noise_mode='const'`` for
-    StyleGAN-family generators unless the config says otherwise); ``dtype`` what it runs in
-    (as :attr:`LoadedModel.dtype`).
+    StyleGAN-family generators unless the config says otherwise); ``dtype``, ``sha256``,
+    ``weights_sha256`` and ``identity`` as for :class:`LoadedModel`.
     """
 
     module: nn.Module
@@ -205,6 +212,8 @@ class LoadedGenerator:
     output: OutputRange = field(default_factory=OutputRange)
     call_kwargs: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
+    weights_sha256: str = ""
+    identity: dict[str, Any] = field(default_factory=dict)
 
     @property
     def value_range(self) -> tuple[float, float]:
