@@ -208,7 +208,8 @@ def layers(source: str, code_path: Path | None, trust_pickle: bool, kwargs: tupl
     for i in model.layer_info:
         flags = [f for f, on in (("batch-dependent", i.batch_dependent),
                                  ("nondeterministic", i.nondeterministic),
-                                 ("tuple", i.tuple_output)) if on]
+                                 ("tuple", i.tuple_output),
+                                 (f"reused (called {i.calls} times)", i.reused)) if on]
         shape = " x ".join(map(str, i.shape)) if i.shape is not None else "(not called)"
         rows.append((i.name, i.type, shape, f"{i.params:,}", ", ".join(flags)))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]

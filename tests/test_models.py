@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from audit.cli import cli
 from audit.config import DiscriminatorConfig, GeneratorConfig
-from audit.errors import ModelLoadError
+from audit.errors import LayerError, ModelLoadError
 from audit.load import load_discriminator, load_generator
 
 NETS = textwrap.dedent('''
@@ -149,6 +149,127 @@ NETS = textwrap.dedent('''
             x = self.b4(self.b8(img, **block_kwargs), **block_kwargs)
             return self.out(x.float().flatten(1))
 
+
+    class SGBlock(nn.Module):
+        """StyleGAN2-ADA resnet DiscriminatorBlock: conv0, conv1, skip; returns (x, img)."""
+
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv0 = nn.Conv2d(cin, cin, 3, 1, 1)
+            self.conv1 = nn.Conv2d(cin, cout, 3, 2, 1)
+            self.skip = nn.Conv2d(cin, cout, 1, 2, 0, bias=False)
+
+        def forward(self, x, img):
+            y = self.skip(x)
+            x = self.conv1(F.leaky_relu(self.conv0(x), 0.2))
+            return (y + F.leaky_relu(x, 0.2)) * 0.7, img
+
+
+    class MbstdLayer(nn.Module):
+        def forward(self, x):
+            std = x.std(dim=0, unbiased=False).mean()
+            return torch.cat([x, std.expand(x.shape[0], 1, *x.shape[2:])], 1)
+
+
+    class SGEpilogue(nn.Module):
+        """b4: mbstd, conv, fc, out (batch-dependent through mbstd)."""
+
+        def __init__(self, cin):
+            super().__init__()
+            self.mbstd = MbstdLayer()
+            self.conv = nn.Conv2d(cin + 1, cin, 3, 1, 1)
+            self.fc = nn.Linear(cin * 16, cin)
+            self.out = nn.Linear(cin, 1)
+
+        def forward(self, x, img):
+            x = F.leaky_relu(self.conv(self.mbstd(x)), 0.2)
+            return self.out(F.leaky_relu(self.fc(x.flatten(1)), 0.2))
+
+
+    class StyleD(nn.Module):
+        img_resolution = 32
+        img_channels = 3
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(7)
+            self.b32 = SGBlock(3, 8)
+            self.b16 = SGBlock(8, 8)
+            self.b8 = SGBlock(8, 8)
+            self.b4 = SGEpilogue(8)
+
+        def forward(self, img):
+            x, img_ = self.b32(img, img)
+            x, img_ = self.b16(x, img_)
+            x, img_ = self.b8(x, img_)
+            return self.b4(x, img_)
+
+
+    class MimicryBlock(nn.Module):
+        """torch-mimicry DBlock: one ReLU module used twice, shortcut c_sc."""
+
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, 1, 1)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1)
+            self.c_sc = nn.Conv2d(cin, cout, 1, 1, 0)
+            self.activation = nn.ReLU()
+
+        def forward(self, x):
+            h = self.c2(self.activation(self.c1(self.activation(x))))
+            return F.avg_pool2d(h + self.c_sc(x), 2)
+
+
+    class MimicryD(nn.Module):
+        """SNGAN discriminator: block1 .. block4, then the activation, a sum and l5."""
+
+        img_resolution = 32
+        img_channels = 3
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(8)
+            self.block1 = MimicryBlock(3, 8)
+            self.block2 = MimicryBlock(8, 8)
+            self.block3 = MimicryBlock(8, 8)
+            self.block4 = MimicryBlock(8, 8)
+            self.l5 = nn.Linear(8, 1)
+            self.activation = nn.ReLU()
+
+        def forward(self, x):
+            h = self.block4(self.block3(self.block2(self.block1(x))))
+            return self.l5(torch.sum(self.activation(h), dim=(2, 3)))
+
+
+    class LucidD(nn.Module):
+        """lucidrains-like: a ModuleList of residual blocks (conv_res), then final_conv."""
+
+        img_resolution = 32
+        img_channels = 3
+
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(9)
+            self.blocks = nn.ModuleList([ResBlock(3, 8), ResBlock(8, 8), ResBlock(8, 8),
+                                         ResBlock(8, 8)])
+            self.final_conv = nn.Conv2d(8, 8, 3, 1, 1)
+            self.to_logit = nn.Linear(8 * 4, 1)
+
+        def forward(self, x):
+            for block in self.blocks:
+                x = block(x)
+            return self.to_logit(self.final_conv(x).flatten(1))
+
+
+    class ResBlock(nn.Module):
+        def __init__(self, cin, cout):
+            super().__init__()
+            self.conv_res = nn.Conv2d(cin, cout, 1, 2)
+            self.net = nn.Sequential(nn.Conv2d(cin, cout, 3, 1, 1), nn.LeakyReLU(0.2),
+                                     nn.Conv2d(cout, cout, 3, 2, 1), nn.LeakyReLU(0.2))
+
+        def forward(self, x):
+            return self.net(x) + self.conv_res(x)
 ''')
 
 
@@ -481,3 +602,56 @@ def test_generators_and_manifests_carry_the_identity(nets, tmp_path) -> None:
     assert store.manifest["model"]["identity"] == model.identity
     assert store.manifest["model"]["sha256"] == model.sha256
 
+
+# ---------------------------------------------------------------- layer choice (item 7)
+
+
+def _d(nets: Path, name: str):
+    return load_discriminator(DiscriminatorConfig(spec=f"python:{nets}:{name}"))
+
+
+def test_auto_picks_stylegan_blocks_not_inner_convs_nor_skip(nets) -> None:
+    from audit.load import auto_layers
+
+    model = _d(nets, "StyleD")
+    assert model.batch_dependent_layers[:1] == ["b4"]
+    assert auto_layers(model) == ["b32", "b16", "b8"]
+    # b4 (the epilogue) ends in the score: one value per image, never a feature layer
+    assert auto_layers(model, include_batch_dependent=True) == ["b32", "b16", "b8"]
+
+
+def test_auto_picks_the_top_level_blocks_of_mimicry_and_lucidrains(nets) -> None:
+    from audit.load import auto_layers
+
+    assert auto_layers(_d(nets, "MimicryD")) == ["block1", "block2", "block3", "block4"]
+    assert auto_layers(_d(nets, "LucidD")) == ["blocks.0", "blocks.1", "blocks.2", "blocks.3"]
+
+
+def test_a_reused_module_is_found_listed_and_refused(nets, tmp_path) -> None:
+    from audit.extract import resolve_layers
+
+    model = _d(nets, "MimicryD")
+    calls = {i.name: i.calls for i in model.layer_info}
+    assert calls["block2.activation"] == 2 and calls["activation"] == 1
+    assert calls["block2"] == 1 and calls["block2.c1"] == 1
+    code, out, err = _layers(f"python:{nets}:MimicryD")
+    assert code == 0, err
+    row = next(line for line in out.splitlines() if line.startswith("block2.activation "))
+    assert row.endswith("reused (called 2 times)")
+    row = next(line for line in out.splitlines() if line.startswith("activation "))
+    assert "reused" not in row
+    with pytest.raises(LayerError, match=r"'block2.activation' is one module called 2 times"
+                                         r".*enclosing block 'block2'"):
+        resolve_layers(model, ["block3", "block2.activation"])
+    assert resolve_layers(model, ["block2", "activation"]) == ["block2", "activation"]
+
+
+def test_skip_branches_are_named_as_such() -> None:
+    from audit.models.probe import is_skip_branch
+
+    for name in ("b8.skip", "block2.c_sc", "blocks.0.conv_res", "layer1.0.shortcut.0",
+                 "skip_conv"):
+        assert is_skip_branch(name), name
+    for name in ("b8", "b8.conv1", "res_block1", "residual_block", "blocks.0.net",
+                 "downsample"):
+        assert not is_skip_branch(name), name

@@ -3,6 +3,7 @@ from dummy batches; the modules that can take hooks; the layers picked by ``laye
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,9 @@ def probe_layers(model: LoadedModel, *, image_size: int | None = None,
     Runs dummy batches (uniform noise in the input range): batch A twice (outputs that differ
     mean augmentation or dropout inside forward: a warning and ``nondeterministic``), and
     batch B that shares A's first image but not the others (an output that changes for that
-    image means the module depends on the batch: ``batch_dependent``).
+    image means the module depends on the batch: ``batch_dependent``). Calls are counted per
+    module: one module called several times in a forward pass (torch-mimicry reuses one
+    ``nn.ReLU``) has ``calls`` > 1 and cannot be a hook point (:func:`check_hook_points`).
 
     Parameters
     ----------
@@ -89,15 +92,18 @@ def probe_layers(model: LoadedModel, *, image_size: int | None = None,
         f"image_size and channels (CLI: --image-size, --channels).") from last_error
 
 
-def _record_all(model: LoadedModel, x: torch.Tensor,
-                names: dict[Any, str]) -> tuple[dict[str, Any], torch.Tensor]:
-    """Forward ``x``; every module's output (first call; first tensor of tuples) and the output."""
+def _record_all(model: LoadedModel, x: torch.Tensor, names: dict[Any, str]
+                ) -> tuple[dict[str, Any], torch.Tensor, dict[str, int]]:
+    """Forward ``x``; every module's output (first call; first tensor of tuples), the output,
+    and how many times each module was called."""
     import torch
 
     seen: dict[str, Any] = {}
+    calls: dict[str, int] = {}
 
     def hook(module: Any, _inp: Any, out: Any) -> None:
         name = names[module]
+        calls[name] = calls.get(name, 0) + 1
         if name in seen:
             return
         tensor = out if isinstance(out, torch.Tensor) else None
@@ -122,7 +128,7 @@ def _record_all(model: LoadedModel, x: torch.Tensor,
     finally:
         for h in handles:
             h.remove()
-    return seen, out.detach().float().clone()
+    return seen, out.detach().float().clone(), calls
 
 
 def _gap(a: Any, b: Any) -> tuple[float, float]:
@@ -148,8 +154,8 @@ def _flags(a1: Any, a2: Any, b: Any) -> tuple[bool, bool]:
 
 
 def _layer_table(model: LoadedModel, names: dict[Any, str],
-                 runs: list[tuple[dict[str, Any], Any]]) -> list[LayerInfo]:
-    (a1, out1), (a2, out2), (b, _) = runs
+                 runs: list[tuple[dict[str, Any], Any, dict[str, int]]]) -> list[LayerInfo]:
+    (a1, out1, calls), (a2, out2, _), (b, _, _) = runs
     table = []
     for module, name in names.items():
         rec = a1.get(name)
@@ -160,7 +166,8 @@ def _layer_table(model: LoadedModel, names: dict[Any, str],
             name=name, type=type(module).__name__,
             shape=tuple(tensor.shape[1:]) if tensor is not None else None,
             params=sum(p.numel() for p in module.parameters()), batch_dependent=dependent,
-            nondeterministic=nondet, tuple_output=is_tuple, order=order))
+            nondeterministic=nondet, tuple_output=is_tuple, order=order,
+            calls=calls.get(name, 0)))
     tuples = [i.name for i in table if i.tuple_output]
     if tuples:
         model.notes.append(f"modules return tuples, the first tensor is taken: "
@@ -174,26 +181,73 @@ def _layer_table(model: LoadedModel, names: dict[Any, str],
     return table
 
 
+#: Names of the skip (shortcut) branch of a residual block: its output is not the block's.
+_SKIP_NAMES = re.compile(r"^(skip|shortcut)(_\w+)?$|^(sc|res|residual)$"
+                         r"|_(skip|shortcut|sc|res)$")
+#: StyleGAN's discriminator blocks, one per resolution: b64, b32, ..., b4.
+_STYLEGAN_BLOCK = re.compile(r"^b\d+$")
+
+
+def is_skip_branch(name: str) -> bool:
+    """Whether module ``name`` is (inside) a skip/shortcut branch: ``b8.skip``,
+    ``block2.c_sc``, ``blocks.0.conv_res``, ``layer1.0.shortcut.0``."""
+    return any(_SKIP_NAMES.search(part) for part in name.split("."))
+
+
+def _block_outputs(model: LoadedModel, cands: list[LayerInfo]) -> list[LayerInfo]:
+    """The candidates that are block outputs, in call order; empty when none are found.
+
+    StyleGAN's top-level ``b<res>`` blocks; else the named children of the root, or of one
+    top-level container (``blocks``, ``main``, ``features``...), that are blocks themselves
+    (modules with modules inside), when there are at least three.
+    """
+    stylegan = [i for i in cands if _STYLEGAN_BLOCK.match(i.name)]
+    if len(stylegan) >= 2:
+        return stylegan
+    parents = {n for n, m in model.module.named_modules() if next(m.children(), None)}
+    by_parent: dict[str, list[LayerInfo]] = {}
+    for i in cands:
+        parent = i.name.rpartition(".")[0]
+        if i.name in parents and (parent == "" or "." not in parent):
+            by_parent.setdefault(parent, []).append(i)
+    for parent in ["", *sorted({p for p in by_parent if p})]:
+        if len(by_parent.get(parent, [])) >= 3:
+            return by_parent[parent]
+    return []
+
+
 def auto_layers(model: LoadedModel, *, include_batch_dependent: bool = False,
                 k: int = 5) -> list[str]:
-    """A spread of intermediate layers, mid to late, for ``layers: auto``.
+    """A spread of block outputs, early to late, for ``layers: auto``.
 
-    Candidates: modules called during forward whose output has more than one value per
-    image, in call order (batch-dependent and nondeterministic ones dropped unless
-    ``include_batch_dependent``). Activation modules are preferred when there are at least
-    four; otherwise the shallowest nesting level with at least four candidates. The first
-    third is skipped and up to ``k`` layers are spread evenly over the rest, the last included.
+    Candidates: modules called once during forward whose output has more than one value per
+    image, in call order; batch-dependent and nondeterministic ones dropped (batch-dependent
+    kept with ``include_batch_dependent``), and skip/shortcut branches never taken
+    (:func:`is_skip_branch`). Block outputs are preferred (:func:`_block_outputs`: StyleGAN's
+    ``b32, b16, b8``, torch-mimicry's ``block1`` .. ``block4``, ``blocks.0`` ..): up to ``k``
+    spread evenly from the first to the last. Without blocks: activation modules when there
+    are at least four, else the shallowest nesting level with at least four candidates; the
+    first third skipped and up to ``k`` spread over the rest, the last included.
     """
     import numpy as np
 
     info = model.layer_info or probe_layers(model)
     cands = [i for i in info if i.shape is not None and int(np.prod(i.shape)) > 1
-             and i.order >= 0 and not i.nondeterministic
+             and i.order >= 0 and not i.nondeterministic and i.calls <= 1
+             and not is_skip_branch(i.name)
              and (include_batch_dependent or not i.batch_dependent)]
     if not cands:
         raise LayerError(f"{model.spec}: no module has a usable output for layers: auto; list "
                          f"layers by name (see `gan-audit layers {model.spec}`).")
     cands.sort(key=lambda i: i.order)
+
+    def spread(items: list[LayerInfo]) -> list[str]:
+        idx = np.linspace(0, len(items) - 1, min(k, len(items)))
+        return [items[j].name for j in sorted({round(float(v)) for v in idx})]
+
+    blocks = _block_outputs(model, cands)
+    if blocks:
+        return spread(blocks)
     acts = [i for i in cands if i.type in _ACTIVATIONS]
     if len(acts) >= 4:
         cands = acts
@@ -206,5 +260,30 @@ def auto_layers(model: LoadedModel, *, include_batch_dependent: bool = False,
     rest = cands[len(cands) // 3:]
     if len(rest) < 4:
         rest = cands[-4:]
-    idx = sorted({round(float(v)) for v in np.linspace(0, len(rest) - 1, min(k, len(rest)))})
-    return [rest[j].name for j in idx]
+    return spread(rest)
+
+
+def check_hook_points(model: LoadedModel, layers: list[str]) -> None:
+    """Refuse layers that are one module called several times per forward pass.
+
+    A forward hook on such a module fires at every call, so "its output" is ambiguous
+    (torch-mimicry reuses one ``nn.ReLU`` in each block). The message suggests the
+    enclosing block, the nearest enclosing module called once.
+    """
+    info = {i.name: i for i in model.layer_info}
+    problems = []
+    for name in layers:
+        i = info.get(name)
+        if i is None or i.calls <= 1:
+            continue
+        parent = name.rpartition(".")[0]
+        while parent and info.get(parent) is not None and info[parent].calls != 1:
+            parent = parent.rpartition(".")[0]
+        hint = (f"record the enclosing block {parent!r} instead" if parent
+                else "record a module called once, e.g. the block that uses it")
+        problems.append(f"{name!r} is one module called {i.calls} times in a forward pass (a "
+                        f"reused {i.type}): a hook on it sees every call, so its output is "
+                        f"ambiguous; {hint}")
+    if problems:
+        raise LayerError("; ".join(problems) + ". `gan-audit layers` marks such modules "
+                         "'reused'.")

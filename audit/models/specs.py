@@ -91,7 +91,8 @@ class LayerInfo:
     ``shape`` is the output shape per image (without the batch dimension), None when the
     module was not called or returned no tensor. ``batch_dependent``: the output for one
     image changed when the other images of the batch changed. ``nondeterministic``: two calls
-    on the same batch differed (augmentation or dropout inside forward).
+    on the same batch differed (augmentation or dropout inside forward). ``calls``: how many
+    times forward called the module (``reused`` when more than once).
     """
 
     name: str
@@ -102,12 +103,19 @@ class LayerInfo:
     nondeterministic: bool = False
     tuple_output: bool = False
     order: int = -1
+    calls: int = 0
+
+    @property
+    def reused(self) -> bool:
+        """One module called several times in a forward pass (not a usable hook point)."""
+        return self.calls > 1
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type,
                 "shape": list(self.shape) if self.shape is not None else None,
                 "params": self.params, "batch_dependent": self.batch_dependent,
-                "nondeterministic": self.nondeterministic, "tuple_output": self.tuple_output}
+                "nondeterministic": self.nondeterministic, "tuple_output": self.tuple_output,
+                "calls": self.calls, "reused": self.reused}
 
 
 @dataclass
