@@ -270,6 +270,22 @@ NETS = textwrap.dedent('''
 
         def forward(self, x):
             return self.net(x) + self.conv_res(x)
+
+
+    class LazyImportD(SmallD):
+        """Imports a package at its first forward (as NVlabs' custom ops build plugins)."""
+
+        img_resolution = 16
+
+        def forward(self, x):
+            import gan_audit_no_such_package  # noqa: F401
+            return super().forward(x)
+
+
+    class LazyImportG(SigmoidG):
+        def forward(self, z):
+            import gan_audit_no_such_package  # noqa: F401
+            return super().forward(z)
 ''')
 
 
@@ -655,3 +671,30 @@ def test_skip_branches_are_named_as_such() -> None:
     for name in ("b8", "b8.conv1", "res_block1", "residual_block", "blocks.0.net",
                  "downsample"):
         assert not is_skip_branch(name), name
+
+
+# ---------------------------------------------------------------- model code errors (item 5)
+
+
+def test_a_package_imported_inside_forward_is_named_not_the_input_size(nets) -> None:
+    with pytest.raises(ModelLoadError) as err:
+        _d(nets, "LazyImportD")
+    message = str(err.value)
+    assert "needs the module 'gan_audit_no_such_package'" in message
+    assert "pip install gan_audit_no_such_package" in message
+    assert "image_size" not in message
+    code, _, err_text = _layers(f"python:{nets}:LazyImportD")
+    assert code == 2 and "pip install gan_audit_no_such_package" in err_text
+    assert "Traceback" not in err_text
+
+
+def test_errors_inside_the_generators_forward_are_messages(nets) -> None:
+    from audit.load import generate_batch
+
+    with pytest.raises(ModelLoadError, match=r"the generator's forward needs the module "
+                                             r"'gan_audit_no_such_package'.*pip install"):
+        generate_batch(_gen(nets, "LazyImportG"), range(2), seed=0)
+    wrong = _gen(nets, "SigmoidG", latent_dim=5, value_range=(0, 1))   # the net takes 8
+    with pytest.raises(ModelLoadError, match=r"the generator's forward raised RuntimeError"
+                                             r".*Check latent_dim \(latents here are 2 x 5\)"):
+        generate_batch(wrong, range(2), seed=0)

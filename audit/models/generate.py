@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.errors import ModelLoadError
+from audit.errors import AuditError, ModelLoadError
 from audit.models.build import build_module, find_conditioning, resolve_device, shared
 from audit.models.identity import identity_sha256, model_identity
 from audit.models.output_range import OutputRange, images_to_tool_range
@@ -20,6 +20,7 @@ from audit.models.specs import (
     first_tensor,
     int_attr,
 )
+from audit.models.usercode import model_code_error
 from audit.models.weights import state_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -222,9 +223,19 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
     cuda = [device.index or 0] if device.type == "cuda" else []
     # random draws inside forward (noise, dropout) are seeded by the call's inputs, and the
     # global random state is left as it was
-    with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(forward_seed(z, c))
-        out = generator.module(z, c, **kwargs) if c is not None else generator.module(z, **kwargs)
+    try:
+        with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(forward_seed(z, c))
+            out = (generator.module(z, c, **kwargs) if c is not None
+                   else generator.module(z, **kwargs))
+    except AuditError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise model_code_error(
+            exc, spec=generator.spec, doing="the generator's forward",
+            fix=f"Check latent_dim (latents here are {' x '.join(map(str, z.shape))}), "
+                f"num_classes / class_label and call_kwargs ({kwargs}) in the generator "
+                f"config.") from exc
     images = first_tensor(out).float()
     if images.ndim != 4:
         raise ModelLoadError(f"{generator.spec}: the generator returned shape "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from audit.errors import LayerError, ModelLoadError
 from audit.models.specs import LayerInfo, LoadedModel, first_tensor
+from audit.models.usercode import model_code_error
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -78,6 +79,9 @@ def probe_layers(model: LoadedModel, *, image_size: int | None = None,
             runs = [_record_all(model, x, names) for x in (xa, xa, xb)]
         except (LayerError, ModelLoadError):    # (no class label: not about the input size)
             raise
+        except ImportError as exc:    # a lazy import inside forward: not about the input size
+            raise model_code_error(exc, spec=model.spec,
+                                   doing="the model's forward (on a dummy batch)") from exc
         except Exception as exc:
             last_error = exc
             continue

@@ -217,3 +217,18 @@ def call_factory(factory: Callable[..., Any], kwargs: dict[str, Any], *, spec: s
         raise ModelLoadError(
             f"{spec}: calling {target} with kwargs {kwargs} raised {type(exc).__name__}{at}: "
             f"{exc} (full traceback with --debug). {fix}") from exc
+
+
+def model_code_error(exc: BaseException, *, spec: str, doing: str,
+                     code_path: Path | None = None, fix: str = "") -> ModelLoadError:
+    """The message for an exception raised by the model's own code while ``doing``
+    (e.g. "the generator's forward"): a missing module gets :func:`missing_module`'s
+    advice (a lazy import inside forward, as NVlabs' custom ops do); anything else names
+    the exception, where in the user's code it arose, and ``fix``."""
+    if isinstance(exc, ModuleNotFoundError):
+        return ModelLoadError(f"{spec}: {doing} needs the module {exc.name or str(exc)!r}: "
+                              f"{missing_module(exc, code_path=code_path)}")
+    where = user_frame(exc)
+    at = f" at {where[0]}, line {where[1]}" if where else ""
+    return ModelLoadError(f"{spec}: {doing} raised {type(exc).__name__}{at}: {exc} (full "
+                          f"traceback with --debug).{' ' + fix if fix else ''}")
