@@ -197,6 +197,7 @@ def layers(source: str, code_path: Path | None, trust_pickle: bool, kwargs: tupl
     model = load_discriminator(cfg)
     if as_json:
         click.echo(json.dumps({"spec": model.spec, "sha256": model.sha256,
+                               "dtype": model.dtype, "identity": model.identity,
                                "input": {"image_size": model.input.image_size,
                                          "channels": model.input.channels,
                                          "value_range": list(model.input.value_range)},
