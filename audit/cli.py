@@ -179,29 +179,44 @@ def _print_summary(summary: Any) -> None:
 
 
 @cli.command()
-@click.argument("model_spec")
+@click.argument("source", metavar="MODEL")
+@click.option("--code-path", type=click.Path(path_type=Path), default=None,
+              help="Folder put on sys.path first (e.g. the StyleGAN2-ADA repository).")
+@click.option("--trust-pickle", is_flag=True,
+              help="Allow a pickle: spec (a pickle can run arbitrary code).")
+@click.option("--kwargs", "kwargs", multiple=True, metavar="JSON|KEY=VALUE",
+              help="Keyword arguments of a python: factory: a JSON object, or KEY=VALUE "
+                   "(repeatable; VALUE read as JSON where it parses, else as text).")
 @click.option("--image-size", type=int, default=None, help="Input size of the dummy batch.")
 @click.option("--channels", type=int, default=None, help="Input channels of the dummy batch.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def layers(model_spec: str, image_size: int | None, channels: int | None, as_json: bool) -> None:
+def layers(source: str, code_path: Path | None, trust_pickle: bool, kwargs: tuple[str, ...],
+           image_size: int | None, channels: int | None, as_json: bool) -> None:
     """List a discriminator's layers with output shapes and batch dependence.
+
+    MODEL is a model spec, or a config file (its discriminator section; the options
+    given here override it).
 
     \b
     Example:
       gan-audit layers builtin:digits-dcgan
+      gan-audit layers audit.yaml
+      gan-audit layers pickle:network.pkl#D --code-path stylegan2-ada-pytorch --trust-pickle
+      gan-audit layers python:nets.py:make_d --kwargs width=64 --image-size 32 --channels 3
       gan-audit layers torchscript:D.pt --image-size 64 --channels 3 --json
     """
     import json
 
-    from audit._yaml import validate
-    from audit.config import DiscriminatorConfig
     from audit.load import load_discriminator
 
-    cfg = validate(DiscriminatorConfig, {"spec": model_spec, "image_size": image_size,
-                                         "channels": channels}, source="gan-audit layers")
+    options = {"code_path": code_path, "trust_pickle": trust_pickle or None,
+               "kwargs": _parse_kwargs(kwargs) if kwargs else None,
+               "image_size": image_size, "channels": channels}
+    cfg = _discriminator_section(source, {k: v for k, v in options.items() if v is not None})
     model = load_discriminator(cfg)
     if as_json:
         click.echo(json.dumps({"spec": model.spec, "sha256": model.sha256,
+                               "dtype": model.dtype, "identity": model.identity,
                                "input": {"image_size": model.input.image_size,
                                          "channels": model.input.channels,
                                          "value_range": list(model.input.value_range)},
@@ -213,7 +228,8 @@ def layers(model_spec: str, image_size: int | None, channels: int | None, as_jso
     for i in model.layer_info:
         flags = [f for f, on in (("batch-dependent", i.batch_dependent),
                                  ("nondeterministic", i.nondeterministic),
-                                 ("tuple", i.tuple_output)) if on]
+                                 ("tuple", i.tuple_output),
+                                 (f"reused (called {i.calls} times)", i.reused)) if on]
         shape = " x ".join(map(str, i.shape)) if i.shape is not None else "(not called)"
         rows.append((i.name, i.type, shape, f"{i.params:,}", ", ".join(flags)))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
@@ -222,6 +238,55 @@ def layers(model_spec: str, image_size: int | None, channels: int | None, as_jso
                    f"{r[3]:>{widths[3]}}  {r[4]}".rstrip())
     for note in model.notes:
         click.echo(f"note: {note}", err=True)
+
+
+def _parse_kwargs(values: tuple[str, ...]) -> dict[str, Any]:
+    """``--kwargs`` values -> one dict: each a JSON object or ``KEY=VALUE`` (VALUE as JSON
+    where it parses, else text); later values win."""
+    import json
+
+    from audit.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for text in values:
+        if text.lstrip().startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--kwargs {text!r} is not a valid JSON object ({exc.msg} at "
+                                  f"character {exc.pos}). Write it like "
+                                  f"--kwargs '{{\"width\": 64}}' or --kwargs width=64.") from exc
+            if not isinstance(parsed, dict):
+                raise ConfigError(f"--kwargs {text!r} must be a JSON object.")
+            out.update(parsed)
+            continue
+        key, eq, value = text.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ConfigError(f"--kwargs {text!r}: expected KEY=VALUE (e.g. --kwargs width=64) "
+                              f"or a JSON object (e.g. --kwargs '{{\"width\": 64}}').")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def _discriminator_section(model: str, options: dict[str, Any]) -> Any:
+    """The discriminator section for ``model`` (a spec, or a config file whose discriminator
+    section is taken) with the command-line ``options`` on top; messages like ``run``'s."""
+    from audit._yaml import validate
+    from audit.config import DiscriminatorConfig, load_config
+
+    kinds = ("builtin:", "python:", "pickle:", "torchscript:")
+    if model.startswith(kinds) or not (model.endswith((".yaml", ".yml"))
+                                       or Path(model).is_file()):
+        return validate(DiscriminatorConfig, {"spec": model, **options},
+                        source="gan-audit layers")
+    section = load_config(Path(model)).discriminator.model_dump()
+    if "kwargs" in options:
+        options = {**options, "kwargs": {**section["kwargs"], **options["kwargs"]}}
+    return validate(DiscriminatorConfig, {**section, **options},
+                    source=f"gan-audit layers {model} (its discriminator section and the options)")
 
 
 @cli.command()

@@ -20,6 +20,7 @@ Example (``examples/`` has commented ones)::
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -103,6 +104,17 @@ def _check_spec(value: str) -> str:
 
 
 RelPath = Annotated[Path, AfterValidator(_resolve_path)]
+
+
+def _increasing(value: tuple[float, float]) -> tuple[float, float]:
+    if not (math.isfinite(value[0]) and math.isfinite(value[1]) and value[0] < value[1]):
+        raise ValueError(f"must be [low, high] with low < high, both finite (e.g. [-1, 1] or "
+                         f"[0, 1]); got {list(value)}")
+    return value
+
+
+#: A range of pixel values, [low, high].
+ValueRange = Annotated[tuple[float, float], AfterValidator(_increasing)]
 Spec = Annotated[str, AfterValidator(_check_spec), AfterValidator(_resolve_spec)]
 
 # Bounds on numbers that size memory: a config comes from anyone, and a huge value must be a
@@ -142,6 +154,10 @@ class ModelConfig(_Section):
                                                   "arbitrary code)")
     class_label: int | None = Field(None, ge=0, description="class label for conditional "
                                                             "models (0 .. num_classes - 1)")
+    keep_fp16: bool = Field(False, description="keep the network's own float16 layers "
+                                               "(NVlabs use_fp16 / num_fp16_res) on CUDA: "
+                                               "faster, less exact; on the CPU they always "
+                                               "run in float32 (float16 is slow there)")
     num_classes: int | None = Field(None, ge=1, le=100_000,
                                     description="size of the one-hot class vector of a "
                                                 "conditional model (ImageNet's 1,000 classes "
@@ -165,7 +181,7 @@ class DiscriminatorConfig(ModelConfig):
                                                "of 7 images of 4,096 x 4,096 x 3 already takes "
                                                "1.4 GB)")
     channels: int | None = Field(None, ge=1, le=64, description="input channels (at most 64)")
-    value_range: tuple[float, float] = (-1.0, 1.0)
+    value_range: ValueRange = (-1.0, 1.0)
     batch_size: int = Field(64, ge=1)
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16 autocast on CUDA is faster, but rounds the discriminator's "
@@ -204,6 +220,18 @@ class GeneratorConfig(ModelConfig):
                                    description="size of one latent (StyleGAN's is 512, "
                                                "BigGAN's 128; at most 65,536)")
     truncation: float | None = Field(None, gt=0)
+    value_range: ValueRange = Field(
+        (-1.0, 1.0), description="the range of the generator's output values: [-1, 1] for "
+                                 "tanh outputs (NVlabs StyleGAN, DCGANs), [0, 1] for a sigmoid "
+                                 "(lucidrains stylegan2-pytorch); images are scaled from it "
+                                 "into the discriminator's value_range, and the first images "
+                                 "are checked against it")
+    call_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="keyword arguments of every forward call (e.g. {noise_mode: random}, "
+                    "{truncation_cutoff: 8}); StyleGAN-family generators (forward takes "
+                    "noise_mode) get noise_mode: const unless set here. Random draws inside "
+                    "forward are seeded per batch from its latents")
     save_png: bool = False
     class_sampling: Literal["fixed", "uniform"] = Field(
         "fixed", description="conditional generator: 'fixed' gives every image class_label; "

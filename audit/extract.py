@@ -114,9 +114,10 @@ def _layer_seed(projection_seed: int, layer: str) -> int:
 def resolve_layers(model: LoadedModel, layers: Sequence[str] | str, *,
                    include_batch_dependent: bool = False) -> list[str]:
     """``"auto"`` -> :func:`audit.load.auto_layers`; a list is checked against
-    ``named_modules()`` (:class:`LayerError` with the closest names)."""
+    ``named_modules()`` (:class:`LayerError` with the closest names) and against modules
+    called several times per forward pass (:func:`audit.models.probe.check_hook_points`)."""
     from audit.hooks import check_layers
-    from audit.load import auto_layers
+    from audit.models.probe import auto_layers, check_hook_points
 
     if isinstance(layers, str):
         if layers != "auto":
@@ -124,6 +125,7 @@ def resolve_layers(model: LoadedModel, layers: Sequence[str] | str, *,
         return auto_layers(model, include_batch_dependent=include_batch_dependent)
     names = list(layers)
     check_layers(model.module, names)
+    check_hook_points(model, names)
     reserved = [n for n in names if n in _RESERVED]
     if reserved:
         raise LayerError(f"layer name(s) {reserved} collide with the store's own folders; "
@@ -298,7 +300,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     distributed.all_succeed(run, what=f"extracting the shards of {out}")
 
     def finish() -> None:  # rank 0: check every shard, write the manifest
-        store.finalize(extra={"notes": list(model.notes)})
+        # the source's record again: what generation saw (values clamped) is known only now
+        store.finalize(extra={"notes": list(model.notes), "source": source.describe()})
 
     distributed.on_main(finish, what=f"checking the shards of every rank in {out} (the run "
                                      f"folder must be shared by all machines)")
@@ -494,7 +497,8 @@ def _forward(model: LoadedModel, x: torch.Tensor, c: Any, *, amp: bool,
 def _describe(model: LoadedModel, source: ImageSource) -> dict[str, Any]:
     import torch
 
-    return {"model": {"spec": model.spec, "sha256": model.sha256,
+    return {"model": {"spec": model.spec, "sha256": model.sha256, "dtype": model.dtype,
+                      "identity": model.identity,
                       "input": {"image_size": model.input.image_size,
                                 "channels": model.input.channels,
                                 "value_range": list(model.input.value_range)}},

@@ -442,7 +442,19 @@ class GeneratedSource(ImageSource):
         self.class_labels = generated_classes(generator, range(n), seed=seed,
                                               class_label=class_label, sampling=class_sampling)
         self._content = json.dumps([generator.sha256, list(generator.latent_shape), seed,
-                                    truncation, class_label, class_sampling])
+                                    truncation, class_label, class_sampling,
+                                    list(generator.value_range), generator.call_kwargs],
+                                   sort_keys=True, default=str)
+
+    def describe(self) -> dict[str, Any]:
+        """The source's record, with the generator's output range: declared, observed, and
+        the count of values clamped to it (``generator_output``); and how it ran
+        (``generator``: sha256, dtype, identity, forward keywords)."""
+        g = self.generator
+        return {**super().describe(), "generator_output": g.output.to_dict(),
+                "generator": {"sha256": g.sha256, "dtype": g.dtype, "identity": g.identity,
+                              "call_kwargs": json.loads(json.dumps(g.call_kwargs,
+                                                                   default=str))}}
 
     def get_batch(self, indices: Sequence[int]) -> Batch:
         import torch

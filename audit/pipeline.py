@@ -351,13 +351,23 @@ def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
     run.manifest["model"] = {"discriminator": cfg.discriminator.spec,
                              "generator": cfg.generator.spec if cfg.generator else None,
                              "layers": list(stores["paired"].layers),
-                             "pooling": paired.pooling}
+                             "pooling": paired.pooling,
+                             # what each model's sha256 covers: class, kwargs, dtype, weights
+                             "identity": {
+                                 "discriminator": stores["paired"].manifest.get(
+                                     "model", {}).get("identity"),
+                                 "generator": stores["generated"].manifest.get(
+                                     "source", {}).get("generator", {}).get("identity")}}
     run.manifest["data_sources"] = {}
     for name, spec in (("paired", cfg.paired.source), ("real", cfg.real.source),
                        ("generated", gen_spec)):
-        notes = stores[name].manifest.get("source", {}).get("notes")  # e.g. what was left out
+        recorded = stores[name].manifest.get("source", {})
+        notes = recorded.get("notes")  # e.g. what was left out
+        # a generator's declared and observed output range, and the values clamped to it
+        output = recorded.get("generator_output")
         run.manifest["data_sources"][name] = ({"source": spec, "n": stores[name].n_images}
-                                              | ({"notes": notes} if notes else {}))
+                                              | ({"notes": notes} if notes else {})
+                                              | ({"generator_output": output} if output else {}))
     run.manifest["skipped_images"] = {name: list(store.skipped) for name, store in stores.items()
                                       if store.skipped}
     write_manifest(run.run_dir, run.manifest)

@@ -748,6 +748,31 @@ def _plan_with(**changes) -> Callable:
     return make
 
 
+# A generator whose images are in [0, 1] (lucidrains stylegan2-pytorch ends in a sigmoid):
+# the trained demo generator's images, mapped from [-1, 1] to [0, 1].
+SIGMOID_GENERATOR = '''
+import torch
+
+from audit.demo.models import LATENT_DIM, builtin_generator
+
+
+class SigmoidDigits(torch.nn.Module):
+    z_dim = LATENT_DIM
+
+    def __init__(self):
+        super().__init__()
+        self.g = builtin_generator()
+
+    def forward(self, z):
+        return (self.g(z) + 1) / 2
+'''
+
+
+def _generator_in_0_1(tmp: Path) -> dict:
+    (tmp / "sigmoid_g.py").write_text(SIGMOID_GENERATOR)
+    return {**TINY["generator"], "spec": f"python:{tmp / 'sigmoid_g.py'}:SigmoidDigits"}
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -908,6 +933,11 @@ CASES: dict[str, Case] = {
     "plan without labels for the protected concepts": Case(
         _plan_with(paired=_unlabelled_folder, real=_unlabelled_folder), 2,
         ("protected concept(s) tone, stroke", "group shares are unknown", "real.labels")),
+    # third-party GANs (issue 17): the loader
+    "generator in [0, 1] declared [-1, 1]": Case(
+        _run_with(generator=_generator_in_0_1), 2,
+        ("have values in [0.", "generator.value_range is [-1, 1] (the default)",
+         "`generator: {value_range: [0, 1]}`")),
 }
 
 

@@ -347,7 +347,7 @@ def test_torchscript_round_trip(tiny_discriminator, tmp_path: Path) -> None:
     path = tmp_path / "d.pt"
     torch.jit.script(tiny_discriminator).save(str(path))
     model = load_discriminator(DiscriminatorConfig(spec=f"torchscript:{path}", image_size=16))
-    assert model.sha256 == state_sha256(tiny_discriminator)
+    assert model.weights_sha256 == state_sha256(tiny_discriminator)
     x = torch.rand(5, 1, 16, 16) * 2 - 1
     torch.testing.assert_close(model.forward(x), tiny_discriminator(x))
     assert {i.name for i in model.layer_info} >= {"0", "2", "5"}

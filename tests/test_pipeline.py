@@ -177,9 +177,11 @@ def test_the_extract_key_sees_new_images_edited_code_and_new_weights(tmp_path, m
 def test_each_network_is_loaded_once_per_run(tmp_path, monkeypatch):
     """Extract, samples and insight share one loaded discriminator and generator."""
     import audit.load as load
+    import audit.models.discriminator as discriminator
+    import audit.models.generate as generate
 
     calls = {"discriminator": 0, "generator": 0}
-    real_d, real_g = load._load_discriminator, load._load_generator
+    real_d, real_g = discriminator._load_discriminator, generate._load_generator
 
     def count(role, real):
         def wrapped(*args, **kwargs):
@@ -187,8 +189,8 @@ def test_each_network_is_loaded_once_per_run(tmp_path, monkeypatch):
             return real(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(load, "_load_discriminator", count("discriminator", real_d))
-    monkeypatch.setattr(load, "_load_generator", count("generator", real_g))
+    monkeypatch.setattr(discriminator, "_load_discriminator", count("discriminator", real_d))
+    monkeypatch.setattr(generate, "_load_generator", count("generator", real_g))
     result = _run(TINY, tmp_path / "run")
     assert result.exit_code == 0, result.output + str(result.exception)
     assert calls == {"discriminator": 1, "generator": 1}

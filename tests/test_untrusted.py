@@ -87,7 +87,7 @@ def _keyword(call: ast.Call, name: str):
 
 
 def test_source_loads_untrusted_data_only_safely():
-    """Grep the package: unpickling happens in audit.load._unpickle alone (behind
+    """Grep the package: unpickling happens in audit.models.pickle.unpickle alone (behind
     trust_pickle); torch.load elsewhere has weights_only=True; numpy never unpickles; YAML
     is read with a SafeLoader, in audit/_yaml.py alone (where its size, alias and nesting
     bounds apply)."""
@@ -97,14 +97,14 @@ def test_source_loads_untrusted_data_only_safely():
         where = path.relative_to(PACKAGE.parent)
         for call, func in _calls(tree):
             name = _dotted(call.func)
-            pickle_path = (where.as_posix(), func) == ("audit/load.py", "_unpickle")
+            pickle_path = (where.as_posix(), func) == ("audit/models/pickle.py", "unpickle")
             if name == "torch.load":
                 seen["torch.load"] += 1
                 if _keyword(call, "weights_only") is not True and not pickle_path:
                     problems.append(f"{where}:{call.lineno} torch.load without weights_only=True")
             elif name in ("pickle.load", "pickle.loads", "dill.load", "joblib.load"):
                 if not pickle_path:
-                    problems.append(f"{where}:{call.lineno} {name} outside _unpickle")
+                    problems.append(f"{where}:{call.lineno} {name} outside unpickle")
             elif name in ("np.load", "numpy.load") and _keyword(call, "allow_pickle") not in (
                     None, False):
                 problems.append(f"{where}:{call.lineno} np.load with allow_pickle")
