@@ -128,15 +128,45 @@ def test_the_example_runs_on_a_tiny_model_of_its_family(family, tmp_path):
             assert manifest["padded_rows"] == 0
 
 
-def test_interpolate_with_its_default_steps_works_on_stylegan(tmp_path):
-    # 9 steps in one batch: on main, mbstd's reshape failed on any batch but 4, 8, 12...
+def test_interpolate_and_decode_call_stylegan_with_full_batches(tmp_path):
+    # On main, mbstd's reshape failed on any batch but 4, 8, 12...: `interpolate` with its
+    # 9 default steps always, `decode` on 5 images; the message blamed image_size.
+    import numpy as np
+    from PIL import Image
+
     config = example_config("stylegan2", tmp_path)
     assert invoke("run", config, "--no-pdf").exit_code == 0
-    result = invoke("interpolate", tmp_path / "run", "--from", "gen-0-0", "--to", "gen-0-4",
+    run = tmp_path / "run"
+    result = invoke("interpolate", run, "--from", "gen-0-0", "--to", "gen-0-4",
                     "--trust-run-config")
     assert result.exit_code == 0, result.output
-    doc = json.loads((tmp_path / "run" / "insight" / "interpolations.json").read_text())
+    doc = json.loads((run / "insight" / "interpolations.json").read_text())
     assert any(path["steps"] == 9 and len(path["scores"]) == 9 for path in doc["paths"])
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(5):
+        files.append(tmp_path / f"face-{i}.png")
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(files[-1])
+    out = tmp_path / "decoded.csv"
+    result = invoke("decode", run, *files, "--csv", out, "--trust-run-config")
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text(encoding="utf-8").strip().splitlines()) == 1 + 5
+
+
+def test_a_batch_size_off_the_mbstd_group_is_rounded_and_said_once(tmp_path):
+    config = example_config("stylegan2", tmp_path)
+    data = yaml.safe_load(config.read_text(encoding="utf-8"))
+    data["discriminator"]["batch_size"] = 6
+    config.write_text(yaml.safe_dump(data), encoding="utf-8")
+    with pytest.warns(UserWarning, match="using batch_size 8") as caught:
+        result = invoke("run", config, "--no-pdf")
+    assert result.exit_code == 0, result.output
+    said = [w for w in caught if "batch_size 6 is not a multiple" in str(w.message)]
+    assert len(said) == 1      # once for the run, not once per store or stage
+    for store in ("paired", "real", "generated"):
+        manifest = json.loads((tmp_path / "run" / "activations" / store /
+                               "manifest.json").read_text())
+        assert manifest["settings"]["batch_size"] == manifest["batches"]["batch_size"] == 8
 
 
 @NEEDS_MODELS
