@@ -132,7 +132,7 @@ def extract_like_run(model: Any, bundle: DecoderBundle, paired: Any, source: Any
         store = extract(model, layers, source, out=Path(tmp), pooling=paired.pooling,
                         batch_size=paired.batch_size, device=device, max_dim=paired.max_dim,
                         projection_seed=paired.projection_seed, include_batch_dependent=True,
-                        batch_seed=0 if paired.order_seed is None else paired.order_seed,
+                        batch_seed=getattr(paired, "order_seed", None) or 0,
                         progress=False, class_labels=source.class_labels)
         features = {lay: np.array(x) for lay, x in store_features(store, layers).items()}
         return features, np.array(store.scores()), list(store.image_ids), store.settings
