@@ -188,3 +188,26 @@ def test_batch_order_and_padding_rows():
     assert padding_rows(5, 8).tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
     assert padding_rows(2, 7).tolist() == [0, 1, 0, 1, 0, 1, 0]
     assert padding_rows(8, 8).tolist() == list(range(8))
+
+
+def test_a_batch_short_of_an_unreadable_image_is_padded_too(stylegan_d, tmp_path):
+    from PIL import Image
+
+    from audit.config import ImageSourceConfig
+    from audit.images import load_images
+
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            folder / f"{i}.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+    source = load_images(ImageSourceConfig(source=f"folder:{folder}"), input=stylegan_d.input)
+    with Recorder(stylegan_d.module) as rec:
+        store = extract(stylegan_d, ["b8"], source, out=tmp_path / "s", batch_size=8,
+                        progress=False)
+    assert [len(b) for b in rec.batches] == [8, 8]       # 9 files: 8 readable in 2 batches
+    assert store.n_images == 8 and len(store.skipped) == 1
+    assert store.manifest["padded_rows"] == 8
+    assert store.image_ids == sorted(store.image_ids, key=lambda i: source.image_ids.index(i))

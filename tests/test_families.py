@@ -295,3 +295,24 @@ def test_the_built_network_pickle_needs_its_code_folder(tmp_path):
     with pytest.raises(ModelLoadError, match="trust_pickle"):
         load_discriminator(DiscriminatorConfig(spec=f"pickle:{pkl}#D",
                                                code_path=tmp_path / "stylegan2-ada-pytorch"))
+
+
+def test_the_stylegan_fixture_has_the_quirks_of_the_real_networks(tmp_path):
+    # What the xfail tests above rely on: the built networks behave like NVlabs' ones.
+    import torch
+
+    pkl, code = stylegan2.build_pickle(tmp_path, num_fp16_res=4)
+    snapshot = stylegan2.load_pickle(pkl, code)
+    assert set(snapshot) >= {"G", "D", "G_ema"}
+    D, G = snapshot["D"], snapshot["G_ema"]
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    c = torch.zeros(8, 0)
+    out = D.b32(None, x)
+    assert isinstance(out, tuple) and out[0].dtype == torch.float16     # fp16 flag honoured
+    assert D.b32(None, x, force_fp32=True)[0].dtype == torch.float32
+    with pytest.raises(RuntimeError):
+        D(x[:5], c[:5])                                  # mbstd: batches of 4, 8, 12... only
+    z = torch.randn(4, 32)
+    with torch.no_grad():
+        assert not torch.equal(G(z, c[:4]), G(z, c[:4]))                 # noise_mode='random'
+        assert torch.equal(G(z, c[:4], noise_mode="const"), G(z, c[:4], noise_mode="const"))
