@@ -39,7 +39,7 @@ def write_code(folder: Path) -> Path:
 
 
 def build_pickle(folder: Path, *, seed: int = 0, num_fp16_res: int = 0,
-                 noise_strength: float = 0.1, rgb_gain: float = 0.2,
+                 noise_strength: float = 0.1, rgb_gain: float = 0.1,
                  name: str = "network-snapshot.pkl"
                  ) -> tuple[Path, Path]:
     """Write the code folder and a network pickle at 32 x 32 x 3; (pickle path, code path).
@@ -48,8 +48,8 @@ def build_pickle(folder: Path, *, seed: int = 0, num_fp16_res: int = 0,
     for D is 4, so every block at 32 px). ``noise_strength``: each synthesis layer's noise
     strength (0 at NVlabs' initialisation; trained models have learned values, and
     per-pixel noise only shows with a non-zero one). ``rgb_gain`` scales the ToRGB weights
-    so that images lie mostly in [-1, 1], as a trained model's do (random ones spread
-    over about [-7, 7]).
+    so that images lie mostly in [-1, 1], a few values a little beyond, as a trained
+    model's do (random ones spread over about [-7, 7]).
     """
     import torch
 
