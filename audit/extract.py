@@ -191,8 +191,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
             max_dim: int = 4096, num_workers: int = 0, progress: bool = True,
             include_batch_dependent: bool = False, shard_size: int | None = None,
             precision: Literal["auto", "fp32", "bf16"] = "fp32",
-            class_labels: Sequence[int] | None = None, projection_seed: int = 0
-            ) -> ActivationStore:
+            class_labels: Sequence[int] | None = None, projection_seed: int = 0,
+            batch_seed: int = 0) -> ActivationStore:
     """Record pooled activations of ``layers`` and the score of every image.
 
     Parameters
@@ -209,7 +209,11 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     pooling, max_dim : see :func:`pool_activation`.
     batch_size : int
         Images per forward pass. Batches are consecutive images in source order, so the
-        batch composition is fixed by ``batch_size`` (recorded in the manifest).
+        batch composition is fixed by ``batch_size`` (recorded in the manifest). For a
+        batch-dependent model (minibatch standard deviation, see :mod:`audit.batches`) it
+        is rounded up to a multiple of the group size, batches are formed in a seeded
+        random order within each shard, and a short batch is padded with repeats of its
+        own images whose outputs are dropped (manifest: ``batches``, ``padded_rows``).
     device : str
         ``cpu``, ``cuda``, ``mps`` or ``auto``.
     num_workers : int
@@ -230,6 +234,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         ignored by an unconditional one (whatever classes a generator was given).
     projection_seed : int
         Seed of the flatten projection.
+    batch_seed : int
+        Seed of the batch order of a batch-dependent model.
 
     Returns
     -------
@@ -237,6 +243,7 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         Complete: every shard written, manifest ``complete: true``.
     """
     from audit import distributed
+    from audit.batches import describe_batches, full_batch_size, is_batch_dependent
     from audit.hooks import capture
     from audit.load import resolve_device
 
@@ -250,6 +257,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         raise DataError(f"{source.spec}: no images to extract; give a source that holds "
                         f"readable images.")
     names = resolve_layers(model, layers, include_batch_dependent=include_batch_dependent)
+    batch_size = full_batch_size(model, batch_size)
+    order_seed = batch_seed if is_batch_dependent(model) else None
     dependent = tuple(n for n in names if n in model.batch_dependent_layers)
     if dependent:
         warnings.warn(f"layers {list(dependent)} depend on the other images in the batch: "
@@ -266,7 +275,7 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         shard_size=_shard_images(out, shard_size, batch_size, n_images=len(source), world=world),
         n_images=len(source), source_fingerprint=_with_classes(source.fingerprint,
                                                                 class_labels),
-        projection_seed=projection_seed, batch_dependent=dependent)
+        projection_seed=projection_seed, batch_dependent=dependent, order_seed=order_seed)
     _check_ranks_agree(settings, out)
 
     opened: list[ActivationStore] = []
@@ -301,7 +310,9 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
 
     def finish() -> None:  # rank 0: check every shard, write the manifest
         # the source's record again: what generation saw (values clamped) is known only now
-        store.finalize(extra={"notes": list(model.notes), "source": source.describe()})
+        store.finalize(extra={"notes": list(model.notes), "source": source.describe(),
+                              "batches": describe_batches(model, batch_size=batch_size,
+                                                          order_seed=order_seed)})
 
     distributed.on_main(finish, what=f"checking the shards of every rank in {out} (the run "
                                      f"folder must be shared by all machines)")
@@ -350,28 +361,35 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     """Run the forward passes of the given shards and write each shard when it is full.
 
     The heavy loop of :func:`extract`, separate so that a distributed run can give each
-    process its own shards of the same store.
+    process its own shards of the same store. A batch-dependent model gets full batches in
+    the store's seeded order (:mod:`audit.batches`); each shard's rows are written in
+    source order.
     """
     import numpy as np
     import torch
     from tqdm import tqdm
+
+    from audit.batches import batch_order, is_batch_dependent
 
     s = store.settings
     ranges = shard_ranges(s.n_images, s.shard_size)
     plan: list[list[int]] = []
     owner: list[int] = []
     for k in shards:
-        start, stop = ranges[k]
-        for b in range(start, stop, s.batch_size):
-            plan.append(list(range(b, min(stop, b + s.batch_size))))
+        for batch_indices in batch_order(*ranges[k], batch_size=s.batch_size,
+                                         seed=s.order_seed):
+            plan.append(batch_indices)
             owner.append(k)
+    full = is_batch_dependent(model)
     last_batch_of = {o: i for i, o in enumerate(owner)}
     amp = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
     labels = None if class_labels is None else np.asarray(class_labels)
     buf: dict[str, list[np.ndarray]] = {n: [] for n in s.layers}
     scores: list[np.ndarray] = []
     ids: list[str] = []
+    rows: list[int] = []     # the source index of each kept image, to restore source order
     skipped: list[dict[str, str]] = []
+    padded = 0
     total = sum(ranges[k][1] - ranges[k][0] for k in shards)
     bar = tqdm(total=total, unit="img", unit_scale=True, file=sys.stderr, disable=not progress,
                desc=f"extract {Path(store.path).name}", leave=False)
@@ -383,34 +401,56 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                 skipped += batch.skipped
                 source.skipped += batch.skipped
                 if batch.image_ids:
+                    n = len(batch.image_ids)
                     x = batch.images.to(device, non_blocking=True)
                     c = None if labels is None else labels[batch.indices]
+                    x, c, pad = _fill_batch(x, c, s.batch_size if full else n)
+                    padded += pad
                     out, amp = _forward(model, x, c, amp=amp, first=i == 0)
                     acts = cap.take()
-                    arrays = {name: acts[name].float().cpu().numpy() for name in s.layers}
+                    arrays = {name: acts[name][:n].float().cpu().numpy() for name in s.layers}
                     keep, dropped = _finite_rows(arrays, batch.image_ids,
                                                  stop=source.on_bad_image == "stop")
                     skipped += dropped
                     source.skipped += dropped
                     for name in s.layers:
                         buf[name].append(arrays[name][keep])
-                    scores.append(model.scores(out).cpu().numpy()[keep])
+                    scores.append(model.scores(out[:n]).cpu().numpy()[keep])
                     ids += [i for i, k in zip(batch.image_ids, keep, strict=True) if k]
+                    rows += [r for r, k in zip(batch.indices or plan[i], keep, strict=True)
+                             if k]
                 bar.update(len(plan[i]))
                 k = owner[i]
                 if i == last_batch_of[k]:
                     done += len(ids)
                     _check_room(store, {n: buf[n] for n in s.layers}, rows=len(ids),
                                 remaining=total - done + len(ids))
+                    order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
                     store.write_shard(
-                        k, image_ids=ids,
-                        activations={n: _stack(buf[n]) for n in s.layers},
-                        scores=np.concatenate(scores) if scores else np.empty(0, np.float32),
-                        skipped=skipped)
+                        k, image_ids=[ids[j] for j in order],
+                        activations={n: _stack(buf[n])[order] for n in s.layers},
+                        scores=(np.concatenate(scores) if scores
+                                else np.empty(0, np.float32))[order],
+                        skipped=skipped, padded_rows=padded)
                     buf = {n: [] for n in s.layers}
-                    scores, ids, skipped = [], [], []
+                    scores, ids, rows, skipped, padded = [], [], [], [], 0
     finally:
         bar.close()
+
+
+def _fill_batch(x: torch.Tensor, c: Any, size: int) -> tuple[torch.Tensor, Any, int]:
+    """Images ``x`` (N x C x H x W) and their classes ``c`` (N, or None) filled up to
+    ``size`` rows with repeats of the batch's own images (:func:`audit.batches.padding_rows`);
+    and the number of rows added. The caller keeps the first N rows of every output."""
+    import torch
+
+    from audit.batches import padding_rows
+
+    if len(x) >= size:
+        return x, c, 0
+    rows = padding_rows(len(x), size)
+    filled = x[torch.as_tensor(rows, device=x.device)]
+    return filled, None if c is None else c[rows], size - len(x)
 
 
 def _check_room(store: ActivationStore, buffers: dict[str, list[np.ndarray]], *, rows: int,
@@ -528,6 +568,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
         ``{"paired": store, "real": store, "generated": store}``.
     """
     from audit import distributed
+    from audit.batches import full_batch_size
     from audit.concepts import load_concept_set
     from audit.images import generated_images, load_images
     from audit.load import load_discriminator, resolve_device
@@ -538,6 +579,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     concept_set = load_concept_set(cfg.concept_set)
     model = load_discriminator(d, device=device)
     layers = resolve_layers(model, d.layers, include_batch_dependent=d.include_batch_dependent)
+    batch_size = full_batch_size(model, d.batch_size)   # rounded (and said) once for all stores
     classes = d.class_source
     sources: dict[str, ImageSource] = {
         "paired": load_images(cfg.paired, concept_set=concept_set, input=model.input,
@@ -560,7 +602,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     stores = {}
     for name, source in sources.items():
         store = extract(model, layers, source, out=run_dir / "activations" / name,
-                        pooling=d.pooling, batch_size=d.batch_size, device=device,
+                        pooling=d.pooling, batch_size=batch_size, device=device,
                         max_dim=d.max_dim, progress=progress, precision=d.precision,
                         include_batch_dependent=d.include_batch_dependent,
                         class_labels=source.class_labels)

@@ -61,7 +61,8 @@ class StoreSettings:
     """Everything that decides the content of a store; a resume must match all of it.
 
     ``batch_size`` and the shard layout fix the batch composition (consecutive images in
-    source order), which matters for batch-dependent layers.
+    source order, or with ``order_seed`` a seeded random order within each shard; see
+    :mod:`audit.batches`), which matters for batch-dependent models.
     """
 
     model_sha256: str
@@ -74,6 +75,7 @@ class StoreSettings:
     source_fingerprint: str
     projection_seed: int = 0
     batch_dependent: tuple[str, ...] = ()
+    order_seed: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -92,7 +94,8 @@ class StoreSettings:
 _WHAT = {"model_sha256": "model (weights sha256)", "layers": "layers", "pooling": "pooling",
          "max_dim": "max_dim", "batch_size": "batch size", "shard_size": "shard size",
          "n_images": "number of images", "source_fingerprint": "images (source fingerprint)",
-         "projection_seed": "projection seed", "batch_dependent": "batch-dependent layers"}
+         "projection_seed": "projection seed", "batch_dependent": "batch-dependent layers",
+         "order_seed": "batch order seed"}
 
 
 def shard_ranges(n_images: int, shard_size: int) -> list[tuple[int, int]]:
@@ -303,8 +306,12 @@ class ActivationStore:
         return [i for i in range(n) if self._meta_path(i).is_file()]
 
     def write_shard(self, index: int, *, image_ids: list[str], activations: dict[str, np.ndarray],
-                    scores: np.ndarray, skipped: list[dict[str, str]] | None = None) -> None:
+                    scores: np.ndarray, skipped: list[dict[str, str]] | None = None,
+                    padded_rows: int = 0) -> None:
         """Write shard ``index``: one file per layer, float32 scores, then its meta.
+
+        ``padded_rows``: repeated images that filled this shard's batches up to the batch
+        size (their outputs dropped; see :mod:`audit.batches`), counted in the manifest.
 
         ``activations`` maps every layer to rows x D; rows = ``len(image_ids)``. A layer's
         shard is float16 unless one of its values is beyond float16's range (65504), which
@@ -325,6 +332,7 @@ class ActivationStore:
         _save_npy(self.path / _SCORES / f"{name}.npy",
                   np.asarray(scores, dtype=np.float32).reshape(rows))
         meta = {"index": index, "image_ids": list(image_ids), "skipped": skipped or [],
+                "padded_rows": int(padded_rows),
                 "dims": {k: int(np.shape(v)[1]) for k, v in activations.items()}}
         atomic_write_json(self._meta_path(index), meta)
 
@@ -357,7 +365,9 @@ class ActivationStore:
             "image_ids": [i for m in metas for i in m["image_ids"]],
             "skipped": [s for m in metas for s in m["skipped"]],
             "shards": [{"index": i, "file": f"{_shard_name(i)}.npy",
-                        "rows": len(m["image_ids"])} for i, m in enumerate(metas)],
+                        "rows": len(m["image_ids"]), "padded_rows": int(m.get("padded_rows", 0))}
+                       for i, m in enumerate(metas)],
+            "padded_rows": sum(int(m.get("padded_rows", 0)) for m in metas),
         })
         atomic_write_json(self.path / "manifest.json", manifest)
         self.manifest = manifest

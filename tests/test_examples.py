@@ -62,8 +62,9 @@ def documented_keys() -> set[str]:
     return set(re.findall(r"^\| `([a-z_.]+)` \|", README, flags=re.MULTILINE))
 
 
-def test_there_are_three_examples():
+def test_there_is_one_example_per_case():
     assert [p.name for p in FILES] == ["celeba_stylegan2.yaml", "fairface_generated_folder.yaml",
+                                       "lucidrains_stylegan2.yaml", "mimicry_sngan.yaml",
                                        "mnist_state_dict.yaml"]
 
 
@@ -142,3 +143,24 @@ def test_mnist_example_builds_a_state_dict_model_from_a_python_factory():
         assert not model.trust_pickle
     assert cfg.paired.source.startswith("idx:") and cfg.paired.label_file is not None
     assert cfg.real.source.startswith("idx:") and cfg.real.label_file is not None
+
+
+def test_lucidrains_example_reads_images_in_zero_one_and_says_why():
+    path = EXAMPLES / "lucidrains_stylegan2.yaml"
+    cfg = load_config(path)
+    assert cfg.discriminator.value_range == (0.0, 1.0)
+    for model in (cfg.discriminator, cfg.generator):
+        assert model.spec.startswith("python:") and model.weights is not None
+        assert not model.trust_pickle
+    text = path.read_text(encoding="utf-8")
+    assert "ToTensor()" in text and "sigmoid" in text and "value_range: [0, 1]" in text
+
+
+def test_mimicry_example_records_blocks_never_a_reused_activation():
+    cfg = load_config(EXAMPLES / "mimicry_sngan.yaml")
+    for model in (cfg.discriminator, cfg.generator):
+        assert model.spec.startswith("python:torch_mimicry.")
+        assert model.weights_key == "model_state_dict"
+    assert cfg.discriminator.layers and all(name.startswith("block")
+                                            and "activation" not in name
+                                            for name in cfg.discriminator.layers)

@@ -119,7 +119,9 @@ def extract_like_run(model: Any, bundle: DecoderBundle, paired: Any, source: Any
                      ) -> tuple[dict[str, np.ndarray], np.ndarray, list[str], Any]:
     """Record new images exactly as a run recorded its own, at the decoders' chosen layers.
 
-    ``paired`` is the settings of the run's paired store (pooling, batch size, projection).
+    ``paired`` is the settings of the run's paired store (pooling, batch size, projection,
+    batch order): a batch-dependent discriminator gets full batches of the run's size,
+    however few the images (:mod:`audit.batches`).
     Returns ``({layer: N x D}, scores (N,), image ids, store settings)`` as copies: the
     temporary store is gone on return.
     """
@@ -130,6 +132,7 @@ def extract_like_run(model: Any, bundle: DecoderBundle, paired: Any, source: Any
         store = extract(model, layers, source, out=Path(tmp), pooling=paired.pooling,
                         batch_size=paired.batch_size, device=device, max_dim=paired.max_dim,
                         projection_seed=paired.projection_seed, include_batch_dependent=True,
+                        batch_seed=getattr(paired, "order_seed", None) or 0,
                         progress=False, class_labels=source.class_labels)
         features = {lay: np.array(x) for lay, x in store_features(store, layers).items()}
         return features, np.array(store.scores()), list(store.image_ids), store.settings

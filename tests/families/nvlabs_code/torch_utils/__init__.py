@@ -1,0 +1,1 @@
+"""Stub of NVlabs' torch_utils (persistence, misc)."""
