@@ -357,7 +357,12 @@ def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
                                  "discriminator": stores["paired"].manifest.get(
                                      "model", {}).get("identity"),
                                  "generator": stores["generated"].manifest.get(
-                                     "source", {}).get("generator", {}).get("identity")}}
+                                     "source", {}).get("generator", {}).get("identity")},
+                             # how a batch-dependent D was batched, and the repeated rows
+                             "batches": {name: {**(store.manifest.get("batches") or {}),
+                                                "padded_rows": store.manifest.get(
+                                                    "padded_rows", 0)}
+                                         for name, store in stores.items()}}
     run.manifest["data_sources"] = {}
     for name, spec in (("paired", cfg.paired.source), ("real", cfg.real.source),
                        ("generated", gen_spec)):

@@ -123,6 +123,12 @@ def test_the_example_runs_on_a_tiny_model_of_its_family(family, tmp_path):
             assert manifest["padded_rows"] == 8 and batches["group_size"] == 4
         if family != "stylegan2":
             assert manifest["padded_rows"] == 0
+    # the method section says how a batch-dependent score was formed (issue 17, item 8)
+    said = [n for n in results["notes"] if "depends on the other images in its batch" in n]
+    assert len(said) == (family == "stylegan2")
+    if said:
+        assert "repeated rows: 16 in paired, 8 in real, 8 in generated" in said[0]
+        assert "depends on the other images in its batch" in (run / "report.html").read_text()
 
 
 def test_interpolate_and_decode_call_stylegan_with_full_batches(tmp_path):

@@ -240,9 +240,33 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "findings": findings,
         "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha,
                              discriminator=sanity),
-        "notes": list(NOTES),
+        "notes": [*NOTES, *batch_notes((meta or {}).get("model", {}).get("batches"))],
     }
     return to_jsonable(results)
+
+
+def batch_notes(batches: dict[str, Any] | None) -> list[str]:
+    """What the method section must say when the discriminator's score depends on the other
+    images in its batch (StyleGAN's minibatch standard deviation): how batches were formed,
+    per store, from the run manifest's ``model.batches`` (the stores' ``batches`` records)."""
+    if not batches:
+        return []
+    dependent = {name: b for name, b in batches.items()
+                 if isinstance(b, dict) and b.get("batch_dependent")}
+    if not dependent:
+        return []
+    first = next(iter(dependent.values()))
+    padded = ", ".join(f"{b.get('padded_rows', 0)} in {name}" for name, b in dependent.items())
+    layers = ", ".join(first.get("batch_dependent_layers") or []) or "some layers"
+    return [f"The discriminator's output depends on the other images in its batch ({layers}: "
+            f"e.g. minibatch standard deviation), so an image's score, and every number that "
+            f"rests on scores, depends on how batches were formed: batches of "
+            f"{first.get('batch_size')} images (a multiple of the group size "
+            f"{first.get('group_size')}), in a seeded random order within each set of images "
+            f"(seed {first.get('order_seed')}), so that no batch holds one group only; short "
+            f"batches were filled with repeats of their own images, whose outputs were "
+            f"dropped (repeated rows: {padded}). Real and generated images were scored in "
+            f"separate batches, as in training."]
 
 
 def _underpowered(test: dict[str, Any] | None, alpha: float) -> bool:
