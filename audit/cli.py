@@ -669,7 +669,7 @@ def diagnose(run_dir: Path, reject_share: float, top: int, no_images: bool, devi
     from audit.config import load_run_config
     from audit.insight.run import diagnose_run
 
-    cfg = None if no_images else load_run_config(run_dir, trust=trust_run_config)
+    cfg = None if no_images else load_run_config(run_dir, trust=trust_run_config, images=True)
     with _writing(run_dir, record=["insight"]):
         result = diagnose_run(run_dir, reject_share=reject_share, top_k=top,
                               images=not no_images, cfg=cfg, device=device)
@@ -705,7 +705,7 @@ def insight(run_dir: Path, tensorboard: Path | None, steps: int, device: str,
     from audit.config import load_run_config
     from audit.insight.run import insight_for_run
 
-    cfg = (load_run_config(run_dir, trust=trust_run_config)
+    cfg = (load_run_config(run_dir, trust=trust_run_config, images=True)
            if (Path(run_dir) / "config.yaml").is_file() else None)
     with _writing(run_dir, record=["insight"]):
         index = insight_for_run(run_dir, cfg, device=device, tensorboard=tensorboard,

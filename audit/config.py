@@ -519,11 +519,19 @@ def config_from_dict(data: Any, *, source: str = "<config>",
     return cfg
 
 
-def run_config_code(cfg: AuditConfig) -> list[str]:
+def run_config_code(cfg: AuditConfig, *, images: bool = False) -> list[str]:
     """What loading ``cfg``'s models would run beyond the tool's own code: one line per
     model spec that names code (``python:`` modules and their kwargs, ``pickle:`` files,
-    ``torchscript:`` programs) or a ``code_path``; [] when every model is ``builtin:``."""
+    ``torchscript:`` programs) or a ``code_path``; [] when every model is ``builtin:``.
+    With ``images`` (a command that shows the run's real images, e.g. the diagnosis
+    grids), also each image source on disk: a received config could point it at the
+    receiver's own pictures, which would then be rendered into the run folder."""
     risky = []
+    if images:
+        for name in ("paired", "real"):
+            source = getattr(cfg, name).source
+            if not source.startswith("builtin:"):
+                risky.append(f"{name}: {source} (its images would be read and shown)")
     for name in ("discriminator", "generator"):
         model = getattr(cfg, name)
         if model is None:
@@ -541,14 +549,15 @@ def run_config_code(cfg: AuditConfig) -> list[str]:
     return risky
 
 
-def load_run_config(run_dir: str | Path, *, trust: bool = False) -> AuditConfig:
+def load_run_config(run_dir: str | Path, *, trust: bool = False,
+                    images: bool = False) -> AuditConfig:
     """The resolved config that a run folder records, for commands that reload its models.
 
     A run folder is data and may come from someone else; its config can name code to run.
     Without ``trust`` (``--trust-run-config``) only ``builtin:`` models (the tool's own code)
     are accepted: any ``python:`` spec (and its kwargs), ``pickle:``, ``torchscript:`` or
     ``code_path`` is refused with a message listing exactly what would run
-    (:func:`run_config_code`).
+    (:func:`run_config_code`); with ``images``, so are image sources on disk.
     """
     run_dir = Path(run_dir)
     path = run_dir / "config.yaml"
@@ -559,13 +568,13 @@ def load_run_config(run_dir: str | Path, *, trust: bool = False) -> AuditConfig:
                              f"unknown; give the folder of a gan-audit run (the --out of "
                              f"gan-audit run).")
     cfg = load_config(path)
-    risky = [] if trust else run_config_code(cfg)
+    risky = [] if trust else run_config_code(cfg, images=images)
     if risky:
         raise ConfigError(
-            f"{path}: loading this run's models would run code that the run folder names, "
+            f"{path}: this command would run code or read files that the run folder names, "
             f"not you: {'; '.join(risky)}. A run folder from someone else must not make "
-            f"gan-audit run code. If you trust whoever wrote {run_dir} (or you wrote it), "
-            f"add --trust-run-config.")
+            f"gan-audit run its code or show your files. If you trust whoever wrote "
+            f"{run_dir} (or you wrote it), add --trust-run-config.")
     return cfg
 
 

@@ -432,3 +432,18 @@ def test_a_first_run_that_failed_after_some_work_keeps_it(tmp_path, monkeypatch)
     result = invoke("run", write_config(tmp_path / "a.yaml", {**FIXED, "out": str(out)}))
     assert result.exit_code == 2
     assert list((out / "activations" / "paired").rglob("shard-*.npy"))
+
+
+def test_a_received_config_cannot_make_diagnose_show_the_receivers_pictures(run, tmp_path):
+    """A run folder whose config points its real images at a folder of the receiver's: the
+    diagnosis grids would render them into the run folder (and a report sent back)."""
+    private = tmp_path / "Pictures"
+    digit_pngs(private, n=8)
+    _set_config(run, real={"source": f"folder:{private}"})
+    before = snapshot(run / "insight")
+    for args in (["diagnose", run], ["insight", run]):
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert f"real: folder:{private} (its images would be read and shown)" in result.output
+    assert snapshot(run / "insight") == before  # no grid of the receiver's pictures
+    assert invoke("diagnose", run, "--no-images").exit_code == 0  # numbers only: fine

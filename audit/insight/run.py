@@ -75,12 +75,12 @@ class InsightRun:
     """
 
     def __init__(self, run_dir: Path, cfg: AuditConfig | None = None, *,
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", images: bool = True) -> None:
         from audit.config import load_run_config
 
         self.run_dir = Path(run_dir)
         if cfg is None:  # the CLI passes one loaded with --trust-run-config when asked
-            cfg = load_run_config(self.run_dir)
+            cfg = load_run_config(self.run_dir, images=images)
         self.cfg = cfg
         self.device = device
         self.out = self.run_dir / INSIGHT_DIR
@@ -351,7 +351,7 @@ def diagnose_run(run_dir: Path, *, reject_share: float = 0.25, top_k: int = 16,
     first). Intervals follow the run's measure settings (n_boot, seed, alpha)."""
     from audit.insight.diagnose import predictions_to_diagnosis
 
-    run = run or InsightRun(run_dir, cfg, device=device)
+    run = run or InsightRun(run_dir, cfg, device=device, images=images)
     diagnosis = predictions_to_diagnosis(run.predictions, run.concept_set,
                                          reject_share=reject_share, top_k=top_k,
                                          alpha=run.cfg.measure.alpha, spec=run.bootstrap(),
