@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["wilson_interval", "mover_difference", "mover_ratio", "zero_width"]
+__all__ = ["wilson_interval", "mover_difference", "mover_ratio", "zero_width", "normal_quantile"]
 
 
-def _z(confidence: float) -> float:
+def normal_quantile(confidence: float) -> float:
+    """z of a two-sided ``confidence`` interval (1.96 for 0.95)."""
     from scipy.stats import norm
 
     return float(norm.ppf(0.5 + confidence / 2.0))
@@ -46,7 +47,7 @@ def wilson_interval(k: np.ndarray | float, n: np.ndarray | float, *,
     """
     k = np.asarray(k, dtype=float)
     n = np.asarray(n, dtype=float)
-    z = _z(confidence)
+    z = normal_quantile(confidence)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n
         den = 1.0 + z * z / n

@@ -297,7 +297,7 @@ def _share_intervals(point: np.ndarray, ci: np.ndarray, sl: dict[str, slice],
                                            axis=1).astype(float)
     if per_cluster is not None:
         basis = per_cluster[:, 0::2] + per_cluster[:, 1::2]      # (K, 2, G + 1)
-        for s, i in zip(*np.nonzero(counts >= 0), strict=True):
+        for s, i in np.ndindex(counts.shape):
             if n[s, i] > 0:
                 k[s, i], n[s, i] = effective_counts(basis[:, s, i],
                                                     basis[:, s, :counts.shape[1]].sum(axis=1))

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from audit.measure.bootstrap import estimate
-from audit.measure.intervals import wilson_interval
+from audit.measure.intervals import normal_quantile, wilson_interval
 from audit.measure.stats import effective_counts
 
 __all__ = ["auc_delong", "discriminator_sanity", "sanity_caveat", "sanity_words", "ACCEPT_LOW",
@@ -94,9 +94,7 @@ def auc_delong(pos: np.ndarray, neg: np.ndarray, *, confidence: float = 0.95,
     if not np.isfinite(var) or var <= 0:
         return auc, wilson_interval(auc * min(len(pos), len(neg)), min(len(pos), len(neg)),
                                     confidence=confidence), "wilson_min_n"
-    from scipy.stats import norm
-
-    half = float(norm.ppf(0.5 + confidence / 2.0)) * float(np.sqrt(var))
+    half = normal_quantile(confidence) * float(np.sqrt(var))
     return auc, np.clip(np.array([auc - half, auc + half]), 0.0, 1.0), method
 
 
