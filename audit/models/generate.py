@@ -117,7 +117,7 @@ def _call_kwargs(module: Any, cfg: Any, params: Any, notes: list[str]) -> dict[s
     if kwargs.get("noise_mode") == "const" and "noise_mode" not in cfg.call_kwargs:
         notes.append("noise_mode='const' passed to forward: the per-pixel noise is fixed "
                      "(set generator.call_kwargs: {noise_mode: random} for random noise, "
-                     "seeded per batch)")
+                     "seeded per image)")
     return kwargs
 
 
@@ -219,13 +219,31 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
         labels = (None if class_label is None else [int(class_label)] * len(z)
                   if isinstance(class_label, int) else list(class_label))
         c = generator.conditioning.tensor(len(z), labels, device=generator.device)
+    images = None if generator.stochastic else _forward(generator, z, c, kwargs)
+    if generator.stochastic is None:  # once per generator, after a call that worked
+        generator.stochastic = _draws_random_numbers(generator, z[:1], c, kwargs)
+    if generator.stochastic and (len(z) > 1 or images is None):
+        # each image alone: its noise then depends on its own latent only, never on the
+        # images it shares a call with (the batch order, the batch size, a report's grid)
+        images = torch.cat([_forward(generator, z[i:i + 1], None if c is None else c[i:i + 1],
+                                     kwargs) for i in range(len(z))])
+    return images_to_tool_range(images, generator.output, spec=generator.spec).cpu()
+
+
+def _forward(generator: LoadedGenerator, z: torch.Tensor, c: torch.Tensor | None,
+             kwargs: dict[str, Any], *, salt: int = 0) -> torch.Tensor:
+    """One call of the generator: N x C x H x W float32 on its device (its own range).
+
+    Random draws inside forward (noise, dropout) are seeded by the call's inputs (and
+    ``salt``, to tell whether there are any), and the global random state is left as it
+    was."""
+    import torch
+
     device = torch.device(generator.device)
     cuda = [device.index or 0] if device.type == "cuda" else []
-    # random draws inside forward (noise, dropout) are seeded by the call's inputs, and the
-    # global random state is left as it was
     try:
         with torch.inference_mode(), torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(forward_seed(z, c))
+            torch.manual_seed(forward_seed(z, c) + salt)
             out = (generator.module(z, c, **kwargs) if c is not None
                    else generator.module(z, **kwargs))
     except AuditError:
@@ -240,7 +258,18 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
     if images.ndim != 4:
         raise ModelLoadError(f"{generator.spec}: the generator returned shape "
                              f"{tuple(images.shape)}, expected N x C x H x W images.")
-    return images_to_tool_range(images, generator.output, spec=generator.spec).cpu()
+    return images
+
+
+def _draws_random_numbers(generator: LoadedGenerator, z: torch.Tensor,
+                         c: torch.Tensor | None, kwargs: dict[str, Any]) -> bool:
+    """Whether two calls on the same latent under different random seeds give different
+    images (noise drawn inside forward, e.g. lucidrains' or StyleGAN's noise_mode='random')."""
+    import torch
+
+    a = _forward(generator, z, c, kwargs)
+    b = _forward(generator, z, c, kwargs, salt=1)
+    return not torch.equal(a, b)
 
 
 def sample_generated(generator: LoadedGenerator, *, n: int, seed: int, batch_size: int = 64,

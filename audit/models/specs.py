@@ -222,6 +222,9 @@ class LoadedGenerator:
     dtype: str = "float32"
     weights_sha256: str = ""
     identity: dict[str, Any] = field(default_factory=dict)
+    #: whether forward draws random numbers (noise): then each image is generated alone,
+    #: so that it never depends on the images it shares a call with (None: not known yet)
+    stochastic: bool | None = None
 
     @property
     def value_range(self) -> tuple[float, float]:
