@@ -698,3 +698,38 @@ def test_errors_inside_the_generators_forward_are_messages(nets) -> None:
     with pytest.raises(ModelLoadError, match=r"the generator's forward raised RuntimeError"
                                              r".*Check latent_dim \(latents here are 2 x 5\)"):
         generate_batch(wrong, range(2), seed=0)
+
+
+def _range_check(images: torch.Tensor, declared=(-1.0, 1.0), explicit=False):
+    from audit.models.output_range import OutputRange, images_to_tool_range
+
+    state = OutputRange(declared, explicit=explicit)
+    return images_to_tool_range(images, state, spec="python:g:G"), state
+
+
+def test_the_range_check_reads_quantiles_not_extremes() -> None:
+    """Found in review: a [0, 1] generator whose raw output overshoots a little (lucidrains
+    returns its RGB unclamped) or whose images are dark escaped a check on the extremes."""
+    gen = torch.Generator().manual_seed(0)
+    raw = torch.rand(16, 3, 8, 8, generator=gen)
+    raw[0, 0, 0, :3] = torch.tensor([-0.06, -0.15, 1.1])  # a few stray pixels
+    dark = 0.7 * torch.rand(16, 3, 8, 8, generator=gen)
+    for images in (raw, dark):
+        with pytest.raises(ModelLoadError, match=r"value_range: \[0, 1\]"):
+            _range_check(images)
+    # a StyleGAN-like [-1, 1] generator with noise overshoot: no [0, 255] suggestion
+    wide = (0.5 * torch.randn(16, 3, 8, 8, generator=gen)).clamp(-1.13, 1.05)
+    _range_check(wide)  # overshoot, and half its values below the middle: no disagreement
+    from audit.models.output_range import _suggest
+
+    assert _suggest(-2.26, 1.09, (0.0, 1.0)) != (0.0, 255.0)  # not at the data's scale
+    assert _suggest(-0.15, 1.1, (-1.0, 1.0)) == (0.0, 1.0)
+
+
+def test_a_declared_range_that_looks_unused_is_a_warning_not_a_stop() -> None:
+    bright = 0.5 + 0.5 * torch.rand(16, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with pytest.warns(UserWarning, match="kept as declared"):
+        images, state = _range_check(bright, explicit=True)
+    assert state.checked and torch.equal(images, bright)
+    with pytest.raises(ModelLoadError, match="far outside"):  # never plausible: still a stop
+        _range_check(bright * 255, declared=(0.0, 1.0), explicit=True)

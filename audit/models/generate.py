@@ -68,12 +68,14 @@ def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
                              f"generator's forward takes no truncation_psi/truncation argument. "
                              f"Remove truncation from the config.")
     call_kwargs = _call_kwargs(module, cfg, params, notes)
+    output = OutputRange(tuple(cfg.value_range),
+                         explicit="value_range" in cfg.model_fields_set)
     return LoadedGenerator(module=module.to(device), spec=cfg.spec,
                            sha256=identity_sha256(identity), weights_sha256=weights,
                            identity=identity,
                            latent_shape=latent_shape, notes=notes,
                            conditioning=find_conditioning(module, cfg), truncation_param=trunc,
-                           device=device, output=OutputRange(tuple(cfg.value_range)),
+                           device=device, output=output,
                            call_kwargs=call_kwargs, dtype=dtype)
 
 

@@ -3,8 +3,11 @@
 
 Kept, because they change an audit:
 
-- images are in [0, 1] (the repository's data loader uses ``ToTensor()``), and the
-  generator used here ends in a sigmoid, so its images are in [0, 1] too, not [-1, 1];
+- images are in [0, 1] (the repository's data loader uses ``ToTensor()``); the real
+  generator returns its RGB unclamped (a trained one overshoots [0, 1] a little; the
+  trainer clamps when it saves samples). Here a sigmoid keeps an untrained network's images
+  in [0, 1]; the range check's overshoot case is tested on synthetic images
+  (tests/test_models.py::test_the_range_check_reads_quantiles_not_extremes);
 - the generator's forward takes per-layer styles and a noise image, not a latent:
   users audit it through a small wrapper (:class:`LatentGenerator`, what a user writes:
   latent -> style vectorizer -> styles for every layer, fresh uniform noise per call);
@@ -115,7 +118,8 @@ class GeneratorBlock(nn.Module):
 
 class Generator(nn.Module):
     """forward(styles N x num_layers x latent_dim, input_noise N x H x W x 1) -> images in
-    [0, 1] (a sigmoid on the summed RGB outputs)."""
+    [0, 1] (a sigmoid on the summed RGB outputs, where the real one returns them raw: see
+    the module docstring)."""
 
     def __init__(self, image_size: int = 32, latent_dim: int = 32,
                  network_capacity: int = 4) -> None:
