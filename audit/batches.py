@@ -103,12 +103,36 @@ def batch_order(start: int, stop: int, *, batch_size: int,
     return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
 
 
-def padding_rows(n: int, size: int) -> np.ndarray:
-    """Row indices that fill a batch of ``n`` images up to ``size``: ``0 .. n-1``, then the
-    batch's own images again in turn (``size`` rows; ``n`` rows when ``n >= size``)."""
+def padding_rows(n: int, size: int, *, group: int | None = None) -> np.ndarray:
+    """Row indices that fill a batch of ``n`` images up to ``size``: ``0 .. n-1``, then
+    repeats of the batch's own images (``size`` rows; ``n`` rows when ``n >= size``).
+
+    With ``group`` (the minibatch-stddev group size G, ``size`` a multiple of it), the
+    repeats are placed so that no image appears twice in one group whenever ``n >= G``:
+    NVlabs' layer groups rows strided, row r with r + size/G, r + 2 size/G, ..., so a
+    copy next to its original would shrink that group's standard deviation, and the scores
+    of the real rows in it would be ones the audit never sees elsewhere.
+    """
     import numpy as np
 
-    return np.arange(max(n, size)) % max(n, 1)
+    if n >= size or n == 0:
+        return np.arange(max(n, size)) % max(n, 1)
+    if group is None or size % group:
+        return np.arange(size) % n
+    stride = size // group
+    in_group: list[set[int]] = [set() for _ in range(stride)]
+    for r in range(n):
+        in_group[r % stride].add(r)
+    used = [0] * n
+    rows = list(range(n))
+    for p in range(n, size):
+        members = in_group[p % stride]
+        r = min((r for r in range(n) if r not in members), key=lambda r: (used[r], r),
+                default=min(range(n), key=lambda r: (used[r], r)))
+        members.add(r)
+        used[r] += 1
+        rows.append(r)
+    return np.asarray(rows)
 
 
 def describe_batches(model: LoadedModel, *, batch_size: int,

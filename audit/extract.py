@@ -369,7 +369,7 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     import torch
     from tqdm import tqdm
 
-    from audit.batches import batch_order, is_batch_dependent
+    from audit.batches import batch_order, group_size, is_batch_dependent
 
     s = store.settings
     ranges = shard_ranges(s.n_images, s.shard_size)
@@ -381,6 +381,7 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
             plan.append(batch_indices)
             owner.append(k)
     full = is_batch_dependent(model)
+    group = group_size(model) if full else None
     last_batch_of = {o: i for i, o in enumerate(owner)}
     amp = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
     labels = None if class_labels is None else np.asarray(class_labels)
@@ -404,7 +405,7 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                     n = len(batch.image_ids)
                     x = batch.images.to(device, non_blocking=True)
                     c = None if labels is None else labels[batch.indices]
-                    x, c, pad = _fill_batch(x, c, s.batch_size if full else n)
+                    x, c, pad = _fill_batch(x, c, s.batch_size if full else n, group=group)
                     padded += pad
                     out, amp = _forward(model, x, c, amp=amp, first=i == 0)
                     acts = cap.take()
@@ -438,17 +439,19 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
         bar.close()
 
 
-def _fill_batch(x: torch.Tensor, c: Any, size: int) -> tuple[torch.Tensor, Any, int]:
+def _fill_batch(x: torch.Tensor, c: Any, size: int, *, group: int | None = None
+                ) -> tuple[torch.Tensor, Any, int]:
     """Images ``x`` (N x C x H x W) and their classes ``c`` (N, or None) filled up to
-    ``size`` rows with repeats of the batch's own images (:func:`audit.batches.padding_rows`);
-    and the number of rows added. The caller keeps the first N rows of every output."""
+    ``size`` rows with repeats of the batch's own images, never twice in one
+    minibatch-stddev ``group`` when N >= its size (:func:`audit.batches.padding_rows`); and
+    the number of rows added. The caller keeps the first N rows of every output."""
     import torch
 
     from audit.batches import padding_rows
 
     if len(x) >= size:
         return x, c, 0
-    rows = padding_rows(len(x), size)
+    rows = padding_rows(len(x), size, group=group)
     filled = x[torch.as_tensor(rows, device=x.device)]
     return filled, None if c is None else c[rows], size - len(x)
 

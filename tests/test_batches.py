@@ -211,3 +211,25 @@ def test_a_batch_short_of_an_unreadable_image_is_padded_too(stylegan_d, tmp_path
     assert store.n_images == 8 and len(store.skipped) == 1
     assert store.manifest["padded_rows"] == 8
     assert store.image_ids == sorted(store.image_ids, key=lambda i: source.image_ids.index(i))
+
+
+@pytest.mark.parametrize(("n", "size", "group"), [(5, 8, 4), (13, 32, 4), (4, 8, 4),
+                                                  (7, 12, 4), (9, 16, 8)])
+def test_padding_never_puts_an_image_twice_in_a_minibatch_stddev_group(n, size, group):
+    """NVlabs' MinibatchStdLayer groups rows strided (row r with r + size/G, ...): a copy in
+    its original's group would shrink that group's standard deviation (found in review)."""
+    from audit.batches import padding_rows
+
+    rows = padding_rows(n, size, group=group)
+    assert len(rows) == size and list(rows[:n]) == list(range(n))
+    stride = size // group
+    for first in range(stride):
+        members = [int(rows[i]) for i in range(first, size, stride)]
+        assert len(set(members)) == len(members), (first, members)
+
+
+def test_padding_with_fewer_images_than_a_group_repeats_them_evenly():
+    from audit.batches import padding_rows
+
+    rows = padding_rows(2, 8, group=4)
+    assert sorted(np.bincount(rows).tolist()) == [4, 4]
