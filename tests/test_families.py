@@ -339,3 +339,19 @@ def test_a_generated_image_never_depends_on_the_images_it_is_generated_with(fami
     assert torch.equal(alone[0], batch[3]) and torch.equal(alone[0], shuffled[1])
     again = generate_batch(load_generator(GeneratorConfig(**section)), [3], seed=0)
     assert torch.equal(alone, again)  # and across loads (runs)
+
+
+def test_a_lucidrains_batch_of_one_image_is_scored(tmp_path):
+    """lucidrains' D returns logits.squeeze(): a batch of one image gives a 0-dim tensor
+    (found in review: n = 1 mod the batch size stopped the run after earlier work)."""
+    import torch
+
+    from audit.config import DiscriminatorConfig
+    from audit.load import load_discriminator
+
+    model = load_discriminator(DiscriminatorConfig(**build("lucidrains", tmp_path)
+                                                   ["discriminator"]))
+    x = torch.rand(3, 3, 32, 32)
+    batch = model.scores(model.forward(x))
+    alone = model.scores(model.forward(x[1:2]))
+    assert alone.shape == (1,) and torch.allclose(alone[0], batch[1], atol=1e-5)

@@ -181,6 +181,8 @@ class LoadedModel:
             out = self.module(x)
         out = first_tensor(out)
         n = x.shape[0]
+        if out.ndim == 0 and n == 1:
+            out = out.reshape(1)  # `logits.squeeze()` of one image (lucidrains): its score
         if out.ndim == 0 or out.shape[0] != n:
             got = "a 0-dim tensor (one number)" if out.ndim == 0 else \
                 f"a tensor of shape {tuple(out.shape)}"
