@@ -629,3 +629,26 @@ def test_a_package_raising_at_import_is_reported_by_the_load_stage(tmp_path, mon
             load_discriminator(cfg)
     finally:
         sys.modules.pop("brokenpkg", None)
+
+
+def test_a_missing_pkg_resources_names_the_setuptools_that_has_it(tmp_path) -> None:
+    """StyleGAN3's code imports pkg_resources, which setuptools dropped in version 81: the
+    fix is an older setuptools, not a package named pkg_resources (found in review)."""
+    import importlib.util
+
+    from audit.models.usercode import missing_module
+
+    code = tmp_path / "repo"
+    code.mkdir()
+    (code / "legacy.py").write_text(
+        "def load():\n"
+        "    raise ModuleNotFoundError(\"No module named 'pkg_resources'\", "
+        "name='pkg_resources')\n")
+    spec = importlib.util.spec_from_file_location("legacy_under_test", code / "legacy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(ModuleNotFoundError) as info:
+        module.load()
+    message = missing_module(info.value, code_path=code)
+    assert "pip install 'setuptools<81'" in message
+    assert "pip install pkg_resources" not in message

@@ -18,7 +18,10 @@ from audit.errors import CHECK_PATH, ModelLoadError
 _REPO_MODULES = ("dnnlib", "torch_utils")
 # Import names whose pip package is named otherwise.
 _PIP_NAMES = {"PIL": "pillow", "cv2": "opencv-python", "sklearn": "scikit-learn",
-              "skimage": "scikit-image", "yaml": "pyyaml", "attr": "attrs"}
+              "skimage": "scikit-image", "yaml": "pyyaml", "attr": "attrs",
+              # pkg_resources came with setuptools, which dropped it in version 81 (StyleGAN3
+              # imports it): the quotes keep the shell from reading '<' as a redirect
+              "pkg_resources": "'setuptools<81'"}
 
 
 def add_code_path(code_path: Path | None, *, spec: str) -> None:
