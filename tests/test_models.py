@@ -12,6 +12,7 @@ import pickle
 import sys
 import textwrap
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -733,3 +734,32 @@ def test_a_declared_range_that_looks_unused_is_a_warning_not_a_stop() -> None:
     assert state.checked and torch.equal(images, bright)
     with pytest.raises(ModelLoadError, match="far outside"):  # never plausible: still a stop
         _range_check(bright * 255, declared=(0.0, 1.0), explicit=True)
+
+
+def test_an_nvlabs_persistent_networks_identity_names_its_class_and_code() -> None:
+    """NVlabs' persistence wraps every network class in one local ``Decorator`` and keeps
+    the original class name and module source on the object: the identity uses both, so
+    two networks, or a pickle re-saved with patched code, differ (found in review)."""
+    from torch import nn
+
+    from audit.models.identity import class_name, identity_sha256, model_identity
+
+    class Decorator(nn.Linear):  # what torch_utils.persistence makes of every class
+        pass
+
+    class Cfg:
+        kwargs: ClassVar[dict] = {}
+
+    def persistent(name: str, source: str) -> nn.Module:
+        net = Decorator(2, 1)
+        net._orig_class_name = name
+        net._orig_module_name = "training.networks_stylegan2"
+        net._orig_module_src = source
+        return net
+
+    d, g = persistent("Discriminator", "v1"), persistent("Generator", "v1")
+    assert class_name(d) == "training.networks_stylegan2.Discriminator"
+    ids = [identity_sha256(model_identity(m, Cfg(), dtype="float32", built_fp16=[],
+                                          weights_sha256="w"))
+           for m in (d, g, persistent("Discriminator", "v2 (patched)"))]
+    assert len(set(ids)) == 3

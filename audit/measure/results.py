@@ -262,11 +262,13 @@ def batch_notes(batches: dict[str, Any] | None) -> list[str]:
             f"e.g. minibatch standard deviation), so an image's score, and every number that "
             f"rests on scores, depends on how batches were formed: batches of "
             f"{first.get('batch_size')} images (a multiple of the group size "
-            f"{first.get('group_size')}), in a seeded random order within each set of images "
-            f"(seed {first.get('order_seed')}), so that no batch holds one group only; short "
-            f"batches were filled with repeats of their own images, whose outputs were "
-            f"dropped (repeated rows: {padded}). Real and generated images were scored in "
-            f"separate batches, as in training."]
+            f"{first.get('group_size')}), in a seeded random order within each shard of a set "
+            f"of images (seed {first.get('order_seed')}), which mixes the groups a shard "
+            f"holds (a source sorted by group, e.g. one folder per group, larger than a shard "
+            f"still gives batches of one group); short batches were filled with repeats of "
+            f"their own images, never twice in one minibatch group where possible, whose "
+            f"outputs were dropped (repeated rows: {padded}). Real and generated images were "
+            f"scored in separate batches, as in training."]
 
 
 def _underpowered(test: dict[str, Any] | None, alpha: float) -> bool:

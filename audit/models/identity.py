@@ -33,6 +33,9 @@ def class_name(module: nn.Module) -> str:
     """The model's qualified class name (a scripted model: its original class name; a class
     from a .py file given by path: its name alone, so that moving the file keeps it)."""
     cls = type(module)
+    persisted = getattr(module, "_orig_class_name", None)  # NVlabs persistence's Decorator
+    if isinstance(persisted, str):
+        return f"{getattr(module, '_orig_module_name', '')}.{persisted}".lstrip(".")
     original = getattr(module, "original_name", None)
     if isinstance(original, str) and cls.__module__.startswith("torch.jit"):
         return f"torchscript:{original}"
@@ -50,6 +53,9 @@ def model_identity(module: nn.Module, cfg: Any, *, dtype: str, built_fp16: list[
     init_kwargs = getattr(module, "init_kwargs", None)   # NVlabs persistence keeps them
     if isinstance(init_kwargs, dict):
         identity["init_kwargs"] = _plain(init_kwargs)
+    source = getattr(module, "_orig_module_src", None)   # and the network's source code
+    if isinstance(source, str):
+        identity["source_sha256"] = hashlib.sha256(source.encode()).hexdigest()
     return identity
 
 
