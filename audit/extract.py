@@ -426,9 +426,11 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                     done += len(ids)
                     _check_room(store, {n: buf[n] for n in s.layers}, rows=len(ids),
                                 remaining=total - done + len(ids))
-                    order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
+                    # rows back in source order (a no-op, and no copy, without a shuffle)
+                    order = (slice(None) if s.order_seed is None
+                             else np.argsort(np.asarray(rows, dtype=np.int64), kind="stable"))
                     store.write_shard(
-                        k, image_ids=[ids[j] for j in order],
+                        k, image_ids=list(np.asarray(ids, dtype=object)[order]),
                         activations={n: _stack(buf[n])[order] for n in s.layers},
                         scores=(np.concatenate(scores) if scores
                                 else np.empty(0, np.float32))[order],
