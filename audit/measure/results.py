@@ -16,6 +16,7 @@ import numpy as np
 
 from audit.errors import DataError, RunFolderError
 from audit.measure.bootstrap import BootstrapSpec, cluster_cells, draw_cells, padded_cells
+from audit.measure.distributions import score_bin_edges, score_histogram
 from audit.measure.findings import results_to_findings, validity_summary, verdicts
 from audit.measure.groups import (
     N_STATES,
@@ -79,6 +80,9 @@ NOTES = (
     "denominator is 0 is undefined; its interval is [0, null] with the reason in 'unbounded'.",
     "Images with a NaN or infinite score are counted in representation but left out of every "
     "score-based number.",
+    "Score histograms count each concept's groups (true group where known, else decoded) per "
+    "source in equal-width bins over the range of all finite audited scores, the same bins "
+    "for every concept.",
 )
 
 
@@ -169,6 +173,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     per_concept, crossed = groupings(audit, concept_set, validity,
                                      unknown_below=settings.unknown_below)
 
+    edges = score_bin_edges(scores)
     sections: dict[str, dict[str, Any]] = {}
     all_tests: list[dict[str, Any]] = []
     exclusions: list[dict[str, Any]] = []
@@ -176,6 +181,9 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         rep, trt, tests, excl, degen = _measure_grouping(
             grouping, source=source, state=state, scores=scores, median=median, spec=spec,
             settings=settings, clusters=clusters)
+        if edges is not None and len(grouping.concepts) == 1:
+            trt["score_histogram"] = score_histogram(scores, source, grouping.best,
+                                                     grouping.labels(), edges)
         sections[grouping.name] = {"representation": rep, "treatment": trt}
         all_tests += tests
         exclusions += excl

@@ -281,21 +281,16 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
     } if fl else None
     name = str(entry.get("concept"))
     hist = _dict(entry.get("score_histogram"))
-    distributions: list[Chart] | Unavailable
-    if hist.get("edges") and _dict(hist.get("counts")) and chart:
-        distributions = [
-            score_distribution_chart(name, [float(e) for e in hist["edges"]],
-                                     {str(g): list(c) for g, c in _dict(per).items()},
-                                     source=str(src), threshold=_f(entry.get("median_real_score")),
-                                     key=f"{key}-{src}")
-            for src, per in _dict(hist.get("counts")).items()]
-    elif hist.get("edges"):
-        distributions = Unavailable("drawn for protected concepts only in audits with many "
-                                    "concepts")
-    else:
-        distributions = Unavailable(
-            "results.json holds no score histograms per group ('score_histogram' of a "
-            "treatment entry); the per-group mean scores and rates in the table summarise them")
+    real = {str(g): list(c) for g, c in _dict(_dict(hist.get("counts")).get("real")).items()
+            if isinstance(c, list) and sum(x for x in c if _finite(x)) > 0}
+    edges = [float(e) for e in _list(hist.get("edges")) if _finite(e)]
+    # Nothing to show is left out, not announced: the table above holds the numbers.
+    distributions: list[Chart] = []
+    if chart and real and len(edges) >= 2 and all(len(c) == len(edges) - 1
+                                                  for c in real.values()):
+        distributions.append(score_distribution_chart(
+            name, edges, real, source="real", threshold=_f(entry.get("accept_threshold")),
+            median=_f(entry.get("median_real_score")), key=f"{key}-real"))
     return {
         "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
         "protected": bool(entry.get("protected")),
