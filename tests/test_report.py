@@ -299,6 +299,28 @@ def test_the_fixture_draws_a_histogram_for_every_charted_concept(results):
     assert "share of the group's images" in html
 
 
+def test_the_transfer_table_shows_each_concept_and_only_when_measured(results):
+    import copy
+
+    data = copy.deepcopy(results)
+    assert data["transfer"] == []
+    assert "Transfer to generated images" not in results_to_html(data)
+    share = {"value": 0.405, "ci": [0.383, 0.426], "n": 2000, "k": 809}
+    data["transfer"] = [{
+        "concept": "stroke", "layer": "blocks.1.1", "method": "pca_mahalanobis_residual",
+        "n_components": 4, "explained_variance": 0.95, "n_train": 1292, "n_calibration": 864,
+        "quantile": 0.99, "threshold": 5.1, "generated": share,
+        "real": {"value": 0.0115, "ci": [0.0077, 0.0172], "n": 2000, "k": 23},
+        "out_of_distribution": True, "reason": None, "rule": "the <rule>", "caveat": "c"}]
+    from audit.measure import validate_results
+
+    validate_results(data)
+    text = squash(" ".join(parse(results_to_html(data)).text))
+    assert "Transfer to generated images" in text and "Rule: the <rule>." in text
+    assert "stroke blocks.1.1 4 1292 / 864 40.5% [38.3%, 42.6%] 809/2000 1.1% [0.8%, 1.7%] " \
+           "23/2000 out of distribution" in text
+
+
 def test_results_to_html_needs_only_results(results):
     html = results_to_html(results)
     assert "digits-synthetic-0" in html and "4. Representation" in html

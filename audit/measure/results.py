@@ -31,6 +31,7 @@ from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
 from audit.measure.stats import adjust_pvalues
+from audit.measure.transfer import transfer_caveats, transfer_section
 from audit.measure.treatment import measure_treatment
 
 if TYPE_CHECKING:
@@ -80,6 +81,14 @@ NOTES = (
     "denominator is 0 is undefined; its interval is [0, null] with the reason in 'unbounded'.",
     "Images with a NaN or infinite score are counted in representation but left out of every "
     "score-based number.",
+    "Decoder transfer: for the layer each concept's decoder reads, generated images count as "
+    "beyond the real range when their distance from the decoder's training activations (squared "
+    "Mahalanobis distance in the principal components of the standardised paired train split, "
+    "plus the squared residual off them, each scaled to mean 1 on the train split) exceeds the "
+    "99th percentile of held-out real images' (paired val and test splits); the share has a "
+    "Wilson interval. Generated images are out of distribution when its lower bound exceeds 5%; "
+    "findings on their decoded groups (representation, coverage, treatment of generated "
+    "images) then carry the caveat.",
     "Score histograms count each concept's groups (true group where known, else decoded) per "
     "source in equal-width bins over the range of all finite audited scores, the same bins "
     "for every concept.",
@@ -110,7 +119,8 @@ def _check(predictions: pd.DataFrame, concept_set: ConceptSet, settings: Measure
 
 def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            validity: dict[str, Any], *, settings: MeasureSettings,
-                           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                           meta: dict[str, Any] | None = None,
+                           transfer: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -128,6 +138,9 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     meta
         Passed through as ``meta`` (audit id, date, model spec, data sources, counts of
         skipped images, ...).
+    transfer
+        The ``decoders/transfer.json`` document (how far generated activations lie from
+        the decoders' training images), or None: then no ``transfer`` caveat.
 
     Returns
     -------
@@ -209,9 +222,11 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     if sanity["constant"]:
         _withhold_treatment_verdicts(trts)
     _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
+    transfer_rows = transfer_section(transfer, concept_set.names)
     findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
                                    protected=[c.name for c in concept_set.protected],
-                                   discriminator=sanity)
+                                   discriminator=sanity,
+                                   transfer=transfer_caveats(transfer_rows))
     unknowns = []
     if settings.unknown_below > 0:
         for g in per_concept:
@@ -235,6 +250,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "counts": {"real": int(np.sum(source == 0)), "generated": int(np.sum(source == 1)),
                    "total": len(audit), "invalid_scores": int(np.sum(~finite))},
         "validity": summary,
+        "transfer": transfer_rows,
         "representation": [sections[g.name]["representation"] for g in per_concept],
         "treatment": [sections[g.name]["treatment"] for g in per_concept],
         "intersections": [{"name": g.name, "concepts": list(g.concepts),
@@ -540,8 +556,16 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
                              f"'gan-audit train-decoders'.") from exc
+    transfer = None
+    transfer_path = run_dir / "decoders" / "transfer.json"
+    if transfer_path.exists() or transfer_path.is_symlink():
+        try:
+            transfer = json.loads(refuse_links(transfer_path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{transfer_path}: unreadable JSON ({exc}). Re-run "
+                                 f"'gan-audit train-decoders'.") from exc
     results = predictions_to_results(predictions, concept_set, validity, settings=settings,
-                                     meta=meta)
+                                     meta=meta, transfer=transfer)
     atomic_write_json(run_dir / "results.json", results)
     write_tables(results, run_dir / "tables")
     return results

@@ -387,6 +387,22 @@ def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
             "problems": [str(_dict(p).get("message")) for p in _list(d.get("problems"))]}
 
 
+def _transfer_view(section: Any) -> list[dict[str, Any]]:
+    """Rows of the decoder-transfer table (results.json's ``transfer``; [] when absent)."""
+    rows = []
+    for r in _list(section):
+        r = _dict(r)
+        ood = r.get("out_of_distribution")
+        rows.append({"concept": str(r.get("concept")), "layer": str(r.get("layer")),
+                     "n_components": _i(r.get("n_components")),
+                     "n_train": _i(r.get("n_train")), "n_calibration": _i(r.get("n_calibration")),
+                     "generated": num_from(r.get("generated")), "real": num_from(r.get("real")),
+                     "status": ("not measured" if ood is None else
+                                "out of distribution" if ood else "within range"),
+                     "reason": r.get("reason"), "rule": str(r.get("rule") or "")})
+    return rows
+
+
 def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
     """Latest status and history of each finding; the chain check of the log."""
     entries = list(getattr(review, "entries", []) or [])
@@ -569,6 +585,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "top_findings": _top_findings(findings),
         "findings": findings,
         "validity": _validity_view(results, inputs.validity, inputs.layers, order),
+        "transfer": _transfer_view(results.get("transfer")),
         "representation": rep_views,
         "treatment": trt_views,
         "intersections": inter_views,
