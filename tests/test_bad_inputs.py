@@ -32,7 +32,7 @@ from test_pipeline import TINY
 from audit.cli import cli
 
 # The outputs of each stage (the pipeline's), for "a stage marked done has its outputs".
-STAGE_OUTPUTS = {"extract": ["activations"], "decoders": ["decoders"],
+STAGE_OUTPUTS = {"extract": ["activations"], "decoders": ["decoders"], "baseline": ["baseline"],
                  "decode": ["predictions.parquet"], "samples": ["samples"],
                  "measure": ["results.json"], "insight": ["insight"], "report": ["report.html"]}
 FINAL = ("results.json", "report.html", "report.pdf", "predictions.parquet")

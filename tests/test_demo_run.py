@@ -93,6 +93,22 @@ def test_the_report_draws_score_histograms_per_concept(demo_run):
     assert "not available: results.json holds no score histograms" not in html
 
 
+def test_the_random_weights_baseline_runs_as_its_own_timed_stage(demo_run):
+    out, stdout = demo_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stages"]["baseline"]["done"] and "baseline" in stdout.split("stages:")[1]
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["concept"]: r for r in results["baseline"]}
+    assert set(rows) == {"digit", "tone", "stroke"}
+    for r in rows.values():
+        lo, hi = r["knowledge_gain"]["ci"]
+        assert lo < hi and r["pixels_alone"] is (lo <= 0)
+        assert r["knowledge_gain"]["value"] == pytest.approx(
+            r["trained_balanced_accuracy"] - r["random_balanced_accuracy"])
+    html = (out / "report.html").read_text()
+    assert "Knowledge gain over a random-weights discriminator" in html
+
+
 def test_the_pdf_shows_the_headline_numbers(demo_run):
     pypdf = pytest.importorskip("pypdf")
     text = "\n".join(page.extract_text() for page in pypdf.PdfReader(

@@ -32,7 +32,7 @@ TINY = {
 RUN_FILES = ["config.yaml", "manifest.json", "activations/paired/manifest.json",
              "activations/real/manifest.json", "activations/generated/manifest.json",
              "decoders/validity.json", "decoders/layers.json", "decoders/splits.json",
-             "decoders/transfer.json",
+             "decoders/transfer.json", "baseline/random.json",
              "predictions.parquet", "results.json", "samples/index.json", "report.html"]
 
 

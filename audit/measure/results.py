@@ -27,6 +27,7 @@ from audit.measure.groups import (
     required_columns,
     score_states,
 )
+from audit.measure.knowledge import baseline_section
 from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
@@ -89,6 +90,12 @@ NOTES = (
     "Wilson interval. Generated images are out of distribution when its lower bound exceeds 5%; "
     "findings on their decoded groups (representation, coverage, treatment of generated "
     "images) then carry the caveat.",
+    "Knowledge gain: the paired images are recorded again through the same discriminator "
+    "with re-initialised weights (reset_parameters of every module, fixed seed) and decoders "
+    "are trained on them with the same settings; the gain is the trained-D minus the random-D "
+    "balanced accuracy on the same held-out test images, with a percentile bootstrap interval "
+    "resampling them. Where it includes 0 the concept is decodable from pixels alone, which is "
+    "no evidence of what the discriminator learnt.",
     "Score histograms count each concept's groups (true group where known, else decoded) per "
     "source in equal-width bins over the range of all finite audited scores, the same bins "
     "for every concept.",
@@ -120,7 +127,8 @@ def _check(predictions: pd.DataFrame, concept_set: ConceptSet, settings: Measure
 def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            validity: dict[str, Any], *, settings: MeasureSettings,
                            meta: dict[str, Any] | None = None,
-                           transfer: dict[str, Any] | None = None) -> dict[str, Any]:
+                           transfer: dict[str, Any] | None = None,
+                           baseline: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -141,6 +149,9 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     transfer
         The ``decoders/transfer.json`` document (how far generated activations lie from
         the decoders' training images), or None: then no ``transfer`` caveat.
+    baseline
+        The ``baseline/random.json`` document (decoders on a random-weights D), or None:
+        then no ``baseline`` (knowledge gain) section.
 
     Returns
     -------
@@ -251,6 +262,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                    "total": len(audit), "invalid_scores": int(np.sum(~finite))},
         "validity": summary,
         "transfer": transfer_rows,
+        "baseline": baseline_section(baseline, concept_set.names),
         "representation": [sections[g.name]["representation"] for g in per_concept],
         "treatment": [sections[g.name]["treatment"] for g in per_concept],
         "intersections": [{"name": g.name, "concepts": list(g.concepts),
@@ -521,6 +533,21 @@ def run_meta(run_dir: Path, *, name: str | None = None, title: str | None = None
     return meta
 
 
+def _optional_json(path: Path, remedy: str) -> Any:
+    """The JSON document at ``path`` in a run folder, or None when there is none (never
+    read through a link)."""
+    import json
+
+    from audit.runfolder import refuse_links
+
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        return json.loads(refuse_links(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: unreadable JSON ({exc}). Re-run {remedy}.") from exc
+
+
 def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSettings,
                 meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure a run folder: read ``predictions.parquet`` and ``decoders/validity.json``,
@@ -556,16 +583,11 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
                              f"'gan-audit train-decoders'.") from exc
-    transfer = None
-    transfer_path = run_dir / "decoders" / "transfer.json"
-    if transfer_path.exists() or transfer_path.is_symlink():
-        try:
-            transfer = json.loads(refuse_links(transfer_path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunFolderError(f"{transfer_path}: unreadable JSON ({exc}). Re-run "
-                                 f"'gan-audit train-decoders'.") from exc
+    transfer = _optional_json(run_dir / "decoders" / "transfer.json",
+                              "'gan-audit train-decoders'")
+    baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
     results = predictions_to_results(predictions, concept_set, validity, settings=settings,
-                                     meta=meta, transfer=transfer)
+                                     meta=meta, transfer=transfer, baseline=baseline)
     atomic_write_json(run_dir / "results.json", results)
     write_tables(results, run_dir / "tables")
     return results

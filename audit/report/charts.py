@@ -355,11 +355,11 @@ def score_distribution_chart(concept: str, edges: Sequence[float],
         alt_parts.append(part)
     lines = []
     if threshold is not None and _finite(threshold):
-        ax.axvline(threshold, color="#D55E00", linestyle="--", linewidth=1.1,
+        ax.axvline(threshold, color="#000000", linestyle=(0, (6, 2)), linewidth=1.3,
                    label=f"acceptance threshold ({threshold:.3g})")
         lines.append(f"a dashed line marks the acceptance threshold ({threshold:.3g})")
     if median is not None and _finite(median):
-        ax.axvline(median, color="#444444", linestyle=":", linewidth=1.1,
+        ax.axvline(median, color="#666666", linestyle=":", linewidth=1.5,
                    label=f"median real score ({median:.3g})")
         lines.append(f"a dotted line the median score of all real images ({median:.3g}), "
                      f"the cut of the scoring rate")

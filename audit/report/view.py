@@ -403,6 +403,18 @@ def _transfer_view(section: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _baseline_view(section: Any) -> list[dict[str, Any]]:
+    """Rows of the knowledge-gain table (results.json's ``baseline``; [] when absent)."""
+    return [{"concept": str(_dict(r).get("concept")),
+             "trained_layer": _dict(r).get("trained_layer"),
+             "random_layer": _dict(r).get("random_layer"),
+             "trained": _f(_dict(r).get("trained_balanced_accuracy")),
+             "random": _f(_dict(r).get("random_balanced_accuracy")),
+             "gain": num_from(_dict(r).get("knowledge_gain")),
+             "pixels_alone": bool(_dict(r).get("pixels_alone")),
+             "label": _dict(r).get("label")} for r in _list(section)]
+
+
 def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
     """Latest status and history of each finding; the chain check of the log."""
     entries = list(getattr(review, "entries", []) or [])
@@ -586,6 +598,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "findings": findings,
         "validity": _validity_view(results, inputs.validity, inputs.layers, order),
         "transfer": _transfer_view(results.get("transfer")),
+        "baseline": _baseline_view(results.get("baseline")),
         "representation": rep_views,
         "treatment": trt_views,
         "intersections": inter_views,
