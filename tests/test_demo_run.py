@@ -115,3 +115,26 @@ def test_the_pdf_shows_the_headline_numbers(demo_run):
         demo_run[0] / "report.pdf").pages)
     assert "Summary and verdicts" in text
     assert "F-REP-stroke-thin" in text.replace("\n", "")
+
+
+def test_a_random_weights_discriminator_gets_no_confident_treatment_finding(tmp_path):
+    """Issue 18's random-D scenario end to end: the demo with the same D architecture and
+    random weights (benchmarks/sanity.py repeats it: 20 of 20 runs)."""
+    import torch
+
+    from audit.config import load_config
+    from audit.pipeline import demo_config, run_audit
+
+    cfg = load_config(demo_config())
+    cfg = cfg.model_copy(update={
+        "discriminator": cfg.discriminator.model_copy(
+            update={"spec": "python:audit.demo.models:DigitsDiscriminator"}),
+        "measure": cfg.measure.model_copy(update={"n_boot": 200}),
+        "decoders": cfg.decoders.model_copy(update={"random_baseline": False})})
+    torch.manual_seed(0)
+    summary = run_audit(cfg, out=tmp_path / "run", pdf=False, log=lambda line: None)
+    results = summary.results
+    assert results["discriminator"]["problems"], "the sanity check names what is wrong"
+    for f in results["findings"]:
+        if f["kind"] == "treatment":
+            assert f["severity"] in ("low", "info") and f["evidence"]["discriminator_caveat"]
