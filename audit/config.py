@@ -284,6 +284,16 @@ class DecoderSettings(_Section):
     stopping on the validation loss, a dozen epochs at most.
     """
 
+    random_baseline: bool = Field(True, description="also record the paired images through "
+                                                    "the same discriminator with re-initialised "
+                                                    "weights and train decoders on them: each "
+                                                    "concept's knowledge gain (trained minus "
+                                                    "random balanced accuracy) says whether the "
+                                                    "D learnt it or the pixels show it (the "
+                                                    "'baseline' stage: one more extraction of "
+                                                    "the paired images, stored in "
+                                                    "baseline/activations, and decoder "
+                                                    "training)")
     hidden: list[Annotated[int, Field(ge=1, le=4096)]] = Field(default_factory=lambda: [64],
                               description="hidden layer sizes of the MLP ([] = the linear "
                                           "probe alone); on the benchmark 32, 64, 128 and "

@@ -1,6 +1,7 @@
 """The main job: every stage of an audit into one run folder, resumable and cached.
 
-``run_audit`` runs extract -> decoders -> decode -> samples -> measure -> report.
+``run_audit`` runs extract -> decoders -> baseline (random-weights D) -> decode -> samples
+-> measure -> insight -> report.
 Each stage records the hash of its inputs in ``manifest.json``; a stage whose key
 matches and whose outputs exist is skipped, so a second run with only a new
 threshold re-measures and re-renders in seconds. Every file is written atomically
@@ -37,7 +38,8 @@ from audit.manifest import (
 
 __all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
 
-STAGES = ("extract", "decoders", "decode", "samples", "measure", "insight", "report")
+STAGES = ("extract", "decoders", "baseline", "decode", "samples", "measure", "insight",
+          "report")
 
 
 @dataclass
@@ -290,9 +292,13 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
     _record_data(run, cfg, files={k: v for stamp in stamps for k, v in stamp.items()})
 
     decoders_key = _hash("decoders", extract_key, concept_set.sha256,
-                         cfg.decoders.model_dump(mode="json"))
+                         cfg.decoders.model_dump(mode="json", exclude={"random_baseline"}))
     run.stage("decoders", decoders_key, ["decoders"],
               lambda: _train(run_dir, concept_set, cfg, dev))
+
+    baseline_key = _hash("baseline", decoders_key, cfg.decoders.random_baseline)
+    run.stage("baseline", baseline_key, ["baseline"],
+              lambda: _baseline(cfg, run_dir, concept_set, dev))
 
     decode_key = _hash("decode", decoders_key)
     run.stage("decode", decode_key, ["predictions.parquet"],
@@ -302,7 +308,7 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
     run.stage("samples", samples_key, ["samples"],
               lambda: _samples(cfg, run_dir, concept_set, dev))
 
-    measure_key = _hash("measure", decode_key, concept_set.sha256,
+    measure_key = _hash("measure", decode_key, baseline_key, concept_set.sha256,
                         cfg.measure.model_dump(mode="json"), cfg.report.title)
     run.stage("measure", measure_key, ["results.json", "tables"],
               lambda: _measure(run_dir, concept_set, cfg))
@@ -382,6 +388,12 @@ def _train(run_dir: Path, concept_set: Any, cfg: AuditConfig, device: str) -> No
     from audit.decode.run import train_run_decoders
 
     train_run_decoders(run_dir, concept_set, cfg.decoders, device=device)
+
+
+def _baseline(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) -> None:
+    from audit.decode.baseline import baseline_for_run
+
+    baseline_for_run(cfg, run_dir, concept_set, device=device)
 
 
 def predictions_from_run(run_dir: Path, concept_set: Any) -> Any:

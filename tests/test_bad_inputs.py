@@ -32,7 +32,7 @@ from test_pipeline import TINY
 from audit.cli import cli
 
 # The outputs of each stage (the pipeline's), for "a stage marked done has its outputs".
-STAGE_OUTPUTS = {"extract": ["activations"], "decoders": ["decoders"],
+STAGE_OUTPUTS = {"extract": ["activations"], "decoders": ["decoders"], "baseline": ["baseline"],
                  "decode": ["predictions.parquet"], "samples": ["samples"],
                  "measure": ["results.json"], "insight": ["insight"], "report": ["report.html"]}
 FINAL = ("results.json", "report.html", "report.pdf", "predictions.parquet")
@@ -732,6 +732,15 @@ def _truncated_results(tmp: Path, shared) -> tuple[list, Path]:
 def _results_measured_again(run: Path) -> None:
     json.loads((run / "results.json").read_text())  # whole again
     assert invoke("verify", run).exit_code == 0
+def _malformed_transfer(tmp: Path, shared) -> tuple[list, Path]:
+    """A finished run whose decoders/transfer.json names a layer it has no numbers for."""
+    run = copy_run(shared("tiny"), tmp / "run")
+    doc = json.loads((run / "decoders" / "transfer.json").read_text())
+    doc["layers"] = {}
+    (run / "decoders" / "transfer.json").write_text(json.dumps(doc))
+    return ["measure", write_config(tmp / "audit.yaml", {**FIXED, "out": str(run)})], run
+
+
 def _unlabelled_folder(tmp: Path) -> dict:
     """A folder of demo digits without a labels CSV."""
     digit_pngs(tmp / "unlabelled", n=12)
@@ -938,6 +947,10 @@ CASES: dict[str, Case] = {
         _run_with(generator=_generator_in_0_1), 2,
         ("have values in [0.", "generator.value_range is [-1, 1] (the default)",
          "`generator: {value_range: [0, 1]}`")),
+    # evidence (#18 item 7): decoder transfer
+    "decoders/transfer.json without the numbers of a layer": Case(
+        _malformed_transfer, 2, ("decoders/transfer.json is malformed",
+                                 "run 'gan-audit train-decoders' again")),
 }
 
 
@@ -1013,4 +1026,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 57
+    assert len(CASES) == 58

@@ -21,7 +21,8 @@ import audit.pipeline
 from audit.pipeline import STAGES
 
 # The function each stage of audit.pipeline.run_audit calls (looked up at call time).
-STAGE_FUNCTIONS = {"extract": "_extract", "decoders": "_train", "decode": "predictions_from_run",
+STAGE_FUNCTIONS = {"extract": "_extract", "decoders": "_train", "baseline": "_baseline",
+                   "decode": "predictions_from_run",
                    "samples": "_samples", "measure": "_measure", "insight": "_insight",
                    "report": "_report"}
 

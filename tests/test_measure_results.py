@@ -643,3 +643,52 @@ def test_coverage_alone_keeps_its_own_finding(cs) -> None:
     cov = ids["F-COV-tone-dark"]
     assert cov["kind"] == "coverage" and cov["value"] < 0.01
     assert "coverage" not in cov["evidence"]
+
+
+# ------------------------------------------------------------------ score histograms (#18 item 6)
+
+
+def test_score_histograms_are_numpy_histograms_of_the_predictions(results, planted) -> None:
+    frame, _ = planted
+    audit = frame[frame["split"] == "audit"]
+    scores = audit["score"].to_numpy(dtype=float)
+    edges = np.histogram_bin_edges(scores[np.isfinite(scores)], bins=30)
+    for trt in results["treatment"]:
+        hist = trt["score_histogram"]
+        np.testing.assert_allclose(hist["edges"], edges)
+        concept = trt["concept"]
+        # the group an image counts in: its true label where known, else the decoded one
+        group = audit[f"true__{concept}"].where(audit[f"true__{concept}"].notna(),
+                                                audit[f"pred__{concept}"]).astype(str)
+        seen = 0
+        for source in ("real", "generated"):
+            for g in trt["groups"]:
+                rows = (audit["source"] == source).to_numpy() & (group == g).to_numpy()
+                want = np.histogram(scores[rows], bins=edges)[0]
+                got = hist["counts"][source].get(g)
+                if rows.any():
+                    assert got == want.tolist(), (concept, source, g)
+                    seen += int(want.sum())
+                else:
+                    assert got is None
+        assert seen == int(np.isfinite(scores).sum()) > 0  # every finite score, once
+    for inter in results["intersections"]:
+        assert "score_histogram" not in inter["treatment"]
+
+
+def test_score_histograms_leave_out_invalid_scores_and_need_a_finite_one(cs, planted) -> None:
+    frame, validity = planted
+    frame = frame.copy()
+    audited = (frame["split"] == "audit").to_numpy()
+    finite_before = int(np.isfinite(frame["score"].to_numpy()[audited]).sum())
+    first = frame.index[audited & np.isfinite(frame["score"].to_numpy())][:5]
+    frame.loc[first, "score"] = np.nan
+    out = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=20))
+    tone = _section(out, "treatment", "tone")
+    total = sum(sum(c) for per in tone["score_histogram"]["counts"].values()
+                for c in per.values())
+    assert total == finite_before - 5
+    frame["score"] = np.nan
+    out = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=20))
+    validate_results(out)
+    assert all("score_histogram" not in t for t in out["treatment"])

@@ -11,7 +11,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from audit.config import MeasureSettings
 from audit.measure import predictions_to_results, validate_results
-from audit.measure.sanity import auc_delong, discriminator_sanity, sanity_words
+from audit.measure.sanity import WEAK_AUC, auc_delong, discriminator_sanity, sanity_words
 from audit.measure.synthetic import DIGITS_PLANTED, Planted, synthetic_predictions
 
 
@@ -110,6 +110,21 @@ def test_random_discriminator_caps_treatment_findings_with_the_caveat(cs) -> Non
     for v in res["verdicts"]:
         assert v["reason"].startswith("caveat on treatment: the discriminator does not")
     assert sanity_words(d).startswith("discriminator FAILS sanity")
+
+
+def test_a_barely_separating_discriminator_is_flagged_like_a_random_one(cs) -> None:
+    # real 0.0 vs generated -0.2 (sd 1): AUC about 0.55, its interval above 0.5 at n = 1,500
+    weak = Planted(score_shift=SHIFT, real_score_mean=0.0, generated_score_mean=-0.2)
+    _, res = _run(cs, weak, n=1500)
+    d = res["discriminator"]
+    lo, hi = d["separation"]["ci"]
+    assert lo > 0.5 and hi < WEAK_AUC
+    assert [p["kind"] for p in d["problems"]] == ["weak_separation"]
+    trt = [f for f in res["findings"] if f["kind"] == "treatment"]
+    assert trt and all(f["severity"] in ("low", "info") and "barely separates" in f["summary"]
+                       for f in trt)
+    _, good = _run(cs, Planted(score_shift=SHIFT))          # AUC about 0.86: no problem
+    assert good["discriminator"]["problems"] == []
 
 
 def test_discriminator_accepting_one_percent_of_reals_is_flagged(cs) -> None:

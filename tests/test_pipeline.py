@@ -32,6 +32,7 @@ TINY = {
 RUN_FILES = ["config.yaml", "manifest.json", "activations/paired/manifest.json",
              "activations/real/manifest.json", "activations/generated/manifest.json",
              "decoders/validity.json", "decoders/layers.json", "decoders/splits.json",
+             "decoders/transfer.json", "baseline/random.json",
              "predictions.parquet", "results.json", "samples/index.json", "report.html"]
 
 
@@ -101,6 +102,18 @@ def test_rerun_with_a_new_threshold_reuses_the_heavy_stages(tiny_run, tmp_path):
     assert "[measure] done" in result.stderr and "[report] done" in result.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["impact_threshold"] == 0.9
+
+
+def test_switching_the_random_baseline_off_keeps_the_decoders(tiny_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out)
+    assert json.loads((out / "results.json").read_text())["baseline"]  # on by default
+    result = _run({**TINY, "decoders": {**TINY["decoders"], "random_baseline": False}}, out)
+    assert result.exit_code == 0, result.output
+    assert "[decoders] up to date" in result.stderr and "[baseline] done" in result.stderr
+    assert json.loads((out / "baseline" / "random.json").read_text())["skipped"]
+    assert json.loads((out / "results.json").read_text())["baseline"] == []
+    assert not (out / "baseline" / "activations").exists()
 
 
 def test_a_crash_mid_stage_leaves_a_resumable_folder(tiny_run, tmp_path, monkeypatch):

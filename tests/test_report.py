@@ -247,20 +247,78 @@ def test_absent_optional_parts_are_not_available(tmp_path, results):
         assert title in text
 
 
-def test_score_distributions_are_drawn_when_results_hold_histograms(results):
+def test_score_distributions_are_drawn_per_concept_with_both_thresholds(results):
     import copy
 
     data = copy.deepcopy(results)
     tone = next(t for t in data["treatment"] if t["concept"] == "tone")
     tone["score_histogram"] = {"edges": [-3, -1, 0, 1, 3],
                                "counts": {"real": {"light": [10, 20, 30, 40],
-                                                   "dark": [40, 30, 20, 10]}}}
+                                                   "dark": [40, 30, 20, 10]},
+                                          "generated": {"light": [1, 1, 1, 1]}}}
+    tone["accept_threshold"], tone["median_real_score"] = 0.0, 0.25
     html = results_to_html(data)
-    assert "Discriminator score distribution by group of tone (real images)" in html
-    # bin mids -2, -0.5, 0.5, 2: means (-20 - 10 + 15 + 80) / 100 and its mirror
-    assert "light: n=100, mean about 0.65; dark: n=100, mean about -0.65" in html
-    assert html.count("no score histograms per group") == len(data["treatment"]) - 1 + len(
-        data["intersections"])
+    start = html.index("Discriminator score distribution by group of tone (real images)")
+    svg = html[html.rindex("<svg", 0, start):html.index("</svg>", start)]
+    assert "<title>Discriminator score distribution by group of tone (real images)</title>" \
+        in svg
+    text = [t for t in re.findall(r">([^<>]+)<", svg) if t.strip()]  # the SVG's text
+    # axes with units, a legend with group sizes and both lines
+    assert "discriminator score (the discriminator's output units)" in text
+    assert "density (share per score unit)" in text  # unequal bins: a density
+    for label in ("light (n=100)", "dark (n=100)", "acceptance threshold (0)",
+                  "median real score (0.25)"):
+        assert label in text
+    # alt text: bin mids -2, -0.5, 0.5, 2; means (-20 - 10 + 15 + 80) / 100 and its mirror;
+    # above the threshold: the bins with mids 0.5 and 2
+    alt = re.search(r'aria-label="([^"]*)"', svg).group(1)
+    assert "light: n=100, mean about 0.65, about 70% above the acceptance threshold; " \
+           "dark: n=100, mean about -0.65, about 30% above" in alt
+    assert "dashed line marks the acceptance threshold (0)" in alt
+    assert "Discriminator score distribution by group of tone (generated images)" not in html
+
+
+def test_concepts_without_histograms_show_nothing_not_an_apology(results):
+    import copy
+
+    data = copy.deepcopy(results)
+    for t in data["treatment"]:
+        t.pop("score_histogram", None)
+    html = results_to_html(data)
+    assert "Discriminator score distribution" not in html
+    text = squash(" ".join(parse(html).text))
+    assert "Score distributions per group" not in text and "no score histograms" not in text
+
+
+def test_the_fixture_draws_a_histogram_for_every_charted_concept(results):
+    html = results_to_html(results)
+    for t in results["treatment"]:
+        assert f"Discriminator score distribution by group of {t['concept']} (real images)" \
+            in html
+    # equal-width bins: the y axis is the share of each group's images
+    assert "share of the group's images" in html
+
+
+def test_the_transfer_table_shows_each_concept_and_only_when_measured(results):
+    import copy
+
+    data = copy.deepcopy(results)
+    assert data["transfer"] == []
+    assert "Transfer to generated images" not in results_to_html(data)
+    share = {"value": 0.405, "ci": [0.383, 0.426], "n": 2000, "k": 809}
+    data["transfer"] = [{
+        "concept": "stroke", "layer": "blocks.1.1", "method": "pca_mahalanobis_residual",
+        "n_components": 4, "explained_variance": 0.95, "n_train": 1292, "n_calibration": 864,
+        "quantile": 0.99, "threshold": 5.1, "generated": share,
+        "real": {"value": 0.0115, "ci": [0.0077, 0.0172], "n": 2000, "k": 23},
+        "out_of_distribution": True, "reason": None, "rule": "the <rule>", "caveat": "c"}]
+    from audit.measure import validate_results
+
+    validate_results(data)
+    text = squash(" ".join(parse(results_to_html(data)).text))
+    assert "Transfer to generated images" in text and "Rule: the <rule>." in text
+    assert "stroke blocks.1.1 4 1292 / 864 40.5% [38.3%, 42.6%] 809/2000 1.1% [0.8%, 1.7%] " \
+           "23/2000 out of distribution" in text
 
 
 def test_results_to_html_needs_only_results(results):

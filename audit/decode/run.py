@@ -21,7 +21,8 @@ from audit.decode.persist import load_decoders, save_decoders
 from audit.decode.train import activations_to_decoders
 from audit.errors import DataError, RunFolderError
 
-__all__ = ["train_run_decoders", "decode_images", "extract_like_run", "store_features"]
+__all__ = ["train_run_decoders", "decode_images", "extract_like_run", "store_features",
+           "write_transfer"]
 
 _EXTRACT = "Run `gan-audit extract CONFIG.yaml` first."
 
@@ -56,7 +57,31 @@ def train_run_decoders(run_dir: Path, concept_set: ConceptSet, settings: Decoder
         model_sha256=store.settings.model_sha256, pooling=store.settings.pooling,
         device=device)
     save_decoders(bundle, Path(run_dir) / "decoders")
+    write_transfer(run_dir, bundle, store)
     return bundle
+
+
+def write_transfer(run_dir: Path, bundle: DecoderBundle, paired: Any) -> Path | None:
+    """Write ``RUN_DIR/decoders/transfer.json``: how far the generated images' activations
+    at each concept's layer lie from the paired train split's
+    (:func:`audit.decode.transfer.run_transfer`); None (nothing written) when the run folder
+    has no generated store."""
+    from audit.decode.transfer import run_transfer
+    from audit.io import atomic_write_json
+    from audit.store import ActivationStore
+
+    root = Path(run_dir) / "activations"
+    if not (root / "generated").is_dir():
+        return None
+    layers = sorted(set(bundle.best.values()), key=bundle.layers.index)
+    features = {"paired": store_features(paired, layers),
+                "generated": store_features(ActivationStore.open(root / "generated"), layers)}
+    if (root / "real").is_dir():
+        features["real"] = store_features(ActivationStore.open(root / "real"), layers)
+    doc = run_transfer(features, bundle.splits, paired.image_ids, bundle.best)
+    path = Path(run_dir) / "decoders" / "transfer.json"
+    atomic_write_json(path, doc)
+    return path
 
 
 def _image_source(images: Sequence[str], input_spec: Any, run_dir: Path) -> Any:

@@ -141,7 +141,8 @@ def _finding(**kw: Any) -> dict[str, Any]:
 def results_to_findings(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
                         tests: dict[str, dict[str, Any]], summary: dict[str, Any], *,
                         settings: MeasureSettings, protected: list[str],
-                        discriminator: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                        discriminator: dict[str, Any] | None = None,
+                        transfer: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Every finding of the audit, sorted by id.
 
     Parameters
@@ -159,6 +160,13 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
         it names becomes an ``F-DSC-...`` finding; then every treatment finding carries
         the caveat and its severity is capped at low, and a D with one score for every
         image gets no treatment finding at all.
+    transfer
+        Concept -> caveat where generated images lie outside the activations its decoder
+        was trained on (:func:`audit.measure.transfer.transfer_caveats`): every finding
+        that rests on the decoded groups of generated images (representation, coverage,
+        treatment of generated images) of that concept, or of an intersection crossing
+        it, carries the caveat (``evidence.transfer_caveat`` and its summary); severity and
+        confidence (which speaks of the decoder's held-out accuracy) are left as they are.
     """
     alpha = settings.alpha
     out: list[dict[str, Any]] = []
@@ -293,6 +301,7 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                          f"{'n/a' if pv is None else f'{pv:.2g}'}."
                          + (f" {caveat}" if caveat else ""))))
 
+    _add_transfer_caveats(out, representation + treatment, transfer or {})
     for name in protected:
         v = summary.get(name) or {}
         if v.get("decodable") is False:
@@ -329,6 +338,21 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                              f"are marked low confidence.")))
     out.sort(key=lambda f: f["id"])
     return out
+
+
+def _add_transfer_caveats(findings: list[dict[str, Any]], sections: list[dict[str, Any]],
+                          caveats: dict[str, str]) -> None:
+    """Findings on generated images' decoded groups of a concept whose generated images are
+    out of distribution for its decoder carry the caveat (in place)."""
+    crossed = {s["concept"]: s["concepts"] for s in sections}
+    for f in findings:
+        on_generated = f["kind"] in ("representation", "coverage") or (
+            f["kind"] == "treatment" and f["source"] == "generated")
+        words = [caveats[c] for c in crossed.get(f["concept"], []) if c in caveats]
+        if not on_generated or not words:
+            continue
+        f["evidence"]["transfer_caveat"] = " ".join(words)
+        f["summary"] += " " + " ".join(words)
 
 
 def _add_coverage(finding: dict[str, Any], row: dict[str, Any], settings: MeasureSettings,

@@ -16,6 +16,7 @@ import numpy as np
 
 from audit.errors import DataError, RunFolderError
 from audit.measure.bootstrap import BootstrapSpec, cluster_cells, draw_cells, padded_cells
+from audit.measure.distributions import score_bin_edges, score_histogram
 from audit.measure.findings import results_to_findings, validity_summary, verdicts
 from audit.measure.groups import (
     N_STATES,
@@ -26,10 +27,12 @@ from audit.measure.groups import (
     required_columns,
     score_states,
 )
+from audit.measure.knowledge import baseline_section
 from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
 from audit.measure.stats import adjust_pvalues
+from audit.measure.transfer import transfer_caveats, transfer_section
 from audit.measure.treatment import measure_treatment
 from audit.runfolder import read_run_file
 
@@ -80,6 +83,23 @@ NOTES = (
     "denominator is 0 is undefined; its interval is [0, null] with the reason in 'unbounded'.",
     "Images with a NaN or infinite score are counted in representation but left out of every "
     "score-based number.",
+    "Decoder transfer: for the layer each concept's decoder reads, generated images count as "
+    "beyond the real range when their distance from the decoder's training activations (squared "
+    "Mahalanobis distance in the principal components of the standardised paired train split, "
+    "plus the squared residual off them, each scaled to mean 1 on the train split) exceeds the "
+    "99th percentile of held-out real images' (paired val and test splits); the share has a "
+    "Wilson interval. Generated images are out of distribution when its lower bound exceeds 5%; "
+    "findings on their decoded groups (representation, coverage, treatment of generated "
+    "images) then carry the caveat.",
+    "Knowledge gain: the paired images are recorded again through the same discriminator "
+    "with re-initialised weights (reset_parameters of every module, fixed seed) and decoders "
+    "are trained on them with the same settings; the gain is the trained-D minus the random-D "
+    "balanced accuracy on the same held-out test images, with a percentile bootstrap interval "
+    "resampling them. Where it includes 0 the concept is decodable from pixels alone, which is "
+    "no evidence of what the discriminator learnt.",
+    "Score histograms count each concept's groups (true group where known, else decoded) per "
+    "source in equal-width bins over the range of all finite audited scores, the same bins "
+    "for every concept.",
 )
 
 
@@ -107,7 +127,9 @@ def _check(predictions: pd.DataFrame, concept_set: ConceptSet, settings: Measure
 
 def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            validity: dict[str, Any], *, settings: MeasureSettings,
-                           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                           meta: dict[str, Any] | None = None,
+                           transfer: dict[str, Any] | None = None,
+                           baseline: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -125,6 +147,12 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     meta
         Passed through as ``meta`` (audit id, date, model spec, data sources, counts of
         skipped images, ...).
+    transfer
+        The ``decoders/transfer.json`` document (how far generated activations lie from
+        the decoders' training images), or None: then no ``transfer`` caveat.
+    baseline
+        The ``baseline/random.json`` document (decoders on a random-weights D), or None:
+        then no ``baseline`` (knowledge gain) section.
 
     Returns
     -------
@@ -170,6 +198,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     per_concept, crossed = groupings(audit, concept_set, validity,
                                      unknown_below=settings.unknown_below)
 
+    edges = score_bin_edges(scores)
     sections: dict[str, dict[str, Any]] = {}
     all_tests: list[dict[str, Any]] = []
     exclusions: list[dict[str, Any]] = []
@@ -177,6 +206,9 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         rep, trt, tests, excl, degen = _measure_grouping(
             grouping, source=source, state=state, scores=scores, median=median, spec=spec,
             settings=settings, clusters=clusters)
+        if edges is not None and len(grouping.concepts) == 1:
+            trt["score_histogram"] = score_histogram(scores, source, grouping.best,
+                                                     grouping.labels(), edges)
         sections[grouping.name] = {"representation": rep, "treatment": trt}
         all_tests += tests
         exclusions += excl
@@ -202,9 +234,11 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     if sanity["constant"]:
         _withhold_treatment_verdicts(trts)
     _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
+    transfer_rows = transfer_section(transfer, concept_set.names)
     findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
                                    protected=[c.name for c in concept_set.protected],
-                                   discriminator=sanity)
+                                   discriminator=sanity,
+                                   transfer=transfer_caveats(transfer_rows))
     unknowns = []
     if settings.unknown_below > 0:
         for g in per_concept:
@@ -228,6 +262,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "counts": {"real": int(np.sum(source == 0)), "generated": int(np.sum(source == 1)),
                    "total": len(audit), "invalid_scores": int(np.sum(~finite))},
         "validity": summary,
+        "transfer": transfer_rows,
+        "baseline": baseline_section(baseline, concept_set.names),
         "representation": [sections[g.name]["representation"] for g in per_concept],
         "treatment": [sections[g.name]["treatment"] for g in per_concept],
         "intersections": [{"name": g.name, "concepts": list(g.concepts),
@@ -524,6 +560,21 @@ def run_meta(run_dir: Path, *, name: str | None = None, title: str | None = None
     return meta
 
 
+def _optional_json(path: Path, remedy: str) -> Any:
+    """The JSON document at ``path`` in a run folder, or None when there is none (never
+    read through a link)."""
+    import json
+
+    from audit.runfolder import refuse_links
+
+    if not (path.exists() or path.is_symlink()):
+        return None
+    try:
+        return json.loads(refuse_links(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFolderError(f"{path}: unreadable JSON ({exc}). Re-run {remedy}.") from exc
+
+
 def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSettings,
                 meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure a run folder: read ``predictions.parquet`` and ``decoders/validity.json``,
@@ -560,8 +611,11 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     except (OSError, ValueError) as exc:
         raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
                              f"'gan-audit train-decoders'.") from exc
+    transfer = _optional_json(run_dir / "decoders" / "transfer.json",
+                              "'gan-audit train-decoders'")
+    baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
     results = predictions_to_results(predictions, concept_set, validity, settings=settings,
-                                     meta=meta)
+                                     meta=meta, transfer=transfer, baseline=baseline)
     atomic_write_json(run_dir / "results.json", results)
     write_tables(results, run_dir / "tables")
     return results

@@ -11,7 +11,8 @@ al., NeurIPS 2018). This module measures, on the audited images:
   with Wilson intervals;
 - the score distribution per source (quantiles, mean, sd);
 
-and names what is wrong when the interval of the AUC includes 0.5 (or lies under it),
+and names what is wrong when the interval of the AUC includes 0.5 (or lies under it, or
+lies wholly under ``WEAK_AUC`` = 0.6: a separation a random-weights D reaches),
 when under 5% or over 95% of real images are accepted, or when the D gives (nearly) one
 score to every image.
 """
@@ -27,10 +28,14 @@ from audit.measure.intervals import normal_quantile, wilson_interval
 from audit.measure.stats import effective_counts
 
 __all__ = ["auc_delong", "discriminator_sanity", "sanity_caveat", "sanity_words", "ACCEPT_LOW",
-           "ACCEPT_HIGH"]
+           "ACCEPT_HIGH", "WEAK_AUC"]
 
 #: A D that accepts under ACCEPT_LOW or over ACCEPT_HIGH of real images is flagged.
 ACCEPT_LOW, ACCEPT_HIGH = 0.05, 0.95
+#: A D whose AUC interval lies wholly under WEAK_AUC barely separates real from generated
+#: images, even when the interval excludes 0.5 (benchmarks/sanity.py: random-weights demo
+#: Ds reach 0.466 to 0.544, upper bounds up to 0.566; the trained demo D 0.869).
+WEAK_AUC = 0.6
 #: Scores whose 1st to 99th percentile range is under this (relative to 1 + |median|)
 #: count as one score for every image.
 CONSTANT_TOL = 1e-6
@@ -180,6 +185,11 @@ def discriminator_sanity(scores: np.ndarray, source: np.ndarray, *, accept_thres
             problems.append({"kind": "inverted_separation", "message": (
                 f"the discriminator scores generated images as more real than real ones "
                 f"({words}, under 0.5)")})
+        elif ci[1] < WEAK_AUC:
+            problems.append({"kind": "weak_separation", "message": (
+                f"the discriminator barely separates real from generated images ({words}, "
+                f"wholly under {WEAK_AUC:g}; a discriminator with random weights reaches "
+                f"as much)")})
     share = acceptance["real"]["value"]
     if not constant and share is not None and not ACCEPT_LOW <= share <= ACCEPT_HIGH:
         side = "under" if share < ACCEPT_LOW else "over"

@@ -307,49 +307,81 @@ def layer_sweep_chart(layers: Sequence[str], scores: Mapping[str, Mapping[str, f
 
 def score_distribution_chart(concept: str, edges: Sequence[float],
                              counts: Mapping[str, Sequence[float]], *,
-                             source: str = "", threshold: float | None = None,
-                             key: str = "") -> Chart:
-    """Discriminator score distribution of each group, as step histograms (densities).
+                             source: str = "real", threshold: float | None = None,
+                             median: float | None = None, key: str = "") -> Chart:
+    """Discriminator score distribution of each group of a concept, as step histograms.
 
     Parameters
     ----------
+    concept
+        The concept's name (title and alt text).
     edges
-        B + 1 bin edges of the discriminator score (its output units, e.g. logits).
+        B + 1 increasing bin edges of the discriminator score (its output units, e.g.
+        logits).
     counts
-        Group -> B counts of images per bin.
+        Group -> B counts of images per bin; a group's size (the sum) is in the legend.
+    source
+        Which images were counted (``real`` or ``generated``).
     threshold
-        An optional vertical line (e.g. the median real score used for scoring rates).
+        The acceptance threshold (score above it: accepted as real), drawn dashed.
+    median
+        The median score of all real images (the scoring rate's cut), drawn dotted.
+
+    With equal-width bins the y axis is the share of the group's images in each bin;
+    with unequal widths it is a density (share per score unit), so areas compare.
     """
-    where = f" ({source} images)" if source else ""
-    title = f"Discriminator score distribution by group of {concept}{where}"
-    fig = _figure(6.0, 2.8)
+    title = f"Discriminator score distribution by group of {concept} ({source} images)"
+    fig = _figure(6.6, 3.0)
     ax = fig.add_subplot()
     widths = [b - a for a, b in itertools.pairwise(edges)]
+    equal = bool(widths) and max(widths) - min(widths) <= 1e-9 * max(abs(max(widths)), 1.0)
+    mids = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
     alt_parts = []
     for i, (group, c) in enumerate(counts.items()):
         total = float(sum(c))
         if total <= 0:
             alt_parts.append(f"{group}: no images")
             continue
-        dens = [x / total / w if w > 0 else 0.0 for x, w in zip(c, widths, strict=False)]
-        ax.stairs(dens, list(edges), color=PALETTE[i % len(PALETTE)],
-                  linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=1.4,
+        heights = [x / total if equal else (x / total / w if w > 0 else 0.0)
+                   for x, w in zip(c, widths, strict=False)]
+        ax.stairs(heights, list(edges), color=PALETTE[i % len(PALETTE)],
+                  linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=1.5,
                   label=f"{group} (n={int(total)})")
-        mids = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
         mean = sum(m * x for m, x in zip(mids, c, strict=False)) / total
-        alt_parts.append(f"{group}: n={int(total)}, mean about {mean:.2f}")
+        part = f"{group}: n={int(total)}, mean about {mean:.2f}"
+        if threshold is not None and _finite(threshold):
+            above = sum(x for m, x in zip(mids, c, strict=False) if m > threshold) / total
+            part += f", about {100 * above:.0f}% above the acceptance threshold"
+        alt_parts.append(part)
+    lines = []
     if threshold is not None and _finite(threshold):
-        ax.axvline(threshold, color="#444444", linestyle=":", linewidth=1.0,
-                   label=f"threshold ({threshold:.2f})")
-    _margins(fig, left=0.7, bottom=0.55)
-    ax.set_xlabel("discriminator score")
-    ax.set_ylabel("density")
+        ax.axvline(threshold, color="#000000", linestyle=(0, (6, 2)), linewidth=1.3,
+                   label=f"acceptance threshold ({threshold:.3g})")
+        lines.append(f"a dashed line marks the acceptance threshold ({threshold:.3g})")
+    if median is not None and _finite(median):
+        ax.axvline(median, color="#666666", linestyle=":", linewidth=1.5,
+                   label=f"median real score ({median:.3g})")
+        lines.append(f"a dotted line the median score of all real images ({median:.3g}), "
+                     f"the cut of the scoring rate")
+    legend_w = _label_width([f"acceptance threshold ({threshold})", *counts], 8) + 0.3
+    _margins(fig, left=0.75, bottom=0.55, right=min(legend_w, 2.6))
+    ax.set_xlabel("discriminator score (the discriminator's output units)")
+    if equal:
+        ax.set_ylabel("share of the group's images")
+        ax.yaxis.set_major_formatter(_percent_formatter())
+    else:
+        ax.set_ylabel("density (share per score unit)")
     ax.set_title(title, fontsize=10)
     _style_axes(ax)
-    ax.legend(fontsize=8, frameon=False)
-    alt = (f"Step histograms of the discriminator score for each group of {concept}{where}. "
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    alt = (f"Step histograms of the discriminator score of {source} images for each group of "
+           f"{concept}" + (f"; {' and '.join(lines)}" if lines else "") + ". "
            + "; ".join(alt_parts) + ".")
-    caption = ("Lines: density of the discriminator score of each group (area 1 per group); "
-               "dotted line: the threshold of the scoring rate.")
+    caption = ("Lines: the share of each group's images in each score bin (each group sums "
+               "to 100%); dashed: the acceptance threshold (to its right: accepted as real); "
+               "dotted: the median real score (to its right: counted in the scoring rate)."
+               if equal else
+               "Lines: density of the discriminator score of each group (area 1 per group); "
+               "dashed: the acceptance threshold; dotted: the median real score.")
     return _to_svg(fig, key=key or f"scores-{concept}-{source}", title=title, alt=alt,
                    caption=caption)

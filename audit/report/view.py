@@ -281,21 +281,16 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
     } if fl else None
     name = str(entry.get("concept"))
     hist = _dict(entry.get("score_histogram"))
-    distributions: list[Chart] | Unavailable
-    if hist.get("edges") and _dict(hist.get("counts")) and chart:
-        distributions = [
-            score_distribution_chart(name, [float(e) for e in hist["edges"]],
-                                     {str(g): list(c) for g, c in _dict(per).items()},
-                                     source=str(src), threshold=_f(entry.get("median_real_score")),
-                                     key=f"{key}-{src}")
-            for src, per in _dict(hist.get("counts")).items()]
-    elif hist.get("edges"):
-        distributions = Unavailable("drawn for protected concepts only in audits with many "
-                                    "concepts")
-    else:
-        distributions = Unavailable(
-            "results.json holds no score histograms per group ('score_histogram' of a "
-            "treatment entry); the per-group mean scores and rates in the table summarise them")
+    real = {str(g): list(c) for g, c in _dict(_dict(hist.get("counts")).get("real")).items()
+            if isinstance(c, list) and sum(x for x in c if _finite(x)) > 0}
+    edges = [float(e) for e in _list(hist.get("edges")) if _finite(e)]
+    # Nothing to show is left out, not announced: the table above holds the numbers.
+    distributions: list[Chart] = []
+    if chart and real and len(edges) >= 2 and all(len(c) == len(edges) - 1
+                                                  for c in real.values()):
+        distributions.append(score_distribution_chart(
+            name, edges, real, source="real", threshold=_f(entry.get("accept_threshold")),
+            median=_f(entry.get("median_real_score")), key=f"{key}-real"))
     return {
         "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
         "protected": bool(entry.get("protected")),
@@ -390,6 +385,34 @@ def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
             "accept_threshold": _f(d.get("accept_threshold")),
             "scores": scores, "constant": bool(d.get("constant")),
             "problems": [str(_dict(p).get("message")) for p in _list(d.get("problems"))]}
+
+
+def _transfer_view(section: Any) -> list[dict[str, Any]]:
+    """Rows of the decoder-transfer table (results.json's ``transfer``; [] when absent)."""
+    rows = []
+    for r in _list(section):
+        r = _dict(r)
+        ood = r.get("out_of_distribution")
+        rows.append({"concept": str(r.get("concept")), "layer": str(r.get("layer")),
+                     "n_components": _i(r.get("n_components")),
+                     "n_train": _i(r.get("n_train")), "n_calibration": _i(r.get("n_calibration")),
+                     "generated": num_from(r.get("generated")), "real": num_from(r.get("real")),
+                     "status": ("not measured" if ood is None else
+                                "out of distribution" if ood else "within range"),
+                     "reason": r.get("reason"), "rule": str(r.get("rule") or "")})
+    return rows
+
+
+def _baseline_view(section: Any) -> list[dict[str, Any]]:
+    """Rows of the knowledge-gain table (results.json's ``baseline``; [] when absent)."""
+    return [{"concept": str(_dict(r).get("concept")),
+             "trained_layer": _dict(r).get("trained_layer"),
+             "random_layer": _dict(r).get("random_layer"),
+             "trained": _f(_dict(r).get("trained_balanced_accuracy")),
+             "random": _f(_dict(r).get("random_balanced_accuracy")),
+             "gain": num_from(_dict(r).get("knowledge_gain")),
+             "pixels_alone": bool(_dict(r).get("pixels_alone")),
+             "label": _dict(r).get("label")} for r in _list(section)]
 
 
 def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
@@ -574,6 +597,8 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "top_findings": _top_findings(findings),
         "findings": findings,
         "validity": _validity_view(results, inputs.validity, inputs.layers, order),
+        "transfer": _transfer_view(results.get("transfer")),
+        "baseline": _baseline_view(results.get("baseline")),
         "representation": rep_views,
         "treatment": trt_views,
         "intersections": inter_views,
