@@ -153,7 +153,7 @@ def test_lucidrains_example_reads_images_in_zero_one_and_says_why():
         assert model.spec.startswith("python:") and model.weights is not None
         assert not model.trust_pickle
     text = path.read_text(encoding="utf-8")
-    assert "ToTensor()" in text and "sigmoid" in text and "value_range: [0, 1]" in text
+    assert "ToTensor()" in text and "unclamped" in text and "value_range: [0, 1]" in text
 
 
 def test_mimicry_example_records_blocks_never_a_reused_activation():

@@ -223,7 +223,8 @@ def latents_to_images(generator: LoadedGenerator, z: torch.Tensor, *,
         c = generator.conditioning.tensor(len(z), labels, device=generator.device)
     images = None if generator.stochastic else _forward(generator, z, c, kwargs)
     if generator.stochastic is None:  # once per generator, after a call that worked
-        generator.stochastic = _draws_random_numbers(generator, z[:1], c, kwargs)
+        generator.stochastic = _draws_random_numbers(generator, z[:1],
+                                                     None if c is None else c[:1], kwargs)
     if generator.stochastic and (len(z) > 1 or images is None):
         # each image alone: its noise then depends on its own latent only, never on the
         # images it shares a call with (the batch order, the batch size, a report's grid)
