@@ -494,14 +494,19 @@ def _review_forged_log(tmp: Path, shared) -> tuple[list, Path]:
     """The status changed and the hash recomputed (what anyone can do without a key); the
     reviewer recorded the head before."""
     run, head = _reviewed_run(tmp, shared)
-    path = run / "review.jsonl"
+    forge_review_log(run / "review.jsonl")
+    return ["review", run, "--expect-head", f"sha256:{head}"], run
+
+
+def forge_review_log(path: Path) -> None:
+    """Rewrite a one-entry review log's status with its hash recomputed: what anyone can do
+    to a log without keys."""
     entry = json.loads(path.read_text())
     entry["status"] = "false-positive"
     body = {k: v for k, v in entry.items() if k != "hash"}
     entry["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
                                               ensure_ascii=False).encode()).hexdigest()
     path.write_text(json.dumps(entry) + "\n")
-    return ["review", run, "--expect-head", f"sha256:{head}"], run
 # ---------------------------------------------------------------- issue 16: images
 
 

@@ -19,7 +19,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_bad_inputs import FIXED, copy_run, digit_pngs, invoke, shared_run, snapshot, write_config
+from test_bad_inputs import (
+    FIXED,
+    copy_run,
+    digit_pngs,
+    forge_review_log,
+    invoke,
+    shared_run,
+    snapshot,
+    write_config,
+)
 
 from audit.runfolder import LOCK, MARKER, created_files
 
@@ -331,13 +340,7 @@ def test_verify_against_a_recorded_head_catches_a_forged_review_log(run):
     printed = invoke("verify", run)
     assert printed.exit_code == 0
     head = printed.output.split("head sha256:")[1].split(")")[0]
-    path = run / "review.jsonl"
-    entry = json.loads(path.read_text())
-    entry["status"] = "false-positive"
-    body = {k: v for k, v in entry.items() if k != "hash"}
-    entry["hash"] = hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                              ensure_ascii=False).encode()).hexdigest()
-    path.write_text(json.dumps(entry) + "\n")
+    forge_review_log(run / "review.jsonl")
     assert invoke("verify", run).exit_code == 0  # consistent: nothing to tell without keys
     forged = invoke("verify", run, "--expect-head", f"sha256:{head}")
     assert forged.exit_code == 1 and head in forged.output

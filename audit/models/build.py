@@ -9,6 +9,7 @@ import inspect
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -66,6 +67,36 @@ def build_module(cfg: Any, role: Literal["discriminator", "generator"]
     for param in obj.parameters():
         param.requires_grad_(False)
     return obj, notes, builtin
+
+
+@dataclass
+class Built:
+    """A model built for use: the module (eval mode, the precision it runs in), notes, its
+    builtin entry if any, and what it is (:mod:`audit.models.identity`)."""
+
+    module: Any
+    notes: list[str]
+    builtin: BuiltinModel | None
+    dtype: str
+    weights_sha256: str
+    identity: dict[str, Any]
+
+
+def build_for_use(cfg: Any, role: Literal["discriminator", "generator"], *,
+                  device: str) -> Built:
+    """:func:`build_module`, then the weights' hash, the precision it runs in on ``device``
+    (:func:`audit.models.precision.set_precision`) and its identity: what loading a
+    discriminator and a generator share."""
+    from audit.models.identity import model_identity
+    from audit.models.precision import set_precision
+    from audit.models.weights import state_sha256
+
+    module, notes, builtin = build_module(cfg, role)
+    weights = state_sha256(module)
+    dtype, built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
+    identity = model_identity(module, cfg, dtype=dtype, built_fp16=built_fp16,
+                              weights_sha256=weights)
+    return Built(module, notes + changed, builtin, dtype, weights, identity)
 
 
 def switch_off_augmentation(module: nn.Module) -> list[str]:

@@ -5,19 +5,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from audit.models.build import (
-    build_module,
+    build_for_use,
     find_conditioning,
     first_conv_channels,
     resolve_device,
     shared,
     switch_off_augmentation,
 )
-from audit.models.identity import identity_sha256, model_identity
-from audit.models.precision import set_precision
+from audit.models.identity import identity_sha256
 from audit.models.probe import probe_layers
 from audit.models.specs import InputSpec, LoadedModel, as_config, int_attr
 from audit.models.torchscript import adapt_torchscript
-from audit.models.weights import state_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from audit.config import DiscriminatorConfig
@@ -53,12 +51,9 @@ def load_discriminator(cfg: DiscriminatorConfig | str, *, device: str = "cpu",
 
 
 def _load_discriminator(cfg: Any, device: str, probe: bool) -> LoadedModel:
-    module, notes, builtin = build_module(cfg, "discriminator")
-    weights = state_sha256(module)
-    dtype, built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
-    notes += changed
-    identity = model_identity(module, cfg, dtype=dtype, built_fp16=built_fp16,
-                              weights_sha256=weights)
+    built = build_for_use(cfg, "discriminator", device=device)
+    module, notes, builtin = built.module, built.notes, built.builtin
+    weights, identity, dtype = built.weights_sha256, built.identity, built.dtype
     notes += switch_off_augmentation(module)
     image_size = cfg.image_size or int_attr(module, "img_resolution", "image_size", "resolution")
     channels = cfg.channels or int_attr(module, "img_channels", "channels", "in_channels")

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audit.errors import AuditError, ModelLoadError
-from audit.models.build import build_module, find_conditioning, resolve_device, shared
-from audit.models.identity import identity_sha256, model_identity
+from audit.models.build import build_for_use, find_conditioning, resolve_device, shared
+from audit.models.identity import identity_sha256
 from audit.models.output_range import OutputRange, images_to_tool_range
-from audit.models.precision import set_precision
 from audit.models.specs import (
     LoadedGenerator,
     LoadedModel,
@@ -21,7 +20,6 @@ from audit.models.specs import (
     int_attr,
 )
 from audit.models.usercode import model_code_error
-from audit.models.weights import state_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -44,12 +42,9 @@ def load_generator(cfg: GeneratorConfig | str, *, device: str = "cpu") -> Loaded
 
 
 def _load_generator(cfg: Any, device: str) -> LoadedGenerator:
-    module, notes, builtin = build_module(cfg, "generator")
-    weights = state_sha256(module)
-    dtype, built_fp16, changed = set_precision(module, device=device, keep_fp16=cfg.keep_fp16)
-    notes += changed
-    identity = model_identity(module, cfg, dtype=dtype, built_fp16=built_fp16,
-                              weights_sha256=weights)
+    built = build_for_use(cfg, "generator", device=device)
+    module, notes, builtin = built.module, built.notes, built.builtin
+    weights, identity, dtype = built.weights_sha256, built.identity, built.dtype
     latent_dim = cfg.latent_dim or int_attr(module, "z_dim", "latent_dim", "nz", "latent_size")
     if latent_dim is None and builtin is not None:
         latent_dim = builtin.latent_dim
