@@ -208,7 +208,12 @@ def main() -> None:
                         default=None, help="run one scenario")
     parser.add_argument("--small-n", type=int, default=80,
                         help="real and generated images per small-n repetition")
+    parser.add_argument("--quick", action="store_true",
+                        help="1 random-D run, 2 of the others (a smoke test for CI and "
+                             "`make bench`; figures need the default 20)")
     args = parser.parse_args()
+    if args.quick:
+        args.repetitions = 1
     import torch
 
     torch.set_num_threads(1)
