@@ -6,6 +6,8 @@ import json
 import pickle
 import sys
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -304,17 +306,29 @@ def network_pickle(tmp_path: Path) -> tuple[Path, Path]:
     code = tmp_path / "code"
     code.mkdir()
     (code / "mynets.py").write_text(NETS)
-    sys.path.insert(0, str(code))
-    try:
+    with _code_on_path(code, "mynets", insert=True):
         import mynets
 
         path = tmp_path / "network.pkl"
         with open(path, "wb") as fh:
             pickle.dump({"D": mynets.TupleD(), "G_ema": mynets.TinyG()}, fh)
-    finally:
-        sys.path.remove(str(code))
-        sys.modules.pop("mynets", None)
     return path, code
+
+
+@contextmanager
+def _code_on_path(code: Path, module: str, *, insert: bool = False) -> Iterator[None]:
+    """Afterwards ``code`` is off ``sys.path`` (the loader leaves a code_path there) and
+    ``module`` and its submodules are forgotten, so the next test imports its own."""
+    if insert:
+        sys.path.insert(0, str(code))
+    try:
+        yield
+    finally:
+        while str(code) in sys.path:
+            sys.path.remove(str(code))
+        top = module.split(".")[0]
+        for key in [k for k in sys.modules if k == top or k.startswith(top + ".")]:
+            sys.modules.pop(key)
 
 
 def test_pickle_is_refused_without_trust(network_pickle) -> None:
@@ -327,7 +341,7 @@ def test_pickle_loads_with_trust_and_code_path(network_pickle) -> None:
     path, code = network_pickle
     with pytest.raises(ModelLoadError, match=r"needs the module 'mynets'.*code_path"):
         load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True))
-    try:
+    with _code_on_path(code, "mynets"):
         model = load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", code_path=code,
                                                        trust_pickle=True))
         assert type(model.module).__name__ == "TupleD" and model.input.image_size == 16
@@ -337,9 +351,6 @@ def test_pickle_loads_with_trust_and_code_path(network_pickle) -> None:
         with pytest.raises(ModelLoadError, match=r"no key 'X'.*\['D', 'G_ema'\]"):
             load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#X", code_path=code,
                                                    trust_pickle=True))
-    finally:
-        sys.path.remove(str(code))
-        sys.modules.pop("mynets", None)
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -496,7 +507,7 @@ def test_a_python_spec_finds_its_module_through_code_path(tmp_path) -> None:
     (repo / "training" / "__init__.py").write_text("")
     (repo / "training" / "nets_for_code_path.py").write_text(NETS)
     target = "python:training.nets_for_code_path:PlainD"
-    try:
+    with _code_on_path(repo, "training"):
         with pytest.raises(ModelLoadError, match=r"No module named 'training'.*set code_path"):
             load_discriminator(target)
         model = load_discriminator(DiscriminatorConfig(spec=target, code_path=repo))
@@ -505,25 +516,15 @@ def test_a_python_spec_finds_its_module_through_code_path(tmp_path) -> None:
                                                  r"'training.nets'; it has nets_for_code_path"):
             load_discriminator(DiscriminatorConfig(spec="python:training.nets:PlainD",
                                                    code_path=repo))
-    finally:
-        sys.path.remove(str(repo))
-        for name in ("training", "training.nets_for_code_path"):
-            sys.modules.pop(name, None)
 
 
 def _pickle_of(tmp_path: Path, code: Path, module: str, name: str) -> Path:
     """A pickle {'D': module.name()} whose class lives in ``code/module``."""
-    sys.path.insert(0, str(code))
-    try:
+    with _code_on_path(code, module, insert=True):
         obj = getattr(__import__(module, fromlist=[name]), name)()
         path = tmp_path / "network.pkl"
         with open(path, "wb") as fh:
             pickle.dump({"D": obj}, fh)
-    finally:
-        sys.path.remove(str(code))
-        for key in [k for k in sys.modules if k == module.split(".")[0]
-                    or k.startswith(module.split(".")[0] + ".")]:
-            sys.modules.pop(key)
     return path
 
 
@@ -541,13 +542,9 @@ def test_unpickling_tells_a_missing_package_from_missing_repository_code(tmp_pat
     assert "pip install" not in message
     # the repository's code needs a package that is not installed: pip is the fix
     (code / "dnnlib" / "__init__.py").write_text("import requestsx_not_installed\n" + NETS)
-    try:
-        with pytest.raises(ModelLoadError) as info:
-            load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True,
-                                                   code_path=code))
-    finally:
-        sys.path.remove(str(code))
-        sys.modules.pop("dnnlib", None)
+    with _code_on_path(code, "dnnlib"), pytest.raises(ModelLoadError) as info:
+        load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True,
+                                               code_path=code))
     message = str(info.value)
     assert "unpickling needs the module 'requestsx_not_installed'" in message
     assert (f"the package 'requestsx_not_installed' (imported by "
@@ -578,13 +575,9 @@ def test_an_unpickling_error_raised_by_model_code_is_a_message(tmp_path) -> None
                 raise KeyError("conv9")
     '''))
     path = _pickle_of(tmp_path, code, "fragile", "Fragile")
-    try:
-        with pytest.raises(ModelLoadError) as info:
-            load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True,
-                                                   code_path=code))
-    finally:
-        sys.path.remove(str(code))
-        sys.modules.pop("fragile", None)
+    with _code_on_path(code, "fragile"), pytest.raises(ModelLoadError) as info:
+        load_discriminator(DiscriminatorConfig(spec=f"pickle:{path}#D", trust_pickle=True,
+                                               code_path=code))
     message = str(info.value)
     assert f"cannot unpickle {path} (KeyError at {code / 'fragile.py'}, line" in message
     assert "'conv9'; full traceback with --debug" in message
