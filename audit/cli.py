@@ -20,6 +20,7 @@ import click
 
 from audit._version import __version__
 from audit.errors import AuditError
+from audit.vocabulary import label, severity_rank
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -159,10 +160,9 @@ def _print_summary(summary: Any) -> None:
     click.echo(sanity_words(results.get("discriminator")))
     click.echo("verdicts:")
     for v in results.get("verdicts", []):
-        click.echo(f"  {v['concept']:<24} {v['verdict']}: {v.get('reason', '')}")
-    order = {"high": 0, "medium": 1, "low": 2, "info": 3}
+        click.echo(f"  {v['concept']:<24} {label(v['verdict'])}: {v.get('reason', '')}")
     findings = sorted(results.get("findings", []),
-                      key=lambda f: (order.get(f.get("severity"), 9), f.get("id", "")))
+                      key=lambda f: (severity_rank(f.get("severity")), f.get("id", "")))
     shown = [f for f in findings if f.get("severity") != "info"][:5]
     click.echo(f"top findings ({len(findings)} in all):" if shown else "no findings above info")
     for f in shown:
@@ -401,7 +401,7 @@ def measure(config: Path, out: Path | None) -> None:
         results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
                               meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
     click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
-               + "; ".join(f"{v['concept']}: {v['verdict']}" for v in results["verdicts"]))
+               + "; ".join(f"{v['concept']}: {label(v['verdict'])}" for v in results["verdicts"]))
 
 
 @cli.command()

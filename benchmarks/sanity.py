@@ -185,8 +185,8 @@ def _report_accepts(acc: list[dict]) -> dict[str, float]:
 def _report_small_n(sn: list[dict], n_images: int) -> dict[str, float]:
     weak = [x for x in sn if x["underpowered"] and "+" not in x["concept"]
             and not x["verdict"].startswith(("adverse", "under-rep", "possible", "possibly",
-                                             "not decodable"))]
-    good = sum(x["verdict"] == "insufficient evidence" for x in weak)
+                                             "not_decodable"))]
+    good = sum(x["verdict"] == "insufficient_evidence" for x in weak)
     passed = sum(x["verdict"] == "pass" for x in sn)
     verdicts: dict[str, dict[str, int]] = {}
     for x in sn:

@@ -67,7 +67,7 @@ def test_the_discriminator_penalty_on_dark_thick_images_is_found(demo_run):
     assert finding["severity"] == "high" and finding["value"] < 0.5
     assert finding["ci"][1] < 0.8  # the whole interval under the four-fifths line
     verdicts = {v["concept"]: v["verdict"] for v in results["verdicts"]}
-    assert verdicts["tone+stroke"] == "adverse impact"
+    assert verdicts["tone+stroke"] == "adverse_impact"
 
 
 def test_transfer_is_calibrated_on_real_images_and_its_caveat_reaches_the_findings(demo_run):

@@ -51,7 +51,7 @@ def test_no_gap_without_real_labels_and_a_weak_decoder(cs) -> None:
     # 0.8 at the Holm level, so the verdict says so rather than "pass".
     assert not any(r["insufficient_evidence"] for r in sec["rows"])
     verdict = {v["concept"]: v for v in res["verdicts"]}["tone"]
-    assert verdict["verdict"] == "insufficient evidence"
+    assert verdict["verdict"] == "insufficient_evidence"
     assert "(generated)" in verdict["reason"] and "(real)" not in verdict["reason"]
 
 
@@ -176,19 +176,19 @@ def _sections(kind: str, finding: dict) -> tuple[list, list, list]:
 
 @pytest.mark.parametrize(("kind", "finding", "verdict"), [
     ("treatment", {"p_holm": 1.0, "ci": [0.58, 0.97], "threshold": 0.8},
-     "possible adverse impact (not significant)"),
-    ("treatment", {"p_holm": 1.0, "ci": [0.5, 0.79], "threshold": 0.8}, "adverse impact"),
-    ("treatment", {"p_holm": 0.01, "ci": [0.5, 0.9], "threshold": 0.8}, "adverse impact"),
+     "possible_adverse_impact"),
+    ("treatment", {"p_holm": 1.0, "ci": [0.5, 0.79], "threshold": 0.8}, "adverse_impact"),
+    ("treatment", {"p_holm": 0.01, "ci": [0.5, 0.9], "threshold": 0.8}, "adverse_impact"),
     ("treatment", {"p_holm": None, "ci": None, "threshold": 0.8},
-     "possible adverse impact (not significant)"),
+     "possible_adverse_impact"),
     ("representation", {"p_holm": 1.0, "ci": [-0.09, 0.01], "threshold": -0.05},
-     "possibly under-represented (not significant)"),
+     "possibly_under_represented"),
     ("representation", {"p_holm": 1.0, "ci": [-0.2, -0.06], "threshold": -0.05},
-     "under-represented"),
+     "under_represented"),
     ("representation", {"p_holm": 0.001, "ci": [-0.2, 0.01], "threshold": -0.05},
-     "under-represented"),
+     "under_represented"),
     ("coverage", {"p_holm": 0.3, "ci": [0.0, 0.02], "threshold": 0.01},
-     "possibly under-represented (not significant)"),
+     "possibly_under_represented"),
 ])
 def test_verdicts_need_significance(kind, finding, verdict) -> None:
     (v,) = verdicts(*_sections(kind, finding), {}, alpha=0.05)
@@ -203,7 +203,7 @@ def test_a_significant_finding_outranks_a_weaker_kind(cs) -> None:
     own.append({"concept": "tone", "kind": "representation", "severity": "high",
                 "id": "F-REP", "p_holm": 0.0, "ci": [-0.3, -0.2], "threshold": -0.05})
     (v,) = verdicts(rep, trt, own, {}, alpha=0.05)
-    assert v["verdict"] == "under-represented"
+    assert v["verdict"] == "under_represented"
 
 
 def test_every_significant_verdict_rests_on_a_significant_finding(cs) -> None:
@@ -212,9 +212,9 @@ def test_every_significant_verdict_rests_on_a_significant_finding(cs) -> None:
     found = {f["id"]: f for f in res["findings"]}
     # tone+stroke: one ratio under 0.8 whose Holm p is 1 and whose interval reaches over it.
     assert {v["concept"]: v["verdict"] for v in res["verdicts"]}["tone+stroke"] == \
-        "possible adverse impact (not significant)"
+        "possible_adverse_impact"
     for v in res["verdicts"]:
-        if v["verdict"] in ("adverse impact", "under-represented"):
+        if v["verdict"] in ("adverse_impact", "under_represented"):
             assert any((found[i]["p_holm"] or 1.0) < 0.05
                        or (found[i]["ci"] and found[i]["ci"][1] < found[i]["threshold"])
                        for i in v["findings"])

@@ -115,4 +115,4 @@ def test_a_zero_denominator_makes_the_ratio_unbounded_with_its_reason(cs) -> Non
     assert row["ratio"]["ci"] == [0.0, None]
     assert "denominator is 0" in row["ratio"]["unbounded"]
     assert "denominator is 0" in row["reason"]
-    assert row["four_fifths"] == "no verdict"
+    assert row["four_fifths"] == "no_verdict"

@@ -85,9 +85,9 @@ def test_small_audits_say_insufficient_evidence_never_pass(cs) -> None:
     validate_results(res)
     verdicts = {v["concept"]: v["verdict"] for v in res["verdicts"]}
     assert "pass" not in verdicts.values()
-    assert verdicts["tone"] == "insufficient evidence"
+    assert verdicts["tone"] == "insufficient_evidence"
     weak = [r for s in res["treatment"] for r in s["impact"]
-            if r["four_fifths"] == "insufficient evidence"]
+            if r["four_fifths"] == "insufficient_evidence"]
     assert weak and all("80% power" in r["reason"] for r in weak)
     assert not any(r["four_fifths"] == "pass" and r["test_id"] for s in res["treatment"]
                    for r in s["impact"])

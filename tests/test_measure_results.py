@@ -12,6 +12,7 @@ import pytest
 from audit.config import MeasureSettings
 from audit.errors import DataError, RunFolderError
 from audit.measure import (
+    SCHEMA_VERSION,
     measure_run,
     predictions_to_results,
     results_to_tables,
@@ -55,7 +56,7 @@ def _row(section: dict, group: str, source: str | None = None) -> dict:
 
 def test_results_validate_against_the_schema(results) -> None:
     validate_results(results)
-    assert results["schema_version"] == 1
+    assert results["schema_version"] == SCHEMA_VERSION == 2
     assert results["meta"]["audit_id"] == "t"
     assert results["bootstrap"] == {**results["bootstrap"], "n_boot": 200, "seed": 0,
                                     "method": "percentile", "stratified": False}
@@ -119,8 +120,8 @@ def test_planted_gaps_are_found(results) -> None:
     assert ids["F-REP-tone-dark"]["severity"] == "high"
     assert ids["F-TRT-stroke-thick-generated"]["severity"] == "high"
     verdict = {v["concept"]: v["verdict"] for v in results["verdicts"]}
-    assert verdict["stroke"] == "adverse impact"
-    assert verdict["tone"] in ("adverse impact", "under-represented")
+    assert verdict["stroke"] == "adverse_impact"
+    assert verdict["tone"] in ("adverse_impact", "under_represented")
     assert not any(f["concept"] == "stroke" and f["kind"] == "representation"
                    for f in results["findings"])
 
@@ -359,7 +360,7 @@ def test_impact_ratio_is_rate_over_highest_rate(results) -> None:
     for r in rows:
         assert r["highest_group"] == top["group"]
         assert r["ratio"]["value"] == pytest.approx(r["rate"]["value"] / top["rate"]["value"])
-        assert r["four_fifths"] == ("adverse impact" if r["ratio"]["value"] < 0.8 else "pass")
+        assert r["four_fifths"] == ("adverse_impact" if r["ratio"]["value"] < 0.8 else "pass")
     thick = next(r for r in rows if r["group"] == "thick")
     test = next(t for t in results["tests"] if t["id"] == thick["test_id"])
     assert test["counts"]["n1"] == thick["rate"]["n"] and test["p_holm"] >= test["p_value"]
@@ -388,13 +389,13 @@ def test_small_and_excluded_groups(cs) -> None:
     assert len(excl) == 1 and excl[0]["n"] == real_dark["n"] and "2%" in excl[0]["reason"]
     assert excl[0]["acceptance_rate"] == real_dark["acceptance_rate"]["value"]
     impact = [r for r in trt["impact"] if r["group"] == "dark" and r["source"] == "real"]
-    assert all(r["four_fifths"] == "no verdict" and r["ratio"]["value"] is None
+    assert all(r["four_fifths"] == "no_verdict" and r["ratio"]["value"] is None
                for r in impact)
     gen_dark = _row(trt, "dark", "generated")     # 3% of generated: kept but small
     assert gen_dark["small"] and not gen_dark["excluded"]
     gen_impact = [r for r in trt["impact"] if r["group"] == "dark" and r["source"] ==
                   "generated"]
-    assert all(r["four_fifths"] == "no verdict" and "min_group_n" in r["reason"]
+    assert all(r["four_fifths"] == "no_verdict" and "min_group_n" in r["reason"]
                for r in gen_impact)
     assert "dark" not in trt["fairlearn"]["groups_used"]
     assert not any(t["group"] == "dark" and t["kind"] == "treatment" and t["concept"] == "tone"
@@ -457,7 +458,7 @@ def test_single_group_concept_gets_no_verdict(cs) -> None:
     res = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=20))
     validate_results(res)
     trt = _section(res, "treatment", "stroke")
-    assert all(r["four_fifths"] == "no verdict" for r in trt["impact"])
+    assert all(r["four_fifths"] == "no_verdict" for r in trt["impact"])
     assert {d["kind"] for d in res["degenerate"]} >= {"single_group_present", "empty_group"}
 
 
@@ -520,9 +521,9 @@ def test_not_decodable_concept_gets_that_verdict(cs, planted) -> None:
     validity["concepts"]["stroke"]["decodable"] = False
     res = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=20))
     verdict = {v["concept"]: v for v in res["verdicts"]}
-    assert verdict["stroke"]["verdict"] == "not decodable"
+    assert verdict["stroke"]["verdict"] == "not_decodable"
     assert verdict["stroke"]["findings"] == ["F-VAL-stroke"]
-    assert verdict["tone+stroke"]["verdict"] == "not decodable"
+    assert verdict["tone+stroke"]["verdict"] == "not_decodable"
 
 
 # ------------------------------------------------------------------ files and CLI
@@ -609,7 +610,7 @@ def test_missing_coverage_and_distances(cs) -> None:
     assert sec["distances"]["corrected"]["l2"]["value"] == pytest.approx(
         np.sqrt(((corr - ref) ** 2).sum()))
     assert {v["concept"]: v["verdict"] for v in res["verdicts"]}["stroke"] in (
-        "under-represented", "adverse impact")
+        "under_represented", "adverse_impact")
 
 
 @pytest.mark.parametrize("keep", ["real", "generated", "none"])
@@ -621,7 +622,7 @@ def test_a_missing_source_is_stated(cs, planted, keep) -> None:
     missing = {d["source"] for d in res["degenerate"] if d["kind"] == "no_rows"}
     assert missing >= ({"real", "generated"} - {keep})
     if keep != "generated":
-        assert all(v["verdict"] == "no verdict (small groups)" for v in res["verdicts"])
+        assert all(v["verdict"] == "no_verdict_small_groups" for v in res["verdicts"])
 
 
 def test_one_schema_version_for_writer_schema_and_renderer() -> None:

@@ -147,7 +147,7 @@ def test_constant_discriminator_gets_no_treatment_verdict_and_one_finding(cs) ->
     assert [f["id"] for f in dsc] == ["F-DSC-constant_score"]
     assert "one score to every image" in dsc[0]["summary"]
     for sec in res["treatment"]:
-        assert all(r["four_fifths"] == "no verdict" for r in sec["impact"])
+        assert all(r["four_fifths"] == "no_verdict" for r in sec["impact"])
     for v in res["verdicts"]:
         assert v["reason"].startswith("treatment not judged")
 

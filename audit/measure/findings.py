@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.formatting import interval, percent
 from audit.measure.groups import SEP
 from audit.measure.sanity import sanity_caveat
+from audit.vocabulary import FourFifths, Severity, Verdict, severity_rank
 
 if TYPE_CHECKING:
     from audit.config import MeasureSettings
@@ -44,15 +46,6 @@ if TYPE_CHECKING:
 __all__ = ["validity_summary", "finding_validity", "results_to_findings", "verdicts"]
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
-
-def _ci(ci: list[float] | None, pct: bool = True) -> str:
-    if ci is None or None in ci:
-        return "no interval"
-    f = _pct if pct else (lambda v: f"{v:.3f}")
-    return f"{f(ci[0])} to {f(ci[1])}"
 
 
 def validity_summary(validity: dict[str, Any], concept_names: list[str]) -> dict[str, Any]:
@@ -114,15 +107,12 @@ def finding_validity(summary: dict[str, Any], concepts: list[str], groups: list[
              "group_accuracy": acc}, "low" if weak else "normal")
 
 
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2, "info": 3}
-
-
-def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float) -> str:
+def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float) -> Severity:
     if p_holm is not None and p_holm < alpha and big:
-        return "high"
+        return Severity.HIGH
     if p_bh is not None and p_bh < alpha:
-        return "medium"
-    return "low"
+        return Severity.MEDIUM
+    return Severity.LOW
 
 
 _FIELDS = ("id", "kind", "severity", "concept", "groups", "intersection", "source", "metric",
@@ -175,7 +165,7 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
     for problem in dsc.get("problems") or []:
         sep = dsc.get("separation") or {}
         out.append(_finding(
-            id=f"F-DSC-{problem['kind']}", kind="discriminator", severity="medium",
+            id=f"F-DSC-{problem['kind']}", kind="discriminator", severity=Severity.MEDIUM,
             concept="discriminator", groups=[], metric="roc_auc", value=sep.get("auc"),
             ci=sep.get("ci"), n=(sep.get("n_real") or 0) + (sep.get("n_generated") or 0),
             evidence={"n_real": sep.get("n_real"), "n_generated": sep.get("n_generated"),
@@ -224,28 +214,29 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                     value=gap, ci=row["gap"]["ci"], n=row["gap"]["n"], p_value=p[0],
                     p_holm=p[1], p_bh=p[2], threshold=-settings.under_margin,
                     evidence=evidence, **common(sec, row["group"]),
-                    summary=(f"Generated images under-represent {where}: {_pct(corr)} of them "
+                    summary=(f"Generated images under-represent {where}: {percent(corr)} of them "
                              f"after correcting for decoder error "
-                             f"({_ci(row['generated_corrected']['ci'])}, "
-                             f"n = {row['gap']['n']}), against {_pct(ref)} {ref_words}."))
+                             f"({interval(row['generated_corrected']['ci'])}, "
+                             f"n = {row['gap']['n']}), against {percent(ref)} {ref_words}."))
                 out.append(f)
                 rep_finding = f
             if row["below_coverage_floor"]:
                 big = row["real"].get("k", 0) >= settings.min_group_n
                 if rep_finding is not None:
-                    _add_coverage(rep_finding, row, settings, "high" if big else "medium")
+                    _add_coverage(rep_finding, row, settings,
+                                  Severity.HIGH if big else Severity.MEDIUM)
                     continue
                 out.append(_finding(
                     id=f"F-COV-{sec['concept']}-{row['group']}", kind="coverage",
-                    severity="high" if big else "medium", metric="generated_share",
+                    severity=Severity.HIGH if big else Severity.MEDIUM, metric="generated_share",
                     value=corr, ci=row["generated_corrected"]["ci"],
                     n=row["generated_corrected"]["n"], p_value=p[0], p_holm=p[1], p_bh=p[2],
                     threshold=settings.coverage_floor, evidence=evidence,
                     **common(sec, row["group"]),
-                    summary=(f"The generator barely produces {where}: {_pct(corr)} of "
-                             f"generated images ({_ci(row['generated_corrected']['ci'])}, "
+                    summary=(f"The generator barely produces {where}: {percent(corr)} of "
+                             f"generated images ({interval(row['generated_corrected']['ci'])}, "
                              f"n = {row['generated_corrected']['n']}), under the coverage floor "
-                             f"of {_pct(settings.coverage_floor)}, while {_pct(ref)} "
+                             f"of {percent(settings.coverage_floor)}, while {percent(ref)} "
                              f"{ref_words}: a sign of mode collapse.")))
 
     for sec in treatment:
@@ -254,25 +245,25 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
         worst: dict[tuple[str, str], dict[str, Any]] = {}
         for row in sec["impact"]:
             ratio = row["ratio"]["value"]
-            if ratio is None or row["four_fifths"] == "no verdict":
+            if ratio is None or row["four_fifths"] == FourFifths.NO_VERDICT:
                 continue
             t = tests.get(row["test_id"] or "", {})
             sig = t.get("p_holm") is not None and t["p_holm"] < alpha
-            if row["four_fifths"] != "adverse impact" and not sig:
+            if row["four_fifths"] != FourFifths.ADVERSE_IMPACT and not sig:
                 continue
             key = (row["group"], row["source"])
             prev = worst.get(key)
-            rank = (row["four_fifths"] == "adverse impact", -ratio)
+            rank = (row["four_fifths"] == FourFifths.ADVERSE_IMPACT, -ratio)
             if prev is None or rank > prev["rank"]:
                 worst[key] = {"rank": rank, "row": row, "test": t}
         for (group, source), w in sorted(worst.items()):
             row, t = w["row"], w["test"]
             ratio = row["ratio"]["value"]
-            adverse = row["four_fifths"] == "adverse impact"
-            sev = (_severity(t.get("p_holm"), t.get("p_bh"),
-                             ratio < settings.severity_high_ratio, alpha) if adverse else "info")
-            if caveat and sev in ("high", "medium"):
-                sev = "low"
+            adverse = row["four_fifths"] == FourFifths.ADVERSE_IMPACT
+            sev = (_severity(t.get("p_holm"), t.get("p_bh"), ratio < settings.severity_high_ratio,
+                             alpha) if adverse else Severity.INFO)
+            if caveat and sev in (Severity.HIGH, Severity.MEDIUM):
+                sev = Severity.LOW
             metric = row["metric"]
             words = ("acceptance as real" if metric == "acceptance_rate" else
                      "scoring rate (share above the real median score)")
@@ -294,9 +285,9 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                           "discriminator_caveat": caveat},
                 **common(sec, group),
                 summary=(f"The discriminator's {words} of {source} images with "
-                         f"{sec['concept']} = {group} is {_pct(row['rate']['value'])} "
+                         f"{sec['concept']} = {group} is {percent(row['rate']['value'])} "
                          f"(n = {row['rate']['n']}), {ratio:.3f} times that of "
-                         f"{row['highest_group']} ({_ci(row['ratio']['ci'], pct=False)}), "
+                         f"{row['highest_group']} ({interval(row['ratio']['ci'], kind='num')}), "
                          f"{rule}; Holm-corrected p = "
                          f"{'n/a' if pv is None else f'{pv:.2g}'}."
                          + (f" {caveat}" if caveat else ""))))
@@ -306,7 +297,7 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
         v = summary.get(name) or {}
         if v.get("decodable") is False:
             out.append(_finding(
-                id=f"F-VAL-{name}", kind="decoder_validity", severity="medium",
+                id=f"F-VAL-{name}", kind="decoder_validity", severity=Severity.MEDIUM,
                 concept=name, groups=[], metric="selectivity", value=v.get("selectivity"),
                 n=v.get("n_test"), evidence={"balanced_accuracy": v.get("balanced_accuracy"),
                                              "layer": v.get("layer")},
@@ -322,7 +313,7 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                 fid = f"F-VAL-{name}-{group}" if other == name else \
                     f"F-VAL-{name}-{other}-{group}"
                 out.append(_finding(
-                    id=fid, kind="decoder_validity", severity="low", concept=name,
+                    id=fid, kind="decoder_validity", severity=Severity.LOW, concept=name,
                     groups=[group], intersection=None if other == name else [name, other],
                     metric="group_accuracy", value=float(acc), n=v.get("n_test"),
                     threshold=settings.weak_decoder_below,
@@ -333,8 +324,8 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
                               "group_accuracy": {f"{name} | {other}={group}": float(acc)}},
                     confidence="low",
                     summary=(f"The {name} decoder is weak on held-out images with {other} = "
-                             f"{group} (accuracy {_pct(acc)}, under "
-                             f"{_pct(settings.weak_decoder_below)}): findings that rest on it "
+                             f"{group} (accuracy {percent(acc)}, under "
+                             f"{percent(settings.weak_decoder_below)}): findings that rest on it "
                              f"are marked low confidence.")))
     out.sort(key=lambda f: f["id"])
     return out
@@ -362,10 +353,10 @@ def _add_coverage(finding: dict[str, Any], row: dict[str, Any], settings: Measur
     est = row["generated_corrected"]
     finding["evidence"]["coverage"] = {"generated_share": est["value"], "ci": est["ci"],
                                        "floor": settings.coverage_floor, "severity": severity}
-    if SEVERITY_RANK[severity] < SEVERITY_RANK[finding["severity"]]:
+    if severity_rank(severity) < severity_rank(finding["severity"]):
         finding["severity"] = severity
     finding["summary"] += (f" That is under the coverage floor of "
-                           f"{_pct(settings.coverage_floor)}: the generator barely produces "
+                           f"{percent(settings.coverage_floor)}: the generator barely produces "
                            f"them, a sign of mode collapse.")
 
 
@@ -414,14 +405,14 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
             continue
         name, concepts = sec["concept"], sec["concepts"]
         own = [f for f in findings if f["concept"] == name and f["kind"] != "decoder_validity"]
-        adverse = [f for f in own if f["kind"] == "treatment" and f["severity"] != "info"]
+        adverse = [f for f in own if f["kind"] == "treatment" and f["severity"] != Severity.INFO]
         under = [f for f in own if f["kind"] in ("representation", "coverage")]
         not_dec = [c for c in concepts if (summary.get(c) or {}).get("decodable") is False]
         small = sorted({r["group"] for r in trt[name]["rows"]
                         if r["small"] and not r["excluded"] and r["group"] != "unknown"}
                        | {r["group"] for r in sec["rows"] if r["small"]})
         weak = sorted({f"{r['group']} ({r['source']})" for r in trt[name].get("impact", [])
-                       if r["four_fifths"] == "insufficient evidence"}
+                       if r["four_fifths"] == FourFifths.INSUFFICIENT_EVIDENCE}
                       | {r["group"] for r in sec["rows"] if r.get("insufficient_evidence")})
         strong_adverse = [f for f in adverse if _significant(f, alpha)]
         strong_under = [f for f in under if _significant(f, alpha)]
@@ -437,29 +428,29 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
                            f"threshold)")
         ids = [f["id"] for f in adverse + under]
         if not_dec:
-            verdict = "not decodable"
+            verdict = Verdict.NOT_DECODABLE
             reasons.insert(0, f"the decoder of {', '.join(not_dec)} is not selective enough: "
                               f"the discriminator's activations do not show it")
             ids = [f"F-VAL-{c}" for c in not_dec]
         elif strong_adverse:
-            verdict = "adverse impact"
+            verdict = Verdict.ADVERSE_IMPACT
         elif strong_under:
-            verdict = "under-represented"
+            verdict = Verdict.UNDER_REPRESENTED
         elif adverse:
-            verdict = "possible adverse impact (not significant)"
+            verdict = Verdict.POSSIBLE_ADVERSE_IMPACT
         elif under:
-            verdict = "possibly under-represented (not significant)"
+            verdict = Verdict.POSSIBLY_UNDER_REPRESENTED
         elif small:
-            verdict = "no verdict (small groups)"
+            verdict = Verdict.NO_VERDICT_SMALL_GROUPS
             reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n "
                            f"(or fewer generated images expected at the reference share)")
         elif weak:
-            verdict = "insufficient evidence"
+            verdict = Verdict.INSUFFICIENT_EVIDENCE
             reasons.append(f"no gap was found, but at these numbers of images the tests of "
                            f"{', '.join(weak)} could not have detected one of the size the "
                            f"policy names (80% power; see each test's power)")
         else:
-            verdict = "pass"
+            verdict = Verdict.PASS
             reasons.append("no rule fired for any group large enough to judge")
         if dsc_words:
             reasons.insert(0, dsc_words)

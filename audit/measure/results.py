@@ -35,6 +35,7 @@ from audit.measure.stats import adjust_pvalues
 from audit.measure.transfer import transfer_caveats, transfer_section
 from audit.measure.treatment import measure_treatment
 from audit.runfolder import read_run_file
+from audit.vocabulary import FourFifths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "run_meta",
            "results_to_tables", "write_tables", "results_schema", "validate_results"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 NOTES = (
     "Real and generated shares are counted on the same basis: images with a true label count "
@@ -323,8 +324,8 @@ def _mark_insufficient(representation: list[dict[str, Any]], treatment: list[dic
     for sec in treatment:
         for row in sec["impact"]:
             t = tests.get(row["test_id"] or "")
-            if row["four_fifths"] == "pass" and _underpowered(t, alpha):
-                row["four_fifths"] = "insufficient evidence"
+            if row["four_fifths"] == FourFifths.PASS and _underpowered(t, alpha):
+                row["four_fifths"] = FourFifths.INSUFFICIENT_EVIDENCE
                 row["reason"] = t["power"]["summary"]
     for sec in representation:
         for row in sec["rows"]:
@@ -339,7 +340,7 @@ def _withhold_treatment_verdicts(treatment: list[dict[str, Any]]) -> None:
     why (in place)."""
     for sec in treatment:
         for row in sec["impact"]:
-            row["four_fifths"] = "no verdict"
+            row["four_fifths"] = FourFifths.NO_VERDICT
             row["reason"] = ("the discriminator gives (nearly) one score to every image, so "
                              "its treatment of groups cannot be judged")
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from audit.errors import DataError
+from audit.formatting import interval, percent
 
 __all__ = ["transfer_section", "transfer_caveats"]
 
@@ -20,15 +21,12 @@ _FIELDS = ("method", "n_components", "explained_variance", "n_train", "n_calibra
            "quantile", "threshold", "generated", "real", "out_of_distribution", "reason")
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
-
 
 def _caveat(concept: str, layer: str, rec: Mapping[str, Any]) -> str:
     gen = rec["generated"]
     ci = gen.get("ci") or [None, None]
-    return (f"Caveat (decoder transfer): {_pct(gen['value'])} of generated images ({gen['k']} "
-            f"of {gen['n']}; 95% interval {_pct(ci[0])} to {_pct(ci[1])}) lie beyond the "
+    return (f"Caveat (decoder transfer): {percent(gen['value'])} of generated images ({gen['k']} "
+            f"of {gen['n']}; 95% interval {interval(ci)}) lie beyond the "
             f"range of held-out real images at layer {layer}, which the {concept} decoder "
             f"reads (about {1 - rec['quantile']:.0%} expected): its held-out accuracy, and "
             f"the correction built on it, may not hold for generated images.")

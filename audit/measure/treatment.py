@@ -35,6 +35,7 @@ from audit.measure.stats import (
     effective_counts,
     two_proportion_test,
 )
+from audit.vocabulary import FourFifths
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -439,7 +440,7 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
             for i in range(g):
                 if valid[s, i] == 0:
                     continue
-                verdict, reason, test_id = "no verdict", None, None
+                verdict, reason, test_id = FourFifths.NO_VERDICT, None, None
                 ratio = (rate[s, i] / rate[s, top] if top is not None and not excluded[s, i]
                          else np.nan)
                 if zero_top and not excluded[s, i]:
@@ -464,7 +465,8 @@ def _impact(grouping: Grouping, mf_rate: dict[str, np.ndarray], blocks: dict[str
                 elif len(cand) < 2:
                     reason = "only one group large enough to compare"
                 else:
-                    verdict = "adverse impact" if ratio < settings.impact_threshold else "pass"
+                    verdict = (FourFifths.ADVERSE_IMPACT if ratio < settings.impact_threshold
+                               else FourFifths.PASS)
                     if i != top and grouping.protected:
                         test_id = f"T-TRT-{grouping.name}-{labels[i]}-{s_name}-{metric}"
                         res = (two_proportion_test(int(k[s, i]), int(valid[s, i]),

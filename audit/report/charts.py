@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from audit.formatting import finite, number, percent
+
 __all__ = [
     "Chart",
     "Estimate",
@@ -54,11 +56,8 @@ class Estimate:
 
     @property
     def ok(self) -> bool:
-        return _finite(self.value)
+        return finite(self.value)
 
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _figure(width: float, height: float) -> Any:
@@ -123,17 +122,14 @@ def _err(estimates: Sequence[Estimate]) -> tuple[list[float], list[list[float]]]
     """Values and asymmetric error bars (NaN where missing, so nothing is drawn)."""
     values, lower, upper = [], [], []
     for e in estimates:
-        v = e.value if _finite(e.value) else math.nan
+        v = e.value if finite(e.value) else math.nan
         values.append(v)
-        lo = e.lo if _finite(e.lo) and math.isfinite(v) else v
-        hi = e.hi if _finite(e.hi) and math.isfinite(v) else v
+        lo = e.lo if finite(e.lo) and math.isfinite(v) else v
+        hi = e.hi if finite(e.hi) and math.isfinite(v) else v
         lower.append(max(v - lo, 0.0) if math.isfinite(v) else 0.0)
         upper.append(max(hi - v, 0.0) if math.isfinite(v) else 0.0)
     return values, [lower, upper]
 
-
-def _pct(x: float | None) -> str:
-    return "n/a" if not _finite(x) else f"{100 * x:.1f}%"
 
 
 def representation_chart(concept: str, groups: Sequence[str],
@@ -169,7 +165,7 @@ def representation_chart(concept: str, groups: Sequence[str],
                hatch=(None, "//", "..", "xx")[i % 4], edgecolor="white", linewidth=0.3,
                error_kw={"elinewidth": 0.9, "ecolor": "#222222"})
         alt_parts.append(f"{label}: " + ", ".join(
-            f"{g} {_pct(e.value)} ({_pct(e.lo)} to {_pct(e.hi)})"
+            f"{g} {percent(e.value)} ({percent(e.lo)} to {percent(e.hi)})"
             for g, e in zip(groups, ests, strict=False)))
     rotate = k > 6 or sum(len(str(g)) for g in groups) > 60
     ax.set_xticks(range(len(groups)), [str(g) for g in groups],
@@ -238,16 +234,13 @@ def forest_plot(rows: Sequence[tuple[str, Estimate]], *, threshold: float = 0.8,
     n_below = sum(below)
     alt = (f"Forest plot of {len(rows)} impact ratios with intervals and a dashed line at "
            f"{threshold:g}; {n_below} point estimate(s) fall below it. " + "; ".join(
-               f"{label}: {e.value:.2f} ({_num(e.lo)} to {_num(e.hi)})" if e.ok
+               f"{label}: {e.value:.2f} ({number(e.lo, 2)} to {number(e.hi, 2)})" if e.ok
                else f"{label}: not available" for label, e in rows) + ".")
     caption = (f"Points: impact ratio of each group; whiskers: intervals; dashed line: the "
                f"four-fifths threshold ({threshold:g}); {n_below} of {len(rows)} below it "
                f"(square markers).")
     return _to_svg(fig, key=key, title=title, alt=alt, caption=caption)
 
-
-def _num(x: float | None, digits: int = 2) -> str:
-    return "n/a" if not _finite(x) else f"{x:.{digits}f}"
 
 
 def layer_sweep_chart(layers: Sequence[str], scores: Mapping[str, Mapping[str, float]], *,
@@ -272,7 +265,7 @@ def layer_sweep_chart(layers: Sequence[str], scores: Mapping[str, Mapping[str, f
     xs = list(range(len(layers)))
     for i, (concept, per_layer) in enumerate(scores.items()):
         ys = [per_layer.get(layer, math.nan) for layer in layers]
-        ys = [y if _finite(y) else math.nan for y in ys]
+        ys = [y if finite(y) else math.nan for y in ys]
         ax.plot(xs, ys, color=PALETTE[i % len(PALETTE)],
                 linestyle=_LINESTYLES[(i // len(PALETTE)) % len(_LINESTYLES)],
                 marker=_MARKERS[i % len(_MARKERS)], markersize=3.5, linewidth=1.2,
@@ -299,7 +292,7 @@ def layer_sweep_chart(layers: Sequence[str], scores: Mapping[str, Mapping[str, f
            f"each of {len(layers)} layer(s) ({', '.join(layers)}); a ring marks the layer "
            f"chosen. " + "; ".join(
                f"{c}: best {best.get(c, 'n/a')} at "
-               f"{_num(s.get(best.get(c, ''), math.nan))}" for c, s in scores.items()) + ".")
+               f"{number(s.get(best.get(c, ''), math.nan), 2)}" for c, s in scores.items()) + ".")
     caption = (f"Lines: held-out {metric} of each concept's decoder at each layer; rings: the "
                f"layer chosen for the audit.")
     return _to_svg(fig, key=key, title=title, alt=alt, caption=caption)
@@ -349,16 +342,16 @@ def score_distribution_chart(concept: str, edges: Sequence[float],
                   label=f"{group} (n={int(total)})")
         mean = sum(m * x for m, x in zip(mids, c, strict=False)) / total
         part = f"{group}: n={int(total)}, mean about {mean:.2f}"
-        if threshold is not None and _finite(threshold):
+        if threshold is not None and finite(threshold):
             above = sum(x for m, x in zip(mids, c, strict=False) if m > threshold) / total
             part += f", about {100 * above:.0f}% above the acceptance threshold"
         alt_parts.append(part)
     lines = []
-    if threshold is not None and _finite(threshold):
+    if threshold is not None and finite(threshold):
         ax.axvline(threshold, color="#000000", linestyle=(0, (6, 2)), linewidth=1.3,
                    label=f"acceptance threshold ({threshold:.3g})")
         lines.append(f"a dashed line marks the acceptance threshold ({threshold:.3g})")
-    if median is not None and _finite(median):
+    if median is not None and finite(median):
         ax.axvline(median, color="#666666", linestyle=":", linewidth=1.5,
                    label=f"median real score ({median:.3g})")
         lines.append(f"a dotted line the median score of all real images ({median:.3g}), "

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from audit.formatting import percent
 from audit.io import atomic_write_json
 from audit.report.view import Num, _dict, _list, num_from
 
@@ -142,7 +143,7 @@ def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
                  and abs(bb - ba) > decoder_tolerance)
         if la != lb or moved:
             changed.append(f"{concept} (layer {la} → {lb}, balanced accuracy "
-                           f"{_pct(ba)} → {_pct(bb)})")
+                           f"{percent(ba)} → {percent(bb)})")
     if changed:
         warnings.append("The audits read the concepts through different decoders: "
                         + "; ".join(changed) + ". Part of any change may come from the decoders.")
@@ -192,9 +193,6 @@ def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
         "findings": findings,
     }
 
-
-def _pct(x: Any) -> str:
-    return f"{100 * x:.1f}%" if isinstance(x, (int, float)) else "n/a"
 
 
 def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True

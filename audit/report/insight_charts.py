@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from audit.formatting import finite, number
 from audit.report.charts import (
     _LINESTYLES,
     _MARKERS,
@@ -18,10 +19,8 @@ from audit.report.charts import (
     Estimate,
     _err,
     _figure,
-    _finite,
     _label_width,
     _margins,
-    _num,
     _style_axes,
     _to_svg,
 )
@@ -47,7 +46,7 @@ def interpolation_chart(t: Sequence[float], series: Mapping[str, Sequence[float]
     fig = _figure(6.6, 2.8)
     ax = fig.add_subplot()
     for i, (label, values) in enumerate(series.items()):
-        ax.plot(list(t), [v if _finite(v) else math.nan for v in values],
+        ax.plot(list(t), [v if finite(v) else math.nan for v in values],
                 color=PALETTE[i % len(PALETTE)], linestyle=_LINESTYLES[i % len(_LINESTYLES)],
                 marker=_MARKERS[i % len(_MARKERS)], markersize=3.5, linewidth=1.3, label=label)
     ax.set_ylim(-0.03, 1.03)
@@ -72,8 +71,9 @@ def interpolation_chart(t: Sequence[float], series: Mapping[str, Sequence[float]
               bbox_to_anchor=(1.2, 0.5))
     ax.set_title(title, fontsize=10)
     alt = (f"Line chart of decoded probabilities at {len(t)} steps of a latent path. " + "; ".join(
-        f"{label}: from {_num(v[0])} to {_num(v[-1])}" for label, v in series.items() if len(v))
-        + (f"; discriminator score from {_num(scores[0])} to {_num(scores[-1])}"
+        f"{label}: from {number(v[0], 2)} to {number(v[-1], 2)}"
+        for label, v in series.items() if len(v))
+        + (f"; discriminator score from {number(scores[0], 2)} to {number(scores[-1], 2)}"
            if scores is not None and len(scores) else "") + ".")
     return _to_svg(fig, key=key, title=title, alt=alt,
                    caption="Lines: probability the decoders give each group at each step; "
@@ -88,7 +88,7 @@ def cka_heatmap(layers: Sequence[str], matrix: Sequence[Sequence[float]], *,
     size = min(2.2 + 0.45 * n, 7.0)
     fig = _figure(size + 1.2, size)
     ax = fig.add_subplot()
-    data = [[v if _finite(v) else math.nan for v in row] for row in matrix]
+    data = [[v if finite(v) else math.nan for v in row] for row in matrix]
     im = ax.imshow(data, vmin=0, vmax=1, cmap="Blues")
     ax.set_xticks(range(n), list(layers), rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n), list(layers), fontsize=8)
@@ -96,13 +96,13 @@ def cka_heatmap(layers: Sequence[str], matrix: Sequence[Sequence[float]], *,
         for j in range(n):
             v = data[i][j]
             ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    fontsize=7 if n > 6 else 8, color="white" if _finite(v) and v > 0.6
+                    fontsize=7 if n > 6 else 8, color="white" if finite(v) and v > 0.6
                     else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
     lw = _label_width(layers, 8)
     _margins(fig, left=0.3 + lw, bottom=0.3 + lw * 0.75, right=0.9)
     ax.set_title(title, fontsize=10)
-    pairs = [f"{layers[i]} and {layers[j]}: {_num(data[i][j])}"
+    pairs = [f"{layers[i]} and {layers[j]}: {number(data[i][j], 2)}"
              for i in range(n) for j in range(i + 1, n)]
     alt = (f"Heat map of the linear CKA of each pair of {n} layers (1 on the diagonal). "
            + "; ".join(pairs) + ".")
@@ -122,14 +122,14 @@ def lift_chart(rows: Sequence[tuple[str, Estimate]], *, key: str = "lift",
     for y, v, lo, hi, (_, e) in zip(ys, values, err[0], err[1], rows, strict=False):
         if not math.isfinite(v):
             continue
-        above = _finite(e.lo) and e.lo > 1
+        above = finite(e.lo) and e.lo > 1
         ax.errorbar([v], [y], xerr=[[lo], [hi]], fmt="s" if above else "o",
                     color=PALETTE[5] if above else PALETTE[0], markersize=5, capsize=2,
                     elinewidth=1.0)
     ax.axvline(1.0, color="#888888", linestyle="--", linewidth=1.0, label="lift = 1")
     ax.set_yticks(ys, [label for label, _ in rows] or [""], fontsize=8 if n > 20 else 9)
-    finite = [v + h for v, h in zip(values, err[1], strict=False) if math.isfinite(v)]
-    ax.set_xlim(0, max([1.5, *finite]) * 1.05)
+    reach = [v + h for v, h in zip(values, err[1], strict=False) if math.isfinite(v)]
+    ax.set_xlim(0, max([1.5, *reach]) * 1.05)
     ax.set_ylim(-0.7, n - 0.3)
     _margins(fig, left=0.5 + _label_width([label for label, _ in rows], 9), bottom=0.55,
              right=1.6)
@@ -137,10 +137,10 @@ def lift_chart(rows: Sequence[tuple[str, Estimate]], *, key: str = "lift",
     ax.set_title(title, fontsize=10)
     _style_axes(ax)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    n_above = sum(1 for _, e in rows if _finite(e.lo) and e.lo > 1)
+    n_above = sum(1 for _, e in rows if finite(e.lo) and e.lo > 1)
     alt = (f"Forest plot of {len(rows)} lifts with intervals and a dashed line at 1; "
            f"{n_above} interval(s) lie above 1. " + "; ".join(
-               f"{label}: {e.value:.2f} ({_num(e.lo)} to {_num(e.hi)})" if e.ok
+               f"{label}: {e.value:.2f} ({number(e.lo, 2)} to {number(e.hi, 2)})" if e.ok
                else f"{label}: not available" for label, e in rows) + ".")
     return _to_svg(fig, key=key, title=title, alt=alt,
                    caption=f"Points: lift of each group among the images the discriminator "
@@ -157,7 +157,7 @@ def entropy_chart(concepts: Sequence[str], real: Sequence[float | None],
     ax = fig.add_subplot()
     for i, (label, vals) in enumerate((("real", real), ("generated", generated))):
         xs = [j + (i - 0.5) * 0.38 for j in range(len(concepts))]
-        ax.bar(xs, [v if _finite(v) else 0 for v in vals], 0.36, color=PALETTE[i],
+        ax.bar(xs, [v if finite(v) else 0 for v in vals], 0.36, color=PALETTE[i],
                hatch=(None, "//")[i], edgecolor="white", linewidth=0.3, label=label)
     ax.set_xticks(range(len(concepts)), list(concepts), fontsize=9)
     ax.set_ylim(0, 1.05)
@@ -167,7 +167,7 @@ def entropy_chart(concepts: Sequence[str], real: Sequence[float | None],
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title, fontsize=10)
     alt = ("Bar chart of the normalised entropy of each concept's decoded groups among real and "
-           "generated images. " + "; ".join(f"{c}: real {_num(r)}, generated {_num(g)}"
+           "generated images. " + "; ".join(f"{c}: real {number(r, 2)}, generated {number(g, 2)}"
                                             for c, r, g in zip(concepts, real, generated,
                                                                strict=False)) + ".")
     return _to_svg(fig, key=key, title=title, alt=alt,
@@ -201,6 +201,6 @@ def curves_chart(series: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     ax.legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(title, fontsize=10)
     alt = (f"Line chart: {title}. " + "; ".join(
-        f"{label}: {len(ys)} points, last {_num(ys[-1]) if len(ys) else 'n/a'}"
+        f"{label}: {len(ys)} points, last {number(ys[-1], 2) if len(ys) else 'n/a'}"
         for label, (_, ys) in series.items()) + ".")
     return _to_svg(fig, key=key, title=title, alt=alt)

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import RunFolderError
+from audit.formatting import fmt, pvalue
 from audit.io import atomic_write_text
 from audit.manifest import record_artifacts
 from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
 from audit.report.view import ReportInputs, results_to_view
+from audit.vocabulary import label, tone
 
 __all__ = ["SCHEMA_VERSION", "jinja_env", "load_results", "load_run", "results_to_html",
            "render_report", "render_template"]
@@ -32,31 +34,6 @@ SAMPLE_NAME = re.compile(r"^(generated-.+|real-(lowest|highest))\.png$")
 
 # ---------------------------------------------------------------- filters
 
-
-def _fmt(x: Any, kind: str = "num") -> str:
-    """Format a number for the report; None/NaN -> "n/a".
-
-    Kinds: ``pct`` (fraction as percent, 1 decimal), ``pct0`` (0 decimals), ``pp``
-    (fraction as percentage points), ``num`` (3 decimals), ``num2`` (2 decimals),
-    ``ratio`` (3 decimals).
-    """
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return "n/a"
-    if kind == "pct":
-        return f"{100 * x:.1f}%"
-    if kind == "pct0":
-        return f"{100 * x:.0f}%"
-    if kind == "pp":
-        return f"{100 * x:.1f} pp"
-    if kind == "num2":
-        return f"{x:.2f}"
-    return f"{x:.3f}"
-
-
-def _pval(p: Any) -> str:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p):
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _metric_kind(metric: Any) -> str:
@@ -142,7 +119,8 @@ def jinja_env() -> Any:
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=_fmt, pval=_pval, metric_kind=_metric_kind, slug=_slug,
+    env.filters.update(fmt=fmt, pval=pvalue, label=label, tone=tone, metric_kind=_metric_kind,
+                       slug=_slug,
                        anchor=_anchor, plain=_plain, dictitems=_dictitems, png_uri=_png_uri,
                        shade=_shade, svg=_svg, flat=_flat, omit=_omit)
     return env

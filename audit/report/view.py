@@ -14,17 +14,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from audit.formatting import finite
 from audit.report.charts import (
     Chart,
     Estimate,
-    _finite,
     forest_plot,
     layer_sweep_chart,
     representation_chart,
     score_distribution_chart,
 )
+from audit.vocabulary import severity_rank
 
-__all__ = ["Unavailable", "Num", "SECTIONS", "SEVERITY_ORDER", "num_from", "results_to_view"]
+__all__ = ["Unavailable", "Num", "SECTIONS", "num_from", "results_to_view"]
 
 #: Section anchors and titles, in report order (also the table of contents).
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -40,7 +41,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("insight", "10. What the discriminator knows"),
 )
 
-SEVERITY_ORDER = {"high": 0, "medium": 1, "low": 2, "info": 3}
 
 #: Charts get expensive with many concepts; past this many, per-concept charts are
 #: drawn for protected concepts only (the tables still cover every concept).
@@ -68,22 +68,22 @@ class Num:
 
     @property
     def ok(self) -> bool:
-        return _finite(self.value)
+        return finite(self.value)
 
     @property
     def has_ci(self) -> bool:
-        return _finite(self.lo) and _finite(self.hi)
+        return finite(self.lo) and finite(self.hi)
 
     def estimate(self) -> Estimate:
         return Estimate(self.value, self.lo, self.hi)
 
 
 def _f(x: Any) -> float | None:
-    return float(x) if _finite(x) else None
+    return float(x) if finite(x) else None
 
 
 def _i(x: Any) -> int | None:
-    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and _finite(x) \
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and finite(x) \
         else None
 
 
@@ -131,7 +131,7 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
         if conf and groups and len(conf) == len(groups):
             cells = []
             for g, row in zip(groups, conf, strict=False):
-                row = [int(c) if _finite(c) else 0 for c in _list(row)]
+                row = [int(c) if finite(c) else 0 for c in _list(row)]
                 total = sum(row)
                 cells.append({"group": g, "total": total, "cells": [
                     {"count": c, "share": (c / total) if total else None} for c in row]})
@@ -282,8 +282,8 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
     name = str(entry.get("concept"))
     hist = _dict(entry.get("score_histogram"))
     real = {str(g): list(c) for g, c in _dict(_dict(hist.get("counts")).get("real")).items()
-            if isinstance(c, list) and sum(x for x in c if _finite(x)) > 0}
-    edges = [float(e) for e in _list(hist.get("edges")) if _finite(e)]
+            if isinstance(c, list) and sum(x for x in c if finite(x)) > 0}
+    edges = [float(e) for e in _list(hist.get("edges")) if finite(e)]
     # Nothing to show is left out, not announced: the table above holds the numbers.
     distributions: list[Chart] = []
     if chart and real and len(edges) >= 2 and all(len(c) == len(edges) - 1
@@ -434,7 +434,7 @@ def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str
 
 
 def _top_findings(findings: Sequence[Mapping[str, Any]], limit: int = 8) -> list[dict[str, Any]]:
-    ordered = sorted(findings, key=lambda f: (SEVERITY_ORDER.get(str(f.get("severity")), 9),
+    ordered = sorted(findings, key=lambda f: (severity_rank(f.get("severity")),
                                              str(f.get("id"))))
     return [dict(f) for f in ordered[:limit]]
 
@@ -454,7 +454,7 @@ def _findings_view(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                                             _dict(v.get("group_accuracy")).items()}},
             "evidence_items": [(str(k), val) for k, val in _dict(f.get("evidence")).items()],
         })
-    out.sort(key=lambda f: (SEVERITY_ORDER.get(str(f.get("severity")), 9), f["id"]))
+    out.sort(key=lambda f: (severity_rank(f.get("severity")), f["id"]))
     return out
 
 
@@ -495,7 +495,7 @@ def _group_counts(representation: Sequence[Mapping[str, Any]],
     for name, v in _dict(_dict(validity_file).get("concepts")).items():
         groups, conf = _list(_dict(v).get("groups")), _list(_dict(v).get("confusion"))
         for g, row in zip(groups, conf, strict=False):
-            heldout[(str(name), str(g))] = int(sum(c for c in _list(row) if _finite(c)))
+            heldout[(str(name), str(g))] = int(sum(c for c in _list(row) if finite(c)))
     rows = []
     for rep in representation:
         name = str(rep.get("concept"))
