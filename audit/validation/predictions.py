@@ -268,7 +268,7 @@ def synthetic_results(n_real: int = 2000, n_generated: int = 2000, *, seed: int 
 
         from pathlib import Path
         from audit.io import atomic_write_json
-        from audit.measure.synthetic import synthetic_results
+        from audit.validation.predictions import synthetic_results
         atomic_write_json(Path("tests/fixtures/results_digits.json"), synthetic_results())
     """
     from audit.concepts import load_concept_set
