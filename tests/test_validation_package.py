@@ -79,3 +79,27 @@ def test_import_audit_does_not_load_the_validation_package():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=AUDIT.parent, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _long_functions(root: Path, limit: int) -> list[str]:
+    """``path:function (lines)`` for every function of ``root`` longer than ``limit`` lines
+    (decorators excluded, docstring included)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{path.relative_to(root).as_posix()}:{node.name} ({lines})")
+    return found
+
+
+@pytest.mark.parametrize("package", ["validation", "demo"])
+def test_no_function_of_the_harnesses_is_over_80_lines(package):
+    assert not _long_functions(AUDIT / package, 80)
+
+
+def test_the_length_rule_sees_a_long_function(tmp_path):
+    (tmp_path / "m.py").write_text("def f():\n" + "    x = 1\n" * 79
+                                   + "\n\ndef g():\n" + "    x = 1\n" * 80)
+    assert _long_functions(tmp_path, 80) == ["m.py:g (81)"]
