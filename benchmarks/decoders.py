@@ -3,7 +3,7 @@
 Stores (seeded):
 
 - synthetic (default): activations shaped like a DCGAN discriminator's
-  (``audit.decode.synthetic.discriminator_like_activations``): 5,000 labelled images x 6
+  (``audit.validation.decoders.discriminator_like_activations``): 5,000 labelled images x 6
   layers of 64 .. 512 channels, LeakyReLU outputs whose magnitude differs by orders of
   magnitude across layers, un-standardised; planted linear (tone, digit) and non-linear
   (stroke: XOR, ring: radial) concepts;
@@ -228,7 +228,7 @@ def main() -> None:
 
     import torch
 
-    from audit.decode.synthetic import discriminator_like_activations
+    from audit.validation.decoders import discriminator_like_activations
 
     torch.set_num_threads(1)
     from sklearn.linear_model import LogisticRegression  # noqa: F401 (loads its BLAS)

@@ -3,7 +3,7 @@
 Two run folders are built first (not timed): the digits fixture
 (tests/fixtures/results_digits.json with a synthetic decoders/validity.json), and a
 synthetic CelebA-sized audit: 40 binary concepts (3 protected, one intersection)
-measured by audit.measure from audit.measure.synthetic's planted table.
+measured by audit.measure from audit.validation.predictions's planted table.
 
 Then render_report(pdf=False) is timed (HTML: read the run folder, draw the charts,
 fill the templates, write report.html) and html_to_pdf on the same HTML (PDF). The
@@ -38,7 +38,7 @@ GOAL_HTML_S, GOAL_PDF_S = 2.0, 15.0
 def digits_run(path: Path) -> Path:
     """The digits fixture as a run folder (results.json + decoders/validity.json)."""
     from audit.concepts import load_concept_set
-    from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
+    from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
     path.mkdir(parents=True)
     shutil.copy(FIXTURE, path / "results.json")
@@ -54,7 +54,7 @@ def concepts40_run(path: Path, *, n: int, n_boot: int) -> Path:
     from audit.concepts import ConceptSet
     from audit.config import MeasureSettings
     from audit.measure.results import predictions_to_results
-    from audit.measure.synthetic import Planted, synthetic_predictions
+    from audit.validation.predictions import Planted, synthetic_predictions
 
     names = ["Male", "Young", "Pale_Skin"] + [f"attribute_{i:02d}" for i in range(37)]
     concept_set = ConceptSet.model_validate({

@@ -10,7 +10,7 @@ Three scenarios on the demo models, each repeated with its own seed:
   images (``accept_threshold`` = the 99th percentile of the real scores); each repetition
   resamples the demo's audited images (real and generated, with replacement) and runs the
   measure stage. Goal: the sanity caveat in 100% of repetitions, on every treatment finding.
-- ``small-n``: a synthetic audit with no planted gap (``audit.measure.synthetic``: tone
+- ``small-n``: a synthetic audit with no planted gap (``audit.validation.predictions``: tone
   and stroke half and half in both sources, no score shift) of 80 real and 80 generated
   images per repetition (``--small-n``), measure stage. Goal: where a protected
   concept's test could not detect the policy's gap (MDE above the threshold) and no rule
@@ -136,7 +136,7 @@ def small_n(repetitions: int, n: int) -> list[dict]:
     from audit.concepts import load_concept_set
     from audit.config import MeasureSettings
     from audit.measure import predictions_to_results
-    from audit.measure.synthetic import Planted, synthetic_predictions
+    from audit.validation.predictions import Planted, synthetic_predictions
 
     cs = load_concept_set("digits_tone")
     truth = Planted(real_shares={"tone": {"dark": 0.5}, "stroke": {"thick": 0.5}},

@@ -5,7 +5,7 @@ variant, passed through the discriminator and decoded once (decoders trained on 
 paired part). Each scenario plants a share of one group among reference (real) and
 audited (as if generated) images; every seeded replicate draws rows and runs the full
 measure stage (``predictions_to_results``), and its conclusions are compared with the
-truth (see ``audit/scenarios.py`` and docs/VALIDATION.md).
+truth (see ``audit/validation/scenarios.py`` and docs/VALIDATION.md).
 
 Prints one line per scenario (rates with their Monte Carlo standard errors) and, last:
 ``detection=... false_alarm=... corrected_mae=... raw_mae=... coverage=...`` pooled over
@@ -30,7 +30,7 @@ RANDOM_D = "python:audit.demo.models:DigitsDiscriminator"
 def default_discriminator() -> str:
     """The trained demo discriminator when its weights are in place, else random weights."""
     from audit.demo.models import DISCRIMINATOR_FILE, SUMS_FILE, WEIGHTS_DIR
-    from audit.scenarios import DEFAULT_DISCRIMINATOR
+    from audit.validation.scenarios import DEFAULT_DISCRIMINATOR
 
     if (WEIGHTS_DIR / DISCRIMINATOR_FILE).is_file() and (WEIGHTS_DIR / SUMS_FILE).is_file():
         return DEFAULT_DISCRIMINATOR
@@ -60,7 +60,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     from audit.config import MeasureSettings
-    from audit.scenarios import (
+    from audit.validation.scenarios import (
         extra_scenarios,
         run_scenario,
         scenario_bank,

@@ -121,7 +121,7 @@ def _doc() -> dict:
 def test_results_carry_the_gain_and_the_label(cs) -> None:
     from audit.config import MeasureSettings
     from audit.measure import predictions_to_results, validate_results
-    from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
+    from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
     frame, validity = synthetic_predictions(300, 300, cs, seed=0, planted=DIGITS_PLANTED)
     out = predictions_to_results(frame, cs, validity, settings=MeasureSettings(n_boot=20),

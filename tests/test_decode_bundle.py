@@ -9,8 +9,8 @@ import pytest
 
 from audit.config import DecoderSettings
 from audit.decode import activations_to_decoders, decode, load_decoders, save_decoders
-from audit.decode.synthetic import planted_activations
 from audit.errors import DataError, RunFolderError
+from audit.validation.decoders import planted_activations
 
 SHA = "a" * 64
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from audit.cli import cli
 from audit.decode import load_decoders
-from audit.decode.synthetic import planted_activations
+from audit.validation.decoders import planted_activations
 
 
 def _store(path, features, labels, *, with_labels=True):

@@ -16,8 +16,8 @@ from audit.decode.metrics import (
     macro_auroc,
 )
 from audit.decode.split import encode_labels, stratified_split
-from audit.decode.synthetic import planted_concept_set
 from audit.errors import DataError
+from audit.validation.decoders import planted_concept_set
 
 
 def _random_case(k: int, n: int = 300, seed: int = 0):

@@ -10,8 +10,8 @@ from sklearn.metrics import confusion_matrix
 from audit.config import DecoderSettings
 from audit.decode import activations_to_decoders, decode, train_decoders
 from audit.decode.split import encode_labels
-from audit.decode.synthetic import planted_activations
 from audit.errors import ConfigError, DataError
+from audit.validation.decoders import planted_activations
 
 # Small network, high learning rate: trains in about a second on one thread.
 FAST = dict(hidden=[32], lr=1e-2, max_epochs=150, patience=15, seed=0)
@@ -142,7 +142,7 @@ def test_loss_mask_is_per_concept():
     import torch
 
     from audit.decode.model import HeadLayout
-    from audit.decode.synthetic import planted_concept_set
+    from audit.validation.decoders import planted_concept_set
 
     layout = HeadLayout.from_concepts(planted_concept_set())   # widths 1, 1, 4, 1
     g = torch.Generator().manual_seed(0)
@@ -457,7 +457,7 @@ def test_hand_written_backward_matches_autograd(hidden, skip, dropout):
 
     from audit.decode._fit import Targets, _concept_losses, _init_stack, _Labels, _padded
     from audit.decode.model import HeadLayout
-    from audit.decode.synthetic import planted_concept_set
+    from audit.validation.decoders import planted_concept_set
 
     layout = HeadLayout.from_concepts(planted_concept_set())      # binary and multiclass
     g = torch.Generator().manual_seed(3)
@@ -499,7 +499,7 @@ def test_hand_written_backward_matches_autograd(hidden, skip, dropout):
 
 
 def test_discriminator_like_store():
-    from audit.decode.synthetic import discriminator_like_activations
+    from audit.validation.decoders import discriminator_like_activations
 
     features, labels, cs = discriminator_like_activations(300, widths=(8, 16, 32), seed=1)
     assert [x.shape for x in features.values()] == [(300, 8), (300, 16), (300, 32)]

@@ -15,7 +15,7 @@ from audit.decode.transfer import (
     run_transfer,
 )
 from audit.measure import predictions_to_results, validate_results
-from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
+from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
 D = 24
 

@@ -9,7 +9,7 @@ from audit.concepts import load_concept_set
 from audit.errors import DataError
 from audit.insight.diagnose import predictions_to_diagnosis
 from audit.measure.bootstrap import BootstrapSpec
-from audit.measure.synthetic import Planted, synthetic_predictions
+from audit.validation.predictions import Planted, synthetic_predictions
 
 SPEC = BootstrapSpec(n_boot=300, seed=0)
 

@@ -56,10 +56,10 @@ def tiny_run(tmp_path_factory):
     from audit.config import DecoderSettings
     from audit.decode import activations_to_decoders
     from audit.decode.run import store_features
-    from audit.decode.synthetic import planted_concept_set
     from audit.extract import extract
     from audit.insight.run import InsightRun
     from audit.load import InputSpec, LoadedGenerator, LoadedModel
+    from audit.validation.decoders import planted_concept_set
 
     torch.manual_seed(0)
     disc = nn.Sequential(nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.LeakyReLU(0.2),

@@ -17,10 +17,10 @@ from audit.insight.entropy import predictions_to_entropy
 from audit.insight.interpolate import Interpolation
 from audit.insight.redundancy import layers_to_redundancy
 from audit.measure.bootstrap import BootstrapSpec
-from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
 from audit.report.insight_view import insight_to_view, read_insight
 from audit.report.render import render_template
 from audit.report.view import ReportInputs, results_to_view
+from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_digits.json"
 SPEC = BootstrapSpec(n_boot=100, seed=0)

@@ -9,7 +9,7 @@ import pytest
 from audit.config import MeasureSettings
 from audit.measure import predictions_to_results, validate_results
 from audit.measure.findings import verdicts
-from audit.measure.synthetic import Planted, synthetic_predictions
+from audit.validation.predictions import Planted, synthetic_predictions
 
 
 def _rep(results: dict, name: str) -> dict:

@@ -22,7 +22,7 @@ from audit.measure.bootstrap import (
     jackknife_cells,
     mean_replicates,
 )
-from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
+from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
 COPIES = 4
 PATTERN = r"^(.*)-copy\d+$"

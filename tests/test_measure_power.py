@@ -21,7 +21,7 @@ from audit.measure.power import (
     power_of_test,
     power_z,
 )
-from audit.measure.synthetic import Planted, synthetic_predictions
+from audit.validation.predictions import Planted, synthetic_predictions
 
 NIP = NormalIndPower()
 

@@ -18,8 +18,8 @@ from audit.measure import (
     results_to_tables,
     validate_results,
 )
-from audit.measure.synthetic import DIGITS_PLANTED, Planted, synthetic_predictions
 from audit.runfolder import claim
+from audit.validation.predictions import DIGITS_PLANTED, Planted, synthetic_predictions
 
 FIXTURE = Path(__file__).parent / "fixtures" / "results_digits.json"
 
@@ -64,14 +64,14 @@ def test_results_validate_against_the_schema(results) -> None:
 
 
 def test_fixture_for_the_report_is_valid_and_up_to_date() -> None:
-    from audit.measure.synthetic import synthetic_results
+    from audit.validation.predictions import synthetic_results
 
     on_disk = json.loads(FIXTURE.read_text())
     validate_results(on_disk)
     fresh = synthetic_results()
     assert on_disk == json.loads(json.dumps(fresh)), (
         "tests/fixtures/results_digits.json is stale: regenerate it as the docstring of "
-        "audit.measure.synthetic.synthetic_results shows")
+        "audit.validation.predictions.synthetic_results shows")
 
 
 def test_validator_reports_where_results_break_the_schema(results) -> None:

@@ -12,7 +12,7 @@ from statsmodels.stats.proportion import proportion_confint
 from audit.config import MeasureSettings
 from audit.measure import predictions_to_results, validate_results
 from audit.measure.sanity import WEAK_AUC, auc_delong, discriminator_sanity, sanity_words
-from audit.measure.synthetic import DIGITS_PLANTED, Planted, synthetic_predictions
+from audit.validation.predictions import DIGITS_PLANTED, Planted, synthetic_predictions
 
 
 def _brute_delong(pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:

@@ -48,7 +48,7 @@ def make_run(path: Path, *, results: dict | None = None, side_files: bool = True
     if not side_files:
         return path
     from audit.concepts import load_concept_set
-    from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
+    from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
     _, validity = synthetic_predictions(50, 50, load_concept_set("digits_tone"), seed=0,
                                         planted=DIGITS_PLANTED)

@@ -1,4 +1,4 @@
-"""The audit checks itself: planted shares on held-out digits (audit.scenarios).
+"""The audit checks itself: planted shares on held-out digits (audit.validation.scenarios).
 
 A seeded random-weight demo discriminator keeps these independent of the committed
 weights; decoders still read tone and stroke from its features.
@@ -11,7 +11,7 @@ import pytest
 
 from audit.config import MeasureSettings
 from audit.errors import ConfigError
-from audit.scenarios import (
+from audit.validation.scenarios import (
     Replicate,
     Scenario,
     ScenarioResult,

@@ -236,6 +236,46 @@ class DigitsPlan:
         return images.contiguous()
 
 
+def _balanced_draw(order: np.ndarray, n: int, *, part: str, shares: tuple[float, float],
+                   rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The first ``n / 4`` images of ``order`` (the part in a seeded order, M indices)
+    each in all four variants, shuffled: ``(index, repeat, dark, thick)``, each (n,)."""
+    m = len(order)
+    if shares != (0.5, 0.5):
+        raise DataError("make_set: balanced=True renders every image in all four variants, "
+                        "so both shares must be 0.5.")
+    if n % 4 or n > 4 * m:
+        raise DataError(f"make_set: balanced=True needs n a multiple of 4 and at most "
+                        f"{4 * m} (4 x the {m} images of part {part!r}); got n={n}.")
+    index = np.repeat(order[: n // 4], 4)
+    repeat = np.zeros(n, dtype=np.int64)
+    dark = np.tile([False, False, True, True], n // 4)
+    thick = np.tile([False, True, False, True], n // 4)
+    shuffle = rng.permutation(n)
+    return index[shuffle], repeat, dark[shuffle], thick[shuffle]
+
+
+def _planted_draw(order: np.ndarray, n: int, *, shares: tuple[float, float],
+                  rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Exactly ``round(n * share)`` dark and thick images (``shares``: tone dark, stroke
+    thick), each by its own permutation, drawn from ``order`` (M indices):
+    ``(index, repeat, dark, thick)``, each (n,); ``repeat`` counts how often an image
+    already appeared in its variant."""
+    m = len(order)
+    dark = _exact_assignment(n, shares[0], rng)
+    thick = _exact_assignment(n, shares[1], rng)
+    cell = dark.astype(np.int64) * 2 + thick.astype(np.int64)
+    # Consecutive positions of one cyclic order: distinct images within a variant
+    # until a variant needs more than m images, and distinct images overall while
+    # n <= m. A variant that needs more than m images repeats them, marked -r2, -r3...
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(cell, kind="stable")] = np.arange(n)
+    offset = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=4))])[cell]
+    return order[rank % m], (rank - offset) // m, dark, thick
+
+
 def plan_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: float,
              seed: int, balanced: bool = False) -> tuple[DigitsPlan, pd.DataFrame]:
     """A labelled set of digits from one part, with planted tone and stroke shares.
@@ -288,31 +328,11 @@ def plan_set(part: Part, *, n: int, tone_share_dark: float, stroke_share_thick: 
     rng = np.random.default_rng(np.random.SeedSequence([int(seed), PARTS.index(part)]))
     order = pool[rng.permutation(m)]
 
+    shares = (tone_share_dark, stroke_share_thick)
     if balanced:
-        if tone_share_dark != 0.5 or stroke_share_thick != 0.5:
-            raise DataError("make_set: balanced=True renders every image in all four variants, "
-                            "so both shares must be 0.5.")
-        if n % 4 or n > 4 * m:
-            raise DataError(f"make_set: balanced=True needs n a multiple of 4 and at most "
-                            f"{4 * m} (4 x the {m} images of part {part!r}); got n={n}.")
-        index = np.repeat(order[: n // 4], 4)
-        repeat = np.zeros(n, dtype=np.int64)
-        dark = np.tile([False, False, True, True], n // 4)
-        thick = np.tile([False, True, False, True], n // 4)
-        shuffle = rng.permutation(n)
-        index, dark, thick = index[shuffle], dark[shuffle], thick[shuffle]
+        index, repeat, dark, thick = _balanced_draw(order, n, part=part, shares=shares, rng=rng)
     else:
-        dark = _exact_assignment(n, tone_share_dark, rng)
-        thick = _exact_assignment(n, stroke_share_thick, rng)
-        cell = dark.astype(np.int64) * 2 + thick.astype(np.int64)
-        # Consecutive positions of one cyclic order: distinct images within a variant
-        # until a variant needs more than m images, and distinct images overall while
-        # n <= m. A variant that needs more than m images repeats them, marked -r2, -r3...
-        rank = np.empty(n, dtype=np.int64)
-        rank[np.argsort(cell, kind="stable")] = np.arange(n)
-        offset = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=4))])[cell]
-        repeat = (rank - offset) // m
-        index = order[rank % m]
+        index, repeat, dark, thick = _planted_draw(order, n, shares=shares, rng=rng)
 
     tone = np.where(dark, "dark", "light")
     stroke = np.where(thick, "thick", "thin")

@@ -22,6 +22,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +219,128 @@ def _save_weights(out: Path, generator: nn.Module, discriminator: nn.Module) -> 
     return sums
 
 
+@dataclass
+class _Gan:
+    """The models being trained, the moving average of the generator, and the optimisers."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    g_ema: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+
+
+def _init_gan(seed: int) -> _Gan:
+    """Both networks with DCGAN initialisation seeded by ``seed``, and Adam for each."""
+    torch.manual_seed(seed)
+    generator = DigitsGenerator()
+    discriminator = DigitsDiscriminator()
+    for model in (generator, discriminator):
+        model.apply(_dcgan_init)
+    g_ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    return _Gan(generator, discriminator, g_ema,
+                torch.optim.Adam(generator.parameters(), lr=LR, betas=BETAS),
+                torch.optim.Adam(discriminator.parameters(), lr=LR, betas=BETAS))
+
+
+def _gan_step(gan: _Gan, real: torch.Tensor, rng: torch.Generator) -> list[float]:
+    """One step on a batch of real images (B x 1 x 32 x 32): the discriminator (real -> 1,
+    generated -> 0, R1 penalty), the generator (non-saturating loss), then the moving
+    average. Returns ``[loss_d, loss_g, mean D(real), mean D(fake)]`` (logits)."""
+    b = len(real)
+    fake = gan.generator(torch.randn(b, LATENT_DIM, generator=rng)).detach()
+    real.requires_grad_(R1_GAMMA > 0)
+    d_real, d_fake = gan.discriminator(real), gan.discriminator(fake)
+    loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+    if R1_GAMMA > 0:
+        (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
+        loss_d = loss_d + R1_GAMMA / 2 * grad.pow(2).sum(dim=(1, 2, 3)).mean()
+    gan.opt_d.zero_grad(set_to_none=True)
+    loss_d.backward()
+    gan.opt_d.step()
+    fake = gan.generator(torch.randn(b, LATENT_DIM, generator=rng))
+    loss_g = F.softplus(-gan.discriminator(fake)).mean()
+    gan.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    gan.opt_g.step()
+    with torch.no_grad():
+        for p_ema, p in zip(gan.g_ema.parameters(), gan.generator.parameters(), strict=True):
+            p_ema.lerp_(p, 1 - EMA_DECAY)
+        for buf_ema, buf in zip(gan.g_ema.buffers(), gan.generator.buffers(), strict=True):
+            buf_ema.copy_(buf)
+    return [loss_d.item(), loss_g.item(), d_real.mean().item(), d_fake.mean().item()]
+
+
+def _train_epoch(gan: _Gan, real_all: torch.Tensor, *, batch_size: int,
+                 rng: torch.Generator) -> dict[str, float]:
+    """One pass over ``real_all`` (N x 1 x 32 x 32) in a seeded order; the mean of
+    :func:`_gan_step`'s numbers over its steps, by name."""
+    n = len(real_all)
+    order = torch.randperm(n, generator=rng)
+    totals = np.zeros(4)
+    steps = 0
+    gan.generator.train()
+    gan.discriminator.train()
+    for start in range(0, n, batch_size):
+        totals += _gan_step(gan, real_all[order[start:start + batch_size]], rng)
+        steps += 1
+    return dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), totals / steps, strict=True))
+
+
+def _train_epochs(gan: _Gan, *, epochs: int, n_epoch: int, batch_size: int, seed: int,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """``epochs`` passes, each over ``n_epoch`` images of the GAN part drawn again in the
+    GAN mix; one history row per epoch (mean losses, the moving-average generator's dark
+    share on a fixed probe of 256 latents, seconds), also sent to ``log``."""
+    rng = torch.Generator().manual_seed(seed)
+    probe = torch.randn(256, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 1))
+    history = []
+    for epoch in range(epochs):
+        t0 = time.perf_counter()
+        real_all, _ = make_set("gan", n=n_epoch, tone_share_dark=GAN_MIX["tone_dark"],
+                               stroke_share_thick=GAN_MIX["stroke_thick"],
+                               seed=seed * 100_003 + epoch)
+        losses = _train_epoch(gan, real_all, batch_size=batch_size, rng=rng)
+        with torch.no_grad():
+            probe_dark = tone_is_dark(gan.g_ema(probe)).float().mean().item()
+        row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in losses.items()},
+               "generated_dark_share": probe_dark,
+               "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        log(f"epoch {epoch + 1}/{epochs}: loss_d={row['loss_d']:.3f} "
+            f"loss_g={row['loss_g']:.3f} D(real)={row['d_real']:.2f} "
+            f"D(fake)={row['d_fake']:.2f} dark={probe_dark:.2f} ({row['seconds']:.1f} s)")
+    return history
+
+
+def _training_document(*, seed: int, epochs: int, batch_size: int, n_epoch: int,
+                       generator: nn.Module, discriminator: nn.Module, sums: dict[str, str],
+                       history: list[dict[str, Any]], check: dict[str, Any] | None,
+                       seconds: float) -> dict[str, Any]:
+    """The content of training.json: settings, sizes, weight hashes, history and check."""
+    return {
+        "model": "digits-dcgan",
+        "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "images_per_epoch": n_epoch,
+        "optimizer": {"name": "Adam", "lr": LR, "betas": list(BETAS)},
+        "loss": "non-saturating (softplus), R1 penalty on real images",
+        "r1_gamma": R1_GAMMA,
+        "ema_decay": EMA_DECAY,
+        "mix": dict(GAN_MIX),
+        "split": {k: len(v) for k, v in digits_split().items()},
+        "latent_dim": LATENT_DIM,
+        "parameters": {"generator": sum(p.numel() for p in generator.parameters()),
+                       "discriminator": sum(p.numel() for p in discriminator.parameters())},
+        "sha256": sums,
+        "torch": torch.__version__,
+        "history": history,
+        "check": check,
+        "seconds": round(seconds, 1),
+    }
+
+
 def train(*, out: Path = WEIGHTS_DIR, epochs: int = EPOCHS, seed: int = 0,
           n_images: int | None = None, batch_size: int = BATCH_SIZE, check_n: int = 2000,
           log: Callable[[str], None] = _log) -> dict[str, Any]:
@@ -254,99 +377,23 @@ def train(*, out: Path = WEIGHTS_DIR, epochs: int = EPOCHS, seed: int = 0,
     deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        torch.manual_seed(seed)
-        generator = DigitsGenerator()
-        discriminator = DigitsDiscriminator()
-        for model in (generator, discriminator):
-            model.apply(_dcgan_init)
-        g_ema = copy.deepcopy(generator).eval().requires_grad_(False)
-        opt_g = torch.optim.Adam(generator.parameters(), lr=LR, betas=BETAS)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=BETAS)
+        gan = _init_gan(seed)
         n_part = len(digits_split()["gan"])
         n_epoch = n_part if n_images is None else min(int(n_images), n_part)
-        rng = torch.Generator().manual_seed(seed)
-        probe = torch.randn(256, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 1))
-        history = []
-        for epoch in range(epochs):
-            t0 = time.perf_counter()
-            real_all, _ = make_set("gan", n=n_epoch, tone_share_dark=GAN_MIX["tone_dark"],
-                                   stroke_share_thick=GAN_MIX["stroke_thick"],
-                                   seed=seed * 100_003 + epoch)
-            order = torch.randperm(n_epoch, generator=rng)
-            totals = np.zeros(4)
-            steps = 0
-            generator.train()
-            discriminator.train()
-            for start in range(0, n_epoch, batch_size):
-                real = real_all[order[start:start + batch_size]]
-                b = len(real)
-                # discriminator: real -> 1, generated -> 0
-                fake = generator(torch.randn(b, LATENT_DIM, generator=rng)).detach()
-                real.requires_grad_(R1_GAMMA > 0)
-                d_real, d_fake = discriminator(real), discriminator(fake)
-                loss_d = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
-                if R1_GAMMA > 0:
-                    (grad,) = torch.autograd.grad(d_real.sum(), real, create_graph=True)
-                    loss_d = loss_d + R1_GAMMA / 2 * grad.pow(2).sum(dim=(1, 2, 3)).mean()
-                opt_d.zero_grad(set_to_none=True)
-                loss_d.backward()
-                opt_d.step()
-                # generator: non-saturating loss
-                fake = generator(torch.randn(b, LATENT_DIM, generator=rng))
-                loss_g = F.softplus(-discriminator(fake)).mean()
-                opt_g.zero_grad(set_to_none=True)
-                loss_g.backward()
-                opt_g.step()
-                with torch.no_grad():
-                    for p_ema, p in zip(g_ema.parameters(), generator.parameters(), strict=True):
-                        p_ema.lerp_(p, 1 - EMA_DECAY)
-                    for buf_ema, buf in zip(g_ema.buffers(), generator.buffers(), strict=True):
-                        buf_ema.copy_(buf)
-                totals += [loss_d.item(), loss_g.item(), d_real.mean().item(),
-                         d_fake.mean().item()]
-                steps += 1
-            row = dict(zip(("loss_d", "loss_g", "d_real", "d_fake"), totals / steps,
-                           strict=True))
-            with torch.no_grad():
-                probe_dark = tone_is_dark(g_ema(probe)).float().mean().item()
-            row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in row.items()},
-                   "generated_dark_share": probe_dark,
-                   "seconds": round(time.perf_counter() - t0, 2)}
-            history.append(row)
-            log(f"epoch {epoch + 1}/{epochs}: loss_d={row['loss_d']:.3f} "
-                f"loss_g={row['loss_g']:.3f} D(real)={row['d_real']:.2f} "
-                f"D(fake)={row['d_fake']:.2f} dark={probe_dark:.2f} ({row['seconds']:.1f} s)")
-
-        generator = g_ema
+        history = _train_epochs(gan, epochs=epochs, n_epoch=n_epoch, batch_size=batch_size,
+                                seed=seed, log=log)
+        generator = gan.g_ema
         _recalibrate_batch_norm(generator, seed=seed)
-        discriminator.eval()
-        sums_written = _save_weights(out, generator, discriminator)
+        discriminator = gan.discriminator.eval()
+        sums = _save_weights(out, generator, discriminator)
         check = check_models(generator, discriminator, n=check_n, seed=seed) if check_n else None
     finally:
         torch.use_deterministic_algorithms(deterministic)
         torch.set_num_threads(threads)
-
-    summary = {
-        "model": "digits-dcgan",
-        "seed": seed,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "images_per_epoch": n_epoch,
-        "optimizer": {"name": "Adam", "lr": LR, "betas": list(BETAS)},
-        "loss": "non-saturating (softplus), R1 penalty on real images",
-        "r1_gamma": R1_GAMMA,
-        "ema_decay": EMA_DECAY,
-        "mix": dict(GAN_MIX),
-        "split": {k: len(v) for k, v in digits_split().items()},
-        "latent_dim": LATENT_DIM,
-        "parameters": {"generator": sum(p.numel() for p in generator.parameters()),
-                       "discriminator": sum(p.numel() for p in discriminator.parameters())},
-        "sha256": sums_written,
-        "torch": torch.__version__,
-        "history": history,
-        "check": check,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    summary = _training_document(seed=seed, epochs=epochs, batch_size=batch_size,
+                                 n_epoch=n_epoch, generator=generator,
+                                 discriminator=discriminator, sums=sums, history=history,
+                                 check=check, seconds=time.perf_counter() - started)
     atomic_write_json(out / "training.json", summary)
     return summary
 

@@ -16,8 +16,6 @@ from audit.measure.results import (
                                    validate_results,
                                    write_tables,
 )
-from audit.measure.synthetic import Planted, synthetic_predictions
 
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "results_to_tables",
-           "write_tables", "results_schema", "validate_results", "synthetic_predictions",
-           "Planted"]
+           "write_tables", "results_schema", "validate_results"]

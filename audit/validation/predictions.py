@@ -168,6 +168,93 @@ def _validity_entry(concept: Concept, true: np.ndarray, decoded: np.ndarray,
     }
 
 
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of a synthetic table: who they are and their scores before group shifts.
+
+    ``sources`` and ``split`` (N,) object arrays; ``is_real``, ``is_test`` and ``known``
+    (N,) bools (``known``: the true labels are given); ``score`` (N,) logits.
+    """
+
+    sources: np.ndarray
+    split: np.ndarray
+    is_real: np.ndarray
+    is_test: np.ndarray
+    known: np.ndarray
+    score: np.ndarray
+
+
+def _draw_rows(n_real: int, n_generated: int, planted: Planted, rng: np.random.Generator
+               ) -> _Rows:
+    """The audit rows (real, then generated) and the held-out labelled rows, with which
+    true labels are known and a normal score per source (before group shifts)."""
+    sources = np.array(["real"] * n_real + ["generated"] * n_generated
+                       + ["real"] * planted.n_test, dtype=object)
+    split = np.array(["audit"] * (n_real + n_generated) + ["test"] * planted.n_test, dtype=object)
+    n = len(sources)
+    is_real = sources == "real"
+    is_test = split == "test"
+    known = is_test | (is_real & (rng.random(n) < planted.true_known))
+    score = np.where(is_real, planted.real_score_mean, planted.generated_score_mean)
+    score = score + rng.normal(0.0, planted.score_sd, n)
+    return _Rows(sources, split, is_real, is_test, known, score)
+
+
+def _plant_truth(rows: _Rows, concept_set: ConceptSet, planted: Planted,
+                 rng: np.random.Generator) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """True group codes per concept ({concept: (N,) int}) drawn from the planted shares
+    (held-out rows: uniform), and the scores (N,) with the planted shifts added."""
+    n = len(rows.sources)
+    score = rows.score
+    truth: dict[str, np.ndarray] = {}
+    for concept in concept_set.concepts:
+        p_real = _shares(concept, planted.real_shares.get(concept.name))
+        p_gen = _shares(concept, planted.generated_shares.get(concept.name))
+        p_test = np.full(concept.n_groups, 1.0 / concept.n_groups)
+        true = np.empty(n, dtype=int)
+        for mask, p in ((rows.is_real & ~rows.is_test, p_real), (~rows.is_real, p_gen),
+                        (rows.is_test, p_test)):
+            true[mask] = rng.choice(concept.n_groups, size=int(mask.sum()), p=p)
+        truth[concept.name] = true
+        for (cname, group, source), shift in planted.score_shift.items():
+            if cname == concept.name:
+                gi = concept.groups.index(group)
+                score = score + shift * ((true == gi) & (rows.sources == source))
+    return truth, score
+
+
+def _decode_truth(rows: _Rows, truth: dict[str, np.ndarray], concept_set: ConceptSet,
+                  planted: Planted, rng: np.random.Generator, columns: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """Decode every concept through its planted confusion: adds the ``true__``,
+    ``prob__`` and ``pred__`` columns to ``columns`` and returns the validity document,
+    counted on the held-out rows."""
+    from audit.decode.train import joint_confusions
+
+    is_test = rows.is_test
+    validity: dict[str, Any] = {"concept_set": {"name": concept_set.name,
+                                                "sha256": concept_set.sha256},
+                                "model_sha256": "synthetic", "concepts": {}}
+    decided: dict[str, np.ndarray] = {}
+    for concept in concept_set.concepts:
+        a = planted_confusion(concept, planted.accuracy.get(concept.name, 0.95))
+        true = truth[concept.name]
+        decoded, probs = _decode(rng, true, a)
+        decided[concept.name] = decoded[is_test]
+        groups = np.array(concept.groups, dtype=object)
+        columns[f"true__{concept.name}"] = np.where(rows.known, groups[true], None)
+        for j, g in enumerate(concept.groups):
+            columns[f"prob__{concept.name}__{g}"] = probs[:, j]
+        columns[f"pred__{concept.name}"] = groups[decoded]
+        groups_of = {c.name: (c.groups, truth[c.name][is_test]) for c in concept_set.protected}
+        validity["concepts"][concept.name] = _validity_entry(
+            concept, true[is_test], decoded[is_test], probs[is_test], groups_of, rng)
+    validity["intersections"] = joint_confusions(
+        np.stack([truth[c.name][is_test] for c in concept_set.concepts], axis=1), decided,
+        concept_set)
+    return validity
+
+
 def synthetic_predictions(n_real: int, n_generated: int, concept_set: ConceptSet, *,
                           seed: int = 0, planted: Planted | None = None
                           ) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -199,63 +286,20 @@ def synthetic_predictions(n_real: int, n_generated: int, concept_set: ConceptSet
 
     planted = planted if planted is not None else Planted()
     rng = np.random.default_rng(seed)
-    sources = np.array(["real"] * n_real + ["generated"] * n_generated
-                       + ["real"] * planted.n_test, dtype=object)
-    split = np.array(["audit"] * (n_real + n_generated) + ["test"] * planted.n_test, dtype=object)
-    n = len(sources)
-    is_real = sources == "real"
-    is_test = split == "test"
-    known = is_test | (is_real & (rng.random(n) < planted.true_known))
-    sd = planted.score_sd
-    score = np.where(is_real, planted.real_score_mean, planted.generated_score_mean)
-    score = score + rng.normal(0.0, sd, n)
+    rows = _draw_rows(n_real, n_generated, planted, rng)
     columns: dict[str, Any] = {
         "image_id": [f"{'test' if t else s}-{i:06d}" for i, (s, t) in
-                     enumerate(zip(sources, is_test, strict=True))],
-        "split": split, "source": sources,
+                     enumerate(zip(rows.sources, rows.is_test, strict=True))],
+        "split": rows.split, "source": rows.sources,
     }
-    truth: dict[str, np.ndarray] = {}
-    for concept in concept_set.concepts:
-        p_real = _shares(concept, planted.real_shares.get(concept.name))
-        p_gen = _shares(concept, planted.generated_shares.get(concept.name))
-        p_test = np.full(concept.n_groups, 1.0 / concept.n_groups)
-        true = np.empty(n, dtype=int)
-        for mask, p in ((is_real & ~is_test, p_real), (~is_real, p_gen), (is_test, p_test)):
-            true[mask] = rng.choice(concept.n_groups, size=int(mask.sum()), p=p)
-        truth[concept.name] = true
-        for (cname, group, source), shift in planted.score_shift.items():
-            if cname == concept.name:
-                gi = concept.groups.index(group)
-                score = score + shift * ((true == gi) & (sources == source))
-    from audit.decode.train import joint_confusions
-
-    validity: dict[str, Any] = {"concept_set": {"name": concept_set.name,
-                                                "sha256": concept_set.sha256},
-                                "model_sha256": "synthetic", "concepts": {}}
-    decided: dict[str, np.ndarray] = {}
-    for concept in concept_set.concepts:
-        a = planted_confusion(concept, planted.accuracy.get(concept.name, 0.95))
-        true = truth[concept.name]
-        decoded, probs = _decode(rng, true, a)
-        decided[concept.name] = decoded[is_test]
-        groups = np.array(concept.groups, dtype=object)
-        columns[f"true__{concept.name}"] = np.where(known, groups[true], None)
-        for j, g in enumerate(concept.groups):
-            columns[f"prob__{concept.name}__{g}"] = probs[:, j]
-        columns[f"pred__{concept.name}"] = groups[decoded]
-        groups_of = {c.name: (c.groups, truth[c.name][is_test]) for c in concept_set.protected}
-        validity["concepts"][concept.name] = _validity_entry(
-            concept, true[is_test], decoded[is_test], probs[is_test], groups_of, rng)
-    validity["intersections"] = joint_confusions(
-        np.stack([truth[c.name][is_test] for c in concept_set.concepts], axis=1), decided,
-        concept_set)
+    truth, score = _plant_truth(rows, concept_set, planted, rng)
+    validity = _decode_truth(rows, truth, concept_set, planted, rng, columns)
     if planted.invalid_scores:
-        gen_rows = np.flatnonzero(~is_real)
+        gen_rows = np.flatnonzero(~rows.is_real)
         bad = rng.choice(gen_rows, size=min(planted.invalid_scores, len(gen_rows)), replace=False)
         score[bad] = np.nan
     columns["score"] = score
-    frame = pd.DataFrame(columns)
-    return frame, validity
+    return pd.DataFrame(columns), validity
 
 
 def synthetic_results(n_real: int = 2000, n_generated: int = 2000, *, seed: int = 0,
@@ -268,7 +312,7 @@ def synthetic_results(n_real: int = 2000, n_generated: int = 2000, *, seed: int 
 
         from pathlib import Path
         from audit.io import atomic_write_json
-        from audit.measure.synthetic import synthetic_results
+        from audit.validation.predictions import synthetic_results
         atomic_write_json(Path("tests/fixtures/results_digits.json"), synthetic_results())
     """
     from audit.concepts import load_concept_set

@@ -37,6 +37,8 @@ import numpy as np
 from audit.errors import ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
 
     from audit.concepts import ConceptSet
@@ -228,6 +230,54 @@ def _render_variants(images: np.ndarray) -> tuple[Any, pd.DataFrame]:
     return torch.cat(parts), pd.DataFrame({"tone": tones, "stroke": strokes})
 
 
+def _audit_part_variants() -> tuple[Any, pd.DataFrame]:
+    """The demo's audit part in all four variants: 4M x 1 x 32 x 32 images and their
+    table (``image_id``, ``digit``, ``tone``, ``stroke``), variant-major."""
+    from sklearn.datasets import load_digits
+
+    from audit.demo.data import digits_split
+
+    index = digits_split()["audit"]
+    digits = load_digits()
+    images, table = _render_variants(digits.images[index])
+    table.insert(0, "image_id", [f"digits-audit-{i:05d}-{t}-{s}" for i, t, s in
+                                 zip(np.tile(index, 4), table["tone"], table["stroke"],
+                                     strict=True)])
+    table.insert(1, "digit", np.tile(digits.target[index], 4).astype(str))
+    return images, table
+
+
+def _images_to_features(model: Any, layers: Any, cfg: DiscriminatorConfig, images: Any, *,
+                        out: Path, device: str) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
+    """Extract ``images`` (N x C x H x W) into a store at ``out``: the pooled features per
+    layer ({layer: N x D}), the scores (N,) and the store's settings."""
+    from audit.decode.run import store_features
+    from audit.extract import extract
+
+    store = extract(model, layers, images, out=out, pooling=cfg.pooling,
+                    batch_size=cfg.batch_size, device=device, max_dim=cfg.max_dim,
+                    progress=False, include_batch_dependent=cfg.include_batch_dependent)
+    return store_features(store), np.asarray(store.scores()), store.settings
+
+
+def _heldout_predictions(bundle: Any, paired_x: dict[str, np.ndarray],
+                         paired_labels: pd.DataFrame, concept_set: ConceptSet,
+                         source: dict[str, Any]) -> pd.DataFrame:
+    """The decoders' held-out test images (paired part, bundle's ``test`` split):
+    ``true__<concept>`` and ``pred__<concept>`` per concept."""
+    import pandas as pd
+
+    from audit.decode import decode
+
+    test = set(bundle.splits["test"])
+    rows = np.flatnonzero(paired_labels["image_id"].astype(str).isin(test).to_numpy())
+    paired_decoded = decode(bundle, {k: v[rows] for k, v in paired_x.items()}, **source)
+    return pd.DataFrame({
+        **{f"true__{c}": paired_labels[c].to_numpy()[rows] for c in concept_set.names},
+        **{f"pred__{c}": paired_decoded[f"pred__{c}"].to_numpy() for c in concept_set.names},
+    })
+
+
 def scenario_bank(*, discriminator: str | DiscriminatorConfig = DEFAULT_DISCRIMINATOR,
                   decoders: DecoderSettings | None = None, seed: int = 0,
                   device: str = "cpu") -> ScenarioBank:
@@ -255,14 +305,12 @@ def scenario_bank(*, discriminator: str | DiscriminatorConfig = DEFAULT_DISCRIMI
 
     import pandas as pd
     import torch
-    from sklearn.datasets import load_digits
 
     from audit.concepts import load_concept_set
     from audit.config import DiscriminatorConfig
     from audit.decode import activations_to_decoders, decode
-    from audit.decode.run import store_features
-    from audit.demo.data import builtin_source, digits_split
-    from audit.extract import extract, resolve_layers
+    from audit.demo.data import builtin_source
+    from audit.extract import resolve_layers
     from audit.load import load_discriminator
 
     cfg = discriminator if isinstance(discriminator, DiscriminatorConfig) else \
@@ -273,23 +321,12 @@ def scenario_bank(*, discriminator: str | DiscriminatorConfig = DEFAULT_DISCRIMI
         model = load_discriminator(cfg, device=device)
     layers = resolve_layers(model, cfg.layers, include_batch_dependent=cfg.include_batch_dependent)
     paired_images, paired_labels = builtin_source("digits-paired")
-    index = digits_split()["audit"]
-    digits = load_digits()
-    audit_images, table = _render_variants(digits.images[index])
-    table.insert(0, "image_id", [f"digits-audit-{i:05d}-{t}-{s}" for i, t, s in
-                                 zip(np.tile(index, 4), table["tone"], table["stroke"],
-                                     strict=True)])
-    table.insert(1, "digit", np.tile(digits.target[index], 4).astype(str))
-
-    def features(images: Any, out: Path) -> tuple[dict[str, np.ndarray], np.ndarray, Any]:
-        store = extract(model, layers, images, out=out, pooling=cfg.pooling,
-                        batch_size=cfg.batch_size, device=device, max_dim=cfg.max_dim,
-                        progress=False, include_batch_dependent=cfg.include_batch_dependent)
-        return store_features(store), np.asarray(store.scores()), store.settings
-
+    audit_images, table = _audit_part_variants()
     with tempfile.TemporaryDirectory(prefix="gan-audit-scenarios-") as tmp:
-        paired_x, _, settings = features(paired_images, Path(tmp) / "paired")
-        audit_x, scores, _ = features(audit_images, Path(tmp) / "audit")
+        paired_x, _, settings = _images_to_features(model, layers, cfg, paired_images,
+                                                    out=Path(tmp) / "paired", device=device)
+        audit_x, scores, _ = _images_to_features(model, layers, cfg, audit_images,
+                                                 out=Path(tmp) / "audit", device=device)
     source = {"model_sha256": settings.model_sha256, "pooling": settings.pooling}
     if decoders is None:  # as the demo trains them (variants of one digit in one split)
         from audit.config import load_config
@@ -298,19 +335,12 @@ def scenario_bank(*, discriminator: str | DiscriminatorConfig = DEFAULT_DISCRIMI
         decoders = load_config(demo_config()).decoders
     bundle = activations_to_decoders(paired_x, paired_labels, concept_set, settings=decoders,
                                      device=device, **source)
-    decoded = decode(bundle, audit_x, scores, **source)
-    table = pd.concat([table, decoded], axis=1)
-
-    test = set(bundle.splits["test"])
-    rows = np.flatnonzero(paired_labels["image_id"].astype(str).isin(test).to_numpy())
-    paired_decoded = decode(bundle, {k: v[rows] for k, v in paired_x.items()}, **source)
-    heldout = pd.DataFrame({
-        **{f"true__{c}": paired_labels[c].to_numpy()[rows] for c in concept_set.names},
-        **{f"pred__{c}": paired_decoded[f"pred__{c}"].to_numpy() for c in concept_set.names},
-    })
-    return ScenarioBank(table=table, heldout=heldout, validity=bundle.validity,
-                        concept_set=concept_set, discriminator=cfg.spec,
-                        model_sha256=settings.model_sha256)
+    table = pd.concat([table, decode(bundle, audit_x, scores, **source)], axis=1)
+    return ScenarioBank(table=table,
+                        heldout=_heldout_predictions(bundle, paired_x, paired_labels,
+                                                     concept_set, source),
+                        validity=bundle.validity, concept_set=concept_set,
+                        discriminator=cfg.spec, model_sha256=settings.model_sha256)
 
 
 # ---------------------------------------------------------------- one replicate
