@@ -92,6 +92,17 @@ def test_every_finding_has_every_field(results) -> None:
         assert f["summary"].endswith(".") and len(f["summary"]) > 40
 
 
+def test_the_finding_record_names_the_schema_fields_in_order(results) -> None:
+    from audit.measure.findings import FindingRecord
+    from audit.measure.results import results_schema
+
+    schema = results_schema()["$defs"]["finding"]
+    assert list(FindingRecord.__annotations__) == list(schema["properties"]) \
+        == schema["required"]
+    for f in results["findings"]:                   # each finding in that order, no more
+        assert list(f) == list(schema["properties"]), f["id"]
+
+
 def test_every_shown_number_carries_n_and_interval(results) -> None:
     def walk(node):
         if isinstance(node, dict):

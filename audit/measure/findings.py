@@ -31,7 +31,9 @@ significant after Holm nor wholly past the threshold by its interval gives a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import numpy as np
 
@@ -43,9 +45,8 @@ from audit.vocabulary import FourFifths, Severity, Verdict, severity_rank
 if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
-__all__ = ["validity_summary", "finding_validity", "results_to_findings", "verdicts"]
-
-
+__all__ = ["FindingRecord", "validity_summary", "finding_validity", "results_to_findings",
+           "verdicts"]
 
 
 def validity_summary(validity: dict[str, Any], concept_names: list[str]) -> dict[str, Any]:
@@ -108,6 +109,8 @@ def finding_validity(summary: dict[str, Any], concepts: list[str], groups: list[
 
 
 def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float) -> Severity:
+    """High when significant after Holm and ``big``, medium when significant after
+    Benjamini-Hochberg, else low."""
     if p_holm is not None and p_holm < alpha and big:
         return Severity.HIGH
     if p_bh is not None and p_bh < alpha:
@@ -115,24 +118,65 @@ def _severity(p_holm: float | None, p_bh: float | None, big: bool, alpha: float)
     return Severity.LOW
 
 
-_FIELDS = ("id", "kind", "severity", "concept", "groups", "intersection", "source", "metric",
-           "value", "ci", "n", "p_value", "p_holm", "p_bh", "threshold", "evidence", "validity",
-           "confidence", "summary")
+class FindingRecord(TypedDict):
+    """One finding as results.json stores it: the schema's fields, in its order."""
+
+    id: str
+    kind: str
+    severity: Severity
+    concept: str
+    groups: list[str]
+    intersection: list[str] | None
+    source: str | None
+    metric: str
+    value: float | None
+    ci: list[float | None] | None
+    n: int | None
+    p_value: float | None
+    p_holm: float | None
+    p_bh: float | None
+    threshold: float | None
+    evidence: dict[str, Any]
+    validity: dict[str, Any]
+    confidence: str
+    summary: str
 
 
-def _finding(**kw: Any) -> dict[str, Any]:
+_FIELDS = tuple(FindingRecord.__annotations__)
+
+
+def _finding(**kw: Any) -> FindingRecord:
     """A finding with every field, in the schema's order (absent ones None or empty)."""
     unknown = set(kw) - set(_FIELDS)
     if unknown:
         raise TypeError(f"unknown finding field(s) {sorted(unknown)}")
-    return {k: kw.get(k, {} if k == "evidence" else None) for k in _FIELDS}
+    return cast(FindingRecord, {k: kw.get(k, {} if k == "evidence" else None) for k in _FIELDS})
+
+
+def _p_values(test: dict[str, Any]) -> dict[str, float | None]:
+    """A test record's raw, Holm- and Benjamini-Hochberg-corrected p-values as finding
+    fields (None where the test is missing)."""
+    return {"p_value": test.get("p_value"), "p_holm": test.get("p_holm"),
+            "p_bh": test.get("p_bh")}
+
+
+def _subject(section: dict[str, Any], group: str, summary: dict[str, Any],
+             settings: MeasureSettings) -> dict[str, Any]:
+    """Whom a finding on ``group`` of a section is about (concept, groups, intersection)
+    and the validity and confidence of the decoders it rests on, as finding fields."""
+    concepts = section["concepts"]
+    parts = group.split(SEP) if len(concepts) > 1 else [group]
+    val, conf = finding_validity(summary, concepts, parts, settings.weak_decoder_below)
+    return {"concept": section["concept"], "groups": [group],
+            "intersection": concepts if len(concepts) > 1 else None,
+            "validity": val, "confidence": conf}
 
 
 def results_to_findings(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
                         tests: dict[str, dict[str, Any]], summary: dict[str, Any], *,
                         settings: MeasureSettings, protected: list[str],
                         discriminator: dict[str, Any] | None = None,
-                        transfer: dict[str, str] | None = None) -> list[dict[str, Any]]:
+                        transfer: dict[str, str] | None = None) -> list[FindingRecord]:
     """Every finding of the audit, sorted by id.
 
     Parameters
@@ -158,180 +202,284 @@ def results_to_findings(representation: list[dict[str, Any]], treatment: list[di
         it, carries the caveat (``evidence.transfer_caveat`` and its summary); severity and
         confidence (which speaks of the decoder's held-out accuracy) are left as they are.
     """
-    alpha = settings.alpha
-    out: list[dict[str, Any]] = []
     dsc = discriminator or {}
-    caveat = sanity_caveat(dsc)
-    for problem in dsc.get("problems") or []:
-        sep = dsc.get("separation") or {}
-        out.append(_finding(
-            id=f"F-DSC-{problem['kind']}", kind="discriminator", severity=Severity.MEDIUM,
-            concept="discriminator", groups=[], metric="roc_auc", value=sep.get("auc"),
-            ci=sep.get("ci"), n=(sep.get("n_real") or 0) + (sep.get("n_generated") or 0),
-            evidence={"n_real": sep.get("n_real"), "n_generated": sep.get("n_generated"),
-                      "real_acceptance": (dsc.get("acceptance") or {}).get("real"),
-                      "generated_acceptance": (dsc.get("acceptance") or {}).get("generated"),
-                      "interval_method": sep.get("method")},
-            validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
-            confidence="normal",
-            summary=(f"Discriminator sanity: {problem['message']}. "
-                     + ("No treatment verdict is given." if dsc.get("constant") else
-                        "Every treatment finding carries this caveat and is at most low "
-                        "severity."))))
-
-    def common(section: dict[str, Any], group: str) -> dict[str, Any]:
-        concepts = section["concepts"]
-        parts = group.split(SEP) if len(concepts) > 1 else [group]
-        val, conf = finding_validity(summary, concepts, parts, settings.weak_decoder_below)
-        return {"concept": section["concept"], "groups": [group],
-                "intersection": concepts if len(concepts) > 1 else None,
-                "validity": val, "confidence": conf}
-
-    for sec in representation:
-        if not sec["protected"]:
-            continue
-        for row in sec["rows"]:
-            t = tests.get(row["test_id"] or "", {})
-            p = (t.get("p_value"), t.get("p_holm"), t.get("p_bh"))
-            corr, ref = row["generated_corrected"]["value"], row["reference_share"]
-            evidence = {"real_k": row["real"].get("k"), "real_n": row["real"]["n"],
-                        "generated_decoded_k": row["generated_raw"].get("k"),
-                        "generated_n": row["generated_raw"]["n"],
-                        "generated_raw_share": row["generated_raw"]["value"],
-                        "generated_corrected_share": corr,
-                        "generated_corrected_ci": row["generated_corrected"]["ci"],
-                        "reference_share": ref, "reference": sec["reference"],
-                        "correction": sec["correction"]["method"], "test": row["test_id"]}
-            where = f"{sec['concept']} = {row['group']}"
-            ref_words = "among real images" if sec["reference"] == "real" else "under uniform"
-            rep_finding = None
-            if row["under_represented"]:
-                gap = row["gap"]["value"]
-                big = gap is not None and gap <= -settings.severity_high_gap
-                f = _finding(
-                    id=f"F-REP-{sec['concept']}-{row['group']}", kind="representation",
-                    severity=_severity(p[1], p[2], big, alpha), metric="share_gap",
-                    value=gap, ci=row["gap"]["ci"], n=row["gap"]["n"], p_value=p[0],
-                    p_holm=p[1], p_bh=p[2], threshold=-settings.under_margin,
-                    evidence=evidence, **common(sec, row["group"]),
-                    summary=(f"Generated images under-represent {where}: {percent(corr)} of them "
-                             f"after correcting for decoder error "
-                             f"({interval(row['generated_corrected']['ci'])}, "
-                             f"n = {row['gap']['n']}), against {percent(ref)} {ref_words}."))
-                out.append(f)
-                rep_finding = f
-            if row["below_coverage_floor"]:
-                big = row["real"].get("k", 0) >= settings.min_group_n
-                if rep_finding is not None:
-                    _add_coverage(rep_finding, row, settings,
-                                  Severity.HIGH if big else Severity.MEDIUM)
-                    continue
-                out.append(_finding(
-                    id=f"F-COV-{sec['concept']}-{row['group']}", kind="coverage",
-                    severity=Severity.HIGH if big else Severity.MEDIUM, metric="generated_share",
-                    value=corr, ci=row["generated_corrected"]["ci"],
-                    n=row["generated_corrected"]["n"], p_value=p[0], p_holm=p[1], p_bh=p[2],
-                    threshold=settings.coverage_floor, evidence=evidence,
-                    **common(sec, row["group"]),
-                    summary=(f"The generator barely produces {where}: {percent(corr)} of "
-                             f"generated images ({interval(row['generated_corrected']['ci'])}, "
-                             f"n = {row['generated_corrected']['n']}), under the coverage floor "
-                             f"of {percent(settings.coverage_floor)}, while {percent(ref)} "
-                             f"{ref_words}: a sign of mode collapse.")))
-
-    for sec in treatment:
-        if not sec["protected"]:
-            continue
-        worst: dict[tuple[str, str], dict[str, Any]] = {}
-        for row in sec["impact"]:
-            ratio = row["ratio"]["value"]
-            if ratio is None or row["four_fifths"] == FourFifths.NO_VERDICT:
-                continue
-            t = tests.get(row["test_id"] or "", {})
-            sig = t.get("p_holm") is not None and t["p_holm"] < alpha
-            if row["four_fifths"] != FourFifths.ADVERSE_IMPACT and not sig:
-                continue
-            key = (row["group"], row["source"])
-            prev = worst.get(key)
-            rank = (row["four_fifths"] == FourFifths.ADVERSE_IMPACT, -ratio)
-            if prev is None or rank > prev["rank"]:
-                worst[key] = {"rank": rank, "row": row, "test": t}
-        for (group, source), w in sorted(worst.items()):
-            row, t = w["row"], w["test"]
-            ratio = row["ratio"]["value"]
-            adverse = row["four_fifths"] == FourFifths.ADVERSE_IMPACT
-            sev = (_severity(t.get("p_holm"), t.get("p_bh"), ratio < settings.severity_high_ratio,
-                             alpha) if adverse else Severity.INFO)
-            if caveat and sev in (Severity.HIGH, Severity.MEDIUM):
-                sev = Severity.LOW
-            metric = row["metric"]
-            words = ("acceptance as real" if metric == "acceptance_rate" else
-                     "scoring rate (share above the real median score)")
-            rule = (f"under the four-fifths threshold of {settings.impact_threshold:.2f}"
-                    if adverse else "within the four-fifths rule but statistically significant")
-            pv = t.get("p_holm")
-            out.append(_finding(
-                id=f"F-TRT-{sec['concept']}-{group}-{source}", kind="treatment", severity=sev,
-                metric=f"impact_ratio_{metric}", source=source, value=ratio,
-                ci=row["ratio"]["ci"], n=row["ratio"]["n"], p_value=t.get("p_value"),
-                p_holm=t.get("p_holm"), p_bh=t.get("p_bh"),
-                threshold=settings.impact_threshold,
-                evidence={"metric": metric, "rate": row["rate"]["value"],
-                          "rate_ci": row["rate"]["ci"], "k": row["rate"].get("k"),
-                          "n": row["rate"]["n"], "highest_group": row["highest_group"],
-                          "highest_k": (t.get("counts") or {}).get("k2"),
-                          "highest_n": (t.get("counts") or {}).get("n2"),
-                          "test": row["test_id"], "test_method": t.get("method"),
-                          "discriminator_caveat": caveat},
-                **common(sec, group),
-                summary=(f"The discriminator's {words} of {source} images with "
-                         f"{sec['concept']} = {group} is {percent(row['rate']['value'])} "
-                         f"(n = {row['rate']['n']}), {ratio:.3f} times that of "
-                         f"{row['highest_group']} ({interval(row['ratio']['ci'], kind='num')}), "
-                         f"{rule}; Holm-corrected p = "
-                         f"{'n/a' if pv is None else f'{pv:.2g}'}."
-                         + (f" {caveat}" if caveat else ""))))
-
+    out = [*_discriminator_findings(dsc),
+           *_representation_findings(representation, tests, summary, settings),
+           *_treatment_findings(treatment, tests, summary, settings,
+                                caveat=sanity_caveat(dsc))]
     _add_transfer_caveats(out, representation + treatment, transfer or {})
-    for name in protected:
-        v = summary.get(name) or {}
-        if v.get("decodable") is False:
-            out.append(_finding(
-                id=f"F-VAL-{name}", kind="decoder_validity", severity=Severity.MEDIUM,
-                concept=name, groups=[], metric="selectivity", value=v.get("selectivity"),
-                n=v.get("n_test"), evidence={"balanced_accuracy": v.get("balanced_accuracy"),
-                                             "layer": v.get("layer")},
-                validity={"decodable": False, "balanced_accuracy": v.get("balanced_accuracy"),
-                          "group_accuracy": {}}, confidence="low",
-                summary=(f"The discriminator's activations do not carry {name} beyond what a "
-                         f"control task reaches (selectivity {v.get('selectivity')}): nothing "
-                         f"about {name} can be concluded from this audit.")))
-        for other, accs in sorted((v.get("group_accuracy") or {}).items()):
-            for group, acc in sorted(accs.items()):
-                if acc is None or acc >= settings.weak_decoder_below:
-                    continue
-                fid = f"F-VAL-{name}-{group}" if other == name else \
-                    f"F-VAL-{name}-{other}-{group}"
-                out.append(_finding(
-                    id=fid, kind="decoder_validity", severity=Severity.LOW, concept=name,
-                    groups=[group], intersection=None if other == name else [name, other],
-                    metric="group_accuracy", value=float(acc), n=v.get("n_test"),
-                    threshold=settings.weak_decoder_below,
-                    evidence={"concept": name, "within": f"{other}={group}",
-                              "balanced_accuracy": v.get("balanced_accuracy")},
-                    validity={"decodable": v.get("decodable"),
-                              "balanced_accuracy": v.get("balanced_accuracy"),
-                              "group_accuracy": {f"{name} | {other}={group}": float(acc)}},
-                    confidence="low",
-                    summary=(f"The {name} decoder is weak on held-out images with {other} = "
-                             f"{group} (accuracy {percent(acc)}, under "
-                             f"{percent(settings.weak_decoder_below)}): findings that rest on it "
-                             f"are marked low confidence.")))
+    out += _decoder_validity_findings(protected, summary, settings)
     out.sort(key=lambda f: f["id"])
     return out
 
 
-def _add_transfer_caveats(findings: list[dict[str, Any]], sections: list[dict[str, Any]],
+def _discriminator_findings(dsc: dict[str, Any]) -> list[FindingRecord]:
+    """One ``F-DSC-<kind>`` finding (medium) per problem the discriminator sanity section
+    names, with the separation's ROC AUC as its value."""
+    sep = dsc.get("separation") or {}
+    acceptance = dsc.get("acceptance") or {}
+    consequence = ("No treatment verdict is given." if dsc.get("constant") else
+                   "Every treatment finding carries this caveat and is at most low severity.")
+    return [_finding(
+        id=f"F-DSC-{problem['kind']}", kind="discriminator", severity=Severity.MEDIUM,
+        concept="discriminator", groups=[], metric="roc_auc", value=sep.get("auc"),
+        ci=sep.get("ci"), n=(sep.get("n_real") or 0) + (sep.get("n_generated") or 0),
+        evidence={"n_real": sep.get("n_real"), "n_generated": sep.get("n_generated"),
+                  "real_acceptance": acceptance.get("real"),
+                  "generated_acceptance": acceptance.get("generated"),
+                  "interval_method": sep.get("method")},
+        validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
+        confidence="normal",
+        summary=f"Discriminator sanity: {problem['message']}. {consequence}")
+        for problem in dsc.get("problems") or []]
+
+
+def _representation_findings(representation: list[dict[str, Any]],
+                             tests: dict[str, dict[str, Any]], summary: dict[str, Any],
+                             settings: MeasureSettings) -> list[FindingRecord]:
+    """``F-REP`` (under-represented) and ``F-COV`` (under the coverage floor) findings of
+    the protected sections' groups; a group that is both gets its ``F-REP`` finding only,
+    carrying the coverage numbers and the graver severity."""
+    out: list[FindingRecord] = []
+    for sec in representation:
+        if not sec["protected"]:
+            continue
+        for row in sec["rows"]:
+            test = tests.get(row["test_id"] or "", {})
+            subject = _subject(sec, row["group"], summary, settings)
+            under = (_under_represented_finding(sec, row, test, subject, settings)
+                     if row["under_represented"] else None)
+            if under is not None:
+                out.append(under)
+            if row["below_coverage_floor"]:
+                severity = (Severity.HIGH if row["real"].get("k", 0) >= settings.min_group_n
+                            else Severity.MEDIUM)
+                if under is not None:
+                    _add_coverage(under, row, settings, severity)
+                else:
+                    out.append(_coverage_finding(sec, row, test, subject, settings, severity))
+    return out
+
+
+def _share_evidence(section: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """The counts and shares behind a representation or coverage finding."""
+    return {"real_k": row["real"].get("k"), "real_n": row["real"]["n"],
+            "generated_decoded_k": row["generated_raw"].get("k"),
+            "generated_n": row["generated_raw"]["n"],
+            "generated_raw_share": row["generated_raw"]["value"],
+            "generated_corrected_share": row["generated_corrected"]["value"],
+            "generated_corrected_ci": row["generated_corrected"]["ci"],
+            "reference_share": row["reference_share"], "reference": section["reference"],
+            "correction": section["correction"]["method"], "test": row["test_id"]}
+
+
+def _reference_words(section: dict[str, Any]) -> str:
+    """Where the reference share comes from, as the end of a sentence."""
+    return "among real images" if section["reference"] == "real" else "under uniform"
+
+
+def _under_represented_finding(section: dict[str, Any], row: dict[str, Any],
+                               test: dict[str, Any], subject: dict[str, Any],
+                               settings: MeasureSettings) -> FindingRecord:
+    """``F-REP-<concept>-<group>``: the generated share (corrected for decoder error) is
+    under the reference share by more than ``under_margin``; high severity needs a gap
+    of ``severity_high_gap``."""
+    gap = row["gap"]["value"]
+    big = gap is not None and gap <= -settings.severity_high_gap
+    p = _p_values(test)
+    corrected = row["generated_corrected"]
+    return _finding(
+        id=f"F-REP-{section['concept']}-{row['group']}", kind="representation",
+        severity=_severity(p["p_holm"], p["p_bh"], big, settings.alpha), metric="share_gap",
+        value=gap, ci=row["gap"]["ci"], n=row["gap"]["n"], **p,
+        threshold=-settings.under_margin, evidence=_share_evidence(section, row), **subject,
+        summary=(f"Generated images under-represent {section['concept']} = {row['group']}: "
+                 f"{percent(corrected['value'])} of them after correcting for decoder error "
+                 f"({interval(corrected['ci'])}, n = {row['gap']['n']}), against "
+                 f"{percent(row['reference_share'])} {_reference_words(section)}."))
+
+
+def _coverage_finding(section: dict[str, Any], row: dict[str, Any], test: dict[str, Any],
+                      subject: dict[str, Any], settings: MeasureSettings,
+                      severity: Severity) -> FindingRecord:
+    """``F-COV-<concept>-<group>``: the generator barely produces the group (corrected
+    generated share under ``coverage_floor``), a sign of mode collapse."""
+    corrected = row["generated_corrected"]
+    return _finding(
+        id=f"F-COV-{section['concept']}-{row['group']}", kind="coverage", severity=severity,
+        metric="generated_share", value=corrected["value"], ci=corrected["ci"],
+        n=corrected["n"], **_p_values(test), threshold=settings.coverage_floor,
+        evidence=_share_evidence(section, row), **subject,
+        summary=(f"The generator barely produces {section['concept']} = {row['group']}: "
+                 f"{percent(corrected['value'])} of generated images "
+                 f"({interval(corrected['ci'])}, n = {corrected['n']}), under the coverage "
+                 f"floor of {percent(settings.coverage_floor)}, while "
+                 f"{percent(row['reference_share'])} {_reference_words(section)}: a sign of "
+                 f"mode collapse."))
+
+
+def _add_coverage(finding: FindingRecord, row: dict[str, Any], settings: MeasureSettings,
+                  severity: Severity) -> None:
+    """One fact, one finding: a group both under-represented and under the coverage floor
+    gets one finding (its F-REP id) carrying both numbers and the graver severity."""
+    est = row["generated_corrected"]
+    finding["evidence"]["coverage"] = {"generated_share": est["value"], "ci": est["ci"],
+                                       "floor": settings.coverage_floor, "severity": severity}
+    if severity_rank(severity) < severity_rank(finding["severity"]):
+        finding["severity"] = severity
+    finding["summary"] += (f" That is under the coverage floor of "
+                           f"{percent(settings.coverage_floor)}: the generator barely produces "
+                           f"them, a sign of mode collapse.")
+
+
+def _treatment_findings(treatment: list[dict[str, Any]], tests: dict[str, dict[str, Any]],
+                        summary: dict[str, Any], settings: MeasureSettings, *,
+                        caveat: str | None) -> list[FindingRecord]:
+    """``F-TRT`` findings of the protected sections: per group and source, the worst impact
+    row under the four-fifths threshold or significant after Holm."""
+    out: list[FindingRecord] = []
+    for sec in treatment:
+        if not sec["protected"]:
+            continue
+        worst = _worst_impact_rows(sec, tests, settings.alpha)
+        for (group, source), (row, test) in sorted(worst.items()):
+            out.append(_treatment_finding(sec, group, source, row, test,
+                                          _subject(sec, group, summary, settings),
+                                          settings, caveat=caveat))
+    return out
+
+
+def _worst_impact_rows(section: dict[str, Any], tests: dict[str, dict[str, Any]],
+                       alpha: float) -> dict[tuple[str, str], tuple[dict[str, Any],
+                                                                    dict[str, Any]]]:
+    """(group, source) -> (impact row, its test) of the section's worst impact row there,
+    among those under the four-fifths threshold or significant after Holm at ``alpha``:
+    adverse impact before significance alone, then the lowest ratio."""
+    worst: dict[tuple[str, str], tuple[tuple[bool, float], dict[str, Any], dict[str, Any]]] = {}
+    for row in section["impact"]:
+        ratio = row["ratio"]["value"]
+        if ratio is None or row["four_fifths"] == FourFifths.NO_VERDICT:
+            continue
+        test = tests.get(row["test_id"] or "", {})
+        adverse = row["four_fifths"] == FourFifths.ADVERSE_IMPACT
+        significant = test.get("p_holm") is not None and test["p_holm"] < alpha
+        if not adverse and not significant:
+            continue
+        key, rank = (row["group"], row["source"]), (adverse, -ratio)
+        if key not in worst or rank > worst[key][0]:
+            worst[key] = (rank, row, test)
+    return {key: (row, test) for key, (_, row, test) in worst.items()}
+
+
+def _treatment_severity(row: dict[str, Any], test: dict[str, Any], settings: MeasureSettings,
+                        caveat: str | None) -> Severity:
+    """Adverse impact by the p-values (high needs a ratio under ``severity_high_ratio``);
+    a significant gap within the four-fifths rule is info; a discriminator that failed a
+    sanity check caps the severity at low."""
+    if row["four_fifths"] == FourFifths.ADVERSE_IMPACT:
+        severity = _severity(test.get("p_holm"), test.get("p_bh"),
+                             row["ratio"]["value"] < settings.severity_high_ratio,
+                             settings.alpha)
+    else:
+        severity = Severity.INFO
+    if caveat and severity in (Severity.HIGH, Severity.MEDIUM):
+        return Severity.LOW
+    return severity
+
+
+def _treatment_finding(section: dict[str, Any], group: str, source: str, row: dict[str, Any],
+                       test: dict[str, Any], subject: dict[str, Any],
+                       settings: MeasureSettings, *, caveat: str | None) -> FindingRecord:
+    """``F-TRT-<concept>-<group>-<source>``: the impact ratio of the group's rate (acceptance
+    or scoring) to the highest group's, with the discriminator caveat where there is one."""
+    ratio = row["ratio"]["value"]
+    metric = row["metric"]
+    words = ("acceptance as real" if metric == "acceptance_rate" else
+             "scoring rate (share above the real median score)")
+    rule = (f"under the four-fifths threshold of {settings.impact_threshold:.2f}"
+            if row["four_fifths"] == FourFifths.ADVERSE_IMPACT
+            else "within the four-fifths rule but statistically significant")
+    pv = test.get("p_holm")
+    counts = test.get("counts") or {}
+    return _finding(
+        id=f"F-TRT-{section['concept']}-{group}-{source}", kind="treatment",
+        severity=_treatment_severity(row, test, settings, caveat),
+        metric=f"impact_ratio_{metric}", source=source, value=ratio,
+        ci=row["ratio"]["ci"], n=row["ratio"]["n"], **_p_values(test),
+        threshold=settings.impact_threshold,
+        evidence={"metric": metric, "rate": row["rate"]["value"],
+                  "rate_ci": row["rate"]["ci"], "k": row["rate"].get("k"),
+                  "n": row["rate"]["n"], "highest_group": row["highest_group"],
+                  "highest_k": counts.get("k2"), "highest_n": counts.get("n2"),
+                  "test": row["test_id"], "test_method": test.get("method"),
+                  "discriminator_caveat": caveat},
+        **subject,
+        summary=(f"The discriminator's {words} of {source} images with "
+                 f"{section['concept']} = {group} is {percent(row['rate']['value'])} "
+                 f"(n = {row['rate']['n']}), {ratio:.3f} times that of "
+                 f"{row['highest_group']} ({interval(row['ratio']['ci'], kind='num')}), "
+                 f"{rule}; Holm-corrected p = {'n/a' if pv is None else f'{pv:.2g}'}."
+                 + (f" {caveat}" if caveat else "")))
+
+
+def _decoder_validity_findings(protected: list[str], summary: dict[str, Any],
+                               settings: MeasureSettings) -> list[FindingRecord]:
+    """``F-VAL`` findings of the protected concepts: one (medium) for a concept that is not
+    decodable, one (low) per group its decoder reads with accuracy under
+    ``weak_decoder_below``."""
+    out: list[FindingRecord] = []
+    for name in protected:
+        entry = summary.get(name) or {}
+        if entry.get("decodable") is False:
+            out.append(_not_decodable_finding(name, entry))
+        for other, accs in sorted((entry.get("group_accuracy") or {}).items()):
+            for group, acc in sorted(accs.items()):
+                if acc is None or acc >= settings.weak_decoder_below:
+                    continue
+                out.append(_weak_decoder_finding(name, other, group, float(acc), entry,
+                                                 settings))
+    return out
+
+
+def _not_decodable_finding(name: str, entry: dict[str, Any]) -> FindingRecord:
+    """``F-VAL-<concept>``: the concept's decoder is not selective, so nothing about the
+    concept can be concluded."""
+    return _finding(
+        id=f"F-VAL-{name}", kind="decoder_validity", severity=Severity.MEDIUM,
+        concept=name, groups=[], metric="selectivity", value=entry.get("selectivity"),
+        n=entry.get("n_test"), evidence={"balanced_accuracy": entry.get("balanced_accuracy"),
+                                         "layer": entry.get("layer")},
+        validity={"decodable": False, "balanced_accuracy": entry.get("balanced_accuracy"),
+                  "group_accuracy": {}}, confidence="low",
+        summary=(f"The discriminator's activations do not carry {name} beyond what a "
+                 f"control task reaches (selectivity {entry.get('selectivity')}): nothing "
+                 f"about {name} can be concluded from this audit."))
+
+
+def _weak_decoder_finding(name: str, other: str, group: str, accuracy: float,
+                          entry: dict[str, Any], settings: MeasureSettings) -> FindingRecord:
+    """``F-VAL-<concept>-<group>`` (or ``F-VAL-<concept>-<other>-<group>`` within another
+    concept's group): the decoder's held-out accuracy there is under
+    ``weak_decoder_below``."""
+    return _finding(
+        id=f"F-VAL-{name}-{group}" if other == name else f"F-VAL-{name}-{other}-{group}",
+        kind="decoder_validity", severity=Severity.LOW, concept=name,
+        groups=[group], intersection=None if other == name else [name, other],
+        metric="group_accuracy", value=accuracy, n=entry.get("n_test"),
+        threshold=settings.weak_decoder_below,
+        evidence={"concept": name, "within": f"{other}={group}",
+                  "balanced_accuracy": entry.get("balanced_accuracy")},
+        validity={"decodable": entry.get("decodable"),
+                  "balanced_accuracy": entry.get("balanced_accuracy"),
+                  "group_accuracy": {f"{name} | {other}={group}": accuracy}},
+        confidence="low",
+        summary=(f"The {name} decoder is weak on held-out images with {other} = "
+                 f"{group} (accuracy {percent(accuracy)}, under "
+                 f"{percent(settings.weak_decoder_below)}): findings that rest on it "
+                 f"are marked low confidence."))
+
+
+def _add_transfer_caveats(findings: list[FindingRecord], sections: list[dict[str, Any]],
                           caveats: dict[str, str]) -> None:
     """Findings on generated images' decoded groups of a concept whose generated images are
     out of distribution for its decoder carry the caveat (in place)."""
@@ -346,21 +494,7 @@ def _add_transfer_caveats(findings: list[dict[str, Any]], sections: list[dict[st
         f["summary"] += " " + " ".join(words)
 
 
-def _add_coverage(finding: dict[str, Any], row: dict[str, Any], settings: MeasureSettings,
-                  severity: str) -> None:
-    """One fact, one finding: a group both under-represented and under the coverage floor
-    gets one finding (its F-REP id) carrying both numbers and the graver severity."""
-    est = row["generated_corrected"]
-    finding["evidence"]["coverage"] = {"generated_share": est["value"], "ci": est["ci"],
-                                       "floor": settings.coverage_floor, "severity": severity}
-    if severity_rank(severity) < severity_rank(finding["severity"]):
-        finding["severity"] = severity
-    finding["summary"] += (f" That is under the coverage floor of "
-                           f"{percent(settings.coverage_floor)}: the generator barely produces "
-                           f"them, a sign of mode collapse.")
-
-
-def _significant(f: dict[str, Any], alpha: float) -> bool:
+def _significant(f: Mapping[str, Any], alpha: float) -> bool:
     """Whether a finding's effect stands: Holm-corrected p under ``alpha``, or its whole
     interval under the finding's threshold."""
     if f["p_holm"] is not None and f["p_holm"] < alpha:
@@ -370,7 +504,8 @@ def _significant(f: dict[str, Any], alpha: float) -> bool:
 
 
 def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any]],
-             findings: list[dict[str, Any]], summary: dict[str, Any], *, alpha: float = 0.05,
+             findings: Sequence[Mapping[str, Any]], summary: dict[str, Any], *,
+             alpha: float = 0.05,
              discriminator: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """One verdict per protected concept and per intersection.
 
@@ -390,72 +525,127 @@ def verdicts(representation: list[dict[str, Any]], treatment: list[dict[str, Any
     treatment findings, and the reason says treatment was not judged.
     """
     dsc = discriminator or {}
+    dsc_words = _discriminator_words(dsc)
     dsc_ids = [f["id"] for f in findings if f["kind"] == "discriminator"]
-    if dsc.get("constant"):
-        dsc_words = ("treatment not judged: the discriminator gives (nearly) one score to "
-                     "every image")
-    elif dsc.get("problems"):
-        dsc_words = ("caveat on treatment: " + "; ".join(p["message"] for p in dsc["problems"]))
-    else:
-        dsc_words = None
-    out = []
     trt = {s["concept"]: s for s in treatment}
+    out = []
     for sec in representation:
         if not sec["protected"]:
             continue
-        name, concepts = sec["concept"], sec["concepts"]
-        own = [f for f in findings if f["concept"] == name and f["kind"] != "decoder_validity"]
-        adverse = [f for f in own if f["kind"] == "treatment" and f["severity"] != Severity.INFO]
-        under = [f for f in own if f["kind"] in ("representation", "coverage")]
-        not_dec = [c for c in concepts if (summary.get(c) or {}).get("decodable") is False]
-        small = sorted({r["group"] for r in trt[name]["rows"]
-                        if r["small"] and not r["excluded"] and r["group"] != "unknown"}
-                       | {r["group"] for r in sec["rows"] if r["small"]})
-        weak = sorted({f"{r['group']} ({r['source']})" for r in trt[name].get("impact", [])
-                       if r["four_fifths"] == FourFifths.INSUFFICIENT_EVIDENCE}
-                      | {r["group"] for r in sec["rows"] if r.get("insufficient_evidence")})
-        strong_adverse = [f for f in adverse if _significant(f, alpha)]
-        strong_under = [f for f in under if _significant(f, alpha)]
-        reasons = []
-        if adverse:
-            reasons.append(f"{len(adverse)} group/source pair(s) fall under the four-fifths "
-                           f"threshold, {len(strong_adverse)} of them significant (Holm-corrected "
-                           f"p < {alpha:g} or the whole interval under the threshold)")
-        if under:
-            reasons.append(f"{len(under)} group(s) are under-represented or missing among "
-                           f"generated images, {len(strong_under)} of them significant "
-                           f"(Holm-corrected p < {alpha:g} or the whole interval under the "
-                           f"threshold)")
-        ids = [f["id"] for f in adverse + under]
-        if not_dec:
-            verdict = Verdict.NOT_DECODABLE
-            reasons.insert(0, f"the decoder of {', '.join(not_dec)} is not selective enough: "
-                              f"the discriminator's activations do not show it")
-            ids = [f"F-VAL-{c}" for c in not_dec]
-        elif strong_adverse:
-            verdict = Verdict.ADVERSE_IMPACT
-        elif strong_under:
-            verdict = Verdict.UNDER_REPRESENTED
-        elif adverse:
-            verdict = Verdict.POSSIBLE_ADVERSE_IMPACT
-        elif under:
-            verdict = Verdict.POSSIBLY_UNDER_REPRESENTED
-        elif small:
-            verdict = Verdict.NO_VERDICT_SMALL_GROUPS
-            reasons.append(f"group(s) {', '.join(small)} have fewer images than min_group_n "
-                           f"(or fewer generated images expected at the reference share)")
-        elif weak:
-            verdict = Verdict.INSUFFICIENT_EVIDENCE
-            reasons.append(f"no gap was found, but at these numbers of images the tests of "
-                           f"{', '.join(weak)} could not have detected one of the size the "
-                           f"policy names (80% power; see each test's power)")
-        else:
-            verdict = Verdict.PASS
-            reasons.append("no rule fired for any group large enough to judge")
+        evidence = _concept_evidence(sec, trt[sec["concept"]], findings, summary, alpha)
+        verdict = _choose_verdict(evidence)
+        reasons = _reasons(evidence, verdict, alpha)
+        ids = ([f"F-VAL-{c}" for c in evidence.not_decodable]
+               if verdict == Verdict.NOT_DECODABLE
+               else [f["id"] for f in evidence.adverse + evidence.under])
         if dsc_words:
             reasons.insert(0, dsc_words)
             ids = dsc_ids + ids
-        reason = "; ".join(reasons)
-        out.append({"concept": name, "concepts": concepts, "verdict": verdict,
-                    "reason": reason, "findings": ids})
+        out.append({"concept": sec["concept"], "concepts": sec["concepts"], "verdict": verdict,
+                    "reason": "; ".join(reasons), "findings": ids})
     return out
+
+
+def _discriminator_words(dsc: dict[str, Any]) -> str | None:
+    """The clause every reason starts with when the discriminator failed a sanity check
+    (None when it passed)."""
+    if dsc.get("constant"):
+        return ("treatment not judged: the discriminator gives (nearly) one score to "
+                "every image")
+    if dsc.get("problems"):
+        return "caveat on treatment: " + "; ".join(p["message"] for p in dsc["problems"])
+    return None
+
+
+@dataclass(frozen=True)
+class _ConceptEvidence:
+    """What the verdict on one protected concept (or intersection) weighs."""
+
+    #: Treatment findings under the four-fifths threshold, and those of them significant.
+    adverse: list[Mapping[str, Any]]
+    strong_adverse: list[Mapping[str, Any]]
+    #: Representation and coverage findings, and those of them significant.
+    under: list[Mapping[str, Any]]
+    strong_under: list[Mapping[str, Any]]
+    #: Crossed concepts whose decoder is not selective.
+    not_decodable: list[str]
+    #: Groups too small to judge.
+    small: list[str]
+    #: Groups (``group (source)`` for treatment) whose tests could not have found the
+    #: policy's gap.
+    underpowered: list[str]
+
+
+def _concept_evidence(representation: dict[str, Any], treatment: dict[str, Any],
+                      findings: Sequence[Mapping[str, Any]], summary: dict[str, Any],
+                      alpha: float) -> _ConceptEvidence:
+    """The findings, small groups and underpowered tests of one concept's representation
+    and treatment sections."""
+    name = representation["concept"]
+    own = [f for f in findings if f["concept"] == name and f["kind"] != "decoder_validity"]
+    adverse = [f for f in own if f["kind"] == "treatment" and f["severity"] != Severity.INFO]
+    under = [f for f in own if f["kind"] in ("representation", "coverage")]
+    rep_rows = representation["rows"]
+    small = ({r["group"] for r in treatment["rows"]
+              if r["small"] and not r["excluded"] and r["group"] != "unknown"}
+             | {r["group"] for r in rep_rows if r["small"]})
+    weak = ({f"{r['group']} ({r['source']})" for r in treatment.get("impact", [])
+             if r["four_fifths"] == FourFifths.INSUFFICIENT_EVIDENCE}
+            | {r["group"] for r in rep_rows if r.get("insufficient_evidence")})
+    return _ConceptEvidence(
+        adverse=adverse, strong_adverse=[f for f in adverse if _significant(f, alpha)],
+        under=under, strong_under=[f for f in under if _significant(f, alpha)],
+        not_decodable=[c for c in representation["concepts"]
+                       if (summary.get(c) or {}).get("decodable") is False],
+        small=sorted(small), underpowered=sorted(weak))
+
+
+def _choose_verdict(evidence: _ConceptEvidence) -> Verdict:
+    """The first verdict that applies, in :class:`~audit.vocabulary.Verdict`'s order of
+    precedence."""
+    if evidence.not_decodable:
+        return Verdict.NOT_DECODABLE
+    if evidence.strong_adverse:
+        return Verdict.ADVERSE_IMPACT
+    if evidence.strong_under:
+        return Verdict.UNDER_REPRESENTED
+    if evidence.adverse:
+        return Verdict.POSSIBLE_ADVERSE_IMPACT
+    if evidence.under:
+        return Verdict.POSSIBLY_UNDER_REPRESENTED
+    if evidence.small:
+        return Verdict.NO_VERDICT_SMALL_GROUPS
+    if evidence.underpowered:
+        return Verdict.INSUFFICIENT_EVIDENCE
+    return Verdict.PASS
+
+
+def _reasons(evidence: _ConceptEvidence, verdict: Verdict, alpha: float) -> list[str]:
+    """The clauses of a verdict's reason: why the concept is not decodable, how many
+    findings (and how many significant) of each kind, and what a verdict without findings
+    rests on."""
+    significant = (f"significant (Holm-corrected p < {alpha:g} or the whole interval under "
+                   f"the threshold)")
+    reasons = []
+    if verdict == Verdict.NOT_DECODABLE:
+        reasons.append(f"the decoder of {', '.join(evidence.not_decodable)} is not selective "
+                       f"enough: the discriminator's activations do not show it")
+    if evidence.adverse:
+        reasons.append(f"{len(evidence.adverse)} group/source pair(s) fall under the "
+                       f"four-fifths threshold, {len(evidence.strong_adverse)} of them "
+                       f"{significant}")
+    if evidence.under:
+        reasons.append(f"{len(evidence.under)} group(s) are under-represented or missing "
+                       f"among generated images, {len(evidence.strong_under)} of them "
+                       f"{significant}")
+    if verdict == Verdict.NO_VERDICT_SMALL_GROUPS:
+        reasons.append(f"group(s) {', '.join(evidence.small)} have fewer images than "
+                       f"min_group_n (or fewer generated images expected at the reference "
+                       f"share)")
+    elif verdict == Verdict.INSUFFICIENT_EVIDENCE:
+        reasons.append(f"no gap was found, but at these numbers of images the tests of "
+                       f"{', '.join(evidence.underpowered)} could not have detected one of "
+                       f"the size the policy names (80% power; see each test's power)")
+    elif verdict == Verdict.PASS:
+        reasons.append("no rule fired for any group large enough to judge")
+    return reasons

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,78 +161,24 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     A JSON-ready dict that validates against ``results.schema.json``. Deterministic for
     a given input and ``settings.seed``.
     """
-    from audit._version import __version__
     from audit.io import to_jsonable
 
     audit = _check(predictions, concept_set, settings)
     spec = BootstrapSpec(n_boot=settings.n_boot, seed=settings.seed, method=settings.interval,
                          stratified=settings.stratified, confidence=1.0 - settings.alpha)
-    source = (audit["source"].astype(str) == "generated").to_numpy().astype(np.int64)
-    scores = audit["score"].to_numpy(dtype=float)
-    ids = audit["image_id"].astype(str).to_numpy()
-    clusters = image_clusters(ids, source, settings.cluster_by)
-    n_clusters = None if clusters is None else {
-        name: len(np.unique(clusters[source == s])) for s, name in enumerate(SOURCES)}
-    finite = np.isfinite(scores)
-    degenerate: list[dict[str, Any]] = _check_clusters(n_clusters, source, ids,
-                                                       settings.cluster_by)
-    if len(audit) == 0:
-        degenerate.append({"kind": "no_rows", "concept": None, "group": None, "source": None,
-                           "count": 0, "message": "the predictions table has no audited rows "
-                                                  "(split == 'audit')"})
-    for s, name in enumerate(SOURCES):
-        if not np.any(source == s):
-            degenerate.append({"kind": "no_rows", "concept": None, "group": None,
-                               "source": name, "count": 0,
-                               "message": f"no {name} image was audited"})
-    if not finite.all():
-        bad = ids[~finite]
-        degenerate.append({
-            "kind": "invalid_scores", "concept": None, "group": None, "source": None,
-            "count": len(bad), "image_ids": [str(i) for i in bad[:settings.max_listed_ids]],
-            "message": f"{len(bad)} image(s) have a NaN or infinite discriminator score; they are "
-                       f"left out of mean scores and rates"
-                       f"{' (first ids listed)' if len(bad) > settings.max_listed_ids else ''}"})
-    real_scores = scores[(source == 0) & finite]
-    median = float(np.median(real_scores)) if len(real_scores) else None
-    state = score_states(scores, np.inf if median is None else median,
-                         settings.accept_threshold)
+    images = _audited_images(audit, settings)
+    degenerate = _input_degenerate(images, settings)
     per_concept, crossed = groupings(audit, concept_set, validity,
                                      unknown_below=settings.unknown_below)
-
-    edges = score_bin_edges(scores)
-    sections: dict[str, dict[str, Any]] = {}
-    all_tests: list[dict[str, Any]] = []
-    exclusions: list[dict[str, Any]] = []
-    for grouping in [*per_concept, *crossed]:
-        rep, trt, tests, excl, degen = _measure_grouping(
-            grouping, source=source, state=state, scores=scores, median=median, spec=spec,
-            settings=settings, clusters=clusters)
-        if edges is not None and len(grouping.concepts) == 1:
-            trt["score_histogram"] = score_histogram(scores, source, grouping.best,
-                                                     grouping.labels(), edges)
-        sections[grouping.name] = {"representation": rep, "treatment": trt}
-        all_tests += tests
-        exclusions += excl
-        degenerate += degen
-
-    family = [t for t in all_tests if not t.get("duplicate_of")]
-    holm, bh = adjust_pvalues([t["p_value"] for t in family])
-    for t, h, b in zip(family, holm, bh, strict=True):
-        t["p_holm"], t["p_bh"] = h, b
-    tests_by_id = {t["id"]: t for t in all_tests}
-    for t in all_tests:
-        if t.get("duplicate_of"):
-            twin = tests_by_id[t["duplicate_of"]]
-            t["p_holm"], t["p_bh"] = twin["p_holm"], twin["p_bh"]
-    test_alpha = family_alpha(settings.alpha, sum(h is not None for h in holm))
-    for t in all_tests:
-        t["power"] = power_of_test(t, alpha=test_alpha, settings=settings)
+    measured = _measure_groupings([*per_concept, *crossed], images, spec=spec,
+                                  settings=settings)
+    tests_by_id = _adjust_tests(measured.tests, settings=settings)
     summary = validity_summary(validity, concept_set.names)
-    reps = [v["representation"] for v in sections.values()]
-    trts = [v["treatment"] for v in sections.values()]
-    sanity = discriminator_sanity(scores, source, accept_threshold=settings.accept_threshold,
-                                  confidence=spec.confidence, clusters=clusters)
+    reps = [v["representation"] for v in measured.sections.values()]
+    trts = [v["treatment"] for v in measured.sections.values()]
+    sanity = discriminator_sanity(images.scores, images.source,
+                                  accept_threshold=settings.accept_threshold,
+                                  confidence=spec.confidence, clusters=images.clusters)
     if sanity["constant"]:
         _withhold_treatment_verdicts(trts)
     _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
@@ -240,6 +187,126 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                                    protected=[c.name for c in concept_set.protected],
                                    discriminator=sanity,
                                    transfer=transfer_caveats(transfer_rows))
+    return to_jsonable(_document(
+        concept_set=concept_set, settings=settings, spec=spec, images=images, meta=meta,
+        per_concept=per_concept, crossed=crossed, measured=measured,
+        degenerate=degenerate + measured.degenerate, sanity=sanity, summary=summary,
+        transfer_rows=transfer_rows, baseline=baseline_section(baseline, concept_set.names),
+        findings=findings,
+        verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
+                              discriminator=sanity)))
+
+
+@dataclass(frozen=True)
+class _Images:
+    """The audited images as arrays, each (N,) in the order of the audited rows."""
+
+    source: np.ndarray                   #: int64, 0 real, 1 generated
+    scores: np.ndarray                   #: float discriminator scores (NaN/inf possible)
+    ids: np.ndarray                      #: image ids (str)
+    finite: np.ndarray                   #: bool, the score is finite
+    clusters: np.ndarray | None          #: cluster keys under cluster_by, or None
+    n_clusters: dict[str, int] | None    #: clusters per source under cluster_by, or None
+    median: float | None                 #: median finite score of the real images
+    state: np.ndarray                    #: score state (:func:`score_states`)
+
+
+def _audited_images(audit: pd.DataFrame, settings: MeasureSettings) -> _Images:
+    """Sources, scores, ids, clusters and score states of the audited rows."""
+    source = (audit["source"].astype(str) == "generated").to_numpy().astype(np.int64)
+    scores = audit["score"].to_numpy(dtype=float)
+    ids = audit["image_id"].astype(str).to_numpy()
+    clusters = image_clusters(ids, source, settings.cluster_by)
+    n_clusters = None if clusters is None else {
+        name: len(np.unique(clusters[source == s])) for s, name in enumerate(SOURCES)}
+    finite = np.isfinite(scores)
+    real_scores = scores[(source == 0) & finite]
+    median = float(np.median(real_scores)) if len(real_scores) else None
+    state = score_states(scores, np.inf if median is None else median,
+                         settings.accept_threshold)
+    return _Images(source=source, scores=scores, ids=ids, finite=finite, clusters=clusters,
+                   n_clusters=n_clusters, median=median, state=state)
+
+
+def _input_degenerate(images: _Images, settings: MeasureSettings) -> list[dict[str, Any]]:
+    """Degenerate cases of the audited images as a whole: few clusters (a single one is
+    refused), no audited rows or none of a source, scores that are NaN or infinite."""
+    source, ids = images.source, images.ids
+    degenerate = _check_clusters(images.n_clusters, source, ids, settings.cluster_by)
+    if len(source) == 0:
+        degenerate.append({"kind": "no_rows", "concept": None, "group": None, "source": None,
+                           "count": 0, "message": "the predictions table has no audited rows "
+                                                  "(split == 'audit')"})
+    for s, name in enumerate(SOURCES):
+        if not np.any(source == s):
+            degenerate.append({"kind": "no_rows", "concept": None, "group": None,
+                               "source": name, "count": 0,
+                               "message": f"no {name} image was audited"})
+    if not images.finite.all():
+        bad = ids[~images.finite]
+        degenerate.append({
+            "kind": "invalid_scores", "concept": None, "group": None, "source": None,
+            "count": len(bad), "image_ids": [str(i) for i in bad[:settings.max_listed_ids]],
+            "message": f"{len(bad)} image(s) have a NaN or infinite discriminator score; they are "
+                       f"left out of mean scores and rates"
+                       f"{' (first ids listed)' if len(bad) > settings.max_listed_ids else ''}"})
+    return degenerate
+
+
+@dataclass
+class _Measured:
+    """What measuring every grouping gives, before tests are corrected."""
+
+    #: Grouping name -> ``{"representation": ..., "treatment": ...}`` sections.
+    sections: dict[str, dict[str, Any]]
+    tests: list[dict[str, Any]]
+    exclusions: list[dict[str, Any]]
+    degenerate: list[dict[str, Any]]
+
+
+def _measure_groupings(all_groupings: list[Grouping], images: _Images, *, spec: BootstrapSpec,
+                       settings: MeasureSettings) -> _Measured:
+    """Representation and treatment of every grouping (concepts, then intersections), with
+    a score histogram per concept."""
+    edges = score_bin_edges(images.scores)
+    measured = _Measured(sections={}, tests=[], exclusions=[], degenerate=[])
+    for grouping in all_groupings:
+        rep, trt, tests, excl, degen = _measure_grouping(
+            grouping, source=images.source, state=images.state, scores=images.scores,
+            median=images.median, spec=spec, settings=settings, clusters=images.clusters)
+        if edges is not None and len(grouping.concepts) == 1:
+            trt["score_histogram"] = score_histogram(images.scores, images.source,
+                                                     grouping.best, grouping.labels(), edges)
+        measured.sections[grouping.name] = {"representation": rep, "treatment": trt}
+        measured.tests += tests
+        measured.exclusions += excl
+        measured.degenerate += degen
+    return measured
+
+
+def _adjust_tests(tests: list[dict[str, Any]], *, settings: MeasureSettings
+                  ) -> dict[str, dict[str, Any]]:
+    """Holm and Benjamini-Hochberg corrected p-values over the family of tests (a duplicate
+    takes its twin's) and the power of every test, in place; the tests by id."""
+    family = [t for t in tests if not t.get("duplicate_of")]
+    holm, bh = adjust_pvalues([t["p_value"] for t in family])
+    for t, h, b in zip(family, holm, bh, strict=True):
+        t["p_holm"], t["p_bh"] = h, b
+    by_id = {t["id"]: t for t in tests}
+    for t in tests:
+        if t.get("duplicate_of"):
+            twin = by_id[t["duplicate_of"]]
+            t["p_holm"], t["p_bh"] = twin["p_holm"], twin["p_bh"]
+    test_alpha = family_alpha(settings.alpha, sum(h is not None for h in holm))
+    for t in tests:
+        t["power"] = power_of_test(t, alpha=test_alpha, settings=settings)
+    return by_id
+
+
+def _unknowns(per_concept: list[Grouping], source: np.ndarray, settings: MeasureSettings
+              ) -> list[dict[str, Any]]:
+    """Per concept and source, the images left unknown under ``unknown_below`` (none
+    without it)."""
     unknowns = []
     if settings.unknown_below > 0:
         for g in per_concept:
@@ -249,7 +316,20 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                 unknowns.append({"concept": g.name, "source": name, "n": k,
                                  "share": k / n_s if n_s else None,
                                  "threshold": float(settings.unknown_below)})
-    results = {
+    return unknowns
+
+
+def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: BootstrapSpec,
+              images: _Images, meta: dict[str, Any] | None, per_concept: list[Grouping],
+              crossed: list[Grouping], measured: _Measured, degenerate: list[dict[str, Any]],
+              sanity: dict[str, Any], summary: dict[str, Any],
+              transfer_rows: list[dict[str, Any]], baseline: Any,
+              findings: list[Any], verdict_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results.json document from its parts, in the schema's order."""
+    from audit._version import __version__
+
+    source, sections = images.source, measured.sections
+    return {
         "schema_version": SCHEMA_VERSION,
         "meta": {"tool_version": __version__, **(meta or {})},
         "discriminator": sanity,
@@ -258,28 +338,26 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         "bootstrap": {"method": spec.method, "n_boot": spec.n_boot, "seed": spec.seed,
                       "stratified": spec.stratified, "confidence": spec.confidence,
                       "cluster_by": settings.cluster_by,
-                      "n_clusters": n_clusters,
+                      "n_clusters": images.n_clusters,
                       "resampled": _resampled_words(spec, settings.cluster_by)},
         "counts": {"real": int(np.sum(source == 0)), "generated": int(np.sum(source == 1)),
-                   "total": len(audit), "invalid_scores": int(np.sum(~finite))},
+                   "total": len(source), "invalid_scores": int(np.sum(~images.finite))},
         "validity": summary,
         "transfer": transfer_rows,
-        "baseline": baseline_section(baseline, concept_set.names),
+        "baseline": baseline,
         "representation": [sections[g.name]["representation"] for g in per_concept],
         "treatment": [sections[g.name]["treatment"] for g in per_concept],
         "intersections": [{"name": g.name, "concepts": list(g.concepts),
                            "representation": sections[g.name]["representation"],
                            "treatment": sections[g.name]["treatment"]} for g in crossed],
-        "exclusions": exclusions,
-        "unknowns": unknowns,
+        "exclusions": measured.exclusions,
+        "unknowns": _unknowns(per_concept, source, settings),
         "degenerate": degenerate,
-        "tests": all_tests,
+        "tests": measured.tests,
         "findings": findings,
-        "verdicts": verdicts(reps, trts, findings, summary, alpha=settings.alpha,
-                             discriminator=sanity),
+        "verdicts": verdict_rows,
         "notes": [*NOTES, *batch_notes((meta or {}).get("model", {}).get("batches"))],
     }
-    return to_jsonable(results)
 
 
 def batch_notes(batches: dict[str, Any] | None) -> list[str]:

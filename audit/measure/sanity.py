@@ -165,40 +165,10 @@ def discriminator_sanity(scores: np.ndarray, source: np.ndarray, *, accept_thres
                                     confidence)
                   for name, rows in (("real", real), ("generated", gen))}
     finite = scores[ok]
-    constant = bool(len(finite) > 1 and np.ptp(np.quantile(finite, [0.01, 0.99]))
-                    <= CONSTANT_TOL * (1.0 + abs(float(np.median(finite)))))
-    problems: list[dict[str, str]] = []
-    level = f"{confidence:.0%}"
-    if constant:
-        problems.append({"kind": "constant_score", "message": (
-            f"the discriminator gives (nearly) one score to every image (98% of the "
-            f"{len(finite)} scores lie within {np.ptp(np.quantile(finite, [0.01, 0.99])):.2g} "
-            f"of each other): it tells no image from another, so how it scores groups "
-            f"cannot be judged")})
-    elif np.isfinite(auc):
-        words = f"ROC AUC {auc:.3f}, {level} interval {ci[0]:.3f} to {ci[1]:.3f}"
-        if ci[0] <= 0.5 <= ci[1]:
-            problems.append({"kind": "chance_separation", "message": (
-                f"the discriminator does not separate real from generated images better "
-                f"than chance ({words}, which includes 0.5)")})
-        elif ci[1] < 0.5:
-            problems.append({"kind": "inverted_separation", "message": (
-                f"the discriminator scores generated images as more real than real ones "
-                f"({words}, under 0.5)")})
-        elif ci[1] < WEAK_AUC:
-            problems.append({"kind": "weak_separation", "message": (
-                f"the discriminator barely separates real from generated images ({words}, "
-                f"wholly under {WEAK_AUC:g}; a discriminator with random weights reaches "
-                f"as much)")})
-    share = acceptance["real"]["value"]
-    if not constant and share is not None and not ACCEPT_LOW <= share <= ACCEPT_HIGH:
-        side = "under" if share < ACCEPT_LOW else "over"
-        bound = ACCEPT_LOW if share < ACCEPT_LOW else ACCEPT_HIGH
-        problems.append({"kind": "acceptance_extreme", "message": (
-            f"the discriminator accepts {100 * share:.1f}% of real images "
-            f"({acceptance['real']['k']} of {acceptance['real']['n']}; score above "
-            f"{accept_threshold:g}), {side} {100 * bound:.0f}%: its acceptance threshold "
-            f"does not sort real images, so rates of acceptance say little")})
+    constant = _is_constant(finite)
+    problems = _problems(finite, constant=constant, auc=auc, ci=ci,
+                         real_acceptance=acceptance["real"],
+                         accept_threshold=accept_threshold, confidence=confidence)
     return {
         "separation": {"auc": None if not np.isfinite(auc) else auc,
                        "ci": None if not np.isfinite(ci).all() else [float(ci[0]),
@@ -211,6 +181,69 @@ def discriminator_sanity(scores: np.ndarray, source: np.ndarray, *, accept_thres
         "constant": constant,
         "problems": problems,
     }
+
+
+def _is_constant(finite: np.ndarray) -> bool:
+    """Whether finite scores (N,) are (nearly) one score: their 1st to 99th percentile range
+    is under ``CONSTANT_TOL`` relative to 1 + |median|."""
+    return bool(len(finite) > 1 and np.ptp(np.quantile(finite, [0.01, 0.99]))
+                <= CONSTANT_TOL * (1.0 + abs(float(np.median(finite)))))
+
+
+def _problems(finite: np.ndarray, *, constant: bool, auc: float, ci: np.ndarray,
+              real_acceptance: dict[str, Any], accept_threshold: float, confidence: float
+              ) -> list[dict[str, str]]:
+    """What is wrong with the discriminator, as ``{kind, message}`` records: one score for
+    every image (which makes the other checks moot), else a separation no better than
+    chance, inverted or weak, and an extreme acceptance of real images."""
+    if constant:
+        return [{"kind": "constant_score", "message": (
+            f"the discriminator gives (nearly) one score to every image (98% of the "
+            f"{len(finite)} scores lie within {np.ptp(np.quantile(finite, [0.01, 0.99])):.2g} "
+            f"of each other): it tells no image from another, so how it scores groups "
+            f"cannot be judged")}]
+    problems = []
+    if np.isfinite(auc):
+        problems += _separation_problems(auc, ci, confidence)
+    problems += _acceptance_problems(real_acceptance, accept_threshold)
+    return problems
+
+
+def _separation_problems(auc: float, ci: np.ndarray, confidence: float
+                         ) -> list[dict[str, str]]:
+    """At most one problem with the ROC AUC's interval ``ci`` (2,): it includes 0.5, lies
+    under it, or lies wholly under ``WEAK_AUC``."""
+    words = f"ROC AUC {auc:.3f}, {confidence:.0%} interval {ci[0]:.3f} to {ci[1]:.3f}"
+    if ci[0] <= 0.5 <= ci[1]:
+        return [{"kind": "chance_separation", "message": (
+            f"the discriminator does not separate real from generated images better "
+            f"than chance ({words}, which includes 0.5)")}]
+    if ci[1] < 0.5:
+        return [{"kind": "inverted_separation", "message": (
+            f"the discriminator scores generated images as more real than real ones "
+            f"({words}, under 0.5)")}]
+    if ci[1] < WEAK_AUC:
+        return [{"kind": "weak_separation", "message": (
+            f"the discriminator barely separates real from generated images ({words}, "
+            f"wholly under {WEAK_AUC:g}; a discriminator with random weights reaches "
+            f"as much)")}]
+    return []
+
+
+def _acceptance_problems(real: dict[str, Any], accept_threshold: float
+                         ) -> list[dict[str, str]]:
+    """A problem when the share of real images accepted (``real``: an estimate with k and
+    n) is under ``ACCEPT_LOW`` or over ``ACCEPT_HIGH``."""
+    share = real["value"]
+    if share is None or ACCEPT_LOW <= share <= ACCEPT_HIGH:
+        return []
+    side = "under" if share < ACCEPT_LOW else "over"
+    bound = ACCEPT_LOW if share < ACCEPT_LOW else ACCEPT_HIGH
+    return [{"kind": "acceptance_extreme", "message": (
+        f"the discriminator accepts {100 * share:.1f}% of real images "
+        f"({real['k']} of {real['n']}; score above "
+        f"{accept_threshold:g}), {side} {100 * bound:.0f}%: its acceptance threshold "
+        f"does not sort real images, so rates of acceptance say little")}]
 
 
 def sanity_words(section: dict[str, Any] | None) -> str:
