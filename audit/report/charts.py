@@ -15,10 +15,10 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from audit.formatting import finite, number, percent
+from audit.report.viewtypes import Chart, Estimate
 
 __all__ = [
     "Chart",
@@ -34,30 +34,6 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
            "#000000")
 _LINESTYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-@dataclass(frozen=True)
-class Chart:
-    """An inline SVG chart with its title and alt text (both plain text)."""
-
-    svg: str
-    title: str
-    alt: str
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate with its interval; any part may be missing (None)."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return finite(self.value)
-
 
 
 def _figure(width: float, height: float) -> Any:

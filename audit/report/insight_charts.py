@@ -15,8 +15,6 @@ from audit.report.charts import (
     _LINESTYLES,
     _MARKERS,
     PALETTE,
-    Chart,
-    Estimate,
     _err,
     _figure,
     _label_width,
@@ -24,6 +22,7 @@ from audit.report.charts import (
     _style_axes,
     _to_svg,
 )
+from audit.report.viewtypes import Chart, Estimate
 
 __all__ = ["interpolation_chart", "cka_heatmap", "lift_chart", "entropy_chart",
            "curves_chart"]

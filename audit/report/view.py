@@ -16,16 +16,27 @@ from typing import Any
 
 from audit.formatting import finite
 from audit.report.charts import (
-    Chart,
-    Estimate,
     forest_plot,
     layer_sweep_chart,
     representation_chart,
     score_distribution_chart,
 )
+from audit.report.insight_view import insight_to_view
+from audit.report.viewtypes import (
+    Chart,
+    Estimate,
+    Num,
+    Unavailable,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    flatten,
+    num_from,
+)
 from audit.vocabulary import severity_rank
 
-__all__ = ["Unavailable", "Num", "SECTIONS", "num_from", "results_to_view"]
+__all__ = ["SECTIONS", "ReportInputs", "results_to_view"]
 
 #: Section anchors and titles, in report order (also the table of contents).
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -47,70 +58,6 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 MAX_CHARTED_CONCEPTS = 12
 
 
-@dataclass(frozen=True)
-class Unavailable:
-    """A part of the report that cannot be shown, and why (plain text)."""
-
-    reason: str
-    available: bool = False
-
-
-@dataclass(frozen=True)
-class Num:
-    """A number with its interval and the group size it rests on (``k`` successes of ``n``)."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-    n: int | None = None
-    k: int | None = None
-    unbounded: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return finite(self.value)
-
-    @property
-    def has_ci(self) -> bool:
-        return finite(self.lo) and finite(self.hi)
-
-    def estimate(self) -> Estimate:
-        return Estimate(self.value, self.lo, self.hi)
-
-
-def _f(x: Any) -> float | None:
-    return float(x) if finite(x) else None
-
-
-def _i(x: Any) -> int | None:
-    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and finite(x) \
-        else None
-
-
-def num_from(d: Any, *, value: Any = None, ci: Any = None, n: Any = None) -> Num:
-    """A :class:`Num` from a schema ``estimate`` ({value, ci, n, k}) or loose parts."""
-    unbounded = None
-    if isinstance(d, Mapping):
-        value, ci, n = d.get("value"), d.get("ci"), d.get("n")
-        k = d.get("k")
-        unbounded = str(d["unbounded"]) if d.get("unbounded") else None
-    else:
-        value = d if d is not None else value
-        k = None
-    lo = hi = None
-    if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
-        lo, hi = _f(ci[0]), _f(ci[1])
-    return Num(_f(value), lo, hi, _i(n), _i(k), unbounded)
-
-
-def _list(x: Any) -> list[Any]:
-    return list(x) if isinstance(x, list) else []
-
-
-def _dict(x: Any) -> dict[str, Any]:
-    return dict(x) if isinstance(x, Mapping) else {}
-
-
 # ---------------------------------------------------------------- sections
 
 
@@ -118,40 +65,40 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
                    layers_file: Mapping[str, Any] | None,
                    concepts_order: list[str]) -> dict[str, Any]:
     """Per concept decoder metrics (validity.json wins over results.json's copy)."""
-    from_results = _dict(results.get("validity"))
-    from_file = _dict(_dict(validity_file).get("concepts"))
+    from_results = as_dict(results.get("validity"))
+    from_file = as_dict(as_dict(validity_file).get("concepts"))
     names = [c for c in concepts_order if c in from_results or c in from_file]
     names += sorted((set(from_results) | set(from_file)) - set(names))
     rows = []
     for name in names:
-        merged = {**_dict(from_results.get(name)), **_dict(from_file.get(name))}
-        groups = [str(g) for g in _list(merged.get("groups"))]
-        conf = _list(merged.get("confusion"))
+        merged = {**as_dict(from_results.get(name)), **as_dict(from_file.get(name))}
+        groups = [str(g) for g in as_list(merged.get("groups"))]
+        conf = as_list(merged.get("confusion"))
         matrix = None
         if conf and groups and len(conf) == len(groups):
             cells = []
             for g, row in zip(groups, conf, strict=False):
-                row = [int(c) if finite(c) else 0 for c in _list(row)]
+                row = [int(c) if finite(c) else 0 for c in as_list(row)]
                 total = sum(row)
                 cells.append({"group": g, "total": total, "cells": [
                     {"count": c, "share": (c / total) if total else None} for c in row]})
             matrix = {"groups": groups, "rows": cells}
         group_acc = []
-        for other, per in _dict(merged.get("group_accuracy")).items():
-            for g, acc in _dict(per).items():
-                group_acc.append({"concept": other, "group": g, "accuracy": _f(acc)})
+        for other, per in as_dict(merged.get("group_accuracy")).items():
+            for g, acc in as_dict(per).items():
+                group_acc.append({"concept": other, "group": g, "accuracy": as_float(acc)})
         rows.append({
             "concept": name, "layer": merged.get("layer"), "groups": groups,
-            "n_test": _i(merged.get("n_test")), "accuracy": _f(merged.get("accuracy")),
-            "balanced_accuracy": _f(merged.get("balanced_accuracy")),
-            "auroc": _f(merged.get("auroc")), "ece": _f(merged.get("ece")),
-            "probe_accuracy": _f(merged.get("probe_accuracy")),
-            "control_accuracy": _f(merged.get("control_accuracy")),
-            "control_balanced_accuracy": _f(merged.get("control_balanced_accuracy")),
-            "selectivity": _f(merged.get("selectivity")),
+            "n_test": as_int(merged.get("n_test")), "accuracy": as_float(merged.get("accuracy")),
+            "balanced_accuracy": as_float(merged.get("balanced_accuracy")),
+            "auroc": as_float(merged.get("auroc")), "ece": as_float(merged.get("ece")),
+            "probe_accuracy": as_float(merged.get("probe_accuracy")),
+            "control_accuracy": as_float(merged.get("control_accuracy")),
+            "control_balanced_accuracy": as_float(merged.get("control_balanced_accuracy")),
+            "selectivity": as_float(merged.get("selectivity")),
             "decodable": merged.get("decodable"),
-            "class_accuracy": {str(k): _f(v) for k, v in
-                               _dict(merged.get("class_accuracy")).items()},
+            "class_accuracy": {str(k): as_float(v) for k, v in
+                               as_dict(merged.get("class_accuracy")).items()},
             "group_accuracy": group_acc,
             "confusion": matrix or Unavailable(
                 "no held-out confusion counts for this concept (decoders/validity.json "
@@ -171,13 +118,13 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
     binary_confusions = [r for r in rows if not isinstance(r["confusion"], Unavailable)
                          and len(r["confusion"]["groups"]) == 2]
     sweep: Chart | Unavailable
-    lf = _dict(layers_file)
-    if lf.get("layers") and _dict(lf.get("scores")):
-        scores = {str(c): {str(k): v for k, v in _dict(s).items()}
-                  for c, s in _dict(lf.get("scores")).items()}
+    lf = as_dict(layers_file)
+    if lf.get("layers") and as_dict(lf.get("scores")):
+        scores = {str(c): {str(k): v for k, v in as_dict(s).items()}
+                  for c, s in as_dict(lf.get("scores")).items()}
         sweep = layer_sweep_chart([str(x) for x in lf["layers"]], scores,
                                   metric=str(lf.get("metric", "score")).replace("_", " "),
-                                  best={str(k): str(v) for k, v in _dict(lf.get("best")).items()})
+                                  best={str(k): str(v) for k, v in as_dict(lf.get("best")).items()})
     else:
         sweep = Unavailable("decoders/layers.json is absent from the run folder, so the "
                             "layer sweep cannot be drawn (re-run train-decoders to write it)")
@@ -186,9 +133,10 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
         sweep_table = {"layers": [str(x) for x in lf["layers"]],
                        "metric": str(lf.get("metric", "score")),
                        "rows": [{"concept": c,
-                                 "scores": [_f(_dict(s).get(layer)) for layer in lf["layers"]],
-                                 "best": _dict(lf.get("best")).get(c)}
-                                for c, s in _dict(lf.get("scores")).items()]}
+                                 "scores": [as_float(as_dict(s).get(layer))
+                                            for layer in lf["layers"]],
+                                 "best": as_dict(lf.get("best")).get(c)}
+                                for c, s in as_dict(lf.get("scores")).items()]}
     return {"rows": rows, "sweep_chart": sweep, "sweep_table": sweep_table,
             "group_matrix": group_matrix, "binary_confusions": binary_confusions,
             "source": "decoders/validity.json" if from_file else "results.json"}
@@ -197,31 +145,31 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
 def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
                          key: str) -> dict[str, Any]:
     rows = []
-    for r in _list(entry.get("rows")):
-        r = _dict(r)
+    for r in as_list(entry.get("rows")):
+        r = as_dict(r)
         rows.append({
             "group": str(r.get("group")),
             "real": num_from(r.get("real")), "raw": num_from(r.get("generated_raw")),
             "corrected": num_from(r.get("generated_corrected")),
-            "reference_share": _f(r.get("reference_share")),
+            "reference_share": as_float(r.get("reference_share")),
             "gap": num_from(r.get("gap")),
             "under_represented": bool(r.get("under_represented")),
             "below_coverage_floor": bool(r.get("below_coverage_floor")),
             "insufficient_evidence": bool(r.get("insufficient_evidence")),
             "small": bool(r.get("small")), "test_id": r.get("test_id"),
         })
-    dist = _dict(entry.get("distances"))
-    distances = [{"kind": kind, "metric": m, "value": num_from(_dict(dist.get(kind)).get(m))}
+    dist = as_dict(entry.get("distances"))
+    distances = [{"kind": kind, "metric": m, "value": num_from(as_dict(dist.get(kind)).get(m))}
                  for kind in ("raw", "corrected") for m in ("l1", "l2", "kl")
-                 if _dict(dist.get(kind)).get(m) is not None]
+                 if as_dict(dist.get(kind)).get(m) is not None]
     name = str(entry.get("concept"))
     view: dict[str, Any] = {
-        "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
+        "concept": name, "concepts": [str(c) for c in as_list(entry.get("concepts"))],
         "protected": bool(entry.get("protected")), "reference": entry.get("reference"),
-        "correction": _dict(entry.get("correction")),
-        "n_real": _i(entry.get("n_real")), "n_generated": _i(entry.get("n_generated")),
-        "n_unknown_real": _i(entry.get("n_unknown_real")),
-        "n_unknown_generated": _i(entry.get("n_unknown_generated")),
+        "correction": as_dict(entry.get("correction")),
+        "n_real": as_int(entry.get("n_real")), "n_generated": as_int(entry.get("n_generated")),
+        "n_unknown_real": as_int(entry.get("n_unknown_real")),
+        "n_unknown_generated": as_int(entry.get("n_unknown_generated")),
         "rows": rows, "distances": distances,
     }
     if chart and rows:
@@ -241,12 +189,12 @@ def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
 
 def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[str, Any]:
     rows = []
-    for r in _list(entry.get("rows")):
-        r = _dict(r)
+    for r in as_list(entry.get("rows")):
+        r = as_dict(r)
         rows.append({
-            "group": str(r.get("group")), "source": r.get("source"), "n": _i(r.get("n")),
-            "n_invalid_score": _i(r.get("n_invalid_score")),
-            "share_of_source": _f(r.get("share_of_source")),
+            "group": str(r.get("group")), "source": r.get("source"), "n": as_int(r.get("n")),
+            "n_invalid_score": as_int(r.get("n_invalid_score")),
+            "share_of_source": as_float(r.get("share_of_source")),
             "mean_score": num_from(r.get("mean_score")),
             "scoring_rate": num_from(r.get("scoring_rate")),
             "acceptance_rate": num_from(r.get("acceptance_rate")),
@@ -254,8 +202,8 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
             "exclusion_reason": r.get("exclusion_reason"),
         })
     impact = []
-    for r in _list(entry.get("impact")):
-        r = _dict(r)
+    for r in as_list(entry.get("impact")):
+        r = as_dict(r)
         impact.append({
             "metric": str(r.get("metric")), "source": r.get("source"),
             "group": str(r.get("group")), "rate": num_from(r.get("rate")),
@@ -267,35 +215,36 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
               if r["metric"] == "scoring_rate"}
     for r in rows:
         r["scoring_ratio"] = ratios.get((r["group"], str(r["source"])), Num(None))
-    fl = _dict(entry.get("fairlearn"))
+    fl = as_dict(entry.get("fairlearn"))
     fairlearn = {
-        "groups_used": [str(g) for g in _list(fl.get("groups_used"))],
-        "per_group": [{"group": str(_dict(p).get("group")), "count": _i(_dict(p).get("count")),
-                       "selection_rate": num_from(_dict(p).get("selection_rate")),
-                       "true_positive_rate": num_from(_dict(p).get("true_positive_rate")),
-                       "false_positive_rate": num_from(_dict(p).get("false_positive_rate"))}
-                      for p in _list(fl.get("per_group"))],
+        "groups_used": [str(g) for g in as_list(fl.get("groups_used"))],
+        "per_group": [{"group": str(as_dict(p).get("group")),
+                       "count": as_int(as_dict(p).get("count")),
+                       "selection_rate": num_from(as_dict(p).get("selection_rate")),
+                       "true_positive_rate": num_from(as_dict(p).get("true_positive_rate")),
+                       "false_positive_rate": num_from(as_dict(p).get("false_positive_rate"))}
+                      for p in as_list(fl.get("per_group"))],
         "dp_difference": num_from(fl.get("demographic_parity_difference")),
         "dp_ratio": num_from(fl.get("demographic_parity_ratio")),
         "eo_difference": num_from(fl.get("equalized_odds_difference")),
     } if fl else None
     name = str(entry.get("concept"))
-    hist = _dict(entry.get("score_histogram"))
-    real = {str(g): list(c) for g, c in _dict(_dict(hist.get("counts")).get("real")).items()
+    hist = as_dict(entry.get("score_histogram"))
+    real = {str(g): list(c) for g, c in as_dict(as_dict(hist.get("counts")).get("real")).items()
             if isinstance(c, list) and sum(x for x in c if finite(x)) > 0}
-    edges = [float(e) for e in _list(hist.get("edges")) if finite(e)]
+    edges = [float(e) for e in as_list(hist.get("edges")) if finite(e)]
     # Nothing to show is left out, not announced: the table above holds the numbers.
     distributions: list[Chart] = []
     if chart and real and len(edges) >= 2 and all(len(c) == len(edges) - 1
                                                   for c in real.values()):
         distributions.append(score_distribution_chart(
-            name, edges, real, source="real", threshold=_f(entry.get("accept_threshold")),
-            median=_f(entry.get("median_real_score")), key=f"{key}-real"))
+            name, edges, real, source="real", threshold=as_float(entry.get("accept_threshold")),
+            median=as_float(entry.get("median_real_score")), key=f"{key}-real"))
     return {
-        "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
+        "concept": name, "concepts": [str(c) for c in as_list(entry.get("concepts"))],
         "protected": bool(entry.get("protected")),
-        "median_real_score": _f(entry.get("median_real_score")),
-        "accept_threshold": _f(entry.get("accept_threshold")),
+        "median_real_score": as_float(entry.get("median_real_score")),
+        "accept_threshold": as_float(entry.get("accept_threshold")),
         "rows": rows, "impact": impact, "fairlearn": fairlearn,
         "distributions": distributions,
     }
@@ -340,8 +289,8 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     for rep in representation:
         if "+" in str(rep.get("concept")):
             continue
-        for r in _list(rep.get("rows")):
-            g = str(_dict(r).get("group"))
+        for r in as_list(rep.get("rows")):
+            g = str(as_dict(r).get("group"))
             name = f"generated-{rep.get('concept')}-{g}.png"
             groups.append({"concept": rep.get("concept"), "group": g, "file": name,
                            "png": samples.get(name)})
@@ -359,20 +308,20 @@ _AUC_METHODS = {
 
 def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
     """The discriminator sanity figures of results.json's ``discriminator`` section."""
-    d = _dict(section)
+    d = as_dict(section)
     if not d:
         return Unavailable("results.json has no 'discriminator' section (it was measured by "
                            "an earlier gan-audit; re-run 'gan-audit measure')")
-    sep = _dict(d.get("separation"))
-    n_real, n_gen = _i(sep.get("n_real")), _i(sep.get("n_generated"))
-    acc = _dict(d.get("acceptance"))
+    sep = as_dict(d.get("separation"))
+    n_real, n_gen = as_int(sep.get("n_real")), as_int(sep.get("n_generated"))
+    acc = as_dict(d.get("acceptance"))
     scores = []
     for source in ("real", "generated"):
-        s = _dict(_dict(d.get("scores")).get(source))
-        q = _dict(s.get("quantiles"))
-        scores.append({"source": source, "n": _i(s.get("n")), "mean": _f(s.get("mean")),
-                       "sd": _f(s.get("sd")),
-                       "quantiles": [_f(q.get(k)) for k in ("q00", "q05", "q25", "q50", "q75",
+        s = as_dict(as_dict(d.get("scores")).get(source))
+        q = as_dict(s.get("quantiles"))
+        scores.append({"source": source, "n": as_int(s.get("n")), "mean": as_float(s.get("mean")),
+                       "sd": as_float(s.get("sd")),
+                       "quantiles": [as_float(q.get(k)) for k in ("q00", "q05", "q25", "q50", "q75",
                                                            "q95", "q100")]})
     return {"available": True,
             "auc": num_from(sep.get("auc"), value=sep.get("auc"), ci=sep.get("ci"),
@@ -382,20 +331,21 @@ def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
                                                                       "recorded"),
             "acceptance_real": num_from(acc.get("real")),
             "acceptance_generated": num_from(acc.get("generated")),
-            "accept_threshold": _f(d.get("accept_threshold")),
+            "accept_threshold": as_float(d.get("accept_threshold")),
             "scores": scores, "constant": bool(d.get("constant")),
-            "problems": [str(_dict(p).get("message")) for p in _list(d.get("problems"))]}
+            "problems": [str(as_dict(p).get("message")) for p in as_list(d.get("problems"))]}
 
 
 def _transfer_view(section: Any) -> list[dict[str, Any]]:
     """Rows of the decoder-transfer table (results.json's ``transfer``; [] when absent)."""
     rows = []
-    for r in _list(section):
-        r = _dict(r)
+    for r in as_list(section):
+        r = as_dict(r)
         ood = r.get("out_of_distribution")
         rows.append({"concept": str(r.get("concept")), "layer": str(r.get("layer")),
-                     "n_components": _i(r.get("n_components")),
-                     "n_train": _i(r.get("n_train")), "n_calibration": _i(r.get("n_calibration")),
+                     "n_components": as_int(r.get("n_components")),
+                     "n_train": as_int(r.get("n_train")),
+                     "n_calibration": as_int(r.get("n_calibration")),
                      "generated": num_from(r.get("generated")), "real": num_from(r.get("real")),
                      "status": ("not measured" if ood is None else
                                 "out of distribution" if ood else "within range"),
@@ -405,14 +355,14 @@ def _transfer_view(section: Any) -> list[dict[str, Any]]:
 
 def _baseline_view(section: Any) -> list[dict[str, Any]]:
     """Rows of the knowledge-gain table (results.json's ``baseline``; [] when absent)."""
-    return [{"concept": str(_dict(r).get("concept")),
-             "trained_layer": _dict(r).get("trained_layer"),
-             "random_layer": _dict(r).get("random_layer"),
-             "trained": _f(_dict(r).get("trained_balanced_accuracy")),
-             "random": _f(_dict(r).get("random_balanced_accuracy")),
-             "gain": num_from(_dict(r).get("knowledge_gain")),
-             "pixels_alone": bool(_dict(r).get("pixels_alone")),
-             "label": _dict(r).get("label")} for r in _list(section)]
+    return [{"concept": str(as_dict(r).get("concept")),
+             "trained_layer": as_dict(r).get("trained_layer"),
+             "random_layer": as_dict(r).get("random_layer"),
+             "trained": as_float(as_dict(r).get("trained_balanced_accuracy")),
+             "random": as_float(as_dict(r).get("random_balanced_accuracy")),
+             "gain": num_from(as_dict(r).get("knowledge_gain")),
+             "pixels_alone": bool(as_dict(r).get("pixels_alone")),
+             "label": as_dict(r).get("label")} for r in as_list(section)]
 
 
 def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
@@ -441,18 +391,18 @@ def _top_findings(findings: Sequence[Mapping[str, Any]], limit: int = 8) -> list
 
 def _findings_view(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = []
-    for f in _list(results.get("findings")):
-        f = _dict(f)
-        v = _dict(f.get("validity"))
+    for f in as_list(results.get("findings")):
+        f = as_dict(f)
+        v = as_dict(f.get("validity"))
         out.append({
             **f, "id": str(f.get("id")),
             "estimate": num_from(f.get("value"), value=f.get("value"), ci=f.get("ci"),
                                  n=f.get("n")),
             "validity": {"decodable": v.get("decodable"),
-                         "balanced_accuracy": _f(v.get("balanced_accuracy")),
-                         "group_accuracy": {str(k): _f(x) for k, x in
-                                            _dict(v.get("group_accuracy")).items()}},
-            "evidence_items": [(str(k), val) for k, val in _dict(f.get("evidence")).items()],
+                         "balanced_accuracy": as_float(v.get("balanced_accuracy")),
+                         "group_accuracy": {str(k): as_float(x) for k, x in
+                                            as_dict(v.get("group_accuracy")).items()}},
+            "evidence_items": [(str(k), val) for k, val in as_dict(f.get("evidence")).items()],
         })
     out.sort(key=lambda f: (severity_rank(f.get("severity")), f["id"]))
     return out
@@ -476,34 +426,22 @@ def _names(x: Any) -> str | None:
     return str(x)
 
 
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> {"a.b": value}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def _group_counts(representation: Sequence[Mapping[str, Any]],
                   validity_file: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Images per (concept, group): real and generated (decoded), held-out labelled."""
     heldout: dict[tuple[str, str], int] = {}
-    for name, v in _dict(_dict(validity_file).get("concepts")).items():
-        groups, conf = _list(_dict(v).get("groups")), _list(_dict(v).get("confusion"))
+    for name, v in as_dict(as_dict(validity_file).get("concepts")).items():
+        groups, conf = as_list(as_dict(v).get("groups")), as_list(as_dict(v).get("confusion"))
         for g, row in zip(groups, conf, strict=False):
-            heldout[(str(name), str(g))] = int(sum(c for c in _list(row) if finite(c)))
+            heldout[(str(name), str(g))] = int(sum(c for c in as_list(row) if finite(c)))
     rows = []
     for rep in representation:
         name = str(rep.get("concept"))
-        for r in _list(rep.get("rows")):
-            g = str(_dict(r).get("group"))
+        for r in as_list(rep.get("rows")):
+            g = str(as_dict(r).get("group"))
             rows.append({"concept": name, "group": g,
-                         "real": num_from(_dict(r).get("real")).k,
-                         "generated": num_from(_dict(r).get("generated_raw")).k,
+                         "real": num_from(as_dict(r).get("real")).k,
+                         "generated": num_from(as_dict(r).get("generated_raw")).k,
                          "heldout": heldout.get((name, g))})
     return rows
 
@@ -512,8 +450,8 @@ def _skipped_view(skipped: Any) -> list[dict[str, Any]]:
     """Rows of the degenerate-cases table for the images extraction skipped, per image set
     (``manifest.skipped_images``: unreadable files, non-finite activations)."""
     rows = []
-    for name, items in _dict(skipped).items():
-        records = [_dict(x) for x in _list(items)]
+    for name, items in as_dict(skipped).items():
+        records = [as_dict(x) for x in as_list(items)]
         if not records:
             continue
         reasons = sorted({str(r.get("reason", "")).split(" (")[0] for r in records})
@@ -540,19 +478,17 @@ class ReportInputs:
 
 def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
     """The template context of a report (pure: documents in, plain data and SVG out)."""
-    from audit.report.insight_view import insight_to_view  # it builds on this module
+    results = as_dict(inputs.results)
+    meta = as_dict(results.get("meta"))
+    manifest = as_dict(inputs.manifest)
+    settings = as_dict(results.get("settings"))
+    boot = as_dict(results.get("bootstrap"))
+    level = as_float(boot.get("confidence")) or (1 - (as_float(settings.get("alpha")) or 0.05))
+    threshold = as_float(settings.get("impact_threshold")) or 0.8
 
-    results = _dict(inputs.results)
-    meta = _dict(results.get("meta"))
-    manifest = _dict(inputs.manifest)
-    settings = _dict(results.get("settings"))
-    boot = _dict(results.get("bootstrap"))
-    level = _f(boot.get("confidence")) or (1 - (_f(settings.get("alpha")) or 0.05))
-    threshold = _f(settings.get("impact_threshold")) or 0.8
-
-    representation = [_dict(r) for r in _list(results.get("representation"))]
-    treatment = [_dict(t) for t in _list(results.get("treatment"))]
-    inter = [_dict(x) for x in _list(results.get("intersections"))]
+    representation = [as_dict(r) for r in as_list(results.get("representation"))]
+    treatment = [as_dict(t) for t in as_list(results.get("treatment"))]
+    inter = [as_dict(x) for x in as_list(results.get("intersections"))]
     n_concepts = len(representation)
     order = [str(r.get("concept")) for r in representation]
 
@@ -564,12 +500,12 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
     trt_views = [{**_treatment_view(t, chart=charted(t), key=f"trt-{i}"), "detail": charted(t)}
                  for i, t in enumerate(treatment)]
     inter_views = [{
-        "name": str(x.get("name")), "concepts": [str(c) for c in _list(x.get("concepts"))],
-        "representation": _representation_view(_dict(x.get("representation")),
-                                               chart=len(_list(_dict(x.get(
+        "name": str(x.get("name")), "concepts": [str(c) for c in as_list(x.get("concepts"))],
+        "representation": _representation_view(as_dict(x.get("representation")),
+                                               chart=len(as_list(as_dict(x.get(
                                                    "representation")).get("rows"))) <= 12,
                                                level=level, key=f"int-rep-{i}"),
-        "treatment": _treatment_view(_dict(x.get("treatment")), chart=False,
+        "treatment": _treatment_view(as_dict(x.get("treatment")), chart=False,
                                      key=f"int-trt-{i}"),
     } for i, x in enumerate(inter)]
     forest_inputs = trt_views + [{**iv["treatment"], "protected": True} for iv in inter_views]
@@ -586,14 +522,14 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "date": meta.get("date") or meta.get("created") or manifest.get("created"),
         "meta": meta,
         "tool_version": meta.get("tool_version") or manifest.get("version"),
-        "concept_set": _dict(results.get("concept_set")),
+        "concept_set": as_dict(results.get("concept_set")),
         "settings": settings,
         "bootstrap": boot,
         "level": level,
         "threshold": threshold,
-        "counts": _dict(results.get("counts")),
+        "counts": as_dict(results.get("counts")),
         "discriminator": _discriminator_view(results.get("discriminator")),
-        "verdicts": [_dict(v) for v in _list(results.get("verdicts"))],
+        "verdicts": [as_dict(v) for v in as_list(results.get("verdicts"))],
         "top_findings": _top_findings(findings),
         "findings": findings,
         "validity": _validity_view(results, inputs.validity, inputs.layers, order),
@@ -603,19 +539,19 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "treatment": trt_views,
         "intersections": inter_views,
         "forest_charts": _forest_charts(forest_inputs, threshold),
-        "exclusions": [_dict(x) for x in _list(results.get("exclusions"))],
-        "unknowns": [_dict(x) for x in _list(results.get("unknowns"))],
-        "degenerate": [_dict(x) for x in _list(results.get("degenerate"))]
+        "exclusions": [as_dict(x) for x in as_list(results.get("exclusions"))],
+        "unknowns": [as_dict(x) for x in as_list(results.get("unknowns"))],
+        "degenerate": [as_dict(x) for x in as_list(results.get("degenerate"))]
         + _skipped_view(meta.get("skipped_images") or manifest.get("skipped_images")),
-        "tests": [_dict(x) for x in _list(results.get("tests"))],
-        "notes": [str(x) for x in _list(results.get("notes"))],
+        "tests": [as_dict(x) for x in as_list(results.get("tests"))],
+        "notes": [str(x) for x in as_list(results.get("notes"))],
         "samples": _samples_view(inputs.samples, representation),
         "review": review,
         "latest": review["latest"],
         "model_name": _names(_first(meta, ("model", "model_spec", "discriminator",
                                            "model_name"))),
         "data_names": _names(_first(meta, ("data", "data_sources", "sources", "real_source"))),
-        "model_hashes": _flat(_dict(manifest.get("hashes"))),
+        "model_hashes": flatten(as_dict(manifest.get("hashes"))),
         "group_counts": _group_counts(representation, inputs.validity),
         "manifest": manifest or None,
         "warnings": list(inputs.warnings),
