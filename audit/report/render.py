@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import RunFolderError
-from audit.formatting import fmt, pvalue
+from audit.formatting import fmt, pvalue, significant
 from audit.io import atomic_write_text
 from audit.manifest import record_artifacts
 from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
@@ -63,7 +63,7 @@ def _anchor(finding_id: Any) -> str:
 
 def _rounded(v: Any) -> Any:
     if isinstance(v, float):
-        return float(f"{v:.6g}") if math.isfinite(v) else None
+        return float(significant(v, 6)) if math.isfinite(v) else None
     if isinstance(v, dict):
         return {k: _rounded(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -76,7 +76,7 @@ def _plain(v: Any) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return "n/a" if not math.isfinite(v) else f"{v:.6g}"
+        return significant(v, 6)
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(_rounded(v), ensure_ascii=False, default=str)
     return str(v)
