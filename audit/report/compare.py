@@ -130,33 +130,73 @@ def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
     ``{"audits", "warnings", "metrics", "only_in_a", "only_in_b", "findings"}``; each
     metric: key, unit, a, b (value, ci, n), change (B - A), intervals_overlap.
     """
-    warnings: list[str] = []
+    warnings = [w for w in (
+        _concept_set_warning(a, b, names),
+        _decoder_warning(_decoders(a, validity_a), _decoders(b, validity_b), decoder_tolerance),
+        _settings_warning(a, b)) if w]
+    ma, mb = flatten_metrics(a), flatten_metrics(b)
+    return {
+        "audits": [_audit_facts(names[0], a), _audit_facts(names[1], b)],
+        "warnings": warnings,
+        "metrics": _metric_changes(ma, mb),
+        "only_in_a": sorted(set(ma) - set(mb)),
+        "only_in_b": sorted(set(mb) - set(ma)),
+        "findings": _finding_changes(a, b),
+    }
+
+
+def _audit_facts(name: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    """Name, audit id, date and concept set of one audit."""
+    meta = as_dict(results.get("meta"))
+    return {"name": name, "audit_id": meta.get("audit_id"), "date": meta.get("date"),
+            "concept_set": as_dict(results.get("concept_set"))}
+
+
+def _concept_set_warning(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]
+                         ) -> str | None:
+    """A warning when the audits used different concept sets (by sha256)."""
     cs_a, cs_b = as_dict(a.get("concept_set")), as_dict(b.get("concept_set"))
-    if cs_a.get("sha256") != cs_b.get("sha256"):
-        warnings.append(f"The audits used different concept sets: {cs_a.get('name')} "
-                        f"(sha256 {str(cs_a.get('sha256'))[:12]}…) in {names[0]}, "
-                        f"{cs_b.get('name')} (sha256 {str(cs_b.get('sha256'))[:12]}…) in "
-                        f"{names[1]}; groups may not mean the same.")
-    dec_a, dec_b = _decoders(a, validity_a), _decoders(b, validity_b)
+    if cs_a.get("sha256") == cs_b.get("sha256"):
+        return None
+    return (f"The audits used different concept sets: {cs_a.get('name')} "
+            f"(sha256 {str(cs_a.get('sha256'))[:12]}…) in {names[0]}, "
+            f"{cs_b.get('name')} (sha256 {str(cs_b.get('sha256'))[:12]}…) in "
+            f"{names[1]}; groups may not mean the same.")
+
+
+def _decoder_warning(dec_a: Mapping[str, Mapping[str, Any]],
+                     dec_b: Mapping[str, Mapping[str, Any]], tolerance: float) -> str | None:
+    """A warning naming the concepts whose decoder changed layer or moved its balanced
+    accuracy by more than ``tolerance``."""
     changed = []
     for concept in sorted(set(dec_a) & set(dec_b)):
         la, lb = dec_a[concept].get("layer"), dec_b[concept].get("layer")
         ba, bb = dec_a[concept].get("balanced_accuracy"), dec_b[concept].get("balanced_accuracy")
         moved = (isinstance(ba, (int, float)) and isinstance(bb, (int, float))
-                 and abs(bb - ba) > decoder_tolerance)
+                 and abs(bb - ba) > tolerance)
         if la != lb or moved:
             changed.append(f"{concept} (layer {la} → {lb}, balanced accuracy "
                            f"{percent(ba)} → {percent(bb)})")
-    if changed:
-        warnings.append("The audits read the concepts through different decoders: "
-                        + "; ".join(changed) + ". Part of any change may come from the decoders.")
+    if not changed:
+        return None
+    return ("The audits read the concepts through different decoders: " + "; ".join(changed)
+            + ". Part of any change may come from the decoders.")
+
+
+def _settings_warning(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """A warning listing the settings whose values differ."""
     set_a, set_b = as_dict(a.get("settings")), as_dict(b.get("settings"))
     diff = sorted(k for k in set(set_a) | set(set_b) if set_a.get(k) != set_b.get(k))
-    if diff:
-        warnings.append("The audits used different thresholds or settings: " + "; ".join(
-            f"{k} {set_a.get(k)!r} → {set_b.get(k)!r}" for k in diff) + ".")
+    if not diff:
+        return None
+    return "The audits used different thresholds or settings: " + "; ".join(
+        f"{k} {set_a.get(k)!r} → {set_b.get(k)!r}" for k in diff) + "."
 
-    ma, mb = flatten_metrics(a), flatten_metrics(b)
+
+def _metric_changes(ma: Mapping[str, tuple[str, Num]], mb: Mapping[str, tuple[str, Num]]
+                    ) -> list[dict[str, Any]]:
+    """Each metric both audits have (A's order): both values, the change B - A and whether
+    the intervals overlap."""
     metrics = []
     for key in [k for k in ma if k in mb]:
         unit, xa = ma[key]
@@ -164,38 +204,31 @@ def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
         change = (xb.value - xa.value) if (xa.ok and xb.ok) else None
         metrics.append({"key": key, "unit": unit, "a": _num_json(xa), "b": _num_json(xb),
                         "change": change, "intervals_overlap": _overlap(xa, xb)})
+    return metrics
 
+
+_BRIEF = ("id", "kind", "severity", "confidence", "concept", "groups", "metric", "value", "ci",
+          "n", "summary")
+
+
+def _finding_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Findings new in B, resolved (only in A), of changed severity, and unchanged (ids)."""
     fa = {str(as_dict(f).get("id")): as_dict(f) for f in as_list(a.get("findings"))}
     fb = {str(as_dict(f).get("id")): as_dict(f) for f in as_list(b.get("findings"))}
 
     def brief(f: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: f.get(k) for k in ("id", "kind", "severity", "confidence", "concept",
-                                      "groups", "metric", "value", "ci", "n", "summary")}
+        return {k: f.get(k) for k in _BRIEF}
 
-    findings = {
+    both = sorted(set(fa) & set(fb))
+    return {
         "new": [brief(fb[i]) for i in sorted(set(fb) - set(fa))],
         "resolved": [brief(fa[i]) for i in sorted(set(fa) - set(fb))],
         "changed_severity": [{"id": i, "severity_a": fa[i].get("severity"),
-                              "severity_b": fb[i].get("severity"), "summary_b":
-                              fb[i].get("summary")}
-                             for i in sorted(set(fa) & set(fb))
-                             if fa[i].get("severity") != fb[i].get("severity")],
-        "unchanged": sorted(i for i in set(fa) & set(fb)
-                            if fa[i].get("severity") == fb[i].get("severity")),
+                              "severity_b": fb[i].get("severity"),
+                              "summary_b": fb[i].get("summary")}
+                             for i in both if fa[i].get("severity") != fb[i].get("severity")],
+        "unchanged": [i for i in both if fa[i].get("severity") == fb[i].get("severity")],
     }
-    meta_a, meta_b = as_dict(a.get("meta")), as_dict(b.get("meta"))
-    return {
-        "audits": [{"name": names[0], "audit_id": meta_a.get("audit_id"),
-                    "date": meta_a.get("date"), "concept_set": cs_a},
-                   {"name": names[1], "audit_id": meta_b.get("audit_id"),
-                    "date": meta_b.get("date"), "concept_set": cs_b}],
-        "warnings": warnings,
-        "metrics": metrics,
-        "only_in_a": sorted(set(ma) - set(mb)),
-        "only_in_b": sorted(set(mb) - set(ma)),
-        "findings": findings,
-    }
-
 
 
 def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True

@@ -22,6 +22,13 @@ from audit.report.charts import (
     score_distribution_chart,
 )
 from audit.report.insight_view import insight_to_view
+from audit.report.summary_view import (
+    TOP_FINDINGS,
+    findings_view,
+    meta_view,
+    review_view,
+    verdicts_view,
+)
 from audit.report.viewtypes import (
     Chart,
     Estimate,
@@ -34,7 +41,6 @@ from audit.report.viewtypes import (
     flatten,
     num_from,
 )
-from audit.vocabulary import severity_rank
 
 __all__ = ["SECTIONS", "ReportInputs", "results_to_view"]
 
@@ -365,67 +371,6 @@ def _baseline_view(section: Any) -> list[dict[str, Any]]:
              "label": as_dict(r).get("label")} for r in as_list(section)]
 
 
-def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
-    """Latest status and history of each finding; the chain check of the log."""
-    entries = list(getattr(review, "entries", []) or [])
-    history: dict[str, list[Any]] = {}
-    for e in entries:
-        history.setdefault(str(e.get("finding_id")), []).append(e)
-    known = {str(f.get("id")) for f in findings}
-    orphans = sorted(set(history) - known)
-    current = getattr(review, "reviews_current_results", lambda e: True)
-    latest = {}
-    for e in entries:  # the status is the latest review of these results, not earlier ones
-        if current(e):
-            latest[str(e.get("finding_id"))] = e
-    return {"history": history, "orphans": orphans, "latest": latest,
-            "verification": getattr(review, "verification", None),
-            "n_entries": len(entries)}
-
-
-def _top_findings(findings: Sequence[Mapping[str, Any]], limit: int = 8) -> list[dict[str, Any]]:
-    ordered = sorted(findings, key=lambda f: (severity_rank(f.get("severity")),
-                                             str(f.get("id"))))
-    return [dict(f) for f in ordered[:limit]]
-
-
-def _findings_view(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for f in as_list(results.get("findings")):
-        f = as_dict(f)
-        v = as_dict(f.get("validity"))
-        out.append({
-            **f, "id": str(f.get("id")),
-            "estimate": num_from(f.get("value"), value=f.get("value"), ci=f.get("ci"),
-                                 n=f.get("n")),
-            "validity": {"decodable": v.get("decodable"),
-                         "balanced_accuracy": as_float(v.get("balanced_accuracy")),
-                         "group_accuracy": {str(k): as_float(x) for k, x in
-                                            as_dict(v.get("group_accuracy")).items()}},
-            "evidence_items": [(str(k), val) for k, val in as_dict(f.get("evidence")).items()],
-        })
-    out.sort(key=lambda f: (severity_rank(f.get("severity")), f["id"]))
-    return out
-
-
-def _first(d: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    for k in keys:
-        if d.get(k):
-            return d[k]
-    return None
-
-
-def _names(x: Any) -> str | None:
-    """Data sources as one line of text (a string, a list, or a mapping role -> source)."""
-    if x is None:
-        return None
-    if isinstance(x, Mapping):
-        return "; ".join(f"{k}: {_names(v)}" for k, v in x.items())
-    if isinstance(x, list):
-        return "; ".join(str(_names(v)) for v in x)
-    return str(x)
-
-
 def _group_counts(representation: Sequence[Mapping[str, Any]],
                   validity_file: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Images per (concept, group): real and generated (decoded), held-out labelled."""
@@ -476,21 +421,24 @@ class ReportInputs:
     insight: Mapping[str, Any] | None = None
 
 
-def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
-    """The template context of a report (pure: documents in, plain data and SVG out)."""
-    results = as_dict(inputs.results)
-    meta = as_dict(results.get("meta"))
-    manifest = as_dict(inputs.manifest)
+def _level_and_threshold(results: Mapping[str, Any]) -> tuple[float, float]:
+    """The confidence level of the intervals and the impact-ratio threshold."""
     settings = as_dict(results.get("settings"))
     boot = as_dict(results.get("bootstrap"))
     level = as_float(boot.get("confidence")) or (1 - (as_float(settings.get("alpha")) or 0.05))
-    threshold = as_float(settings.get("impact_threshold")) or 0.8
+    return level, as_float(settings.get("impact_threshold")) or 0.8
 
+
+def _concept_views(results: Mapping[str, Any], *, level: float, threshold: float
+                   ) -> dict[str, Any]:
+    """Representation, treatment and intersection views, and the forest plots over them.
+
+    Past :data:`MAX_CHARTED_CONCEPTS` concepts, only protected ones get charts and detail.
+    """
     representation = [as_dict(r) for r in as_list(results.get("representation"))]
     treatment = [as_dict(t) for t in as_list(results.get("treatment"))]
     inter = [as_dict(x) for x in as_list(results.get("intersections"))]
     n_concepts = len(representation)
-    order = [str(r.get("concept")) for r in representation]
 
     def charted(entry: Mapping[str, Any]) -> bool:
         return n_concepts <= MAX_CHARTED_CONCEPTS or bool(entry.get("protected"))
@@ -499,58 +447,68 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
                   "detail": charted(r)} for i, r in enumerate(representation)]
     trt_views = [{**_treatment_view(t, chart=charted(t), key=f"trt-{i}"), "detail": charted(t)}
                  for i, t in enumerate(treatment)]
-    inter_views = [{
-        "name": str(x.get("name")), "concepts": [str(c) for c in as_list(x.get("concepts"))],
-        "representation": _representation_view(as_dict(x.get("representation")),
-                                               chart=len(as_list(as_dict(x.get(
-                                                   "representation")).get("rows"))) <= 12,
-                                               level=level, key=f"int-rep-{i}"),
-        "treatment": _treatment_view(as_dict(x.get("treatment")), chart=False,
-                                     key=f"int-trt-{i}"),
-    } for i, x in enumerate(inter)]
+    inter_views = [_intersection_view(x, level=level, index=i) for i, x in enumerate(inter)]
     forest_inputs = trt_views + [{**iv["treatment"], "protected": True} for iv in inter_views]
+    return {"representation": rep_views, "treatment": trt_views,
+            "intersections": inter_views,
+            "forest_charts": _forest_charts(forest_inputs, threshold)}
 
-    findings = _findings_view(results)
-    review = _review_view(findings, inputs.review)
-    audit_id = meta.get("audit_id") or manifest.get("audit_id") or "unnamed audit"
-    title = meta.get("title") or f"Bias audit {audit_id}"
+
+def _intersection_view(x: Mapping[str, Any], *, level: float, index: int) -> dict[str, Any]:
+    """One intersection of protected concepts: its representation and treatment views."""
+    rep = as_dict(x.get("representation"))
+    return {
+        "name": str(x.get("name")), "concepts": [str(c) for c in as_list(x.get("concepts"))],
+        "representation": _representation_view(rep, chart=len(as_list(rep.get("rows"))) <= 12,
+                                               level=level, key=f"int-rep-{index}"),
+        "treatment": _treatment_view(as_dict(x.get("treatment")), chart=False,
+                                     key=f"int-trt-{index}"),
+    }
+
+
+def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
+    """The template context of a report (pure: documents in, plain data and SVG out).
+
+    Raises
+    ------
+    RunFolderError
+        A verdict or finding of results.json lacks a key the schema requires.
+    """
+    results = as_dict(inputs.results)
+    manifest = as_dict(inputs.manifest)
+    meta = meta_view(results, manifest)
+    level, threshold = _level_and_threshold(results)
+    representation = [as_dict(r) for r in as_list(results.get("representation"))]
+    findings = findings_view(results)
+    review = review_view(findings, inputs.review)
     return {
         "sections": SECTIONS,
         "insight": insight_to_view(inputs.insight),
-        "title": title,
-        "audit_id": audit_id,
-        "date": meta.get("date") or meta.get("created") or manifest.get("created"),
         "meta": meta,
-        "tool_version": meta.get("tool_version") or manifest.get("version"),
-        "concept_set": as_dict(results.get("concept_set")),
-        "settings": settings,
-        "bootstrap": boot,
+        "title": meta.title,
+        "tool_version": meta.tool_version,
+        "settings": as_dict(results.get("settings")),
+        "bootstrap": as_dict(results.get("bootstrap")),
         "level": level,
         "threshold": threshold,
-        "counts": as_dict(results.get("counts")),
         "discriminator": _discriminator_view(results.get("discriminator")),
-        "verdicts": [as_dict(v) for v in as_list(results.get("verdicts"))],
-        "top_findings": _top_findings(findings),
+        "verdicts": verdicts_view(results),
+        "top_findings": findings[:TOP_FINDINGS],
         "findings": findings,
-        "validity": _validity_view(results, inputs.validity, inputs.layers, order),
+        "validity": _validity_view(results, inputs.validity, inputs.layers,
+                                   [str(r.get("concept")) for r in representation]),
         "transfer": _transfer_view(results.get("transfer")),
         "baseline": _baseline_view(results.get("baseline")),
-        "representation": rep_views,
-        "treatment": trt_views,
-        "intersections": inter_views,
-        "forest_charts": _forest_charts(forest_inputs, threshold),
+        **_concept_views(results, level=level, threshold=threshold),
         "exclusions": [as_dict(x) for x in as_list(results.get("exclusions"))],
         "unknowns": [as_dict(x) for x in as_list(results.get("unknowns"))],
         "degenerate": [as_dict(x) for x in as_list(results.get("degenerate"))]
-        + _skipped_view(meta.get("skipped_images") or manifest.get("skipped_images")),
+        + _skipped_view(meta.recorded.get("skipped_images") or manifest.get("skipped_images")),
         "tests": [as_dict(x) for x in as_list(results.get("tests"))],
         "notes": [str(x) for x in as_list(results.get("notes"))],
         "samples": _samples_view(inputs.samples, representation),
         "review": review,
-        "latest": review["latest"],
-        "model_name": _names(_first(meta, ("model", "model_spec", "discriminator",
-                                           "model_name"))),
-        "data_names": _names(_first(meta, ("data", "data_sources", "sources", "real_source"))),
+        "latest": review.latest,
         "model_hashes": flatten(as_dict(manifest.get("hashes"))),
         "group_counts": _group_counts(representation, inputs.validity),
         "manifest": manifest or None,
