@@ -18,15 +18,18 @@ import pytest
 
 from audit.errors import RunFolderError
 from audit.report.summary_view import (
+    DiscriminatorView,
     FindingView,
     Meta,
     VerdictRow,
+    discriminator_view,
     findings_view,
     meta_view,
     review_view,
     verdicts_view,
 )
 from audit.report.view import ReportInputs, results_to_view
+from audit.report.viewtypes import Unavailable
 from audit.vocabulary import Severity, Verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +89,24 @@ def test_meta_falls_back_on_the_manifest_and_counts_are_none_when_absent(results
     assert (bare.audit_id, bare.title, bare.date, bare.tool_version) == \
         ("from-manifest", "Bias audit from-manifest", "2026-01-02", "9.9")
     assert bare.counts.real is None and bare.concept_set_name is None and bare.recorded == {}
+
+
+def test_the_discriminator_view_reads_the_sanity_section(results):
+    raw = results["discriminator"]
+    d = discriminator_view(results)
+    assert isinstance(d, DiscriminatorView) and d.available
+    assert d.auc.value == pytest.approx(raw["separation"]["auc"])
+    assert d.auc.n == raw["separation"]["n_real"] + raw["separation"]["n_generated"]
+    assert d.acceptance_real.value == pytest.approx(raw["acceptance"]["real"]["value"])
+    assert [s.source for s in d.scores] == ["real", "generated"]
+    assert d.scores[0].quantiles[3] == pytest.approx(raw["scores"]["real"]["quantiles"]["q50"])
+    assert d.problems == [p["message"] for p in raw["problems"]]
+    gone = discriminator_view({k: v for k, v in results.items() if k != "discriminator"})
+    assert isinstance(gone, Unavailable) and "no 'discriminator' section" in gone.reason
+    broken = copy.deepcopy(results)
+    del broken["discriminator"]["acceptance"]
+    with pytest.raises(RunFolderError, match=r"results\.json: discriminator lacks 'acceptance'"):
+        discriminator_view(broken)
 
 
 def test_review_view_keeps_latest_current_status_and_orphans(results):

@@ -208,7 +208,7 @@ def results_to_html(results: Mapping[str, Any], *, manifest: Mapping[str, Any] |
     Parameters
     ----------
     results
-        The results.json document (schema version 1).
+        The results.json document (the schema version :data:`SCHEMA_VERSION`).
     manifest, validity, layers
         manifest.json, decoders/validity.json and decoders/layers.json, if at hand.
     review

@@ -1,10 +1,12 @@
-"""The report's head: what was audited, the verdicts, the findings and their review.
+"""The report's head: what was audited, does the discriminator work, the verdicts, the
+findings and their review.
 
 Typed view models built from results.json, so a template reads attributes that always
-exist instead of guessing keys. Within a verdict or a finding the keys that
-``audit/measure/results.schema.json`` requires are relied on (the measure stage validates
-the file against the schema when it writes it); one that is missing or malformed anyway (a
-hand-edited file) is a :class:`~audit.errors.RunFolderError` naming the item and the key.
+exist instead of guessing keys. Within a verdict, a finding or the discriminator section,
+the keys that ``audit/measure/results.schema.json`` requires are relied on (the measure
+stage validates the file against the schema when it writes it); one that is missing or
+malformed anyway (a hand-edited file) is a :class:`~audit.errors.RunFolderError` naming
+the item and the key.
 A whole top-level part that is missing reads as empty (the report warns about it).
 
 >>> row = VerdictRow.from_json({"concept": "tone", "concepts": ["tone"], "verdict": "pass",
@@ -20,11 +22,21 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from audit.errors import RunFolderError
-from audit.report.viewtypes import Num, as_dict, as_float, as_int, as_list, as_str, num_from
+from audit.report.viewtypes import (
+    Num,
+    Unavailable,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    num_from,
+)
 from audit.vocabulary import Severity, Verdict
 
-__all__ = ["Counts", "Meta", "VerdictRow", "FindingValidity", "FindingView", "ReviewView",
-           "meta_view", "verdicts_view", "findings_view", "review_view"]
+__all__ = ["Counts", "Meta", "VerdictRow", "FindingValidity", "FindingView", "ScoreSummary",
+           "DiscriminatorView", "ReviewView", "meta_view", "discriminator_view",
+           "verdicts_view", "findings_view", "review_view"]
 
 T = TypeVar("T")
 
@@ -140,6 +152,69 @@ class FindingView:
             summary=str(f["summary"]))
 
 
+_AUC_METHODS = {
+    "delong": "DeLong interval",
+    "obuchowski": "DeLong interval for clustered images (Obuchowski)",
+    "wilson_min_n": "complete separation: Wilson interval on the smaller of the two counts",
+}
+_QUANTILES = ("q00", "q05", "q25", "q50", "q75", "q95", "q100")
+
+
+@dataclass(frozen=True)
+class ScoreSummary:
+    """The discriminator's scores on one source: count, quantiles (min, 5%, 25%, median,
+    75%, 95%, max), mean and standard deviation, in the discriminator's output units."""
+
+    source: str
+    n: int | None
+    quantiles: list[float | None]
+    mean: float | None
+    sd: float | None
+
+    @classmethod
+    def from_json(cls, source: str, d: Mapping[str, Any]) -> ScoreSummary:
+        q = as_dict(d["quantiles"])  # null when the source has no scored image
+        return cls(source=source, n=as_int(d["n"]), quantiles=[as_float(q.get(k))
+                                                               for k in _QUANTILES],
+                   mean=as_float(d["mean"]), sd=as_float(d["sd"]))
+
+
+@dataclass(frozen=True)
+class DiscriminatorView:
+    """Does the discriminator work? Its separation of real from generated images (ROC AUC
+    with interval), the share of each it accepts, its scores and the checks it failed."""
+
+    auc: Num
+    n_real: int | None
+    n_generated: int | None
+    method: str | None
+    method_words: str
+    acceptance_real: Num
+    acceptance_generated: Num
+    accept_threshold: float | None
+    scores: list[ScoreSummary]
+    constant: bool
+    problems: list[str]
+    available: bool = True
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DiscriminatorView:
+        sep, acc = d["separation"], d["acceptance"]
+        n_real, n_gen = as_int(sep["n_real"]), as_int(sep["n_generated"])
+        method = as_str(sep.get("method"))  # optional in the schema
+        return cls(
+            auc=num_from(sep["auc"], value=sep["auc"], ci=sep["ci"],
+                         n=(n_real or 0) + (n_gen or 0)),
+            n_real=n_real, n_generated=n_gen, method=method,
+            method_words=_AUC_METHODS.get(str(method), "interval method not recorded"),
+            acceptance_real=num_from(acc["real"]),
+            acceptance_generated=num_from(acc["generated"]),
+            accept_threshold=as_float(d["accept_threshold"]),
+            scores=[ScoreSummary.from_json(source, d["scores"][source])
+                    for source in ("real", "generated")],
+            constant=bool(d["constant"]), problems=[str(p["message"]) for p in d["problems"]])
+
+
 @dataclass(frozen=True)
 class ReviewView:
     """The review log as the report shows it.
@@ -156,19 +231,30 @@ class ReviewView:
     n_entries: int
 
 
-def _items(section: Any, what: str, make: Callable[[Mapping[str, Any]], T]) -> list[T]:
-    """``make`` applied to each item of a results.json list; a malformed item is a
-    RunFolderError that names it."""
-    out = []
-    for i, item in enumerate(as_list(section)):
-        try:
-            out.append(make(item))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            cause = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
-            raise RunFolderError(
-                f"results.json: {what}[{i}] {cause}; results.schema.json requires it. Re-run "
-                f"the measure stage to rewrite results.json.") from exc
-    return out
+def _parse(what: str, make: Callable[[Any], T], item: Any) -> T:
+    """``make(item)``; an item that lacks a required key or is malformed is a
+    RunFolderError naming ``what`` (e.g. ``findings[3]``)."""
+    try:
+        return make(item)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        cause = f"lacks {exc}" if isinstance(exc, KeyError) else f"is malformed ({exc})"
+        raise RunFolderError(
+            f"results.json: {what} {cause}; results.schema.json requires it. Re-run the "
+            f"measure stage to rewrite results.json.") from exc
+
+
+def _items(section: Any, what: str, make: Callable[[Any], T]) -> list[T]:
+    """``make`` applied to each item of a results.json list (see :func:`_parse`)."""
+    return [_parse(f"{what}[{i}]", make, item) for i, item in enumerate(as_list(section))]
+
+
+def discriminator_view(results: Mapping[str, Any]) -> DiscriminatorView | Unavailable:
+    """The discriminator's sanity figures, or why they cannot be shown."""
+    section = results.get("discriminator")
+    if not as_dict(section):
+        return Unavailable("results.json has no 'discriminator' section (it was measured by "
+                           "an earlier gan-audit; re-run 'gan-audit measure')")
+    return _parse("discriminator", DiscriminatorView.from_json, section)
 
 
 def verdicts_view(results: Mapping[str, Any]) -> list[VerdictRow]:

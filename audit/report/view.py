@@ -1,11 +1,12 @@
 """From the run folder's documents to what the templates show (pure, no files).
 
-:func:`results_to_view` turns results.json (schema version 1, see
-``audit/measure/results.schema.json``) plus the optional decoders/validity.json,
-decoders/layers.json, manifest.json, the review log and the sample grids into one
-plain mapping the templates read. Every optional part that is missing becomes an
-``Unavailable`` with the reason, so a template shows "not available: <reason>"
-instead of failing. Numbers are not formatted here; the template filters do that.
+:func:`results_to_view` turns results.json (see ``audit/measure/results.schema.json``)
+plus the optional decoders/validity.json, decoders/layers.json, manifest.json, the review
+log and the sample grids into the mapping the templates read: typed views for the
+report's head (:mod:`audit.report.summary_view`), plain dicts for the other sections.
+Every optional part that is missing becomes an ``Unavailable`` with the reason, so a
+template shows "not available: <reason>" instead of failing. Numbers are not formatted
+here; the template filters do that.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from audit.report.charts import (
 from audit.report.insight_view import insight_to_view
 from audit.report.summary_view import (
     TOP_FINDINGS,
+    discriminator_view,
     findings_view,
     meta_view,
     review_view,
@@ -67,6 +69,80 @@ MAX_CHARTED_CONCEPTS = 12
 # ---------------------------------------------------------------- sections
 
 
+def _confusion(groups: list[str], confusion: list[Any]) -> dict[str, Any] | Unavailable:
+    """Held-out confusion counts as rows of ``{group, total, cells: [{count, share}]}``."""
+    if not (confusion and groups and len(confusion) == len(groups)):
+        return Unavailable("no held-out confusion counts for this concept "
+                           "(decoders/validity.json is absent or lacks 'confusion')")
+    rows = []
+    for g, row in zip(groups, confusion, strict=False):
+        row = [int(c) if finite(c) else 0 for c in as_list(row)]
+        total = sum(row)
+        rows.append({"group": g, "total": total, "cells": [
+            {"count": c, "share": (c / total) if total else None} for c in row]})
+    return {"groups": groups, "rows": rows}
+
+
+def _validity_row(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
+    """One concept's decoder metrics (validity.json's entry over results.json's)."""
+    groups = [str(g) for g in as_list(merged.get("groups"))]
+    group_acc = [{"concept": other, "group": g, "accuracy": as_float(acc)}
+                 for other, per in as_dict(merged.get("group_accuracy")).items()
+                 for g, acc in as_dict(per).items()]
+    metrics = ("accuracy", "balanced_accuracy", "auroc", "ece", "probe_accuracy",
+               "control_accuracy", "control_balanced_accuracy", "selectivity")
+    return {
+        "concept": name, "layer": merged.get("layer"), "groups": groups,
+        "n_test": as_int(merged.get("n_test")),
+        **{m: as_float(merged.get(m)) for m in metrics},
+        "decodable": merged.get("decodable"),
+        "class_accuracy": {str(k): as_float(v) for k, v in
+                           as_dict(merged.get("class_accuracy")).items()},
+        "group_accuracy": group_acc,
+        "confusion": _confusion(groups, as_list(merged.get("confusion"))),
+    }
+
+
+def _group_accuracy_matrix(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy within protected groups: decoders x (protected concept, group)."""
+    columns: list[tuple[str, str]] = []
+    for r in rows:
+        for g in r["group_accuracy"]:
+            if (g["concept"], g["group"]) not in columns:
+                columns.append((g["concept"], g["group"]))
+    return {"columns": columns, "rows": [
+        {"concept": r["concept"], "accuracies": [
+            next((g["accuracy"] for g in r["group_accuracy"]
+                  if (g["concept"], g["group"]) == col), None) for col in columns]}
+        for r in rows if r["group_accuracy"]]}
+
+
+def _layer_sweep(layers_file: Mapping[str, Any] | None
+                 ) -> tuple[Chart | Unavailable, dict[str, Any] | None]:
+    """The layer sweep of decoders/layers.json: its chart and its table (None without)."""
+    lf = as_dict(layers_file)
+    sweep: Chart | Unavailable
+    if lf.get("layers") and as_dict(lf.get("scores")):
+        scores = {str(c): {str(k): v for k, v in as_dict(s).items()}
+                  for c, s in as_dict(lf.get("scores")).items()}
+        sweep = layer_sweep_chart([str(x) for x in lf["layers"]], scores,
+                                  metric=str(lf.get("metric", "score")).replace("_", " "),
+                                  best={str(k): str(v)
+                                        for k, v in as_dict(lf.get("best")).items()})
+    else:
+        sweep = Unavailable("decoders/layers.json is absent from the run folder, so the "
+                            "layer sweep cannot be drawn (re-run train-decoders to write it)")
+    table = None
+    if lf.get("layers"):
+        table = {"layers": [str(x) for x in lf["layers"]],
+                 "metric": str(lf.get("metric", "score")),
+                 "rows": [{"concept": c,
+                           "scores": [as_float(as_dict(s).get(layer)) for layer in lf["layers"]],
+                           "best": as_dict(lf.get("best")).get(c)}
+                          for c, s in as_dict(lf.get("scores")).items()]}
+    return sweep, table
+
+
 def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] | None,
                    layers_file: Mapping[str, Any] | None,
                    concepts_order: list[str]) -> dict[str, Any]:
@@ -75,76 +151,13 @@ def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] 
     from_file = as_dict(as_dict(validity_file).get("concepts"))
     names = [c for c in concepts_order if c in from_results or c in from_file]
     names += sorted((set(from_results) | set(from_file)) - set(names))
-    rows = []
-    for name in names:
-        merged = {**as_dict(from_results.get(name)), **as_dict(from_file.get(name))}
-        groups = [str(g) for g in as_list(merged.get("groups"))]
-        conf = as_list(merged.get("confusion"))
-        matrix = None
-        if conf and groups and len(conf) == len(groups):
-            cells = []
-            for g, row in zip(groups, conf, strict=False):
-                row = [int(c) if finite(c) else 0 for c in as_list(row)]
-                total = sum(row)
-                cells.append({"group": g, "total": total, "cells": [
-                    {"count": c, "share": (c / total) if total else None} for c in row]})
-            matrix = {"groups": groups, "rows": cells}
-        group_acc = []
-        for other, per in as_dict(merged.get("group_accuracy")).items():
-            for g, acc in as_dict(per).items():
-                group_acc.append({"concept": other, "group": g, "accuracy": as_float(acc)})
-        rows.append({
-            "concept": name, "layer": merged.get("layer"), "groups": groups,
-            "n_test": as_int(merged.get("n_test")), "accuracy": as_float(merged.get("accuracy")),
-            "balanced_accuracy": as_float(merged.get("balanced_accuracy")),
-            "auroc": as_float(merged.get("auroc")), "ece": as_float(merged.get("ece")),
-            "probe_accuracy": as_float(merged.get("probe_accuracy")),
-            "control_accuracy": as_float(merged.get("control_accuracy")),
-            "control_balanced_accuracy": as_float(merged.get("control_balanced_accuracy")),
-            "selectivity": as_float(merged.get("selectivity")),
-            "decodable": merged.get("decodable"),
-            "class_accuracy": {str(k): as_float(v) for k, v in
-                               as_dict(merged.get("class_accuracy")).items()},
-            "group_accuracy": group_acc,
-            "confusion": matrix or Unavailable(
-                "no held-out confusion counts for this concept (decoders/validity.json "
-                "is absent or lacks 'confusion')"),
-        })
-    # Accuracy within protected groups as a matrix: decoders x (protected concept, group).
-    columns: list[tuple[str, str]] = []
-    for r in rows:
-        for g in r["group_accuracy"]:
-            if (g["concept"], g["group"]) not in columns:
-                columns.append((g["concept"], g["group"]))
-    group_matrix = {"columns": columns, "rows": [
-        {"concept": r["concept"], "accuracies": [
-            next((g["accuracy"] for g in r["group_accuracy"]
-                  if (g["concept"], g["group"]) == col), None) for col in columns]}
-        for r in rows if r["group_accuracy"]]}
+    rows = [_validity_row(name, {**as_dict(from_results.get(name)),
+                                 **as_dict(from_file.get(name))}) for name in names]
     binary_confusions = [r for r in rows if not isinstance(r["confusion"], Unavailable)
                          and len(r["confusion"]["groups"]) == 2]
-    sweep: Chart | Unavailable
-    lf = as_dict(layers_file)
-    if lf.get("layers") and as_dict(lf.get("scores")):
-        scores = {str(c): {str(k): v for k, v in as_dict(s).items()}
-                  for c, s in as_dict(lf.get("scores")).items()}
-        sweep = layer_sweep_chart([str(x) for x in lf["layers"]], scores,
-                                  metric=str(lf.get("metric", "score")).replace("_", " "),
-                                  best={str(k): str(v) for k, v in as_dict(lf.get("best")).items()})
-    else:
-        sweep = Unavailable("decoders/layers.json is absent from the run folder, so the "
-                            "layer sweep cannot be drawn (re-run train-decoders to write it)")
-    sweep_table = None
-    if lf.get("layers"):
-        sweep_table = {"layers": [str(x) for x in lf["layers"]],
-                       "metric": str(lf.get("metric", "score")),
-                       "rows": [{"concept": c,
-                                 "scores": [as_float(as_dict(s).get(layer))
-                                            for layer in lf["layers"]],
-                                 "best": as_dict(lf.get("best")).get(c)}
-                                for c, s in as_dict(lf.get("scores")).items()]}
+    sweep, sweep_table = _layer_sweep(layers_file)
     return {"rows": rows, "sweep_chart": sweep, "sweep_table": sweep_table,
-            "group_matrix": group_matrix, "binary_confusions": binary_confusions,
+            "group_matrix": _group_accuracy_matrix(rows), "binary_confusions": binary_confusions,
             "source": "decoders/validity.json" if from_file else "results.json"}
 
 
@@ -305,43 +318,6 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     return {"available": True, "reason": "", "groups": groups, "real": real}
 
 
-_AUC_METHODS = {
-    "delong": "DeLong interval",
-    "obuchowski": "DeLong interval for clustered images (Obuchowski)",
-    "wilson_min_n": "complete separation: Wilson interval on the smaller of the two counts",
-}
-
-
-def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
-    """The discriminator sanity figures of results.json's ``discriminator`` section."""
-    d = as_dict(section)
-    if not d:
-        return Unavailable("results.json has no 'discriminator' section (it was measured by "
-                           "an earlier gan-audit; re-run 'gan-audit measure')")
-    sep = as_dict(d.get("separation"))
-    n_real, n_gen = as_int(sep.get("n_real")), as_int(sep.get("n_generated"))
-    acc = as_dict(d.get("acceptance"))
-    scores = []
-    for source in ("real", "generated"):
-        s = as_dict(as_dict(d.get("scores")).get(source))
-        q = as_dict(s.get("quantiles"))
-        scores.append({"source": source, "n": as_int(s.get("n")), "mean": as_float(s.get("mean")),
-                       "sd": as_float(s.get("sd")),
-                       "quantiles": [as_float(q.get(k)) for k in ("q00", "q05", "q25", "q50", "q75",
-                                                           "q95", "q100")]})
-    return {"available": True,
-            "auc": num_from(sep.get("auc"), value=sep.get("auc"), ci=sep.get("ci"),
-                            n=(n_real or 0) + (n_gen or 0)),
-            "n_real": n_real, "n_generated": n_gen, "method": sep.get("method"),
-            "method_words": _AUC_METHODS.get(str(sep.get("method")), "interval method not "
-                                                                      "recorded"),
-            "acceptance_real": num_from(acc.get("real")),
-            "acceptance_generated": num_from(acc.get("generated")),
-            "accept_threshold": as_float(d.get("accept_threshold")),
-            "scores": scores, "constant": bool(d.get("constant")),
-            "problems": [str(as_dict(p).get("message")) for p in as_list(d.get("problems"))]}
-
-
 def _transfer_view(section: Any) -> list[dict[str, Any]]:
     """Rows of the decoder-transfer table (results.json's ``transfer``; [] when absent)."""
     rows = []
@@ -491,7 +467,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "bootstrap": as_dict(results.get("bootstrap")),
         "level": level,
         "threshold": threshold,
-        "discriminator": _discriminator_view(results.get("discriminator")),
+        "discriminator": discriminator_view(results),
         "verdicts": verdicts_view(results),
         "top_findings": findings[:TOP_FINDINGS],
         "findings": findings,
