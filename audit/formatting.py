@@ -7,8 +7,8 @@ Every function takes anything and returns text: a value that is missing, not a n
 ('12.3%', '50%', '-3.1 pp', '0.667')
 >>> interval([0.1, 0.25]), interval([0.81, 0.97], kind="num"), interval(None)
 ('10.0% to 25.0%', '0.810 to 0.970', 'no interval')
->>> pvalue(0.0001), pvalue(0.0412), percent(float("nan"))
-('< 0.001', '0.041', 'n/a')
+>>> pvalue(0.0001), pvalue(0.0412), percent(float("nan")), significant(0.8), significant(2e-05, 2)
+('< 0.001', '0.041', 'n/a', '0.8', '2e-05')
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["finite", "number", "percent", "points", "pvalue", "interval", "fmt", "KINDS"]
+__all__ = ["finite", "number", "significant", "percent", "points", "pvalue", "interval", "fmt",
+           "KINDS"]
 
 
 def finite(x: Any) -> bool:
@@ -28,6 +29,11 @@ def finite(x: Any) -> bool:
 def number(x: Any, digits: int = 3) -> str:
     """``x`` with ``digits`` decimals, e.g. ``0.812``."""
     return f"{x:.{digits}f}" if finite(x) else "n/a"
+
+
+def significant(x: Any, digits: int = 3) -> str:
+    """``x`` with ``digits`` significant digits: ``0.8`` -> ``0.8``, ``1234.5`` -> ``1.23e+03``."""
+    return f"{x:.{digits}g}" if finite(x) else "n/a"
 
 
 def percent(x: Any, digits: int = 1) -> str:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from audit.formatting import interval as interval_text
+from audit.formatting import number
 from audit.measure.bootstrap import BootstrapSpec, cell_interval, draw_cells
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,7 +116,7 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
     else:
         draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng, strata=np.repeat([0, 1], k))
         point, ci = cell_interval(ratio, counts, draws, spec)
-    h_real, h_gen = normalised_entropy(real), normalised_entropy(generated)
+    h_real, h_gen = _finite(normalised_entropy(real)), _finite(normalised_entropy(generated))
     value = _finite(point)
     interval = [float(ci[0]), float(ci[1])] if value is not None and np.all(np.isfinite(ci)) \
         else None
@@ -128,17 +130,18 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
         reason = ("every real image is decoded as one group, so the real entropy is 0 and "
                   "the ratio is undefined")
     else:
-        reason = (f"generated entropy {h_gen:.2f} against real {h_real:.2f} (ratio {value:.2f}"
-                  + (f", interval {interval[0]:.2f} to {interval[1]:.2f}" if interval else "")
+        reason = (f"generated entropy {number(h_gen, 2)} against real {number(h_real, 2)} "
+                  f"(ratio {number(value, 2)}"
+                  + (f", interval {interval_text(interval, kind='num2')}" if interval else "")
                   + ")")
-        reason += (f": below {1 - margin:.2f}, the generator covers this concept's groups "
+        reason += (f": below {number(1 - margin, 2)}, the generator covers this concept's groups "
                    f"less evenly than the real data" if flagged else "")
     if missing:
         reason += f"; never generated: {', '.join(missing)}"
     return ConceptEntropy(concept=concept.name, groups=list(concept.groups),
                           real_counts=[int(x) for x in real],
                           generated_counts=[int(x) for x in generated],
-                          entropy_real=_finite(h_real), entropy_generated=_finite(h_gen),
+                          entropy_real=h_real, entropy_generated=h_gen,
                           ratio=value, ratio_ci=interval, flagged=flagged,
                           missing_groups=missing, reason=reason)
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from audit.errors import DataError
+from audit.formatting import number, significant
 
 __all__ = ["linear_cka", "cka_matrix", "Redundancy", "layers_to_redundancy"]
 
@@ -174,13 +175,15 @@ def layers_to_redundancy(features: Mapping[str, np.ndarray], sweep: Mapping[str,
             if all(earlier in scores[c] and scores[c][earlier] >= scores[c][later] - tolerance
                    for c in concepts):
                 reached[later] = earlier
-                gaps = ", ".join(f"{c} {scores[c][earlier]:.3f} vs {scores[c][later]:.3f}"
+                gaps = ", ".join(f"{c} {number(float(scores[c][earlier]))} vs "
+                                 f"{number(float(scores[c][later]))}"
                                  for c in concepts)
                 redundant.append({
                     "layer": later, "reached_by": earlier, "cka": float(cka[i, j]),
                     "reason": f"the decoder on the earlier layer {earlier} already reaches its "
                               f"held-out {metric} on every concept ({gaps}; tolerance "
-                              f"{tolerance:g}); linear CKA between them {cka[i, j]:.2f}"})
+                              f"{significant(tolerance, 6)}); linear CKA between them "
+                              f"{number(float(cka[i, j]), 2)}"})
                 break
     return Redundancy(layers=layers, cka=[[float(v) for v in row] for row in cka],
                       metric=metric, scores=scores, reached_by=reached, redundant=redundant,

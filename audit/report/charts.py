@@ -15,10 +15,10 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from audit.formatting import finite, number, percent
+from audit.formatting import finite, number, percent, significant
+from audit.report.viewtypes import Chart, Estimate
 
 __all__ = [
     "Chart",
@@ -34,30 +34,6 @@ PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F
            "#000000")
 _LINESTYLES = ("-", "--", "-.", ":")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
-
-
-@dataclass(frozen=True)
-class Chart:
-    """An inline SVG chart with its title and alt text (both plain text)."""
-
-    svg: str
-    title: str
-    alt: str
-    caption: str = ""
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate with its interval; any part may be missing (None)."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-
-    @property
-    def ok(self) -> bool:
-        return finite(self.value)
-
 
 
 def _figure(width: float, height: float) -> Any:
@@ -180,10 +156,10 @@ def representation_chart(concept: str, groups: Sequence[str],
     _style_axes(ax)
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     alt = (f"Bar chart of the share of each group of {concept} among images, with "
-           f"{100 * level:.0f}% interval error bars. " + "; ".join(alt_parts) + ".")
+           f"{percent(level, digits=0)} interval error bars. " + "; ".join(alt_parts) + ".")
     caption = (f"Bars: share of each group among real images, generated images as decoded, and "
-               f"generated images corrected for decoder error; whiskers: {100 * level:.0f}% "
-               f"intervals.")
+               f"generated images corrected for decoder error; whiskers: "
+               f"{percent(level, digits=0)} intervals.")
     return _to_svg(fig, key=key or f"rep-{concept}", title=title, alt=alt, caption=caption)
 
 
@@ -218,7 +194,7 @@ def forest_plot(rows: Sequence[tuple[str, Estimate]], *, threshold: float = 0.8,
                     color=PALETTE[5] if b else PALETTE[0], markersize=5, capsize=2,
                     elinewidth=1.0)
     ax.axvline(threshold, color="#D55E00", linestyle="--", linewidth=1.0,
-               label=f"four-fifths line ({threshold:g})")
+               label=f"four-fifths line ({significant(threshold, 6)})")
     ax.axvline(1.0, color="#888888", linestyle=":", linewidth=0.8, label="parity (1.0)")
     ax.set_yticks(ys, [label for label, _ in rows] or [""], fontsize=8 if n > 20 else 9)
     finite = [v + h for v, h in zip(values, err[1], strict=False) if math.isfinite(v)]
@@ -233,12 +209,12 @@ def forest_plot(rows: Sequence[tuple[str, Estimate]], *, threshold: float = 0.8,
     ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     n_below = sum(below)
     alt = (f"Forest plot of {len(rows)} impact ratios with intervals and a dashed line at "
-           f"{threshold:g}; {n_below} point estimate(s) fall below it. " + "; ".join(
-               f"{label}: {e.value:.2f} ({number(e.lo, 2)} to {number(e.hi, 2)})" if e.ok
+           f"{significant(threshold, 6)}; {n_below} point estimate(s) fall below it. " + "; ".join(
+               f"{label}: {number(e.value, 2)} ({number(e.lo, 2)} to {number(e.hi, 2)})" if e.ok
                else f"{label}: not available" for label, e in rows) + ".")
     caption = (f"Points: impact ratio of each group; whiskers: intervals; dashed line: the "
-               f"four-fifths threshold ({threshold:g}); {n_below} of {len(rows)} below it "
-               f"(square markers).")
+               f"four-fifths threshold ({significant(threshold, 6)}); {n_below} of {len(rows)} "
+               f"below it (square markers).")
     return _to_svg(fig, key=key, title=title, alt=alt, caption=caption)
 
 
@@ -341,20 +317,20 @@ def score_distribution_chart(concept: str, edges: Sequence[float],
                   linestyle=_LINESTYLES[i % len(_LINESTYLES)], linewidth=1.5,
                   label=f"{group} (n={int(total)})")
         mean = sum(m * x for m, x in zip(mids, c, strict=False)) / total
-        part = f"{group}: n={int(total)}, mean about {mean:.2f}"
+        part = f"{group}: n={int(total)}, mean about {number(mean, 2)}"
         if threshold is not None and finite(threshold):
             above = sum(x for m, x in zip(mids, c, strict=False) if m > threshold) / total
-            part += f", about {100 * above:.0f}% above the acceptance threshold"
+            part += f", about {percent(above, digits=0)} above the acceptance threshold"
         alt_parts.append(part)
     lines = []
     if threshold is not None and finite(threshold):
         ax.axvline(threshold, color="#000000", linestyle=(0, (6, 2)), linewidth=1.3,
-                   label=f"acceptance threshold ({threshold:.3g})")
-        lines.append(f"a dashed line marks the acceptance threshold ({threshold:.3g})")
+                   label=f"acceptance threshold ({significant(threshold)})")
+        lines.append(f"a dashed line marks the acceptance threshold ({significant(threshold)})")
     if median is not None and finite(median):
         ax.axvline(median, color="#666666", linestyle=":", linewidth=1.5,
-                   label=f"median real score ({median:.3g})")
-        lines.append(f"a dotted line the median score of all real images ({median:.3g}), "
+                   label=f"median real score ({significant(median)})")
+        lines.append(f"a dotted line the median score of all real images ({significant(median)}), "
                      f"the cut of the scoring rate")
     legend_w = _label_width([f"acceptance threshold ({threshold})", *counts], 8) + 0.3
     _margins(fig, left=0.75, bottom=0.55, right=min(legend_w, 2.6))

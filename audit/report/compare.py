@@ -17,8 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from audit.formatting import percent
-from audit.io import atomic_write_json
-from audit.report.view import Num, _dict, _list, num_from
+from audit.io import atomic_write_json, atomic_write_text
+from audit.report.render import load_results, render_template
+from audit.report.runfiles import read_json
+from audit.report.viewtypes import Num, as_dict, as_list, num_from
+from audit.runfolder import claim
 
 __all__ = ["flatten_metrics", "results_to_comparison", "render_compare"]
 
@@ -26,8 +29,8 @@ __all__ = ["flatten_metrics", "results_to_comparison", "render_compare"]
 def _metrics_of(entry: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str, Num]]:
     """(key, unit, number) of one representation or treatment entry."""
     concept = str(entry.get("concept"))
-    for r in _list(entry.get("rows")):
-        r = _dict(r)
+    for r in as_list(entry.get("rows")):
+        r = as_dict(r)
         g = str(r.get("group"))
         if prefix == "representation":
             for field in ("real", "generated_raw", "generated_corrected", "gap"):
@@ -40,15 +43,15 @@ def _metrics_of(entry: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, st
                     unit = "score" if field == "mean_score" else "rate"
                     yield f"treatment/{concept}/{src}/{g}/{field}", unit, num_from(r[field])
     if prefix == "representation":
-        for kind, d in _dict(entry.get("distances")).items():
-            for m, e in _dict(d).items():
+        for kind, d in as_dict(entry.get("distances")).items():
+            for m, e in as_dict(d).items():
                 yield f"representation/{concept}/distance/{kind}/{m}", "distance", num_from(e)
     else:
-        for r in _list(entry.get("impact")):
-            r = _dict(r)
+        for r in as_list(entry.get("impact")):
+            r = as_dict(r)
             yield (f"impact/{concept}/{r.get('metric')}/{r.get('source')}/{r.get('group')}",
                    "ratio", num_from(r.get("ratio")))
-        fl = _dict(entry.get("fairlearn"))
+        fl = as_dict(entry.get("fairlearn"))
         for m in ("demographic_parity_difference", "demographic_parity_ratio",
                   "equalized_odds_difference"):
             if m in fl:
@@ -64,19 +67,19 @@ def flatten_metrics(results: Mapping[str, Any]) -> dict[str, tuple[str, Num]]:
     ``impact/tone/scoring_rate/real/dark``, ``validity/tone/balanced_accuracy``.
     """
     out: dict[str, tuple[str, Num]] = {}
-    entries = [("representation", _dict(e)) for e in _list(results.get("representation"))]
-    entries += [("treatment", _dict(e)) for e in _list(results.get("treatment"))]
-    for x in _list(results.get("intersections")):
-        entries += [("representation", _dict(_dict(x).get("representation"))),
-                    ("treatment", _dict(_dict(x).get("treatment")))]
+    entries = [("representation", as_dict(e)) for e in as_list(results.get("representation"))]
+    entries += [("treatment", as_dict(e)) for e in as_list(results.get("treatment"))]
+    for x in as_list(results.get("intersections")):
+        entries += [("representation", as_dict(as_dict(x).get("representation"))),
+                    ("treatment", as_dict(as_dict(x).get("treatment")))]
     for kind, entry in entries:
         for key, unit, value in _metrics_of(entry, kind):
             out[key] = (unit, value)
-    for concept, v in _dict(results.get("validity")).items():
+    for concept, v in as_dict(results.get("validity")).items():
         for m in ("balanced_accuracy", "accuracy", "selectivity"):
-            if m in _dict(v):
+            if m in as_dict(v):
                 out[f"validity/{concept}/{m}"] = ("share" if m != "selectivity" else "difference",
-                                                  num_from(_dict(v)[m]))
+                                                  num_from(as_dict(v)[m]))
     return out
 
 
@@ -94,12 +97,12 @@ def _decoders(results: Mapping[str, Any], validity_file: Mapping[str, Any] | Non
               ) -> dict[str, dict[str, Any]]:
     """Concept -> {layer, balanced_accuracy} of the decoders behind an audit."""
     merged: dict[str, dict[str, Any]] = {}
-    for name, v in _dict(results.get("validity")).items():
-        merged[name] = {"layer": _dict(v).get("layer"),
-                        "balanced_accuracy": _dict(v).get("balanced_accuracy")}
-    for name, v in _dict(_dict(validity_file).get("concepts")).items():
+    for name, v in as_dict(results.get("validity")).items():
+        merged[name] = {"layer": as_dict(v).get("layer"),
+                        "balanced_accuracy": as_dict(v).get("balanced_accuracy")}
+    for name, v in as_dict(as_dict(validity_file).get("concepts")).items():
         merged.setdefault(name, {}).update(
-            {k: _dict(v)[k] for k in ("layer", "balanced_accuracy") if k in _dict(v)})
+            {k: as_dict(v)[k] for k in ("layer", "balanced_accuracy") if k in as_dict(v)})
     return merged
 
 
@@ -127,33 +130,73 @@ def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
     ``{"audits", "warnings", "metrics", "only_in_a", "only_in_b", "findings"}``; each
     metric: key, unit, a, b (value, ci, n), change (B - A), intervals_overlap.
     """
-    warnings: list[str] = []
-    cs_a, cs_b = _dict(a.get("concept_set")), _dict(b.get("concept_set"))
-    if cs_a.get("sha256") != cs_b.get("sha256"):
-        warnings.append(f"The audits used different concept sets: {cs_a.get('name')} "
-                        f"(sha256 {str(cs_a.get('sha256'))[:12]}…) in {names[0]}, "
-                        f"{cs_b.get('name')} (sha256 {str(cs_b.get('sha256'))[:12]}…) in "
-                        f"{names[1]}; groups may not mean the same.")
-    dec_a, dec_b = _decoders(a, validity_a), _decoders(b, validity_b)
+    warnings = [w for w in (
+        _concept_set_warning(a, b, names),
+        _decoder_warning(_decoders(a, validity_a), _decoders(b, validity_b), decoder_tolerance),
+        _settings_warning(a, b)) if w]
+    ma, mb = flatten_metrics(a), flatten_metrics(b)
+    return {
+        "audits": [_audit_facts(names[0], a), _audit_facts(names[1], b)],
+        "warnings": warnings,
+        "metrics": _metric_changes(ma, mb),
+        "only_in_a": sorted(set(ma) - set(mb)),
+        "only_in_b": sorted(set(mb) - set(ma)),
+        "findings": _finding_changes(a, b),
+    }
+
+
+def _audit_facts(name: str, results: Mapping[str, Any]) -> dict[str, Any]:
+    """Name, audit id, date and concept set of one audit."""
+    meta = as_dict(results.get("meta"))
+    return {"name": name, "audit_id": meta.get("audit_id"), "date": meta.get("date"),
+            "concept_set": as_dict(results.get("concept_set"))}
+
+
+def _concept_set_warning(a: Mapping[str, Any], b: Mapping[str, Any], names: tuple[str, str]
+                         ) -> str | None:
+    """A warning when the audits used different concept sets (by sha256)."""
+    cs_a, cs_b = as_dict(a.get("concept_set")), as_dict(b.get("concept_set"))
+    if cs_a.get("sha256") == cs_b.get("sha256"):
+        return None
+    return (f"The audits used different concept sets: {cs_a.get('name')} "
+            f"(sha256 {str(cs_a.get('sha256'))[:12]}…) in {names[0]}, "
+            f"{cs_b.get('name')} (sha256 {str(cs_b.get('sha256'))[:12]}…) in "
+            f"{names[1]}; groups may not mean the same.")
+
+
+def _decoder_warning(dec_a: Mapping[str, Mapping[str, Any]],
+                     dec_b: Mapping[str, Mapping[str, Any]], tolerance: float) -> str | None:
+    """A warning naming the concepts whose decoder changed layer or moved its balanced
+    accuracy by more than ``tolerance``."""
     changed = []
     for concept in sorted(set(dec_a) & set(dec_b)):
         la, lb = dec_a[concept].get("layer"), dec_b[concept].get("layer")
         ba, bb = dec_a[concept].get("balanced_accuracy"), dec_b[concept].get("balanced_accuracy")
         moved = (isinstance(ba, (int, float)) and isinstance(bb, (int, float))
-                 and abs(bb - ba) > decoder_tolerance)
+                 and abs(bb - ba) > tolerance)
         if la != lb or moved:
             changed.append(f"{concept} (layer {la} → {lb}, balanced accuracy "
                            f"{percent(ba)} → {percent(bb)})")
-    if changed:
-        warnings.append("The audits read the concepts through different decoders: "
-                        + "; ".join(changed) + ". Part of any change may come from the decoders.")
-    set_a, set_b = _dict(a.get("settings")), _dict(b.get("settings"))
-    diff = sorted(k for k in set(set_a) | set(set_b) if set_a.get(k) != set_b.get(k))
-    if diff:
-        warnings.append("The audits used different thresholds or settings: " + "; ".join(
-            f"{k} {set_a.get(k)!r} → {set_b.get(k)!r}" for k in diff) + ".")
+    if not changed:
+        return None
+    return ("The audits read the concepts through different decoders: " + "; ".join(changed)
+            + ". Part of any change may come from the decoders.")
 
-    ma, mb = flatten_metrics(a), flatten_metrics(b)
+
+def _settings_warning(a: Mapping[str, Any], b: Mapping[str, Any]) -> str | None:
+    """A warning listing the settings whose values differ."""
+    set_a, set_b = as_dict(a.get("settings")), as_dict(b.get("settings"))
+    diff = sorted(k for k in set(set_a) | set(set_b) if set_a.get(k) != set_b.get(k))
+    if not diff:
+        return None
+    return "The audits used different thresholds or settings: " + "; ".join(
+        f"{k} {set_a.get(k)!r} → {set_b.get(k)!r}" for k in diff) + "."
+
+
+def _metric_changes(ma: Mapping[str, tuple[str, Num]], mb: Mapping[str, tuple[str, Num]]
+                    ) -> list[dict[str, Any]]:
+    """Each metric both audits have (A's order): both values, the change B - A and whether
+    the intervals overlap."""
     metrics = []
     for key in [k for k in ma if k in mb]:
         unit, xa = ma[key]
@@ -161,38 +204,31 @@ def results_to_comparison(a: Mapping[str, Any], b: Mapping[str, Any], *,
         change = (xb.value - xa.value) if (xa.ok and xb.ok) else None
         metrics.append({"key": key, "unit": unit, "a": _num_json(xa), "b": _num_json(xb),
                         "change": change, "intervals_overlap": _overlap(xa, xb)})
+    return metrics
 
-    fa = {str(_dict(f).get("id")): _dict(f) for f in _list(a.get("findings"))}
-    fb = {str(_dict(f).get("id")): _dict(f) for f in _list(b.get("findings"))}
+
+_BRIEF = ("id", "kind", "severity", "confidence", "concept", "groups", "metric", "value", "ci",
+          "n", "summary")
+
+
+def _finding_changes(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    """Findings new in B, resolved (only in A), of changed severity, and unchanged (ids)."""
+    fa = {str(as_dict(f).get("id")): as_dict(f) for f in as_list(a.get("findings"))}
+    fb = {str(as_dict(f).get("id")): as_dict(f) for f in as_list(b.get("findings"))}
 
     def brief(f: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: f.get(k) for k in ("id", "kind", "severity", "confidence", "concept",
-                                      "groups", "metric", "value", "ci", "n", "summary")}
+        return {k: f.get(k) for k in _BRIEF}
 
-    findings = {
+    both = sorted(set(fa) & set(fb))
+    return {
         "new": [brief(fb[i]) for i in sorted(set(fb) - set(fa))],
         "resolved": [brief(fa[i]) for i in sorted(set(fa) - set(fb))],
         "changed_severity": [{"id": i, "severity_a": fa[i].get("severity"),
-                              "severity_b": fb[i].get("severity"), "summary_b":
-                              fb[i].get("summary")}
-                             for i in sorted(set(fa) & set(fb))
-                             if fa[i].get("severity") != fb[i].get("severity")],
-        "unchanged": sorted(i for i in set(fa) & set(fb)
-                            if fa[i].get("severity") == fb[i].get("severity")),
+                              "severity_b": fb[i].get("severity"),
+                              "summary_b": fb[i].get("summary")}
+                             for i in both if fa[i].get("severity") != fb[i].get("severity")],
+        "unchanged": [i for i in both if fa[i].get("severity") == fb[i].get("severity")],
     }
-    meta_a, meta_b = _dict(a.get("meta")), _dict(b.get("meta"))
-    return {
-        "audits": [{"name": names[0], "audit_id": meta_a.get("audit_id"),
-                    "date": meta_a.get("date"), "concept_set": cs_a},
-                   {"name": names[1], "audit_id": meta_b.get("audit_id"),
-                    "date": meta_b.get("date"), "concept_set": cs_b}],
-        "warnings": warnings,
-        "metrics": metrics,
-        "only_in_a": sorted(set(ma) - set(mb)),
-        "only_in_b": sorted(set(mb) - set(ma)),
-        "findings": findings,
-    }
-
 
 
 def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True
@@ -201,19 +237,14 @@ def render_compare(run_a: Path, run_b: Path, *, out: Path, pdf: bool = True
 
     Reads results.json (required) and decoders/validity.json (if present) of each run.
     """
-    from audit.report.render import _read_json, load_results, render_template
-
     run_a, run_b = Path(run_a), Path(run_b)
 
     def validity(run: Path) -> Any:
-        return _read_json(run, "decoders/validity.json", required=False)
+        return read_json(run, "decoders/validity.json", required=False)
 
     comparison = results_to_comparison(load_results(run_a), load_results(run_b),
                                        validity_a=validity(run_a), validity_b=validity(run_b),
                                        names=(str(run_a), str(run_b)))
-    from audit.io import atomic_write_text
-    from audit.runfolder import claim
-
     out = Path(out)
     with claim(out, kind="compare"):  # a new, empty or earlier comparison folder only
         paths = {"json": out / "compare.json", "html": out / "compare.html"}

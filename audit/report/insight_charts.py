@@ -15,8 +15,6 @@ from audit.report.charts import (
     _LINESTYLES,
     _MARKERS,
     PALETTE,
-    Chart,
-    Estimate,
     _err,
     _figure,
     _label_width,
@@ -24,6 +22,7 @@ from audit.report.charts import (
     _style_axes,
     _to_svg,
 )
+from audit.report.viewtypes import Chart, Estimate
 
 __all__ = ["interpolation_chart", "cka_heatmap", "lift_chart", "entropy_chart",
            "curves_chart"]
@@ -95,7 +94,7 @@ def cka_heatmap(layers: Sequence[str], matrix: Sequence[Sequence[float]], *,
     for i in range(n):
         for j in range(n):
             v = data[i][j]
-            ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
+            ax.text(j, i, number(v, 2), ha="center", va="center",
                     fontsize=7 if n > 6 else 8, color="white" if finite(v) and v > 0.6
                     else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04).ax.tick_params(labelsize=7)
@@ -140,7 +139,7 @@ def lift_chart(rows: Sequence[tuple[str, Estimate]], *, key: str = "lift",
     n_above = sum(1 for _, e in rows if finite(e.lo) and e.lo > 1)
     alt = (f"Forest plot of {len(rows)} lifts with intervals and a dashed line at 1; "
            f"{n_above} interval(s) lie above 1. " + "; ".join(
-               f"{label}: {e.value:.2f} ({number(e.lo, 2)} to {number(e.hi, 2)})" if e.ok
+               f"{label}: {number(e.value, 2)} ({number(e.lo, 2)} to {number(e.hi, 2)})" if e.ok
                else f"{label}: not available" for label, e in rows) + ".")
     return _to_svg(fig, key=key, title=title, alt=alt,
                    caption=f"Points: lift of each group among the images the discriminator "

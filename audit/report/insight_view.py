@@ -2,13 +2,12 @@
 
 :func:`read_insight` reads the files (the edge); :func:`insight_to_view` is pure and
 turns them into what ``templates/report/sections/insight.html.j2`` shows. A view whose
-file is missing becomes an :class:`~audit.report.view.Unavailable` with the reason
+file is missing becomes an :class:`~audit.report.viewtypes.Unavailable` with the reason
 (``insight/index.json`` says why a view could not run).
 
-Wiring (two lines, in the report's owner's files): ``load_run`` passes
-``insight=read_insight(run_dir)`` into :class:`~audit.report.view.ReportInputs`, and
-``results_to_view`` adds ``"insight": insight_to_view(inputs.insight)``. Until then the
-section says it is not available.
+:func:`audit.report.render.load_run` passes ``read_insight(run_dir)`` into
+:class:`~audit.report.view.ReportInputs`, and :func:`audit.report.view.results_to_view`
+adds ``"insight": insight_to_view(inputs.insight)``.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from audit.report.charts import Estimate
+from audit.errors import RunFolderError
 from audit.report.insight_charts import (
     cka_heatmap,
     curves_chart,
@@ -26,7 +25,9 @@ from audit.report.insight_charts import (
     interpolation_chart,
     lift_chart,
 )
-from audit.report.view import Unavailable
+from audit.report.runfiles import recorded_images
+from audit.report.viewtypes import Estimate, Unavailable
+from audit.runfolder import read_artifact
 
 __all__ = ["INSIGHT_FILES", "read_insight", "insight_to_view"]
 
@@ -44,11 +45,7 @@ def read_insight(run_dir: Path, manifest: Mapping[str, Any] | None = None
     of ``RUN_DIR/insight/``, or None when the folder is absent. Unreadable files are skipped
     (the view then says it is not available); files are read without following links, and
     PNGs are embedded only when ``manifest`` records their bytes
-    (:func:`audit.report.render.recorded_images`)."""
-    from audit.errors import RunFolderError
-    from audit.report.render import recorded_images
-    from audit.runfolder import read_artifact
-
+    (:func:`audit.report.runfiles.recorded_images`)."""
     folder = Path(run_dir) / INSIGHT_DIR
     if not folder.is_dir():
         return None

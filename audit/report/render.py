@@ -19,11 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import RunFolderError
-from audit.formatting import fmt, pvalue
+from audit.formatting import fmt, pvalue, significant
 from audit.io import atomic_write_text
 from audit.manifest import record_artifacts
 from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
+from audit.report.insight_view import read_insight
+from audit.report.review import read_review_log
+from audit.report.runfiles import read_json, recorded_images
 from audit.report.view import ReportInputs, results_to_view
+from audit.report.viewtypes import flatten
+from audit.resources import resource_dir
 from audit.vocabulary import label, tone
 
 __all__ = ["SCHEMA_VERSION", "jinja_env", "load_results", "load_run", "results_to_html",
@@ -58,7 +63,7 @@ def _anchor(finding_id: Any) -> str:
 
 def _rounded(v: Any) -> Any:
     if isinstance(v, float):
-        return float(f"{v:.6g}") if math.isfinite(v) else None
+        return float(significant(v, 6)) if math.isfinite(v) else None
     if isinstance(v, dict):
         return {k: _rounded(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
@@ -71,7 +76,7 @@ def _plain(v: Any) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return "n/a" if not math.isfinite(v) else f"{v:.6g}"
+        return significant(v, 6)
     if isinstance(v, (dict, list, tuple)):
         return json.dumps(_rounded(v), ensure_ascii=False, default=str)
     return str(v)
@@ -99,9 +104,7 @@ def _svg(svg: str) -> Any:
 
 
 def _flat(d: Any) -> dict[str, Any]:
-    from audit.report.view import _flat as flat
-
-    return flat(d) if isinstance(d, Mapping) else {}
+    return flatten(d) if isinstance(d, Mapping) else {}
 
 
 def _omit(d: Any, keys: list[str]) -> dict[str, Any]:
@@ -112,8 +115,6 @@ def _omit(d: Any, keys: list[str]) -> dict[str, Any]:
 def jinja_env() -> Any:
     """The Jinja environment of the reports: templates/ folder, autoescape on, strict."""
     import jinja2
-
-    from audit.resources import resource_dir
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
@@ -132,64 +133,6 @@ def render_template(name: str, context: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- run folder
-
-
-def _read_json(run_dir: Path, rel: str, *, required: bool) -> Any:
-    """``RUN_DIR/rel`` parsed as JSON, read through :func:`audit.runfolder.read_artifact`
-    (never through a link); None when absent and not ``required``."""
-    from audit.runfolder import read_artifact
-
-    path = Path(run_dir) / rel
-    try:
-        data = read_artifact(run_dir, rel)
-    except FileNotFoundError as exc:
-        if required:
-            raise RunFolderError(f"{path}: not found. Run the measure stage first (gan-audit "
-                                 f"measure CONFIG.yaml), or point to a run folder that has "
-                                 f"it.") from exc
-        return None
-    try:
-        return json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunFolderError(f"{path}: not valid JSON ({exc}); it may be truncated. Re-run the "
-                             f"stage that writes it, or restore the file.") from exc
-
-
-def recorded_images(run_dir: Path, folder: str, manifest: Mapping[str, Any] | None,
-                    *, pattern: re.Pattern[str] | None = None) -> tuple[dict[str, bytes],
-                                                                        list[str]]:
-    """The PNG files of ``RUN_DIR/folder`` that the run itself wrote: ``({name: bytes},
-    warnings)``.
-
-    An image is embedded in the report only when the manifest records it (its sha256) and
-    the file is still those bytes, read without following a link: a file placed in a run
-    folder afterwards, or a link to a file elsewhere, is left out, with a warning.
-    """
-    import hashlib
-
-    from audit.runfolder import read_artifact
-
-    recorded = (manifest or {}).get("artifacts") or {}
-    top = Path(run_dir) / folder
-    images: dict[str, bytes] = {}
-    warnings: list[str] = []
-    if not top.is_dir() or top.is_symlink():
-        return images, warnings
-    for p in sorted(top.glob("*.png")):
-        if pattern is not None and not pattern.match(p.name):
-            continue
-        rel = f"{folder}/{p.name}"
-        try:
-            data = read_artifact(run_dir, rel)
-        except (RunFolderError, OSError) as exc:
-            warnings.append(f"{rel} is not shown: {exc}")
-            continue
-        if hashlib.sha256(data).hexdigest() != (recorded.get(rel) or {}).get("sha256"):
-            warnings.append(f"{rel} is not shown: the run's manifest does not record these "
-                            f"bytes (a file added or changed after the run wrote its images)")
-            continue
-        images[p.name] = data
-    return images, warnings
 
 
 def _schema_warnings(results: Mapping[str, Any]) -> list[str]:
@@ -218,7 +161,7 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     if not run_dir.is_dir():
         raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit "
                              f"(the --out of gan-audit run).")
-    results = _read_json(run_dir, "results.json", required=True)
+    results = read_json(run_dir, "results.json", required=True)
     if not isinstance(results, dict):
         raise RunFolderError(f"{run_dir / 'results.json'}: expected a JSON object; re-run the "
                              f"measure stage.")
@@ -236,12 +179,9 @@ def load_run(run_dir: Path) -> ReportInputs:
     Reads results.json, manifest.json, decoders/validity.json, decoders/layers.json,
     review.jsonl and samples/*.png; nothing else.
     """
-    from audit.report.insight_view import read_insight
-    from audit.report.review import read_review_log
-
     run_dir = Path(run_dir)
     results = load_results(run_dir)
-    manifest = _read_json(run_dir, "manifest.json", required=False)
+    manifest = read_json(run_dir, "manifest.json", required=False)
     samples, refused = recorded_images(run_dir, "samples", manifest, pattern=SAMPLE_NAME)
     insight = read_insight(run_dir, manifest)
     if insight is not None:
@@ -249,8 +189,8 @@ def load_run(run_dir: Path) -> ReportInputs:
     return ReportInputs(
         results=results,
         manifest=manifest,
-        validity=_read_json(run_dir, "decoders/validity.json", required=False),
-        layers=_read_json(run_dir, "decoders/layers.json", required=False),
+        validity=read_json(run_dir, "decoders/validity.json", required=False),
+        layers=read_json(run_dir, "decoders/layers.json", required=False),
         review=read_review_log(run_dir),
         samples=samples,
         warnings=_schema_warnings(results) + refused,
@@ -268,7 +208,7 @@ def results_to_html(results: Mapping[str, Any], *, manifest: Mapping[str, Any] |
     Parameters
     ----------
     results
-        The results.json document (schema version 1).
+        The results.json document (the schema version :data:`SCHEMA_VERSION`).
     manifest, validity, layers
         manifest.json, decoders/validity.json and decoders/layers.json, if at hand.
     review

@@ -41,6 +41,7 @@ from typing import Any
 
 from audit.errors import ReviewError, RunFolderError
 from audit.io import atomic_write_bytes, sha256_bytes
+from audit.runfolder import read_run_file
 
 __all__ = [
     "STATUSES",
@@ -388,8 +389,6 @@ def verify_review_log(path: Path, *, expected_head: str | None = None) -> Review
 
 
 def _results_bytes(run_dir: Path) -> bytes:
-    from audit.runfolder import read_run_file
-
     path = Path(run_dir) / "results.json"
     try:
         return read_run_file(path)

@@ -1,11 +1,12 @@
 """From the run folder's documents to what the templates show (pure, no files).
 
-:func:`results_to_view` turns results.json (schema version 1, see
-``audit/measure/results.schema.json``) plus the optional decoders/validity.json,
-decoders/layers.json, manifest.json, the review log and the sample grids into one
-plain mapping the templates read. Every optional part that is missing becomes an
-``Unavailable`` with the reason, so a template shows "not available: <reason>"
-instead of failing. Numbers are not formatted here; the template filters do that.
+:func:`results_to_view` turns results.json (see ``audit/measure/results.schema.json``)
+plus the optional decoders/validity.json, decoders/layers.json, manifest.json, the review
+log and the sample grids into the mapping the templates read: typed views for the
+report's head (:mod:`audit.report.summary_view`), plain dicts for the other sections.
+Every optional part that is missing becomes an ``Unavailable`` with the reason, so a
+template shows "not available: <reason>" instead of failing. Numbers are not formatted
+here; the template filters do that.
 """
 
 from __future__ import annotations
@@ -16,16 +17,34 @@ from typing import Any
 
 from audit.formatting import finite
 from audit.report.charts import (
-    Chart,
-    Estimate,
     forest_plot,
     layer_sweep_chart,
     representation_chart,
     score_distribution_chart,
 )
-from audit.vocabulary import severity_rank
+from audit.report.insight_view import insight_to_view
+from audit.report.summary_view import (
+    TOP_FINDINGS,
+    discriminator_view,
+    findings_view,
+    meta_view,
+    review_view,
+    verdicts_view,
+)
+from audit.report.viewtypes import (
+    Chart,
+    Estimate,
+    Num,
+    Unavailable,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    flatten,
+    num_from,
+)
 
-__all__ = ["Unavailable", "Num", "SECTIONS", "num_from", "results_to_view"]
+__all__ = ["SECTIONS", "ReportInputs", "results_to_view"]
 
 #: Section anchors and titles, in report order (also the table of contents).
 SECTIONS: tuple[tuple[str, str], ...] = (
@@ -47,181 +66,129 @@ SECTIONS: tuple[tuple[str, str], ...] = (
 MAX_CHARTED_CONCEPTS = 12
 
 
-@dataclass(frozen=True)
-class Unavailable:
-    """A part of the report that cannot be shown, and why (plain text)."""
-
-    reason: str
-    available: bool = False
-
-
-@dataclass(frozen=True)
-class Num:
-    """A number with its interval and the group size it rests on (``k`` successes of ``n``)."""
-
-    value: float | None
-    lo: float | None = None
-    hi: float | None = None
-    n: int | None = None
-    k: int | None = None
-    unbounded: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return finite(self.value)
-
-    @property
-    def has_ci(self) -> bool:
-        return finite(self.lo) and finite(self.hi)
-
-    def estimate(self) -> Estimate:
-        return Estimate(self.value, self.lo, self.hi)
-
-
-def _f(x: Any) -> float | None:
-    return float(x) if finite(x) else None
-
-
-def _i(x: Any) -> int | None:
-    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and finite(x) \
-        else None
-
-
-def num_from(d: Any, *, value: Any = None, ci: Any = None, n: Any = None) -> Num:
-    """A :class:`Num` from a schema ``estimate`` ({value, ci, n, k}) or loose parts."""
-    unbounded = None
-    if isinstance(d, Mapping):
-        value, ci, n = d.get("value"), d.get("ci"), d.get("n")
-        k = d.get("k")
-        unbounded = str(d["unbounded"]) if d.get("unbounded") else None
-    else:
-        value = d if d is not None else value
-        k = None
-    lo = hi = None
-    if isinstance(ci, Sequence) and not isinstance(ci, str) and len(ci) == 2:
-        lo, hi = _f(ci[0]), _f(ci[1])
-    return Num(_f(value), lo, hi, _i(n), _i(k), unbounded)
-
-
-def _list(x: Any) -> list[Any]:
-    return list(x) if isinstance(x, list) else []
-
-
-def _dict(x: Any) -> dict[str, Any]:
-    return dict(x) if isinstance(x, Mapping) else {}
-
-
 # ---------------------------------------------------------------- sections
+
+
+def _confusion(groups: list[str], confusion: list[Any]) -> dict[str, Any] | Unavailable:
+    """Held-out confusion counts as rows of ``{group, total, cells: [{count, share}]}``."""
+    if not (confusion and groups and len(confusion) == len(groups)):
+        return Unavailable("no held-out confusion counts for this concept "
+                           "(decoders/validity.json is absent or lacks 'confusion')")
+    rows = []
+    for g, row in zip(groups, confusion, strict=False):
+        row = [int(c) if finite(c) else 0 for c in as_list(row)]
+        total = sum(row)
+        rows.append({"group": g, "total": total, "cells": [
+            {"count": c, "share": (c / total) if total else None} for c in row]})
+    return {"groups": groups, "rows": rows}
+
+
+def _validity_row(name: str, merged: Mapping[str, Any]) -> dict[str, Any]:
+    """One concept's decoder metrics (validity.json's entry over results.json's)."""
+    groups = [str(g) for g in as_list(merged.get("groups"))]
+    group_acc = [{"concept": other, "group": g, "accuracy": as_float(acc)}
+                 for other, per in as_dict(merged.get("group_accuracy")).items()
+                 for g, acc in as_dict(per).items()]
+    metrics = ("accuracy", "balanced_accuracy", "auroc", "ece", "probe_accuracy",
+               "control_accuracy", "control_balanced_accuracy", "selectivity")
+    return {
+        "concept": name, "layer": merged.get("layer"), "groups": groups,
+        "n_test": as_int(merged.get("n_test")),
+        **{m: as_float(merged.get(m)) for m in metrics},
+        "decodable": merged.get("decodable"),
+        "class_accuracy": {str(k): as_float(v) for k, v in
+                           as_dict(merged.get("class_accuracy")).items()},
+        "group_accuracy": group_acc,
+        "confusion": _confusion(groups, as_list(merged.get("confusion"))),
+    }
+
+
+def _group_accuracy_matrix(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy within protected groups: decoders x (protected concept, group)."""
+    columns: list[tuple[str, str]] = []
+    for r in rows:
+        for g in r["group_accuracy"]:
+            if (g["concept"], g["group"]) not in columns:
+                columns.append((g["concept"], g["group"]))
+    return {"columns": columns, "rows": [
+        {"concept": r["concept"], "accuracies": [
+            next((g["accuracy"] for g in r["group_accuracy"]
+                  if (g["concept"], g["group"]) == col), None) for col in columns]}
+        for r in rows if r["group_accuracy"]]}
+
+
+def _layer_sweep(layers_file: Mapping[str, Any] | None
+                 ) -> tuple[Chart | Unavailable, dict[str, Any] | None]:
+    """The layer sweep of decoders/layers.json: its chart and its table (None without)."""
+    lf = as_dict(layers_file)
+    sweep: Chart | Unavailable
+    if lf.get("layers") and as_dict(lf.get("scores")):
+        scores = {str(c): {str(k): v for k, v in as_dict(s).items()}
+                  for c, s in as_dict(lf.get("scores")).items()}
+        sweep = layer_sweep_chart([str(x) for x in lf["layers"]], scores,
+                                  metric=str(lf.get("metric", "score")).replace("_", " "),
+                                  best={str(k): str(v)
+                                        for k, v in as_dict(lf.get("best")).items()})
+    else:
+        sweep = Unavailable("decoders/layers.json is absent from the run folder, so the "
+                            "layer sweep cannot be drawn (re-run train-decoders to write it)")
+    table = None
+    if lf.get("layers"):
+        table = {"layers": [str(x) for x in lf["layers"]],
+                 "metric": str(lf.get("metric", "score")),
+                 "rows": [{"concept": c,
+                           "scores": [as_float(as_dict(s).get(layer)) for layer in lf["layers"]],
+                           "best": as_dict(lf.get("best")).get(c)}
+                          for c, s in as_dict(lf.get("scores")).items()]}
+    return sweep, table
 
 
 def _validity_view(results: Mapping[str, Any], validity_file: Mapping[str, Any] | None,
                    layers_file: Mapping[str, Any] | None,
                    concepts_order: list[str]) -> dict[str, Any]:
     """Per concept decoder metrics (validity.json wins over results.json's copy)."""
-    from_results = _dict(results.get("validity"))
-    from_file = _dict(_dict(validity_file).get("concepts"))
+    from_results = as_dict(results.get("validity"))
+    from_file = as_dict(as_dict(validity_file).get("concepts"))
     names = [c for c in concepts_order if c in from_results or c in from_file]
     names += sorted((set(from_results) | set(from_file)) - set(names))
-    rows = []
-    for name in names:
-        merged = {**_dict(from_results.get(name)), **_dict(from_file.get(name))}
-        groups = [str(g) for g in _list(merged.get("groups"))]
-        conf = _list(merged.get("confusion"))
-        matrix = None
-        if conf and groups and len(conf) == len(groups):
-            cells = []
-            for g, row in zip(groups, conf, strict=False):
-                row = [int(c) if finite(c) else 0 for c in _list(row)]
-                total = sum(row)
-                cells.append({"group": g, "total": total, "cells": [
-                    {"count": c, "share": (c / total) if total else None} for c in row]})
-            matrix = {"groups": groups, "rows": cells}
-        group_acc = []
-        for other, per in _dict(merged.get("group_accuracy")).items():
-            for g, acc in _dict(per).items():
-                group_acc.append({"concept": other, "group": g, "accuracy": _f(acc)})
-        rows.append({
-            "concept": name, "layer": merged.get("layer"), "groups": groups,
-            "n_test": _i(merged.get("n_test")), "accuracy": _f(merged.get("accuracy")),
-            "balanced_accuracy": _f(merged.get("balanced_accuracy")),
-            "auroc": _f(merged.get("auroc")), "ece": _f(merged.get("ece")),
-            "probe_accuracy": _f(merged.get("probe_accuracy")),
-            "control_accuracy": _f(merged.get("control_accuracy")),
-            "control_balanced_accuracy": _f(merged.get("control_balanced_accuracy")),
-            "selectivity": _f(merged.get("selectivity")),
-            "decodable": merged.get("decodable"),
-            "class_accuracy": {str(k): _f(v) for k, v in
-                               _dict(merged.get("class_accuracy")).items()},
-            "group_accuracy": group_acc,
-            "confusion": matrix or Unavailable(
-                "no held-out confusion counts for this concept (decoders/validity.json "
-                "is absent or lacks 'confusion')"),
-        })
-    # Accuracy within protected groups as a matrix: decoders x (protected concept, group).
-    columns: list[tuple[str, str]] = []
-    for r in rows:
-        for g in r["group_accuracy"]:
-            if (g["concept"], g["group"]) not in columns:
-                columns.append((g["concept"], g["group"]))
-    group_matrix = {"columns": columns, "rows": [
-        {"concept": r["concept"], "accuracies": [
-            next((g["accuracy"] for g in r["group_accuracy"]
-                  if (g["concept"], g["group"]) == col), None) for col in columns]}
-        for r in rows if r["group_accuracy"]]}
+    rows = [_validity_row(name, {**as_dict(from_results.get(name)),
+                                 **as_dict(from_file.get(name))}) for name in names]
     binary_confusions = [r for r in rows if not isinstance(r["confusion"], Unavailable)
                          and len(r["confusion"]["groups"]) == 2]
-    sweep: Chart | Unavailable
-    lf = _dict(layers_file)
-    if lf.get("layers") and _dict(lf.get("scores")):
-        scores = {str(c): {str(k): v for k, v in _dict(s).items()}
-                  for c, s in _dict(lf.get("scores")).items()}
-        sweep = layer_sweep_chart([str(x) for x in lf["layers"]], scores,
-                                  metric=str(lf.get("metric", "score")).replace("_", " "),
-                                  best={str(k): str(v) for k, v in _dict(lf.get("best")).items()})
-    else:
-        sweep = Unavailable("decoders/layers.json is absent from the run folder, so the "
-                            "layer sweep cannot be drawn (re-run train-decoders to write it)")
-    sweep_table = None
-    if lf.get("layers"):
-        sweep_table = {"layers": [str(x) for x in lf["layers"]],
-                       "metric": str(lf.get("metric", "score")),
-                       "rows": [{"concept": c,
-                                 "scores": [_f(_dict(s).get(layer)) for layer in lf["layers"]],
-                                 "best": _dict(lf.get("best")).get(c)}
-                                for c, s in _dict(lf.get("scores")).items()]}
+    sweep, sweep_table = _layer_sweep(layers_file)
     return {"rows": rows, "sweep_chart": sweep, "sweep_table": sweep_table,
-            "group_matrix": group_matrix, "binary_confusions": binary_confusions,
+            "group_matrix": _group_accuracy_matrix(rows), "binary_confusions": binary_confusions,
             "source": "decoders/validity.json" if from_file else "results.json"}
 
 
 def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
                          key: str) -> dict[str, Any]:
     rows = []
-    for r in _list(entry.get("rows")):
-        r = _dict(r)
+    for r in as_list(entry.get("rows")):
+        r = as_dict(r)
         rows.append({
             "group": str(r.get("group")),
             "real": num_from(r.get("real")), "raw": num_from(r.get("generated_raw")),
             "corrected": num_from(r.get("generated_corrected")),
-            "reference_share": _f(r.get("reference_share")),
+            "reference_share": as_float(r.get("reference_share")),
             "gap": num_from(r.get("gap")),
             "under_represented": bool(r.get("under_represented")),
             "below_coverage_floor": bool(r.get("below_coverage_floor")),
             "insufficient_evidence": bool(r.get("insufficient_evidence")),
             "small": bool(r.get("small")), "test_id": r.get("test_id"),
         })
-    dist = _dict(entry.get("distances"))
-    distances = [{"kind": kind, "metric": m, "value": num_from(_dict(dist.get(kind)).get(m))}
+    dist = as_dict(entry.get("distances"))
+    distances = [{"kind": kind, "metric": m, "value": num_from(as_dict(dist.get(kind)).get(m))}
                  for kind in ("raw", "corrected") for m in ("l1", "l2", "kl")
-                 if _dict(dist.get(kind)).get(m) is not None]
+                 if as_dict(dist.get(kind)).get(m) is not None]
     name = str(entry.get("concept"))
     view: dict[str, Any] = {
-        "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
+        "concept": name, "concepts": [str(c) for c in as_list(entry.get("concepts"))],
         "protected": bool(entry.get("protected")), "reference": entry.get("reference"),
-        "correction": _dict(entry.get("correction")),
-        "n_real": _i(entry.get("n_real")), "n_generated": _i(entry.get("n_generated")),
-        "n_unknown_real": _i(entry.get("n_unknown_real")),
-        "n_unknown_generated": _i(entry.get("n_unknown_generated")),
+        "correction": as_dict(entry.get("correction")),
+        "n_real": as_int(entry.get("n_real")), "n_generated": as_int(entry.get("n_generated")),
+        "n_unknown_real": as_int(entry.get("n_unknown_real")),
+        "n_unknown_generated": as_int(entry.get("n_unknown_generated")),
         "rows": rows, "distances": distances,
     }
     if chart and rows:
@@ -241,12 +208,12 @@ def _representation_view(entry: Mapping[str, Any], *, chart: bool, level: float,
 
 def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[str, Any]:
     rows = []
-    for r in _list(entry.get("rows")):
-        r = _dict(r)
+    for r in as_list(entry.get("rows")):
+        r = as_dict(r)
         rows.append({
-            "group": str(r.get("group")), "source": r.get("source"), "n": _i(r.get("n")),
-            "n_invalid_score": _i(r.get("n_invalid_score")),
-            "share_of_source": _f(r.get("share_of_source")),
+            "group": str(r.get("group")), "source": r.get("source"), "n": as_int(r.get("n")),
+            "n_invalid_score": as_int(r.get("n_invalid_score")),
+            "share_of_source": as_float(r.get("share_of_source")),
             "mean_score": num_from(r.get("mean_score")),
             "scoring_rate": num_from(r.get("scoring_rate")),
             "acceptance_rate": num_from(r.get("acceptance_rate")),
@@ -254,8 +221,8 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
             "exclusion_reason": r.get("exclusion_reason"),
         })
     impact = []
-    for r in _list(entry.get("impact")):
-        r = _dict(r)
+    for r in as_list(entry.get("impact")):
+        r = as_dict(r)
         impact.append({
             "metric": str(r.get("metric")), "source": r.get("source"),
             "group": str(r.get("group")), "rate": num_from(r.get("rate")),
@@ -267,35 +234,36 @@ def _treatment_view(entry: Mapping[str, Any], *, chart: bool, key: str) -> dict[
               if r["metric"] == "scoring_rate"}
     for r in rows:
         r["scoring_ratio"] = ratios.get((r["group"], str(r["source"])), Num(None))
-    fl = _dict(entry.get("fairlearn"))
+    fl = as_dict(entry.get("fairlearn"))
     fairlearn = {
-        "groups_used": [str(g) for g in _list(fl.get("groups_used"))],
-        "per_group": [{"group": str(_dict(p).get("group")), "count": _i(_dict(p).get("count")),
-                       "selection_rate": num_from(_dict(p).get("selection_rate")),
-                       "true_positive_rate": num_from(_dict(p).get("true_positive_rate")),
-                       "false_positive_rate": num_from(_dict(p).get("false_positive_rate"))}
-                      for p in _list(fl.get("per_group"))],
+        "groups_used": [str(g) for g in as_list(fl.get("groups_used"))],
+        "per_group": [{"group": str(as_dict(p).get("group")),
+                       "count": as_int(as_dict(p).get("count")),
+                       "selection_rate": num_from(as_dict(p).get("selection_rate")),
+                       "true_positive_rate": num_from(as_dict(p).get("true_positive_rate")),
+                       "false_positive_rate": num_from(as_dict(p).get("false_positive_rate"))}
+                      for p in as_list(fl.get("per_group"))],
         "dp_difference": num_from(fl.get("demographic_parity_difference")),
         "dp_ratio": num_from(fl.get("demographic_parity_ratio")),
         "eo_difference": num_from(fl.get("equalized_odds_difference")),
     } if fl else None
     name = str(entry.get("concept"))
-    hist = _dict(entry.get("score_histogram"))
-    real = {str(g): list(c) for g, c in _dict(_dict(hist.get("counts")).get("real")).items()
+    hist = as_dict(entry.get("score_histogram"))
+    real = {str(g): list(c) for g, c in as_dict(as_dict(hist.get("counts")).get("real")).items()
             if isinstance(c, list) and sum(x for x in c if finite(x)) > 0}
-    edges = [float(e) for e in _list(hist.get("edges")) if finite(e)]
+    edges = [float(e) for e in as_list(hist.get("edges")) if finite(e)]
     # Nothing to show is left out, not announced: the table above holds the numbers.
     distributions: list[Chart] = []
     if chart and real and len(edges) >= 2 and all(len(c) == len(edges) - 1
                                                   for c in real.values()):
         distributions.append(score_distribution_chart(
-            name, edges, real, source="real", threshold=_f(entry.get("accept_threshold")),
-            median=_f(entry.get("median_real_score")), key=f"{key}-real"))
+            name, edges, real, source="real", threshold=as_float(entry.get("accept_threshold")),
+            median=as_float(entry.get("median_real_score")), key=f"{key}-real"))
     return {
-        "concept": name, "concepts": [str(c) for c in _list(entry.get("concepts"))],
+        "concept": name, "concepts": [str(c) for c in as_list(entry.get("concepts"))],
         "protected": bool(entry.get("protected")),
-        "median_real_score": _f(entry.get("median_real_score")),
-        "accept_threshold": _f(entry.get("accept_threshold")),
+        "median_real_score": as_float(entry.get("median_real_score")),
+        "accept_threshold": as_float(entry.get("accept_threshold")),
         "rows": rows, "impact": impact, "fairlearn": fairlearn,
         "distributions": distributions,
     }
@@ -340,8 +308,8 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     for rep in representation:
         if "+" in str(rep.get("concept")):
             continue
-        for r in _list(rep.get("rows")):
-            g = str(_dict(r).get("group"))
+        for r in as_list(rep.get("rows")):
+            g = str(as_dict(r).get("group"))
             name = f"generated-{rep.get('concept')}-{g}.png"
             groups.append({"concept": rep.get("concept"), "group": g, "file": name,
                            "png": samples.get(name)})
@@ -350,52 +318,16 @@ def _samples_view(samples: Mapping[str, bytes] | None, representation: Sequence[
     return {"available": True, "reason": "", "groups": groups, "real": real}
 
 
-_AUC_METHODS = {
-    "delong": "DeLong interval",
-    "obuchowski": "DeLong interval for clustered images (Obuchowski)",
-    "wilson_min_n": "complete separation: Wilson interval on the smaller of the two counts",
-}
-
-
-def _discriminator_view(section: Any) -> dict[str, Any] | Unavailable:
-    """The discriminator sanity figures of results.json's ``discriminator`` section."""
-    d = _dict(section)
-    if not d:
-        return Unavailable("results.json has no 'discriminator' section (it was measured by "
-                           "an earlier gan-audit; re-run 'gan-audit measure')")
-    sep = _dict(d.get("separation"))
-    n_real, n_gen = _i(sep.get("n_real")), _i(sep.get("n_generated"))
-    acc = _dict(d.get("acceptance"))
-    scores = []
-    for source in ("real", "generated"):
-        s = _dict(_dict(d.get("scores")).get(source))
-        q = _dict(s.get("quantiles"))
-        scores.append({"source": source, "n": _i(s.get("n")), "mean": _f(s.get("mean")),
-                       "sd": _f(s.get("sd")),
-                       "quantiles": [_f(q.get(k)) for k in ("q00", "q05", "q25", "q50", "q75",
-                                                           "q95", "q100")]})
-    return {"available": True,
-            "auc": num_from(sep.get("auc"), value=sep.get("auc"), ci=sep.get("ci"),
-                            n=(n_real or 0) + (n_gen or 0)),
-            "n_real": n_real, "n_generated": n_gen, "method": sep.get("method"),
-            "method_words": _AUC_METHODS.get(str(sep.get("method")), "interval method not "
-                                                                      "recorded"),
-            "acceptance_real": num_from(acc.get("real")),
-            "acceptance_generated": num_from(acc.get("generated")),
-            "accept_threshold": _f(d.get("accept_threshold")),
-            "scores": scores, "constant": bool(d.get("constant")),
-            "problems": [str(_dict(p).get("message")) for p in _list(d.get("problems"))]}
-
-
 def _transfer_view(section: Any) -> list[dict[str, Any]]:
     """Rows of the decoder-transfer table (results.json's ``transfer``; [] when absent)."""
     rows = []
-    for r in _list(section):
-        r = _dict(r)
+    for r in as_list(section):
+        r = as_dict(r)
         ood = r.get("out_of_distribution")
         rows.append({"concept": str(r.get("concept")), "layer": str(r.get("layer")),
-                     "n_components": _i(r.get("n_components")),
-                     "n_train": _i(r.get("n_train")), "n_calibration": _i(r.get("n_calibration")),
+                     "n_components": as_int(r.get("n_components")),
+                     "n_train": as_int(r.get("n_train")),
+                     "n_calibration": as_int(r.get("n_calibration")),
                      "generated": num_from(r.get("generated")), "real": num_from(r.get("real")),
                      "status": ("not measured" if ood is None else
                                 "out of distribution" if ood else "within range"),
@@ -405,105 +337,32 @@ def _transfer_view(section: Any) -> list[dict[str, Any]]:
 
 def _baseline_view(section: Any) -> list[dict[str, Any]]:
     """Rows of the knowledge-gain table (results.json's ``baseline``; [] when absent)."""
-    return [{"concept": str(_dict(r).get("concept")),
-             "trained_layer": _dict(r).get("trained_layer"),
-             "random_layer": _dict(r).get("random_layer"),
-             "trained": _f(_dict(r).get("trained_balanced_accuracy")),
-             "random": _f(_dict(r).get("random_balanced_accuracy")),
-             "gain": num_from(_dict(r).get("knowledge_gain")),
-             "pixels_alone": bool(_dict(r).get("pixels_alone")),
-             "label": _dict(r).get("label")} for r in _list(section)]
-
-
-def _review_view(findings: Sequence[Mapping[str, Any]], review: Any) -> dict[str, Any]:
-    """Latest status and history of each finding; the chain check of the log."""
-    entries = list(getattr(review, "entries", []) or [])
-    history: dict[str, list[Any]] = {}
-    for e in entries:
-        history.setdefault(str(e.get("finding_id")), []).append(e)
-    known = {str(f.get("id")) for f in findings}
-    orphans = sorted(set(history) - known)
-    current = getattr(review, "reviews_current_results", lambda e: True)
-    latest = {}
-    for e in entries:  # the status is the latest review of these results, not earlier ones
-        if current(e):
-            latest[str(e.get("finding_id"))] = e
-    return {"history": history, "orphans": orphans, "latest": latest,
-            "verification": getattr(review, "verification", None),
-            "n_entries": len(entries)}
-
-
-def _top_findings(findings: Sequence[Mapping[str, Any]], limit: int = 8) -> list[dict[str, Any]]:
-    ordered = sorted(findings, key=lambda f: (severity_rank(f.get("severity")),
-                                             str(f.get("id"))))
-    return [dict(f) for f in ordered[:limit]]
-
-
-def _findings_view(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for f in _list(results.get("findings")):
-        f = _dict(f)
-        v = _dict(f.get("validity"))
-        out.append({
-            **f, "id": str(f.get("id")),
-            "estimate": num_from(f.get("value"), value=f.get("value"), ci=f.get("ci"),
-                                 n=f.get("n")),
-            "validity": {"decodable": v.get("decodable"),
-                         "balanced_accuracy": _f(v.get("balanced_accuracy")),
-                         "group_accuracy": {str(k): _f(x) for k, x in
-                                            _dict(v.get("group_accuracy")).items()}},
-            "evidence_items": [(str(k), val) for k, val in _dict(f.get("evidence")).items()],
-        })
-    out.sort(key=lambda f: (severity_rank(f.get("severity")), f["id"]))
-    return out
-
-
-def _first(d: Mapping[str, Any], keys: Sequence[str]) -> Any:
-    for k in keys:
-        if d.get(k):
-            return d[k]
-    return None
-
-
-def _names(x: Any) -> str | None:
-    """Data sources as one line of text (a string, a list, or a mapping role -> source)."""
-    if x is None:
-        return None
-    if isinstance(x, Mapping):
-        return "; ".join(f"{k}: {_names(v)}" for k, v in x.items())
-    if isinstance(x, list):
-        return "; ".join(str(_names(v)) for v in x)
-    return str(x)
-
-
-def _flat(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested mapping -> {"a.b": value}."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
-            out.update(_flat(v, key + "."))
-        else:
-            out[key] = v
-    return out
+    return [{"concept": str(as_dict(r).get("concept")),
+             "trained_layer": as_dict(r).get("trained_layer"),
+             "random_layer": as_dict(r).get("random_layer"),
+             "trained": as_float(as_dict(r).get("trained_balanced_accuracy")),
+             "random": as_float(as_dict(r).get("random_balanced_accuracy")),
+             "gain": num_from(as_dict(r).get("knowledge_gain")),
+             "pixels_alone": bool(as_dict(r).get("pixels_alone")),
+             "label": as_dict(r).get("label")} for r in as_list(section)]
 
 
 def _group_counts(representation: Sequence[Mapping[str, Any]],
                   validity_file: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     """Images per (concept, group): real and generated (decoded), held-out labelled."""
     heldout: dict[tuple[str, str], int] = {}
-    for name, v in _dict(_dict(validity_file).get("concepts")).items():
-        groups, conf = _list(_dict(v).get("groups")), _list(_dict(v).get("confusion"))
+    for name, v in as_dict(as_dict(validity_file).get("concepts")).items():
+        groups, conf = as_list(as_dict(v).get("groups")), as_list(as_dict(v).get("confusion"))
         for g, row in zip(groups, conf, strict=False):
-            heldout[(str(name), str(g))] = int(sum(c for c in _list(row) if finite(c)))
+            heldout[(str(name), str(g))] = int(sum(c for c in as_list(row) if finite(c)))
     rows = []
     for rep in representation:
         name = str(rep.get("concept"))
-        for r in _list(rep.get("rows")):
-            g = str(_dict(r).get("group"))
+        for r in as_list(rep.get("rows")):
+            g = str(as_dict(r).get("group"))
             rows.append({"concept": name, "group": g,
-                         "real": num_from(_dict(r).get("real")).k,
-                         "generated": num_from(_dict(r).get("generated_raw")).k,
+                         "real": num_from(as_dict(r).get("real")).k,
+                         "generated": num_from(as_dict(r).get("generated_raw")).k,
                          "heldout": heldout.get((name, g))})
     return rows
 
@@ -512,8 +371,8 @@ def _skipped_view(skipped: Any) -> list[dict[str, Any]]:
     """Rows of the degenerate-cases table for the images extraction skipped, per image set
     (``manifest.skipped_images``: unreadable files, non-finite activations)."""
     rows = []
-    for name, items in _dict(skipped).items():
-        records = [_dict(x) for x in _list(items)]
+    for name, items in as_dict(skipped).items():
+        records = [as_dict(x) for x in as_list(items)]
         if not records:
             continue
         reasons = sorted({str(r.get("reason", "")).split(" (")[0] for r in records})
@@ -538,23 +397,24 @@ class ReportInputs:
     insight: Mapping[str, Any] | None = None
 
 
-def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
-    """The template context of a report (pure: documents in, plain data and SVG out)."""
-    from audit.report.insight_view import insight_to_view  # it builds on this module
+def _level_and_threshold(results: Mapping[str, Any]) -> tuple[float, float]:
+    """The confidence level of the intervals and the impact-ratio threshold."""
+    settings = as_dict(results.get("settings"))
+    boot = as_dict(results.get("bootstrap"))
+    level = as_float(boot.get("confidence")) or (1 - (as_float(settings.get("alpha")) or 0.05))
+    return level, as_float(settings.get("impact_threshold")) or 0.8
 
-    results = _dict(inputs.results)
-    meta = _dict(results.get("meta"))
-    manifest = _dict(inputs.manifest)
-    settings = _dict(results.get("settings"))
-    boot = _dict(results.get("bootstrap"))
-    level = _f(boot.get("confidence")) or (1 - (_f(settings.get("alpha")) or 0.05))
-    threshold = _f(settings.get("impact_threshold")) or 0.8
 
-    representation = [_dict(r) for r in _list(results.get("representation"))]
-    treatment = [_dict(t) for t in _list(results.get("treatment"))]
-    inter = [_dict(x) for x in _list(results.get("intersections"))]
+def _concept_views(results: Mapping[str, Any], *, level: float, threshold: float
+                   ) -> dict[str, Any]:
+    """Representation, treatment and intersection views, and the forest plots over them.
+
+    Past :data:`MAX_CHARTED_CONCEPTS` concepts, only protected ones get charts and detail.
+    """
+    representation = [as_dict(r) for r in as_list(results.get("representation"))]
+    treatment = [as_dict(t) for t in as_list(results.get("treatment"))]
+    inter = [as_dict(x) for x in as_list(results.get("intersections"))]
     n_concepts = len(representation)
-    order = [str(r.get("concept")) for r in representation]
 
     def charted(entry: Mapping[str, Any]) -> bool:
         return n_concepts <= MAX_CHARTED_CONCEPTS or bool(entry.get("protected"))
@@ -563,59 +423,69 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
                   "detail": charted(r)} for i, r in enumerate(representation)]
     trt_views = [{**_treatment_view(t, chart=charted(t), key=f"trt-{i}"), "detail": charted(t)}
                  for i, t in enumerate(treatment)]
-    inter_views = [{
-        "name": str(x.get("name")), "concepts": [str(c) for c in _list(x.get("concepts"))],
-        "representation": _representation_view(_dict(x.get("representation")),
-                                               chart=len(_list(_dict(x.get(
-                                                   "representation")).get("rows"))) <= 12,
-                                               level=level, key=f"int-rep-{i}"),
-        "treatment": _treatment_view(_dict(x.get("treatment")), chart=False,
-                                     key=f"int-trt-{i}"),
-    } for i, x in enumerate(inter)]
+    inter_views = [_intersection_view(x, level=level, index=i) for i, x in enumerate(inter)]
     forest_inputs = trt_views + [{**iv["treatment"], "protected": True} for iv in inter_views]
+    return {"representation": rep_views, "treatment": trt_views,
+            "intersections": inter_views,
+            "forest_charts": _forest_charts(forest_inputs, threshold)}
 
-    findings = _findings_view(results)
-    review = _review_view(findings, inputs.review)
-    audit_id = meta.get("audit_id") or manifest.get("audit_id") or "unnamed audit"
-    title = meta.get("title") or f"Bias audit {audit_id}"
+
+def _intersection_view(x: Mapping[str, Any], *, level: float, index: int) -> dict[str, Any]:
+    """One intersection of protected concepts: its representation and treatment views."""
+    rep = as_dict(x.get("representation"))
+    return {
+        "name": str(x.get("name")), "concepts": [str(c) for c in as_list(x.get("concepts"))],
+        "representation": _representation_view(rep, chart=len(as_list(rep.get("rows"))) <= 12,
+                                               level=level, key=f"int-rep-{index}"),
+        "treatment": _treatment_view(as_dict(x.get("treatment")), chart=False,
+                                     key=f"int-trt-{index}"),
+    }
+
+
+def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
+    """The template context of a report (pure: documents in, plain data and SVG out).
+
+    Raises
+    ------
+    RunFolderError
+        A verdict or finding of results.json lacks a key the schema requires.
+    """
+    results = as_dict(inputs.results)
+    manifest = as_dict(inputs.manifest)
+    meta = meta_view(results, manifest)
+    level, threshold = _level_and_threshold(results)
+    representation = [as_dict(r) for r in as_list(results.get("representation"))]
+    findings = findings_view(results)
+    review = review_view(findings, inputs.review)
     return {
         "sections": SECTIONS,
         "insight": insight_to_view(inputs.insight),
-        "title": title,
-        "audit_id": audit_id,
-        "date": meta.get("date") or meta.get("created") or manifest.get("created"),
         "meta": meta,
-        "tool_version": meta.get("tool_version") or manifest.get("version"),
-        "concept_set": _dict(results.get("concept_set")),
-        "settings": settings,
-        "bootstrap": boot,
+        "title": meta.title,
+        "tool_version": meta.tool_version,
+        "settings": as_dict(results.get("settings")),
+        "bootstrap": as_dict(results.get("bootstrap")),
         "level": level,
         "threshold": threshold,
-        "counts": _dict(results.get("counts")),
-        "discriminator": _discriminator_view(results.get("discriminator")),
-        "verdicts": [_dict(v) for v in _list(results.get("verdicts"))],
-        "top_findings": _top_findings(findings),
+        "discriminator": discriminator_view(results),
+        "verdicts": verdicts_view(results),
+        "top_findings": findings[:TOP_FINDINGS],
         "findings": findings,
-        "validity": _validity_view(results, inputs.validity, inputs.layers, order),
+        "validity": _validity_view(results, inputs.validity, inputs.layers,
+                                   [str(r.get("concept")) for r in representation]),
         "transfer": _transfer_view(results.get("transfer")),
         "baseline": _baseline_view(results.get("baseline")),
-        "representation": rep_views,
-        "treatment": trt_views,
-        "intersections": inter_views,
-        "forest_charts": _forest_charts(forest_inputs, threshold),
-        "exclusions": [_dict(x) for x in _list(results.get("exclusions"))],
-        "unknowns": [_dict(x) for x in _list(results.get("unknowns"))],
-        "degenerate": [_dict(x) for x in _list(results.get("degenerate"))]
-        + _skipped_view(meta.get("skipped_images") or manifest.get("skipped_images")),
-        "tests": [_dict(x) for x in _list(results.get("tests"))],
-        "notes": [str(x) for x in _list(results.get("notes"))],
+        **_concept_views(results, level=level, threshold=threshold),
+        "exclusions": [as_dict(x) for x in as_list(results.get("exclusions"))],
+        "unknowns": [as_dict(x) for x in as_list(results.get("unknowns"))],
+        "degenerate": [as_dict(x) for x in as_list(results.get("degenerate"))]
+        + _skipped_view(meta.recorded.get("skipped_images") or manifest.get("skipped_images")),
+        "tests": [as_dict(x) for x in as_list(results.get("tests"))],
+        "notes": [str(x) for x in as_list(results.get("notes"))],
         "samples": _samples_view(inputs.samples, representation),
         "review": review,
-        "latest": review["latest"],
-        "model_name": _names(_first(meta, ("model", "model_spec", "discriminator",
-                                           "model_name"))),
-        "data_names": _names(_first(meta, ("data", "data_sources", "sources", "real_source"))),
-        "model_hashes": _flat(_dict(manifest.get("hashes"))),
+        "latest": review.latest,
+        "model_hashes": flatten(as_dict(manifest.get("hashes"))),
         "group_counts": _group_counts(representation, inputs.validity),
         "manifest": manifest or None,
         "warnings": list(inputs.warnings),
