@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from audit.measure.results import (
                                    SCHEMA_VERSION,
+                                   check_schema_version,
                                    measure_run,
                                    predictions_to_results,
                                    results_schema,
@@ -19,5 +20,6 @@ from audit.measure.results import (
 from audit.measure.synthetic import Planted, synthetic_predictions
 
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "results_to_tables",
-           "write_tables", "results_schema", "validate_results", "synthetic_predictions",
+           "write_tables", "results_schema", "validate_results", "check_schema_version",
+           "synthetic_predictions",
            "Planted"]

@@ -22,7 +22,10 @@ from audit.errors import RunFolderError
 from audit.formatting import fmt, pvalue
 from audit.io import atomic_write_text
 from audit.manifest import record_artifacts
-from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
+from audit.measure.results import (  # the results.json version this renderer reads
+    SCHEMA_VERSION,
+    check_schema_version,
+)
 from audit.report.view import ReportInputs, results_to_view
 from audit.vocabulary import label, tone
 
@@ -219,14 +222,7 @@ def load_results(run_dir: Path) -> dict[str, Any]:
         raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit "
                              f"(the --out of gan-audit run).")
     results = _read_json(run_dir, "results.json", required=True)
-    if not isinstance(results, dict):
-        raise RunFolderError(f"{run_dir / 'results.json'}: expected a JSON object; re-run the "
-                             f"measure stage.")
-    version = results.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RunFolderError(f"{run_dir / 'results.json'}: schema_version {version!r}, but this "
-                             f"gan-audit reads version {SCHEMA_VERSION}. Re-run the measure "
-                             f"stage with this version, or use the gan-audit that wrote it.")
+    check_schema_version(results, where=run_dir / "results.json")
     return results
 
 
