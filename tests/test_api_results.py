@@ -106,9 +106,10 @@ def test_summary_and_verdicts_follow_the_document(doc) -> None:
     results = AuditResults(doc)
     s = results.summary
     assert s.audit_id == doc["meta"]["audit_id"] and s.counts == doc["counts"]
-    assert sum(s.findings.values()) == len(doc["findings"])
-    assert s.findings[Severity.HIGH] == sum(f["severity"] == "high" for f in doc["findings"])
-    assert list(s.findings) == list(Severity)
+    assert sum(s.findings_by_severity.values()) == len(doc["findings"])
+    assert s.findings_by_severity[Severity.HIGH] == sum(f["severity"] == "high"
+                                                        for f in doc["findings"])
+    assert list(s.findings_by_severity) == list(Severity)
     verdicts = results.verdicts
     assert list(verdicts["concept"]) == [v["concept"] for v in doc["verdicts"]]
     assert all(isinstance(v, Verdict) for v in verdicts["verdict"])

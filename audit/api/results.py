@@ -207,7 +207,7 @@ class Summary:
         From results.json's ``meta`` and ``concept_set`` (None where absent).
     counts
         Audited images: ``{"real", "generated", "total", "invalid_scores"}``.
-    findings
+    findings_by_severity
         Number of findings per severity, most severe first (every severity present).
     verdicts
         Concept (or intersection ``"a+b"``) -> its verdict, in results.json's order.
@@ -218,7 +218,7 @@ class Summary:
     concept_set: str | None
     tool_version: str | None
     counts: Mapping[str, int]
-    findings: Mapping[Severity, int]
+    findings_by_severity: Mapping[Severity, int]
     verdicts: Mapping[str, Verdict]
 
 
@@ -408,7 +408,7 @@ class AuditResults:
         return Summary(audit_id=meta.get("audit_id"), date=meta.get("date"),
                        concept_set=doc["concept_set"].get("name"),
                        tool_version=meta.get("tool_version"), counts=dict(doc["counts"]),
-                       findings=per_severity,
+                       findings_by_severity=per_severity,
                        verdicts={v["concept"]: Verdict(v["verdict"]) for v in doc["verdicts"]})
 
     @property
@@ -763,13 +763,14 @@ class AuditResults:
         """The summary as an HTML table (every text escaped), for notebooks."""
         s = self.summary
         e = html.escape
-        severities = ", ".join(f"{n} {sev.label}" for sev, n in s.findings.items() if n)
+        per_severity = s.findings_by_severity
+        severities = ", ".join(f"{n} {sev.label}" for sev, n in per_severity.items() if n)
         head = (f"<p><strong>Audit {e(str(s.audit_id))}</strong>"
                 f"{' (' + e(str(s.date)) + ')' if s.date else ''} · concept set "
                 f"{e(str(s.concept_set))} · {s.counts.get('real', 0)} real and "
                 f"{s.counts.get('generated', 0)} generated images · "
-                f"{sum(s.findings.values())} finding(s){': ' + severities if severities else ''}"
-                f"</p>")
+                f"{sum(per_severity.values())} finding(s)"
+                f"{': ' + severities if severities else ''}</p>")
         rows = "".join(
             f"<tr><td>{e(v['concept'])}</td><td><span class=\"verdict tone-"
             f"{Verdict(v['verdict']).tone}\" style=\"color: "
