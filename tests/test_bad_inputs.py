@@ -707,6 +707,13 @@ def _results_json_a_link(tmp: Path, shared) -> tuple[list, Path]:
     return ["report", run, "--no-pdf"], run
 
 
+def _results_of_an_older_version(tmp: Path, shared) -> tuple[list, Path]:
+    run = copy_run(shared("tiny"), tmp / "run")
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps({**results, "schema_version": 1}))
+    return ["report", run, "--no-pdf"], run
+
+
 def _user_files_at_run_names(tmp: Path, shared) -> tuple[list, Path]:
     mine = tmp / "mine"
     (mine / "samples").mkdir(parents=True)
@@ -956,6 +963,11 @@ CASES: dict[str, Case] = {
     "decoders/transfer.json without the numbers of a layer": Case(
         _malformed_transfer, 2, ("decoders/transfer.json is malformed",
                                  "run 'gan-audit train-decoders' again")),
+    # Python API (#19 item 2): a results.json of another schema version
+    "results.json written by an older gan-audit": Case(
+        _results_of_an_older_version, 2, ("schema_version 1, but this gan-audit reads version 2",
+                                          "written by an older gan-audit: re-run "
+                                          "`gan-audit measure CONFIG`")),
 }
 
 
@@ -1031,4 +1043,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 58
+    assert len(CASES) == 59

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from audit.measure.results import (
                                    SCHEMA_VERSION,
+                                   check_schema_version,
                                    measure_run,
                                    predictions_to_results,
                                    results_schema,
@@ -18,4 +19,4 @@ from audit.measure.results import (
 )
 
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "results_to_tables",
-           "write_tables", "results_schema", "validate_results"]
+           "write_tables", "results_schema", "validate_results", "check_schema_version"]

@@ -45,7 +45,8 @@ if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "run_meta",
-           "results_to_tables", "write_tables", "results_schema", "validate_results"]
+           "results_to_tables", "write_tables", "results_schema", "validate_results",
+           "check_schema_version"]
 
 SCHEMA_VERSION = 2
 
@@ -530,6 +531,33 @@ def validate_results(results: dict[str, Any]) -> None:
         raise DataError("results do not match results.schema.json:\n" + "\n".join(lines))
 
 
+def check_schema_version(results: Any, *, where: str | Path) -> None:
+    """Raise :class:`RunFolderError` unless ``results`` is a JSON object of the results.json
+    schema version this gan-audit reads (:data:`SCHEMA_VERSION`).
+
+    The one check behind every reader of results.json (the report, ``AuditResults``);
+    ``where`` names the file (or object) in the message, which says which gan-audit
+    wrote it and how to get a file this one reads.
+    """
+    if not isinstance(results, dict):
+        raise RunFolderError(f"{where}: expected a JSON object; re-run the measure stage "
+                             f"(gan-audit measure CONFIG).")
+    version = results.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return
+    head = f"{where}: schema_version {version!r}, but this gan-audit reads version " \
+           f"{SCHEMA_VERSION}."
+    if isinstance(version, int) and not isinstance(version, bool) and version < SCHEMA_VERSION:
+        raise RunFolderError(f"{head} It was written by an older gan-audit: re-run "
+                             f"`gan-audit measure CONFIG` with this version to rewrite it, or "
+                             f"use the gan-audit that wrote it.")
+    if isinstance(version, int) and not isinstance(version, bool):
+        raise RunFolderError(f"{head} It was written by a newer gan-audit: upgrade gan-audit "
+                             f"(pip install -U gan-audit), or use the gan-audit that wrote it.")
+    raise RunFolderError(f"{head} It is not a results.json that gan-audit wrote, or it was "
+                         f"damaged: re-run `gan-audit measure CONFIG` to rewrite it.")
+
+
 # ---------------------------------------------------------------- files
 
 
@@ -695,6 +723,7 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
     results = predictions_to_results(predictions, concept_set, validity, settings=settings,
                                      meta=meta, transfer=transfer, baseline=baseline)
+    validate_results(results)  # what is written is what the schema promises readers
     atomic_write_json(run_dir / "results.json", results)
     write_tables(results, run_dir / "tables")
     return results

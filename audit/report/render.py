@@ -22,7 +22,10 @@ from audit.errors import RunFolderError
 from audit.formatting import fmt, pvalue, significant
 from audit.io import atomic_write_text
 from audit.manifest import record_artifacts
-from audit.measure.results import SCHEMA_VERSION  # the results.json version this renderer reads
+from audit.measure.results import (  # the results.json version this renderer reads
+    SCHEMA_VERSION,
+    check_schema_version,
+)
 from audit.report.insight_view import read_insight
 from audit.report.review import read_review_log
 from audit.report.runfiles import read_json, recorded_images
@@ -162,14 +165,7 @@ def load_results(run_dir: Path) -> dict[str, Any]:
         raise RunFolderError(f"{run_dir}: not a folder. Give the run folder of an audit "
                              f"(the --out of gan-audit run).")
     results = read_json(run_dir, "results.json", required=True)
-    if not isinstance(results, dict):
-        raise RunFolderError(f"{run_dir / 'results.json'}: expected a JSON object; re-run the "
-                             f"measure stage.")
-    version = results.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise RunFolderError(f"{run_dir / 'results.json'}: schema_version {version!r}, but this "
-                             f"gan-audit reads version {SCHEMA_VERSION}. Re-run the measure "
-                             f"stage with this version, or use the gan-audit that wrote it.")
+    check_schema_version(results, where=run_dir / "results.json")
     return results
 
 
