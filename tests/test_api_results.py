@@ -32,8 +32,8 @@ def measured(tmp_path_factory, cs):
     their validity.json, measure_run), and the results measure_run returned."""
     from audit.config import MeasureSettings
     from audit.measure import measure_run
-    from audit.measure.synthetic import DIGITS_PLANTED, synthetic_predictions
     from audit.runfolder import claim
+    from audit.validation.predictions import DIGITS_PLANTED, synthetic_predictions
 
     run = tmp_path_factory.mktemp("api") / "run"
     with claim(run):

@@ -17,7 +17,7 @@ of a rate, <NA> for other estimates).
 >>> import json
 >>> from audit.api import AuditResults
 >>> from audit.config import MeasureSettings
->>> from audit.measure.synthetic import synthetic_results
+>>> from audit.validation.predictions import synthetic_results
 >>> results = AuditResults(synthetic_results(300, 300, settings=MeasureSettings(n_boot=50)))
 >>> results.summary.counts
 {'real': 300, 'generated': 300, 'total': 600, 'invalid_scores': 3}
