@@ -10,7 +10,15 @@ as the positive outcome.
 
 Point estimates of rates come from Fairlearn's ``MetricFrame`` evaluated on the
 table of cell counts with the counts as sample weights (identical to evaluating it on
-the rows); intervals from the cell-count bootstrap.
+the rows). Rates are counts k of n and get Wilson intervals; impact ratios and the
+disparities get intervals from the cell-count bootstrap (:func:`treatment_statistic`,
+whose columns :func:`treatment_columns` names).
+
+The pieces, in the order :func:`measure_treatment` runs them: :class:`GroupCounts` (images
+per source and group by :class:`~audit.measure.groups.ScoreState`, exclusions, small
+groups), :class:`TreatmentIntervals` (the bootstrap), :class:`Rates` (Fairlearn's point
+estimates, Wilson intervals), then the section's rows, impact ratios with four-fifths
+verdicts and tests, and Fairlearn's disparities.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = ["confusion_rates", "cell_metric_frame", "fairlearn_by_cells", "treatment_statistic",
            "treatment_columns", "measure_treatment", "RATE_METRICS", "StateCounts",
-           "GroupCounts", "TreatmentIntervals"]
+           "GroupCounts", "TreatmentIntervals", "Rates"]
 
 RATE_METRICS = ("acceptance_rate", "scoring_rate")
 
@@ -123,7 +131,6 @@ def confusion_rates(cells: np.ndarray) -> dict[str, np.ndarray]:
                 "true_positive_rate": c[..., 1, 1] / pos,
                 "false_positive_rate": c[..., 0, 1] / neg,
                 "count": n}
-
 
 
 # ------------------------------------------------------------------ counts
