@@ -20,15 +20,18 @@ jackknife leaves one cluster out at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-__all__ = ["BootstrapSpec", "estimate", "draw_cells", "cell_interval", "mean_replicates",
-           "intervals", "jackknife_cells", "jackknife_means", "cluster_cells",
-           "cluster_weights", "padded_cells"]
+from audit.measure.stats import finite_or_none
+
+__all__ = ["BootstrapSpec", "Columns", "estimate", "draw_cells", "cell_interval",
+           "mean_replicates", "intervals", "jackknife_cells", "jackknife_means",
+           "cluster_cells", "cluster_weights", "padded_cells"]
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 _CHUNK = 128    # replicates drawn at once by the cluster bootstrap (memory: chunk x clusters)
@@ -48,6 +51,46 @@ class BootstrapSpec:
     def quantiles(self) -> tuple[float, float]:
         tail = (1.0 - self.confidence) / 2.0
         return tail, 1.0 - tail
+
+
+@dataclass(frozen=True)
+class Columns:
+    """The named blocks of a statistic's columns, in order: ``(name, shape)`` pairs.
+
+    A :data:`Statistic` returns one flat (B, M) array, so that the draws, the jackknife and
+    the intervals treat every column alike; :meth:`pack` builds it from named blocks and
+    :meth:`unpack` names the blocks of a point estimate (M,) or of its intervals (M, 2)
+    again, so that no caller counts column offsets.
+
+    >>> cols = Columns((("rate", (2, 3)), ("gap", ())))
+    >>> cols.size, cols.pack({"rate": np.zeros((4, 2, 3)), "gap": np.ones(4)}).shape
+    (7, (4, 7))
+    >>> {name: block.shape for name, block in cols.unpack(np.zeros((7, 2))).items()}
+    {'rate': (2, 3, 2), 'gap': (2,)}
+    """
+
+    blocks: tuple[tuple[str, tuple[int, ...]], ...]
+
+    @property
+    def size(self) -> int:
+        """M, the number of columns."""
+        return sum(math.prod(shape) for _, shape in self.blocks)
+
+    def pack(self, values: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Named blocks (B, *shape) -> (B, M) columns, in the order of :attr:`blocks`."""
+        first = np.asarray(values[self.blocks[0][0]])
+        b = len(first)
+        return np.concatenate([np.reshape(values[name], (b, -1)) for name, _ in self.blocks],
+                              axis=1)
+
+    def unpack(self, values: np.ndarray) -> dict[str, np.ndarray]:
+        """(M, ...) columns (a point estimate, intervals (M, 2)) -> {name: (*shape, ...)}."""
+        out, start = {}, 0
+        for name, shape in self.blocks:
+            stop = start + math.prod(shape)
+            out[name] = values[start:stop].reshape((*shape, *values.shape[1:]))
+            start = stop
+        return out
 
 
 def _dense(keys: np.ndarray) -> tuple[np.ndarray, int]:
@@ -314,7 +357,7 @@ def estimate(value: float | None, ci: np.ndarray | None, n: int, k: int | None =
     successes for rates). Non-finite values and intervals become None, except an interval
     with a finite low end and an infinite high end (a ratio whose denominator may be 0):
     it becomes [low, None] and ``unbounded`` (the reason, in words) is recorded with it."""
-    v = None if value is None or not np.isfinite(value) else float(value)
+    v = finite_or_none(value)
     open_above = (ci is not None and unbounded is not None and np.isfinite(ci[0])
                   and np.isposinf(ci[1]))
     if open_above:

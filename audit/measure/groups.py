@@ -11,6 +11,7 @@ the held-out confusion counts of the concepts involved.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,8 +23,9 @@ if TYPE_CHECKING:
 
     from audit.concepts import Concept, ConceptSet
 
-__all__ = ["Grouping", "groupings", "score_states", "N_STATES", "SOURCES", "SHARE_PARTS",
-           "UNKNOWN", "CellLayout"]
+__all__ = ["Grouping", "groupings", "score_states", "ScoreState", "N_STATES", "VALID_STATES",
+           "ACCEPTED_STATES", "ABOVE_MEDIAN_STATES", "SOURCES", "SHARE_PARTS", "UNKNOWN",
+           "CellLayout"]
 
 SOURCES = ("real", "generated")
 #: Parts of the share cells: each source split into images with a known true group
@@ -31,8 +33,30 @@ SOURCES = ("real", "generated")
 SHARE_PARTS = ("real_labelled", "real_unlabelled", "generated_labelled",
                "generated_unlabelled")
 UNKNOWN = "unknown"
-#: Score states of an image: 0 invalid (NaN/inf), then 1 + 2 * above_median + accepted.
-N_STATES = 5
+
+
+class ScoreState(IntEnum):
+    """What an audited image's score says: the last axis of the treatment cells.
+
+    A finite score is above the median score of the real audited images or not (at or
+    below it), and above ``accept_threshold`` (accepted as real) or not.
+    """
+
+    INVALID = 0                   # NaN or infinite score
+    BELOW_MEDIAN = 1
+    BELOW_MEDIAN_ACCEPTED = 2
+    ABOVE_MEDIAN = 3
+    ABOVE_MEDIAN_ACCEPTED = 4
+
+
+#: Number of score states (the length of the treatment cells' last axis).
+N_STATES = len(ScoreState)
+#: States of images with a finite score, of those accepted as real, and of those scored
+#: above the real median: sums over them give the rates' denominators and numerators.
+VALID_STATES = (ScoreState.BELOW_MEDIAN, ScoreState.BELOW_MEDIAN_ACCEPTED,
+                ScoreState.ABOVE_MEDIAN, ScoreState.ABOVE_MEDIAN_ACCEPTED)
+ACCEPTED_STATES = (ScoreState.BELOW_MEDIAN_ACCEPTED, ScoreState.ABOVE_MEDIAN_ACCEPTED)
+ABOVE_MEDIAN_STATES = (ScoreState.ABOVE_MEDIAN, ScoreState.ABOVE_MEDIAN_ACCEPTED)
 SEP = "+"
 
 
@@ -99,7 +123,7 @@ class CellLayout:
 
     The first ``n_parts * (G + 1) * n_states`` cells are audited images by
     (part, group incl. unknown, state); then each crossed concept's confusion counts,
-    row by row. Treatment cells have 2 parts (the sources) and :data:`N_STATES` score
+    row by row. Treatment cells have 2 parts (the sources) and the :class:`ScoreState`
     states; share cells have 4 parts (:data:`SHARE_PARTS`) and one state.
     """
 
@@ -145,13 +169,15 @@ class CellLayout:
 
 
 def score_states(scores: np.ndarray, median: float, accept_threshold: float) -> np.ndarray:
-    """(N,) score state of each image: 0 if the score is NaN/inf, else
-    ``1 + 2 * (score > median) + (score > accept_threshold)``."""
+    """(N,) :class:`ScoreState` codes of the images' ``scores`` (N,): INVALID where a score
+    is NaN or infinite, else whether it is above ``median`` and above ``accept_threshold``."""
     scores = np.asarray(scores, dtype=float)
-    valid = np.isfinite(scores)
     with np.errstate(invalid="ignore"):
-        state = 1 + 2 * (scores > median).astype(int) + (scores > accept_threshold).astype(int)
-    return np.where(valid, state, 0)
+        above, accepted = scores > median, scores > accept_threshold
+    state = np.select([above & accepted, above, accepted],
+                      [ScoreState.ABOVE_MEDIAN_ACCEPTED, ScoreState.ABOVE_MEDIAN,
+                       ScoreState.BELOW_MEDIAN_ACCEPTED], ScoreState.BELOW_MEDIAN)
+    return np.where(np.isfinite(scores), state, ScoreState.INVALID)
 
 
 def _codes(values: pd.Series, concept: Concept, column: str) -> np.ndarray:

@@ -9,12 +9,14 @@ distribution, under-represented groups and missing coverage.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from audit.measure.bootstrap import (
     BootstrapSpec,
+    Columns,
     Statistic,
     cell_interval,
     cluster_cells,
@@ -37,8 +39,8 @@ from audit.measure.stats import (
 if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
-__all__ = ["representation_statistic", "measure_representation", "corrected_shares",
-           "kron_batch", "share_basis", "share_cells"]
+__all__ = ["representation_statistic", "representation_columns", "measure_representation",
+           "corrected_shares", "kron_batch", "share_basis", "share_cells", "ShareEstimates"]
 
 _DIST = ("l1", "l2", "kl")
 
@@ -116,42 +118,115 @@ def share_cells(grouping: Grouping, source: np.ndarray, *, basis: str) -> np.nda
     return np.concatenate([counts, *[c.ravel() for c in grouping.confusions or ()]])
 
 
+def representation_columns(n_groups: int) -> Columns:
+    """The columns of :func:`representation_statistic`: per group (G,) the real shares,
+    the raw and the corrected generated shares and the gap (corrected generated share -
+    reference share); then the distances (L1, L2, KL; see :data:`_DIST`) of the raw and of
+    the corrected generated shares to the reference."""
+    per_group, per_distance = (n_groups,), (len(_DIST),)
+    return Columns((("real", per_group), ("generated_raw", per_group),
+                    ("generated_corrected", per_group), ("gap", per_group),
+                    ("distance_raw", per_distance), ("distance_corrected", per_distance)))
+
+
 def representation_statistic(layout: CellLayout, *, reference: str, correct: bool) -> Statistic:
-    """The statistic ``cells (B, C) -> (B, 4G + 6)`` of one grouping's share cells.
+    """The statistic ``cells (B, C) -> (B, 4G + 6)`` of one grouping's share cells, in the
+    columns of :func:`representation_columns`.
 
     ``layout`` has the :data:`SHARE_PARTS` as parts and one state. The share of each
     source is ``(labelled + n_unlabelled * q) / n`` where ``q`` is the unlabelled
     images' decoded shares, corrected with A when ``correct`` (so that intervals carry
-    A's uncertainty too). Columns: real shares (G), raw generated shares (G), corrected
-    generated shares (G), gap = corrected - reference (G), distances raw (L1, L2, KL),
-    distances corrected.
+    A's uncertainty too).
     """
     g = layout.n_groups
+    columns = representation_columns(g)
 
     def stat(cells: np.ndarray) -> np.ndarray:
         parts = layout.audit(cells)[..., :g, 0].astype(float)     # (B, 4, G)
         lab, unl = parts[:, 0::2], parts[:, 1::2]                 # (B, 2 sources, G)
         b = len(cells)
         raw = _shares((lab + unl).reshape(2 * b, g)).reshape(b, 2, g)
-        if correct:
-            conf = [np.concatenate([c, c]) for c in layout.confusions(cells)]
-            q = corrected_shares(_shares(unl.transpose(1, 0, 2).reshape(2 * b, g)), conf)
-            q = q.reshape(2, b, g).transpose(1, 0, 2)
-            n_unl = unl.sum(axis=2, keepdims=True)
-            total = n_unl + lab.sum(axis=2, keepdims=True)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                corr = np.where(total > 0, (lab + n_unl * np.where(n_unl > 0, q, 0.0))
-                                / np.where(total > 0, total, 1), np.nan)
-        else:
-            corr = raw
+        corr = _corrected(layout, cells, lab, unl) if correct else raw
         real, raw_gen, corr_gen = corr[:, 0], raw[:, 1], corr[:, 1]
         ref = real if reference == "real" else np.full_like(real, 1.0 / g)
         d_raw, d_corr = distances(raw_gen, ref), distances(corr_gen, ref)
-        return np.concatenate([real, raw_gen, corr_gen, corr_gen - ref,
-                               np.stack([d_raw[k] for k in _DIST], axis=1),
-                               np.stack([d_corr[k] for k in _DIST], axis=1)], axis=1)
+        return columns.pack({"real": real, "generated_raw": raw_gen,
+                             "generated_corrected": corr_gen, "gap": corr_gen - ref,
+                             "distance_raw": np.stack([d_raw[k] for k in _DIST], axis=1),
+                             "distance_corrected": np.stack([d_corr[k] for k in _DIST],
+                                                            axis=1)})
 
     return stat
+
+
+def _corrected(layout: CellLayout, cells: np.ndarray, lab: np.ndarray, unl: np.ndarray
+               ) -> np.ndarray:
+    """Shares (B, 2 sources, G) with the unlabelled images' decoded groups corrected for
+    decoder error with the confusions in ``cells`` (B, C): ``(labelled + n_unlabelled * q)
+    / n`` from the labelled and unlabelled counts ``lab``, ``unl`` (B, 2, G)."""
+    b, g = len(cells), layout.n_groups
+    conf = [np.concatenate([c, c]) for c in layout.confusions(cells)]
+    q = corrected_shares(_shares(unl.transpose(1, 0, 2).reshape(2 * b, g)), conf)
+    q = q.reshape(2, b, g).transpose(1, 0, 2)
+    n_unl = unl.sum(axis=2, keepdims=True)
+    total = n_unl + lab.sum(axis=2, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (lab + n_unl * np.where(n_unl > 0, q, 0.0))
+                        / np.where(total > 0, total, 1), np.nan)
+
+
+@dataclass(frozen=True)
+class ShareEstimates:
+    """One grouping's shares with their intervals, on its share basis.
+
+    Attributes
+    ----------
+    point
+        The columns of :func:`representation_columns` by name: (G,) per group, (3,) per
+        distance.
+    ci
+        Their intervals, (G, 2) and (3, 2): bootstrap, or Wilson where a share is a count
+        k of n (:func:`_share_intervals`).
+    parts
+        (4, G + 1) images by :data:`SHARE_PARTS` and group (unknown last).
+    """
+
+    point: dict[str, np.ndarray]
+    ci: dict[str, np.ndarray]
+    parts: np.ndarray
+
+    @property
+    def by_source(self) -> np.ndarray:
+        """(2 sources, G + 1) images per group on the share basis."""
+        return self.parts[0::2] + self.parts[1::2]
+
+
+def _share_estimates(grouping: Grouping, layout: CellLayout, source: np.ndarray, *,
+                     basis: str, correct: bool, spec: BootstrapSpec,
+                     settings: MeasureSettings, rng: np.random.Generator,
+                     clusters: np.ndarray | None) -> ShareEstimates:
+    """The shares of a grouping counted as ``basis`` says (corrected when ``correct``),
+    with intervals from bootstrap draws of its share cells (resampling ``clusters`` when
+    given); ``layout`` is the grouping's treatment layout (for its confusion sizes)."""
+    g = grouping.n_groups
+    share_layout = CellLayout(g, layout.confusion_sizes, n_parts=len(SHARE_PARTS), n_states=1)
+    counts = share_cells(grouping, source, basis=basis)
+    matrix = None if clusters is None else padded_cells(
+        cluster_cells(clusters, share_row_cells(grouping, source, basis=basis),
+                      share_layout.n_audit), len(counts))
+    draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng,
+                       strata=share_layout.strata(stratified=spec.stratified), clusters=matrix)
+    stat = representation_statistic(share_layout, reference=settings.reference, correct=correct)
+    point, ci = cell_interval(stat, counts, draws, spec, matrix)
+    columns = representation_columns(g)
+    parts = share_layout.audit(counts[None, :])[0, :, :, 0]       # (4, G + 1)
+    shares = ShareEstimates(point=columns.unpack(point), ci=columns.unpack(ci), parts=parts)
+    return replace(shares, ci=_share_intervals(
+        shares.point, shares.ci, shares.by_source[:, :g],
+        plain_real=not correct or int(parts[1, :g].sum()) == 0,
+        versus_real=settings.reference == "real",
+        per_cluster=None if matrix is None else share_layout.audit(matrix)[..., 0],
+        confidence=spec.confidence))
 
 
 def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.ndarray, *,
@@ -182,21 +257,39 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
     degenerate cases found.
     """
     g = grouping.n_groups
-    labels = list(grouping.groups)
     basis, correct = share_basis(grouping, unknown_below=settings.unknown_below)
-    share_layout = CellLayout(g, layout.confusion_sizes, n_parts=len(SHARE_PARTS), n_states=1)
-    counts = share_cells(grouping, source, basis=basis)
-    matrix = None if clusters is None else padded_cells(
-        cluster_cells(clusters, share_row_cells(grouping, source, basis=basis),
-                      share_layout.n_audit), len(counts))
-    draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng,
-                       strata=share_layout.strata(stratified=spec.stratified), clusters=matrix)
-    stat = representation_statistic(share_layout, reference=settings.reference, correct=correct)
-    point, ci = cell_interval(stat, counts, draws, spec, matrix)
-    parts = share_layout.audit(counts[None, :])[0, :, :, 0]       # (4, G + 1)
-    basis_counts = parts[0::2] + parts[1::2]                       # (2 sources, G + 1)
-    n_real, n_gen = int(basis_counts[0, :g].sum()), int(basis_counts[1, :g].sum())
-    audit = layout.audit(cells[None, :])[0].sum(axis=2)   # (2, G + 1) by best group
+    shares = _share_estimates(grouping, layout, source, basis=basis, correct=correct,
+                              spec=spec, settings=settings, rng=rng, clusters=clusters)
+    by_source = shares.by_source
+    n_real, n_gen = int(by_source[0, :g].sum()), int(by_source[1, :g].sum())
+    degenerate = _presence_degenerate(grouping, layout.audit(cells[None, :])[0].sum(axis=2))
+    correction = _correction_record(grouping, degenerate, basis=basis, correct=correct,
+                                    unlabelled=shares.parts[1::2, :g].sum(axis=1),
+                                    unknown_below=settings.unknown_below)
+    tests = (_share_tests(grouping, _decoded_counts(grouping, source, clusters), settings)
+             if grouping.protected and n_gen > 0 else [])
+    test_ids = {t["group"]: t["id"] for t in tests}
+    ref_share = shares.point["real"] if settings.reference == "real" else np.full(g, 1.0 / g)
+    rows = [_share_row(grouping, shares, i, float(ref_share[i]), settings, n_real=n_real,
+                       n_gen=n_gen, test_id=test_ids.get(label))
+            for i, label in enumerate(grouping.groups)]
+    dist = {kind: {d: estimate(shares.point[f"distance_{kind}"][j],
+                               shares.ci[f"distance_{kind}"][j], n_gen)
+                   for j, d in enumerate(_DIST)} for kind in ("raw", "corrected")}
+    section = {
+        "concept": grouping.name, "concepts": list(grouping.concepts),
+        "protected": grouping.protected, "groups": list(grouping.groups),
+        "reference": settings.reference, "correction": correction, "n_real": n_real,
+        "n_generated": n_gen, "n_unknown_real": int(by_source[0, g]),
+        "n_unknown_generated": int(by_source[1, g]), "rows": rows, "distances": dist,
+    }
+    return section, tests, degenerate
+
+
+def _presence_degenerate(grouping: Grouping, audit: np.ndarray) -> list[dict[str, Any]]:
+    """Degenerate cases of group presence from images (2 sources, G + 1) by best group:
+    a source whose images all fall in one group, and groups a source has no image of."""
+    g, labels = grouping.n_groups, grouping.groups
     degenerate: list[dict[str, Any]] = []
     for s, src in enumerate(SOURCES):
         present = [labels[i] for i in range(g) if audit[s, i] > 0]
@@ -214,73 +307,75 @@ def measure_representation(grouping: Grouping, layout: CellLayout, cells: np.nda
                                    "group": labels[i], "source": src, "count": 0,
                                    "message": f"no {src} image is in {grouping.name} group "
                                               f"{labels[i]!r}"})
-    correction = _correction_record(grouping, degenerate, basis=basis, correct=correct,
-                                    unlabelled=parts[1::2, :g].sum(axis=1),
-                                    unknown_below=settings.unknown_below)
-    sl = {name: slice(i * g, (i + 1) * g) for i, name in enumerate(("real", "raw", "corr", "gap"))}
-    ci = _share_intervals(point, ci, sl, basis_counts[:, :g], plain_real=not correct or
-                          int(parts[1, :g].sum()) == 0, versus_real=settings.reference == "real",
-                          per_cluster=None if matrix is None else
-                          share_layout.audit(matrix)[..., 0], confidence=spec.confidence)
-    ref_share = point[sl["real"]] if settings.reference == "real" else np.full(g, 1.0 / g)
-    rows, tests = [], []
+    return degenerate
+
+
+def _share_row(grouping: Grouping, shares: ShareEstimates, i: int, ref: float,
+               settings: MeasureSettings, *, n_real: int, n_gen: int, test_id: str | None
+               ) -> dict[str, Any]:
+    """Group ``i``'s row of the section: its shares with intervals, the reference share
+    ``ref``, the gap and the flags (under-represented, below the coverage floor, small)."""
+    point, ci, by_source = shares.point, shares.ci, shares.by_source
+    corr, gap = point["generated_corrected"][i], point["gap"][i]
+    small = _small(int(by_source[0, i]), n_gen, ref, settings)
+    return {
+        "group": grouping.groups[i],
+        "real": estimate(point["real"][i], ci["real"][i], n_real, int(by_source[0, i])),
+        "generated_raw": estimate(point["generated_raw"][i], ci["generated_raw"][i], n_gen,
+                                  int(by_source[1, i])),
+        "generated_corrected": estimate(corr, ci["generated_corrected"][i], n_gen),
+        "reference_share": ref if np.isfinite(ref) else None,
+        "gap": estimate(gap, ci["gap"][i], n_gen),
+        "under_represented": bool(np.isfinite(gap) and gap < -settings.under_margin
+                                  and not small),
+        "below_coverage_floor": bool(np.isfinite(corr) and corr < settings.coverage_floor
+                                     and np.isfinite(ref) and ref >= settings.coverage_floor),
+        "small": small,
+        "test_id": test_id,
+    }
+
+
+class _Decoded(NamedTuple):
+    """Decoded groups of the audited images, for the share tests: per source (G,), and
+    with ``cluster_by`` per cluster (K, 2 sources, G)."""
+
+    by_source: dict[str, np.ndarray]
+    per_cluster: np.ndarray | None
+
+
+def _decoded_counts(grouping: Grouping, source: np.ndarray, clusters: np.ndarray | None
+                    ) -> _Decoded:
+    """The :class:`_Decoded` counts of a grouping (images decoded as unknown left out)."""
+    g = grouping.n_groups
     decoded = np.zeros((2, g), dtype=np.int64)
     for s in range(2):
         d = grouping.decoded[(source == s) & (grouping.decoded < g)]
         decoded[s] = np.bincount(d, minlength=g)
-    # With clusters: decoded groups per cluster and source, for cluster-robust tests.
     per_cluster = None if clusters is None else cluster_cells(
         clusters, np.asarray(source, dtype=np.int64) * (g + 1) + grouping.decoded,
         2 * (g + 1)).reshape(-1, 2, g + 1)[:, :, :g]
-    for i, label in enumerate(labels):
-        corr = point[sl["corr"]][i]
-        ref = float(ref_share[i])
-        gap = point[sl["gap"]][i]
-        small = _small(int(basis_counts[0, i]), n_gen, ref, settings)
-        under = bool(np.isfinite(gap) and gap < -settings.under_margin and not small)
-        below = bool(np.isfinite(corr) and corr < settings.coverage_floor
-                     and np.isfinite(ref) and ref >= settings.coverage_floor)
-        test_id = None
-        if grouping.protected and n_gen > 0:
-            test_id = f"T-REP-{grouping.name}-{label}"
-            tests.append(_share_test(test_id, grouping, i, {"real": decoded[0],
-                                                            "generated": decoded[1]},
-                                      settings, per_cluster))
-            if g == 2 and i == 1:
-                # The two groups of a binary concept share one test: the second record
-                # points at the first and stays out of the multiple-testing family.
-                tests[-1].update(duplicate_of=tests[-2]["id"], p_value=tests[-2]["p_value"])
-        rows.append({
-            "group": label,
-            "real": estimate(point[sl["real"]][i], ci[sl["real"]][i], n_real,
-                             int(basis_counts[0, i])),
-            "generated_raw": estimate(point[sl["raw"]][i], ci[sl["raw"]][i], n_gen,
-                                      int(basis_counts[1, i])),
-            "generated_corrected": estimate(corr, ci[sl["corr"]][i], n_gen),
-            "reference_share": ref if np.isfinite(ref) else None,
-            "gap": estimate(gap, ci[sl["gap"]][i], n_gen),
-            "under_represented": under,
-            "below_coverage_floor": below,
-            "small": small,
-            "test_id": test_id,
-        })
-    off = 4 * g
-    dist = {kind: {d: estimate(point[off + j], ci[off + j], n_gen) for j, d in enumerate(_DIST)}
-            for kind, off in (("raw", off), ("corrected", off + 3))}
-    section = {
-        "concept": grouping.name, "concepts": list(grouping.concepts),
-        "protected": grouping.protected, "groups": labels, "reference": settings.reference,
-        "correction": correction, "n_real": n_real, "n_generated": n_gen,
-        "n_unknown_real": int(basis_counts[0, g]), "n_unknown_generated": int(basis_counts[1, g]),
-        "rows": rows, "distances": dist,
-    }
-    return section, tests, degenerate
+    return _Decoded(by_source={"real": decoded[0], "generated": decoded[1]},
+                    per_cluster=per_cluster)
 
 
-def _share_intervals(point: np.ndarray, ci: np.ndarray, sl: dict[str, slice],
+def _share_tests(grouping: Grouping, decoded: _Decoded, settings: MeasureSettings
+                 ) -> list[dict[str, Any]]:
+    """One test record per group (:func:`_share_test`). The two groups of a binary concept
+    share one test: the second record points at the first and stays out of the
+    multiple-testing family."""
+    tests = []
+    for i, label in enumerate(grouping.groups):
+        tests.append(_share_test(f"T-REP-{grouping.name}-{label}", grouping, i,
+                                 decoded.by_source, settings, decoded.per_cluster))
+        if grouping.n_groups == 2 and i == 1:
+            tests[-1].update(duplicate_of=tests[-2]["id"], p_value=tests[-2]["p_value"])
+    return tests
+
+
+def _share_intervals(point: dict[str, np.ndarray], ci: dict[str, np.ndarray],
                      counts: np.ndarray, *, plain_real: bool, versus_real: bool,
                      per_cluster: np.ndarray | None,
-                     confidence: float) -> np.ndarray:
+                     confidence: float) -> dict[str, np.ndarray]:
     """The share intervals of a section: Wilson for shares that are counts k of n (the raw
     generated shares, and the real ones when no real image is corrected), on effective
     counts under cluster_by; the bootstrap's elsewhere, except that a corrected share or
@@ -288,36 +383,45 @@ def _share_intervals(point: np.ndarray, ci: np.ndarray, sl: dict[str, slice],
     replicate) takes the Wilson interval of its decoded count (the correction adds no
     certainty), and a gap then the MOVER difference of its two shares' intervals.
 
-    ``counts`` (2 sources, G): images per group on the share basis; ``per_cluster``
-    (K, 4 parts, G + 1) the same per cluster (parts: labelled and unlabelled per source);
-    ``versus_real``: gaps are taken against the real share (else against a constant).
+    ``point``, ``ci``: the columns of :func:`representation_columns` and their bootstrap
+    intervals (not changed: the result is a new dict); ``counts`` (2 sources, G): images
+    per group on the share basis; ``per_cluster`` (K, 4 parts, G + 1) the same per cluster
+    (parts: labelled and unlabelled per source); ``versus_real``: gaps are taken against
+    the real share (else against a constant).
     """
-    ci = np.array(ci, dtype=float)
-    k, n = counts.astype(float), np.repeat(counts.sum(axis=1, keepdims=True), counts.shape[1],
+    ci = {name: np.array(block, dtype=float) for name, block in ci.items()}
+    wilson = wilson_interval(*_basis_counts(counts, per_cluster), confidence=confidence)
+    if plain_real:
+        ci["real"] = wilson[0]                                  # (G, 2)
+    ci["generated_raw"] = wilson[1]
+    corr = ci["generated_corrected"]
+    flat = zero_width(corr)
+    corr[flat] = np.stack([np.minimum(corr[flat, 0], wilson[1][flat, 0]),
+                           np.maximum(corr[flat, 1], wilson[1][flat, 1])], axis=-1)
+    gap = ci["gap"]
+    flat = zero_width(gap) & np.isfinite(point["gap"])
+    if flat.any():
+        ref = point["generated_corrected"] - point["gap"]
+        ref_ci = ci["real"] if versus_real else np.repeat(ref[:, None], 2, axis=1)
+        gap[flat] = mover_difference(point["generated_corrected"], corr, ref, ref_ci)[flat]
+    return ci
+
+
+def _basis_counts(counts: np.ndarray, per_cluster: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Successes k and images n (2 sources, G) of each share on the share basis, from
+    ``counts`` (2, G); under cluster_by (``per_cluster`` (K, 4 parts, G + 1)) Kish's
+    effective counts."""
+    g = counts.shape[1]
+    k, n = counts.astype(float), np.repeat(counts.sum(axis=1, keepdims=True), g,
                                            axis=1).astype(float)
     if per_cluster is not None:
         basis = per_cluster[:, 0::2] + per_cluster[:, 1::2]      # (K, 2, G + 1)
         for s, i in np.ndindex(counts.shape):
             if n[s, i] > 0:
-                k[s, i], n[s, i] = effective_counts(basis[:, s, i],
-                                                    basis[:, s, :counts.shape[1]].sum(axis=1))
-    wilson = wilson_interval(k, n, confidence=confidence)      # (2, G, 2)
-    if plain_real:
-        ci[sl["real"]] = wilson[0]
-    ci[sl["raw"]] = wilson[1]
-    corr = ci[sl["corr"]]
-    flat = zero_width(corr)
-    corr[flat] = np.stack([np.minimum(corr[flat, 0], wilson[1][flat, 0]),
-                           np.maximum(corr[flat, 1], wilson[1][flat, 1])], axis=-1)
-    ci[sl["corr"]] = corr
-    gap = ci[sl["gap"]]
-    flat = zero_width(gap) & np.isfinite(point[sl["gap"]])
-    if flat.any():
-        ref = point[sl["corr"]] - point[sl["gap"]]
-        ref_ci = ci[sl["real"]] if versus_real else np.repeat(ref[:, None], 2, axis=1)
-        gap[flat] = mover_difference(point[sl["corr"]], corr, ref, ref_ci)[flat]
-        ci[sl["gap"]] = gap
-    return ci
+                eff = effective_counts(basis[:, s, i], basis[:, s, :g].sum(axis=1))
+                k[s, i], n[s, i] = eff.successes, eff.images
+    return k, n
 
 
 def _small(real_k: int, n_gen: int, ref: float, settings: MeasureSettings) -> bool:
@@ -352,8 +456,8 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
                clustered_proportion_test(y[:, 1], m[:, 1], y[:, 0], m[:, 0]))
         counts = {"k1": k1, "n1": n1, "k2": k2, "n2": n2, "expected": None}
         if per_cluster is not None:
-            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1])[1]
-            counts["n2_effective"] = effective_counts(y[:, 0], m[:, 0])[1]
+            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1]).images
+            counts["n2_effective"] = effective_counts(y[:, 0], m[:, 0]).images
         versus = "real"
     else:
         g = grouping.n_groups
@@ -366,7 +470,7 @@ def _share_test(test_id: str, grouping: Grouping, i: int, decoded: dict[str, np.
                clustered_proportion_test(y[:, 1], m[:, 1], p0=expected))
         counts = {"k1": k1, "n1": n1, "k2": None, "n2": None, "expected": expected}
         if per_cluster is not None:
-            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1])[1]
+            counts["n1_effective"] = effective_counts(y[:, 1], m[:, 1]).images
         versus = "uniform"
     return {"id": test_id, "kind": "representation", "method": res.method,
             "concept": grouping.name, "group": grouping.groups[i], "versus": versus,

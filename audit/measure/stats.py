@@ -7,14 +7,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 __all__ = ["row_normalise", "closed_form_two_groups", "simplex_lstsq", "simplex_lstsq_batch",
            "TestResult", "two_proportion_test", "clustered_proportion_test", "design_effect",
-           "binomial_test", "effective_counts",
-           "adjust_pvalues", "distances"]
+           "binomial_test", "effective_counts", "EffectiveCounts",
+           "adjust_pvalues", "distances", "finite_or_none"]
+
+
+def finite_or_none(x: float | None) -> float | None:
+    """``x`` as a float, or None where it is missing, NaN or infinite (JSON has no NaN)."""
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def row_normalise(counts: np.ndarray) -> np.ndarray:
@@ -186,12 +191,19 @@ def design_effect(y: np.ndarray, m: np.ndarray) -> float:
     return max(1.0, var / (p * (1.0 - p) / (n - 1)))
 
 
-def effective_counts(y: np.ndarray, m: np.ndarray) -> tuple[float, float]:
-    """Kish's effective successes and images of a clustered proportion: ``(sum(y) / deff,
-    sum(m) / deff)`` with deff = :func:`design_effect` (``y``, ``m`` (K,) per cluster)."""
+class EffectiveCounts(NamedTuple):
+    """Kish's effective counts of a clustered proportion (fractional)."""
+
+    successes: float
+    images: float
+
+
+def effective_counts(y: np.ndarray, m: np.ndarray) -> EffectiveCounts:
+    """Kish's effective successes and images of a clustered proportion: ``sum(y) / deff``
+    and ``sum(m) / deff`` with deff = :func:`design_effect` (``y``, ``m`` (K,) per cluster)."""
     y, m = np.asarray(y, dtype=float), np.asarray(m, dtype=float)
     d = design_effect(y, m)
-    return float(y.sum()) / d, float(m.sum()) / d
+    return EffectiveCounts(successes=float(y.sum()) / d, images=float(m.sum()) / d)
 
 
 def clustered_proportion_test(y1: np.ndarray, m1: np.ndarray, y2: np.ndarray | None = None,
@@ -208,11 +220,12 @@ def clustered_proportion_test(y1: np.ndarray, m1: np.ndarray, y2: np.ndarray | N
     treated as independent, which is conservative when their images resemble each other.
     The method gets the suffix ``_clustered``.
     """
-    k1, n1 = effective_counts(y1, m1)
+    one = effective_counts(y1, m1)
     if y2 is not None and m2 is not None:
-        res = two_proportion_test(k1, n1, *effective_counts(y2, m2))
+        two = effective_counts(y2, m2)
+        res = two_proportion_test(one.successes, one.images, two.successes, two.images)
     elif p0 is not None:
-        res = binomial_test(k1, n1, p0)
+        res = binomial_test(one.successes, one.images, p0)
     else:
         raise ValueError("clustered_proportion_test needs a second side or p0")
     return TestResult(f"{res.method}_clustered", res.statistic, res.p_value)  # type: ignore
