@@ -399,13 +399,15 @@ class FileSource(ImageSource):
             try:
                 images.append(to_model_input(self._read(path), self.target))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                reason = path_text(f"cannot read the image ({type(exc).__name__}: {exc})")
+                # named by its id (its path inside the source's folder): the record goes
+                # into the run folder, which names no directory of this disk
+                text = str(exc).replace(str(path), self.image_ids[i])
+                reason = path_text(f"cannot read the image ({type(exc).__name__}: {text})")
                 if self.on_bad_image == "stop":
                     raise DataError(f"{path_text(path)}: {reason}. Fix or remove the file, or "
                                     f"set on_bad_image: skip to skip unreadable images (they "
                                     f"are listed in the manifest and the report).") from exc
-                skipped.append({"image_id": self.image_ids[i], "path": path_text(path),
-                                "reason": reason})
+                skipped.append({"image_id": self.image_ids[i], "reason": reason})
                 continue
             ids.append(self.image_ids[i])
             kept.append(i)

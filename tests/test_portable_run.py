@@ -63,6 +63,8 @@ def written(tmp_path_factory) -> dict[str, Path]:
     labels = digit_pngs(origin / "data" / "paired", n=200, source="digits-paired")
     write_labels(origin / "data" / "paired.csv", labels)
     digit_pngs(origin / "data" / "real", n=100)
+    # skipped (on_bad_image: skip): its record must not name the folder it lay in
+    (origin / "data" / "real" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     (origin / "nets.py").write_text(NETS, encoding="utf-8")
     (origin / "sets").mkdir()
     shutil.copy(Path(__file__).parents[1] / "concept_sets" / "digits_tone.yaml",
@@ -104,6 +106,7 @@ def test_inputs_are_recorded_as_given_with_a_content_hash(written):
     from audit.io import sha256_file
 
     manifest = json.loads((written["run"] / "manifest.json").read_text())
+    assert [s["image_id"] for s in manifest["skipped_images"]["real"]] == ["broken.png"]
     assert manifest["format"] == RUN_FOLDER_FORMAT
     files = manifest["hashes"]["files"]
     assert files["nets.py"] == sha256_file(written["moved"] / "nets.py")
