@@ -586,8 +586,20 @@ def as_given(cfg: AuditConfig, value: Any) -> Any:
     resolved against its config file's folder written back as the file gave it
     (``folder:/home/me/audit/data`` -> ``folder:data``): what manifest.json and results.json
     record of the inputs, so that a run folder names no directory of its writer's disk.
-    Paths the config gave as absolute ones stay as they are."""
-    return _map_paths(value, cfg._given_paths.get)
+    Paths the config gave as absolute ones stay as they are. Inside free text (a note, a
+    reason) each resolved path is written back too, and so are the files below one."""
+    given = cfg._given_paths
+    longest_first = sorted(given, key=len, reverse=True)
+
+    def rename(text: str) -> str | None:
+        if text in given:
+            return given[text]
+        out = text
+        for path in longest_first:
+            out = out.replace(path, given[path])
+        return out if out != text else None
+
+    return _map_paths(value, rename)
 
 
 def run_folder_config(cfg: AuditConfig, *, run_dir: Path) -> dict[str, Any]:

@@ -126,6 +126,29 @@ def test_inputs_are_recorded_as_given_with_a_content_hash(written):
     assert config["concept_set"] == "../../sets/tone.yaml" and config["out"] == "."
 
 
+def test_as_given_writes_back_paths_in_specs_records_and_free_text(tmp_path):
+    from audit.config import as_given, load_config
+
+    (tmp_path / "cfg").mkdir()
+    config = tmp_path / "cfg" / "audit.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "real": {"source": "folder:../images"}}))
+    cfg = load_config(config)
+    images = str(tmp_path / "images")
+    assert cfg.real.source == f"folder:{images}"  # resolved for reading
+    note = f"folder:{images}: the run folder {images}/run lies inside this image folder"
+    record = {"source": {"spec": cfg.real.source, "notes": [note]},
+              "skipped": [{"path": f"{images}/x.png"}], "n": 3}
+    assert as_given(cfg, record) == {
+        "source": {"spec": "folder:../images",
+                   "notes": ["folder:../images: the run folder ../images/run lies inside "
+                             "this image folder"]},
+        "skipped": [{"path": "../images/x.png"}], "n": 3}
+    assert as_given(cfg, cfg.discriminator.spec) == "python:nets.py:make_d"
+    config.write_text(yaml.safe_dump({**CONFIG, "real": {"source": f"folder:{images}"}}))
+    absolute = load_config(config)
+    assert as_given(absolute, absolute.real.source) == f"folder:{images}"  # as given
+
+
 def test_the_moved_project_reuses_every_stage_and_verifies(written, tmp_path):
     run = shutil.copytree(written["moved"], tmp_path / "again")
     result = invoke("run", run / "audit.yaml")
