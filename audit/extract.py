@@ -314,9 +314,9 @@ def _finalize(store: ActivationStore, model: LoadedModel, source: ImageSource,
     from audit.batches import describe_batches
 
     s = store.settings
-    store.finalize(extra={"notes": list(model.notes), "source": rename(source.describe()),
-                          "batches": describe_batches(model, batch_size=s.batch_size,
-                                                      order_seed=s.order_seed)})
+    store.finalize(extra=rename({"notes": list(model.notes), "source": source.describe(),
+                                 "batches": describe_batches(model, batch_size=s.batch_size,
+                                                             order_seed=s.order_seed)}))
 
 
 def _batching(model: LoadedModel, names: list[str], batch_size: int, batch_seed: int
