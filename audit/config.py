@@ -21,6 +21,8 @@ Example (``examples/`` has commented ones)::
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,6 +31,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -42,7 +45,7 @@ __all__ = [
     "AuditConfig", "DiscriminatorConfig", "GeneratorConfig", "ImageSourceConfig",
     "DecoderSettings", "MeasureSettings", "ReportSettings", "load_config", "load_run_config",
     "run_config_code",
-    "config_from_dict",
+    "config_from_dict", "as_given", "run_folder_config",
     "Device", "Pooling",
 ]
 
@@ -59,38 +62,58 @@ def _base_dir(info: ValidationInfo) -> Path | None:
     return Path(base) if base is not None else None
 
 
+def _given(info: ValidationInfo) -> dict[str, str] | None:
+    """Where validation notes each resolved path and how the config gave it."""
+    return (info.context or {}).get("given")
+
+
 def _resolve_path(value: Path, info: ValidationInfo) -> Path:
     base = _base_dir(info)
     if base is not None and not value.is_absolute():
-        return (base / value).resolve()
+        resolved = (base / value).resolve()
+        given = _given(info)
+        if given is not None:
+            given[str(resolved)] = value.as_posix()
+        return resolved
     return value
 
 
-def resolve_spec(spec: str, base: Path | None) -> str:
+def _split_spec(spec: str) -> tuple[str, str, str] | None:
+    """``(head, path, tail)`` with ``head + path + tail == spec`` for a spec whose middle is
+    a file or folder (``pickle:net.pkl#D`` -> ``("pickle:", "net.pkl", "#D")``, a ``python:``
+    spec only when its module is a ``.py`` file); None for the others."""
+    for prefix in _PATH_PREFIXES:
+        if spec.startswith(prefix):
+            path, hash_, key = spec[len(prefix):].partition("#")
+            return prefix, path, hash_ + key
+    if spec.startswith("python:"):
+        module, sep, call = spec[len("python:"):].rpartition(":")
+        if module.endswith(".py"):
+            return "python:", module, sep + call
+    return None
+
+
+def resolve_spec(spec: str, base: Path | None, *, given: dict[str, str] | None = None) -> str:
     """Resolve the path part of a model or image spec against ``base``.
 
     ``pickle:net.pkl#D`` -> ``pickle:/abs/net.pkl#D``; ``python:pkg.mod:make`` is left
     alone unless the module is a ``.py`` path; ``builtin:`` specs are never paths.
+    ``given`` (optional) receives ``{resolved path: path as given}``.
     """
-    if base is None:
+    parts = _split_spec(spec)
+    if base is None or parts is None:
         return spec
-    for prefix in _PATH_PREFIXES:
-        if spec.startswith(prefix):
-            rest = spec[len(prefix):]
-            path, hash_, key = rest.partition("#")
-            if path and not Path(path).is_absolute():
-                path = str((base / path).resolve())
-            return f"{prefix}{path}{hash_}{key}"
-    if spec.startswith("python:"):
-        module, sep, call = spec[len("python:"):].rpartition(":")
-        if module.endswith(".py") and not Path(module).is_absolute():
-            module = str((base / module).resolve())
-        return f"python:{module}{sep}{call}"
-    return spec
+    head, path, tail = parts
+    if path and not Path(path).is_absolute():
+        resolved = str((base / path).resolve())
+        if given is not None:
+            given[resolved] = path
+        path = resolved
+    return f"{head}{path}{tail}"
 
 
 def _resolve_spec(value: str, info: ValidationInfo) -> str:
-    return resolve_spec(value, _base_dir(info))
+    return resolve_spec(value, _base_dir(info), given=_given(info))
 
 
 def _check_spec(value: str) -> str:
@@ -505,6 +528,8 @@ class AuditConfig(_Section):
     report: ReportSettings = Field(default_factory=ReportSettings)
     device: Device = "auto"
     out: RelPath = Path("reports/audit")
+    # {resolved path: the path as the config file gave it} (relative to the config's folder)
+    _given_paths: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _one_generated_source(self) -> AuditConfig:
@@ -520,13 +545,82 @@ class AuditConfig(_Section):
 
 def config_from_dict(data: Any, *, source: str = "<config>",
                      base_dir: Path | None = None) -> AuditConfig:
-    """Validate a config mapping; relative paths resolve against ``base_dir``."""
-    cfg = validate(AuditConfig, data, source=source, context={"base_dir": base_dir})
+    """Validate a config mapping; relative paths resolve against ``base_dir`` (and the config
+    remembers how they were given: :func:`as_given`)."""
+    given: dict[str, str] = {}
+    cfg = validate(AuditConfig, data, source=source,
+                   context={"base_dir": base_dir, "given": given})
     if isinstance(data, dict) and "concept_set" in data and base_dir is not None:
         cs = str(cfg.concept_set)
         if cs.endswith((".yaml", ".yml")) and not Path(cs).is_absolute():
-            cfg = cfg.model_copy(update={"concept_set": str((base_dir / cs).resolve())})
+            resolved = str((base_dir / cs).resolve())
+            given[resolved] = cs
+            cfg = cfg.model_copy(update={"concept_set": resolved})
+    cfg._given_paths = given
     return cfg
+
+
+def _map_paths(value: Any, fn: Callable[[str], str | None]) -> Any:
+    """``value`` (plain data: a config dump, a spec, a path) with every path that ``fn``
+    renames renamed, also inside specs (``folder:PATH``, ``pickle:PATH#KEY``...)."""
+    if isinstance(value, dict):
+        return {k: _map_paths(v, fn) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_map_paths(v, fn) for v in value]
+    if not isinstance(value, str):
+        return value
+    renamed = fn(value)
+    if renamed is not None:
+        return renamed
+    parts = _split_spec(value)
+    if parts is not None:
+        head, path, tail = parts
+        renamed = fn(path)
+        if renamed is not None:
+            return f"{head}{renamed}{tail}"
+    return value
+
+
+def as_given(cfg: AuditConfig, value: Any) -> Any:
+    """``value`` (a spec, a path, or plain data holding them) with each path that ``cfg``
+    resolved against its config file's folder written back as the file gave it
+    (``folder:/home/me/audit/data`` -> ``folder:data``): what manifest.json and results.json
+    record of the inputs, so that a run folder names no directory of its writer's disk.
+    Paths the config gave as absolute ones stay as they are. Inside free text (a note, a
+    reason) each resolved path is written back too, and so are the files below one."""
+    given = cfg._given_paths
+    longest_first = sorted(given, key=len, reverse=True)
+
+    def rename(text: str) -> str | None:
+        if text in given:
+            return given[text]
+        out = text
+        for path in longest_first:
+            out = out.replace(path, given[path])
+        return out if out != text else None
+
+    return _map_paths(value, rename)
+
+
+def run_folder_config(cfg: AuditConfig, *, run_dir: Path) -> dict[str, Any]:
+    """The resolved config as the run folder's ``config.yaml`` records it: each path the
+    config file gave as a relative one is relative to the run folder (``../../data``), so
+    that the folder copied elsewhere with its inputs, or alone, names nothing of the
+    writer's disk, and :func:`load_run_config` finds the inputs from wherever it lies;
+    ``out`` is ``.`` (the run folder itself). Paths given as absolute ones stay so."""
+    root = Path(run_dir).resolve()
+
+    def relative(path: str) -> str | None:
+        if path not in cfg._given_paths:
+            return None
+        try:
+            return Path(os.path.relpath(path, root)).as_posix()
+        except ValueError:  # another drive (Windows): no relative path exists
+            return path
+
+    data = _map_paths(cfg.model_dump(mode="json"), relative)
+    data["out"] = "."
+    return data
 
 
 def run_config_code(cfg: AuditConfig, *, images: bool = False) -> list[str]:

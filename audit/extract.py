@@ -23,7 +23,8 @@ from __future__ import annotations
 import hashlib
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -192,7 +193,7 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
             include_batch_dependent: bool = False, shard_size: int | None = None,
             precision: Literal["auto", "fp32", "bf16"] = "fp32",
             class_labels: Sequence[int] | None = None, projection_seed: int = 0,
-            batch_seed: int = 0) -> ActivationStore:
+            batch_seed: int = 0, given: Callable[[Any], Any] | None = None) -> ActivationStore:
     """Record pooled activations of ``layers`` and the score of every image.
 
     Parameters
@@ -208,18 +209,13 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         The store folder; an existing store with the same settings is resumed.
     pooling, max_dim : see :func:`pool_activation`.
     batch_size : int
-        Images per forward pass. Batches are consecutive images in source order, so the
-        batch composition is fixed by ``batch_size`` (recorded in the manifest). For a
-        batch-dependent model (minibatch standard deviation, see :mod:`audit.batches`) it
-        is rounded up to a multiple of the group size, batches are formed in a seeded
-        random order within each shard, and a short batch is padded with repeats of its
-        own images whose outputs are dropped (manifest: ``batches``, ``padded_rows``).
-    device : str
-        ``cpu``, ``cuda``, ``mps`` or ``auto``.
-    num_workers : int
-        DataLoader workers decoding image files.
-    progress : bool
-        A progress bar with images/s on stderr.
+        Images per forward pass: consecutive images in source order, so the batch
+        composition is fixed by it (recorded in the manifest). A batch-dependent model
+        (minibatch standard deviation): rounded up to whole groups, a seeded order within
+        each shard, short batches padded (:mod:`audit.batches`, :func:`_batching`).
+    device, num_workers, progress : str, int, bool
+        ``cpu``, ``cuda``, ``mps`` or ``auto``; DataLoader workers decoding image files;
+        a progress bar with images/s on stderr.
     include_batch_dependent : bool
         Let ``"auto"`` pick batch-dependent layers too.
     shard_size : int, optional
@@ -232,10 +228,11 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     class_labels : sequence of int, optional
         Per-image class labels for a conditional model (default: its config's class_label);
         ignored by an unconditional one (whatever classes a generator was given).
-    projection_seed : int
-        Seed of the flatten projection.
-    batch_seed : int
-        Seed of the batch order of a batch-dependent model.
+    projection_seed, batch_seed : int
+        Seeds of the flatten projection and of a batch-dependent model's batch order.
+    given : callable, optional
+        Renames paths in the store manifest's record of the model and images (a config's
+        :func:`audit.config.as_given`: no directory of this disk); default: as resolved.
 
     Returns
     -------
@@ -243,80 +240,140 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
         Complete: every shard written, manifest ``complete: true``.
     """
     from audit import distributed
-    from audit.batches import describe_batches, full_batch_size, is_batch_dependent
-    from audit.hooks import capture
     from audit.load import resolve_device
 
+    _check_arguments(pooling, batch_size)
+    device = distributed.device_for_rank(resolve_device(device))
+    source = _as_source(images)
+    settings, class_labels = _store_settings(
+        model, layers, source, out, pooling=pooling, batch_size=batch_size, max_dim=max_dim,
+        include_batch_dependent=include_batch_dependent, shard_size=shard_size,
+        class_labels=class_labels, projection_seed=projection_seed, batch_seed=batch_seed)
+    _check_ranks_agree(settings, out)
+    rename = given or (lambda record: record)
+    store, mine, opened = _open_store(out, settings, extra=rename(_describe(model, source)))
+    if model.device != device:
+        model.module.to(device)
+        model.device = device
+    rank = distributed.current()
+    distributed.all_succeed(
+        lambda: _extract_shards(model, source, store, mine, device=device,
+                                num_workers=num_workers,
+                                progress=progress and (rank is None or rank.is_main),
+                                precision=precision, class_labels=class_labels),
+        what=f"extracting the shards of {out}")
+    distributed.on_main(lambda: _finalize(store, model, source, rename),
+                        what=f"checking the shards of every rank in {out} (the run folder "
+                             f"must be shared by all machines)")
+    return store if opened else ActivationStore.open(out)
+
+
+def _check_arguments(pooling: str, batch_size: int) -> None:
+    """Refuse an unknown pooling or a batch size under 1."""
     if pooling not in POOLINGS:
         raise LayerError(f"unknown pooling {pooling!r}; use one of {', '.join(POOLINGS)}.")
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}.")
-    device = distributed.device_for_rank(resolve_device(device))
-    source = _as_source(images)
+
+
+def _store_settings(model: LoadedModel, layers: Sequence[str] | str, source: ImageSource,
+                    out: Path, *, pooling: str, batch_size: int, max_dim: int,
+                    include_batch_dependent: bool, shard_size: int | None,
+                    class_labels: Sequence[int] | None, projection_seed: int,
+                    batch_seed: int) -> tuple[StoreSettings, Sequence[int] | None]:
+    """What decides the store's content (checked: the source holds images, the layers
+    exist, the classes fit the model), and the class labels the model takes (None for an
+    unconditional one, whatever classes the images carry)."""
+    from audit import distributed
+
     if len(source) == 0:
         raise DataError(f"{source.spec}: no images to extract; give a source that holds "
                         f"readable images.")
     names = resolve_layers(model, layers, include_batch_dependent=include_batch_dependent)
+    batch_size, order_seed, dependent = _batching(model, names, batch_size, batch_seed)
+    if model.conditioning is None:
+        class_labels = None     # an unconditional discriminator takes no classes
+    _check_classes(model, source, class_labels)
+    rank = distributed.current()
+    world = rank.world_size if rank is not None else 1
+    return StoreSettings(
+        model_sha256=model.sha256, layers=tuple(names), pooling=pooling, max_dim=max_dim,
+        batch_size=batch_size,
+        shard_size=_shard_images(out, shard_size, batch_size, n_images=len(source), world=world),
+        n_images=len(source), source_fingerprint=_with_classes(source.fingerprint,
+                                                                class_labels),
+        projection_seed=projection_seed, batch_dependent=dependent,
+        order_seed=order_seed), class_labels
+
+
+def _finalize(store: ActivationStore, model: LoadedModel, source: ImageSource,
+              rename: Callable[[Any], Any]) -> None:
+    """Rank 0: check every shard and write the manifest, with the source's record taken
+    again (what generation saw, e.g. values clamped, is known only now) and how the model
+    was batched."""
+    from audit.batches import describe_batches
+
+    s = store.settings
+    store.finalize(extra=rename({"notes": list(model.notes), "source": source.describe(),
+                                 "batches": describe_batches(model, batch_size=s.batch_size,
+                                                             order_seed=s.order_seed)}))
+
+
+def _batching(model: LoadedModel, names: list[str], batch_size: int, batch_seed: int
+              ) -> tuple[int, int | None, tuple[str, ...]]:
+    """How ``model`` is batched: the batch size (rounded up to whole minibatch-stddev groups),
+    the seed of the batch order (None: source order) and the recorded ``names`` whose output
+    depends on the other images of a batch (a warning names them)."""
+    from audit.batches import full_batch_size, is_batch_dependent
+
     batch_size = full_batch_size(model, batch_size)
     order_seed = batch_seed if is_batch_dependent(model) else None
     dependent = tuple(n for n in names if n in model.batch_dependent_layers)
     if dependent:
         warnings.warn(f"layers {list(dependent)} depend on the other images in the batch: "
                       f"their activations hold only for batch size {batch_size} and this image "
-                      f"order (both recorded in the store manifest).", stacklevel=2)
-    if model.conditioning is None:
-        class_labels = None     # an unconditional discriminator takes no classes
-    _check_classes(model, source, class_labels)
-    rank = distributed.current()
-    world = rank.world_size if rank is not None else 1
-    settings = StoreSettings(
-        model_sha256=model.sha256, layers=tuple(names), pooling=pooling, max_dim=max_dim,
-        batch_size=batch_size,
-        shard_size=_shard_images(out, shard_size, batch_size, n_images=len(source), world=world),
-        n_images=len(source), source_fingerprint=_with_classes(source.fingerprint,
-                                                                class_labels),
-        projection_seed=projection_seed, batch_dependent=dependent, order_seed=order_seed)
-    _check_ranks_agree(settings, out)
+                      f"order (both recorded in the store manifest).", stacklevel=4)
+    return batch_size, order_seed, dependent
+
+
+def _open_store(out: Path, settings: StoreSettings, *, extra: dict[str, Any]
+                ) -> tuple[ActivationStore, list[int], bool]:
+    """The store at ``out``, created or resumed by rank 0 (or the only process); the shards
+    this process still has to write; and whether this process opened it (rank 0), so that
+    the others open it again once rank 0 has finalised it."""
+    from audit import distributed
 
     opened: list[ActivationStore] = []
 
     def open_store() -> list[int]:  # rank 0 (or the only process): the shards still to do
-        opened.append(ActivationStore.create_or_resume(out, settings,
-                                                       extra=_describe(model, source)))
+        opened.append(ActivationStore.create_or_resume(out, settings, extra=extra))
         return [k for k in range(len(opened[0].shard_ranges())) if not opened[0].has_shard(k)]
 
     todo = distributed.on_main(open_store, what=f"opening the store {out}")
     store = opened[0] if opened else ActivationStore.open(out, allow_incomplete=True)
-    mine = todo if rank is None else distributed.split_evenly(todo, rank.rank, world)
-    if model.device != device:
-        model.module.to(device)
-        model.device = device
+    rank = distributed.current()
+    mine = todo if rank is None else distributed.split_evenly(todo, rank.rank, rank.world_size)
+    return store, mine, bool(opened)
 
-    def run() -> None:
-        if not mine:
-            return
-        seeds = {n: _layer_seed(projection_seed, n) for n in names}
 
-        def pool(name: str, t: torch.Tensor) -> torch.Tensor:
-            return pool_activation(t, pooling, max_dim=max_dim, seed=seeds[name])
+def _extract_shards(model: LoadedModel, source: ImageSource, store: ActivationStore,
+                    shards: list[int], **options: Any) -> None:
+    """Record ``shards`` of ``store``: hooks on its layers pool each output as the store's
+    settings say (:func:`pool_activation`, a seeded projection per layer), then
+    :func:`activations_to_store` runs the forward passes (``options``: its keywords)."""
+    from audit.hooks import capture
 
-        with capture(model.module, names, transform=pool) as cap:
-            activations_to_store(model, source, store, mine, cap=cap, device=device,
-                                 num_workers=num_workers,
-                                 progress=progress and (rank is None or rank.is_main),
-                                 precision=precision, class_labels=class_labels)
+    if not shards:
+        return
+    s = store.settings
+    pooling: Any = s.pooling  # one of POOLINGS: the store was made with it
+    seeds = {n: _layer_seed(s.projection_seed, n) for n in s.layers}
 
-    distributed.all_succeed(run, what=f"extracting the shards of {out}")
+    def pool(name: str, t: torch.Tensor) -> torch.Tensor:
+        return pool_activation(t, pooling, max_dim=s.max_dim, seed=seeds[name])
 
-    def finish() -> None:  # rank 0: check every shard, write the manifest
-        # the source's record again: what generation saw (values clamped) is known only now
-        store.finalize(extra={"notes": list(model.notes), "source": source.describe(),
-                              "batches": describe_batches(model, batch_size=batch_size,
-                                                          order_seed=order_seed)})
-
-    distributed.on_main(finish, what=f"checking the shards of every rank in {out} (the run "
-                                     f"folder must be shared by all machines)")
-    return store if opened else ActivationStore.open(out)
+    with capture(model.module, list(s.layers), transform=pool) as cap:
+        activations_to_store(model, source, store, shards, cap=cap, **options)
 
 
 def _shard_images(out: Path, shard_size: int | None, batch_size: int, *, n_images: int,
@@ -369,28 +426,17 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     import torch
     from tqdm import tqdm
 
-    from audit.batches import batch_order, group_size, is_batch_dependent
+    from audit.batches import group_size, is_batch_dependent
 
     s = store.settings
     ranges = shard_ranges(s.n_images, s.shard_size)
-    plan: list[list[int]] = []
-    owner: list[int] = []
-    for k in shards:
-        for batch_indices in batch_order(*ranges[k], batch_size=s.batch_size,
-                                         seed=s.order_seed):
-            plan.append(batch_indices)
-            owner.append(k)
+    plan, owner = _batch_plan(ranges, shards, batch_size=s.batch_size, seed=s.order_seed)
     full = is_batch_dependent(model)
     group = group_size(model) if full else None
     last_batch_of = {o: i for i, o in enumerate(owner)}
     amp = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
     labels = None if class_labels is None else np.asarray(class_labels)
-    buf: dict[str, list[np.ndarray]] = {n: [] for n in s.layers}
-    scores: list[np.ndarray] = []
-    ids: list[str] = []
-    rows: list[int] = []     # the source index of each kept image, to restore source order
-    skipped: list[dict[str, str]] = []
-    padded = 0
+    pending = _Pending(s.layers)
     total = sum(ranges[k][1] - ranges[k][0] for k in shards)
     bar = tqdm(total=total, unit="img", unit_scale=True, file=sys.stderr, disable=not progress,
                desc=f"extract {Path(store.path).name}", leave=False)
@@ -399,46 +445,94 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
         with torch.inference_mode():
             for i, batch in enumerate(_iter_batches(source, plan, num_workers=num_workers,
                                                     pin=device.startswith("cuda"))):
-                skipped += batch.skipped
+                pending.skipped += batch.skipped
                 source.skipped += batch.skipped
                 if batch.image_ids:
-                    n = len(batch.image_ids)
-                    x = batch.images.to(device, non_blocking=True)
-                    c = None if labels is None else labels[batch.indices]
-                    x, c, pad = _fill_batch(x, c, s.batch_size if full else n, group=group)
-                    padded += pad
-                    out, amp = _forward(model, x, c, amp=amp, first=i == 0)
-                    acts = cap.take()
-                    arrays = {name: acts[name][:n].float().cpu().numpy() for name in s.layers}
-                    keep, dropped = _finite_rows(arrays, batch.image_ids,
-                                                 stop=source.on_bad_image == "stop")
-                    skipped += dropped
-                    source.skipped += dropped
-                    for name in s.layers:
-                        buf[name].append(arrays[name][keep])
-                    scores.append(model.scores(out[:n]).cpu().numpy()[keep])
-                    ids += [i for i, k in zip(batch.image_ids, keep, strict=True) if k]
-                    rows += [r for r, k in zip(batch.indices or plan[i], keep, strict=True)
-                             if k]
+                    amp = _record_batch(model, source, batch, pending, cap=cap, device=device,
+                                        classes=labels, size=s.batch_size if full else None,
+                                        group=group, amp=amp, first=i == 0, rows=plan[i])
                 bar.update(len(plan[i]))
                 k = owner[i]
                 if i == last_batch_of[k]:
-                    done += len(ids)
-                    _check_room(store, {n: buf[n] for n in s.layers}, rows=len(ids),
-                                remaining=total - done + len(ids))
-                    # rows back in source order (a no-op, and no copy, without a shuffle)
-                    order = (slice(None) if s.order_seed is None
-                             else np.argsort(np.asarray(rows, dtype=np.int64), kind="stable"))
-                    store.write_shard(
-                        k, image_ids=list(np.asarray(ids, dtype=object)[order]),
-                        activations={n: _stack(buf[n])[order] for n in s.layers},
-                        scores=(np.concatenate(scores) if scores
-                                else np.empty(0, np.float32))[order],
-                        skipped=skipped, padded_rows=padded)
-                    buf = {n: [] for n in s.layers}
-                    scores, ids, rows, skipped, padded = [], [], [], [], 0
+                    done += len(pending.ids)
+                    _check_room(store, pending.acts, rows=len(pending.ids),
+                                remaining=total - done + len(pending.ids))
+                    _write_pending(store, k, pending)
+                    pending = _Pending(s.layers)
     finally:
         bar.close()
+
+
+def _batch_plan(ranges: list[tuple[int, int]], shards: list[int], *, batch_size: int,
+                seed: int | None) -> tuple[list[list[int]], list[int]]:
+    """The batches of ``shards`` (source indices, in the store's order: consecutive, or
+    seeded within each shard; :func:`audit.batches.batch_order`) and the shard of each."""
+    from audit.batches import batch_order
+
+    plan: list[list[int]] = []
+    owner: list[int] = []
+    for k in shards:
+        for batch_indices in batch_order(*ranges[k], batch_size=batch_size, seed=seed):
+            plan.append(batch_indices)
+            owner.append(k)
+    return plan, owner
+
+
+@dataclass
+class _Pending:
+    """What one shard has gathered so far, batch by batch: the kept rows' activations per
+    layer, scores, image ids and source indices (to restore source order), the images
+    skipped and the padding rows added."""
+
+    layers: tuple[str, ...]
+    acts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    scores: list[np.ndarray] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    padded: int = 0
+
+    def __post_init__(self) -> None:
+        self.acts = {n: [] for n in self.layers}
+
+
+def _record_batch(model: LoadedModel, source: ImageSource, batch: Batch, pending: _Pending, *,
+                  cap: Any, device: str, classes: np.ndarray | None, size: int | None,
+                  group: int | None, amp: bool, first: bool, rows: list[int]) -> bool:
+    """One forward pass over ``batch`` (filled up to ``size`` rows for a batch-dependent
+    model), its images with finite activations added to ``pending`` and the others skipped;
+    returns whether autocast is still on (:func:`_forward` may fall back to fp32)."""
+    n = len(batch.image_ids)
+    x = batch.images.to(device, non_blocking=True)
+    c = None if classes is None else classes[batch.indices]
+    x, c, pad = _fill_batch(x, c, size or n, group=group)
+    pending.padded += pad
+    out, amp = _forward(model, x, c, amp=amp, first=first)
+    acts = cap.take()
+    arrays = {name: acts[name][:n].float().cpu().numpy() for name in pending.layers}
+    keep, dropped = _finite_rows(arrays, batch.image_ids, stop=source.on_bad_image == "stop")
+    pending.skipped += dropped
+    source.skipped += dropped
+    for name in pending.layers:
+        pending.acts[name].append(arrays[name][keep])
+    pending.scores.append(model.scores(out[:n]).cpu().numpy()[keep])
+    pending.ids += [i for i, k in zip(batch.image_ids, keep, strict=True) if k]
+    pending.rows += [r for r, k in zip(batch.indices or rows, keep, strict=True) if k]
+    return amp
+
+
+def _write_pending(store: ActivationStore, k: int, pending: _Pending) -> None:
+    """Write shard ``k`` from what it gathered, its rows back in source order (a no-op, and
+    no copy, without a shuffle)."""
+    import numpy as np
+
+    order = (slice(None) if store.settings.order_seed is None
+             else np.argsort(np.asarray(pending.rows, dtype=np.int64), kind="stable"))
+    scores = (np.concatenate(pending.scores) if pending.scores
+              else np.empty(0, np.float32))
+    store.write_shard(k, image_ids=list(np.asarray(pending.ids, dtype=object)[order]),
+                      activations={n: _stack(pending.acts[n])[order] for n in pending.layers},
+                      scores=scores[order], skipped=pending.skipped, padded_rows=pending.padded)
 
 
 def _fill_batch(x: torch.Tensor, c: Any, size: int, *, group: int | None = None
@@ -575,6 +669,7 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
     from audit import distributed
     from audit.batches import full_batch_size
     from audit.concepts import load_concept_set
+    from audit.config import as_given
     from audit.images import generated_images, load_images
     from audit.load import load_discriminator, resolve_device
 
@@ -610,7 +705,8 @@ def extract_from_config(cfg: AuditConfig, *, out: Path | None = None, device: st
                         pooling=d.pooling, batch_size=batch_size, device=device,
                         max_dim=d.max_dim, progress=progress, precision=d.precision,
                         include_batch_dependent=d.include_batch_dependent,
-                        class_labels=source.class_labels)
+                        class_labels=source.class_labels,
+                        given=lambda record: as_given(cfg, record))
         if distributed.is_main():
             store.write_labels(source.labels)
         stores[name] = store

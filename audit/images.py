@@ -399,13 +399,15 @@ class FileSource(ImageSource):
             try:
                 images.append(to_model_input(self._read(path), self.target))
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-                reason = path_text(f"cannot read the image ({type(exc).__name__}: {exc})")
+                # named by its id (its path inside the source's folder): the record goes
+                # into the run folder, which names no directory of this disk
+                text = str(exc).replace(str(path), self.image_ids[i])
+                reason = path_text(f"cannot read the image ({type(exc).__name__}: {text})")
                 if self.on_bad_image == "stop":
                     raise DataError(f"{path_text(path)}: {reason}. Fix or remove the file, or "
                                     f"set on_bad_image: skip to skip unreadable images (they "
                                     f"are listed in the manifest and the report).") from exc
-                skipped.append({"image_id": self.image_ids[i], "path": path_text(path),
-                                "reason": reason})
+                skipped.append({"image_id": self.image_ids[i], "reason": reason})
                 continue
             ids.append(self.image_ids[i])
             kept.append(i)
@@ -835,52 +837,17 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
         The source is missing, empty or malformed, its labels do not fit the concept set,
         or the image folder is the run folder itself.
     """
-    import pandas as pd
-
     from audit.config import ImageSourceConfig
 
     if isinstance(cfg, str):
         cfg = ImageSourceConfig(source=cfg)
     kind, _, rest = cfg.source.partition(":")
     where = cfg.source
-    raw = pd.DataFrame()
-    note = None
-    if kind in ("folder", "classfolders"):
-        root = Path(rest)
-        note = _run_folder_note(root, run_dir, where)
-        paths = _list_images(root, where, skip=run_dir)
-        if kind == "classfolders":
-            paths = [p for p in paths if len(p.relative_to(root).parts) == 2]
-            if not paths:
-                raise DataError(f"{where}: no images in class folders ({root}/<class>/<image>).")
-        paths = [paths[i] for i in _subsample(len(paths), cfg.n, cfg.seed)]
-        source: ImageSource = FileSource(where, root, paths, target=input,
-                                         on_bad_image=cfg.on_bad_image)
-        if kind == "classfolders":
-            raw = pd.DataFrame({"folder": [path_text(p.parent.name) for p in paths]},
-                               index=source.image_ids)
-    elif kind == "celeba":
-        source, raw = _celeba(Path(rest), cfg, input, where)  # only the files it lists
-    elif kind in ("idx", "npz"):
-        source, raw = _arrays(kind, Path(rest), cfg, input, where)
-    elif kind == "builtin":
-        from audit.demo.data import builtin_plan
-
-        plan, table = builtin_plan(rest, n=cfg.n, seed=cfg.seed)
-        ids = [str(i) for i in table["image_id"]]
-        source = RenderedSource(where, plan, ids, target=input,
-                                content=f"{rest}/{cfg.n}/{cfg.seed}")
-        raw = table.set_index(table["image_id"].astype(str)).drop(columns=["image_id"])
-        raw.columns = [f"column:{c}" for c in raw.columns]
-    else:
-        raise DataError(f"{where}: unknown image source type {kind!r}; use folder:, celeba:, "
-                        f"classfolders:, idx:, npz: or builtin:.")
+    note = (_run_folder_note(Path(rest), run_dir, where) if kind in ("folder", "classfolders")
+            else None)
+    source, raw = _open_source(cfg, input=input, run_dir=run_dir)
     if cfg.labels is not None:
-        csv = _read_csv_labels(cfg.labels, cfg.image_column, where)
-        keys = [Path(i).name for i in source.image_ids]
-        rows = _match_rows(csv, source.image_ids, keys, where, cfg.labels)
-        rows.columns = [f"column:{c}" for c in rows.columns]
-        raw = rows if raw.empty else raw.join(rows)
+        raw = _with_csv_labels(raw, cfg.labels, cfg, source.image_ids)
     source.on_bad_image = cfg.on_bad_image  # also images that read but give bad activations
     if note is not None:
         source.notes.append(note)
@@ -892,6 +859,66 @@ def load_images(cfg: ImageSourceConfig | str, *, concept_set: ConceptSet | None 
     if class_source is not None:
         source.class_labels = class_labels(raw, class_source, source.image_ids, where=where)
     return source
+
+
+def _open_source(cfg: ImageSourceConfig, *, input: InputSpec | None,
+                 run_dir: Path | None) -> tuple[ImageSource, pd.DataFrame]:
+    """The image source of ``cfg.source`` (subsampled by ``n`` and ``seed``) and the raw
+    label columns it carries itself (class folder names, CelebA attributes, arrays' labels,
+    the demo's planted truth), one row per image id; an empty table when it has none."""
+    kind, _, rest = cfg.source.partition(":")
+    where = cfg.source
+    if kind in ("folder", "classfolders"):
+        return _folder_source(kind, Path(rest), cfg, input=input, run_dir=run_dir)
+    if kind == "celeba":
+        return _celeba(Path(rest), cfg, input, where)  # only the files it lists
+    if kind in ("idx", "npz"):
+        return _arrays(kind, Path(rest), cfg, input, where)
+    if kind == "builtin":
+        from audit.demo.data import builtin_plan
+
+        plan, table = builtin_plan(rest, n=cfg.n, seed=cfg.seed)
+        ids = [str(i) for i in table["image_id"]]
+        source = RenderedSource(where, plan, ids, target=input,
+                                content=f"{rest}/{cfg.n}/{cfg.seed}")
+        raw = table.set_index(table["image_id"].astype(str)).drop(columns=["image_id"])
+        raw.columns = [f"column:{c}" for c in raw.columns]
+        return source, raw
+    raise DataError(f"{where}: unknown image source type {kind!r}; use folder:, celeba:, "
+                    f"classfolders:, idx:, npz: or builtin:.")
+
+
+def _folder_source(kind: str, root: Path, cfg: ImageSourceConfig, *,
+                   input: InputSpec | None, run_dir: Path | None
+                   ) -> tuple[ImageSource, pd.DataFrame]:
+    """A ``folder:`` or ``classfolders:`` source (no file of ``run_dir`` read); the class
+    folders' names are the raw column ``folder``."""
+    import pandas as pd
+
+    where = cfg.source
+    paths = _list_images(root, where, skip=run_dir)
+    if kind == "classfolders":
+        paths = [p for p in paths if len(p.relative_to(root).parts) == 2]
+        if not paths:
+            raise DataError(f"{where}: no images in class folders ({root}/<class>/<image>).")
+    paths = [paths[i] for i in _subsample(len(paths), cfg.n, cfg.seed)]
+    source = FileSource(where, root, paths, target=input, on_bad_image=cfg.on_bad_image)
+    raw = pd.DataFrame()
+    if kind == "classfolders":
+        raw = pd.DataFrame({"folder": [path_text(p.parent.name) for p in paths]},
+                           index=source.image_ids)
+    return source, raw
+
+
+def _with_csv_labels(raw: pd.DataFrame, labels: Path, cfg: ImageSourceConfig,
+                     image_ids: list[str]) -> pd.DataFrame:
+    """``raw`` joined with the columns of the labels CSV ``labels`` (rows matched to the
+    images by file name, as ``column:NAME``)."""
+    csv = _read_csv_labels(labels, cfg.image_column, cfg.source)
+    keys = [Path(i).name for i in image_ids]
+    rows = _match_rows(csv, image_ids, keys, cfg.source, labels)
+    rows.columns = [f"column:{c}" for c in rows.columns]
+    return rows if raw.empty else raw.join(rows)
 
 
 def generated_images(cfg: AuditConfig, *, concept_set: ConceptSet | None,

@@ -24,8 +24,11 @@ from audit.runfolder import read_run_file
 MANIFEST = "manifest.json"
 # Run folders written by another major layout are refused, not silently mixed.
 # 2: an ownership marker and journal (audit/runfolder.py), and ``artifacts``: sha256 and size
-# of every stage output.
-RUN_FOLDER_FORMAT = 2
+# of every stage output. 3: portable: config.yaml gives its inputs relative to the run folder,
+# manifest.json (and results.json) names them as the config file gave them (hashes.files keyed
+# so); no absolute path of the writer's disk. A format-2 folder read by this version would
+# resolve its inputs wrongly, a format-3 folder read by an older one too: both are refused.
+RUN_FOLDER_FORMAT = 3
 
 __all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "read_manifest", "write_manifest", "new_manifest",
            "record_artifacts", "record_stage_command", "valid_artifacts",

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from audit._version import __version__
-from audit.config import AuditConfig, load_config
+from audit.config import AuditConfig, as_given, load_config, run_folder_config
 from audit.errors import AuditError
 from audit.io import atomic_write_text, sha256_file
 from audit.manifest import (
@@ -80,34 +80,41 @@ def _tree_stamp(root: Path, *, skip: Path | None = None) -> str:
     return h.hexdigest()
 
 
-def _spec_files(section: Any, *, run_dir: Path | None = None) -> dict[str, str]:
+def _spec_files(section: Any, *, run_dir: Path | None = None,
+                given: Callable[[str], str] = str) -> dict[str, str]:
     """Content stamps of what a model or image spec reads: weights, pickles, label files
     (sha256 of their bytes), image folders and code trees (path, size and mtime of each
     file), and the file of a ``python:`` module. Part of the extract stage's cache key,
     so that new images in the same folder, or edited model code, are extracted again.
-    Files inside ``run_dir`` (a run folder inside an image folder) are not stamped."""
+    Files inside ``run_dir`` (a run folder inside an image folder) are not stamped.
+
+    Keyed by each path as the config gave it (``given``, e.g. :func:`audit.config.as_given`),
+    the tool's own files as ``builtin:demo/data.py`` and a module found on the import path
+    as ``python:MODULE``: names that hold wherever the files lie."""
     if section is None:
         return {}
     data = section.model_dump(mode="json")
     if "images" in data:  # generated: {images: {...}}
         data = data["images"]
+    package = Path(__file__).resolve().parent
     files: dict[str, str] = {}
     spec = data.get("spec") or data.get("source") or ""
     prefix, _, rest = spec.partition(":")
-    candidates = [data.get("weights"), data.get("labels"), data.get("label_file")]
+    candidates = [(c, given(c)) for c in (data.get("weights"), data.get("labels"),
+                                          data.get("label_file")) if c]
     folders = [data.get("code_path")]
     if prefix in ("torchscript", "pickle", "idx", "npz"):
-        candidates.append(rest.partition("#")[0])
+        path = rest.partition("#")[0]
+        candidates.append((path, given(path)))
     elif prefix in ("folder", "celeba", "classfolders"):
         folders.append(rest)
     elif prefix == "builtin":  # the shipped demo: its code and its weights' checksums
-        demo = Path(__file__).resolve().parent / "demo"
-        candidates += [str(demo / "data.py"), str(demo / "models.py"),
-                       str(demo / "weights" / "SHA256SUMS")]
+        for part in ("data.py", "models.py", "weights/SHA256SUMS"):
+            candidates.append((str(package / "demo" / part), f"builtin:demo/{part}"))
     elif prefix == "python":
         module = rest.rpartition(":")[0]
         if module.endswith(".py"):
-            candidates.append(module)
+            candidates.append((module, given(module)))
         else:
             import importlib.util
 
@@ -116,13 +123,13 @@ def _spec_files(section: Any, *, run_dir: Path | None = None) -> dict[str, str]:
             except (Exception, SystemExit):
                 found = None
             if found is not None and found.origin and Path(found.origin).is_file():
-                candidates.append(found.origin)
-    for c in candidates:
-        if c and Path(c).is_file():
-            files[c] = sha256_file(Path(c))
+                candidates.append((found.origin, f"python:{module}"))
+    for c, label in candidates:
+        if Path(c).is_file():
+            files[label] = sha256_file(Path(c))
     for folder in folders:
         if folder and Path(folder).is_dir():
-            files[folder] = _tree_stamp(Path(folder), skip=run_dir)
+            files[given(folder)] = _tree_stamp(Path(folder), skip=run_dir)
     return files
 
 
@@ -137,7 +144,8 @@ class _Run:
 
         self.cfg, self.run_dir, self.device, self.log = cfg, run_dir, device, log
         sweep_temporaries(run_dir)  # what a killed earlier run left half-written
-        config_text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        # inputs relative to the run folder, no directory of this disk (portable)
+        config_text = yaml.safe_dump(run_folder_config(cfg, run_dir=run_dir), sort_keys=False)
         self.config_sha = hashlib.sha256(config_text.encode()).hexdigest()
         manifest = read_manifest(run_dir)
         if manifest is None:
@@ -283,9 +291,12 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
             want_pdf: bool, extracted: bool) -> None:
     """Every stage of :func:`run_audit`, each skipped when its inputs have not changed."""
     sections = (cfg.discriminator, cfg.generator, cfg.generated, cfg.paired, cfg.real)
-    stamps = [_spec_files(s, run_dir=run_dir) for s in sections]  # hashes and stats: once
+    # hashes and stats, once; inputs named as the config gave them, so that a project
+    # folder moved elsewhere whole (config, inputs, run folder) keeps its keys
+    stamps = [_spec_files(s, run_dir=run_dir, given=lambda p: as_given(cfg, p))
+              for s in sections]
     extract_key = _hash("extract", __version__, concept_set.sha256,
-                        *(s.model_dump(mode="json") if s is not None else None
+                        *(as_given(cfg, s.model_dump(mode="json")) if s is not None else None
                           for s in sections), *stamps)
     run.stage("extract", extract_key, ["activations"],
               lambda: _extract(cfg, run_dir, dev), optional=("generated",), keep=extracted)
@@ -354,8 +365,9 @@ def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
         "data": {name: store.settings.source_fingerprint for name, store in stores.items()},
     }
     gen_spec = cfg.generator.spec if cfg.generator else cfg.generated.images.source  # type: ignore[union-attr]
-    run.manifest["model"] = {"discriminator": cfg.discriminator.spec,
-                             "generator": cfg.generator.spec if cfg.generator else None,
+    run.manifest["model"] = {"discriminator": as_given(cfg, cfg.discriminator.spec),
+                             "generator": as_given(cfg, cfg.generator.spec) if cfg.generator
+                             else None,
                              "layers": list(stores["paired"].layers),
                              "pooling": paired.pooling,
                              # what each model's sha256 covers: class, kwargs, dtype, weights
@@ -376,7 +388,8 @@ def _record_data(run: _Run, cfg: AuditConfig, *, files: dict[str, str]) -> None:
         notes = recorded.get("notes")  # e.g. what was left out
         # a generator's declared and observed output range, and the values clamped to it
         output = recorded.get("generator_output")
-        run.manifest["data_sources"][name] = ({"source": spec, "n": stores[name].n_images}
+        run.manifest["data_sources"][name] = ({"source": as_given(cfg, spec),
+                                               "n": stores[name].n_images}
                                               | ({"notes": notes} if notes else {})
                                               | ({"generator_output": output} if output else {}))
     run.manifest["skipped_images"] = {name: list(store.skipped) for name, store in stores.items()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import struct
 import warnings
@@ -88,7 +89,8 @@ def test_folder_with_labels_and_a_corrupt_image(folder: Path, tmp_path: Path) ->
     batch = src.get_batch(range(5))
     assert batch.image_ids == ["a0.png", "a1.png", "a2.png", "a3.png"]
     assert batch.skipped[0]["image_id"] == "broken.png"
-    assert str(folder / "broken.png") == batch.skipped[0]["path"]
+    # the record goes into the run folder: no directory of this disk in it
+    assert str(folder) not in json.dumps(batch.skipped) and "path" not in batch.skipped[0]
     torch.testing.assert_close(batch.images[1], torch.full((1, 4, 4), 40 / 255 * 2 - 1))
     stop = load_images(cfg.model_copy(update={"on_bad_image": "stop"}), concept_set=TONE)
     with pytest.raises(DataError, match=r"broken\.png: cannot read the image.*on_bad_image"):

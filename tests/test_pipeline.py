@@ -176,7 +176,10 @@ def test_the_extract_key_sees_new_images_edited_code_and_new_weights(tmp_path, m
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "my_pkg_d.py").write_text("X = 1\n")
     by_name = DiscriminatorConfig(spec="python:my_pkg_d:make")
-    assert any(k.endswith("my_pkg_d.py") for k in _spec_files(by_name))
+    from audit.io import sha256_file
+
+    # named by the module (as the config gave it), stamped by its file's bytes
+    assert _spec_files(by_name) == {"python:my_pkg_d": sha256_file(tmp_path / "my_pkg_d.py")}
 
     weights = tmp_path / "w.pt"
     weights.write_bytes(b"1")

@@ -179,6 +179,7 @@ def baseline_for_run(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *
     """
     import dataclasses
 
+    from audit.config import as_given
     from audit.decode import decode, load_decoders
     from audit.decode.run import _aligned_labels, store_features
     from audit.decode.train import activations_to_decoders
@@ -207,7 +208,8 @@ def baseline_for_run(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *
                     pooling=s.pooling, batch_size=s.batch_size, device=device,
                     max_dim=s.max_dim, projection_seed=s.projection_seed,
                     include_batch_dependent=True, progress=False,
-                    class_labels=source.class_labels)
+                    class_labels=source.class_labels,
+                    given=lambda record: as_given(cfg, record))
     store.write_labels(source.labels)
     features, labels = store_features(store), _aligned_labels(store)
     ids = list(store.image_ids)
