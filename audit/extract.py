@@ -40,7 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.load import LoadedModel
 
 __all__ = ["extract", "extract_from_config", "resolve_layers", "pool_activation",
-           "activations_to_store", "DEFAULT_SHARD_IMAGES"]
+           "activations_to_store", "activations_in_memory", "InMemory",
+           "DEFAULT_SHARD_IMAGES"]
 
 Pooling = Literal["avg", "avgmax", "grid2", "flatten"]
 POOLINGS = ("avg", "avgmax", "grid2", "flatten")
@@ -252,12 +253,12 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     _check_ranks_agree(settings, out)
     rename = given or (lambda record: record)
     store, mine, opened = _open_store(out, settings, extra=rename(_describe(model, source)))
-    if model.device != device:
-        model.module.to(device)
-        model.device = device
+    _to_device(model, device)
     rank = distributed.current()
     distributed.all_succeed(
-        lambda: _extract_shards(model, source, store, mine, device=device,
+        lambda: _extract_shards(model, source, store.settings, mine,
+                                on_shard=_store_writer(store, mine),
+                                desc=f"extract {Path(out).name}", device=device,
                                 num_workers=num_workers,
                                 progress=progress and (rank is None or rank.is_main),
                                 precision=precision, class_labels=class_labels),
@@ -266,6 +267,70 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
                         what=f"checking the shards of every rank in {out} (the run folder "
                              f"must be shared by all machines)")
     return store if opened else ActivationStore.open(out)
+
+
+@dataclass
+class InMemory:
+    """Activations recorded in memory by :func:`activations_in_memory`.
+
+    ``features``: layer -> (N, D) float16 (as a store keeps them); ``scores``: (N,)
+    float32; ``image_ids``: N ids in source order (images skipped, unreadable or with
+    non-finite activations, are left out and listed in ``skipped``); ``settings``: the
+    batches, pooling and seeds used, as a store would record them; ``source``: the
+    images (its ``labels`` table among them).
+    """
+
+    features: dict[str, np.ndarray]
+    scores: np.ndarray
+    image_ids: list[str]
+    skipped: list[dict[str, str]]
+    settings: StoreSettings
+    source: ImageSource
+
+
+def activations_in_memory(model: LoadedModel, images: Any, *,
+                          layers: Sequence[str] | str = "auto", pooling: Pooling = "avg",
+                          batch_size: int = 64, max_dim: int = 4096, device: str = "cpu",
+                          progress: bool = False, include_batch_dependent: bool = False,
+                          precision: Literal["auto", "fp32", "bf16"] = "fp32",
+                          class_labels: Sequence[int] | None = None, projection_seed: int = 0,
+                          batch_seed: int = 0) -> InMemory:
+    """Record pooled activations and scores like :func:`extract`, but in memory: no store,
+    no files. The same batches, pooling and seeds give the same numbers as a store of one
+    shard; for sets that do not fit in memory, use :func:`extract`.
+
+    Parameters are those of :func:`extract` (without ``out``, ``shard_size``,
+    ``num_workers`` and ``given``). Returns an :class:`InMemory`.
+    """
+    import numpy as np
+
+    from audit.load import resolve_device
+
+    _check_arguments(pooling, batch_size)
+    device = resolve_device(device)
+    source = _as_source(images)
+    settings, class_labels = _store_settings(
+        model, layers, source, Path(), pooling=pooling, batch_size=batch_size,
+        max_dim=max_dim, include_batch_dependent=include_batch_dependent,
+        shard_size=max(len(source), 1), class_labels=class_labels,
+        projection_seed=projection_seed, batch_seed=batch_seed)
+    _to_device(model, device)
+    shards: list[_Pending] = []
+    _extract_shards(model, source, settings, [0], on_shard=lambda _k, p: shards.append(p),
+                    device=device, progress=progress, precision=precision,
+                    class_labels=class_labels, desc="record activations")
+    ids, acts, scores = _in_source_order(shards[0], settings.order_seed)
+    # float16, as a store keeps them: the API and the command line decode the same numbers
+    return InMemory(features={n: a.astype(np.float16) for n, a in acts.items()},
+                    scores=scores.astype(np.float32, copy=False), image_ids=[str(i) for i in ids],
+                    skipped=list(shards[0].skipped), settings=settings, source=source)
+
+
+def _to_device(model: LoadedModel, device: str) -> None:
+    """Move ``model`` to ``device`` (once; its record says where it is)."""
+    if model.device != device:
+        model.module.to(device)
+        model.device = device
 
 
 def _check_arguments(pooling: str, batch_size: int) -> None:
@@ -356,24 +421,24 @@ def _open_store(out: Path, settings: StoreSettings, *, extra: dict[str, Any]
     return store, mine, bool(opened)
 
 
-def _extract_shards(model: LoadedModel, source: ImageSource, store: ActivationStore,
+def _extract_shards(model: LoadedModel, source: ImageSource, settings: StoreSettings,
                     shards: list[int], **options: Any) -> None:
-    """Record ``shards`` of ``store``: hooks on its layers pool each output as the store's
-    settings say (:func:`pool_activation`, a seeded projection per layer), then
-    :func:`activations_to_store` runs the forward passes (``options``: its keywords)."""
+    """Record ``shards``: hooks on the layers pool each output as ``settings`` say
+    (:func:`pool_activation`, a seeded projection per layer), then :func:`_forward_shards`
+    runs the forward passes (``options``: its keywords, ``on_shard`` among them)."""
     from audit.hooks import capture
 
     if not shards:
         return
-    s = store.settings
-    pooling: Any = s.pooling  # one of POOLINGS: the store was made with it
+    s = settings
+    pooling: Any = s.pooling  # one of POOLINGS: checked before
     seeds = {n: _layer_seed(s.projection_seed, n) for n in s.layers}
 
     def pool(name: str, t: torch.Tensor) -> torch.Tensor:
         return pool_activation(t, pooling, max_dim=s.max_dim, seed=seeds[name])
 
     with capture(model.module, list(s.layers), transform=pool) as cap:
-        activations_to_store(model, source, store, shards, cap=cap, **options)
+        _forward_shards(model, source, s, shards, cap=cap, **options)
 
 
 def _shard_images(out: Path, shard_size: int | None, batch_size: int, *, n_images: int,
@@ -422,13 +487,43 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     the store's seeded order (:mod:`audit.batches`); each shard's rows are written in
     source order.
     """
+    _forward_shards(model, source, store.settings, shards, cap=cap,
+                    on_shard=_store_writer(store, shards), device=device,
+                    num_workers=num_workers, progress=progress, precision=precision,
+                    class_labels=class_labels, desc=f"extract {Path(store.path).name}")
+
+
+def _store_writer(store: ActivationStore, shards: list[int]) -> Callable[[int, _Pending], None]:
+    """What to do with each finished shard: check the disk has room for the rest, write it."""
+    ranges = shard_ranges(store.settings.n_images, store.settings.shard_size)
+    total = sum(ranges[k][1] - ranges[k][0] for k in shards)
+    written = 0
+
+    def write(k: int, pending: _Pending) -> None:
+        nonlocal written
+        written += len(pending.ids)
+        _check_room(store, pending.acts, rows=len(pending.ids),
+                    remaining=total - written + len(pending.ids))
+        _write_pending(store, k, pending)
+
+    return write
+
+
+def _forward_shards(model: LoadedModel, source: ImageSource, settings: StoreSettings,
+                    shards: list[int], *, cap: Any, on_shard: Callable[[int, _Pending], None],
+                    device: str, num_workers: int = 0, progress: bool = True,
+                    precision: str = "fp32", class_labels: Sequence[int] | None = None,
+                    desc: str = "extract") -> None:
+    """The forward passes of ``shards`` (batches as ``settings`` say), each shard's rows
+    handed to ``on_shard(k, pending)`` once its last batch has run: written to a store, or
+    kept in memory (:func:`activations_in_memory`)."""
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from audit.batches import group_size, is_batch_dependent
 
-    s = store.settings
+    s = settings
     ranges = shard_ranges(s.n_images, s.shard_size)
     plan, owner = _batch_plan(ranges, shards, batch_size=s.batch_size, seed=s.order_seed)
     full = is_batch_dependent(model)
@@ -437,10 +532,8 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     amp = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
     labels = None if class_labels is None else np.asarray(class_labels)
     pending = _Pending(s.layers)
-    total = sum(ranges[k][1] - ranges[k][0] for k in shards)
-    bar = tqdm(total=total, unit="img", unit_scale=True, file=sys.stderr, disable=not progress,
-               desc=f"extract {Path(store.path).name}", leave=False)
-    done = 0
+    bar = tqdm(total=sum(ranges[k][1] - ranges[k][0] for k in shards), unit="img",
+               unit_scale=True, file=sys.stderr, disable=not progress, desc=desc, leave=False)
     try:
         with torch.inference_mode():
             for i, batch in enumerate(_iter_batches(source, plan, num_workers=num_workers,
@@ -452,12 +545,8 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
                                         classes=labels, size=s.batch_size if full else None,
                                         group=group, amp=amp, first=i == 0, rows=plan[i])
                 bar.update(len(plan[i]))
-                k = owner[i]
-                if i == last_batch_of[k]:
-                    done += len(pending.ids)
-                    _check_room(store, pending.acts, rows=len(pending.ids),
-                                remaining=total - done + len(pending.ids))
-                    _write_pending(store, k, pending)
+                if i == last_batch_of[owner[i]]:
+                    on_shard(owner[i], pending)
                     pending = _Pending(s.layers)
     finally:
         bar.close()
@@ -522,17 +611,24 @@ def _record_batch(model: LoadedModel, source: ImageSource, batch: Batch, pending
 
 
 def _write_pending(store: ActivationStore, k: int, pending: _Pending) -> None:
-    """Write shard ``k`` from what it gathered, its rows back in source order (a no-op, and
-    no copy, without a shuffle)."""
+    """Write shard ``k`` from what it gathered, its rows back in source order."""
+    ids, acts, scores = _in_source_order(pending, store.settings.order_seed)
+    store.write_shard(k, image_ids=ids, activations=acts, scores=scores,
+                      skipped=pending.skipped, padded_rows=pending.padded)
+
+
+def _in_source_order(pending: _Pending, order_seed: int | None
+                     ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
+    """A shard's ids, activations per layer and scores, rows back in source order (a no-op,
+    and no copy, when batches ran in source order: ``order_seed`` None)."""
     import numpy as np
 
-    order = (slice(None) if store.settings.order_seed is None
+    order = (slice(None) if order_seed is None
              else np.argsort(np.asarray(pending.rows, dtype=np.int64), kind="stable"))
     scores = (np.concatenate(pending.scores) if pending.scores
               else np.empty(0, np.float32))
-    store.write_shard(k, image_ids=list(np.asarray(pending.ids, dtype=object)[order]),
-                      activations={n: _stack(pending.acts[n])[order] for n in pending.layers},
-                      scores=scores[order], skipped=pending.skipped, padded_rows=pending.padded)
+    return (list(np.asarray(pending.ids, dtype=object)[order]),
+            {n: _stack(pending.acts[n])[order] for n in pending.layers}, scores[order])
 
 
 def _fill_batch(x: torch.Tensor, c: Any, size: int, *, group: int | None = None

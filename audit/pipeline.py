@@ -419,8 +419,9 @@ def predictions_from_run(run_dir: Path, concept_set: Any) -> Any:
     import numpy as np
     import pandas as pd
 
-    from audit.decode import decode, load_decoders
+    from audit.decode import load_decoders
     from audit.decode.run import store_features
+    from audit.decode.table import prediction_table
     from audit.io import atomic_path
 
     bundle = load_decoders(run_dir / "decoders")
@@ -429,22 +430,12 @@ def predictions_from_run(run_dir: Path, concept_set: Any) -> Any:
     tables = []
     for name, store in _stores(run_dir).items():
         ids = [str(i) for i in store.image_ids]
-        table = decode(bundle, store_features(store, layers), np.asarray(store.scores()),
-                       model_sha256=store.settings.model_sha256, pooling=store.settings.pooling,
-                       image_ids=ids)
-        table.insert(1, "split", [split_of.get(i, "train") for i in ids] if name == "paired"
-                     else "audit")
-        table.insert(2, "source", "generated" if name == "generated" else "real")
-        labels = store.labels()
-        for c in concept_set.names:
-            col = None
-            if labels is not None and c in labels.columns:
-                col = labels.set_index(labels["image_id"].astype(str))[c].reindex(ids)
-            values = col.to_numpy(dtype=object) if col is not None else [None] * len(ids)
-            table[f"true__{c}"] = pd.Series(
-                [None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-                 for v in values], dtype=object)
-        tables.append(table)
+        tables.append(prediction_table(
+            bundle, store_features(store, layers), np.asarray(store.scores()), image_ids=ids,
+            labels=store.labels(), concepts=concept_set.names,
+            split=[split_of.get(i, "train") for i in ids] if name == "paired" else "audit",
+            source="generated" if name == "generated" else "real",
+            model_sha256=store.settings.model_sha256, pooling=store.settings.pooling))
     predictions = pd.concat(tables, ignore_index=True)
     with atomic_path(run_dir / "predictions.parquet", suffix=".parquet") as tmp:
         predictions.to_parquet(tmp, index=False)
