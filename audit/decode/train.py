@@ -345,14 +345,8 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork, device_type=dev.type if fork else "cuda"):
         torch.manual_seed(settings.seed)
-        from audit.decode._fit import (
-            designs,
-            fit_mlps,
-            fit_probes,
-            gram_matrices,
-            principal_bases,
-            probe_preconditioners,
-        )
+        from audit.decode._fit import fit_mlps, principal_bases
+        from audit.decode._lbfgs import designs, fit_probes, gram_matrices, probe_preconditioners
 
         xt = [torch.as_tensor(xs[lay], device=dev) for lay in layers]
         design = designs(xt, train)          # shared by every probe fit on the training rows
