@@ -456,13 +456,29 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         Per member, the training curve: ``epoch``, ``train_loss`` (mean over the epoch's
         batches, with dropout) and ``val_loss`` (epoch 0: the starting point).
     """
-    device = xs[0].device
     m = len(xs)
-    hidden = list(settings.hidden)
-    if init is not None and not hidden:
+    if init is not None and not settings.hidden:
         return ([{k: v.copy() for k, v in p.items()} for p in init], [0] * m,
                 [{"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)])
     gen = torch.Generator().manual_seed(settings.seed)
+    net, inputs, offset = _network(xs, layout, settings, gen, init, bases, projected)
+    run = _Run.start(net, inputs, offset, targets, train, val, settings, gen)
+    for epoch in range(1, settings.max_epochs + 1):
+        run.epoch(epoch)
+        if not run.keep_going(epoch, keep):
+            break
+    return [run.best.export(i) for i in range(m)], run.best_epoch.tolist(), run.history
+
+
+def _network(xs: Sequence[torch.Tensor], layout: HeadLayout, settings: DecoderSettings,
+             gen: torch.Generator, init: Sequence[dict[str, np.ndarray]] | None,
+             bases: Sequence[torch.Tensor | None] | None,
+             projected: Sequence[torch.Tensor] | None,
+             ) -> tuple[_Stack, list[torch.Tensor], torch.Tensor | None]:
+    """The initial stack of :func:`fit_mlps`, the inputs its first layer reads and the
+    fixed offset logits (M x width x N, training order; the probes' logits where the
+    linear path is the probe, else None)."""
+    device, m, hidden = xs[0].device, len(xs), list(settings.hidden)
     offset = None
     if init is not None and settings.linear_skip:
         bases = list(bases) if bases is not None else [None] * m
@@ -480,89 +496,128 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         inputs = list(xs)
         net = _init_stack([x.shape[1] for x in xs], layout, hidden,
                           settings.linear_skip and bool(hidden), gen)
-    order = net.order
     net.first = net.first.to(device)
     net.rest = [p.to(device) for p in net.rest]
-    opt = torch.optim.AdamW(net.params, lr=settings.lr, weight_decay=settings.weight_decay,
-                            fused=True)
-    # Inputs and targets of the training and validation rows side by side, sample-major
-    # (n x M x (Dmax + F)): a shuffle is one gather of whole rows.
-    tv = torch.as_tensor(np.concatenate([train, val]), device=device)
-    labels = _Labels.of(targets, order, offset, rows=tv)
-    dmax = max(x.shape[1] for x in inputs)
-    packed = _padded(inputs, tv, extra=labels.packed.shape[2])
-    packed[:, :, dmax:] = labels.packed
-    del inputs, offset
-    sizes = labels.sizes
+    return net, inputs, offset
 
-    def split(rows: torch.Tensor) -> tuple[torch.Tensor, _Batch]:
+
+@dataclass
+class _Run:
+    """The state of a :func:`fit_mlps` run: the members still training (``members``, their
+    stack ``net`` and optimiser ``opt``), their packed training and validation rows (n x M
+    x (Dmax + F), :class:`_Labels`), and per member the best state so far (``best``, its
+    epoch, its validation loss in total and per concept) and the training curves."""
+
+    net: _Stack
+    opt: Any
+    p_tr: torch.Tensor
+    p_va: torch.Tensor
+    dmax: int
+    sizes: tuple[int, int, int, int, int]
+    settings: DecoderSettings
+    gen: torch.Generator
+    best: _Stack
+    best_concept: torch.Tensor
+    best_loss: torch.Tensor
+    best_epoch: torch.Tensor
+    history: list[dict[str, list[float]]]
+    members: torch.Tensor
+    step: int = 0
+    val: tuple[torch.Tensor, _Batch] | None = None
+
+    @classmethod
+    def start(cls, net: _Stack, inputs: list[torch.Tensor], offset: torch.Tensor | None,
+              targets: Targets, train: np.ndarray, val: np.ndarray,
+              settings: DecoderSettings, gen: torch.Generator) -> _Run:
+        """Pack the rows (inputs and targets side by side, sample-major: a shuffle is one
+        gather of whole rows) and score the starting point on the validation rows."""
+        device, m = net.first.device, net.first.shape[0]
+        opt = torch.optim.AdamW(net.params, lr=settings.lr,
+                                weight_decay=settings.weight_decay, fused=True)
+        tv = torch.as_tensor(np.concatenate([train, val]), device=device)
+        labels = _Labels.of(targets, net.order, offset, rows=tv)
+        dmax = max(x.shape[1] for x in inputs)
+        packed = _padded(inputs, tv, extra=labels.packed.shape[2])
+        packed[:, :, dmax:] = labels.packed
+        run = cls(net, opt, packed[:len(train)], packed[len(train):], dmax, labels.sizes,
+                  settings, gen, net.clone(), torch.empty(0), torch.empty(0),
+                  torch.zeros(m, dtype=torch.long, device=device),
+                  [{"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)],
+                  torch.arange(m, device=device))
+        run.best_concept = run.val_losses()                   # M x C
+        if not labels.sizes[0]:         # not started from the probe: epoch 0 is no candidate
+            run.best_concept.fill_(float("inf"))
+        run.best_loss = run.best_concept.sum(dim=1)
+        if labels.sizes[0]:
+            for i, h in enumerate(run.history):
+                h["epoch"].append(0)
+                h["train_loss"].append(math.nan)
+                h["val_loss"].append(float(run.best_loss[i]))
+        return run
+
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, _Batch]:
         """Inputs (n x M x Dmax) and targets of packed rows."""
-        return rows[:, :, :dmax], _Labels(rows[:, :, dmax:], sizes).batch()
+        return rows[:, :, :self.dmax], _Labels(rows[:, :, self.dmax:], self.sizes).batch()
 
-    n_tr = len(train)
-    p_tr, p_va = packed[:n_tr], packed[n_tr:]
-    x_va, b_va = split(p_va)
-    batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
-    steps = math.ceil(n_tr / batch)
-    total = steps * settings.max_epochs
-    dropout_gen = gen if settings.dropout > 0 else None
+    def val_losses(self) -> torch.Tensor:
+        """Validation loss per member still training and concept (M' x C, training order)."""
+        if self.val is None:
+            self.val = self.split(self.p_va)
+        x_va, b_va = self.val
+        return _concept_losses(self.net.forward(x_va, b_va.offset), b_va, self.net.order)
 
-    best_concept = _concept_losses(net.forward(x_va, b_va.offset), b_va, order)    # M x C
-    if not sizes[0]:                    # not started from the probe: epoch 0 is no candidate
-        best_concept.fill_(float("inf"))
-    best_loss = best_concept.sum(dim=1)
-    best_epoch = torch.zeros(m, dtype=torch.long, device=device)
-    best = net.clone()
-    history: list[dict[str, list[float]]] = [
-        {"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)]
-    if sizes[0]:
-        for i, h in enumerate(history):
-            h["epoch"].append(0)
-            h["train_loss"].append(math.nan)
-            h["val_loss"].append(float(best_loss[i]))
-    members = torch.arange(m, device=device)          # the members still training
-    step = 0
-    for epoch in range(1, settings.max_epochs + 1):
-        train_sum = torch.zeros(len(members), device=device)
-        if batch == n_tr:
-            pe = p_tr
-        else:
-            pe = torch.index_select(p_tr, 0, torch.randperm(n_tr, generator=gen).to(device))
+    def epoch(self, epoch: int) -> None:
+        """One epoch of minibatch AdamW on the one-cycle schedule, then the validation
+        losses: curves recorded, best states kept."""
+        st, n_tr = self.settings, self.p_tr.shape[0]
+        batch = n_tr if st.batch_size is None else min(st.batch_size, n_tr)
+        steps = math.ceil(n_tr / batch)
+        train_sum = torch.zeros(len(self.members), device=self.p_tr.device)
+        pe = self.p_tr if batch == n_tr else torch.index_select(
+            self.p_tr, 0, torch.randperm(n_tr, generator=self.gen).to(self.p_tr.device))
         for start in range(0, n_tr, batch):
-            xb, bb = split(pe[start:start + batch])
-            z, cache = net.forward(xb, bb.offset, dropout=settings.dropout, gen=dropout_gen,
-                                   keep=True)
-            loss, dz = _concept_losses(z, bb, order, grad=True)
-            for p, g in zip(net.params, net.backward(cache, dz), strict=True):
+            xb, bb = self.split(pe[start:start + batch])
+            z, cache = self.net.forward(xb, bb.offset, dropout=st.dropout, keep=True,
+                                        gen=self.gen if st.dropout > 0 else None)
+            loss, dz = _concept_losses(z, bb, self.net.order, grad=True)
+            for p, g in zip(self.net.params, self.net.backward(cache, dz), strict=True):
                 p.grad = g
-            opt.param_groups[0]["lr"] = _one_cycle(step, steps, total, settings.lr)
-            opt.step()
-            step += 1
+            self.opt.param_groups[0]["lr"] = _one_cycle(self.step, steps,
+                                                        steps * st.max_epochs, st.lr)
+            self.opt.step()
+            self.step += 1
             train_sum.add_(loss.sum(dim=1), alpha=xb.shape[0])
-        val_concept = _concept_losses(net.forward(x_va, b_va.offset), b_va, order)
+        val_concept = self.val_losses()
         val_loss = val_concept.sum(dim=1)
-        for k, i in enumerate(members.tolist()):
-            history[i]["epoch"].append(epoch)
-            history[i]["train_loss"].append(float(train_sum[k] / n_tr))
-            history[i]["val_loss"].append(float(val_loss[k]))
-        better = val_loss < best_loss[members]
+        for k, i in enumerate(self.members.tolist()):
+            self.history[i]["epoch"].append(epoch)
+            self.history[i]["train_loss"].append(float(train_sum[k] / n_tr))
+            self.history[i]["val_loss"].append(float(val_loss[k]))
+        better = val_loss < self.best_loss[self.members]
         if better.any():
-            best_loss[members[better]] = val_loss[better]
-            best_concept[members[better]] = val_concept[better]
-            best_epoch[members[better]] = epoch
-            best.copy_from(net, members, better)
-        going = epoch - best_epoch[members] < settings.patience
-        if settings.prune_after is not None and epoch == settings.prune_after:
-            going &= _leading(best_concept, settings.prune_keep, keep)[members]
-        if not bool(going.all()):
-            members = members[going]
-            if not len(members):
-                break
-            net = net.select(going)
-            opt = _adamw_select(opt, net.params, going)
-            p_tr, p_va = p_tr[:, going], p_va[:, going]
-            x_va, b_va = split(p_va)
-    return [best.export(i) for i in range(m)], best_epoch.tolist(), history
+            at = self.members[better]
+            self.best_loss[at], self.best_concept[at] = val_loss[better], val_concept[better]
+            self.best_epoch[at] = epoch
+            self.best.copy_from(self.net, self.members, better)
+
+    def keep_going(self, epoch: int, keep: Sequence[int]) -> bool:
+        """Members stop after ``patience`` epochs without a better validation loss, or at
+        ``prune_after`` unless they lead some concept (:func:`_leading`) or are in
+        ``keep``; False when none is left."""
+        st = self.settings
+        going = epoch - self.best_epoch[self.members] < st.patience
+        if st.prune_after is not None and epoch == st.prune_after:
+            going &= _leading(self.best_concept, st.prune_keep, keep)[self.members]
+        if bool(going.all()):
+            return True
+        self.members = self.members[going]
+        if not len(self.members):
+            return False
+        self.net = self.net.select(going)
+        self.opt = _adamw_select(self.opt, self.net.params, going)
+        self.p_tr, self.p_va = self.p_tr[:, going], self.p_va[:, going]
+        self.val = None
+        return True
 
 
 def _leading(concept_losses: torch.Tensor, top: int, keep: Sequence[int]) -> torch.Tensor:
