@@ -348,7 +348,8 @@ def test_probe_reaches_sklearns_objective():
     import torch
     from sklearn.linear_model import LogisticRegression
 
-    from audit.decode._fit import Targets, fit_probes
+    from audit.decode._fit import Targets
+    from audit.decode._lbfgs import fit_probes
     from audit.decode.model import HeadLayout, concept_probabilities, forward_logits
 
     features, labels, cs = planted_activations(500, n_layers=2, dim=10, seed=2)
@@ -379,7 +380,8 @@ def test_probe_batch_leaves_converged_problems_alone():
     on its own, and problems not ``wanted`` keep their starting point."""
     import torch
 
-    from audit.decode._fit import Targets, fit_probes
+    from audit.decode._fit import Targets
+    from audit.decode._lbfgs import fit_probes
     from audit.decode.model import HeadLayout, concept_probabilities
 
     features, labels, cs = planted_activations(400, n_layers=3, dim=12, seed=4)
@@ -427,24 +429,35 @@ def test_probe_batch_leaves_converged_problems_alone():
                 np.testing.assert_allclose(got[k], solo[k], atol=5e-3)
 
 
-def test_adamw_matches_torch():
+def test_adamw_select_continues_like_the_full_optimiser():
+    """Members leaving the batch: the smaller torch.optim.AdamW carries on exactly as the
+    full one would on the members kept (moments and step counts sliced, not reset)."""
     import torch
 
-    from audit.decode._fit import _AdamW
+    from audit.decode._fit import _adamw_select
 
     g = torch.Generator().manual_seed(0)
-    a = [torch.randn(3, 4, generator=g), torch.randn(4, generator=g)]
-    b = [p.clone().requires_grad_() for p in a]
-    ours, ref = _AdamW(a, weight_decay=0.01), torch.optim.AdamW(b, lr=0.1, weight_decay=0.01)
-    for lr in (0.1, 0.05, 0.02):
-        for group in ref.param_groups:
-            group["lr"] = lr
-        sum(((p - 1) ** 2).sum() for p in b).backward()
-        ours.step([2 * (p - 1) for p in a], lr)
-        ref.step()
-        ref.zero_grad()
-    for p, q in zip(a, b, strict=True):
-        torch.testing.assert_close(p, q)
+    full = [torch.randn(3, 4, 2, generator=g), torch.randn(3, 5, 1, generator=g)]
+    opt = torch.optim.AdamW(full, lr=0.1, weight_decay=0.01, fused=True)
+    target = [torch.randn(p.shape, generator=g) for p in full]
+
+    def step(o, params, tgt):
+        for p, t in zip(params, tgt, strict=True):
+            p.grad = 2 * (p - t)
+        o.step()
+
+    for _ in range(3):
+        step(opt, full, target)
+    keep = torch.tensor([True, False, True])
+    small = [p[keep].clone() for p in full]
+    opt_small = _adamw_select(opt, small, keep)
+    for lr in (0.05, 0.02):
+        for o in (opt, opt_small):
+            o.param_groups[0]["lr"] = lr
+        step(opt, full, target)
+        step(opt_small, small, [t[keep] for t in target])
+    for p, q in zip(full, small, strict=True):
+        torch.testing.assert_close(p[keep], q)
 
 
 @pytest.mark.parametrize(("hidden", "skip", "dropout"), [
@@ -514,15 +527,8 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
     loss is at most the probe's: early stopping starts from the probe (epoch 0)."""
     import torch
 
-    from audit.decode._fit import (
-        Targets,
-        designs,
-        fit_mlps,
-        fit_probes,
-        gram_matrices,
-        logits,
-        principal_bases,
-    )
+    from audit.decode._fit import Targets, fit_mlps, logits, principal_bases
+    from audit.decode._lbfgs import designs, fit_probes, gram_matrices
     from audit.decode.model import HeadLayout
 
     features, labels, cs = planted_activations(600, n_layers=2, dim=24, seed=5)
@@ -553,7 +559,8 @@ def test_residual_mlp_export_never_worse_than_its_probe_on_validation():
 def test_principal_bases_span_the_top_components():
     import torch
 
-    from audit.decode._fit import designs, gram_matrices, principal_bases
+    from audit.decode._fit import principal_bases
+    from audit.decode._lbfgs import designs, gram_matrices
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((500, 30)) * np.geomspace(10, 0.1, 30)

@@ -1,4 +1,4 @@
-"""Training in torch: many decoder MLPs at once, and batched logistic-regression probes.
+"""Training in torch: many decoder MLPs at once (the linear probes: :mod:`audit.decode._lbfgs`).
 
 Imported only when decoders are trained (``gan-audit --help`` never imports torch).
 
@@ -6,21 +6,20 @@ Members are independent models stacked along a leading dimension M (one per laye
 per chosen layer for the control task) and trained together: the products with the
 inputs (whose widths differ) run per member, everything after them batched.
 
-Two solvers, both without ``torch.optim`` (whose first use imports ``torch._dynamo``,
-seconds of start-up on a CPU):
-
-- :func:`fit_probes`: L2-regularised logistic regression with scikit-learn's objective,
-  every (member, concept) problem solved at once by a batched L-BFGS with its own
-  history, scaling, line search and stopping per problem; problems leave the batch as
-  they converge;
-- :func:`fit_mlps`: minibatch AdamW (torch's fused kernel) with a one-cycle schedule
-  (linear warm-up over the first epoch, cosine decay to zero at ``max_epochs``),
-  optionally started from the probes (linear path = probe, hidden-to-head weights = 0),
-  with early stopping per member on the validation loss checked after every epoch; the
-  networks run feature-major (M x features x n) with a hand-written backward pass.
-
-At these sizes a CPU spends more time dispatching small operations than computing, so
-both count operations: ``benchmarks/decoders.py`` measures the result.
+:func:`fit_mlps`: minibatch ``torch.optim.AdamW`` (fused) with a one-cycle schedule
+(linear warm-up over the first epoch, cosine decay to zero at ``max_epochs``), optionally
+started from the probes (linear path = probe, hidden-to-head weights = 0), with early
+stopping per member on the validation loss checked after every epoch. The networks run
+feature-major (M x features x n) with a hand-written backward pass (:class:`_Stack`),
+which ``tests/test_decode_train.py`` checks against autograd. Why not autograd (measured,
+issue #20, one CPU thread, ``benchmarks/decoders.py``'s 5,000-image store): with autograd
+:func:`fit_mlps` took 0.156 s CPU against 0.115 s (1.36x, the same best epochs and
+validation losses to 1e-5). That is under the 1.5x at which the issue allows a
+hand-written piece, but it alone took the decoder benchmark from 5.3x to 4.7x
+scikit-learn's speed (CPU time; 4.0x wall clock), below the benchmark's goal of 5x, so
+the backward pass stays written out; the optimiser is torch's. At these sizes a CPU
+spends more time dispatching small operations (autograd's bookkeeping among them) than
+computing.
 """
 
 from __future__ import annotations
@@ -39,8 +38,7 @@ import torch.nn.functional as F
 from audit.config import DecoderSettings
 from audit.decode.model import HeadLayout
 
-__all__ = ["Targets", "fit_mlps", "fit_probes", "logits", "gram_matrices",
-           "probe_preconditioners", "principal_bases"]
+__all__ = ["Targets", "fit_mlps", "logits", "principal_bases"]
 
 
 @dataclass
@@ -53,164 +51,6 @@ class Targets:
     def rows(self, idx: torch.Tensor) -> Targets:
         return Targets(self.codes[:, idx], self.weights[:, idx])
 
-
-
-# ----------------------------------------------------------------------------- probes
-
-
-def designs(xs: Sequence[torch.Tensor], rows: np.ndarray) -> list[torch.Tensor]:
-    """Per member, the transposed design matrix of its training ``rows``: the features and a
-    row of ones, (D_i + 1) x n, contiguous. Shared by every probe fit on those rows."""
-    idx = torch.as_tensor(rows, device=xs[0].device)
-    out = []
-    for x in xs:
-        x1t = x.new_ones(x.shape[1] + 1, len(rows))
-        x1t[:-1] = x.index_select(0, idx).T
-        out.append(x1t)
-    return out
-
-
-class _Columns:
-    """Per-concept reductions over the logit rows of M x width x ... tensors."""
-
-    def __init__(self, layout: HeadLayout, device: torch.device, dtype: torch.dtype) -> None:
-        g = torch.zeros(layout.width, len(layout.names), dtype=dtype, device=device)
-        for j in range(len(layout.names)):
-            g[layout.slice(j), j] = 1.0
-        self.g, self.gt = g, g.T.contiguous()       # width x C indicator, transposed
-        self.concept = g.argmax(dim=1)[None]        # 1 x width: each row's concept
-
-    def dot(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Per-problem inner products (M x C) of M x width x D tensors."""
-        return torch.linalg.vecdot(a, b, dim=2) @ self.g
-
-    def spread(self, s: torch.Tensor) -> torch.Tensor:
-        """M x C -> M x width x 1 (each concept's value on its rows)."""
-        return (s @ self.gt)[:, :, None]
-
-    def amax(self, a: torch.Tensor) -> torch.Tensor:
-        """Per-problem max |a| (M x C) of an M x width x D tensor."""
-        m = a.abs().amax(dim=2)
-        return m.new_zeros(m.shape[0], self.g.shape[1]).scatter_reduce_(
-            1, self.concept.expand_as(m), m, reduce="amax")
-
-
-@dataclass
-class _ProbeData:
-    """A probe problem set: per-member transposed designs (:func:`designs`), targets.
-
-    The layout lists its binary concepts first (:class:`_Order`), so that one set of
-    operations serves all of them. ``sel`` holds, per member, the logit rows whose problems
-    are being solved (None: all): the others are left out of its products.
-    """
-
-    x1t: list[torch.Tensor]           # (D_i + 1) x n per member
-    y: torch.Tensor                   # M x width x n: binary target / one-hot
-    known: torch.Tensor               # M x C x n
-    n_known: torch.Tensor             # M x C
-    pen: torch.Tensor                 # M x 1 x (Dmax + 1): 1 on penalised weights
-    layout: HeadLayout
-    sel: list[torch.Tensor | None] | None = None
-
-    def __post_init__(self) -> None:
-        self.cols = _Columns(self.layout, self.y.device, self.y.dtype)
-        self.nb = sum(k == "binary" for k in self.layout.kinds)
-        if self.layout.kinds[:self.nb] != ("binary",) * self.nb:
-            raise ValueError("the probes' layout must list its binary concepts first")
-        self.sel = self.sel or [None] * len(self.x1t)
-
-    def loss_grad(self, theta: torch.Tensor, *, zero: bool = False
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Objective per problem (M x C) and its gradient (M x width x (Dmax + 1)).
-
-        Objective of a problem: mean log-loss over its labelled rows + ||w||^2 / (2 n), the
-        intercept unpenalised (scikit-learn's ``C = 1``). ``zero``: ``theta`` is all zeros
-        (so are the logits, which need no product).
-        """
-        full = all(rows is None for rows in self.sel) and not zero
-        z = self.y.new_empty(self.y.shape) if full else self.y.new_zeros(self.y.shape)
-        for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
-            if rows is None and not zero:
-                torch.mm(theta[i, :, :x.shape[0]], x, out=z[i])
-            elif not zero:
-                z[i, rows] = theta[i, rows, :x.shape[0]] @ x
-        r = torch.empty_like(z)
-        loss = z.new_empty(z.shape[0], len(self.layout.names))
-        nb = self.nb
-        if nb:
-            zb, yb, kb = z[:, :nb], self.y[:, :nb], self.known[:, :nb]
-            loss[:, :nb] = ((F.softplus(zb) - yb * zb) * kb).sum(dim=2)
-            torch.sub(torch.sigmoid(zb), yb, out=r[:, :nb]).mul_(kb)
-        for j in range(nb, len(self.layout.names)):
-            sl = self.layout.slice(j)
-            zj, yj, kj = z[:, sl], self.y[:, sl], self.known[:, j:j + 1]
-            lse = torch.logsumexp(zj, dim=1, keepdim=True)
-            loss[:, j] = ((lse - (yj * zj).sum(dim=1, keepdim=True)) * kj).sum(dim=(1, 2))
-            torch.sub(torch.exp(zj - lse), yj, out=r[:, sl]).mul_(kj)
-        col_n = (self.n_known @ self.cols.gt)[:, :, None]           # M x width x 1
-        r.div_(col_n)
-        grad = theta * self.pen / col_n
-        for i, (x, rows) in enumerate(zip(self.x1t, self.sel, strict=True)):
-            if rows is None:
-                grad[i, :, :x.shape[0]].addmm_(r[i], x.T)
-            else:
-                grad[i, rows, :x.shape[0]] += r[i, rows] @ x.T
-        obj = (loss + 0.5 * self.cols.dot(theta * self.pen, theta)) / self.n_known
-        return obj, grad
-
-    def restrict(self, members: Sequence[int], concepts: Sequence[int],
-                 want: torch.Tensor) -> _ProbeData:
-        """The problems of ``members`` x ``concepts`` only, each member's products on the
-        rows of its problems that are wanted (``want``: a bool mask over the result's
-        problems)."""
-        rows, mi = self.layout.rows(concepts), list(members)
-        x1t = [self.x1t[i] for i in mi]
-        d1 = max(x.shape[0] for x in x1t)
-        sub = self.layout.pick(concepts)
-        out = _ProbeData(x1t, self.y[mi][:, rows], self.known[mi][:, concepts],
-                         self.n_known[mi][:, concepts], self.pen[mi][:, :, :d1], sub)
-        out.sel = [None if bool(w.all()) else
-                   torch.as_tensor(sub.rows(w.nonzero().flatten().tolist()), device=w.device)
-                   for w in want]
-        return out
-
-
-def gram_matrices(design: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """Per member, the second moments ``X1'X1 / n`` of its training rows with a column of
-    ones (float64), from its transposed design (:func:`designs`).
-
-    (D_i + 1) x (D_i + 1); the last row and column belong to the intercept. On a CPU the
-    product goes through numpy, which computes ``A @ A.T`` as a symmetric rank-k update
-    (half the arithmetic of torch's general product).
-    """
-    out = []
-    for x1t in design:
-        if x1t.device.type == "cpu":
-            a = x1t.numpy()
-            out.append(torch.from_numpy(a @ a.T).double() / x1t.shape[1])
-        else:
-            out.append((x1t @ x1t.T).double() / x1t.shape[1])
-    return out
-
-
-def probe_preconditioners(grams: Sequence[torch.Tensor], n: int) -> list[torch.Tensor]:
-    """Per member, the inverse of the logistic Hessian bound ``X1'X1 / 4n + I / n``.
-
-    ``grams`` from :func:`gram_matrices` (second moments), ``n`` training rows; the
-    intercept is not penalised. Float32, factored in float32 (a preconditioner needs no
-    more), or in float64 where float32 cannot factor it (a bound so ill-conditioned that
-    float32 loses its positive definiteness). Shared by every probe fit on the same
-    features (the real and the control task).
-    """
-    out = []
-    for gram in grams:
-        bound = gram / 4.0
-        bound.diagonal()[:-1] += 1.0 / n
-        chol, info = torch.linalg.cholesky_ex(bound.float())
-        if int(info):
-            chol = torch.linalg.cholesky(bound)
-        out.append(torch.cholesky_inverse(chol).float())
-    return out
 
 
 def principal_bases(grams: Sequence[torch.Tensor], k: int | None, *, seed: int = 0,
@@ -235,187 +75,6 @@ def principal_bases(grams: Sequence[torch.Tensor], k: int | None, *, seed: int =
         _, vecs = torch.linalg.eigh(q.T @ g @ q)
         out.append(q @ vecs[:, -k:])
     return out
-
-
-def fit_probes(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray,
-               layout: HeadLayout, *, max_iter: int = 100, tol: float = 1e-4, history: int = 10,
-               precond: Sequence[torch.Tensor] | None = None,
-               init: Sequence[dict[str, np.ndarray]] | None = None,
-               design: Sequence[torch.Tensor] | None = None,
-               wanted: np.ndarray | None = None,
-               ) -> list[dict[str, np.ndarray]]:
-    """L2-regularised logistic regression per member and concept (scikit-learn's objective).
-
-    Minimises, for every member and concept, the mean log-loss over its labelled training
-    rows plus ``||w||^2 / (2 n)`` with an unpenalised intercept: ``LogisticRegression()``'s
-    objective (C = 1, multinomial for multiclass concepts), to the same tolerance
-    (max |gradient| <= ``tol``) in at most ``max_iter`` iterations. All problems run at once
-    in a batched L-BFGS with its own history, scaling, step and stopping per problem,
-    whose initial inverse Hessian is :func:`probe_preconditioners`' (computed here unless
-    given). Problems leave the batch as they converge (a member when all of its concepts
-    have, a concept when it has at every member), so the slowest ones do not carry the
-    others' arithmetic.
-
-    Parameters
-    ----------
-    xs : list of N x D_i float32 tensors
-        Standardised features of each member.
-    targets : Targets
-        Codes of each member (M x N x C); sample weights are ignored (unweighted fit).
-    train : int array
-        Training rows.
-    layout : HeadLayout
-        Where each concept's logits sit.
-    precond : list of tensors, optional
-        :func:`probe_preconditioners` of ``xs`` and ``train``.
-    init : list of dict, optional
-        Starting points (each member's ``head.weight``, ``head.bias``, e.g. a fit with a
-        smaller ``max_iter``); zero where not given.
-    design : list of tensors, optional
-        :func:`designs` of ``xs`` and ``train``.
-    wanted : M x C bool array, optional
-        The problems to solve (default: all); the others keep their starting point.
-
-    Returns
-    -------
-    list of dict
-        Each member's ``head.weight`` (width x D_i) and ``head.bias`` (width,).
-    """
-    device, dtype = xs[0].device, xs[0].dtype
-    m, c = len(xs), len(layout.names)
-    design = list(design) if design is not None else designs(xs, train)
-    n = len(train)
-    order = _Order.of(layout)                     # binary concepts first, undone on export
-    out_rows = torch.as_tensor(order.inverse_rows, device=device)
-    layout = layout.pick(order.concepts)
-    tr = torch.as_tensor(train, device=device)
-    d1 = max(x.shape[0] for x in design)
-    codes = targets.codes[:, tr][:, :, order.concepts].transpose(1, 2)       # M x C x n
-    known = (codes >= 0).to(dtype)
-    y = torch.zeros(m, layout.width, n, dtype=dtype, device=device)
-    for j, kind in enumerate(layout.kinds):
-        if kind == "binary":
-            y[:, layout.starts[j]] = (codes[:, j] == 1).to(dtype)
-        else:
-            y[:, layout.slice(j)] = F.one_hot(codes[:, j].clamp(min=0),
-                                              layout.widths[j]).to(dtype).transpose(1, 2)
-    pen = torch.zeros(m, 1, d1, dtype=dtype, device=device)
-    for i, x in enumerate(design):
-        pen[i, 0, :x.shape[0] - 1] = 1.0                                 # not the intercept
-    data = _ProbeData(design, y, known, known.sum(dim=2).clamp(min=1.0), pen, layout)
-    pre = (list(precond) if precond is not None
-           else probe_preconditioners(gram_matrices(design), n))
-
-    result = torch.zeros(m, layout.width, d1, dtype=dtype, device=device)
-    for i, p in enumerate(init or ()):
-        d = p["head.weight"].shape[1]
-        result[i, :, :d] = torch.as_tensor(p["head.weight"][order.rows], device=device)
-        result[i, :, d] = torch.as_tensor(p["head.bias"][order.rows], device=device)
-
-    def export() -> list[dict[str, np.ndarray]]:
-        out = result.index_select(1, out_rows)
-        return [{"head.weight": out[i, :, :x.shape[0] - 1].contiguous().cpu().numpy(),
-                 "head.bias": out[i, :, x.shape[0] - 1].contiguous().cpu().numpy()}
-                for i, x in enumerate(design)]
-
-    want = (torch.ones(m, c, dtype=torch.bool, device=device) if wanted is None
-            else torch.as_tensor(np.asarray(wanted, dtype=bool)[:, order.concepts],
-                                 device=device))
-    mi = want.any(dim=1).nonzero().flatten().tolist()     # the problems in the batch
-    ci = want.any(dim=0).nonzero().flatten().tolist()
-    if not mi:
-        return export()
-    want = want[mi][:, ci]
-
-    def rows_of(concepts: list[int]) -> torch.Tensor:
-        return torch.as_tensor(layout.rows(concepts), device=device)
-
-    data = data.restrict(mi, ci, want)
-    theta = result[mi][:, rows_of(ci), :data.pen.shape[2]]
-    pre = [pre[i] for i in mi]
-    f, g = data.loss_grad(theta, zero=not init)
-    hist: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    gamma = torch.ones(len(mi), len(ci), dtype=dtype, device=device)
-
-    def apply_pre(v: torch.Tensor) -> torch.Tensor:
-        if len(pre) == 1 and pre[0].shape[0] == v.shape[2]:
-            return (v[0] @ pre[0])[None]
-        out = torch.zeros_like(v)
-        for i, p in enumerate(pre):
-            torch.mm(v[i, :, :p.shape[0]], p, out=out[i, :, :p.shape[0]])
-        return out
-
-    def write_back() -> None:
-        """The batch's state goes back to ``result``."""
-        result[torch.as_tensor(mi, device=device)[:, None], rows_of(ci)[None, :],
-               :theta.shape[2]] = theta
-
-    for it in range(max_iter + 1):
-        active = (data.cols.amax(g) > tol) & want
-        keep_m = active.any(dim=1).nonzero().flatten().tolist()
-        keep_c = active.any(dim=0).nonzero().flatten().tolist()
-        if not keep_m or it == max_iter:
-            break
-        if len(keep_m) < len(mi) or len(keep_c) < len(ci):
-            # Converged problems leave the batch (their state goes back to ``result``).
-            write_back()
-            km = torch.as_tensor(keep_m, device=device)
-            kc = torch.as_tensor(keep_c, device=device)
-            sub = data.restrict(keep_m, keep_c, want[km][:, kc])
-            lrows = torch.as_tensor(data.layout.rows(keep_c), device=device)
-
-            def cut(t: torch.Tensor, km: torch.Tensor = km, lrows: torch.Tensor = lrows,
-                    width: int = sub.pen.shape[2]) -> torch.Tensor:
-                return t.index_select(0, km).index_select(1, lrows)[:, :, :width]
-
-            def cut_mc(t: torch.Tensor, km: torch.Tensor = km, kc: torch.Tensor = kc
-                       ) -> torch.Tensor:
-                return t.index_select(0, km).index_select(1, kc)
-
-            theta, g, f, gamma = cut(theta), cut(g), cut_mc(f), cut_mc(gamma)
-            hist = [(cut(s), cut(yv), cut_mc(rho)) for s, yv, rho in hist]
-            pre = [pre[i] for i in keep_m]
-            want, active = cut_mc(want), cut_mc(active)
-            mi, ci, data = [mi[i] for i in keep_m], [ci[j] for j in keep_c], sub
-        cols = data.cols
-        # Two-loop recursion, per problem.
-        q = g.clone()
-        alphas = []
-        for s, yv, rho in reversed(hist):
-            a = rho * cols.dot(s, q)
-            alphas.append(a)
-            q.addcmul_(cols.spread(a), yv, value=-1.0)
-        d = apply_pre(q).mul_(cols.spread(gamma))
-        for (s, yv, rho), a in zip(hist, reversed(alphas), strict=True):
-            d.addcmul_(cols.spread(a - rho * cols.dot(yv, d)), s)
-        d.mul_(cols.spread(-active.to(dtype)))
-        gd = cols.dot(g, d)
-        # Backtracking (Armijo) line search per problem, from step 1.
-        step = active.to(dtype)
-        for _ in range(30):
-            theta_new = theta + cols.spread(step) * d
-            f_new, g_new = data.loss_grad(theta_new)
-            ok = (f_new <= f + 1e-4 * step * gd) | ~active
-            if bool(ok.all()):
-                break
-            # Minimiser of the quadratic through f, f'(0) and f(step), within [0.1, 0.5] step.
-            curv = (f_new - f - gd * step).clamp(min=1e-30)
-            shrink = (-gd * step / (2.0 * curv)).clamp(0.1, 0.5)
-            step = torch.where(ok, step, shrink * step)
-        else:                                   # no decrease: leave those problems as they are
-            step = torch.where(ok, step, torch.zeros_like(step))
-            theta_new = theta + cols.spread(step) * d
-            f_new, g_new = data.loss_grad(theta_new)
-        s, yv = theta_new - theta, g_new - g
-        sy, yy = cols.dot(s, yv), cols.dot(yv, apply_pre(yv))
-        good = (sy > 1e-10) & (yy > 0)
-        rho = torch.where(good, 1.0 / torch.where(good, sy, torch.ones_like(sy)),
-                          torch.zeros_like(sy))
-        hist = [*hist[len(hist) - history + 1:], (s, yv, rho)] if history > 1 else [(s, yv, rho)]
-        gamma = torch.where(good, sy / torch.where(good, yy, torch.ones_like(yy)), gamma)
-        theta, f, g = theta_new, f_new, g_new
-    write_back()
-    return export()
 
 
 # ------------------------------------------------------------------------------ MLPs
@@ -716,28 +375,19 @@ def _init_stack(fan_in: Sequence[int], layout: HeadLayout, hidden: Sequence[int]
                   hidden[0] if hidden else 0, skip, list(fan_in), order)
 
 
-class _AdamW:
-    """AdamW (torch's update rule, decoupled weight decay) on a list of tensors, through
-    torch's fused kernel (one call per step; torch.optim.AdamW(fused=True) runs the same)."""
-
-    def __init__(self, params: list[torch.Tensor], *, weight_decay: float,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        self.params, self.wd, self.betas, self.eps = params, weight_decay, betas, eps
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-        self.steps = [torch.zeros((), device=p.device) for p in params]
-
-    def select(self, params: list[torch.Tensor], keep: torch.Tensor) -> None:
-        """Go on with ``params`` (the members where ``keep`` is True), moments kept."""
-        self.params = params
-        self.m = [t[keep] for t in self.m]
-        self.v = [t[keep] for t in self.v]
-
-    def step(self, grads: list[torch.Tensor], lr: float) -> None:
-        torch._foreach_add_(self.steps, 1.0)
-        torch._fused_adamw_(self.params, grads, self.m, self.v, [], self.steps, lr=lr,
-                            beta1=self.betas[0], beta2=self.betas[1], weight_decay=self.wd,
-                            eps=self.eps, amsgrad=False, maximize=False)
+def _adamw_select(opt: Any, params: list[torch.Tensor], keep: torch.Tensor) -> Any:
+    """A torch.optim.AdamW on ``params`` (the members where ``keep`` is True of ``opt``'s),
+    its moments and step counts kept."""
+    d = opt.defaults
+    new = torch.optim.AdamW(params, lr=d["lr"], betas=d["betas"], eps=d["eps"],
+                            weight_decay=d["weight_decay"], fused=d["fused"])
+    new.param_groups[0]["lr"] = opt.param_groups[0]["lr"]
+    for old, p in zip(opt.param_groups[0]["params"], params, strict=True):
+        state = opt.state.get(old)
+        if state:
+            new.state[p] = {"step": state["step"].clone(), "exp_avg": state["exp_avg"][keep],
+                            "exp_avg_sq": state["exp_avg_sq"][keep]}
+    return new
 
 
 def _one_cycle(step: int, warmup: int, total: int, lr: float) -> float:
@@ -809,13 +459,29 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         Per member, the training curve: ``epoch``, ``train_loss`` (mean over the epoch's
         batches, with dropout) and ``val_loss`` (epoch 0: the starting point).
     """
-    device = xs[0].device
     m = len(xs)
-    hidden = list(settings.hidden)
-    if init is not None and not hidden:
+    if init is not None and not settings.hidden:
         return ([{k: v.copy() for k, v in p.items()} for p in init], [0] * m,
                 [{"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)])
     gen = torch.Generator().manual_seed(settings.seed)
+    net, inputs, offset = _network(xs, layout, settings, gen, init, bases, projected)
+    run = _Run.start(net, inputs, offset, targets, train, val, settings, gen)
+    for epoch in range(1, settings.max_epochs + 1):
+        run.epoch(epoch)
+        if not run.keep_going(epoch, keep):
+            break
+    return [run.best.export(i) for i in range(m)], run.best_epoch.tolist(), run.history
+
+
+def _network(xs: Sequence[torch.Tensor], layout: HeadLayout, settings: DecoderSettings,
+             gen: torch.Generator, init: Sequence[dict[str, np.ndarray]] | None,
+             bases: Sequence[torch.Tensor | None] | None,
+             projected: Sequence[torch.Tensor] | None,
+             ) -> tuple[_Stack, list[torch.Tensor], torch.Tensor | None]:
+    """The initial stack of :func:`fit_mlps`, the inputs its first layer reads and the
+    fixed offset logits (M x width x N, training order; the probes' logits where the
+    linear path is the probe, else None)."""
+    device, m, hidden = xs[0].device, len(xs), list(settings.hidden)
     offset = None
     if init is not None and settings.linear_skip:
         bases = list(bases) if bases is not None else [None] * m
@@ -833,85 +499,128 @@ def fit_mlps(xs: Sequence[torch.Tensor], targets: Targets, train: np.ndarray, va
         inputs = list(xs)
         net = _init_stack([x.shape[1] for x in xs], layout, hidden,
                           settings.linear_skip and bool(hidden), gen)
-    order = net.order
     net.first = net.first.to(device)
     net.rest = [p.to(device) for p in net.rest]
-    opt = _AdamW(net.params, weight_decay=settings.weight_decay)
-    # Inputs and targets of the training and validation rows side by side, sample-major
-    # (n x M x (Dmax + F)): a shuffle is one gather of whole rows.
-    tv = torch.as_tensor(np.concatenate([train, val]), device=device)
-    labels = _Labels.of(targets, order, offset, rows=tv)
-    dmax = max(x.shape[1] for x in inputs)
-    packed = _padded(inputs, tv, extra=labels.packed.shape[2])
-    packed[:, :, dmax:] = labels.packed
-    del inputs, offset
-    sizes = labels.sizes
+    return net, inputs, offset
 
-    def split(rows: torch.Tensor) -> tuple[torch.Tensor, _Batch]:
+
+@dataclass
+class _Run:
+    """The state of a :func:`fit_mlps` run: the members still training (``members``, their
+    stack ``net`` and optimiser ``opt``), their packed training and validation rows (n x M
+    x (Dmax + F), :class:`_Labels`), and per member the best state so far (``best``, its
+    epoch, its validation loss in total and per concept) and the training curves."""
+
+    net: _Stack
+    opt: Any
+    p_tr: torch.Tensor
+    p_va: torch.Tensor
+    dmax: int
+    sizes: tuple[int, int, int, int, int]
+    settings: DecoderSettings
+    gen: torch.Generator
+    best: _Stack
+    best_concept: torch.Tensor
+    best_loss: torch.Tensor
+    best_epoch: torch.Tensor
+    history: list[dict[str, list[float]]]
+    members: torch.Tensor
+    step: int = 0
+    val: tuple[torch.Tensor, _Batch] | None = None
+
+    @classmethod
+    def start(cls, net: _Stack, inputs: list[torch.Tensor], offset: torch.Tensor | None,
+              targets: Targets, train: np.ndarray, val: np.ndarray,
+              settings: DecoderSettings, gen: torch.Generator) -> _Run:
+        """Pack the rows (inputs and targets side by side, sample-major: a shuffle is one
+        gather of whole rows) and score the starting point on the validation rows."""
+        device, m = net.first.device, net.first.shape[0]
+        opt = torch.optim.AdamW(net.params, lr=settings.lr,
+                                weight_decay=settings.weight_decay, fused=True)
+        tv = torch.as_tensor(np.concatenate([train, val]), device=device)
+        labels = _Labels.of(targets, net.order, offset, rows=tv)
+        dmax = max(x.shape[1] for x in inputs)
+        packed = _padded(inputs, tv, extra=labels.packed.shape[2])
+        packed[:, :, dmax:] = labels.packed
+        run = cls(net, opt, packed[:len(train)], packed[len(train):], dmax, labels.sizes,
+                  settings, gen, net.clone(), torch.empty(0), torch.empty(0),
+                  torch.zeros(m, dtype=torch.long, device=device),
+                  [{"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)],
+                  torch.arange(m, device=device))
+        run.best_concept = run.val_losses()                   # M x C
+        if not labels.sizes[0]:         # not started from the probe: epoch 0 is no candidate
+            run.best_concept.fill_(float("inf"))
+        run.best_loss = run.best_concept.sum(dim=1)
+        if labels.sizes[0]:
+            for i, h in enumerate(run.history):
+                h["epoch"].append(0)
+                h["train_loss"].append(math.nan)
+                h["val_loss"].append(float(run.best_loss[i]))
+        return run
+
+    def split(self, rows: torch.Tensor) -> tuple[torch.Tensor, _Batch]:
         """Inputs (n x M x Dmax) and targets of packed rows."""
-        return rows[:, :, :dmax], _Labels(rows[:, :, dmax:], sizes).batch()
+        return rows[:, :, :self.dmax], _Labels(rows[:, :, self.dmax:], self.sizes).batch()
 
-    n_tr = len(train)
-    p_tr, p_va = packed[:n_tr], packed[n_tr:]
-    x_va, b_va = split(p_va)
-    batch = n_tr if settings.batch_size is None else min(settings.batch_size, n_tr)
-    steps = math.ceil(n_tr / batch)
-    total = steps * settings.max_epochs
-    dropout_gen = gen if settings.dropout > 0 else None
+    def val_losses(self) -> torch.Tensor:
+        """Validation loss per member still training and concept (M' x C, training order)."""
+        if self.val is None:
+            self.val = self.split(self.p_va)
+        x_va, b_va = self.val
+        return _concept_losses(self.net.forward(x_va, b_va.offset), b_va, self.net.order)
 
-    best_concept = _concept_losses(net.forward(x_va, b_va.offset), b_va, order)    # M x C
-    if not sizes[0]:                    # not started from the probe: epoch 0 is no candidate
-        best_concept.fill_(float("inf"))
-    best_loss = best_concept.sum(dim=1)
-    best_epoch = torch.zeros(m, dtype=torch.long, device=device)
-    best = net.clone()
-    history: list[dict[str, list[float]]] = [
-        {"epoch": [], "train_loss": [], "val_loss": []} for _ in range(m)]
-    if sizes[0]:
-        for i, h in enumerate(history):
-            h["epoch"].append(0)
-            h["train_loss"].append(math.nan)
-            h["val_loss"].append(float(best_loss[i]))
-    members = torch.arange(m, device=device)          # the members still training
-    step = 0
-    for epoch in range(1, settings.max_epochs + 1):
-        train_sum = torch.zeros(len(members), device=device)
-        if batch == n_tr:
-            pe = p_tr
-        else:
-            pe = torch.index_select(p_tr, 0, torch.randperm(n_tr, generator=gen).to(device))
+    def epoch(self, epoch: int) -> None:
+        """One epoch of minibatch AdamW on the one-cycle schedule, then the validation
+        losses: curves recorded, best states kept."""
+        st, n_tr = self.settings, self.p_tr.shape[0]
+        batch = n_tr if st.batch_size is None else min(st.batch_size, n_tr)
+        steps = math.ceil(n_tr / batch)
+        train_sum = torch.zeros(len(self.members), device=self.p_tr.device)
+        pe = self.p_tr if batch == n_tr else torch.index_select(
+            self.p_tr, 0, torch.randperm(n_tr, generator=self.gen).to(self.p_tr.device))
         for start in range(0, n_tr, batch):
-            xb, bb = split(pe[start:start + batch])
-            z, cache = net.forward(xb, bb.offset, dropout=settings.dropout, gen=dropout_gen,
-                                   keep=True)
-            loss, dz = _concept_losses(z, bb, order, grad=True)
-            opt.step(net.backward(cache, dz), _one_cycle(step, steps, total, settings.lr))
-            step += 1
+            xb, bb = self.split(pe[start:start + batch])
+            z, cache = self.net.forward(xb, bb.offset, dropout=st.dropout, keep=True,
+                                        gen=self.gen if st.dropout > 0 else None)
+            loss, dz = _concept_losses(z, bb, self.net.order, grad=True)
+            for p, g in zip(self.net.params, self.net.backward(cache, dz), strict=True):
+                p.grad = g
+            self.opt.param_groups[0]["lr"] = _one_cycle(self.step, steps,
+                                                        steps * st.max_epochs, st.lr)
+            self.opt.step()
+            self.step += 1
             train_sum.add_(loss.sum(dim=1), alpha=xb.shape[0])
-        val_concept = _concept_losses(net.forward(x_va, b_va.offset), b_va, order)
+        val_concept = self.val_losses()
         val_loss = val_concept.sum(dim=1)
-        for k, i in enumerate(members.tolist()):
-            history[i]["epoch"].append(epoch)
-            history[i]["train_loss"].append(float(train_sum[k] / n_tr))
-            history[i]["val_loss"].append(float(val_loss[k]))
-        better = val_loss < best_loss[members]
+        for k, i in enumerate(self.members.tolist()):
+            self.history[i]["epoch"].append(epoch)
+            self.history[i]["train_loss"].append(float(train_sum[k] / n_tr))
+            self.history[i]["val_loss"].append(float(val_loss[k]))
+        better = val_loss < self.best_loss[self.members]
         if better.any():
-            best_loss[members[better]] = val_loss[better]
-            best_concept[members[better]] = val_concept[better]
-            best_epoch[members[better]] = epoch
-            best.copy_from(net, members, better)
-        going = epoch - best_epoch[members] < settings.patience
-        if settings.prune_after is not None and epoch == settings.prune_after:
-            going &= _leading(best_concept, settings.prune_keep, keep)[members]
-        if not bool(going.all()):
-            members = members[going]
-            if not len(members):
-                break
-            net = net.select(going)
-            opt.select(net.params, going)
-            p_tr, p_va = p_tr[:, going], p_va[:, going]
-            x_va, b_va = split(p_va)
-    return [best.export(i) for i in range(m)], best_epoch.tolist(), history
+            at = self.members[better]
+            self.best_loss[at], self.best_concept[at] = val_loss[better], val_concept[better]
+            self.best_epoch[at] = epoch
+            self.best.copy_from(self.net, self.members, better)
+
+    def keep_going(self, epoch: int, keep: Sequence[int]) -> bool:
+        """Members stop after ``patience`` epochs without a better validation loss, or at
+        ``prune_after`` unless they lead some concept (:func:`_leading`) or are in
+        ``keep``; False when none is left."""
+        st = self.settings
+        going = epoch - self.best_epoch[self.members] < st.patience
+        if st.prune_after is not None and epoch == st.prune_after:
+            going &= _leading(self.best_concept, st.prune_keep, keep)[self.members]
+        if bool(going.all()):
+            return True
+        self.members = self.members[going]
+        if not len(self.members):
+            return False
+        self.net = self.net.select(going)
+        self.opt = _adamw_select(self.opt, self.net.params, going)
+        self.p_tr, self.p_va = self.p_tr[:, going], self.p_va[:, going]
+        self.val = None
+        return True
 
 
 def _leading(concept_losses: torch.Tensor, top: int, keep: Sequence[int]) -> torch.Tensor:

@@ -1,8 +1,16 @@
-"""Activations + labels -> trained decoders with their validity evidence."""
+"""Activations + labels -> trained decoders with their validity evidence.
+
+:func:`activations_to_decoders` (alias :func:`train_decoders`) takes in-memory arrays
+and runs four phases, each a function of its own: :func:`prepare_split_and_scaling`,
+:func:`fit_heads_per_layer`, :func:`fit_controls`, :func:`measure_validity`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -29,7 +37,10 @@ from audit.decode.model import (
 from audit.decode.split import SPLITS, encode_labels, grouped_split, id_groups
 from audit.errors import ConfigError, DataError
 
-__all__ = ["activations_to_decoders", "train_decoders", "joint_confusions"]
+__all__ = ["LayerHeads", "LayerInputs", "PreparedData", "activations_to_decoders",
+           "fit_controls", "fit_heads_per_layer", "joint_confusions", "layer_inputs",
+           "measure_validity", "prepare_split_and_scaling", "standardise_layers",
+           "train_decoders"]
 
 
 def _check_inputs(features: Mapping[str, np.ndarray], labels: pd.DataFrame) -> list[str]:
@@ -286,32 +297,105 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
 
     Notes
     -----
-    Per layer, a few batched L-BFGS steps of the linear probe's objective (scikit-learn's
-    ``LogisticRegression()``: ``probe_start_iter``) give a linear start. Every layer's MLP
-    then trains at once on top of it: the linear path is that start, kept fixed, and the
-    hidden layers (reading the top ``trunk_components`` principal components of the
-    standardised input; their head starts at zero) learn what it misses, with minibatch
-    AdamW on a one-cycle schedule, early stopping on the validation loss after every
-    epoch, and successive halving (``prune_after``, ``prune_keep``: layers that lead no
-    concept stop early). The full probe of a concept (to scikit-learn's tolerance within
-    ``probe_max_iter``, from the start; for the real and the control task at once) is
-    fitted only where it can matter: at the concept's best layer by the MLPs' validation
-    macro AUROC (``probe_layers``) and wherever the choice then lands. There the decoder
-    keeps the probe instead of the MLP for that concept when the probe's calibrated
-    validation loss is not higher
-    (``metrics["decoder"]``: ``"mlp"`` or ``"linear"``), so on held-out data it does not
-    fall below the probe beyond noise, and the layer is chosen again. ``probe_accuracy``
-    is NaN where no probe of the concept was fitted.
-    Temperatures are fitted on the validation split. Each concept's layer is chosen by
-    validation macro AUROC (``sweep["val_scores"]``; ties to the later layer), never on
-    the test split, so the held-out validity is not flattered by the choice. The control
-    task (labels shuffled within the training and the validation split) is trained the
-    same way at the chosen layers only. The seed fixes the split, the initialisation,
-    dropout and the shuffles: two runs give the same decoders.
+    Four phases, each its own function: :func:`prepare_split_and_scaling` (grouped,
+    stratified split; standardisation with training-split statistics),
+    :func:`fit_heads_per_layer` (linear starts, every layer's MLP at once, probes where
+    they matter, the layer choice on validation), :func:`fit_controls` (the control task
+    at the chosen layers) and :func:`measure_validity` (held-out metrics, selectivity,
+    joint confusions). Their docstrings say how. The seed fixes the split, the
+    initialisation, dropout and the shuffles: two runs give the same decoders.
     """
-    import torch
-
     settings = settings or DecoderSettings()
+    data = prepare_split_and_scaling(features, labels, concept_set, settings=settings)
+    with _seeded_torch(device, settings.seed) as dev:
+        inputs = layer_inputs(data, settings=settings, device=dev)
+        heads = fit_heads_per_layer(data, inputs, settings=settings)
+        controls = fit_controls(data, inputs, heads, settings=settings)
+    decoders, validity = measure_validity(data, heads, controls, settings=settings)
+    return _bundle(data, heads, decoders, validity, settings=settings,
+                   model_sha256=model_sha256, pooling=pooling)
+
+
+train_decoders = activations_to_decoders
+
+
+# ----------------------------------------------------------- phase 1: split and scaling
+
+
+@dataclass
+class PreparedData:
+    """The labelled images split and standardised (:func:`prepare_split_and_scaling`).
+
+    Attributes
+    ----------
+    concept_set : ConceptSet
+        The concepts decoded; ``layout`` says where their logits sit.
+    layers : list of str
+        Layer order (ties go to later layers).
+    codes, shuffled : N x C int64
+        Group codes (``-1`` missing) and the control task's (each concept's codes
+        permuted within the training and within the validation split).
+    split : (N,) int
+        0 train, 1 validation, 2 test; ``split_info`` how it was drawn.
+    x : {layer: N x D float32}
+        Standardised activations; ``stats[layer]`` = (mean, std), (D,) float32 each.
+    image_ids : (N,) str
+    """
+
+    concept_set: ConceptSet
+    layout: HeadLayout
+    layers: list[str]
+    codes: np.ndarray
+    shuffled: np.ndarray
+    split: np.ndarray
+    split_info: dict[str, Any]
+    x: dict[str, np.ndarray]
+    stats: dict[str, tuple[np.ndarray, np.ndarray]]
+    image_ids: np.ndarray
+
+    @cached_property
+    def train(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 0)
+
+    @cached_property
+    def val(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 1)
+
+    @cached_property
+    def test(self) -> np.ndarray:
+        return np.flatnonzero(self.split == 2)
+
+
+def prepare_split_and_scaling(features: Mapping[str, np.ndarray], labels: pd.DataFrame,
+                              concept_set: ConceptSet, *, settings: DecoderSettings,
+                              ) -> PreparedData:
+    """Check the inputs, split the images, standardise every layer.
+
+    Parameters
+    ----------
+    features : {layer: N x D array}
+        Activations (float16 or float32), rows in the order of ``labels``.
+    labels : DataFrame
+        ``image_id`` and one column per concept (group names, missing where unknown).
+    concept_set : ConceptSet
+    settings : DecoderSettings
+        ``split`` fractions, ``group_by``, ``seed``, fixed ``layer`` choices.
+
+    Returns
+    -------
+    PreparedData
+        The split is grouped (``group_by``: variants of one image stay together) and
+        stratified on the protected concepts; each layer is standardised with its
+        training rows' mean and standard deviation (float64 sums; 1 where constant).
+
+    Raises
+    ------
+    DataError
+        No layers, no ``image_id`` column, activations that do not match the labels or
+        are not finite.
+    ConfigError
+        ``settings.layer`` names an unknown concept or a layer not given.
+    """
     layers = _check_inputs(features, labels)
     for concept, layer in settings.layer.items():
         concept_set.concept(concept)
@@ -319,20 +403,26 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
             raise ConfigError(f"decoders.layer fixes concept {concept!r} to layer {layer!r}, "
                               f"which was not recorded (layers: {layers}). Use one of those "
                               f"or record that layer.")
-    layout = HeadLayout.from_concepts(concept_set)
     codes = encode_labels(labels, concept_set)
     protected = [j for j, c in enumerate(concept_set.concepts) if c.protected] or [0]
+    ids = labels["image_id"].astype(str).to_numpy()
     split, split_info = grouped_split(codes, protected, settings.split, seed=settings.seed,
-                                      groups=id_groups(labels["image_id"].astype(str).tolist(),
-                                                       settings.group_by))
-    train, val, test = (np.flatnonzero(split == i) for i in range(3))
-    sizes = [len(g) for g in layout.groups]
+                                      groups=id_groups(ids.tolist(), settings.group_by))
+    stats, xs = standardise_layers(features, np.flatnonzero(split == 0))
+    return PreparedData(concept_set, HeadLayout.from_concepts(concept_set), layers, codes,
+                        _shuffled(codes, split, settings.seed + 1), split, split_info, xs,
+                        stats, ids)
 
-    # Standardise each layer with training-split statistics (two passes over the training
-    # rows, sums in float64).
+
+def standardise_layers(features: Mapping[str, np.ndarray], train: np.ndarray,
+                       ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]],
+                                  dict[str, np.ndarray]]:
+    """Per layer, the training rows' (mean, std) ((D,) float32 each; std 1 where below
+    1e-6) and the standardised N x D float32 activations (two passes over the training
+    rows, sums in float64)."""
     stats, xs = {}, {}
-    for layer in layers:
-        f = np.asarray(features[layer], dtype=np.float32)
+    for layer, x in features.items():
+        f = np.asarray(x, dtype=np.float32)
         f_train = f[train]
         mean = f_train.mean(axis=0, dtype=np.float64).astype(np.float32)
         std = np.sqrt(np.mean(np.square(f_train - mean), axis=0, dtype=np.float64)
@@ -340,225 +430,396 @@ def activations_to_decoders(features: Mapping[str, np.ndarray], labels: pd.DataF
         std[~(std > 1e-6)] = 1.0
         stats[layer] = (mean, std)
         xs[layer] = standardise(f, mean, std)
+    return stats, xs
+
+
+# ---------------------------------------------------------------- phase 2: layer heads
+
+
+@contextmanager
+def _seeded_torch(device: str, seed: int) -> Iterator[Any]:
+    """The torch device, with torch's global generators seeded inside and restored after."""
+    import torch
 
     dev = _torch_device(device)
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork, device_type=dev.type if fork else "cuda"):
-        torch.manual_seed(settings.seed)
-        from audit.decode._fit import (
-            designs,
-            fit_mlps,
-            fit_probes,
-            gram_matrices,
-            principal_bases,
-            probe_preconditioners,
-        )
+        torch.manual_seed(seed)
+        yield dev
 
-        xt = [torch.as_tensor(xs[lay], device=dev) for lay in layers]
-        design = designs(xt, train)          # shared by every probe fit on the training rows
-        grams = gram_matrices(design)
-        precond = probe_preconditioners(grams, len(train))
-        bases = principal_bases(grams, settings.trunk_components, seed=settings.seed)
-        del grams
-        n_lay = len(layers)
 
-        # Linear starts at every layer: a few L-BFGS steps of the probe's objective (all
-        # of them without hidden layers, where the decoder is the probe).
-        shuffled = _shuffled(codes, split, settings.seed + 1)
-        full = not settings.hidden
-        t_real = _targets([codes] * n_lay, [(codes >= 0).astype(np.float32)] * n_lay, dev)
-        starts = fit_probes(xt, t_real, train, layout, precond=precond, design=design,
-                            max_iter=settings.probe_max_iter if full
-                            else settings.probe_start_iter, tol=settings.probe_tol)
+@dataclass
+class LayerInputs:
+    """Every layer's standardised activations on the device (``xt``, N x D_l float32) and
+    what every fit on the training rows shares: transposed designs, the probes'
+    preconditioners, the hidden layers' principal bases and the inputs projected on them
+    (N x k, or ``xt`` where D_l <= k)."""
 
-        # Every layer's MLP at once, its linear path started from there.
-        init = starts if settings.init_from_probe else None
-        weights = _sample_weights(codes, train, sizes, settings.class_balanced)
-        fixed = [layers.index(lay) for lay in settings.layer.values()]
-        projected = [x if b is None else x @ b for x, b in zip(xt, bases, strict=True)]
-        mlps, epochs, history = fit_mlps(xt, _targets([codes] * n_lay, [weights] * n_lay, dev),
-                                         train, val, layout, settings, init=init, bases=bases,
-                                         keep=fixed, projected=projected)
+    xt: list[Any]
+    design: list[Any]
+    precond: list[Any]
+    bases: list[Any]
+    projected: list[Any]
 
-        # The layer of each concept is chosen on the validation split, not on test.
-        val_scores: dict[str, dict[str, float]] = {name: {} for name in layout.names}
-        temps: list[dict[str, float]] = []
-        mlp_nll: list[dict[str, float]] = []      # calibrated validation loss of each MLP
-        choices = [dict.fromkeys(layout.names, "mlp") for _ in layers]
+    def at(self, members: Sequence[int]) -> LayerInputs:
+        """The layers ``members`` only."""
+        return LayerInputs(*([v[i] for i in members] for v in (
+            self.xt, self.design, self.precond, self.bases, self.projected)))
 
-        z_val: list[np.ndarray] = []             # validation logits of each layer's decoder
 
-        def score(i: int, names: Sequence[str]) -> None:
-            """Validation macro AUROC of ``names`` at layer i."""
-            z = z_val[i]
-            for j, name in enumerate(layout.names):
-                if name in names:
-                    val_scores[name][layers[i]] = _val_auroc(
-                        z[:, layout.slice(j)], codes[val, j], layout.kinds[j], temps[i][name])
+def layer_inputs(data: PreparedData, *, settings: DecoderSettings, device: Any) -> LayerInputs:
+    """:class:`LayerInputs` of ``data`` on ``device`` (``trunk_components`` components,
+    seeded with ``settings.seed``)."""
+    import torch
 
-        for i, layer in enumerate(layers):
-            z, t, nll = _calibrate(mlps[i], xs[layer][val], codes[val], layout, settings)
-            temps.append(t)
-            mlp_nll.append(nll)
-            z_val.append(z)
-            score(i, layout.names)
+    from audit.decode._fit import principal_bases
+    from audit.decode._lbfgs import designs, gram_matrices, probe_preconditioners
 
-        # The linear probe of each concept (scikit-learn's objective, to its tolerance),
-        # for the real and the control task at once, only where it can matter: at the
-        # concept's best layer(s) by the MLPs' validation scores (``probe_layers``; an MLP
-        # starts from its layer's linear start and leaves it only for a lower validation
-        # loss), then wherever the choice lands. There the decoder keeps the probe instead
-        # of the MLP when the MLP does not lower the calibrated validation loss, and the
-        # layer is chosen again on the resulting validation scores.
-        probed: dict[int, set[str]] = {i: set() for i in range(n_lay)}
-        probe_real = [_zero_linear(layout.width, x.shape[1]) for x in xt]
-        probe_ctrl = [_zero_linear(layout.width, x.shape[1]) for x in xt]
-        wanted = {(layers.index(lay), name) for name, lay in settings.layer.items()}
-        for name in layout.names:
-            ranked = sorted(range(n_lay), key=lambda i, s=val_scores[name]: (
-                np.nan_to_num(s[layers[i]], nan=-np.inf), i))
-            wanted.update((i, name) for i in ranked[-settings.probe_layers:])
-        paired, both = _paired_layout(layout), np.concatenate([codes, shuffled], axis=1)
-        while True:
-            new: dict[int, list[str]] = {}
-            for i, name in sorted(wanted):
-                if name not in probed[i]:
-                    new.setdefault(i, []).append(name)
-            if new:
-                # One batched fit: the problems not wanted at a layer stay out of the batch.
-                members = sorted(new)
-                mask = np.array([[name in new[i] for name in layout.names] * 2
-                                 for i in members])
-                fitted = fit_probes(
-                    [xt[i] for i in members],
-                    _targets([both] * len(members), [(both >= 0).astype(np.float32)]
-                             * len(members), dev),
-                    train, paired, precond=[precond[i] for i in members],
-                    design=[design[i] for i in members], wanted=mask,
-                    max_iter=settings.probe_max_iter, tol=settings.probe_tol,
-                    init=[_paired_start(starts[i]) for i in members])
-                for i, p in zip(members, fitted, strict=True):
-                    names = new[i]
-                    cols = _columns(layout, names)
-                    for target, rows in ((probe_real[i], cols), (probe_ctrl[i],
-                                                                  cols + layout.width)):
-                        for k, v in p.items():
-                            target[k][cols] = v[rows]
-                    probed[i].update(names)
-                    mlps[i], choice, t = _select(mlps[i], probe_real[i], xs[layers[i]][val],
-                                                 codes[val], layout, settings, only=names,
-                                                 calibrated=(temps[i], mlp_nll[i]),
-                                                 z_val=z_val[i])
-                    choices[i].update(choice)
-                    temps[i].update(t)
-                    score(i, names)
-            best = {name: settings.layer.get(name) or _choose(val_scores[name], layers)
-                    for name in layout.names}
-            wanted = {(layers.index(lay), name) for name, lay in best.items()}
-            if all(name in probed[i] for i, name in wanted):
-                break
-        chosen = [lay for lay in layers if lay in best.values()]
-        at = [layers.index(lay) for lay in chosen]
+    xt = [torch.as_tensor(data.x[lay], device=device) for lay in data.layers]
+    design = designs(xt, data.train)
+    grams = gram_matrices(design)
+    bases = principal_bases(grams, settings.trunk_components, seed=settings.seed)
+    return LayerInputs(xt, design, probe_preconditioners(grams, len(data.train)), bases,
+                       [x if b is None else x @ b for x, b in zip(xt, bases, strict=True)])
 
-        # The control task at the chosen layers, trained and decided like the real one:
-        # its own linear start, the MLP on top, then per concept chosen there the MLP or
-        # the control's probe, whichever has the lower calibrated validation loss.
-        t_shuf = _targets([shuffled] * len(at), [(shuffled >= 0).astype(np.float32)] * len(at),
-                          dev)
-        ctrl_starts = ([probe_ctrl[i] for i in at] if full else
-                       fit_probes([xt[i] for i in at], t_shuf, train, layout,
-                                  precond=[precond[i] for i in at],
-                                  design=[design[i] for i in at],
-                                  max_iter=settings.probe_start_iter, tol=settings.probe_tol))
-        w_ctrl = _sample_weights(shuffled, train, sizes, settings.class_balanced)
-        controls, _, _ = fit_mlps(
-            [xt[i] for i in at], _targets([shuffled] * len(at), [w_ctrl] * len(at), dev),
-            train, val, layout, settings,
-            init=ctrl_starts if settings.init_from_probe else None,
-            bases=[bases[i] for i in at], keep=range(len(at)),   # no halving: all chosen
-            projected=[projected[i] for i in at])
-    controls = [_select(c, probe_ctrl[i], xs[layers[i]][val], shuffled[val], layout, settings,
-                        only=[n for n in layout.names if best[n] == layers[i]])[0]
-                for c, i in zip(controls, at, strict=True)]
 
-    # Validation and held-out metrics of every concept at every layer.
-    prot = {c.name: (tuple(c.groups), codes[test, j])
-            for j, c in enumerate(concept_set.concepts) if c.protected}
+def _codes_targets(codes: np.ndarray, m: int, device: Any,
+                   weights: np.ndarray | None = None) -> Any:
+    """``Targets`` of ``m`` members with the same codes (N x C) and weights (default 1
+    where labelled)."""
+    w = (codes >= 0).astype(np.float32) if weights is None else weights
+    return _targets([codes] * m, [w] * m, device)
+
+
+@dataclass
+class LayerHeads:
+    """Every layer's decoder after :func:`fit_heads_per_layer`, by layer index.
+
+    ``mlps`` (weights; the probe's rows where it replaced the MLP, ``choices``),
+    ``epochs`` and ``history`` of training, ``temps`` and ``mlp_nll`` (calibrated
+    validation loss) per concept, ``z_val`` (validation logits, n_val x width),
+    ``val_scores`` ({concept: {layer: validation macro AUROC}}), the full probes of the
+    real and the control task (``probe_real``, ``probe_ctrl``; rows of the concepts in
+    ``probed`` filled), the linear ``starts`` and the chosen layer per concept (``best``).
+    """
+
+    mlps: list[dict[str, np.ndarray]]
+    epochs: list[int]
+    history: list[dict[str, list[float]]]
+    temps: list[dict[str, float]]
+    mlp_nll: list[dict[str, float]]
+    z_val: list[np.ndarray]
+    val_scores: dict[str, dict[str, float]]
+    choices: list[dict[str, str]]
+    probed: dict[int, set[str]]
+    probe_real: list[dict[str, np.ndarray]]
+    probe_ctrl: list[dict[str, np.ndarray]]
+    starts: list[dict[str, np.ndarray]]
+    best: dict[str, str]
+
+    def chosen(self, layers: Sequence[str]) -> list[int]:
+        """Indices of the layers chosen for some concept, in layer order."""
+        return [i for i, lay in enumerate(layers) if lay in self.best.values()]
+
+    def score(self, data: PreparedData, i: int, names: Sequence[str]) -> None:
+        """Validation macro AUROC of ``names`` at layer i."""
+        layout, val = data.layout, data.val
+        for j, name in enumerate(layout.names):
+            if name in names:
+                self.val_scores[name][data.layers[i]] = _val_auroc(
+                    self.z_val[i][:, layout.slice(j)], data.codes[val, j], layout.kinds[j],
+                    self.temps[i][name])
+
+
+def fit_heads_per_layer(data: PreparedData, inputs: LayerInputs, *,
+                        settings: DecoderSettings) -> LayerHeads:
+    """Every layer's decoder, then each concept's layer, chosen on the validation split.
+
+    Per layer, a few batched L-BFGS steps of the linear probe's objective
+    (scikit-learn's ``LogisticRegression()``: ``probe_start_iter``; all of them,
+    ``probe_max_iter``, without hidden layers, where the decoder is the probe) give a
+    linear start. Every layer's MLP then trains at once on top of it
+    (:func:`audit.decode._fit.fit_mlps`: the linear path is that start, kept fixed; the
+    hidden layers read the top ``trunk_components`` principal components; minibatch
+    AdamW on a one-cycle schedule, early stopping on the validation loss, successive
+    halving). Temperatures are fitted on the validation split and each concept's layer
+    is chosen by validation macro AUROC (ties to the later layer), never on the test
+    split; the full probes are fitted where they can matter
+    (:func:`_fit_probes_where_they_matter`).
+
+    Parameters
+    ----------
+    data : PreparedData
+    inputs : LayerInputs
+        Of ``data``'s layers (:func:`layer_inputs`).
+    settings : DecoderSettings
+
+    Returns
+    -------
+    LayerHeads
+    """
+    from audit.decode._fit import fit_mlps
+    from audit.decode._lbfgs import fit_probes
+
+    layout, codes, n_lay = data.layout, data.codes, len(data.layers)
+    dev = inputs.xt[0].device
+    full = not settings.hidden
+    starts = fit_probes(inputs.xt, _codes_targets(codes, n_lay, dev), data.train, layout,
+                        precond=inputs.precond, design=inputs.design, tol=settings.probe_tol,
+                        max_iter=settings.probe_max_iter if full else settings.probe_start_iter)
+    weights = _sample_weights(codes, data.train, [len(g) for g in layout.groups],
+                              settings.class_balanced)
+    mlps, epochs, history = fit_mlps(
+        inputs.xt, _codes_targets(codes, n_lay, dev, weights), data.train, data.val, layout,
+        settings, init=starts if settings.init_from_probe else None, bases=inputs.bases,
+        keep=[data.layers.index(lay) for lay in settings.layer.values()],
+        projected=inputs.projected)
+    heads = LayerHeads(mlps, epochs, history, [], [], [], {n: {} for n in layout.names},
+                       [dict.fromkeys(layout.names, "mlp") for _ in data.layers],
+                       {i: set() for i in range(n_lay)},
+                       [_zero_linear(layout.width, x.shape[1]) for x in inputs.xt],
+                       [_zero_linear(layout.width, x.shape[1]) for x in inputs.xt], starts, {})
+    for i, layer in enumerate(data.layers):
+        z, t, nll = _calibrate(mlps[i], data.x[layer][data.val], codes[data.val], layout,
+                               settings)
+        heads.temps.append(t)
+        heads.mlp_nll.append(nll)
+        heads.z_val.append(z)
+        heads.score(data, i, layout.names)
+    _fit_probes_where_they_matter(data, inputs, heads, settings=settings)
+    return heads
+
+
+def _fit_probes_where_they_matter(data: PreparedData, inputs: LayerInputs, heads: LayerHeads,
+                                  *, settings: DecoderSettings) -> None:
+    """The full linear probes (scikit-learn's objective, to its tolerance), for the real
+    and the control task at once, only where they can matter; ``heads.best`` set.
+
+    First at each concept's best layer(s) by the MLPs' validation scores
+    (``probe_layers``; an MLP starts from its layer's linear start and leaves it only for
+    a lower validation loss) and at fixed layers, then wherever the choice lands. There
+    the decoder keeps the probe instead of the MLP when the MLP does not lower the
+    calibrated validation loss (:func:`_select`), and the layer is chosen again on the
+    resulting validation scores, until every chosen layer's concept has its probe.
+    """
+    layers, names = data.layers, data.layout.names
+    wanted = {(layers.index(lay), name) for name, lay in settings.layer.items()}
+    for name in names:
+        ranked = sorted(range(len(layers)), key=lambda i, s=heads.val_scores[name]: (
+            np.nan_to_num(s[layers[i]], nan=-np.inf), i))
+        wanted.update((i, name) for i in ranked[-settings.probe_layers:])
+    while True:
+        new: dict[int, list[str]] = {}
+        for i, name in sorted(wanted):
+            if name not in heads.probed[i]:
+                new.setdefault(i, []).append(name)
+        if new:
+            _fit_new_probes(data, inputs, heads, new, settings=settings)
+        heads.best = {name: settings.layer.get(name) or _choose(heads.val_scores[name], layers)
+                      for name in names}
+        wanted = {(layers.index(lay), name) for name, lay in heads.best.items()}
+        if all(name in heads.probed[i] for i, name in wanted):
+            return
+
+
+def _fit_new_probes(data: PreparedData, inputs: LayerInputs, heads: LayerHeads,
+                    new: dict[int, list[str]], *, settings: DecoderSettings) -> None:
+    """Fit the probes of concepts ``new[i]`` at layers i (one batched fit, real and
+    control task side by side, from the linear starts; the problems not wanted stay out
+    of the batch), then per layer keep the probe or the MLP (:func:`_select`) and score
+    again."""
+    from audit.decode._lbfgs import fit_probes
+
+    layout, members = data.layout, sorted(new)
+    both = np.concatenate([data.codes, data.shuffled], axis=1)
+    mask = np.array([[name in new[i] for name in layout.names] * 2 for i in members])
+    sub = inputs.at(members)
+    fitted = fit_probes(sub.xt, _codes_targets(both, len(members), sub.xt[0].device),
+                        data.train, _paired_layout(layout), precond=sub.precond,
+                        design=sub.design, wanted=mask, max_iter=settings.probe_max_iter,
+                        tol=settings.probe_tol,
+                        init=[_paired_start(heads.starts[i]) for i in members])
+    val = data.val
+    for i, p in zip(members, fitted, strict=True):
+        names = new[i]
+        cols = _columns(layout, names)
+        for target, rows in ((heads.probe_real[i], cols),
+                             (heads.probe_ctrl[i], cols + layout.width)):
+            for k, v in p.items():
+                target[k][cols] = v[rows]
+        heads.probed[i].update(names)
+        heads.mlps[i], choice, t = _select(
+            heads.mlps[i], heads.probe_real[i], data.x[data.layers[i]][val], data.codes[val],
+            layout, settings, only=names, calibrated=(heads.temps[i], heads.mlp_nll[i]),
+            z_val=heads.z_val[i])
+        heads.choices[i].update(choice)
+        heads.temps[i].update(t)
+        heads.score(data, i, names)
+
+
+# ------------------------------------------------------------------- phase 3: controls
+
+
+def fit_controls(data: PreparedData, inputs: LayerInputs, heads: LayerHeads, *,
+                 settings: DecoderSettings) -> dict[str, dict[str, np.ndarray]]:
+    """The control task (Hewitt & Liang 2019) at the chosen layers, trained and decided
+    like the real one.
+
+    Labels shuffled within the training and within the validation split
+    (``data.shuffled``): its own linear start (the full control probe without hidden
+    layers), the MLP on top (no successive halving: every chosen layer is kept), then per
+    concept chosen at the layer the MLP or the control's probe, whichever has the lower
+    calibrated validation loss.
+
+    Returns
+    -------
+    {layer: weights}
+        The control decoder of each chosen layer (numpy, out x in, as ``heads.mlps``).
+    """
+    from audit.decode._fit import fit_mlps
+    from audit.decode._lbfgs import fit_probes
+
+    at = heads.chosen(data.layers)
+    sub, layout, shuffled = inputs.at(at), data.layout, data.shuffled
+    dev = sub.xt[0].device
+    starts = ([heads.probe_ctrl[i] for i in at] if not settings.hidden else
+              fit_probes(sub.xt, _codes_targets(shuffled, len(at), dev), data.train, layout,
+                         precond=sub.precond, design=sub.design,
+                         max_iter=settings.probe_start_iter, tol=settings.probe_tol))
+    weights = _sample_weights(shuffled, data.train, [len(g) for g in layout.groups],
+                              settings.class_balanced)
+    controls, _, _ = fit_mlps(
+        sub.xt, _codes_targets(shuffled, len(at), dev, weights), data.train, data.val,
+        layout, settings, init=starts if settings.init_from_probe else None,
+        bases=sub.bases, keep=range(len(at)), projected=sub.projected)
+    out = {}
+    for c, i in zip(controls, at, strict=True):
+        layer = data.layers[i]
+        out[layer] = _select(c, heads.probe_ctrl[i], data.x[layer][data.val],
+                             shuffled[data.val], layout, settings,
+                             only=[n for n in layout.names if heads.best[n] == layer])[0]
+    return out
+
+
+# ------------------------------------------------------------------- phase 4: validity
+
+
+def measure_validity(data: PreparedData, heads: LayerHeads,
+                     controls: Mapping[str, dict[str, np.ndarray]], *,
+                     settings: DecoderSettings,
+                     ) -> tuple[dict[str, LayerDecoder], dict[str, Any]]:
+    """Held-out (test split) metrics of every concept at every layer, and the validity
+    evidence of each concept at its chosen layer.
+
+    Returns
+    -------
+    decoders : {layer: LayerDecoder}
+        Weights, standardisation, temperatures and per-concept metrics
+        (:func:`audit.decode.metrics.concept_metrics`, plus uncalibrated ECE,
+        temperature, decoder kind, validation AUROC, probe accuracy: NaN where no probe
+        of the concept was fitted at the layer).
+    validity : dict
+        ``concepts``: per concept its chosen layer's metrics, the control task's
+        (balanced) accuracy, the selectivity (balanced accuracy over the control's;
+        ``decodable`` when at least ``min_selectivity``); ``intersections``: the joint
+        confusion counts (:func:`joint_confusions`).
+    """
     decoders: dict[str, LayerDecoder] = {}
     decided: dict[str, np.ndarray] = {}       # test-split decisions at the chosen layers
-    for i, layer in enumerate(layers):
-        logits = _logits(mlps[i], xs[layer][test])
-        probe_logits = _logits(probe_real[i], xs[layer][test]) if probed[i] else None
-        metrics = {}
-        for j, name in enumerate(layout.names):
-            kind, sl, t = layout.kinds[j], layout.slice(j), temps[i][name]
-            prob = concept_probabilities(logits[:, sl], kind, t)
-            pred = decide(prob, kind)
-            if best[name] == layer:
-                decided[name] = pred
-            m = concept_metrics(codes[test, j], prob, pred, prot)
-            raw = concept_probabilities(logits[:, sl], kind)
-            known = codes[test, j] >= 0
-            m["ece_uncalibrated"] = expected_calibration_error(codes[test, j][known],
-                                                               raw[known])
-            m["temperature"] = t
-            m["decoder"] = choices[i][name]
-            m["val_auroc"] = val_scores[name][layer]
-            m["probe_accuracy"] = float("nan")
-            if probe_logits is not None and name in probed[i]:
-                p_prob = concept_probabilities(probe_logits[:, sl], kind)
-                m["probe_accuracy"] = accuracy(codes[test, j][known],
-                                               decide(p_prob, kind)[known])
-            metrics[name] = m
-        decoders[layer] = LayerDecoder(layer, mlps[i], *stats[layer], temps[i], metrics,
-                                       int(epochs[i]), history[i])
+    for i, layer in enumerate(data.layers):
+        decoders[layer] = _layer_decoder(data, heads, i, decided)
+    concepts = {name: _concept_validity(data, j, decoders[heads.best[name]],
+                                        controls[heads.best[name]], settings)
+                for j, name in enumerate(data.layout.names)}
+    cs = data.concept_set
+    return decoders, {"concept_set": {"name": cs.name, "sha256": cs.sha256},
+                      "concepts": concepts,
+                      "intersections": joint_confusions(data.codes[data.test], decided, cs)}
 
-    validity: dict[str, Any] = {}
+
+def _layer_decoder(data: PreparedData, heads: LayerHeads, i: int,
+                   decided: dict[str, np.ndarray]) -> LayerDecoder:
+    """Layer i's decoder with its test metrics; its decisions of the concepts chosen there
+    go into ``decided``."""
+    layer, layout, test = data.layers[i], data.layout, data.test
+    codes = data.codes[test]
+    prot = {c.name: (tuple(c.groups), codes[:, j])
+            for j, c in enumerate(data.concept_set.concepts) if c.protected}
+    logits = _logits(heads.mlps[i], data.x[layer][test])
+    probe_logits = _logits(heads.probe_real[i], data.x[layer][test]) if heads.probed[i] else None
+    metrics = {}
     for j, name in enumerate(layout.names):
-        layer = best[name]
-        logits = _logits(controls[chosen.index(layer)], xs[layer][test])
-        known = codes[test, j] >= 0
-        ctrl_pred = decide(concept_probabilities(logits[:, layout.slice(j)], layout.kinds[j]),
-                           layout.kinds[j])[known]
-        ctrl_acc = accuracy(codes[test, j][known], ctrl_pred)
-        ctrl_bal = balanced_accuracy(codes[test, j][known], ctrl_pred)
-        m = dict(decoders[layer].metrics[name])
-        # Selectivity (Hewitt & Liang 2019) on balanced accuracy: with plain accuracy a
-        # majority-class guess of an imbalanced concept matches a good decoder.
-        selectivity = m["balanced_accuracy"] - ctrl_bal
-        validity[name] = {
-            "layer": layer, "groups": list(layout.groups[j]), **m,
+        kind, sl, t = layout.kinds[j], layout.slice(j), heads.temps[i][name]
+        prob = concept_probabilities(logits[:, sl], kind, t)
+        pred = decide(prob, kind)
+        if heads.best[name] == layer:
+            decided[name] = pred
+        m = concept_metrics(codes[:, j], prob, pred, prot)
+        known = codes[:, j] >= 0
+        m["ece_uncalibrated"] = expected_calibration_error(
+            codes[known, j], concept_probabilities(logits[:, sl], kind)[known])
+        m["temperature"] = t
+        m["decoder"] = heads.choices[i][name]
+        m["val_auroc"] = heads.val_scores[name][layer]
+        m["probe_accuracy"] = float("nan")
+        if probe_logits is not None and name in heads.probed[i]:
+            p_prob = concept_probabilities(probe_logits[:, sl], kind)
+            m["probe_accuracy"] = accuracy(codes[known, j], decide(p_prob, kind)[known])
+        metrics[name] = m
+    return LayerDecoder(layer, heads.mlps[i], *data.stats[layer], heads.temps[i], metrics,
+                        int(heads.epochs[i]), heads.history[i])
+
+
+def _concept_validity(data: PreparedData, j: int, decoder: LayerDecoder,
+                      control: dict[str, np.ndarray], settings: DecoderSettings,
+                      ) -> dict[str, Any]:
+    """Concept j's validity at its chosen layer (``decoder``) against the control task's
+    decoder there (test split)."""
+    layout, test, name = data.layout, data.test, data.layout.names[j]
+    logits = _logits(control, data.x[decoder.layer][test])
+    known = data.codes[test, j] >= 0
+    ctrl_pred = decide(concept_probabilities(logits[:, layout.slice(j)], layout.kinds[j]),
+                       layout.kinds[j])[known]
+    truth = data.codes[test, j][known]
+    ctrl_acc, ctrl_bal = accuracy(truth, ctrl_pred), balanced_accuracy(truth, ctrl_pred)
+    m = dict(decoder.metrics[name])
+    # Selectivity (Hewitt & Liang 2019) on balanced accuracy: with plain accuracy a
+    # majority-class guess of an imbalanced concept matches a good decoder.
+    selectivity = m["balanced_accuracy"] - ctrl_bal
+    return {"layer": decoder.layer, "groups": list(layout.groups[j]), **m,
             "control_accuracy": ctrl_acc, "control_balanced_accuracy": ctrl_bal,
             "selectivity": selectivity, "selectivity_accuracy": m["accuracy"] - ctrl_acc,
             "decodable": bool(np.isfinite(selectivity)
-                              and selectivity >= settings.min_selectivity),
-        }
+                              and selectivity >= settings.min_selectivity)}
+
+
+def _bundle(data: PreparedData, heads: LayerHeads, decoders: dict[str, LayerDecoder],
+            validity: dict[str, Any], *, settings: DecoderSettings, model_sha256: str,
+            pooling: str) -> DecoderBundle:
+    """The :class:`DecoderBundle` of the four phases' results: decoders, validity, the
+    layer sweep (test scores for the chart, validation scores behind the choice) and the
+    image ids of each split."""
+    layers, names, cs = data.layers, data.layout.names, data.concept_set
+
+    def per_layer(key: str) -> dict[str, dict[str, Any]]:
+        return {n: {lay: decoders[lay].metrics[n][key] for lay in layers} for n in names}
+
+    info = data.split_info
     return DecoderBundle(
-        concept_set=concept_set, model_sha256=model_sha256, pooling=pooling,
-        layers=tuple(layers), decoders=decoders, best=best,
-        validity={"concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
-                  "model_sha256": model_sha256, "concepts": validity,
-                  "intersections": joint_confusions(codes[test], decided, concept_set)},
+        concept_set=cs, model_sha256=model_sha256, pooling=pooling, layers=tuple(layers),
+        decoders=decoders, best=heads.best,
+        validity={"concept_set": validity["concept_set"], "model_sha256": model_sha256,
+                  "concepts": validity["concepts"],
+                  "intersections": validity["intersections"]},
         sweep={"layers": layers, "metric": "macro_auroc", "chosen_on": "validation",
-               "scores": {n: {lay: decoders[lay].metrics[n]["auroc"] for lay in layers}
-                          for n in layout.names},
-               "accuracy": {n: {lay: decoders[lay].metrics[n]["accuracy"] for lay in layers}
-                            for n in layout.names},
-               "probe_accuracy": {n: {lay: decoders[lay].metrics[n]["probe_accuracy"]
-                                      for lay in layers} for n in layout.names},
-               "val_scores": val_scores,
-               "decoder": {n: {lay: decoders[lay].metrics[n]["decoder"] for lay in layers}
-                           for n in layout.names},
-               "best": best},
+               "scores": per_layer("auroc"), "accuracy": per_layer("accuracy"),
+               "probe_accuracy": per_layer("probe_accuracy"), "val_scores": heads.val_scores,
+               "decoder": per_layer("decoder"), "best": heads.best},
         splits={"seed": settings.seed, "fractions": list(settings.split),
-                "stratify_by": [concept_set.concepts[j].name
-                                for j in split_info["stratify_by"]],
-                "pooled_rows": split_info["pooled_rows"],
-                "group_by": settings.group_by, "n_groups": split_info.get("n_groups"),
-                **{name: labels["image_id"].astype(str).to_numpy()[split == i].tolist()
+                "stratify_by": [cs.concepts[j].name for j in info["stratify_by"]],
+                "pooled_rows": info["pooled_rows"], "group_by": settings.group_by,
+                "n_groups": info.get("n_groups"),
+                **{name: data.image_ids[data.split == i].tolist()
                    for i, name in enumerate(SPLITS)}},
         settings=settings,
     )
-
-
-train_decoders = activations_to_decoders
