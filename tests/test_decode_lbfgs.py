@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from audit.decode.split import encode_labels
-from audit.decode.synthetic import planted_activations
+from audit.validation.decoders import planted_activations
 
 
 def _torch_lbfgs_probe(x, y, kind, width):

@@ -16,7 +16,7 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from audit.config import DecoderSettings
 from audit.decode.model import concept_probabilities, decide, forward_logits
-from audit.decode.synthetic import planted_activations
+from audit.validation.decoders import planted_activations
 from audit.decode.train import (
     activations_to_decoders,
     fit_controls,
