@@ -16,7 +16,6 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
 from audit.config import DecoderSettings
 from audit.decode.model import concept_probabilities, decide, forward_logits
-from audit.validation.decoders import planted_activations
 from audit.decode.train import (
     activations_to_decoders,
     fit_controls,
@@ -26,6 +25,7 @@ from audit.decode.train import (
     prepare_split_and_scaling,
 )
 from audit.errors import ConfigError
+from audit.validation.decoders import planted_activations
 
 SETTINGS = DecoderSettings(hidden=[32], lr=1e-2, max_epochs=60, patience=10, seed=0)
 
