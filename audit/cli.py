@@ -730,7 +730,8 @@ def plan(config: Path) -> None:
     Example:
       gan-audit plan audit.yaml
     """
-    from audit.measure.power import config_to_plan, describe
+    from audit.measure.power import describe
+    from audit.plan import config_to_plan
 
     result = config_to_plan(config)
     click.echo(f"plan for {result['config']} ({result['concept_set']}): {result['n_tests']} "

@@ -16,27 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from audit.errors import RunFolderError
-from audit.runfolder import TEMP_PREFIX, journal_written
+from audit.runfolder import TEMP_PREFIX, ensure_dir, journal_written  # (ensure_dir: ours too)
 
 __all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "sha256_bytes", "sha256_file", "ensure_dir", "to_jsonable"]
-
-
-def ensure_dir(path: Path) -> Path:
-    """Create ``path`` (and parents); a clear error if it is a file or not writable."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"{path}: exists and is a file, not a folder. Choose another "
-                             f"output folder (--out) or remove the file.")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFolderError(f"{path}: cannot create the folder ({exc.strerror}). Choose a "
-                             f"writable output folder with --out.") from exc
-    if not os.access(path, os.W_OK):
-        raise RunFolderError(f"{path}: the folder is not writable. Choose a writable output "
-                             f"folder with --out, or fix its permissions.")
-    return path
 
 
 @contextmanager

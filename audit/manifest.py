@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import subprocess
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from audit._version import __version__
 from audit.errors import RunFolderError
 from audit.io import atomic_write_json
-from audit.runfolder import read_run_file
+from audit.runfolder import read_run_file, utc_now
 
 MANIFEST = "manifest.json"
 # Run folders written by another major layout are refused, not silently mixed.
@@ -33,11 +32,6 @@ RUN_FOLDER_FORMAT = 3
 __all__ = ["MANIFEST", "RUN_FOLDER_FORMAT", "read_manifest", "write_manifest", "new_manifest",
            "record_artifacts", "record_stage_command", "valid_artifacts",
            "differing_artifacts", "environment", "utc_now"]
-
-
-def utc_now() -> str:
-    """The current time, UTC, ISO 8601 with seconds."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _version(dist: str) -> str | None:

@@ -27,6 +27,7 @@ import stat
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from audit.errors import RunFolderError
 __all__ = ["MARKER", "LOCK", "TEMP_PREFIX", "TOOL_FILES", "claim", "is_owned", "journal_written",
            "created_files", "remove_created", "sweep_temporaries", "read_artifact", "read_run_file",
            "refuse_links",
-           "artifact_files", "hash_artifacts"]
+           "artifact_files", "hash_artifacts", "utc_now", "ensure_dir"]
 
 #: Ownership marker and journal of every file the tool wrote (paths relative to the folder).
 MARKER = ".gan-audit-run"
@@ -133,7 +134,6 @@ def created_files(run_dir: Path) -> set[str]:
 
 
 def _write_marker(run_dir: Path, kind: str) -> None:
-    from audit.manifest import utc_now
 
     header = json.dumps({"tool": "gan-audit", "kind": kind, "created": utc_now()})
     fd = os.open(run_dir / MARKER, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -146,7 +146,6 @@ def _write_marker(run_dir: Path, kind: str) -> None:
 def _take_ownership(run_dir: Path, kind: str) -> bool:
     """Make sure the tool may write into ``run_dir``; True when it created or adopted an empty
     folder just now. Raises :class:`RunFolderError` (nothing touched) otherwise."""
-    from audit.io import ensure_dir
 
     if is_owned(run_dir):
         found = _kind(run_dir)
@@ -236,7 +235,6 @@ def _locked(run_dir: Path) -> Iterator[None]:
             f"{run_dir}: in use by {_holder(path)}. One command writes into a run folder at a "
             f"time: wait for it to finish, or choose another output folder with --out.") \
             from exc
-    from audit.manifest import utc_now
 
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": utc_now(),
             "command": " ".join(["gan-audit", *sys.argv[1:]])[:500]}
@@ -461,3 +459,25 @@ def hash_artifacts(run_dir: Path, names: Iterable[str], problems: list[str] | No
                 size += len(block)
         out[rel] = {"sha256": h.hexdigest(), "size": size, "mtime_ns": st.st_mtime_ns}
     return out
+
+
+def utc_now() -> str:
+    """The current time, UTC, ISO 8601 with seconds."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def ensure_dir(path: Path) -> Path:
+    """Create ``path`` (and parents); a clear error if it is a file or not writable."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"{path}: exists and is a file, not a folder. Choose another "
+                             f"output folder (--out) or remove the file.")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"{path}: cannot create the folder ({exc.strerror}). Choose a "
+                             f"writable output folder with --out.") from exc
+    if not os.access(path, os.W_OK):
+        raise RunFolderError(f"{path}: the folder is not writable. Choose a writable output "
+                             f"folder with --out, or fix its permissions.")
+    return path

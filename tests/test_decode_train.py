@@ -619,7 +619,8 @@ def test_selectivity_is_not_fooled_by_an_imbalanced_concept() -> None:
 
 
 def test_group_by_keeps_variants_of_one_image_in_one_split() -> None:
-    from audit.decode.split import grouped_split, id_groups
+    from audit.decode.split import grouped_split
+    from audit.ids import id_groups
 
     ids = [f"img-{k:03d}-{tone}" for k in range(60) for tone in ("light", "dark")]
     groups = id_groups(ids, r"^(img-\d+)-")

@@ -179,7 +179,7 @@ def test_few_clusters_are_flagged(cs, originals):
 
 
 def test_ids_whose_group_takes_no_part_are_their_own_cluster():
-    from audit.decode.split import id_groups
+    from audit.ids import id_groups
 
     keys = id_groups(["a-copy1", "a-copy2", "b", "bb", "c"], r"^(.*)-copy\d+$|^b")
     assert keys[0] == keys[1] and len(set(keys[2:])) == 3 and keys[2] != keys[0]

@@ -8,8 +8,8 @@ import pytest
 from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from audit.config import MeasureSettings
+from audit.intervals import mover_difference, mover_ratio, wilson_interval, zero_width
 from audit.measure import predictions_to_results, validate_results
-from audit.measure.intervals import mover_difference, mover_ratio, wilson_interval, zero_width
 from audit.validation.predictions import Planted, synthetic_predictions
 
 CASES = [(0, 82), (82, 82), (1, 10), (5, 40), (37.5, 80.2), (250, 1000), (0, 1), (3, 3)]

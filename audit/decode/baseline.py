@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.measure.intervals import mover_difference, wilson_interval
+from audit.intervals import mover_difference, wilson_interval
 
 if TYPE_CHECKING:
     import torch.nn as nn

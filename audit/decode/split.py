@@ -11,7 +11,7 @@ import pandas as pd
 from audit.concepts import ConceptSet
 from audit.errors import DataError
 
-__all__ = ["encode_labels", "stratified_split", "grouped_split", "id_groups", "SPLITS"]
+__all__ = ["encode_labels", "stratified_split", "grouped_split", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 
@@ -62,26 +62,6 @@ def _strata(codes: np.ndarray, min_size: int) -> np.ndarray:
     _, key, counts = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     key = key.reshape(-1)
     return np.where(counts[key] >= min_size, key, -1)
-
-
-def id_groups(image_ids: Sequence[str], pattern: str | None) -> np.ndarray | None:
-    """Group key per image from a regular expression on its id (None without a pattern).
-
-    The key is the match's first group if the pattern has one, else the whole match; an
-    id that does not match (or whose key is empty, or whose group took no part in the
-    match) is a group of its own.
-    """
-    if pattern is None:
-        return None
-    import re
-
-    rx = re.compile(pattern)
-    keys = []
-    for image_id in image_ids:
-        m = rx.search(str(image_id))
-        key = None if m is None else (m.group(1) if rx.groups else m.group(0))
-        keys.append(f"={key}" if key else f"\0{image_id}")    # a shared key / its own group
-    return np.unique(np.asarray(keys, dtype=object), return_inverse=True)[1].reshape(-1)
 
 
 def grouped_split(codes: np.ndarray, stratify: Sequence[int], fractions: Sequence[float], *,

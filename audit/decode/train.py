@@ -34,8 +34,9 @@ from audit.decode.model import (
     decide,
     temperature_and_nll,
 )
-from audit.decode.split import SPLITS, encode_labels, grouped_split, id_groups
+from audit.decode.split import SPLITS, encode_labels, grouped_split
 from audit.errors import ConfigError, DataError
+from audit.ids import id_groups
 
 __all__ = ["LayerHeads", "LayerInputs", "PreparedData", "activations_to_decoders",
            "fit_controls", "fit_heads_per_layer", "joint_confusions", "layer_inputs",

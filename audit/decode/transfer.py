@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from audit.measure.intervals import wilson_interval
+from audit.intervals import wilson_interval
 
 __all__ = ["QUANTILE", "OOD_LOWER", "VARIANCE", "MAX_COMPONENTS", "TransferReference",
            "fit_reference", "distance_parts", "reference_distances",

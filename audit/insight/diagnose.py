@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from audit.decode.split import id_groups
 from audit.errors import DataError
 from audit.formatting import number, percent, significant
+from audit.ids import id_groups
 from audit.measure.bootstrap import BootstrapSpec, cell_interval, cluster_cells, draw_cells
 from audit.measure.stats import adjust_pvalues, two_proportion_test
 

@@ -155,7 +155,7 @@ def predictions_to_entropy(predictions: pd.DataFrame, concept_set: ConceptSet, *
     real against generated; with ``cluster_by`` (the measure stage's) the intervals
     resample clusters of images within each source.
     """
-    from audit.decode.split import id_groups
+    from audit.ids import id_groups
     from audit.measure.bootstrap import cluster_cells
 
     audit = predictions[predictions["split"] == "audit"] if "split" in predictions else predictions

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from audit.intervals import mover_difference, wilson_interval, zero_width
 from audit.measure.bootstrap import (
     BootstrapSpec,
     Columns,
@@ -25,7 +26,6 @@ from audit.measure.bootstrap import (
     padded_cells,
 )
 from audit.measure.groups import SHARE_PARTS, SOURCES, CellLayout, Grouping
-from audit.measure.intervals import mover_difference, wilson_interval, zero_width
 from audit.measure.stats import (
     binomial_test,
     clustered_proportion_test,

@@ -471,10 +471,10 @@ def image_clusters(image_ids: np.ndarray, source: np.ndarray, pattern: str | Non
                    ) -> np.ndarray | None:
     """(N,) cluster keys of the audited images under ``cluster_by`` (None without one).
 
-    Ids alike under the pattern (:func:`audit.decode.split.id_groups`) form one cluster
+    Ids alike under the pattern (:func:`audit.ids.id_groups`) form one cluster
     within a source; real and generated images never share one.
     """
-    from audit.decode.split import id_groups
+    from audit.ids import id_groups
 
     keys = id_groups([str(i) for i in image_ids], pattern)
     if keys is None:

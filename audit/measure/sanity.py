@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from audit.intervals import normal_quantile, wilson_interval
 from audit.measure.bootstrap import estimate
-from audit.measure.intervals import normal_quantile, wilson_interval
 from audit.measure.stats import effective_counts
 
 __all__ = ["auc_delong", "discriminator_sanity", "sanity_caveat", "sanity_words", "ACCEPT_LOW",

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from audit.formatting import percent
+from audit.intervals import mover_ratio, wilson_interval, zero_width
 from audit.measure.bootstrap import (
     BootstrapSpec,
     Columns,
@@ -49,7 +50,6 @@ from audit.measure.groups import (
     Grouping,
     ScoreState,
 )
-from audit.measure.intervals import mover_ratio, wilson_interval, zero_width
 from audit.measure.stats import (
     clustered_proportion_test,
     effective_counts,
