@@ -410,7 +410,7 @@ def _baseline(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) ->
 
 
 def predictions_from_run(run_dir: Path, concept_set: Any) -> Any:
-    """Decode every stored image and write ``predictions.parquet`` (docs/CONTRACTS.md).
+    """Decode every stored image and write ``predictions.parquet`` (docs/ARCHITECTURE.md).
 
     Paired images carry their decoder split (train/val/test) and true labels; real and
     generated images are the audited ones (split ``audit``); real images keep their

@@ -239,3 +239,22 @@ def test_no_function_is_longer_than_80_lines() -> None:
     long = _long_functions()
     assert not long, (f"split these where the pieces have names (at most "
                       f"{MAX_FUNCTION_LINES} lines each):\n" + "\n".join(long))
+
+
+def test_the_architecture_page_lists_every_module() -> None:
+    """docs/ARCHITECTURE.md's module tree has one line per module, and no dead one."""
+    page = (ROOT.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    tree = page[page.index("## The module tree"):]
+    listed, stack = {"audit"}, []
+    for line in tree.split("```")[1].splitlines()[2:]:
+        indent = (len(line) - len(line.lstrip())) // 2
+        name = line.split()[0]
+        del stack[indent - 1:]
+        if name.endswith("/"):
+            stack.append(name.rstrip("/"))
+            listed.add(".".join(["audit", *stack]))
+        else:
+            listed.add(".".join(["audit", *stack, name.removesuffix(".py")]))
+    modules = set(MODULES)
+    assert listed == modules, (f"missing from the page: {sorted(modules - listed)}; "
+                               f"on the page but not in the code: {sorted(listed - modules)}")

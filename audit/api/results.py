@@ -285,7 +285,7 @@ class AuditResults:
         returns it or as read from the file). It is copied, converted to plain JSON values
         and validated against the JSON Schema.
     predictions
-        The per-image table (predictions.parquet; columns in docs/CONTRACTS.md: ``split``,
+        The per-image table (predictions.parquet; columns in docs/ARCHITECTURE.md: ``split``,
         ``source``, ``score``, ``true__<concept>``, ``prob__<concept>__<group>``,
         ``pred__<concept>``), needed by :meth:`metric_frame` only.
     validity
@@ -663,7 +663,7 @@ class AuditResults:
                             "folder that has predictions.parquet with AuditResults.from_run.")
         missing = [c for c in ("source", "score") if c not in frame.columns]
         if missing:
-            raise DataError(f"the predictions lack the column(s) {missing} (docs/CONTRACTS.md"
+            raise DataError(f"the predictions lack the column(s) {missing} (docs/ARCHITECTURE.md"
                             f" lists them). Re-run the decode stage.")
         if source not in ("real", "generated", "both"):
             raise DataError(f"source {source!r} is not one of 'real', 'generated', 'both'.")

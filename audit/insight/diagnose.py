@@ -236,7 +236,7 @@ def predictions_to_diagnosis(predictions: pd.DataFrame, concept_set: ConceptSet,
     Parameters
     ----------
     predictions : DataFrame
-        ``predictions.parquet`` (docs/CONTRACTS.md); rows with ``split == "audit"`` are used
+        ``predictions.parquet`` (docs/ARCHITECTURE.md); rows with ``split == "audit"`` are used
         (all rows when there is no ``split`` column).
     concept_set : ConceptSet
         Concepts whose ``pred__`` columns are read.

@@ -118,7 +118,7 @@ def _check(predictions: pd.DataFrame, concept_set: ConceptSet, settings: Measure
     if missing:
         raise DataError(f"predictions table lacks column(s) {missing[:8]}"
                         f"{' ...' if len(missing) > 8 else ''} needed for concept set "
-                        f"{concept_set.name!r} (see docs/CONTRACTS.md). Re-run the decode stage "
+                        f"{concept_set.name!r} (see docs/ARCHITECTURE.md). Re-run the decode stage "
                         f"with this concept set.")
     audit = predictions[predictions["split"] == "audit"].reset_index(drop=True)
     bad = sorted(set(audit["source"].astype(str)) - set(SOURCES))
@@ -138,7 +138,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     Parameters
     ----------
     predictions
-        One row per image (docs/CONTRACTS.md, ``predictions.parquet``); only rows with
+        One row per image (docs/ARCHITECTURE.md, ``predictions.parquet``); only rows with
         ``split == "audit"`` are measured.
     concept_set
         The concepts decoded; protected ones get tests, findings and verdicts, and

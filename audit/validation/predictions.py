@@ -1,7 +1,7 @@
 """Synthetic per-image tables with planted disparities, for tests, fixtures and benchmarks.
 
 :func:`synthetic_predictions` builds what the decode stage would write
-(``predictions.parquet`` and ``decoders/validity.json``, see docs/CONTRACTS.md) for
+(``predictions.parquet`` and ``decoders/validity.json``, see docs/ARCHITECTURE.md) for
 any concept set, without images, models or decoders: true groups are drawn from
 planted shares, decoded groups from a planted confusion matrix, and discriminator
 scores from a normal law shifted per group. Because the truth is planted, a
@@ -266,7 +266,7 @@ def synthetic_predictions(n_real: int, n_generated: int, concept_set: ConceptSet
         Number of audited real and generated images (rows with ``split == "audit"``).
     concept_set
         Concepts to simulate (every concept gets ``true__``, ``prob__`` and ``pred__``
-        columns as in docs/CONTRACTS.md).
+        columns as in docs/ARCHITECTURE.md).
     seed
         Seed of everything drawn.
     planted

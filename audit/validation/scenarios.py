@@ -187,7 +187,7 @@ class ScenarioBank:
         4 M rows (M audit-part digits): row ``v * M + i`` is digit ``i`` in variant
         ``v = 2 * dark + thick``. Columns ``image_id``, ``digit``, ``tone``, ``stroke``
         (true groups), ``score`` (the discriminator's logit), ``prob__*`` and ``pred__*``
-        (decoded, docs/CONTRACTS.md).
+        (decoded, docs/ARCHITECTURE.md).
     heldout
         The decoders' held-out test images (paired part): ``true__<concept>`` and
         ``pred__<concept>`` per concept.
@@ -402,7 +402,7 @@ def replicate_predictions(bank: ScenarioBank, scenario: Scenario, rng: np.random
     predictions
         ``n_reference`` rows with source ``real`` and true labels, then ``n_audited``
         rows with source ``generated`` and no labels; split ``audit``; columns as in
-        ``predictions.parquet`` (docs/CONTRACTS.md).
+        ``predictions.parquet`` (docs/ARCHITECTURE.md).
     validity
         The bank's validity, or with planted decoder errors its recounted version.
     sample_share
