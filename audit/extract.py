@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from audit.errors import DataError, LayerError, ModelLoadError
-from audit.store import _RESERVED, ActivationStore, StoreSettings, shard_ranges
+from audit.store import _RESERVED, ActivationStore, StoreSettings, shard_ranges, storage_array
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -273,7 +273,8 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
 class InMemory:
     """Activations recorded in memory by :func:`activations_in_memory`.
 
-    ``features``: layer -> (N, D) float16 (as a store keeps them); ``scores``: (N,)
+    ``features``: layer -> (N, D) float16 (float32 for a layer past float16's range: as a
+    store keeps them); ``scores``: (N,)
     float32; ``image_ids``: N ids in source order (images skipped, unreadable or with
     non-finite activations, are left out and listed in ``skipped``); ``settings``: the
     batches, pooling and seeds used, as a store would record them; ``source``: the
@@ -320,8 +321,9 @@ def activations_in_memory(model: LoadedModel, images: Any, *,
                     device=device, progress=progress, precision=precision,
                     class_labels=class_labels, desc="record activations")
     ids, acts, scores = _in_source_order(shards[0], settings.order_seed)
-    # float16, as a store keeps them: the API and the command line decode the same numbers
-    return InMemory(features={n: a.astype(np.float16) for n, a in acts.items()},
+    # as a store keeps them (float16, float32 past its range): the API and the command
+    # line decode the same numbers
+    return InMemory(features={n: storage_array(a) for n, a in acts.items()},
                     scores=scores.astype(np.float32, copy=False), image_ids=[str(i) for i in ids],
                     skipped=list(shards[0].skipped), settings=settings, source=source)
 

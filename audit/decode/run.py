@@ -6,7 +6,6 @@ and decode new images with a run's decoders. Used by the CLI commands
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,8 +107,8 @@ def decode_images(run_dir: Path, images: Sequence[str], *, device: str = "cpu",
     """Decode any images with the decoders and the discriminator of a run folder.
 
     Loads ``RUN_DIR/config.yaml`` (for the discriminator), ``RUN_DIR/decoders/`` and the
-    paired store's settings (pooling, projection), extracts the chosen layers of the
-    images into a temporary store and returns :func:`audit.decode.decode`'s table.
+    paired store's settings (pooling, projection), records the chosen layers of the
+    images in memory and returns :func:`audit.decode.decode`'s table.
     ``class_label``: the class of every image for a class-conditional discriminator
     (default: the run's ``discriminator.class_label``).
     """
@@ -147,17 +146,15 @@ def extract_like_run(model: Any, bundle: DecoderBundle, paired: Any, source: Any
     ``paired`` is the settings of the run's paired store (pooling, batch size, projection,
     batch order): a batch-dependent discriminator gets full batches of the run's size,
     however few the images (:mod:`audit.batches`).
-    Returns ``({layer: N x D}, scores (N,), image ids, store settings)`` as copies: the
-    temporary store is gone on return.
+    Returns ``({layer: N x D}, scores (N,), image ids, settings)``, recorded in memory
+    (:func:`audit.extract.activations_in_memory`: hooks and decoders, no store).
     """
-    from audit.extract import extract
+    from audit.extract import activations_in_memory
 
     layers = [lay for lay in bundle.layers if lay in set(bundle.best.values())]
-    with tempfile.TemporaryDirectory(prefix="gan-audit-decode-") as tmp:
-        store = extract(model, layers, source, out=Path(tmp), pooling=paired.pooling,
-                        batch_size=paired.batch_size, device=device, max_dim=paired.max_dim,
-                        projection_seed=paired.projection_seed, include_batch_dependent=True,
-                        batch_seed=getattr(paired, "order_seed", None) or 0,
-                        progress=False, class_labels=source.class_labels)
-        features = {lay: np.array(x) for lay, x in store_features(store, layers).items()}
-        return features, np.array(store.scores()), list(store.image_ids), store.settings
+    recorded = activations_in_memory(
+        model, source, layers=layers, pooling=paired.pooling, batch_size=paired.batch_size,
+        device=device, max_dim=paired.max_dim, projection_seed=paired.projection_seed,
+        include_batch_dependent=True, batch_seed=getattr(paired, "order_seed", None) or 0,
+        class_labels=source.class_labels)
+    return recorded.features, recorded.scores, recorded.image_ids, recorded.settings
