@@ -22,6 +22,7 @@ import numpy as np
 from audit.formatting import interval as interval_text
 from audit.formatting import number
 from audit.measure.bootstrap import BootstrapSpec, cell_interval, draw_cells
+from audit.measure.stats import finite_or_none
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -73,10 +74,6 @@ class ConceptEntropy:
         return asdict(self)
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray, *,
                       margin: float = 0.1, spec: BootstrapSpec | None = None,
                       clusters: list[np.ndarray] | None = None) -> ConceptEntropy:
@@ -116,8 +113,8 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
     else:
         draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng, strata=np.repeat([0, 1], k))
         point, ci = cell_interval(ratio, counts, draws, spec)
-    h_real, h_gen = _finite(normalised_entropy(real)), _finite(normalised_entropy(generated))
-    value = _finite(point)
+    h_real, h_gen = finite_or_none(normalised_entropy(real)), finite_or_none(normalised_entropy(generated))
+    value = finite_or_none(point)
     interval = [float(ci[0]), float(ci[1])] if value is not None and np.all(np.isfinite(ci)) \
         else None
     missing = [g for g, r, q in zip(concept.groups, real, generated, strict=True)
