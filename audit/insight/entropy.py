@@ -113,7 +113,8 @@ def counts_to_entropy(concept: Concept, real: np.ndarray, generated: np.ndarray,
     else:
         draws = draw_cells(counts, n_boot=spec.n_boot, rng=rng, strata=np.repeat([0, 1], k))
         point, ci = cell_interval(ratio, counts, draws, spec)
-    h_real, h_gen = finite_or_none(normalised_entropy(real)), finite_or_none(normalised_entropy(generated))
+    h_real = finite_or_none(normalised_entropy(real))
+    h_gen = finite_or_none(normalised_entropy(generated))
     value = finite_or_none(point)
     interval = [float(ci[0]), float(ci[1])] if value is not None and np.all(np.isfinite(ci)) \
         else None
