@@ -1,7 +1,7 @@
 """An audit in memory, stage by stage: load, record activations, train decoders, measure.
 
 Each function takes and returns objects (no run folder is written), so a notebook can
-go from a GAN to an :class:`~audit.api.results.AuditResults` in a few lines, look at
+go from a GAN to an :class:`audit.api.results.AuditResults` in a few lines, look at
 what each stage made, and change one stage without re-running the others. The command
 line runs the same stages into a run folder (:func:`run`), its cache and record.
 
@@ -170,7 +170,7 @@ class Gan:
 def load_gan(config: AuditConfig | str | Path | Mapping[str, Any], *,
              device: str = "cpu") -> Gan:
     """Load the discriminator and generator a config names (a YAML path, a dict or an
-    :class:`~audit.config.AuditConfig`), and its concept set.
+    :class:`audit.config.AuditConfig`), and its concept set.
 
     Model code and pickles load only as the config allows (``trust`` fields): a config
     from someone else cannot make this import code.
@@ -183,8 +183,8 @@ def load_gan(config: AuditConfig | str | Path | Mapping[str, Any], *,
     Raises
     ------
     AuditError
-        The config is invalid (:class:`~audit.errors.ConfigError`), a model does not load
-        (:class:`~audit.errors.ModelLoadError`) or the concept set is invalid.
+        The config is invalid (:class:`audit.errors.ConfigError`), a model does not load
+        (:class:`audit.errors.ModelLoadError`) or the concept set is invalid.
 
     Examples
     --------
@@ -414,7 +414,7 @@ def train_decoders(activations: Activations, concept_set: ConceptSet | None = No
     on held-out images (grouped split, control task, calibration, layer choice).
 
     ``concept_set`` and ``settings`` default to the ``gan``'s config when given; without
-    ``gan``, ``settings`` default to :class:`~audit.config.DecoderSettings` and
+    ``gan``, ``settings`` default to :class:`audit.config.DecoderSettings` and
     ``concept_set`` must be named.
 
     Parameters
@@ -459,7 +459,7 @@ def measure_bias(decoders: Decoders, *, real: Activations, generated: Activation
                  meta: Mapping[str, Any] | None = None) -> AuditResults:
     """Decode real and generated images and measure representation and treatment.
 
-    Returns an :class:`~audit.api.results.AuditResults` holding the results document
+    Returns an :class:`audit.api.results.AuditResults` holding the results document
     (validated against its schema), the per-image table and the decoders' validity.
     The decoder-transfer check (how far generated activations lie from the decoders'
     training data) runs when ``decoders`` know their training activations; the
@@ -470,7 +470,7 @@ def measure_bias(decoders: Decoders, *, real: Activations, generated: Activation
     real, generated : Activations
         Recorded by the discriminator the decoders were trained on.
     settings : MeasureSettings, optional
-        Thresholds, bootstrap, clusters; default :class:`~audit.config.MeasureSettings`
+        Thresholds, bootstrap, clusters; default :class:`audit.config.MeasureSettings`
         (a :class:`Gan`'s are ``gan.config.measure``).
     meta : mapping, optional
         results.json's ``meta`` (default ``{"name": "in-memory"}``).

@@ -438,7 +438,7 @@ class AuditResults:
     def findings_frame(self) -> pd.DataFrame:
         """The findings as a DataFrame, one row per finding, in results.json's order.
 
-        Columns: ``id``, ``kind``, ``severity`` (:class:`~audit.vocabulary.Severity`,
+        Columns: ``id``, ``kind``, ``severity`` (:class:`audit.vocabulary.Severity`,
         object), ``concept``, ``groups`` (tuple of str), ``intersection`` (tuple or
         None), ``source``, ``metric``, ``value``, ``ci_low``, ``ci_high`` (float64),
         ``n`` (Int64), ``p_value``, ``p_holm``, ``p_bh``, ``threshold`` (float64),
@@ -461,7 +461,7 @@ class AuditResults:
         """One verdict per protected concept and intersection, in results.json's order.
 
         Columns: ``concept`` (str; ``"a+b"`` for an intersection), ``concepts`` (tuple of
-        str), ``verdict`` (:class:`~audit.vocabulary.Verdict`, object), ``label`` (its
+        str), ``verdict`` (:class:`audit.vocabulary.Verdict`, object), ``label`` (its
         prose), ``tone`` (``bad``/``warn``/``info``/``good``), ``reason`` (str) and
         ``findings`` (tuple of finding ids behind it).
         """
@@ -529,7 +529,7 @@ class AuditResults:
         ``rate_ci_high``, ``rate_n``, ``rate_k``) and ``ratio`` (rate over the highest
         group's; with ``ratio_ci_low``, ``ratio_ci_high``, ``ratio_n``);
         ``highest_group`` (str); ``four_fifths`` (a
-        :class:`~audit.vocabulary.FourFifths` value, str); ``reason``, ``test_id`` (str).
+        :class:`audit.vocabulary.FourFifths` value, str); ``reason``, ``test_id`` (str).
         Empty (no columns) when the audit has no treatment.
         """
         frame = self._tables()["impact"]
