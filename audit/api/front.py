@@ -272,8 +272,9 @@ def record_activations(model: Gan | LoadedModel, images: Any, *,
         size as defaults) or a discriminator from :func:`audit.load.load_discriminator`.
     images : str, ImageSource, Tensor or ndarray
         With a :class:`Gan`, the name of one of its config's image sets (``"paired"``,
-        ``"real"``, ``"generated"``); ``gan.images(...)``, ``gan.generate(...)``; or
-        N x C x H x W already in the model's input range (ids ``"0"``, ``"1"``, ...).
+        ``"real"``, ``"generated"``); ``gan.images(...)``, ``gan.generate(...)``; or an
+        N x C x H x W float tensor or array of the model's size and channels, already in
+        its input range (``model.input``; ids ``"0"``, ``"1"``, ...).
     layers : list of str or "auto", optional
         Default: the config's, else ``"auto"`` (block outputs, see ``gan-audit layers``).
     pooling, batch_size : optional
