@@ -210,8 +210,9 @@ class Activations:
     Attributes
     ----------
     features : dict of str to ndarray
-        Layer name -> (N, D_layer) float16 (what a run folder's store keeps, so that
-        the API and the command line give the same numbers), rows in ``image_ids`` order;
+        Layer name -> (N, D_layer) float16, or float32 for a layer whose values exceed
+        float16's range (what a run folder's store keeps, so that the API and the command
+        line give the same numbers), rows in ``image_ids`` order;
         D_layer is the layer's channels after pooling (at most the config's ``max_dim``).
     scores : ndarray
         (N,) float32: the discriminator's output per image.
@@ -287,7 +288,8 @@ def record_activations(model: Gan | LoadedModel, images: Any, *,
     Returns
     -------
     Activations
-        ``features`` (layer -> N x D_layer float16), ``scores`` (N float32), ids, labels.
+        ``features`` (layer -> N x D_layer float16, float32 past float16's range),
+        ``scores`` (N float32), ids, labels.
 
     Raises
     ------

@@ -286,7 +286,7 @@ class AuditResults:
         and validated against the JSON Schema.
     predictions
         The per-image table (predictions.parquet, as :meth:`audit.Decoders.decode` makes
-        it; columns in docs/CONTRACTS.md: ``image_id``, ``split``, ``source`` (str),
+        it; columns in docs/ARCHITECTURE.md: ``image_id``, ``split``, ``source`` (str),
         ``score`` (float32), ``true__<concept>`` (str or None),
         ``prob__<concept>__<group>`` (float), ``pred__<concept>`` (str)), needed by
         :meth:`metric_frame` only.
