@@ -393,7 +393,7 @@ class Decoders:
             ``prob__<concept>__<group>`` (float64 in [0, 1], one per group, summing to 1
             per concept); ``pred__<concept>`` (str: the most probable group);
             ``true__<concept>`` (object: the labelled group, or None where unknown). The
-            columns of ``predictions.parquet`` (docs/CONTRACTS.md).
+            columns of ``predictions.parquet`` (docs/ARCHITECTURE.md).
         """
         from audit.decode.table import prediction_table
 
