@@ -7,7 +7,7 @@ STAMP := $(VENV)/.gan-audit-installed
 TORCH_VERSION := 2.13.0
 LOG := $(VENV)/install.log
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint docs bench clean
 
 setup: $(STAMP)
 
@@ -35,6 +35,15 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check audit tests benchmarks
+
+# The API reference, from the docstrings of the public modules, into docs/_build
+# (tests/test_api_reference.py builds the same and fails on any warning).
+API_MODULES := audit audit.api audit.api.front audit.api.results audit.vocabulary audit.errors
+PDOC_OPTIONS := --docformat numpy
+docs: setup
+	rm -rf docs/_build
+	$(BIN)/python -m pdoc $(PDOC_OPTIONS) --output-directory docs/_build $(API_MODULES)
+	@echo "API reference: docs/_build/index.html" >&2
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done

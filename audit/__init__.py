@@ -3,6 +3,9 @@
 The public front is the handful of names in ``__all__``; everything else may
 change without notice. Names are imported lazily so that ``import audit`` (and
 ``gan-audit --help``) does not import torch.
+
+docs/python-api.md runs the demo audit through these names, step by step; each name's
+docstring has an example, and ``make docs`` builds this reference from them.
 """
 
 from __future__ import annotations

@@ -149,7 +149,20 @@ class Concept(_Strict):
 
 
 class ConceptSet(_Strict):
-    """A named collection of concepts, some protected, with intersections to cross."""
+    """A named collection of concepts, some protected, with intersections to cross.
+
+    Read one with :func:`load_concept_set` (a bundled set or a YAML file; the README's
+    "Concept sets" lists the bundled ones).
+
+    Examples
+    --------
+    >>> import audit
+    >>> cs = audit.load_concept_set("digits_tone")
+    >>> cs.names, [c.name for c in cs.protected], cs.intersections
+    (['digit', 'tone', 'stroke'], ['tone', 'stroke'], (('tone', 'stroke'),))
+    >>> cs.concept("tone").groups, cs.concept("tone").reference_group
+    (('light', 'dark'), 'light')
+    """
 
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -221,7 +234,20 @@ def bundled_concept_sets() -> dict[str, Path]:
 def load_concept_set(name_or_path: str | Path) -> ConceptSet:
     """Load a bundled concept set by name, or a YAML file by path.
 
-    Raises :class:`ConceptSetError` listing every problem with its location.
+    Raises
+    ------
+    ConceptSetError
+        Neither a bundled name nor a file, or invalid: the message lists every problem
+        with its location.
+
+    Examples
+    --------
+    >>> import audit
+    >>> audit.load_concept_set("digits_tone").names
+    ['digit', 'tone', 'stroke']
+    >>> from audit.concepts import bundled_concept_sets
+    >>> sorted(bundled_concept_sets())[:3]
+    ['celeba_40', 'celeba_protected', 'digits_tone']
     """
     text = str(name_or_path)
     bundled = bundled_concept_sets()

@@ -514,7 +514,24 @@ class ReportSettings(_Section):
 
 
 class AuditConfig(_Section):
-    """A whole audit: models, images, concept set, and stage settings."""
+    """A whole audit: models, images, concept set, and stage settings.
+
+    Read one with :func:`load_config` (a YAML file) or build it from a dict with
+    :func:`config_from_dict`; every field has its default here (the README's "A worked
+    configuration" shows them in use). Settings are pydantic models:
+    ``model_copy(update=...)`` changes one.
+
+    Examples
+    --------
+    >>> import audit
+    >>> config = audit.load_config(audit.demo_config_path())
+    >>> config.discriminator.spec, config.generator.n, config.concept_set
+    ('builtin:digits-dcgan', 2000, 'digits_tone')
+    >>> quick = config.model_copy(update={"measure": config.measure.model_copy(
+    ...     update={"n_boot": 50})})
+    >>> quick.measure.n_boot, config.measure.n_boot
+    (50, 1000)
+    """
 
     name: str = Field("audit", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     concept_set: str = "digits_tone"
@@ -685,7 +702,24 @@ def load_run_config(run_dir: str | Path, *, trust: bool = False,
 def load_config(path: str | Path) -> AuditConfig:
     """Read and validate an audit config file.
 
-    Raises :class:`ConfigError` naming the file, the field path and the fix.
+    Relative paths in the file resolve against the file's folder.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing, not YAML, or a field is invalid; the message names the file,
+        the field path and the fix.
+
+    Examples
+    --------
+    >>> import audit
+    >>> config = audit.load_config(audit.demo_config_path())
+    >>> config.name, config.measure.n_boot
+    ('demo', 1000)
+    >>> audit.load_config("missing.yaml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    audit.errors.ConfigError: missing.yaml: file not found. Check the path ...
     """
     path = Path(path)
     data = read_yaml(path, error=ConfigError)

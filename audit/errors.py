@@ -27,7 +27,21 @@ CHECK_PATH = " Check the path: relative paths in a config resolve against the co
 
 
 class AuditError(Exception):
-    """Base of every error caused by user input; exit code 2 in the CLI."""
+    """Base of every error caused by user input; exit code 2 in the CLI.
+
+    Catch it to handle any mistake in a config, a model, images or a run folder; its
+    subclasses (:class:`ConfigError`, :class:`ModelLoadError`, :class:`LayerError`,
+    :class:`DataError`...) say which kind.
+
+    Examples
+    --------
+    >>> import audit
+    >>> try:
+    ...     audit.load_concept_set("no_such_set")
+    ... except audit.AuditError as exc:
+    ...     print(type(exc).__name__, exc.exit_code, exc)  # doctest: +ELLIPSIS
+    ConceptSetError 2 concept set 'no_such_set' is neither a bundled set (...) nor an ...
+    """
 
     exit_code = 2
 

@@ -65,7 +65,18 @@ class _Word(StrEnum):
 
 
 class Severity(_Word):
-    """How serious a finding is, from the most to the least severe."""
+    """How serious a finding is, from the most to the least severe.
+
+    Examples
+    --------
+    >>> from audit import Severity
+    >>> Severity("medium"), Severity.MEDIUM == "medium"       # a StrEnum: equal to its value
+    (<Severity.MEDIUM: 'medium'>, True)
+    >>> sorted([Severity.INFO, Severity.HIGH, Severity.LOW])  # most severe first
+    [<Severity.HIGH: 'high'>, <Severity.LOW: 'low'>, <Severity.INFO: 'info'>]
+    >>> Severity.HIGH.label, Severity.HIGH.tone, Severity.HIGH.rank
+    ('high', 'bad', 0)
+    """
 
     HIGH = "high"
     MEDIUM = "medium"
@@ -74,7 +85,18 @@ class Severity(_Word):
 
 
 class Verdict(_Word):
-    """One verdict per protected concept, in order of precedence."""
+    """One verdict per protected concept, in order of precedence.
+
+    Examples
+    --------
+    >>> from audit import Verdict
+    >>> Verdict("possible_adverse_impact").label                # the prose a reader sees
+    'possible adverse impact (not significant)'
+    >>> Verdict.UNDER_REPRESENTED.value, Verdict.UNDER_REPRESENTED.tone
+    ('under_represented', 'bad')
+    >>> min([Verdict.PASS, Verdict.ADVERSE_IMPACT])             # the one that takes precedence
+    <Verdict.ADVERSE_IMPACT: 'adverse_impact'>
+    """
 
     NOT_DECODABLE = "not_decodable"
     ADVERSE_IMPACT = "adverse_impact"

@@ -402,17 +402,3 @@ def test_public_front_exports_and_needs_no_torch() -> None:
     import audit
 
     assert {"AuditResults", "Finding"} <= set(audit.__all__)
-
-
-def test_docstring_examples_of_audit_api_run() -> None:
-    import doctest
-
-    import audit.api
-    import audit.api.results
-
-    attempted = 0
-    for module in (audit.api, audit.api.results):
-        outcome = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert outcome.failed == 0, module.__name__
-        attempted += outcome.attempted
-    assert attempted >= 10

@@ -9,10 +9,10 @@ report as HTML or PDF, and a summary table in a notebook. Nothing needs a run fo
 :meth:`AuditResults.from_run` reads one.
 
 Every estimate of results.json (a value with its interval and the group size behind
-it) becomes five columns in the DataFrames, named after the estimate: ``X`` (float64,
+it) becomes four columns in the DataFrames, named after the estimate: ``X`` (float64,
 NaN where undefined), ``X_ci_low`` and ``X_ci_high`` (float64, NaN where no interval
-could be computed), ``X_n`` (Int64: images behind it) and ``X_k`` (Int64: successes
-of a rate, <NA> for other estimates).
+could be computed) and ``X_n`` (Int64: images behind it); the estimate of a rate (a
+share of images) has a fifth, ``X_k`` (Int64: its successes).
 
 >>> import json
 >>> from audit.api import AuditResults
@@ -285,9 +285,11 @@ class AuditResults:
         returns it or as read from the file). It is copied, converted to plain JSON values
         and validated against the JSON Schema.
     predictions
-        The per-image table (predictions.parquet; columns in docs/ARCHITECTURE.md: ``split``,
-        ``source``, ``score``, ``true__<concept>``, ``prob__<concept>__<group>``,
-        ``pred__<concept>``), needed by :meth:`metric_frame` only.
+        The per-image table (predictions.parquet, as :meth:`audit.Decoders.decode` makes
+        it; columns in docs/ARCHITECTURE.md: ``image_id``, ``split``, ``source`` (str),
+        ``score`` (float32), ``true__<concept>`` (str or None),
+        ``prob__<concept>__<group>`` (float), ``pred__<concept>`` (str)), needed by
+        :meth:`metric_frame` only.
     validity
         The decoders' validity (decoders/validity.json), if at hand: :attr:`decoders`
         then shows every field of it, and reports and comparisons use it.
@@ -299,7 +301,23 @@ class AuditResults:
     ------
     RunFolderError
         ``results`` is of another schema version (the message says which gan-audit wrote
-        it and what to re-run), or does not match the schema (the message lists where).
+        it) or does not match the schema (the message lists where).
+
+    Examples
+    --------
+    >>> from audit import AuditResults, Severity
+    >>> from audit.config import MeasureSettings
+    >>> from audit.validation.predictions import synthetic_results
+    >>> document = synthetic_results(300, 300, settings=MeasureSettings(n_boot=50))
+    >>> results = AuditResults(document)                 # a results.json document
+    >>> results.summary.findings_by_severity[Severity.HIGH] > 0
+    True
+    >>> trt = results.treatment                          # one row per concept, group, source
+    >>> [c for c in trt.columns if c.startswith("acceptance")]  # doctest: +NORMALIZE_WHITESPACE
+    ['acceptance_rate', 'acceptance_rate_ci_low', 'acceptance_rate_ci_high',
+     'acceptance_rate_n', 'acceptance_rate_k']
+    >>> trt.loc[(trt["concept"] == "tone") & (trt["source"] == "real"), "group"].tolist()
+    ['light', 'dark']
     """
 
     __hash__ = None  # type: ignore[assignment]  # mutable contents: compare, do not hash
@@ -420,7 +438,7 @@ class AuditResults:
     def findings_frame(self) -> pd.DataFrame:
         """The findings as a DataFrame, one row per finding, in results.json's order.
 
-        Columns: ``id``, ``kind``, ``severity`` (:class:`~audit.vocabulary.Severity`,
+        Columns: ``id``, ``kind``, ``severity`` (:class:`audit.vocabulary.Severity`,
         object), ``concept``, ``groups`` (tuple of str), ``intersection`` (tuple or
         None), ``source``, ``metric``, ``value``, ``ci_low``, ``ci_high`` (float64),
         ``n`` (Int64), ``p_value``, ``p_holm``, ``p_bh``, ``threshold`` (float64),
@@ -443,7 +461,7 @@ class AuditResults:
         """One verdict per protected concept and intersection, in results.json's order.
 
         Columns: ``concept`` (str; ``"a+b"`` for an intersection), ``concepts`` (tuple of
-        str), ``verdict`` (:class:`~audit.vocabulary.Verdict`, object), ``label`` (its
+        str), ``verdict`` (:class:`audit.vocabulary.Verdict`, object), ``label`` (its
         prose), ``tone`` (``bad``/``warn``/``info``/``good``), ``reason`` (str) and
         ``findings`` (tuple of finding ids behind it).
         """
@@ -481,8 +499,10 @@ class AuditResults:
         images), ``generated_raw`` (decoded share among generated images),
         ``generated_corrected`` (corrected for decoder error) and ``gap`` (corrected
         generated share minus the reference share), each with ``_ci_low``, ``_ci_high``,
-        ``_n``, ``_k`` columns; ``reference_share`` (float64); ``under_represented``,
-        ``below_coverage_floor`` (bool); ``test_id`` (str or None).
+        ``_n`` columns, and ``_k`` for the rates ``real`` and ``generated_raw`` (see the
+        module docstring for their dtypes); ``reference_share`` (float64);
+        ``under_represented``, ``below_coverage_floor`` (bool); ``test_id`` (str or
+        None).
         """
         return self._section("representation", intersections=False)
 
@@ -494,8 +514,8 @@ class AuditResults:
         ``n_invalid_score`` (Int64), ``share_of_source`` (float64); the estimates
         ``mean_score``, ``scoring_rate`` (share above the median real score) and
         ``acceptance_rate`` (share scored above ``accept_threshold``), each with
-        ``_ci_low``, ``_ci_high``, ``_n``, ``_k``; ``small``, ``excluded`` (bool) and
-        ``exclusion_reason`` (str or None).
+        ``_ci_low``, ``_ci_high``, ``_n``, and ``_k`` for the two rates; ``small``,
+        ``excluded`` (bool) and ``exclusion_reason`` (str or None).
         """
         return self._section("treatment", intersections=False)
 
@@ -505,9 +525,12 @@ class AuditResults:
         metric, source and group.
 
         Columns: ``concept``, ``metric`` (``acceptance_rate``/``scoring_rate``),
-        ``source``, ``group``; the estimates ``rate`` and ``ratio`` (rate over the highest
-        group's) with their interval columns; ``highest_group``; ``four_fifths`` (a
-        :class:`~audit.vocabulary.FourFifths` value, str); ``reason``; ``test_id``.
+        ``source``, ``group`` (str); the estimates ``rate`` (with ``rate_ci_low``,
+        ``rate_ci_high``, ``rate_n``, ``rate_k``) and ``ratio`` (rate over the highest
+        group's; with ``ratio_ci_low``, ``ratio_ci_high``, ``ratio_n``);
+        ``highest_group`` (str); ``four_fifths`` (a
+        :class:`audit.vocabulary.FourFifths` value, str); ``reason``, ``test_id`` (str).
+        Empty (no columns) when the audit has no treatment.
         """
         frame = self._tables()["impact"]
         return frame if frame.empty else _typed(frame.reset_index(drop=True))
