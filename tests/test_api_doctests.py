@@ -20,7 +20,7 @@ PUBLIC = [name for name in audit.__all__ if name != "__version__"]
 #: Public names whose example runs a whole (small) audit into a run folder.
 SLOW = {"run"}
 MODULES = ["audit", "audit.api", "audit.api.front", "audit.api.results", "audit.vocabulary",
-           "audit.formatting"]
+           "audit.formatting", "audit.ids"]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
