@@ -165,11 +165,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under 60 s")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=None,
+                        help="only these models (default: all; --quick: dcgan32)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     n = 2000 if args.quick else 10_000
     rss_counts = (1000, 5000) if args.quick else (10_000, 50_000)
-    names = ["dcgan32"] if args.quick else list(MODELS)
+    names = args.models or (["dcgan32"] if args.quick else list(MODELS))
     ratios = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
