@@ -183,15 +183,18 @@ def _report_accepts(acc: list[dict]) -> dict[str, float]:
 
 
 def _report_small_n(sn: list[dict], n_images: int) -> dict[str, float]:
+    from audit.vocabulary import Verdict
+
+    fired = {Verdict.ADVERSE_IMPACT, Verdict.UNDER_REPRESENTED, Verdict.POSSIBLE_ADVERSE_IMPACT,
+             Verdict.POSSIBLY_UNDER_REPRESENTED, Verdict.NOT_DECODABLE}  # a rule fired
     weak = [x for x in sn if x["underpowered"] and "+" not in x["concept"]
-            and not x["verdict"].startswith(("adverse", "under-rep", "possible", "possibly",
-                                             "not_decodable"))]
-    good = sum(x["verdict"] == "insufficient_evidence" for x in weak)
-    passed = sum(x["verdict"] == "pass" for x in sn)
+            and x["verdict"] not in fired]
+    good = sum(x["verdict"] == Verdict.INSUFFICIENT_EVIDENCE for x in weak)
+    passed = sum(x["verdict"] == Verdict.PASS for x in sn)
     verdicts: dict[str, dict[str, int]] = {}
     for x in sn:
         kind = verdicts.setdefault("intersections" if "+" in x["concept"] else "concepts", {})
-        kind[x["verdict"]] = kind.get(x["verdict"], 0) + 1
+        kind[str(x["verdict"])] = kind.get(str(x["verdict"]), 0) + 1
     reps = len({x["rep"] for x in sn})
     print(f"small-n        R={reps:>3}  (n = {n_images} + {n_images}) protected concepts with "
           f"an underpowered test and no rule fired: 'insufficient evidence' {good}/{len(weak)} "
