@@ -143,7 +143,8 @@ def test_unusable_inputs_raise_one_clear_error(tmp_path, p12):
         (dict(p12=tmp_path / "not.p12"), "not.p12: not a PKCS#12 file"),
         (dict(p12=tmp_path / "absent.p12"), "absent.p12: cannot read the PKCS#12 file"),
     ]
-    for kwargs, message in cases:
+    for kwargs, message in [*cases, (dict(p12=_certificate_only(p12, tmp_path)),
+                                     "cert.p12: holds no private key and certificate")]:
         with pytest.raises(PdfSigningError, match=re.escape(message)):
             sign_pdf(pdf, tmp_path / "out.pdf", **kwargs)
     (tmp_path / "fake.pdf").write_text("hello")
@@ -153,6 +154,29 @@ def test_unusable_inputs_raise_one_clear_error(tmp_path, p12):
             sign_pdf(src, tmp_path / "out.pdf", p12=p12, passphrase=PASS.encode())
     assert not (tmp_path / "out.pdf").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def _certificate_only(p12: Path, folder: Path) -> Path:
+    """A PKCS#12 file holding the certificate of ``p12`` without its key (unencrypted)."""
+    from cryptography.hazmat.primitives.serialization import NoEncryption, pkcs12
+
+    _key, cert, _ = pkcs12.load_key_and_certificates(p12.read_bytes(), PASS.encode())
+    out = folder / "cert.p12"
+    out.write_bytes(pkcs12.serialize_key_and_certificates(None, None, None, [cert],
+                                                          NoEncryption()))
+    return out
+
+
+def test_a_missing_pyhanko_names_the_extra_to_install(tmp_path, p12, monkeypatch):
+    import sys
+
+    from audit.errors import DependencyError
+    from audit.pdfsign import sign_pdf
+
+    monkeypatch.setitem(sys.modules, "pyhanko.sign.signers", None)  # import fails
+    with pytest.raises(DependencyError, match=re.escape("pip install 'gan-audit[sign]'")):
+        sign_pdf(tiny_pdf(tmp_path / "a.pdf"), tmp_path / "b.pdf", p12=p12,
+                 passphrase=PASS.encode())
 
 
 @NEEDS_PDFSIG
