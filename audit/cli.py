@@ -813,6 +813,96 @@ def concept_sets_validate(file: Path) -> None:
                f"{len(cs.intersections)} intersection(s)")
 
 
+# ---------------------------------------------------------------- signed PDF (#21 item 2)
+
+
+def _passphrase(var: str | None) -> bytes | None:
+    """The passphrase held by the environment variable ``var`` (None when no ``var``)."""
+    import os
+
+    from audit.errors import PdfSigningError
+
+    if var is None:
+        return None
+    if var not in os.environ:
+        raise PdfSigningError(f"the environment variable {var} (--passphrase-env) is not set; "
+                              f"set it to the passphrase, e.g. read -s {var}; export {var}.")
+    return os.environ[var].encode("utf-8")
+
+
+passphrase_env_option = click.option(
+    "--passphrase-env", metavar="VAR", default=None,
+    help="Name of the environment variable that holds the key's passphrase (never given on "
+         "the command line, where other users could read it).")
+
+
+@cli.command("sign-pdf")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--p12", type=click.Path(path_type=Path), required=True,
+              help="PKCS#12 file (.p12/.pfx) with the signer's certificate and private key.")
+@passphrase_env_option
+@click.option("--reason", default="gan-audit report", show_default=True,
+              help="The reason PDF readers show next to the signature.")
+@click.option("--location", default=None, help="Where it was signed (shown by readers).")
+def sign_pdf(run_dir: Path, p12: Path, passphrase_env: str | None, reason: str,
+             location: str | None) -> None:
+    """Sign RUN_DIR/report.pdf (PAdES) into RUN_DIR/report.signed.pdf, recorded in the
+    manifest. PDF readers show who signed it and whether it changed since; `pdfsig` checks
+    it. The report.pdf must match the manifest. A review re-renders report.pdf: sign again.
+
+    \b
+    Example:
+      gan-audit keygen-x509 --name "A. Auditor" --out me.p12 --passphrase-env P12_PASS
+      gan-audit sign-pdf reports/demo --p12 me.p12 --passphrase-env P12_PASS
+      pdfsig reports/demo/report.signed.pdf
+    """
+    from audit.errors import PdfSigningError
+    from audit.manifest import differing_artifacts, read_manifest
+    from audit.pdfsign import sign_pdf as sign
+    from audit.runfolder import refuse_links
+
+    passphrase = _passphrase(passphrase_env)
+    with _writing(run_dir, record=["report.signed.pdf"], needs="gan-audit run"):
+        manifest = read_manifest(run_dir)
+        changed = differing_artifacts(run_dir, ["report.pdf"], manifest) if manifest else []
+        if changed:
+            raise PdfSigningError(f"{run_dir}: will not sign a report.pdf that differs from "
+                                  f"the manifest ({'; '.join(changed)}). Render it again "
+                                  f"with `gan-audit report {run_dir}`.")
+        out = sign(refuse_links(run_dir / "report.pdf"), run_dir / "report.signed.pdf",
+                   p12=p12, passphrase=passphrase, reason=reason, location=location)
+    click.echo(str(out))
+
+
+@cli.command("keygen-x509")
+@click.option("--name", required=True, help="The signer's name, shown by PDF readers.")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The PKCS#12 file to create (never overwritten; permissions 0600).")
+@passphrase_env_option
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="Validity of the certificate in days [default: 3 years].")
+def keygen_x509(name: str, out: Path, passphrase_env: str | None, days: int | None) -> None:
+    """Make a key and a self-signed X.509 certificate for signing report PDFs (PKCS#12).
+
+    Readers call its signatures valid and the certificate untrusted (self-signed) until
+    they are told to trust it; a certificate from your organisation's CA avoids that.
+
+    \b
+    Example:
+      read -s P12_PASS; export P12_PASS
+      gan-audit keygen-x509 --name "A. Auditor" --out me.p12 --passphrase-env P12_PASS
+    """
+    from audit.pdfsign import DEFAULT_DAYS, self_signed_certificate
+
+    passphrase = _passphrase(passphrase_env)
+    self_signed_certificate(name=name, out_p12=out, passphrase=passphrase,
+                            days=days or DEFAULT_DAYS)
+    if passphrase is None:
+        click.echo(f"warning: {out}: the private key is not encrypted (no --passphrase-env); "
+                   f"only the file's permissions (0600) protect it.", err=True)
+    click.echo(str(out))
+
+
 def interrupt_on_sigterm() -> None:
     """Treat SIGTERM (``kill``, a CI timeout, a scheduler) like Ctrl-C: the running write
     removes its temporary file and the run folder stays consistent and resumable."""

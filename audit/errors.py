@@ -19,6 +19,7 @@ __all__ = [
     "DependencyError",
     "RunFolderError",
     "ReviewError",
+    "PdfSigningError",
 ]
 
 
@@ -76,3 +77,7 @@ class RunFolderError(AuditError):
 
 class ReviewError(AuditError):
     """A review command names an unknown finding, status or reviewer."""
+
+
+class PdfSigningError(AuditError):
+    """A PDF, PKCS#12 file or passphrase given to sign a report PDF is unusable."""

@@ -794,6 +794,20 @@ def _generator_in_0_1(tmp: Path) -> dict:
     return {**TINY["generator"], "spec": f"python:{tmp / 'sigmoid_g.py'}:SigmoidDigits"}
 
 
+def _sign_with_a_wrong_passphrase(tmp: Path, shared) -> tuple[list, Path]:
+    """#21: sign-pdf with a PKCS#12 file whose passphrase is not the one given (PATH's
+    value, an environment variable every shell has: the case needs no variable of its own)."""
+    pytest.importorskip("pyhanko", reason="pyHanko (the 'sign' extra) signs PDFs")
+    from test_pdfsign import run_with_pdf
+
+    from audit.pdfsign import self_signed_certificate
+
+    run = run_with_pdf(tmp / "run")
+    p12 = self_signed_certificate(name="A. Auditor", out_p12=tmp / "me.p12",
+                                  passphrase=b"not the value of PATH")
+    return ["sign-pdf", run, "--p12", p12, "--passphrase-env", "PATH"], run
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -968,6 +982,10 @@ CASES: dict[str, Case] = {
         _results_of_an_older_version, 2, ("schema_version 1, but this gan-audit reads version 2",
                                           "written by an older gan-audit: re-run "
                                           "`gan-audit measure CONFIG`")),
+    # #21 PDF signing
+    "sign-pdf with a wrong passphrase": Case(
+        _sign_with_a_wrong_passphrase, 2, ("me.p12: cannot be opened with the passphrase given",
+                                           "--passphrase-env")),
 }
 
 
@@ -1043,4 +1061,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 59
+    assert len(CASES) == 60
