@@ -533,21 +533,31 @@ _LISTED = 20  # problems verify lists one by one (the rest are counted)
 @click.option("--expect-head", default=None, metavar="HASH",
               help="The review log's head hash as recorded earlier (printed by review and "
                    "verify): fail unless the log still holds that entry unchanged.")
-def verify(run_dir: Path, expect_head: str | None) -> None:
+@click.option("--trusted-keys", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="A folder of the public keys (*.pub) you trust: a signature by any other "
+                   "key fails.")
+def verify(run_dir: Path, expect_head: str | None, trusted_keys: Path | None) -> None:
     """Check a run folder against its manifest: every artifact's sha256 and size, the
-    config, the stages' outputs and the review log's hash chain. Exit 0 when intact, 1 with
-    a list of what differs. Loads no model and imports no code the folder names.
+    config, the stages' outputs, the review log's hash chain and every signature (valid,
+    still matching the folder, by a trusted key). Exit 0 when intact, 1 with a list of what
+    differs. Loads no model and imports no code the folder names.
 
     \b
     Example:
       gan-audit verify reports/demo
       gan-audit verify reports/demo --expect-head sha256:3f2a...c9
+      gan-audit verify reports/demo --trusted-keys keys/
     """
     from audit.verify import verify_run
 
-    check = verify_run(run_dir, expected_review_head=expect_head)
+    check = verify_run(run_dir, expected_review_head=expect_head, trusted_keys=trusted_keys)
     for note in check.notes:
         click.echo(f"note: {note}", err=True)
+    for sig in check.signatures:
+        if sig.name or sig.key_fingerprint:
+            click.echo(f"signed by {sig.name} ({sig.role}) on {sig.signed_at}, key "
+                       f"{sig.key_fingerprint}: {sig.artifacts} artifacts, config, review log "
+                       f"of {sig.review_entries} entries: {'valid' if sig.ok else 'INVALID'}")
     head = f"head sha256:{check.review_head}" if check.review_head else "empty"
     summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages; "
                f"review log: {check.review_entries} entries, {head}")
@@ -811,6 +821,119 @@ def concept_sets_validate(file: Path) -> None:
                f"({', '.join(cs.names)}), protected: "
                f"{', '.join(c.name for c in cs.protected) or 'none'}, "
                f"{len(cs.intersections)} intersection(s)")
+
+
+# ---------------------------------------------------------------- compliance (#21)
+
+
+def _passphrase(variable: str | None) -> bytes | None:
+    """The passphrase held by the environment variable ``variable`` (never a command-line
+    value, which other users can read in the process list)."""
+    import os
+
+    from audit.errors import SigningError
+
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise SigningError(f"--passphrase-env {variable}: the environment variable {variable} "
+                           f"is not set or empty; export the passphrase in it first.")
+    return value.encode("utf-8")
+
+
+passphrase_option = click.option(
+    "--passphrase-env", default=None, metavar="VAR",
+    help="The environment variable that holds the key's passphrase (never the passphrase "
+         "itself on the command line).")
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The private key file to write (the public key goes to FILE.pub).")
+@passphrase_option
+def keygen(out: Path, passphrase_env: str | None) -> None:
+    """Make an Ed25519 key pair for signing run folders: the private key (PEM, PKCS#8,
+    permissions 0600, encrypted with the passphrase if given) and FILE.pub. Never
+    overwrites a file.
+
+    \b
+    Example:
+      GAN_AUDIT_PASSPHRASE=... gan-audit keygen --out keys/auditor \\
+          --passphrase-env GAN_AUDIT_PASSPHRASE
+    """
+    from audit.signing import write_key_pair
+
+    files = write_key_pair(out=out, passphrase=_passphrase(passphrase_env))
+    click.echo(f"private key: {files.private} (keep it secret)")
+    click.echo(f"public key:  {files.public} (share it; verifiers put it in --trusted-keys)")
+    click.echo(f"fingerprint: {files.fingerprint}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--key", type=click.Path(path_type=Path), required=True,
+              help="The private key file (from gan-audit keygen).")
+@click.option("--name", required=True, help="The signer's name.")
+@click.option("--role", required=True, help="The signer's role (e.g. 'external auditor').")
+@passphrase_option
+def sign(run_dir: Path, key: Path, name: str, role: str, passphrase_env: str | None) -> None:
+    """Sign a run folder: a statement of every artifact's sha256, the config's, the review
+    log's head, the tool version and the date, appended to RUN/signatures.jsonl. Several
+    reviewers may sign; gan-audit verify checks them all.
+
+    \b
+    Example:
+      gan-audit sign reports/demo --key keys/auditor --name "A. Auditor" \\
+          --role "external auditor" --passphrase-env GAN_AUDIT_PASSPHRASE
+    """
+    from audit.signing import load_private_key, sign_run
+
+    private = load_private_key(key, passphrase=_passphrase(passphrase_env))
+    with _writing(run_dir):
+        record = sign_run(run_dir, key=private, name=name, role=role)
+    statement = record["statement"]
+    click.echo(f"signed {run_dir} as {name} ({role}) on {statement['signed_at']}: "
+               f"{len(statement['artifacts'])} artifacts, config, review log of "
+               f"{statement['review_entries']} entries; key "
+               f"{statement['signer']['key_fingerprint']}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--fail-on", type=click.Choice(["high", "medium", "low"]), required=True,
+              help="Block on findings of this severity or above that are not accepted or "
+                   "mitigated in the review log.")
+@click.option("--require-review", is_flag=True,
+              help="Block unless every finding above info has a review entry.")
+@click.option("--require-signatures", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Block unless at least N signers (distinct keys) signed the folder as it is.")
+@click.option("--trusted-keys", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Count only signatures by the public keys (*.pub) in DIR.")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Also write the findings as JUnit XML (one test case per finding).")
+def gate(run_dir: Path, fail_on: str, require_review: bool, require_signatures: int,
+         trusted_keys: Path | None, junit: Path | None) -> None:
+    """A release gate: exit 0 when nothing blocks, 1 with one line per blocking reason.
+
+    \b
+    Example:
+      gan-audit gate reports/demo --fail-on high --require-review \\
+          --require-signatures 1 --junit gate.xml
+    """
+    from audit.gate import gate_run, gate_to_junit
+    from audit.io import atomic_write_bytes
+    from audit.vocabulary import Severity
+
+    result = gate_run(run_dir, fail_on=Severity(fail_on), require_review=require_review,
+                      require_signatures=require_signatures, trusted_keys=trusted_keys)
+    if junit is not None:
+        atomic_write_bytes(junit, gate_to_junit(result))
+    for reason in result.blocking:
+        click.echo(f"blocked: {reason}")
+    click.echo(result.summary)
+    if result.blocking:
+        click.get_current_context().exit(1)
 
 
 def interrupt_on_sigterm() -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "DependencyError",
     "RunFolderError",
     "ReviewError",
+    "SigningError",
 ]
 
 
@@ -76,3 +77,7 @@ class RunFolderError(AuditError):
 
 class ReviewError(AuditError):
     """A review command names an unknown finding, status or reviewer."""
+
+
+class SigningError(AuditError):
+    """A key cannot be made or loaded (exists, wrong passphrase), or a run cannot be signed."""
