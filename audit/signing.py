@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from audit.errors import DependencyError, RunFolderError, SigningError
+from audit.errors import DependencyError, ReviewError, RunFolderError, SigningError
 
 __all__ = ["SIGNATURES", "DOMAIN", "KeyFiles", "SignatureCheck", "write_key_pair",
            "load_private_key", "load_trusted_keys", "fingerprint", "run_statement",
@@ -322,12 +322,16 @@ def _review_differences(run_dir: Path, statement: dict[str, Any]) -> list[str]:
     from audit.report.review import LOG_NAME, verify_review_log
 
     path = Path(run_dir) / LOG_NAME
-    now = verify_review_log(path)
     head, count = statement.get("review_head"), statement.get("review_entries")
+    try:
+        now = verify_review_log(path)
+        intact = isinstance(head, str) and verify_review_log(path, expected_head=head).ok
+    except ReviewError as exc:  # the log cannot be read, or the signed head is no hash
+        return [str(exc)]
     if head is None:
         return ([f"{LOG_NAME}: {now.entries} entr{'y' if now.entries == 1 else 'ies'} added "
                  f"after signing (it had none)"] if now.entries else [])
-    if not isinstance(head, str) or not verify_review_log(path, expected_head=head).ok:
+    if not intact:
         return [f"{LOG_NAME}: edited after signing (the entry signed as its head, "
                 f"sha256:{str(head)[:16]}..., is no longer in an intact log: entries were "
                 f"edited, removed or reordered)"]
@@ -380,7 +384,7 @@ def _parse_signature(raw: bytes) -> tuple[dict[str, Any], Any, bytes] | str:
         signature = base64.b64decode(record["signature"], validate=True)
         if record.get("algorithm") != "ed25519" or not isinstance(statement, dict):
             raise ValueError("not an ed25519 signature of a statement")
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error) as exc:
         return f"not a signature line ({exc}); the file was edited or damaged"
     return statement, key, signature
 

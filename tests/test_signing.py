@@ -318,3 +318,23 @@ def test_signatures_file_is_bookkeeping_not_an_artifact(run, key):
     assert "signatures.jsonl" in created_files(run)
     result = invoke("verify", run)
     assert result.exit_code == 0 and "not written by this run" not in result.output
+
+
+def test_a_damaged_signature_line_fails_and_the_others_are_still_checked(run, key):
+    def tamper(run: Path) -> None:
+        with open(run / "signatures.jsonl", "ab") as fh:
+            fh.write(b'{"statement": [1, 2]}\n')
+
+    _tamper_and_verify(run, key, tamper, "signatures.jsonl line 2: not a signature line",
+                       "signed by A. Auditor")
+
+
+def test_a_signature_copied_from_another_run_folder_fails(run, key, tmp_path):
+    other = make_run(tmp_path / "other")
+    (other / "tables" / "groups.csv").write_text("group,n\nlight,1\ndark,99\n")
+    _rehash_manifest(other)
+    assert sign(run, key).exit_code == 0
+    shutil.copy(run / "signatures.jsonl", other / "signatures.jsonl")
+    result = invoke("verify", other)
+    assert result.exit_code == 1
+    assert "tables/groups.csv: changed after signing" in result.output
