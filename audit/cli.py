@@ -559,9 +559,9 @@ def verify(run_dir: Path, expect_head: str | None, trusted_keys: Path | None) ->
                        f"{sig.key_fingerprint}: {sig.artifacts} artifacts, config, review log "
                        f"of {sig.review_entries} entries: {'valid' if sig.ok else 'INVALID'}")
     head = f"head sha256:{check.review_head}" if check.review_head else "empty"
-    summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages; "
-               f"review log: {check.review_entries} entries, {head}; "
-               f"{len(check.signatures)} signature(s)")
+    summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages, "
+               f"{len(check.signatures)} signature(s); review log: {check.review_entries} "
+               f"entries, {head}")
     if check.ok:
         click.echo(f"{run_dir}: intact ({summary})")
         return

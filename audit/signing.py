@@ -30,9 +30,9 @@ from typing import Any
 
 from audit.errors import DependencyError, ReviewError, RunFolderError, SigningError
 
-__all__ = ["SIGNATURES", "DOMAIN", "KeyFiles", "SignatureCheck", "write_key_pair",
-           "load_private_key", "load_trusted_keys", "fingerprint", "run_statement",
-           "sign_run", "check_signatures", "statement_differences"]
+__all__ = ["SIGNATURES", "DOMAIN", "KeyFiles", "SignatureCheck", "write_key_files",
+           "write_key_pair", "load_private_key", "load_trusted_keys", "fingerprint",
+           "run_statement", "sign_run", "check_signatures", "statement_differences"]
 
 #: The signatures file of a run folder (bookkeeping, like review.jsonl: not an artifact).
 SIGNATURES = "signatures.jsonl"
@@ -88,20 +88,26 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         fh.write(data)
 
 
-def write_key_pair(*, out: Path, passphrase: bytes | None = None) -> KeyFiles:
-    """Generate an Ed25519 key pair: private key ``out`` (PEM, PKCS#8, mode 0600, encrypted
-    when ``passphrase`` is given) and public key ``out.pub`` (PEM, SubjectPublicKeyInfo).
+def write_key_files(*, out: Path, private: bytes, public: bytes,
+                    public_suffix: str = ".pub") -> tuple[Path, Path]:
+    """Write a secret ``out`` (created with mode 0600, never chmod-ed later) and its public
+    part ``out + public_suffix`` (0644), refusing to overwrite either.
 
-    The hook for other key kinds (``keygen --x509``) is the command, which picks the writer.
+    The one writer of key material: :func:`write_key_pair` uses it, and so can other key
+    kinds (a self-signed certificate for PDF signing: ``keygen --x509``).
+
+    Returns
+    -------
+    (Path, Path)
+        The secret file and the public file.
 
     Raises
     ------
     SigningError
         Either file exists (nothing is written) or cannot be created.
     """
-    ed25519, serialization = _crypto()
     out = Path(out)
-    public_path = out.with_name(out.name + ".pub")
+    public_path = out.with_name(out.name + public_suffix)
     for path in (out, public_path):
         if path.exists() or path.is_symlink():
             raise SigningError(f"{path}: exists; gan-audit keygen never overwrites a key. "
@@ -111,6 +117,25 @@ def write_key_pair(*, out: Path, passphrase: bytes | None = None) -> KeyFiles:
     except OSError as exc:
         raise SigningError(f"{out.parent}: cannot create the folder ({exc.strerror}). Choose "
                            f"a writable folder for --out.") from exc
+    _write_new(out, private, 0o600)
+    try:
+        _write_new(public_path, public, 0o644)
+    except SigningError:
+        out.unlink()
+        raise
+    return out, public_path
+
+
+def write_key_pair(*, out: Path, passphrase: bytes | None = None) -> KeyFiles:
+    """Generate an Ed25519 key pair: private key ``out`` (PEM, PKCS#8, mode 0600, encrypted
+    when ``passphrase`` is given) and public key ``out.pub`` (PEM, SubjectPublicKeyInfo).
+
+    Raises
+    ------
+    SigningError
+        Either file exists (nothing is written) or cannot be created.
+    """
+    ed25519, serialization = _crypto()
     key = ed25519.Ed25519PrivateKey.generate()
     encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
                   else serialization.NoEncryption())
@@ -118,13 +143,8 @@ def write_key_pair(*, out: Path, passphrase: bytes | None = None) -> KeyFiles:
                                     serialization.PrivateFormat.PKCS8, encryption)
     public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write_new(out, private_pem, 0o600)
-    try:
-        _write_new(public_path, public_pem, 0o644)
-    except SigningError:
-        out.unlink()
-        raise
-    return KeyFiles(out, public_path, fingerprint(key.public_key()))
+    private, public = write_key_files(out=out, private=private_pem, public=public_pem)
+    return KeyFiles(private, public, fingerprint(key.public_key()))
 
 
 def load_private_key(path: Path, *, passphrase: bytes | None = None) -> Any:
