@@ -533,24 +533,35 @@ _LISTED = 20  # problems verify lists one by one (the rest are counted)
 @click.option("--expect-head", default=None, metavar="HASH",
               help="The review log's head hash as recorded earlier (printed by review and "
                    "verify): fail unless the log still holds that entry unchanged.")
-def verify(run_dir: Path, expect_head: str | None) -> None:
+@click.option("--trusted-keys", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="A folder of the public keys (*.pub) you trust: a signature by any other "
+                   "key fails.")
+def verify(run_dir: Path, expect_head: str | None, trusted_keys: Path | None) -> None:
     """Check a run folder against its manifest: every artifact's sha256 and size, the
-    config, the stages' outputs and the review log's hash chain. Exit 0 when intact, 1 with
-    a list of what differs. Loads no model and imports no code the folder names.
+    config, the stages' outputs, the review log's hash chain and every signature (valid,
+    still matching the folder, by a trusted key). Exit 0 when intact, 1 with a list of what
+    differs. Loads no model and imports no code the folder names.
 
     \b
     Example:
       gan-audit verify reports/demo
       gan-audit verify reports/demo --expect-head sha256:3f2a...c9
+      gan-audit verify reports/demo --trusted-keys keys/
     """
     from audit.verify import verify_run
 
-    check = verify_run(run_dir, expected_review_head=expect_head)
+    check = verify_run(run_dir, expected_review_head=expect_head, trusted_keys=trusted_keys)
     for note in check.notes:
         click.echo(f"note: {note}", err=True)
+    for sig in check.signatures:
+        if sig.name or sig.key_fingerprint:
+            click.echo(f"signed by {sig.name} ({sig.role}) on {sig.signed_at}, key "
+                       f"{sig.key_fingerprint}: {sig.artifacts} artifacts, config, review log "
+                       f"of {sig.review_entries} entries: {'valid' if sig.ok else 'INVALID'}")
     head = f"head sha256:{check.review_head}" if check.review_head else "empty"
-    summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages; "
-               f"review log: {check.review_entries} entries, {head}")
+    summary = (f"{check.artifacts} artifacts, config, {len(check.stages)} finished stages, "
+               f"{len(check.signatures)} signature(s); review log: {check.review_entries} "
+               f"entries, {head}")
     if check.ok:
         click.echo(f"{run_dir}: intact ({summary})")
         return
@@ -813,34 +824,36 @@ def concept_sets_validate(file: Path) -> None:
                f"{len(cs.intersections)} intersection(s)")
 
 
-# ---------------------------------------------------------------- signed PDF (#21 item 2)
+# ---------------------------------------------------------------- signatures (#21)
 
 
-def _passphrase(var: str | None) -> bytes | None:
-    """The passphrase held by the environment variable ``var`` (None when no ``var``)."""
+def _passphrase(variable: str | None) -> bytes | None:
+    """The passphrase held by the environment variable ``variable`` (never a command-line
+    value, which other users can read in the process list)."""
     import os
 
-    from audit.errors import PdfSigningError
+    from audit.errors import SigningError
 
-    if var is None:
+    if variable is None:
         return None
-    if var not in os.environ:
-        raise PdfSigningError(f"the environment variable {var} (--passphrase-env) is not set; "
-                              f"set it to the passphrase, e.g. read -s {var}; export {var}.")
-    return os.environ[var].encode("utf-8")
+    value = os.environ.get(variable)
+    if not value:
+        raise SigningError(f"--passphrase-env {variable}: the environment variable {variable} "
+                           f"is not set or empty; export the passphrase in it first.")
+    return value.encode("utf-8")
 
 
-passphrase_env_option = click.option(
-    "--passphrase-env", metavar="VAR", default=None,
-    help="Name of the environment variable that holds the key's passphrase (never given on "
-         "the command line, where other users could read it).")
+passphrase_option = click.option(
+    "--passphrase-env", default=None, metavar="VAR",
+    help="The environment variable that holds the key's passphrase (never the passphrase "
+         "itself on the command line).")
 
 
 @cli.command("sign-pdf")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--p12", type=click.Path(path_type=Path), required=True,
               help="PKCS#12 file (.p12/.pfx) with the signer's certificate and private key.")
-@passphrase_env_option
+@passphrase_option
 @click.option("--reason", default="gan-audit report", show_default=True,
               help="The reason PDF readers show next to the signature.")
 @click.option("--location", default=None, help="Where it was signed (shown by readers).")
@@ -856,7 +869,7 @@ def sign_pdf(run_dir: Path, p12: Path, passphrase_env: str | None, reason: str,
       gan-audit sign-pdf reports/demo --p12 me.p12 --passphrase-env P12_PASS
       pdfsig reports/demo/report.signed.pdf
     """
-    from audit.errors import PdfSigningError
+    from audit.errors import SigningError
     from audit.manifest import differing_artifacts, read_manifest
     from audit.pdfsign import sign_pdf as sign
     from audit.runfolder import refuse_links
@@ -866,7 +879,7 @@ def sign_pdf(run_dir: Path, p12: Path, passphrase_env: str | None, reason: str,
         manifest = read_manifest(run_dir)
         changed = differing_artifacts(run_dir, ["report.pdf"], manifest) if manifest else []
         if changed:
-            raise PdfSigningError(f"{run_dir}: will not sign a report.pdf that differs from "
+            raise SigningError(f"{run_dir}: will not sign a report.pdf that differs from "
                                   f"the manifest ({'; '.join(changed)}). Render it again "
                                   f"with `gan-audit report {run_dir}`.")
         out = sign(refuse_links(run_dir / "report.pdf"), run_dir / "report.signed.pdf",
@@ -878,7 +891,7 @@ def sign_pdf(run_dir: Path, p12: Path, passphrase_env: str | None, reason: str,
 @click.option("--name", required=True, help="The signer's name, shown by PDF readers.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="The PKCS#12 file to create (never overwritten; permissions 0600).")
-@passphrase_env_option
+@passphrase_option
 @click.option("--days", type=click.IntRange(min=1), default=None,
               help="Validity of the certificate in days [default: 3 years].")
 def keygen_x509(name: str, out: Path, passphrase_env: str | None, days: int | None) -> None:
@@ -901,6 +914,97 @@ def keygen_x509(name: str, out: Path, passphrase_env: str | None, days: int | No
         click.echo(f"warning: {out}: the private key is not encrypted (no --passphrase-env); "
                    f"only the file's permissions (0600) protect it.", err=True)
     click.echo(str(out))
+
+
+# ---------------------------------------------------------------- compliance (#21)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="The private key file to write (the public key goes to FILE.pub).")
+@passphrase_option
+def keygen(out: Path, passphrase_env: str | None) -> None:
+    """Make an Ed25519 key pair for signing run folders: the private key (PEM, PKCS#8,
+    permissions 0600, encrypted with the passphrase if given) and FILE.pub. Never
+    overwrites a file.
+
+    \b
+    Example:
+      GAN_AUDIT_PASSPHRASE=... gan-audit keygen --out keys/auditor \\
+          --passphrase-env GAN_AUDIT_PASSPHRASE
+    """
+    from audit.signing import write_key_pair
+
+    files = write_key_pair(out=out, passphrase=_passphrase(passphrase_env))
+    click.echo(f"private key: {files.private} (keep it secret)")
+    click.echo(f"public key:  {files.public} (share it; verifiers put it in --trusted-keys)")
+    click.echo(f"fingerprint: {files.fingerprint}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--key", type=click.Path(path_type=Path), required=True,
+              help="The private key file (from gan-audit keygen).")
+@click.option("--name", required=True, help="The signer's name.")
+@click.option("--role", required=True, help="The signer's role (e.g. 'external auditor').")
+@passphrase_option
+def sign(run_dir: Path, key: Path, name: str, role: str, passphrase_env: str | None) -> None:
+    """Sign a run folder: a statement of every artifact's sha256, the config's, the review
+    log's head, the tool version and the date, appended to RUN/signatures.jsonl. Several
+    reviewers may sign; gan-audit verify checks them all.
+
+    \b
+    Example:
+      gan-audit sign reports/demo --key keys/auditor --name "A. Auditor" \\
+          --role "external auditor" --passphrase-env GAN_AUDIT_PASSPHRASE
+    """
+    from audit.signing import load_private_key, sign_run
+
+    private = load_private_key(key, passphrase=_passphrase(passphrase_env))
+    with _writing(run_dir):
+        record = sign_run(run_dir, key=private, name=name, role=role)
+    statement = record["statement"]
+    click.echo(f"signed {run_dir} as {name} ({role}) on {statement['signed_at']}: "
+               f"{len(statement['artifacts'])} artifacts, config, review log of "
+               f"{statement['review_entries']} entries; key "
+               f"{statement['signer']['key_fingerprint']}")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--fail-on", type=click.Choice(["high", "medium", "low"]), required=True,
+              help="Block on findings of this severity or above that are not accepted or "
+                   "mitigated in the review log.")
+@click.option("--require-review", is_flag=True,
+              help="Block unless every finding above info has a review entry.")
+@click.option("--require-signatures", type=click.IntRange(min=0), default=0, metavar="N",
+              help="Block unless at least N signers (distinct keys) signed the folder as it is.")
+@click.option("--trusted-keys", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Count only signatures by the public keys (*.pub) in DIR.")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, metavar="FILE",
+              help="Also write the findings as JUnit XML (one test case per finding).")
+def gate(run_dir: Path, fail_on: str, require_review: bool, require_signatures: int,
+         trusted_keys: Path | None, junit: Path | None) -> None:
+    """A release gate: exit 0 when nothing blocks, 1 with one line per blocking reason.
+
+    \b
+    Example:
+      gan-audit gate reports/demo --fail-on high --require-review \\
+          --require-signatures 1 --junit gate.xml
+    """
+    from audit.gate import gate_run, gate_to_junit
+    from audit.io import atomic_write_bytes
+    from audit.vocabulary import Severity
+
+    result = gate_run(run_dir, fail_on=Severity(fail_on), require_review=require_review,
+                      require_signatures=require_signatures, trusted_keys=trusted_keys)
+    if junit is not None:
+        atomic_write_bytes(junit, gate_to_junit(result))
+    for reason in result.blocking:
+        click.echo(f"blocked: {reason}")
+    click.echo(result.summary)
+    if result.blocking:
+        click.get_current_context().exit(1)
 
 
 def interrupt_on_sigterm() -> None:

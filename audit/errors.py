@@ -19,7 +19,7 @@ __all__ = [
     "DependencyError",
     "RunFolderError",
     "ReviewError",
-    "PdfSigningError",
+    "SigningError",
 ]
 
 
@@ -79,5 +79,6 @@ class ReviewError(AuditError):
     """A review command names an unknown finding, status or reviewer."""
 
 
-class PdfSigningError(AuditError):
-    """A PDF, PKCS#12 file or passphrase given to sign a report PDF is unusable."""
+class SigningError(AuditError):
+    """A key, certificate or PDF to sign with cannot be made or loaded (exists, wrong
+    passphrase, not a PKCS#12 file), or a run cannot be signed."""

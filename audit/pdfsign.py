@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from audit.errors import DependencyError, PdfSigningError
+from audit.errors import DependencyError, SigningError
 
 __all__ = ["self_signed_certificate", "sign_pdf", "DEFAULT_DAYS"]
 
@@ -95,7 +95,7 @@ def self_signed_certificate(*, name: str, out_p12: Path, passphrase: bytes | Non
 
     Raises
     ------
-    PdfSigningError
+    SigningError
         ``name`` is empty, ``days`` < 1, ``out_p12`` exists or cannot be created.
 
     Examples
@@ -105,10 +105,10 @@ def self_signed_certificate(*, name: str, out_p12: Path, passphrase: bytes | Non
     """
     out_p12 = Path(out_p12)
     if not name.strip():
-        raise PdfSigningError("the signer's name is empty; give the name PDF readers should "
+        raise SigningError("the signer's name is empty; give the name PDF readers should "
                               "show as the signer (--name \"A. Auditor\").")
     if days < 1:
-        raise PdfSigningError(f"the certificate must be valid for at least 1 day, got {days}.")
+        raise SigningError(f"the certificate must be valid for at least 1 day, got {days}.")
     _require("cryptography")
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -131,10 +131,10 @@ def _create_private_file(path: Path, data: bytes) -> None:
     try:
         fd = os.open(path, flags, 0o600)
     except FileExistsError as exc:
-        raise PdfSigningError(f"{path}: exists; a key file is never overwritten. Choose "
+        raise SigningError(f"{path}: exists; a key file is never overwritten. Choose "
                               f"another file name, or remove the old key first.") from exc
     except OSError as exc:
-        raise PdfSigningError(f"{path}: cannot create the key file ({exc.strerror}). Choose "
+        raise SigningError(f"{path}: cannot create the key file ({exc.strerror}). Choose "
                               f"a writable folder.") from exc
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -147,7 +147,7 @@ def _create_private_file(path: Path, data: bytes) -> None:
 
 
 def _load_signer(p12: Path, passphrase: bytes | None) -> Any:
-    """A pyHanko signer from the PKCS#12 file ``p12``; one clear :class:`PdfSigningError`
+    """A pyHanko signer from the PKCS#12 file ``p12``; one clear :class:`SigningError`
     for a missing file, a file that is not PKCS#12, a wrong or missing passphrase, or a
     PKCS#12 without a key and certificate."""
     _require("pyhanko.sign.signers")
@@ -159,23 +159,23 @@ def _load_signer(p12: Path, passphrase: bytes | None) -> Any:
     try:
         data = p12.read_bytes()
     except OSError as exc:
-        raise PdfSigningError(f"{p12}: cannot read the PKCS#12 file ({exc.strerror}). Give "
+        raise SigningError(f"{p12}: cannot read the PKCS#12 file ({exc.strerror}). Give "
                               f"the .p12/.pfx file of your certificate with --p12.") from exc
     try:
         asn1_pkcs12.Pfx.load(data, strict=True).native  # noqa: B018 (parses every field)
     except (ValueError, TypeError) as exc:
-        raise PdfSigningError(f"{p12}: not a PKCS#12 file (.p12/.pfx). Export your "
+        raise SigningError(f"{p12}: not a PKCS#12 file (.p12/.pfx). Export your "
                               f"certificate with its private key as PKCS#12, or make one "
                               f"with `gan-audit keygen-x509`.") from exc
     try:
         key, cert, _others = pkcs12.load_key_and_certificates(data, passphrase)
     except ValueError as exc:
         given = "the passphrase given" if passphrase else "no passphrase"
-        raise PdfSigningError(f"{p12}: cannot be opened with {given}: the passphrase is "
+        raise SigningError(f"{p12}: cannot be opened with {given}: the passphrase is "
                               f"wrong or missing. Put the right one in the environment "
                               f"variable named by --passphrase-env.") from exc
     if key is None or cert is None:
-        raise PdfSigningError(f"{p12}: holds no private key and certificate to sign with. "
+        raise SigningError(f"{p12}: holds no private key and certificate to sign with. "
                               f"Export the certificate together with its private key.")
     return signers.SimpleSigner.load_pkcs12_data(data, other_certs=[], passphrase=passphrase)
 
@@ -204,7 +204,7 @@ def sign_pdf(pdf_in: Path, pdf_out: Path, *, p12: Path, passphrase: bytes | None
 
     Raises
     ------
-    PdfSigningError
+    SigningError
         The PDF is missing or not a PDF; the PKCS#12 file is missing, not PKCS#12, or
         does not open with ``passphrase``; ``pdf_out`` is ``pdf_in``.
     """
@@ -214,7 +214,7 @@ def sign_pdf(pdf_in: Path, pdf_out: Path, *, p12: Path, passphrase: bytes | None
 
     pdf_in, pdf_out = Path(pdf_in), Path(pdf_out)
     if pdf_out.absolute() == pdf_in.absolute():
-        raise PdfSigningError(f"{pdf_out}: the signed copy must be a new file, not the PDF "
+        raise SigningError(f"{pdf_out}: the signed copy must be a new file, not the PDF "
                               f"being signed.")
     data = _read_pdf(pdf_in)
     signer = _load_signer(p12, passphrase)
@@ -230,20 +230,20 @@ def sign_pdf(pdf_in: Path, pdf_out: Path, *, p12: Path, passphrase: bytes | None
         writer = IncrementalPdfFileWriter(BytesIO(data), strict=False)
         signed = PdfSigner(meta, signer=signer).sign_pdf(writer, output=BytesIO())
     except PdfError as exc:
-        raise PdfSigningError(f"{pdf_in}: cannot be signed: {exc}. Render the PDF again "
+        raise SigningError(f"{pdf_in}: cannot be signed: {exc}. Render the PDF again "
                               f"(gan-audit report RUN).") from exc
     atomic_write_bytes(pdf_out, signed.getvalue())
     return pdf_out
 
 
 def _read_pdf(path: Path) -> bytes:
-    """The bytes of the PDF ``path``; :class:`PdfSigningError` when missing or not a PDF."""
+    """The bytes of the PDF ``path``; :class:`SigningError` when missing or not a PDF."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise PdfSigningError(f"{path}: cannot read the PDF to sign ({exc.strerror}). Render "
+        raise SigningError(f"{path}: cannot read the PDF to sign ({exc.strerror}). Render "
                               f"it first (gan-audit report RUN, without --no-pdf).") from exc
     if not data.startswith(b"%PDF-"):
-        raise PdfSigningError(f"{path}: not a PDF (it does not start with %PDF-). Render it "
+        raise SigningError(f"{path}: not a PDF (it does not start with %PDF-). Render it "
                               f"again (gan-audit report RUN).")
     return data

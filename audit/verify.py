@@ -9,11 +9,14 @@ Checks, without loading any model or importing any code the folder names:
   with its recorded size and sha256, and no other file sits among them;
 * every stage the manifest marks done has its recorded outputs;
 * the review log's hash chain is intact (and, given ``expected_review_head``, still holds
-  the entry a reviewer recorded elsewhere).
+  the entry a reviewer recorded elsewhere);
+* every signature of ``signatures.jsonl`` is valid and its statement still describes the
+  folder (and, given ``trusted_keys``, was made by one of those keys): :mod:`audit.signing`.
 
 What it proves, and what not (docs/SECURITY.md): that the files are the ones the manifest
 lists; not who wrote the manifest. Someone who rewrites files *and* the manifest passes;
-signatures (``gan-audit sign``, issue #21) or a chain head recorded elsewhere close that.
+signatures by trusted keys (``gan-audit sign``; ``--trusted-keys``) or a chain head recorded
+elsewhere close that.
 """
 
 from __future__ import annotations
@@ -22,11 +25,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.errors import RunFolderError
+from audit.signing import SIGNATURES, SignatureCheck
 
 __all__ = ["RunCheck", "verify_run"]
 
 # Files of a run folder that are not artifacts: bookkeeping the checks above cover otherwise.
-_NOT_ARTIFACTS = frozenset({"manifest.json", "config.yaml", "review.jsonl"})
+_NOT_ARTIFACTS = frozenset({"manifest.json", "config.yaml", "review.jsonl", SIGNATURES})
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class RunCheck:
     review_entries, review_head
         Entries of the review log and the hash of its last entry (record it elsewhere to
         detect a log cut short or forged later).
+    signatures
+        Every line of ``signatures.jsonl`` checked: who signed, when, and its problems (also
+        in :attr:`problems`).
     """
 
     run_dir: Path
@@ -53,19 +60,30 @@ class RunCheck:
     review_entries: int = 0
     review_head: str | None = None
     stages: tuple[str, ...] = field(default_factory=tuple)
+    signatures: tuple[SignatureCheck, ...] = ()
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
 
-def verify_run(run_dir: Path, *, expected_review_head: str | None = None) -> RunCheck:
+def verify_run(run_dir: Path, *, expected_review_head: str | None = None,
+               trusted_keys: Path | None = None) -> RunCheck:
     """Check a run folder against its manifest (see the module docstring).
+
+    Parameters
+    ----------
+    expected_review_head
+        A review log head recorded elsewhere: the log must still hold that entry unchanged.
+    trusted_keys
+        A folder of trusted public keys (``*.pub``): a signature by any other key fails.
 
     Raises
     ------
     RunFolderError
         ``run_dir`` is not a folder.
+    SigningError
+        ``trusted_keys`` is not a folder of Ed25519 public keys.
     """
     import hashlib
 
@@ -119,21 +137,32 @@ def verify_run(run_dir: Path, *, expected_review_head: str | None = None) -> Run
                 problems.append(f"stage {stage}: the manifest records none of its output "
                                 f"{output}")
 
+    from audit.signing import check_signatures
+
+    head, entries = _check_review_log(run_dir, recorded, expected_review_head, problems, notes)
+    # known=recorded: every file was read against these records above (a changed byte fails
+    # there); a manifest rewritten to match it fails here (its sha256 is not the signed one)
+    signatures = check_signatures(run_dir, trusted_keys=trusted_keys, known=recorded)
+    problems += [p for s in signatures for p in s.problems]
+    return RunCheck(run_dir, problems=tuple(problems), notes=tuple(notes),
+                    artifacts=len(recorded), review_entries=entries, review_head=head,
+                    stages=tuple(done), signatures=tuple(signatures))
+
+
+def _check_review_log(run_dir: Path, recorded: dict, expected_head: str | None,
+                      problems: list[str], notes: list[str]) -> tuple[str | None, int]:
+    """The review log's chain (problems and notes appended); returns its head and length."""
     from audit.errors import ReviewError
     from audit.report.review import LOG_NAME, verify_review_log
 
-    head, entries = None, 0
     try:
-        log = verify_review_log(run_dir / LOG_NAME, expected_head=expected_review_head)
+        log = verify_review_log(run_dir / LOG_NAME, expected_head=expected_head)
     except ReviewError as exc:
         problems.append(str(exc))
-    else:
-        entries, head = log.entries, log.head
-        problems += [f"{LOG_NAME}: {p}" for p in log.problems]
-        recorded_results = recorded.get("results.json", {}).get("sha256")
-        if log.root is not None and recorded_results not in (None, log.root):
-            notes.append(f"{LOG_NAME}: its first review is of other results (re-measured "
-                         f"since); those reviews give no status to today's findings")
-    return RunCheck(run_dir, problems=tuple(problems), notes=tuple(notes),
-                    artifacts=len(recorded), review_entries=entries, review_head=head,
-                    stages=tuple(done))
+        return None, 0
+    problems += [f"{LOG_NAME}: {p}" for p in log.problems]
+    recorded_results = recorded.get("results.json", {}).get("sha256")
+    if log.root is not None and recorded_results not in (None, log.root):
+        notes.append(f"{LOG_NAME}: its first review is of other results (re-measured "
+                     f"since); those reviews give no status to today's findings")
+    return log.head, log.entries

@@ -806,6 +806,52 @@ def _sign_with_a_wrong_passphrase(tmp: Path, shared) -> tuple[list, Path]:
     p12 = self_signed_certificate(name="A. Auditor", out_p12=tmp / "me.p12",
                                   passphrase=b"not the value of PATH")
     return ["sign-pdf", run, "--p12", p12, "--passphrase-env", "PATH"], run
+# ---------------------------------------------------------------- #21 signing and gate
+
+
+def _signing_run(tmp: Path, *, passphrase: bytes | None = None) -> tuple[Path, Path]:
+    """A small run folder that verifies (test_signing.make_run) and a key pair for it."""
+    from test_signing import make_run
+
+    from audit.signing import write_key_pair
+
+    return make_run(tmp / "run"), write_key_pair(out=tmp / "keys" / "k",
+                                                 passphrase=passphrase).private
+
+
+def _sign_with_missing_key(tmp: Path, shared) -> tuple[list, Path]:
+    run, _ = _signing_run(tmp)
+    return ["sign", run, "--key", tmp / "no-such-key", "--name", "A", "--role", "B"], run
+
+
+def _sign_with_wrong_passphrase(tmp: Path, shared) -> tuple[list, Path]:
+    """The key is encrypted with one passphrase; PATH (always set) holds another."""
+    run, key = _signing_run(tmp, passphrase=b"the right one")
+    return ["sign", run, "--key", key, "--name", "A", "--role", "B",
+            "--passphrase-env", "PATH"], run
+
+
+def _sign_a_plain_folder(tmp: Path, shared) -> tuple[list, Path]:
+    _, key = _signing_run(tmp)
+    (tmp / "plain").mkdir()
+    (tmp / "plain" / "notes.txt").write_text("mine")
+    return ["sign", tmp / "plain", "--key", key, "--name", "A", "--role", "B"], tmp / "plain"
+
+
+def _gate_a_plain_folder(tmp: Path, shared) -> tuple[list, Path]:
+    (tmp / "plain").mkdir()
+    return ["gate", tmp / "plain", "--fail-on", "high"], tmp / "plain"
+
+
+def _trusted_keys_without_keys(tmp: Path, shared) -> tuple[list, Path]:
+    run, _ = _signing_run(tmp)
+    (tmp / "trusted").mkdir()
+    return ["verify", run, "--trusted-keys", tmp / "trusted"], run
+
+
+def _keygen_unset_passphrase(tmp: Path, shared) -> tuple[list, Path]:
+    return ["keygen", "--out", tmp / "keys" / "k", "--passphrase-env",
+            "GAN_AUDIT_NO_SUCH_VARIABLE"], tmp
 
 
 CASES: dict[str, Case] = {
@@ -986,6 +1032,19 @@ CASES: dict[str, Case] = {
     "sign-pdf with a wrong passphrase": Case(
         _sign_with_a_wrong_passphrase, 2, ("me.p12: cannot be opened with the passphrase given",
                                            "--passphrase-env")),
+    # #21 signing and gate
+    "sign with a key file that does not exist": Case(
+        _sign_with_missing_key, 2, ("no-such-key: cannot read the key", "gan-audit keygen")),
+    "sign with a wrong passphrase": Case(
+        _sign_with_wrong_passphrase, 2, ("the passphrase is wrong", "--passphrase-env")),
+    "sign a folder that is not a run folder": Case(
+        _sign_a_plain_folder, 2, ("not a gan-audit run folder (no .gan-audit-run marker)",)),
+    "gate on a folder that is not a run folder": Case(
+        _gate_a_plain_folder, 2, ("not a gan-audit run folder", "gan-audit run wrote")),
+    "verify --trusted-keys naming a folder without public keys": Case(
+        _trusted_keys_without_keys, 2, ("holds no public key (*.pub)",)),
+    "keygen --passphrase-env naming an unset variable": Case(
+        _keygen_unset_passphrase, 2, ("GAN_AUDIT_NO_SUCH_VARIABLE is not set or empty",)),
 }
 
 
@@ -1061,4 +1120,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 60
+    assert len(CASES) == 66

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from audit.cli import cli
-from audit.errors import PdfSigningError
+from audit.errors import SigningError
 
 pytest.importorskip("pyhanko", reason="pyHanko (the 'sign' extra) signs PDFs")
 pytest.importorskip("weasyprint", reason="WeasyPrint makes the PDF to sign")
@@ -127,7 +127,7 @@ def test_key_file_is_private_new_and_opens_only_with_its_passphrase(tmp_path):
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
     assert 30 < days < 30.01  # 30 days and the 5 minutes of clock slack
     before = out.read_bytes()
-    with pytest.raises(PdfSigningError, match="exists; a key file is never overwritten"):
+    with pytest.raises(SigningError, match="exists; a key file is never overwritten"):
         self_signed_certificate(name=NAME, out_p12=out)
     assert out.read_bytes() == before
 
@@ -145,12 +145,12 @@ def test_unusable_inputs_raise_one_clear_error(tmp_path, p12):
     ]
     for kwargs, message in [*cases, (dict(p12=_certificate_only(p12, tmp_path)),
                                      "cert.p12: holds no private key and certificate")]:
-        with pytest.raises(PdfSigningError, match=re.escape(message)):
+        with pytest.raises(SigningError, match=re.escape(message)):
             sign_pdf(pdf, tmp_path / "out.pdf", **kwargs)
     (tmp_path / "fake.pdf").write_text("hello")
     for src, message in [(tmp_path / "absent.pdf", "cannot read the PDF to sign"),
                          (tmp_path / "fake.pdf", "not a PDF")]:
-        with pytest.raises(PdfSigningError, match=message):
+        with pytest.raises(SigningError, match=message):
             sign_pdf(src, tmp_path / "out.pdf", p12=p12, passphrase=PASS.encode())
     assert not (tmp_path / "out.pdf").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
