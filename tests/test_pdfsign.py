@@ -217,5 +217,6 @@ def test_cli_names_an_unset_passphrase_variable(tmp_path, p12, monkeypatch):
                                       str(tmp_path / "k.p12"), "--passphrase-env",
                                       "NO_SUCH_PASS_VAR"])
     assert result.exit_code == 2
-    assert "NO_SUCH_PASS_VAR (--passphrase-env) is not set" in result.output
+    assert ("--passphrase-env NO_SUCH_PASS_VAR: the environment variable NO_SUCH_PASS_VAR "
+            "is not set") in result.output
     assert not (tmp_path / "k.p12").exists()
