@@ -750,6 +750,31 @@ def plan(config: Path) -> None:
                    f"{audited['generated'] or 'the given'} generated images")
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the card here instead of RUN_DIR/model-card.md (which the run's "
+                   "manifest records).")
+def card(run_dir: Path, out: Path | None) -> None:
+    """Write the "Bias, Risks, and Limitations" and "Evaluation" sections of a Hugging
+    Face-style model card (Markdown with YAML metadata) from results.json, linking to the
+    full report.
+
+    \b
+    Example:
+      gan-audit card reports/demo
+      gan-audit card reports/demo --out MODEL_CARD_bias.md
+    """
+    from audit.card import CARD_NAME, write_card
+
+    if out is None:
+        with _writing(run_dir, record=[CARD_NAME]):
+            path = write_card(run_dir)
+    else:
+        path = write_card(run_dir, out=out)
+    click.echo(str(path))
+
+
 # ---------------------------------------------------------------- concept sets
 
 
