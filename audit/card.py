@@ -190,8 +190,10 @@ def write_card(run_dir: Path, *, out: Path | None = None) -> Path:
     Raises
     ------
     RunFolderError
-        results.json missing, unreadable or of another schema version.
+        results.json missing, unreadable or of another schema version; ``out`` is a
+        folder or cannot be written.
     """
+    from audit.errors import RunFolderError
     from audit.io import atomic_write_text
     from audit.report.render import load_results
     from audit.report.runfiles import read_json
@@ -200,7 +202,15 @@ def write_card(run_dir: Path, *, out: Path | None = None) -> Path:
     results = load_results(run_dir)
     manifest = read_json(run_dir, "manifest.json", required=False)
     path = Path(out) if out is not None else run_dir / CARD_NAME
+    if path.is_dir():
+        raise RunFolderError(f"{path}: is a folder; give the card's file name with --out, "
+                             f"e.g. --out {path / CARD_NAME}.")
     links = {name: Path(os.path.relpath(run_dir / name, path.parent)).as_posix()
              for name in ("report.html", "report.pdf")}
-    atomic_write_text(path, results_to_card(results, manifest=manifest, report_links=links))
+    text = results_to_card(results, manifest=manifest, report_links=links)
+    try:
+        atomic_write_text(path, text)
+    except OSError as exc:  # disk full is an AuditError already (audit.io)
+        raise RunFolderError(f"{path}: cannot write the model card ({exc.strerror}); give "
+                             f"a writable place with --out FILE.") from exc
     return path

@@ -794,6 +794,35 @@ def _generator_in_0_1(tmp: Path) -> dict:
     return {**TINY["generator"], "spec": f"python:{tmp / 'sigmoid_g.py'}:SigmoidDigits"}
 
 
+def _fixture_run(tmp: Path) -> Path:
+    """A run folder holding the report tests' results.json fixture (no pipeline run)."""
+    from audit.runfolder import claim
+
+    run = tmp / "run"
+    with claim(run):
+        pass
+    shutil.copy(Path(__file__).parent / "fixtures" / "results_digits.json",
+                run / "results.json")
+    return run
+
+
+def _card_without_results(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    (run / "results.json").unlink()
+    return ["card", run], run
+
+
+def _card_onto_a_folder(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    (tmp / "docs").mkdir()
+    return ["card", run, "--out", tmp / "docs"], run
+
+
+def _mitigation_without_finding(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    return ["review", run, "--mitigation", "rebalance the data", "--owner", "ML team"], run
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -968,6 +997,13 @@ CASES: dict[str, Case] = {
         _results_of_an_older_version, 2, ("schema_version 1, but this gan-audit reads version 2",
                                           "written by an older gan-audit: re-run "
                                           "`gan-audit measure CONFIG`")),
+    # compliance (#21 items 4-5): mitigation plan and model card
+    "model card of a run folder without results.json": Case(
+        _card_without_results, 2, ("results.json: not found", "Run the measure stage first")),
+    "model card --out onto a folder": Case(
+        _card_onto_a_folder, 2, ("docs: is a folder", "--out", "model-card.md")),
+    "review --mitigation without a finding id": Case(
+        _mitigation_without_finding, 2, ("--mitigation and --owner need a FINDING_ID",)),
 }
 
 
@@ -1043,4 +1079,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 59
+    assert len(CASES) == 62
