@@ -155,6 +155,18 @@ def test_mitigation_and_owner_round_trip_into_the_plan(tmp_path):
     assert f"head sha256:{entry['hash']}" in section and "1 reviewer recorded" in section
 
 
+def test_a_later_status_change_keeps_the_recorded_mitigation(tmp_path):
+    run = make_run(tmp_path, side_files=False)
+    fid = RESULTS["findings"][0]["id"]
+    append_review(run, fid, status="accepted", reviewer="A", mitigation="retrain",
+                  owner="ML team", now=T)
+    append_review(run, fid, status="mitigated", reviewer="B", note="done", now=T)
+    page = render_report(run, pdf=False)["html"].read_text(encoding="utf-8")
+    plan = re.search(rf'<tr data-finding="{re.escape(fid)}">(.*?)</tr>', page, flags=re.S)
+    cells = [_text(c) for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", plan.group(1), re.S)]
+    assert cells[3:7] == ["mitigated", "retrain", "ML team", "B, 2026-01-02"]
+
+
 def test_a_log_written_before_mitigations_existed_still_verifies_and_grows(tmp_path):
     run = make_run(tmp_path, side_files=False)
     genesis = hashlib.sha256(FIXTURE.read_bytes()).hexdigest()

@@ -212,15 +212,29 @@ def _data_sources(meta: Meta) -> list[DataSource]:
     return []
 
 
+def _planned(history: Sequence[Mapping[str, Any]], latest: Mapping[str, Any]
+             ) -> Mapping[str, Any]:
+    """The latest entry that records a mitigation, up to ``latest`` and of the same
+    results.json (a later review that only changes the status keeps the plan)."""
+    if not latest or latest.get("mitigation"):
+        return latest
+    upto = history[:next((i + 1 for i, e in enumerate(history) if e is latest), len(history))]
+    same = [e for e in upto if e.get("mitigation")
+            and e.get("results_sha256") == latest.get("results_sha256")]
+    return same[-1] if same else latest
+
+
 def mitigation_plan(findings: Sequence[FindingView], review: ReviewView) -> list[MitigationRow]:
-    """Each finding (most severe first) with its latest review's mitigation and owner."""
+    """Each finding (most severe first): its latest review's status, and the mitigation and
+    owner last recorded for it (on the same results)."""
     rows = []
     for f in findings:
         entry = as_dict(review.latest.get(f.id))
+        plan = _planned(review.history.get(f.id, []), review.latest.get(f.id) or {})
         rows.append(MitigationRow(
             finding_id=f.id, severity=f.severity, estimate=f.estimate,
             status=str(entry.get("status") or "unreviewed"),
-            mitigation=entry.get("mitigation") or None, owner=entry.get("owner") or None,
+            mitigation=plan.get("mitigation") or None, owner=plan.get("owner") or None,
             reviewer=entry.get("reviewer"), time=entry.get("time")))
     return rows
 
