@@ -464,8 +464,11 @@ def report(run_dir: Path, no_pdf: bool) -> None:
 @click.option("--expect-head", default=None, metavar="HASH",
               help="A head printed by an earlier review ('head sha256:...'): fail unless the "
                    "log still holds it, unchanged up to it.")
+@click.option("--mitigation", default="", help="What will be done about the finding (the "
+              "report's mitigation plan).")
+@click.option("--owner", default="", help="Who answers for the mitigation.")
 def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
-           reviewer: str | None, expect_head: str | None) -> None:
+           reviewer: str | None, expect_head: str | None, mitigation: str, owner: str) -> None:
     """List findings with their review status, or record a review of one.
 
     Both print the review log's head hash; record it elsewhere (a ticket, an email) and
@@ -476,7 +479,8 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
     Example:
       gan-audit review reports/demo
       gan-audit review reports/demo F-REP-tone-dark --status accepted \\
-          --note "confirmed by sampling" --reviewer "A. Auditor"
+          --note "confirmed by sampling" --reviewer "A. Auditor" \\
+          --mitigation "rebalance the training set" --owner "ML team"
       gan-audit review reports/demo --expect-head sha256:4f1c...
     """
     from audit.errors import ReviewError
@@ -484,10 +488,10 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
     from audit.report.review import LOG_NAME, head_summary, latest_status, list_findings
 
     if finding_id is None:
-        if status is not None or reviewer is not None or note:
-            raise ReviewError("--status, --note and --reviewer need a FINDING_ID: gan-audit "
-                              "review RUN_DIR FINDING_ID --status STATUS --note TEXT "
-                              "--reviewer NAME")
+        if status is not None or reviewer is not None or note or mitigation or owner:
+            raise ReviewError("--status, --note, --reviewer, --mitigation and --owner need a "
+                              "FINDING_ID: gan-audit review RUN_DIR FINDING_ID --status "
+                              "STATUS --note TEXT --reviewer NAME")
         log = read_review_log(run_dir, expected_head=expect_head)
         if expect_head is not None and not log.check.ok:
             raise ReviewError(f"{run_dir / LOG_NAME}: does not verify against the recorded "
@@ -513,7 +517,8 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
                           f"mitigated, false-positive) for finding {finding_id!r}.")
     with _writing(run_dir):
         entry = append_review(run_dir, finding_id, status=status, note=note,
-                              reviewer=reviewer or "", expected_head=expect_head)
+                              reviewer=reviewer or "", expected_head=expect_head,
+                              mitigation=mitigation, owner=owner)
         click.echo(f"{entry['finding_id']}: {entry['status']} by {entry['reviewer']} "
                    f"(entry {entry['hash'][:12]})")
         check = verify_review_log(run_dir / LOG_NAME, expected_head=entry["hash"])
@@ -754,6 +759,31 @@ def plan(config: Path) -> None:
     if audited["real"] or audited["generated"]:
         click.echo(f"the config audits {audited['real'] or 'all'} real and "
                    f"{audited['generated'] or 'the given'} generated images")
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Write the card here instead of RUN_DIR/model-card.md (which the run's "
+                   "manifest records).")
+def card(run_dir: Path, out: Path | None) -> None:
+    """Write the "Bias, Risks, and Limitations" and "Evaluation" sections of a Hugging
+    Face-style model card (Markdown with YAML metadata) from results.json, linking to the
+    full report.
+
+    \b
+    Example:
+      gan-audit card reports/demo
+      gan-audit card reports/demo --out MODEL_CARD_bias.md
+    """
+    from audit.card import CARD_NAME, write_card
+
+    if out is None:
+        with _writing(run_dir, record=[CARD_NAME]):
+            path = write_card(run_dir)
+    else:
+        path = write_card(run_dir, out=out)
+    click.echo(str(path))
 
 
 # ---------------------------------------------------------------- concept sets

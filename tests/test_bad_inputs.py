@@ -852,6 +852,33 @@ def _trusted_keys_without_keys(tmp: Path, shared) -> tuple[list, Path]:
 def _keygen_unset_passphrase(tmp: Path, shared) -> tuple[list, Path]:
     return ["keygen", "--out", tmp / "keys" / "k", "--passphrase-env",
             "GAN_AUDIT_NO_SUCH_VARIABLE"], tmp
+def _fixture_run(tmp: Path) -> Path:
+    """A run folder holding the report tests' results.json fixture (no pipeline run)."""
+    from audit.runfolder import claim
+
+    run = tmp / "run"
+    with claim(run):
+        pass
+    shutil.copy(Path(__file__).parent / "fixtures" / "results_digits.json",
+                run / "results.json")
+    return run
+
+
+def _card_without_results(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    (run / "results.json").unlink()
+    return ["card", run], run
+
+
+def _card_onto_a_folder(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    (tmp / "docs").mkdir()
+    return ["card", run, "--out", tmp / "docs"], run
+
+
+def _mitigation_without_finding(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    return ["review", run, "--mitigation", "rebalance the data", "--owner", "ML team"], run
 
 
 CASES: dict[str, Case] = {
@@ -1045,6 +1072,13 @@ CASES: dict[str, Case] = {
         _trusted_keys_without_keys, 2, ("holds no public key (*.pub)",)),
     "keygen --passphrase-env naming an unset variable": Case(
         _keygen_unset_passphrase, 2, ("GAN_AUDIT_NO_SUCH_VARIABLE is not set or empty",)),
+    # compliance (#21 items 4-5): mitigation plan and model card
+    "model card of a run folder without results.json": Case(
+        _card_without_results, 2, ("results.json: not found", "Run the measure stage first")),
+    "model card --out onto a folder": Case(
+        _card_onto_a_folder, 2, ("docs: is a folder", "--out", "model-card.md")),
+    "review --mitigation without a finding id": Case(
+        _mitigation_without_finding, 2, ("--mitigation and --owner need a FINDING_ID",)),
 }
 
 
@@ -1120,4 +1154,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 66
+    assert len(CASES) == 69

@@ -34,8 +34,8 @@ from audit.report.viewtypes import flatten
 from audit.resources import resource_dir
 from audit.vocabulary import label, tone
 
-__all__ = ["SCHEMA_VERSION", "jinja_env", "load_results", "load_run", "results_to_html",
-           "render_report", "render_template"]
+__all__ = ["SCHEMA_VERSION", "jinja_env", "load_results", "load_run", "metric_kind",
+           "results_to_html", "render_report", "render_template"]
 
 SAMPLE_NAME = re.compile(r"^(generated-.+|real-(lowest|highest))\.png$")
 
@@ -44,7 +44,7 @@ SAMPLE_NAME = re.compile(r"^(generated-.+|real-(lowest|highest))\.png$")
 
 
 
-def _metric_kind(metric: Any) -> str:
+def metric_kind(metric: Any) -> str:
     """How to format a finding's metric (by its name)."""
     m = str(metric)
     if "ratio" in m:
@@ -123,7 +123,7 @@ def jinja_env() -> Any:
         loader=jinja2.FileSystemLoader(str(resource_dir("templates"))),
         autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True,
         lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, pval=pvalue, label=label, tone=tone, metric_kind=_metric_kind,
+    env.filters.update(fmt=fmt, pval=pvalue, label=label, tone=tone, metric_kind=metric_kind,
                        slug=_slug,
                        anchor=_anchor, plain=_plain, dictitems=_dictitems, png_uri=_png_uri,
                        shade=_shade, svg=_svg, flat=_flat, omit=_omit)

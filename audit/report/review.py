@@ -7,6 +7,10 @@ Each line is one review of one finding, one JSON object::
      "results_sha256": "<sha256 of the results.json reviewed>",
      "prev_hash": "<hash of the previous entry>", "hash": "<sha256 of this entry>"}
 
+An entry may also carry ``"mitigation"`` (what is done about the finding) and ``"owner"``
+(who does it): optional text fields, written only when given, so entries without them (and
+logs written before they existed) hash and verify exactly as before.
+
 ``hash`` is the sha256 (hex) of the entry's canonical JSON without the ``hash`` key
 (keys sorted, no spaces, UTF-8; ``prev_hash`` included), so it does not depend on how
 a line escapes its characters. The first entry's ``prev_hash`` is its ``results_sha256``,
@@ -65,6 +69,7 @@ LOG_NAME = "review.jsonl"
 HEAD_PREFIX = "sha256:"
 _FIELDS = ("time", "reviewer", "finding_id", "status", "note", "prev_hash", "hash")
 _HASHES = ("prev_hash", "hash", "results_sha256")
+_OPTIONAL_TEXT = ("results_sha256", "mitigation", "owner")  # text when present
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_PROBLEMS = 20  # a damaged file of many lines: list the first problems, count the rest
 
@@ -233,7 +238,7 @@ def _entry_problems(entry: Mapping[str, Any]) -> list[str]:
     missing = [k for k in _FIELDS if k not in entry]
     if missing:
         return [f"missing field(s) {', '.join(missing)}"]
-    not_text = [k for k in (*_FIELDS, "results_sha256")
+    not_text = [k for k in (*_FIELDS, *_OPTIONAL_TEXT)
                 if k in entry and not isinstance(entry[k], str)]
     if not_text:
         return [f"field(s) {', '.join(not_text)} are not text"]
@@ -501,7 +506,8 @@ def _text_field(name: str, value: str) -> str:
 
 def append_review(run_dir: Path, finding_id: str, *, status: str, reviewer: str,
                   note: str = "", now: datetime | None = None,
-                  expected_head: str | None = None) -> dict[str, Any]:
+                  expected_head: str | None = None, mitigation: str = "",
+                  owner: str = "") -> dict[str, Any]:
     """Append one review to ``RUN_DIR/review.jsonl`` and return the entry written.
 
     The note is recorded exactly as given (any characters, line breaks included; the
@@ -513,6 +519,9 @@ def append_review(run_dir: Path, finding_id: str, *, status: str, reviewer: str,
     expected_head
         A head recorded earlier (see :func:`verify_review_log`): the log is only extended
         when it verifies against it.
+    mitigation, owner
+        What will be done about the finding and who answers for it (the report's
+        mitigation plan); recorded only when not empty.
 
     Raises
     ------
@@ -537,6 +546,9 @@ def append_review(run_dir: Path, finding_id: str, *, status: str, reviewer: str,
         raise ReviewError("the reviewer's name is empty; give it with --reviewer NAME "
                           "(it is recorded with the review).")
     note = _text_field("note", str(note or ""))
+    extra = {name: _text_field(name, value) for name, value in
+             (("mitigation", str(mitigation or "").strip()), ("owner", str(owner or "").strip()))
+             if value}
     stamp = (now or datetime.now(UTC)).astimezone(UTC)
     path = run_dir / LOG_NAME
     with _locked(run_dir):
@@ -551,7 +563,8 @@ def append_review(run_dir: Path, finding_id: str, *, status: str, reviewer: str,
         entry: dict[str, Any] = {
             "time": stamp.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "reviewer": reviewer, "finding_id": finding_id, "status": status,
-            "note": note, "results_sha256": genesis, "prev_hash": check.head or genesis,
+            "note": note, **extra, "results_sha256": genesis,
+            "prev_hash": check.head or genesis,
         }
         entry["hash"] = entry_hash(entry)
         if old and not old.endswith(b"\n"):

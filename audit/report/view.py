@@ -23,6 +23,7 @@ from audit.report.charts import (
     score_distribution_chart,
 )
 from audit.report.insight_view import insight_to_view
+from audit.report.regulatory_view import regulatory_view
 from audit.report.summary_view import (
     TOP_FINDINGS,
     discriminator_view,
@@ -58,6 +59,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("method", "8. Method and limitations"),
     ("manifest", "9. Reproducibility manifest"),
     ("insight", "10. What the discriminator knows"),
+    ("regulatory", "11. Regulatory evidence"),
 )
 
 
@@ -457,6 +459,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
     representation = [as_dict(r) for r in as_list(results.get("representation"))]
     findings = findings_view(results)
     review = review_view(findings, inputs.review)
+    verdicts = verdicts_view(results)
     return {
         "sections": SECTIONS,
         "insight": insight_to_view(inputs.insight),
@@ -468,7 +471,9 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "level": level,
         "threshold": threshold,
         "discriminator": discriminator_view(results),
-        "verdicts": verdicts_view(results),
+        "verdicts": verdicts,
+        "regulatory": regulatory_view(results=results, meta=meta, findings=findings,
+                                      verdicts=verdicts, review=review, threshold=threshold),
         "top_findings": findings[:TOP_FINDINGS],
         "findings": findings,
         "validity": _validity_view(results, inputs.validity, inputs.layers,
