@@ -13,11 +13,11 @@ machine). pyHanko and ``cryptography`` are imported here only (``pip install
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from audit.errors import DependencyError, SigningError
+from audit.signing import write_new_file
 
 __all__ = ["self_signed_certificate", "sign_pdf", "DEFAULT_DAYS"]
 
@@ -120,30 +120,8 @@ def self_signed_certificate(*, name: str, out_p12: Path, passphrase: bytes | Non
                   else serialization.NoEncryption())
     data = pkcs12.serialize_key_and_certificates(name.strip().encode("utf-8"), key, cert, None,
                                                  encryption)
-    _create_private_file(out_p12, data)
+    write_new_file(out_p12, data, mode=0o600)
     return out_p12
-
-
-def _create_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file ``path`` readable by its owner only (0600, O_EXCL: an
-    existing file or link is never overwritten nor followed); removed if the write fails."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError as exc:
-        raise SigningError(f"{path}: exists; a key file is never overwritten. Choose "
-                              f"another file name, or remove the old key first.") from exc
-    except OSError as exc:
-        raise SigningError(f"{path}: cannot create the key file ({exc.strerror}). Choose "
-                              f"a writable folder.") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
 
 
 def _load_signer(p12: Path, passphrase: bytes | None) -> Any:

@@ -31,6 +31,7 @@ from typing import Any
 from audit.errors import DependencyError, ReviewError, RunFolderError, SigningError
 
 __all__ = ["SIGNATURES", "DOMAIN", "KeyFiles", "SignatureCheck", "write_key_files",
+           "write_new_file",
            "write_key_pair", "load_private_key", "load_trusted_keys", "fingerprint",
            "run_statement", "sign_run", "check_signatures", "statement_differences"]
 
@@ -73,19 +74,28 @@ def _raw_public(public_key: Any) -> bytes:
     return public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``mode`` (never widened by chmod later), refusing one that exists."""
+def write_new_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Create ``path`` with ``mode`` (never widened by chmod later) and write ``data``: an
+    existing file or link is never overwritten nor followed (O_EXCL, O_NOFOLLOW), and a
+    file whose write fails is removed. The one writer of key material (Ed25519 keys here,
+    PKCS#12 certificates in :mod:`audit.pdfsign`)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags, mode)
     except FileExistsError as exc:
-        raise SigningError(f"{path}: exists; gan-audit keygen never overwrites a key. Choose "
+        raise SigningError(f"{path}: exists; gan-audit never overwrites a key. Choose "
                            f"another --out, or move the old key aside.") from exc
     except OSError as exc:
         raise SigningError(f"{path}: cannot be created ({exc.strerror}). Choose a writable "
                            f"folder for --out.") from exc
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        Path(path).unlink(missing_ok=True)
+        raise
 
 
 def write_key_files(*, out: Path, private: bytes, public: bytes,
@@ -117,9 +127,9 @@ def write_key_files(*, out: Path, private: bytes, public: bytes,
     except OSError as exc:
         raise SigningError(f"{out.parent}: cannot create the folder ({exc.strerror}). Choose "
                            f"a writable folder for --out.") from exc
-    _write_new(out, private, 0o600)
+    write_new_file(out, private, mode=0o600)
     try:
-        _write_new(public_path, public, 0o644)
+        write_new_file(public_path, public, mode=0o644)
     except SigningError:
         out.unlink()
         raise

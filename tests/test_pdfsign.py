@@ -127,7 +127,7 @@ def test_key_file_is_private_new_and_opens_only_with_its_passphrase(tmp_path):
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).total_seconds() / 86400
     assert 30 < days < 30.01  # 30 days and the 5 minutes of clock slack
     before = out.read_bytes()
-    with pytest.raises(SigningError, match="exists; a key file is never overwritten"):
+    with pytest.raises(SigningError, match="exists; gan-audit never overwrites a key"):
         self_signed_certificate(name=NAME, out_p12=out)
     assert out.read_bytes() == before
 
