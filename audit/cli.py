@@ -895,7 +895,7 @@ def sign_pdf(run_dir: Path, p12: Path, passphrase_env: str | None, reason: str,
 
     \b
     Example:
-      gan-audit keygen-x509 --name "A. Auditor" --out me.p12 --passphrase-env P12_PASS
+      gan-audit keygen --x509 --name "A. Auditor" --out me.p12 --passphrase-env P12_PASS
       gan-audit sign-pdf reports/demo --p12 me.p12 --passphrase-env P12_PASS
       pdfsig reports/demo/report.signed.pdf
     """
@@ -917,33 +917,6 @@ def sign_pdf(run_dir: Path, p12: Path, passphrase_env: str | None, reason: str,
     click.echo(str(out))
 
 
-@cli.command("keygen-x509")
-@click.option("--name", required=True, help="The signer's name, shown by PDF readers.")
-@click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="The PKCS#12 file to create (never overwritten; permissions 0600).")
-@passphrase_option
-@click.option("--days", type=click.IntRange(min=1), default=None,
-              help="Validity of the certificate in days [default: 3 years].")
-def keygen_x509(name: str, out: Path, passphrase_env: str | None, days: int | None) -> None:
-    """Make a key and a self-signed X.509 certificate for signing report PDFs (PKCS#12).
-
-    Readers call its signatures valid and the certificate untrusted (self-signed) until
-    they are told to trust it; a certificate from your organisation's CA avoids that.
-
-    \b
-    Example:
-      read -s P12_PASS; export P12_PASS
-      gan-audit keygen-x509 --name "A. Auditor" --out me.p12 --passphrase-env P12_PASS
-    """
-    from audit.pdfsign import DEFAULT_DAYS, self_signed_certificate
-
-    passphrase = _passphrase(passphrase_env)
-    self_signed_certificate(name=name, out_p12=out, passphrase=passphrase,
-                            days=days or DEFAULT_DAYS)
-    if passphrase is None:
-        click.echo(f"warning: {out}: the private key is not encrypted (no --passphrase-env); "
-                   f"only the file's permissions (0600) protect it.", err=True)
-    click.echo(str(out))
 
 
 # ---------------------------------------------------------------- compliance (#21)
@@ -951,24 +924,60 @@ def keygen_x509(name: str, out: Path, passphrase_env: str | None, days: int | No
 
 @cli.command()
 @click.option("--out", type=click.Path(path_type=Path), required=True,
-              help="The private key file to write (the public key goes to FILE.pub).")
+              help="The private key file to write (the public key goes to FILE.pub); with "
+                   "--x509, the PKCS#12 file (.p12). Never overwritten; permissions 0600.")
 @passphrase_option
-def keygen(out: Path, passphrase_env: str | None) -> None:
-    """Make an Ed25519 key pair for signing run folders: the private key (PEM, PKCS#8,
-    permissions 0600, encrypted with the passphrase if given) and FILE.pub. Never
+@click.option("--x509", "x509", is_flag=True,
+              help="Make a key and a self-signed X.509 certificate for signing report PDFs "
+                   "(PKCS#12, for sign-pdf) instead of an Ed25519 key for signing run folders.")
+@click.option("--name", default=None, help="With --x509: the signer's name, shown by PDF "
+                                           "readers.")
+@click.option("--days", type=click.IntRange(min=1), default=None,
+              help="With --x509: validity of the certificate in days [default: 3 years].")
+def keygen(out: Path, passphrase_env: str | None, x509: bool, name: str | None,
+           days: int | None) -> None:
+    """Make a key: an Ed25519 key pair for signing run folders (`gan-audit sign`): the
+    private key (PEM, PKCS#8, permissions 0600, encrypted with the passphrase if given) and
+    FILE.pub; or, with --x509, a key and a self-signed certificate for signing report PDFs
+    (`gan-audit sign-pdf`; readers call its signatures valid and the certificate untrusted
+    until told to trust it: a certificate from your organisation's CA avoids that). Never
     overwrites a file.
 
     \b
-    Example:
-      GAN_AUDIT_PASSPHRASE=... gan-audit keygen --out keys/auditor \\
+    Examples:
+      read -s GAN_AUDIT_PASSPHRASE; export GAN_AUDIT_PASSPHRASE
+      gan-audit keygen --out keys/auditor --passphrase-env GAN_AUDIT_PASSPHRASE
+      gan-audit keygen --x509 --name "A. Auditor" --out keys/auditor.p12 \\
           --passphrase-env GAN_AUDIT_PASSPHRASE
     """
+    passphrase = _passphrase(passphrase_env)
+    if x509:
+        _keygen_x509(out, passphrase, name=name, days=days)
+        return
+    if name is not None or days is not None:
+        raise click.UsageError("--name and --days go with --x509 (a certificate); an Ed25519 "
+                               "key has neither.")
     from audit.signing import write_key_pair
 
-    files = write_key_pair(out=out, passphrase=_passphrase(passphrase_env))
+    files = write_key_pair(out=out, passphrase=passphrase)
     click.echo(f"private key: {files.private} (keep it secret)")
     click.echo(f"public key:  {files.public} (share it; verifiers put it in --trusted-keys)")
     click.echo(f"fingerprint: {files.fingerprint}")
+
+
+def _keygen_x509(out: Path, passphrase: bytes | None, *, name: str | None,
+                 days: int | None) -> None:
+    """``keygen --x509``: the self-signed certificate and key, as PKCS#12."""
+    from audit.pdfsign import DEFAULT_DAYS, self_signed_certificate
+
+    if not name:
+        raise click.UsageError("--x509 needs --name: the signer's name that PDF readers show.")
+    self_signed_certificate(name=name, out_p12=out, passphrase=passphrase,
+                            days=days or DEFAULT_DAYS)
+    if passphrase is None:
+        click.echo(f"warning: {out}: the private key is not encrypted (no --passphrase-env); "
+                   f"only the file's permissions (0600) protect it.", err=True)
+    click.echo(str(out))
 
 
 @cli.command()

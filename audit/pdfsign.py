@@ -144,7 +144,7 @@ def _load_signer(p12: Path, passphrase: bytes | None) -> Any:
     except (ValueError, TypeError) as exc:
         raise SigningError(f"{p12}: not a PKCS#12 file (.p12/.pfx). Export your "
                               f"certificate with its private key as PKCS#12, or make one "
-                              f"with `gan-audit keygen-x509`.") from exc
+                              f"with `gan-audit keygen --x509`.") from exc
     try:
         key, cert, _others = pkcs12.load_key_and_certificates(data, passphrase)
     except ValueError as exc:

@@ -184,8 +184,9 @@ def test_cli_signs_the_run_report_and_verify_accepts_the_folder(tmp_path, monkey
     run = run_with_pdf(tmp_path / "run")
     monkeypatch.setenv("P12_PASS", PASS)
     runner = CliRunner()
-    made = runner.invoke(cli, ["keygen-x509", "--name", NAME, "--out", str(tmp_path / "me.p12"),
-                               "--passphrase-env", "P12_PASS", "--days", "7"])
+    made = runner.invoke(cli, ["keygen", "--x509", "--name", NAME, "--out",
+                               str(tmp_path / "me.p12"), "--passphrase-env", "P12_PASS",
+                               "--days", "7"])
     assert made.exit_code == 0, made.output
     signed = runner.invoke(cli, ["sign-pdf", str(run), "--p12", str(tmp_path / "me.p12"),
                                  "--passphrase-env", "P12_PASS", "--reason", "approved"])
@@ -213,10 +214,23 @@ def test_cli_refuses_to_sign_a_report_pdf_changed_since_the_run(tmp_path, p12, m
 
 def test_cli_names_an_unset_passphrase_variable(tmp_path, p12, monkeypatch):
     monkeypatch.delenv("NO_SUCH_PASS_VAR", raising=False)
-    result = CliRunner().invoke(cli, ["keygen-x509", "--name", NAME, "--out",
+    result = CliRunner().invoke(cli, ["keygen", "--x509", "--name", NAME, "--out",
                                       str(tmp_path / "k.p12"), "--passphrase-env",
                                       "NO_SUCH_PASS_VAR"])
     assert result.exit_code == 2
     assert ("--passphrase-env NO_SUCH_PASS_VAR: the environment variable NO_SUCH_PASS_VAR "
             "is not set") in result.output
     assert not (tmp_path / "k.p12").exists()
+
+
+def test_keygen_x509_needs_a_name_and_an_ed25519_key_takes_none(tmp_path) -> None:
+    """One command, two key kinds: --name and --days belong to --x509 only."""
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    no_name = CliRunner().invoke(cli, ["keygen", "--x509", "--out", str(tmp_path / "a.p12")])
+    assert no_name.exit_code == 2 and "--x509 needs --name" in no_name.output
+    stray = CliRunner().invoke(cli, ["keygen", "--name", "A", "--out", str(tmp_path / "k")])
+    assert stray.exit_code == 2 and "go with --x509" in stray.output
+    assert not list(tmp_path.iterdir())  # nothing written
