@@ -76,9 +76,15 @@ def _raw_public(public_key: Any) -> bytes:
 
 def write_new_file(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Create ``path`` with ``mode`` (never widened by chmod later) and write ``data``: an
-    existing file or link is never overwritten nor followed (O_EXCL, O_NOFOLLOW), and a
-    file whose write fails is removed. The one writer of key material (Ed25519 keys here,
-    PKCS#12 certificates in :mod:`audit.pdfsign`)."""
+    existing file or link is never overwritten nor followed (O_EXCL, O_NOFOLLOW), its
+    folder is made if missing, and a file whose write fails is removed. The one writer of
+    key material (Ed25519 keys here, PKCS#12 certificates in :mod:`audit.pdfsign`)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SigningError(f"{path.parent}: cannot create the folder ({exc.strerror}). Choose "
+                           f"a writable folder for --out.") from exc
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(path, flags, mode)
@@ -122,11 +128,6 @@ def write_key_files(*, out: Path, private: bytes, public: bytes,
         if path.exists() or path.is_symlink():
             raise SigningError(f"{path}: exists; gan-audit keygen never overwrites a key. "
                                f"Choose another --out, or move the old key aside.")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SigningError(f"{out.parent}: cannot create the folder ({exc.strerror}). Choose "
-                           f"a writable folder for --out.") from exc
     write_new_file(out, private, mode=0o600)
     try:
         write_new_file(public_path, public, mode=0o644)
