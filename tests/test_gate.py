@@ -127,10 +127,22 @@ def test_a_broken_review_log_counts_no_status(run):
 # ---------------------------------------------------------------- JUnit XML
 
 
+JUNIT_XSD = Path(__file__).parent / "fixtures" / "junit.xsd"
+
+
+def validate_junit_schema(data: bytes) -> None:
+    """Validate against the JUnit report schema (tests/fixtures/junit.xsd) with lxml (which
+    pyHanko, the 'sign' extra, brings); AssertionError naming the first violation."""
+    etree = pytest.importorskip("lxml.etree", reason="lxml validates XML against a schema")
+    schema = etree.XMLSchema(etree.parse(str(JUNIT_XSD)))
+    assert schema.validate(etree.fromstring(data)), schema.error_log.last_error
+
+
 def check_junit_structure(data: bytes) -> ET.Element:
-    """The elements and attributes the common JUnit schema (the Jenkins/Ant junit XSD)
-    requires: testsuites > testsuite(name, tests, failures, errors) > testcase(name,
+    """Valid against the JUnit schema (:func:`validate_junit_schema`), and what CI systems
+    read: testsuites > testsuite(name, tests, failures, errors) > testcase(name,
     classname) > failure(message); counts consistent with the children."""
+    validate_junit_schema(data)
     root = ET.fromstring(data)
     assert root.tag == "testsuites"
     for key in ("tests", "failures", "errors"):
@@ -190,3 +202,16 @@ def test_the_structure_check_can_fail():
            b'failures="0" errors="0"><testcase name="x"/></testsuite></testsuites>')
     with pytest.raises(KeyError):  # a testcase without classname
         check_junit_structure(bad)
+
+
+@pytest.mark.parametrize("bad", [
+    b'<testsuites><testsuite name="s" tests="1"><testcase classname="c"/></testsuite>'
+    b'</testsuites>',                                             # a testcase without name
+    b'<testsuites><testsuite tests="1"><testcase name="x"/></testsuite></testsuites>',
+    b'<testsuites><testsuite name="s" tests="-1"/></testsuites>',  # a negative count
+    b'<testsuites><testsuite name="s" tests="1" timestamp="yesterday"/></testsuites>',
+    b'<testsuites><testcase name="x"/></testsuites>',             # a case outside a suite
+])
+def test_the_schema_check_can_fail(bad):
+    with pytest.raises(AssertionError):
+        validate_junit_schema(bad)
