@@ -55,11 +55,12 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from audit.concepts import ConceptSet
-    from audit.config import AuditConfig, ImageSourceConfig
+    from audit.config import AuditConfig, GeneratorConfig, ImageSourceConfig
     from audit.load import InputSpec, LoadedGenerator
 
 __all__ = ["ImageSource", "FileSource", "ArraySource", "TensorSource", "GeneratedSource", "Batch",
-           "load_images", "generated_images", "to_model_input", "pixels_to_unit", "files_under",
+           "load_images", "generated_images", "sampled_images", "to_model_input",
+           "pixels_to_unit", "files_under",
            "path_text", "concept_labels", "read_idx", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -935,10 +936,20 @@ def generated_images(cfg: AuditConfig, *, concept_set: ConceptSet | None,
     from audit.load import load_generator
 
     g = cfg.generator
-    source = GeneratedSource(load_generator(g, device=device), n=g.n, seed=g.seed,
-                             target=input, batch_size=g.batch_size, truncation=g.truncation,
-                             class_label=g.class_label, class_sampling=g.class_sampling,
-                             png_dir=png_dir)
+    return sampled_images(load_generator(g, device=device), g, n=g.n, seed=g.seed,
+                          target=input, concept_set=concept_set, png_dir=png_dir)
+
+
+def sampled_images(generator: LoadedGenerator, section: GeneratorConfig, *, n: int,
+                   seed: int, target: InputSpec | None, concept_set: ConceptSet | None,
+                   batch_size: int | None = None, png_dir: Path | None = None
+                   ) -> GeneratedSource:
+    """``n`` images sampled from ``generator`` as its config ``section`` says (truncation,
+    classes; ``batch_size`` default the section's), every concept's label unknown."""
+    source = GeneratedSource(generator, n=n, seed=seed, target=target,
+                             batch_size=batch_size or section.batch_size,
+                             truncation=section.truncation, class_label=section.class_label,
+                             class_sampling=section.class_sampling, png_dir=png_dir)
     source.labels = _unknown_labels(source.image_ids, [] if concept_set is None
                                     else concept_set.names)
     return source

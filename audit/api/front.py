@@ -154,17 +154,14 @@ class Gan:
             The config has no generator (it audits a folder of generated images).
         """
         from audit.errors import ConfigError
-        from audit.images import GeneratedSource, _unknown_labels
+        from audit.images import sampled_images
 
-        if self.generator is None:
+        if self.generator is None or self.config.generator is None:
             raise ConfigError("this GAN has no generator: give the config a generator spec, or "
                               "audit its generated images with gan.images('generated').")
-        g = self.config.generator
-        source = GeneratedSource(self.generator, n=n, seed=seed, target=self.discriminator.input,
-                                 batch_size=batch_size or g.batch_size, truncation=g.truncation,
-                                 class_label=g.class_label, class_sampling=g.class_sampling)
-        source.labels = _unknown_labels(source.image_ids, self.concept_set.names)
-        return source
+        return sampled_images(self.generator, self.config.generator, n=n, seed=seed,
+                              target=self.discriminator.input, concept_set=self.concept_set,
+                              batch_size=batch_size)
 
 
 def load_gan(config: AuditConfig | str | Path | Mapping[str, Any], *,
@@ -497,7 +494,7 @@ def measure_bias(decoders: Decoders, *, real: Activations, generated: Activation
 
     from audit.api.results import AuditResults
     from audit.config import MeasureSettings
-    from audit.measure.results import predictions_to_results, validate_results
+    from audit.measure.results import predictions_to_results
 
     settings = settings or MeasureSettings()
     transfer = None if decoders.trained_on is None else _transfer(decoders, real, generated)
@@ -506,8 +503,7 @@ def measure_bias(decoders: Decoders, *, real: Activations, generated: Activation
     results = predictions_to_results(table, decoders.concept_set, decoders.validity,
                                      settings=settings, meta=dict(meta or {"name": "in-memory"}),
                                      transfer=transfer)
-    validate_results(results)
-    return AuditResults(results, predictions=table, validity=decoders.validity)
+    return AuditResults(results, predictions=table, validity=decoders.validity)  # validates
 
 
 def _transfer(decoders: Decoders, real: Activations, generated: Activations
