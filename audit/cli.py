@@ -257,7 +257,8 @@ def _parse_kwargs(values: tuple[str, ...]) -> dict[str, Any]:
                                   f"character {exc.pos}). Write it like "
                                   f"--kwargs '{{\"width\": 64}}' or --kwargs width=64.") from exc
             if not isinstance(parsed, dict):
-                raise ConfigError(f"--kwargs {text!r} must be a JSON object.")
+                raise ConfigError(f"--kwargs {text!r} must be a JSON object. Write it like "
+                                  f"--kwargs '{{\"width\": 64}}' or --kwargs width=64.")
             out.update(parsed)
             continue
         key, eq, value = text.partition("=")
@@ -276,8 +277,9 @@ def _discriminator_section(model: str, options: dict[str, Any]) -> Any:
     section is taken) with the command-line ``options`` on top; messages like ``run``'s."""
     from audit._yaml import validate
     from audit.config import DiscriminatorConfig, load_config
+    from audit.models.specs import SPEC_KINDS
 
-    kinds = ("builtin:", "python:", "pickle:", "torchscript:")
+    kinds = tuple(f"{k}:" for k in SPEC_KINDS)
     if model.startswith(kinds) or not (model.endswith((".yaml", ".yml"))
                                        or Path(model).is_file()):
         return validate(DiscriminatorConfig, {"spec": model, **options},

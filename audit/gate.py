@@ -66,8 +66,10 @@ class GateResult:
         """One line: passed or blocked, and how many findings were checked."""
         findings = sum(c.kind != "check" for c in self.cases)
         verdict = f"blocked by {len(self.blocking)} reason(s)" if self.blocking else "passed"
+        fix = ("; a finding is released by `gan-audit review RUN_DIR FINDING_ID --status "
+               "accepted|mitigated --reviewer NAME`" if self.blocking else "")
         return (f"gate {verdict}: {findings} finding(s) checked, failing on "
-                f"{self.fail_on.value} and above")
+                f"{self.fail_on.value} and above{fix}")
 
 
 def _finding_case(finding: dict, status: str | None, *, fail_on: Severity,
@@ -97,7 +99,8 @@ def _signature_case(run_dir: Path, required: int, trusted_keys: Path | None) -> 
         invalid = [c for c in checks if not c.ok]
         why = f"; first invalid: {invalid[0].problems[0]}" if invalid else ""
         reason = (f"signatures: {len(valid)} valid signer(s) of the folder as it is, "
-                  f"{required} required ({len(invalid)} invalid{why})")
+                  f"{required} required ({len(invalid)} invalid{why}); sign it last with "
+                  f"gan-audit sign RUN_DIR --key KEY --name NAME --role ROLE")
     return GateCase("signatures", "check", f"{len(valid)} valid", reason)
 
 

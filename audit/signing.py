@@ -109,8 +109,8 @@ def write_key_files(*, out: Path, private: bytes, public: bytes,
     """Write a secret ``out`` (created with mode 0600, never chmod-ed later) and its public
     part ``out + public_suffix`` (0644), refusing to overwrite either.
 
-    The one writer of key material: :func:`write_key_pair` uses it, and so can other key
-    kinds (a self-signed certificate for PDF signing: ``keygen --x509``).
+    Both are checked before either is written, so a refusal leaves nothing behind; each is
+    written by :func:`write_new_file`.
 
     Returns
     -------

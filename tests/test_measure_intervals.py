@@ -1,4 +1,4 @@
-"""Closed-form intervals (audit/measure/intervals.py) against statsmodels, and no
+"""Closed-form intervals (audit/intervals.py) against statsmodels, and no
 zero-width interval for 0 of n or n of n in results.json."""
 
 from __future__ import annotations

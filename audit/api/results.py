@@ -687,7 +687,8 @@ class AuditResults:
         missing = [c for c in ("source", "score") if c not in frame.columns]
         if missing:
             raise DataError(f"the predictions lack the column(s) {missing} (docs/ARCHITECTURE.md"
-                            f" lists them). Re-run the decode stage.")
+                            f" lists them). Re-run `gan-audit train-decoders CONFIG.yaml`, "
+                            f"which rewrites it.")
         if source not in ("real", "generated", "both"):
             raise DataError(f"source {source!r} is not one of 'real', 'generated', 'both'.")
         keep = np.isfinite(frame["score"].to_numpy(dtype=float))
@@ -822,4 +823,5 @@ def _read_predictions(run_dir: Path) -> pd.DataFrame | None:
         return pd.read_parquet(io.BytesIO(data))
     except Exception as exc:  # pyarrow raises several types for a corrupt file
         raise RunFolderError(f"{run_dir / 'predictions.parquet'}: unreadable Parquet file "
-                             f"({exc}). Re-run the decode stage to rewrite it.") from exc
+                             f"({exc}). Re-run `gan-audit train-decoders CONFIG.yaml` to "
+                             f"rewrite it.") from exc

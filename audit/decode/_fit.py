@@ -161,16 +161,6 @@ class _Labels:
                  codes.shape[2], codes.shape[2] - order.nb)
         return cls(torch.cat(parts, dim=2).transpose(0, 1).contiguous(), sizes)
 
-    def take(self, idx: torch.Tensor) -> _Labels:
-        """The samples ``idx``."""
-        return _Labels(self.packed.index_select(0, idx), self.sizes)
-
-    def cut(self, sl: slice) -> _Labels:
-        return _Labels(self.packed[sl], self.sizes)
-
-    def members(self, keep: torch.Tensor) -> _Labels:
-        return _Labels(self.packed[:, keep], self.sizes)
-
     def batch(self) -> _Batch:
         p = self.packed.permute(1, 2, 0).contiguous()                       # M x F x n
         parts = list(torch.split(p, self.sizes, dim=1))

@@ -400,7 +400,7 @@ class Rates:
         NaN where a group has no image with a finite score.
     ci
         ``{metric: (2, G + 1, 2)}``: Wilson intervals (on Kish's effective counts under
-        ``cluster_by``), never of zero width; see audit/measure/intervals.py.
+        ``cluster_by``), never of zero width; see audit/intervals.py.
     selection_ci
         (G + 1, 2): Wilson intervals of the selection rate over both sources.
     """
