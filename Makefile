@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.gan-audit-installed
+DEMO_STAMP := $(VENV)/.gan-audit-base
 TORCH_VERSION := 2.13.0
 LOG := $(VENV)/install.log
 
@@ -11,23 +12,23 @@ LOG := $(VENV)/install.log
 
 setup: $(STAMP)
 
-# CPU torch goes in first: an unpinned torch would pull a multi-GB CUDA build.
-# A local wheel (pip's find-links) is used when the machine has one; otherwise
-# PyTorch's CPU index. Re-runs only when pyproject.toml changes.
+# tools/setup-venv.sh: CPU torch first (an unpinned torch would pull a multi-GB CUDA
+# build), then the project; with uv where it can be had, pip as the fallback. `make demo`
+# installs what the audit needs; `make test` adds the test extra. Each re-runs only when
+# pyproject.toml changes.
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "setting up $(VENV) (log: $(LOG))" >&2
-	@set -o pipefail; : > $(LOG); \
-	if ! $(BIN)/python -c "import torch" 2>/dev/null; then \
-	  $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" >>$(LOG) 2>&1 \
-	  || $(BIN)/python -m pip install -q "torch==$(TORCH_VERSION)" \
-	       --index-url https://download.pytorch.org/whl/cpu >>$(LOG) 2>&1 \
-	  || { tail -20 $(LOG); exit 1; }; \
-	fi; \
-	$(BIN)/python -m pip install -q -e '.[test]' >>$(LOG) 2>&1 || { tail -20 $(LOG); exit 1; }
-	@touch $(STAMP)
+	@echo "setting up $(VENV) with the test extra (log: $(LOG))" >&2
+	@mkdir -p $(VENV) && : > $(LOG)
+	@PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) tools/setup-venv.sh $(VENV) test $(LOG)
+	@touch $(STAMP) $(DEMO_STAMP)
 
-demo: setup
+$(DEMO_STAMP): pyproject.toml
+	@echo "setting up $(VENV) (log: $(LOG))" >&2
+	@mkdir -p $(VENV) && : > $(LOG)
+	@PYTHON=$(PYTHON) TORCH_VERSION=$(TORCH_VERSION) tools/setup-venv.sh $(VENV) "" $(LOG)
+	@touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/gan-audit demo
 
 test: setup
