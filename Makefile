@@ -32,7 +32,7 @@ demo: $(DEMO_STAMP)
 	$(BIN)/gan-audit demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 lint: setup
 	$(BIN)/ruff check audit tests benchmarks
