@@ -50,7 +50,7 @@ def test_pdf_has_the_pages_and_text_of_the_previous_path(html, tmp_path):
     if shutil.which("pdftotext"):  # pypdf, the fallback, does not read the charts' text
         text = " ".join(new_pages)
         assert "share of images" in text  # the representation charts' y axis
-        assert "impact ratio (group rate / highest group rate)" in text  # the forest plots' x
+        assert "four-fifths line (0.8)" in text and "parity (1.0)" in text  # forest legends
 
 
 def test_every_chart_becomes_an_svg_image_with_its_alt_text_and_title(html):
