@@ -122,3 +122,13 @@ def test_train_track_follows_its_schedule_and_is_reproducible(tmp_path) -> None:
     state = load_file(str(tmp_path / "a" / "generator-e062.safetensors"))
     assert state["project.0.weight"].dtype == torch.float16
     assert state["project.2.num_batches_tracked"].dtype == torch.int64
+
+
+def test_the_extract_key_stamps_the_checkpoints_sums_and_only_for_checkpoints() -> None:
+    from audit.config import DiscriminatorConfig
+    from audit.pipeline import _spec_files
+
+    key = "builtin:demo/weights/track/SHA256SUMS"
+    assert key in _spec_files(DiscriminatorConfig(spec=TRACK_CHECKPOINTS[2]))
+    # the shipped demo's stamps (and so its cached runs) are as before
+    assert key not in _spec_files(DiscriminatorConfig(spec="builtin:digits-dcgan"))
