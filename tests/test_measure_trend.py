@@ -94,10 +94,12 @@ def test_points_without_a_value_or_standard_error_are_left_out() -> None:
     assert no_se.n_points == 3 and no_se.slope == pytest.approx(full.slope)
 
 
-def test_a_zero_standard_error_takes_the_smallest_positive_one() -> None:
-    a = trend_test([0.0, 0.05, 0.1], se=[0.0, 0.02, 0.01], n_boot=0)
-    b = trend_test([0.0, 0.05, 0.1], se=[0.01, 0.02, 0.01], n_boot=0)
+def test_a_zero_standard_error_takes_the_largest_positive_one() -> None:
+    # a bootstrap that never moved (a ratio pinned at 1) must not dominate the fit
+    a = trend_test([0.0, 0.05, 0.1, 1.0], se=[0.01, 0.04, 0.01, 0.0], n_boot=0)
+    b = trend_test([0.0, 0.05, 0.1, 1.0], se=[0.01, 0.04, 0.01, 0.04], n_boot=0)
     assert a == b
+    assert trend_test([0.3, 0.2, 0.1], se=[0.0, 0.0, 0.0]).method == "ols_t"
 
 
 def test_too_few_points_give_nan_not_an_error() -> None:
