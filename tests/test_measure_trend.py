@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from audit.measure.trend import ChangePoint, TrendTest, adjust_trends, change_points, trend_test
+from audit.measure.trend import (
+    ChangePoint,
+    TrendTest,
+    adjust_trends,
+    change_points,
+    se_from_interval,
+    trend_test,
+)
 
 sm = pytest.importorskip("statsmodels.api")
 
@@ -146,3 +153,11 @@ def test_holm_across_curves_matches_statsmodels() -> None:
     assert holm[-1] is None
     expected = multipletests([t.p_value for t in tests[:-1]], method="holm")[1]
     assert holm[:-1] == pytest.approx(list(expected))
+
+
+def test_a_standard_error_from_a_normal_interval_is_recovered() -> None:
+    assert se_from_interval((0.2 - norm.ppf(0.975) * 0.013, 0.2 + norm.ppf(0.975) * 0.013)) == \
+        pytest.approx(0.013)
+    assert se_from_interval((0.1, 0.3), confidence=0.9) == pytest.approx(0.1 / norm.ppf(0.95))
+    assert math.isnan(se_from_interval(None)) and math.isnan(se_from_interval((0.1, None)))
+    assert math.isnan(se_from_interval((0.1, math.nan)))

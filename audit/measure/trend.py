@@ -58,7 +58,8 @@ import numpy as np
 
 from audit.measure.stats import adjust_pvalues
 
-__all__ = ["TrendTest", "ChangePoint", "trend_test", "change_points", "adjust_trends"]
+__all__ = ["TrendTest", "ChangePoint", "trend_test", "change_points", "adjust_trends",
+           "se_from_interval"]
 
 _Z975 = 1.959963984540054
 
@@ -276,3 +277,17 @@ def adjust_trends(tests: Sequence[TrendTest]) -> list[float | None]:
     could not be run): :func:`audit.measure.stats.adjust_pvalues`'s Holm column."""
     holm, _ = adjust_pvalues([t.p_value if math.isfinite(t.p_value) else None for t in tests])
     return holm
+
+
+def se_from_interval(ci: Sequence[float | None] | None, *, confidence: float = 0.95) -> float:
+    """The standard error a two-sided ``confidence`` interval ``[low, high]`` implies under
+    normality, ``(high - low) / (2 z)`` (3.92 for 95%): how a point of results.json, which
+    keeps bootstrap intervals rather than standard errors, enters :func:`trend_test`. NaN
+    for a missing or non-finite interval. A percentile interval of a skewed estimate gives
+    the average of its two half-widths."""
+    from audit.intervals import normal_quantile
+
+    if ci is None or len(ci) != 2 or any(c is None or not math.isfinite(c) for c in ci):
+        return math.nan
+    low, high = float(ci[0]), float(ci[1])  # type: ignore[arg-type]
+    return abs(high - low) / (2.0 * normal_quantile(confidence))
