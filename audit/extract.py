@@ -7,11 +7,14 @@
     store.read("blocks.2.1")     # N x D float16 (float32 beyond float16's range)
     store.scores()               # N float32, the model's realness output
 
-Activations are pooled inside the forward hooks (``avg``, ``avgmax``, ``grid2``,
-``flatten`` with a fixed seeded projection to at most ``max_dim`` features), moved to
-the CPU and written shard by shard into an :class:`~audit.store.ActivationStore`, so
-memory stays flat whatever the number of images, and an interrupted run resumes from
-the first missing shard.
+Activations are pooled inside the forward hooks, on the model's device (``avg``,
+``avgmax``, ``grid2``, ``flatten`` with a fixed seeded projection to at most ``max_dim``
+features); only the pooled rows are copied to a host buffer of the shard
+(:mod:`audit.shardbuffer`: pinned memory and non-blocking copies on CUDA, one wait per
+shard) and each finished shard is written into an :class:`~audit.store.ActivationStore` on
+a background thread while the next shard's forward passes run (:mod:`audit.writer`: one
+shard in flight). Memory stays flat whatever the number of images (at most two shards), and
+an interrupted run resumes from the first missing shard.
 
 Under ``torchrun`` (see :mod:`audit.distributed`) the missing shards are split between the
 ranks, each writes its own into the same store, and rank 0 checks them all and writes the
