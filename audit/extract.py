@@ -7,11 +7,14 @@
     store.read("blocks.2.1")     # N x D float16 (float32 beyond float16's range)
     store.scores()               # N float32, the model's realness output
 
-Activations are pooled inside the forward hooks (``avg``, ``avgmax``, ``grid2``,
-``flatten`` with a fixed seeded projection to at most ``max_dim`` features), moved to
-the CPU and written shard by shard into an :class:`~audit.store.ActivationStore`, so
-memory stays flat whatever the number of images, and an interrupted run resumes from
-the first missing shard.
+Activations are pooled inside the forward hooks, on the model's device (``avg``,
+``avgmax``, ``grid2``, ``flatten`` with a fixed seeded projection to at most ``max_dim``
+features); only the pooled rows are copied to a host buffer of the shard
+(:mod:`audit.shardbuffer`: pinned memory and non-blocking copies on CUDA, one wait per
+shard) and each finished shard is written into an :class:`~audit.store.ActivationStore` on
+a background thread while the next shard's forward passes run (:mod:`audit.writer`: one
+shard in flight). Memory stays flat whatever the number of images (at most two shards), and
+an interrupted run resumes from the first missing shard.
 
 Under ``torchrun`` (see :mod:`audit.distributed`) the missing shards are split between the
 ranks, each writes its own into the same store, and rank 0 checks them all and writes the
@@ -24,7 +27,7 @@ import hashlib
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from audit.config import AuditConfig
     from audit.images import Batch, ImageSource
     from audit.load import LoadedModel
+    from audit.shardbuffer import ShardBuffer, ShardRows
 
 __all__ = ["extract", "extract_from_config", "resolve_layers", "pool_activation",
            "activations_to_store", "activations_in_memory", "InMemory",
@@ -256,12 +260,11 @@ def extract(model: LoadedModel, layers: Sequence[str] | str, images: Any, *, out
     _to_device(model, device)
     rank = distributed.current()
     distributed.all_succeed(
-        lambda: _extract_shards(model, source, store.settings, mine,
-                                on_shard=_store_writer(store, mine),
-                                desc=f"extract {Path(out).name}", device=device,
-                                num_workers=num_workers,
-                                progress=progress and (rank is None or rank.is_main),
-                                precision=precision, class_labels=class_labels),
+        lambda: _extract_to_store(model, source, store, mine,
+                                  desc=f"extract {Path(out).name}", device=device,
+                                  num_workers=num_workers,
+                                  progress=progress and (rank is None or rank.is_main),
+                                  precision=precision, class_labels=class_labels),
         what=f"extracting the shards of {out}")
     distributed.on_main(lambda: _finalize(store, model, source, rename),
                         what=f"checking the shards of every rank in {out} (the run folder "
@@ -316,7 +319,7 @@ def activations_in_memory(model: LoadedModel, images: Any, *,
         shard_size=max(len(source), 1), class_labels=class_labels,
         projection_seed=projection_seed, batch_seed=batch_seed)
     _to_device(model, device)
-    shards: list[_Pending] = []
+    shards: list[ShardRows] = []
     _extract_shards(model, source, settings, [0], on_shard=lambda _k, p: shards.append(p),
                     device=device, progress=progress, precision=precision,
                     class_labels=class_labels, desc="record activations")
@@ -443,6 +446,18 @@ def _extract_shards(model: LoadedModel, source: ImageSource, settings: StoreSett
         _forward_shards(model, source, s, shards, cap=cap, **options)
 
 
+def _extract_to_store(model: LoadedModel, source: ImageSource, store: ActivationStore,
+                      shards: list[int], **options: Any) -> None:
+    """Record ``shards`` into ``store`` (``options``: keywords of :func:`_forward_shards`):
+    each finished shard is written on a background thread while the next shard's forward
+    passes run (:class:`audit.writer.BackgroundWriter`: one shard in flight, its errors
+    raised here)."""
+    from audit.writer import BackgroundWriter
+
+    with BackgroundWriter(_store_writer(store, shards), name="gan-audit-store") as write:
+        _extract_shards(model, source, store.settings, shards, on_shard=write, **options)
+
+
 def _shard_images(out: Path, shard_size: int | None, batch_size: int, *, n_images: int,
                   world: int) -> int:
     """Images per shard, a multiple of ``batch_size`` (so every process makes the same batches).
@@ -489,41 +504,49 @@ def activations_to_store(model: LoadedModel, source: ImageSource, store: Activat
     the store's seeded order (:mod:`audit.batches`); each shard's rows are written in
     source order.
     """
-    _forward_shards(model, source, store.settings, shards, cap=cap,
-                    on_shard=_store_writer(store, shards), device=device,
-                    num_workers=num_workers, progress=progress, precision=precision,
-                    class_labels=class_labels, desc=f"extract {Path(store.path).name}")
+    from audit.writer import BackgroundWriter
+
+    with BackgroundWriter(_store_writer(store, shards), name="gan-audit-store") as write:
+        _forward_shards(model, source, store.settings, shards, cap=cap, on_shard=write,
+                        device=device, num_workers=num_workers, progress=progress,
+                        precision=precision, class_labels=class_labels,
+                        desc=f"extract {Path(store.path).name}")
 
 
-def _store_writer(store: ActivationStore, shards: list[int]) -> Callable[[int, _Pending], None]:
-    """What to do with each finished shard: check the disk has room for the rest, write it."""
+def _store_writer(store: ActivationStore, shards: list[int]
+                  ) -> Callable[[int, ShardRows], None]:
+    """What to do with each finished shard (on the writer's thread): check the disk has room
+    for the rest, write it with its rows in source order."""
     ranges = shard_ranges(store.settings.n_images, store.settings.shard_size)
     total = sum(ranges[k][1] - ranges[k][0] for k in shards)
     written = 0
 
-    def write(k: int, pending: _Pending) -> None:
+    def write(k: int, rows: ShardRows) -> None:
         nonlocal written
-        written += len(pending.ids)
-        _check_room(store, pending.acts, rows=len(pending.ids),
-                    remaining=total - written + len(pending.ids))
-        _write_pending(store, k, pending)
+        written += len(rows.ids)
+        _check_room(store, rows.acts, rows=len(rows.ids),
+                    remaining=total - written + len(rows.ids))
+        _write_pending(store, k, rows)
 
     return write
 
 
 def _forward_shards(model: LoadedModel, source: ImageSource, settings: StoreSettings,
-                    shards: list[int], *, cap: Any, on_shard: Callable[[int, _Pending], None],
+                    shards: list[int], *, cap: Any, on_shard: Callable[[int, ShardRows], None],
                     device: str, num_workers: int = 0, progress: bool = True,
                     precision: str = "fp32", class_labels: Sequence[int] | None = None,
                     desc: str = "extract") -> None:
-    """The forward passes of ``shards`` (batches as ``settings`` say), each shard's rows
-    handed to ``on_shard(k, pending)`` once its last batch has run: written to a store, or
-    kept in memory (:func:`activations_in_memory`)."""
+    """The forward passes of ``shards`` (batches as ``settings`` say). Each shard's pooled
+    rows and scores gather on the host (:class:`audit.shardbuffer.ShardBuffer`: one copy per
+    layer and batch, pinned and non-blocking on CUDA) and go to ``on_shard(k, rows)`` once
+    its last batch has run: written to a store, or kept in memory
+    (:func:`activations_in_memory`)."""
     import numpy as np
     import torch
     from tqdm import tqdm
 
     from audit.batches import group_size, is_batch_dependent
+    from audit.shardbuffer import ShardBuffer
 
     s = settings
     ranges = shard_ranges(s.n_images, s.shard_size)
@@ -533,23 +556,27 @@ def _forward_shards(model: LoadedModel, source: ImageSource, settings: StoreSett
     last_batch_of = {o: i for i, o in enumerate(owner)}
     amp = precision == "bf16" or (precision == "auto" and device.startswith("cuda"))
     labels = None if class_labels is None else np.asarray(class_labels)
-    pending = _Pending(s.layers)
+    pending: ShardBuffer | None = None
     bar = tqdm(total=sum(ranges[k][1] - ranges[k][0] for k in shards), unit="img",
                unit_scale=True, file=sys.stderr, disable=not progress, desc=desc, leave=False)
     try:
         with torch.inference_mode():
             for i, batch in enumerate(_iter_batches(source, plan, num_workers=num_workers,
                                                     pin=device.startswith("cuda"))):
-                pending.skipped += batch.skipped
-                source.skipped += batch.skipped
+                k = owner[i]
+                if pending is None:
+                    pending = ShardBuffer(s.layers, ranges[k][1] - ranges[k][0], device=device)
+                pending.begin_batch(batch.skipped)
                 if batch.image_ids:
-                    amp = _record_batch(model, source, batch, pending, cap=cap, device=device,
+                    amp = _record_batch(model, batch, pending, cap=cap, device=device,
                                         classes=labels, size=s.batch_size if full else None,
                                         group=group, amp=amp, first=i == 0, rows=plan[i])
                 bar.update(len(plan[i]))
-                if i == last_batch_of[owner[i]]:
-                    on_shard(owner[i], pending)
-                    pending = _Pending(s.layers)
+                if i == last_batch_of[k]:
+                    rows = pending.finish(stop=source.on_bad_image == "stop")
+                    source.skipped += rows.skipped
+                    on_shard(k, rows)
+                    pending = None
     finally:
         bar.close()
 
@@ -569,68 +596,42 @@ def _batch_plan(ranges: list[tuple[int, int]], shards: list[int], *, batch_size:
     return plan, owner
 
 
-@dataclass
-class _Pending:
-    """What one shard has gathered so far, batch by batch: the kept rows' activations per
-    layer, scores, image ids and source indices (to restore source order), the images
-    skipped and the padding rows added."""
-
-    layers: tuple[str, ...]
-    acts: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    scores: list[np.ndarray] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
-    rows: list[int] = field(default_factory=list)
-    skipped: list[dict[str, str]] = field(default_factory=list)
-    padded: int = 0
-
-    def __post_init__(self) -> None:
-        self.acts = {n: [] for n in self.layers}
-
-
-def _record_batch(model: LoadedModel, source: ImageSource, batch: Batch, pending: _Pending, *,
-                  cap: Any, device: str, classes: np.ndarray | None, size: int | None,
-                  group: int | None, amp: bool, first: bool, rows: list[int]) -> bool:
+def _record_batch(model: LoadedModel, batch: Batch, pending: ShardBuffer, *, cap: Any,
+                  device: str, classes: np.ndarray | None, size: int | None, group: int | None,
+                  amp: bool, first: bool, rows: list[int]) -> bool:
     """One forward pass over ``batch`` (filled up to ``size`` rows for a batch-dependent
-    model), its images with finite activations added to ``pending`` and the others skipped;
-    returns whether autocast is still on (:func:`_forward` may fall back to fp32)."""
+    model); its images' pooled rows and scores go to ``pending`` (the padding rows' are left
+    on the device); returns whether autocast is still on (:func:`_forward` may fall back to
+    fp32)."""
     n = len(batch.image_ids)
     x = batch.images.to(device, non_blocking=True)
     c = None if classes is None else classes[batch.indices]
     x, c, pad = _fill_batch(x, c, size or n, group=group)
     pending.padded += pad
     out, amp = _forward(model, x, c, amp=amp, first=first)
-    acts = cap.take()
-    arrays = {name: acts[name][:n].float().cpu().numpy() for name in pending.layers}
-    keep, dropped = _finite_rows(arrays, batch.image_ids, stop=source.on_bad_image == "stop")
-    pending.skipped += dropped
-    source.skipped += dropped
-    for name in pending.layers:
-        pending.acts[name].append(arrays[name][keep])
-    pending.scores.append(model.scores(out[:n]).cpu().numpy()[keep])
-    pending.ids += [i for i, k in zip(batch.image_ids, keep, strict=True) if k]
-    pending.rows += [r for r, k in zip(batch.indices or rows, keep, strict=True) if k]
+    pending.add(cap.take(), model.scores(out[:n]), batch.image_ids,
+                list(batch.indices or rows))
     return amp
 
 
-def _write_pending(store: ActivationStore, k: int, pending: _Pending) -> None:
+def _write_pending(store: ActivationStore, k: int, rows: ShardRows) -> None:
     """Write shard ``k`` from what it gathered, its rows back in source order."""
-    ids, acts, scores = _in_source_order(pending, store.settings.order_seed)
+    ids, acts, scores = _in_source_order(rows, store.settings.order_seed)
     store.write_shard(k, image_ids=ids, activations=acts, scores=scores,
-                      skipped=pending.skipped, padded_rows=pending.padded)
+                      skipped=rows.skipped, padded_rows=rows.padded)
 
 
-def _in_source_order(pending: _Pending, order_seed: int | None
+def _in_source_order(rows: ShardRows, order_seed: int | None
                      ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray]:
     """A shard's ids, activations per layer and scores, rows back in source order (a no-op,
     and no copy, when batches ran in source order: ``order_seed`` None)."""
     import numpy as np
 
-    order = (slice(None) if order_seed is None
-             else np.argsort(np.asarray(pending.rows, dtype=np.int64), kind="stable"))
-    scores = (np.concatenate(pending.scores) if pending.scores
-              else np.empty(0, np.float32))
-    return (list(np.asarray(pending.ids, dtype=object)[order]),
-            {n: _stack(pending.acts[n])[order] for n in pending.layers}, scores[order])
+    if order_seed is None:
+        return list(rows.ids), dict(rows.acts), rows.scores
+    order = np.argsort(np.asarray(rows.rows, dtype=np.int64), kind="stable")
+    return ([rows.ids[j] for j in order], {n: a[order] for n, a in rows.acts.items()},
+            rows.scores[order])
 
 
 def _fill_batch(x: torch.Tensor, c: Any, size: int, *, group: int | None = None
@@ -650,7 +651,7 @@ def _fill_batch(x: torch.Tensor, c: Any, size: int, *, group: int | None = None
     return filled, None if c is None else c[rows], size - len(x)
 
 
-def _check_room(store: ActivationStore, buffers: dict[str, list[np.ndarray]], *, rows: int,
+def _check_room(store: ActivationStore, acts: dict[str, np.ndarray], *, rows: int,
                 remaining: int) -> None:
     """Before a shard is written: stop with one message when the disk cannot hold what is
     left of the store (about ``remaining`` images at this shard's bytes per image)."""
@@ -659,7 +660,7 @@ def _check_room(store: ActivationStore, buffers: dict[str, list[np.ndarray]], *,
 
     if rows == 0:
         return
-    per_image = sum(2 * a.shape[1] for parts in buffers.values() for a in parts[:1]) + 4
+    per_image = sum(2 * a.shape[1] for a in acts.values()) + 4
     needed = per_image * remaining
     free = free_bytes(Path(store.path))
     if needed > free:
@@ -668,41 +669,6 @@ def _check_room(store: ActivationStore, buffers: dict[str, list[np.ndarray]], *,
             f"{needed / 2**20:,.1f} MiB are needed for {remaining} more images, "
             f"{free / 2**20:,.1f} MiB are free. Free some space or choose an output folder "
             f"on a larger disk (--out); shards already written are kept and a rerun resumes.")
-
-
-def _finite_rows(arrays: dict[str, np.ndarray], image_ids: list[str], *,
-                 stop: bool) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Which images have finite activations (float32, as the model gave them) in every layer.
-
-    NaN or infinite activations would poison every decoder and average into every number:
-    such images are skipped like unreadable ones (``{"image_id", "reason"}`` records, listed
-    in the store manifest and the report), or stop the run when ``stop``.
-    """
-    import numpy as np
-
-    keep = np.ones(len(image_ids), dtype=bool)
-    first_bad: dict[int, str] = {}
-    for name, arr in arrays.items():
-        bad = ~np.isfinite(arr.reshape(len(image_ids), -1)).all(axis=1)
-        for i in np.flatnonzero(bad & keep):
-            first_bad[int(i)] = name
-        keep &= ~bad
-    dropped = [{"image_id": image_ids[i],
-                "reason": f"non-finite activations (NaN or infinite) at layer {name!r}"}
-               for i, name in sorted(first_bad.items())]
-    if dropped and stop:
-        raise DataError(f"{dropped[0]['image_id']}: {dropped[0]['reason']}"
-                        + (f" (and {len(dropped) - 1} more image(s) in this batch)"
-                           if len(dropped) > 1 else "")
-                        + ". Check the model and the images, or set on_bad_image: skip to skip "
-                          "such images (they are listed in the manifest and the report).")
-    return keep, dropped
-
-
-def _stack(parts: list[np.ndarray]) -> np.ndarray:
-    import numpy as np
-
-    return np.concatenate(parts) if parts else np.empty((0, 0), dtype=np.float16)
 
 
 def _forward(model: LoadedModel, x: torch.Tensor, c: Any, *, amp: bool,
