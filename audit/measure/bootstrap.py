@@ -369,7 +369,8 @@ def grouped_mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int,
         return reps
     drawn = np.tile(cnts, (b, 1)) if spec.stratified else \
         rng.multinomial(n, cnts / n, size=b)                      # (B, n_codes) rows per code
-    order = np.argsort(codes, kind="stable")
+    small = codes.astype(np.int16) if n_codes < 2 ** 15 else codes   # radix sort: O(N)
+    order = np.argsort(small, kind="stable")
     bounds = np.concatenate([[0], np.cumsum(cnts)])
     for c in np.flatnonzero(cnts):
         v = values[order[bounds[c]:bounds[c + 1]]]

@@ -188,7 +188,13 @@ def _codes(values: pd.Series, concept: Concept, column: str) -> np.ndarray:
     """
     import pandas as pd
 
-    index, uniques = pd.factorize(values, use_na_sentinel=True)    # -1 where missing
+    if isinstance(values.dtype, pd.CategoricalDtype):               # categories present
+        index = values.cat.codes.to_numpy().astype(np.int64)
+        present = np.bincount(index[index >= 0], minlength=len(values.cat.categories)) > 0
+        uniques = np.asarray(values.cat.categories, dtype=object)[present]
+        index = np.append(np.cumsum(present) - 1, -1)[index]
+    else:
+        index, uniques = pd.factorize(values, use_na_sentinel=True)    # -1 where missing
     text = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype("string")
     known = {g: i for i, g in enumerate(concept.groups)}
     bad = sorted({t for t in text if t not in known})

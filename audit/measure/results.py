@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.errors import DataError, RunFolderError
-from audit.measure.bootstrap import BootstrapSpec, cluster_cells, draw_cells, padded_cells
+from audit.measure.bootstrap import (
+    NORMAL_FROM,
+    ROW_DRAWS,
+    BootstrapSpec,
+    cluster_cells,
+    draw_cells,
+    padded_cells,
+)
 from audit.measure.distributions import score_bin_edges, score_histogram
 from audit.measure.findings import results_to_findings, validity_summary, verdicts
 from audit.measure.groups import (
@@ -380,8 +387,23 @@ def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: Boots
         "tests": measured.tests,
         "findings": findings,
         "verdicts": verdict_rows,
-        "notes": [*NOTES, *batch_notes((meta or {}).get("model", {}).get("batches"))],
+        "notes": [*NOTES, *_mean_notes(images, spec),
+                  *batch_notes((meta or {}).get("model", {}).get("batches"))],
     }
+
+
+def _mean_notes(images: _Images, spec: BootstrapSpec) -> list[str]:
+    """What the method section must say when the mean scores' bootstrap drew group by group
+    (:func:`audit.measure.bootstrap.grouped_mean_replicates`) rather than row by row."""
+    n = int(images.finite.sum())
+    if images.clusters is not None or n * spec.n_boot <= ROW_DRAWS:
+        return []
+    return [f"Mean scores: with {n} finite scores and {spec.n_boot} replicates, resampling rows "
+            f"would draw {n * spec.n_boot:.1e} of them per concept, so each replicate draws how "
+            f"many images each group gets (exactly as resampling rows would), then the mean of "
+            f"that many of the group's scores: by resampling them for groups under "
+            f"{NORMAL_FROM} images, and from the normal law with the same mean and variance for "
+            f"larger groups, where the central limit theorem makes the two indistinguishable."]
 
 
 def batch_notes(batches: dict[str, Any] | None) -> list[str]:
