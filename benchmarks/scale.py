@@ -6,8 +6,8 @@ audit.validation.predictions's planted tables, on an 8-concept set of 2 to 7 gro
 with 3 intersections (tests/fixtures/scale_8.yaml), with real images 20% as many as
 generated ones. Then each size is measured (``measure_run`` with the default settings:
 1,000 percentile replicates, intersections, tests, findings, results.json and tables) in
-a fresh process, which reports its wall and CPU seconds and its peak RSS
-(``ru_maxrss``); the CPU figure is steadier on a shared machine.
+a fresh process, which reports its wall and CPU seconds and its peak RSS (VmHWM); the
+CPU figure is steadier on a shared machine.
 
 The growth exponent k is the slope of log(seconds) against log(images) (time ~ n^k).
 Goals: a million generated images (and 200,000 real) in at most 30 s with at most 2 GB
@@ -63,8 +63,6 @@ def build_run(run: Path, n_generated: int, *, seed: int = 0) -> Path:
 
 def child(run: Path, rows: bool) -> None:
     """Measure ``run`` in this process; print seconds and peak RSS as JSON."""
-    import resource
-
     from audit.concepts import load_concept_set
     from audit.config import MeasureSettings
     from audit.measure import bootstrap, measure_run, results
@@ -75,9 +73,24 @@ def child(run: Path, rows: bool) -> None:
     start, cpu = time.perf_counter(), time.process_time()
     measure_run(run, concept_set, MeasureSettings(), meta={"audit_id": "scale"})
     seconds = time.perf_counter() - start
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": seconds, "cpu": time.process_time() - cpu,
-                      "rss_mb": usage.ru_maxrss / 1024}))                 # KiB on Linux
+                      "rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS in MB: Linux's VmHWM, the high-water mark of its own memory
+    since exec. (``ru_maxrss`` would do elsewhere, but on Linux a child started by vfork,
+    as subprocess does, inherits the parent's peak in it: here the parent's, which held
+    the whole table while building it.)"""
+    import resource
+
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024                         # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def measured(run: Path, *, rows: bool = False) -> dict[str, float]:
