@@ -399,9 +399,10 @@ def _mean_notes(images: _Images, spec: BootstrapSpec) -> list[str]:
     if images.clusters is not None or n * spec.n_boot <= ROW_DRAWS:
         return []
     return [f"Mean scores: with {n} finite scores and {spec.n_boot} replicates, resampling rows "
-            f"would draw {n * spec.n_boot:.1e} of them per concept, so each replicate draws how "
-            f"many images each group gets (exactly as resampling rows would), then the mean of "
-            f"that many of the group's scores: by resampling them for groups under "
+            f"would draw {n * spec.n_boot:.1e} of them per concept or intersection, so each "
+            f"replicate draws how many images each group gets (exactly as resampling rows "
+            f"would), then the mean of that many of the group's scores: by resampling them "
+            f"for groups under "
             f"{NORMAL_FROM} images, and from the normal law with the same mean and variance for "
             f"larger groups, where the central limit theorem makes the two indistinguishable."]
 
