@@ -30,11 +30,19 @@ import numpy as np
 from audit.measure.stats import finite_or_none
 
 __all__ = ["BootstrapSpec", "Columns", "estimate", "draw_cells", "cell_interval",
-           "mean_replicates", "intervals", "jackknife_cells", "jackknife_means",
-           "cluster_cells", "cluster_weights", "padded_cells"]
+           "mean_replicates", "grouped_mean_replicates", "ROW_DRAWS", "NORMAL_FROM",
+           "intervals", "jackknife_cells", "jackknife_means", "cluster_cells",
+           "cluster_weights", "padded_cells"]
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 _CHUNK = 128    # replicates drawn at once by the cluster bootstrap (memory: chunk x clusters)
+#: Resampled rows (replicates x rows) beyond which mean scores are bootstrapped group by
+#: group (:func:`grouped_mean_replicates`): 20,000 finite scores at 1,000 replicates, about
+#: a second per grouping on one core.
+ROW_DRAWS = 20_000_000
+#: Rows of a code from which :func:`grouped_mean_replicates` draws its mean from the
+#: normal law rather than resampling its rows.
+NORMAL_FROM = 1_000
 
 
 @dataclass(frozen=True)
@@ -296,7 +304,10 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
         (N,) cluster keys: whole clusters are resampled (not stratified).
 
     Rows are resampled ``chunk`` replicates at a time, to bound memory (chunk x N).
-    A code with no row in a replicate has a NaN mean there.
+    Beyond :data:`ROW_DRAWS` resampled rows (``n_boot * N``; a million images with the
+    default 1,000 replicates would draw 10**9 rows per grouping) the replicates come
+    from :func:`grouped_mean_replicates` instead. A code with no row in a replicate has
+    a NaN mean there.
     """
     values = np.asarray(values, dtype=float)
     codes = np.asarray(codes, dtype=np.int64)
@@ -310,6 +321,8 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
             with np.errstate(invalid="ignore", divide="ignore"):
                 reps[rows] = (w @ sums) / (w @ cnts)
         return reps
+    if n * spec.n_boot > ROW_DRAWS:
+        return grouped_mean_replicates(values, codes, n_codes, spec=spec, rng=rng)
     if spec.stratified:
         for c in range(n_codes):
             v = values[codes == c]
@@ -327,6 +340,49 @@ def mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
         cnts = np.bincount(keys, minlength=b * n_codes)
         with np.errstate(invalid="ignore", divide="ignore"):
             reps[start:start + b] = (sums / cnts).reshape(b, n_codes)
+    return reps
+
+
+def grouped_mean_replicates(values: np.ndarray, codes: np.ndarray, n_codes: int, *,
+                            spec: BootstrapSpec, rng: np.random.Generator) -> np.ndarray:
+    """Bootstrap replicates of per-code means (B, n_codes), drawn group by group.
+
+    Resampling N rows with replacement is the same as drawing how many rows each code
+    gets (multinomial(N, n_c / N); fixed at n_c when ``spec.stratified``) and then, for
+    each code, that many rows among its own. This draws the first step exactly and the
+    second exactly for codes under :data:`NORMAL_FROM` rows; the mean of m rows drawn
+    from a code with at least that many is drawn from the normal law with its exact mean
+    and variance (the code's mean, and its plug-in variance over m), which the central
+    limit theorem makes indistinguishable from the resampled mean's at that size (the
+    percentile ends differ by a fraction of the Monte-Carlo error of 1,000 replicates).
+    Cost O(N + n_boot x (codes + rows of small codes)) instead of O(n_boot x N).
+
+    ``values`` (N,) finite floats; ``codes`` (N,) in ``[0, n_codes)``. A code with no
+    row in a replicate has a NaN mean there.
+    """
+    values = np.asarray(values, dtype=float)
+    codes = np.asarray(codes, dtype=np.int64)
+    n, b = len(values), spec.n_boot
+    reps = np.full((b, n_codes), np.nan)
+    cnts = np.bincount(codes, minlength=n_codes)
+    if n == 0 or b == 0:
+        return reps
+    drawn = np.tile(cnts, (b, 1)) if spec.stratified else \
+        rng.multinomial(n, cnts / n, size=b)                      # (B, n_codes) rows per code
+    small = codes.astype(np.int16) if n_codes < 2 ** 15 else codes   # radix sort: O(N)
+    order = np.argsort(small, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(cnts)])
+    for c in np.flatnonzero(cnts):
+        v = values[order[bounds[c]:bounds[c + 1]]]
+        m = drawn[:, c]
+        has = m > 0
+        if len(v) >= NORMAL_FROM:
+            z = rng.standard_normal(b)
+            reps[has, c] = v.mean() + np.sqrt(v.var() / m[has]) * z[has]
+        else:
+            picks = v[rng.integers(0, len(v), size=int(m.sum()))]
+            sums = np.bincount(np.repeat(np.arange(b), m), weights=picks, minlength=b)
+            reps[has, c] = sums[has] / m[has]
     return reps
 
 

@@ -59,14 +59,22 @@ def score_histogram(scores: np.ndarray, source: np.ndarray, codes: np.ndarray,
     """
     scores = np.asarray(scores, dtype=float)
     source, codes = np.asarray(source), np.asarray(codes)
+    edges = np.asarray(edges, dtype=float)
     finite = np.isfinite(scores)
+    rows = np.zeros((len(SOURCES), len(labels)), dtype=bool)
+    rows.flat[np.unique(source[finite] * len(labels) + codes[finite])] = True
+    # numpy.histogram's bins in one pass over all groups: [e_i, e_i+1), the last one closed,
+    # values outside the edges left out
+    inside = finite & (scores >= edges[0]) & (scores <= edges[-1])
+    n_bins = len(edges) - 1
+    bins = np.minimum(np.searchsorted(edges, scores[inside], side="right") - 1, n_bins - 1)
+    table = np.bincount((source[inside] * len(labels) + codes[inside]) * n_bins + bins,
+                        minlength=len(SOURCES) * len(labels) * n_bins
+                        ).reshape(len(SOURCES), len(labels), n_bins)
     counts: dict[str, dict[str, list[int]]] = {}
     for s, name in enumerate(SOURCES):
-        per: dict[str, list[int]] = {}
-        for code, label in enumerate(labels):
-            rows = finite & (source == s) & (codes == code)
-            if rows.any():
-                per[label] = np.histogram(scores[rows], bins=edges)[0].astype(int).tolist()
+        per = {label: table[s, code].astype(int).tolist()
+               for code, label in enumerate(labels) if rows[s, code]}
         if per:
             counts[name] = per
     return {"edges": [float(e) for e in edges], "counts": counts}

@@ -181,17 +181,29 @@ def score_states(scores: np.ndarray, median: float, accept_threshold: float) -> 
 
 
 def _codes(values: pd.Series, concept: Concept, column: str) -> np.ndarray:
-    """Group names -> codes (-1 where missing); a DataError naming unknown names."""
+    """Group names -> codes (-1 where missing); a DataError naming unknown names.
+
+    Each distinct value is read as text once (a million rows hold a few distinct names;
+    a categorical column is not expanded at all), then the rows take its code.
+    """
     import pandas as pd
 
-    missing = values.isna().to_numpy()
-    text = values.astype(object).where(~missing, None).astype("string")
-    bad = sorted(set(text[~missing & ~text.isin(list(concept.groups)).to_numpy()]))
+    if isinstance(values.dtype, pd.CategoricalDtype):               # categories present
+        index = values.cat.codes.to_numpy().astype(np.int64)
+        present = np.bincount(index[index >= 0], minlength=len(values.cat.categories)) > 0
+        uniques = np.asarray(values.cat.categories, dtype=object)[present]
+        index = np.append(np.cumsum(present) - 1, -1)[index]
+    else:
+        index, uniques = pd.factorize(values, use_na_sentinel=True)    # -1 where missing
+    text = pd.Series(np.asarray(uniques, dtype=object), dtype=object).astype("string")
+    known = {g: i for i, g in enumerate(concept.groups)}
+    bad = sorted({t for t in text if t not in known})
     if bad:
         raise DataError(f"predictions column {column!r} holds group(s) {bad[:5]} that concept "
                         f"{concept.name!r} does not have ({list(concept.groups)}). Decode with "
                         f"the same concept set, or fix the labels.")
-    return pd.Categorical(text, categories=list(concept.groups)).codes.astype(np.int64)
+    lookup = np.array([known[t] for t in text] + [-1], dtype=np.int64)
+    return lookup[index]                                            # index -1: the last, -1
 
 
 def _concept_codes(frame: pd.DataFrame, concept: Concept, *, unknown_below: float

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
@@ -16,7 +18,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.errors import DataError, RunFolderError
-from audit.measure.bootstrap import BootstrapSpec, cluster_cells, draw_cells, padded_cells
+from audit.measure.bootstrap import (
+    NORMAL_FROM,
+    ROW_DRAWS,
+    BootstrapSpec,
+    cluster_cells,
+    draw_cells,
+    padded_cells,
+)
 from audit.measure.distributions import score_bin_edges, score_histogram
 from audit.measure.findings import results_to_findings, validity_summary, verdicts
 from audit.measure.groups import (
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "run_meta",
+           "read_predictions", "measure_steps",
            "results_to_tables", "write_tables", "results_schema", "validate_results",
            "check_schema_version"]
 
@@ -121,7 +131,7 @@ def _check(predictions: pd.DataFrame, concept_set: ConceptSet, settings: Measure
                         f"{concept_set.name!r} (see docs/ARCHITECTURE.md). Re-run the decode stage "
                         f"with this concept set.")
     audit = predictions[predictions["split"] == "audit"].reset_index(drop=True)
-    bad = sorted(set(audit["source"].astype(str)) - set(SOURCES))
+    bad = sorted(set(audit["source"].drop_duplicates().astype(str)) - set(SOURCES))
     if bad:
         raise DataError(f"predictions column 'source' holds {bad}; it must be 'real' or "
                         f"'generated'.")
@@ -132,7 +142,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            validity: dict[str, Any], *, settings: MeasureSettings,
                            meta: dict[str, Any] | None = None,
                            transfer: dict[str, Any] | None = None,
-                           baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+                           baseline: dict[str, Any] | None = None,
+                           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -156,6 +167,10 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     baseline
         The ``baseline/random.json`` document (decoders on a random-weights D), or None:
         then no ``baseline`` (knowledge gain) section.
+    progress
+        Called with the name of each step as it starts (:func:`measure_steps` of them:
+        the group codes, each concept and intersection, the tests and findings), e.g. to
+        move a progress bar; None: nothing.
 
     Returns
     -------
@@ -164,6 +179,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     """
     from audit.io import to_jsonable
 
+    step = progress or (lambda name: None)
+    step("group codes")
     audit = _check(predictions, concept_set, settings)
     spec = BootstrapSpec(n_boot=settings.n_boot, seed=settings.seed, method=settings.interval,
                          stratified=settings.stratified, confidence=1.0 - settings.alpha)
@@ -172,7 +189,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     per_concept, crossed = groupings(audit, concept_set, validity,
                                      unknown_below=settings.unknown_below)
     measured = _measure_groupings([*per_concept, *crossed], images, spec=spec,
-                                  settings=settings)
+                                  settings=settings, progress=step)
+    step("tests and findings")
     tests_by_id = _adjust_tests(measured.tests, settings=settings)
     summary = validity_summary(validity, concept_set.names)
     reps = [v["representation"] for v in measured.sections.values()]
@@ -204,7 +222,7 @@ class _Images:
 
     source: np.ndarray                   #: int64, 0 real, 1 generated
     scores: np.ndarray                   #: float discriminator scores (NaN/inf possible)
-    ids: np.ndarray                      #: image ids (str)
+    ids: Any                             #: image ids (array-like; str() of each is the id)
     finite: np.ndarray                   #: bool, the score is finite
     clusters: np.ndarray | None          #: cluster keys under cluster_by, or None
     n_clusters: dict[str, int] | None    #: clusters per source under cluster_by, or None
@@ -214,9 +232,9 @@ class _Images:
 
 def _audited_images(audit: pd.DataFrame, settings: MeasureSettings) -> _Images:
     """Sources, scores, ids, clusters and score states of the audited rows."""
-    source = (audit["source"].astype(str) == "generated").to_numpy().astype(np.int64)
+    source = _text_is(audit["source"], "generated").astype(np.int64)
     scores = audit["score"].to_numpy(dtype=float)
-    ids = audit["image_id"].astype(str).to_numpy()
+    ids = audit["image_id"].array              # read as text only where listed or clustered
     clusters = image_clusters(ids, source, settings.cluster_by)
     n_clusters = None if clusters is None else {
         name: len(np.unique(clusters[source == s])) for s, name in enumerate(SOURCES)}
@@ -227,6 +245,16 @@ def _audited_images(audit: pd.DataFrame, settings: MeasureSettings) -> _Images:
                          settings.accept_threshold)
     return _Images(source=source, scores=scores, ids=ids, finite=finite, clusters=clusters,
                    n_clusters=n_clusters, median=median, state=state)
+
+
+def _text_is(column: pd.Series, text: str) -> np.ndarray:
+    """(N,) whether each value of ``column`` read as text is ``text`` (each distinct value
+    is read once: a categorical column of a million rows is not expanded)."""
+    import pandas as pd
+
+    index, uniques = pd.factorize(column, use_na_sentinel=True)
+    hit = np.array([str(u) == text for u in uniques] + [False])   # index -1: missing
+    return hit[index]
 
 
 def _input_degenerate(images: _Images, settings: MeasureSettings) -> list[dict[str, Any]]:
@@ -266,12 +294,14 @@ class _Measured:
 
 
 def _measure_groupings(all_groupings: list[Grouping], images: _Images, *, spec: BootstrapSpec,
-                       settings: MeasureSettings) -> _Measured:
+                       settings: MeasureSettings, progress: Callable[[str], None]
+                       ) -> _Measured:
     """Representation and treatment of every grouping (concepts, then intersections), with
-    a score histogram per concept."""
+    a score histogram per concept; ``progress`` gets each grouping's name first."""
     edges = score_bin_edges(images.scores)
     measured = _Measured(sections={}, tests=[], exclusions=[], degenerate=[])
     for grouping in all_groupings:
+        progress(grouping.name)
         rep, trt, tests, excl, degen = _measure_grouping(
             grouping, source=images.source, state=images.state, scores=images.scores,
             median=images.median, spec=spec, settings=settings, clusters=images.clusters)
@@ -357,8 +387,24 @@ def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: Boots
         "tests": measured.tests,
         "findings": findings,
         "verdicts": verdict_rows,
-        "notes": [*NOTES, *batch_notes((meta or {}).get("model", {}).get("batches"))],
+        "notes": [*NOTES, *_mean_notes(images, spec),
+                  *batch_notes((meta or {}).get("model", {}).get("batches"))],
     }
+
+
+def _mean_notes(images: _Images, spec: BootstrapSpec) -> list[str]:
+    """What the method section must say when the mean scores' bootstrap drew group by group
+    (:func:`audit.measure.bootstrap.grouped_mean_replicates`) rather than row by row."""
+    n = int(images.finite.sum())
+    if images.clusters is not None or n * spec.n_boot <= ROW_DRAWS:
+        return []
+    return [f"Mean scores: with {n} finite scores and {spec.n_boot} replicates, resampling rows "
+            f"would draw {n * spec.n_boot:.1e} of them per concept or intersection, so each "
+            f"replicate draws how many images each group gets (exactly as resampling rows "
+            f"would), then the mean of that many of the group's scores: by resampling them "
+            f"for groups under "
+            f"{NORMAL_FROM} images, and from the normal law with the same mean and variance for "
+            f"larger groups, where the central limit theorem makes the two indistinguishable."]
 
 
 def batch_notes(batches: dict[str, Any] | None) -> list[str]:
@@ -476,6 +522,8 @@ def image_clusters(image_ids: np.ndarray, source: np.ndarray, pattern: str | Non
     """
     from audit.ids import id_groups
 
+    if pattern is None:
+        return None
     keys = id_groups([str(i) for i in image_ids], pattern)
     if keys is None:
         return None
@@ -691,8 +739,6 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     """
     import json
 
-    import pandas as pd
-
     from audit.io import atomic_write_json
 
     run_dir = Path(run_dir)
@@ -708,22 +754,85 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     from audit.runfolder import refuse_links
 
     refuse_links(pred_path)  # (its own message: a link is not a corrupt file)
-    try:
-        predictions = pd.read_parquet(pred_path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
-        raise RunFolderError(f"{pred_path}: unreadable Parquet file ({exc}). Re-run the "
-                             f"decode stage to rewrite it.") from exc
-    try:
-        validity = json.loads(read_run_file(val_path).decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
-                             f"'gan-audit train-decoders'.") from exc
-    transfer = _optional_json(run_dir / "decoders" / "transfer.json",
-                              "'gan-audit train-decoders'")
-    baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
-    results = predictions_to_results(predictions, concept_set, validity, settings=settings,
-                                     meta=meta, transfer=transfer, baseline=baseline)
-    validate_results(results)  # what is written is what the schema promises readers
-    atomic_write_json(run_dir / "results.json", results)
-    write_tables(results, run_dir / "tables")
+    with _progress_bar(2 + measure_steps(concept_set)) as step:
+        step("read predictions")
+        try:
+            predictions = read_predictions(pred_path, concept_set,
+                                           unknown_below=settings.unknown_below)
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise RunFolderError(f"{pred_path}: unreadable Parquet file ({exc}). Re-run the "
+                                 f"decode stage to rewrite it.") from exc
+        try:
+            validity = json.loads(read_run_file(val_path).decode("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunFolderError(f"{val_path}: unreadable JSON ({exc}). Re-run "
+                                 f"'gan-audit train-decoders'.") from exc
+        transfer = _optional_json(run_dir / "decoders" / "transfer.json",
+                                  "'gan-audit train-decoders'")
+        baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
+        results = predictions_to_results(predictions, concept_set, validity, settings=settings,
+                                         meta=meta, transfer=transfer, baseline=baseline,
+                                         progress=step)
+        del predictions
+        step("write results")
+        validate_results(results)  # what is written is what the schema promises readers
+        atomic_write_json(run_dir / "results.json", results)
+        write_tables(results, run_dir / "tables")
     return results
+
+
+def read_predictions(path: Path, concept_set: ConceptSet, *, unknown_below: float = 0.0
+                     ) -> pd.DataFrame:
+    """The columns of ``predictions.parquet`` that measuring ``concept_set`` reads.
+
+    Only those columns are read (the table also holds every group's probability, which
+    only ``unknown_below`` > 0 needs), and text columns come as pandas categoricals (one code
+    per row, each name stored once) rather than a Python string per cell: a million
+    rows of 8 concepts then take about 100 MB instead of several GB. A column that
+    :func:`audit.measure.groups.required_columns` asks for and the file lacks is left
+    out, for :func:`predictions_to_results` to name.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    wanted = {*required_columns(concept_set, unknown_below),
+              *(f"true__{c}" for c in concept_set.names)}
+    columns = [name for name in schema.names if name in wanted]
+    text = [name for name in columns
+            if pa.types.is_string(schema.field(name).type)
+            or pa.types.is_large_string(schema.field(name).type)]
+    table = pq.read_table(path, columns=columns, read_dictionary=[n for n in text
+                                                                  if n != "image_id"])
+    return table.to_pandas(self_destruct=True)
+
+
+def measure_steps(concept_set: ConceptSet) -> int:
+    """Steps :func:`predictions_to_results` reports to its ``progress``: the group codes,
+    one per concept and intersection, and the tests and findings."""
+    return 2 + len(concept_set.concepts) + len(concept_set.intersections)
+
+
+@contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[str], None]]:
+    """A tqdm bar over ``total`` steps on stderr (off when stderr is not a terminal), as
+    ``step(name)``: completes the step before and shows ``name``."""
+    import sys
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="measure", unit="step", file=sys.stderr,
+               disable=not sys.stderr.isatty(), leave=False)
+    started = False
+
+    def step(name: str) -> None:
+        nonlocal started
+        if started:
+            bar.update(1)
+        started = True
+        bar.set_postfix_str(name)
+
+    try:
+        yield step
+    finally:
+        bar.close()
