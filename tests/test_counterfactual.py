@@ -119,7 +119,22 @@ def test_a_second_run_reuses_the_stage_and_the_folder_verifies(cf_run) -> None:
     assert verified.exit_code == 0, verified.output
 
 
-def test_without_the_section_results_say_null_and_the_report_says_why(tmp_path_factory) -> None:
+def test_without_the_stage_results_have_no_section_and_the_report_says_why(tmp_path_factory
+                                                                          ) -> None:
     run = shared_run(tmp_path_factory, "tiny")
-    assert json.loads((run / "results.json").read_text())["counterfactual"] is None
+    assert "counterfactual" not in json.loads((run / "results.json").read_text())
     assert "the counterfactual test was not run" in (run / "report.html").read_text()
+
+
+def test_the_python_api_gives_the_effects_as_a_table(cf_run, tmp_path_factory) -> None:
+    from audit.api.results import AuditResults
+
+    run, _, _ = cf_run
+    frame = AuditResults.from_run(run).counterfactual
+    section = json.loads((run / "results.json").read_text())["counterfactual"]
+    assert list(frame["concept"]) == [r["concept"] for r in section["directions"]]
+    assert list(frame["effect"]) == [r["effect"]["value"] for r in section["directions"]]
+    assert list(frame["ci_low"]) == [r["effect"]["ci"][0] for r in section["directions"]]
+    assert frame["n"].dtype == "Int64" and frame["significant"].dtype == bool
+    empty = AuditResults.from_run(shared_run(tmp_path_factory, "tiny")).counterfactual
+    assert empty.empty and list(empty.columns) == list(frame.columns)

@@ -124,7 +124,8 @@ def latents_to_direction(latents: np.ndarray, logit: np.ndarray) -> Direction:
         raise DataError(f"{n} latents but {len(y)} decoded values.")
     if n < d + 2:
         raise DataError(f"fitting a direction in a {d}-dimensional latent space needs at least "
-                        f"{d + 2} latents, got {n}: raise counterfactual.n_fit.")
+                        f"{d + 2} latents, got {n}: raise generator.n (the audited "
+                        f"generated images the direction is fitted on).")
     yc = y - y.mean()
     total = float(yc @ yc)
     if total <= 0:

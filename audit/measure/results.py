@@ -160,7 +160,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         then no ``baseline`` (knowledge gain) section.
     counterfactual
         What the counterfactual stage wrote (:mod:`audit.measure.counterfactual`), or None:
-        then ``counterfactual`` is null.
+        then results.json has no ``counterfactual`` section.
 
     Returns
     -------
@@ -207,7 +207,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         transfer_rows=transfer_rows, baseline=baseline_section(baseline, concept_set.names),
         findings=findings,
         verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
-                              discriminator=sanity)), "counterfactual": cf_section})
+                              discriminator=sanity)),
+                        **({"counterfactual": cf_section} if cf_section is not None else {})})
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,8 @@ def effect_chart(rows: list[CounterfactualRow], *, key: str = "counterfactual") 
     """Effects with intervals (left) and each edit's change of its own and the other
     concepts (right), one row per edited direction."""
     n = len(rows)
-    fig = _figure(7.6, min(1.6 + 0.34 * n, 9.0))
-    left, right = fig.add_gridspec(1, 2, width_ratios=[1.3, 1.0], wspace=0.35).subplots()
+    fig = _figure(8.4, min(1.8 + 0.34 * n, 9.0))
+    left, right = fig.add_gridspec(1, 2, width_ratios=[1.3, 1.0], wspace=0.45).subplots()
     ys = list(range(n))[::-1]
     for y, r in zip(ys, rows, strict=True):
         if r.value is None:
@@ -128,7 +128,7 @@ def effect_chart(rows: list[CounterfactualRow], *, key: str = "counterfactual") 
     labels = [r.label for r in rows]
     left.set_yticks(ys, labels)
     left.set_ylim(-0.7, n - 0.3)
-    left.set_xlabel("change of D's score per unit of decoded probability")
+    left.set_xlabel("D's score per unit of decoded probability")
     left.set_ylabel("edited direction")
     left.set_title("Effect on D's score", fontsize=10)
     others = sorted({c for r in rows for c in r.leakage})
@@ -142,7 +142,7 @@ def effect_chart(rows: list[CounterfactualRow], *, key: str = "counterfactual") 
     right.set_yticks(ys, [""] * n)
     right.set_ylim(-0.7, n - 0.3)
     right.set_xlim(0, 1)
-    right.set_xlabel("mean change between the edit's ends (TV)")
+    right.set_xlabel("change, first to last step (TV)")
     right.set_title("What the edit changed", fontsize=10)
     right.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     for ax in (left, right):
