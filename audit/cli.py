@@ -109,7 +109,7 @@ def cli(debug: bool) -> None:
               show_default=True)
 @click.option("--counterfactual", is_flag=True,
               help="Also run the counterfactual treatment test (edits along each protected "
-                   "concept's latent direction; about 5% more time).")
+                   "concept's latent direction; about 10% more time).")
 def demo(out: Path, no_pdf: bool, device: str, counterfactual: bool) -> None:
     """Run the whole audit on the embedded demo (digits with planted bias).
 
@@ -409,8 +409,11 @@ def measure(config: Path, out: Path | None) -> None:
     run_dir = out if out is not None else cfg.out
     with _writing(run_dir, needs="gan-audit train-decoders CONFIG.yaml",
                   stages={"measure": ["results.json", "tables"]}):
+        # the counterfactual stage's edits, when the config enables it and a run wrote them
+        edited = cfg.counterfactual.enabled and (Path(run_dir) / "counterfactual").is_dir()
         results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
-                              meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
+                              meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title),
+                              counterfactual=cfg.counterfactual if edited else None)
     click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
                + "; ".join(f"{v['concept']}: {label(v['verdict'])}" for v in results["verdicts"]))
 

@@ -523,7 +523,7 @@ class CounterfactualSettings(_Section):
                                              "scores n x steps x directions more images)")
     concepts: list[str] | None = Field(None, description="protected concepts to test (default: "
                                                          "every protected concept)")
-    n: int = Field(48, ge=4, le=10_000, description="latents edited per direction (each its "
+    n: int = Field(96, ge=4, le=10_000, description="latents edited per direction (each its "
                                                     "own control)")
     steps: int = Field(9, ge=4, le=41, description="edit steps per latent, evenly from -span "
                                                    "to +span (at least 4: the effect holds a "

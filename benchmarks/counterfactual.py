@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 seeds")
     parser.add_argument("--seeds", type=int, default=20)
-    parser.add_argument("--n", type=int, default=48, help="latents edited per seed")
+    parser.add_argument("--n", type=int, default=96, help="latents edited per seed")
     parser.add_argument("--beta", type=float, default=0.5,
                         help="the 'uses' D: score minus beta x mean brightness")
     parser.add_argument("--run", type=Path, default=None,
@@ -78,6 +78,9 @@ def main() -> None:
         print(f"{variant}: detected {row['detected']:.2f} (se {row['se']:.2f}), mean effect "
               f"{row['mean_effect']:+.3f}; unadjusted detected {row['unadjusted_detected']:.2f},"
               f" mean {row['mean_unadjusted']:+.3f}; {row['replicates']} seeds")
+    row = next(iter(s.values()))
+    print(f"the edits changed the edited concept by {row['concept_change']:.2f} (mean TV) and "
+          + ", ".join(f"{c} by {v:.2f}" for c, v in row["leakage"].items()))
     print(f"detection={s['uses']['detected']:.2f} false_alarm={s['blind']['detected']:.2f} "
           f"demo_detected={s['demo']['detected']:.2f} "
           f"unadjusted_false_alarm={s['blind']['unadjusted_detected']:.2f} "

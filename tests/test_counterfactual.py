@@ -138,3 +138,48 @@ def test_the_python_api_gives_the_effects_as_a_table(cf_run, tmp_path_factory) -
     assert frame["n"].dtype == "Int64" and frame["significant"].dtype == bool
     empty = AuditResults.from_run(shared_run(tmp_path_factory, "tiny")).counterfactual
     assert empty.empty and list(empty.columns) == list(frame.columns)
+
+
+def test_a_conditional_generator_keeps_each_latents_class_along_its_edit(tmp_path) -> None:
+    """Each edited latent is generated, and scored, with the class the audit would draw for
+    it (class_sampling: uniform), the same at every step of its edit."""
+    import types
+
+    from test_conditional import NETS
+
+    from audit.config import CounterfactualSettings, GeneratorConfig
+    from audit.counterfactual import edit_latents, read_edits
+    from audit.insight.run import InsightRun
+    from audit.load import image_seed, load_generator
+    from audit.measure.counterfactual import Direction
+
+    (tmp_path / "class_nets.py").write_text(NETS)
+    g = GeneratorConfig(spec=f"python:{tmp_path / 'class_nets.py'}:ClassG", n=6, seed=4,
+                        class_sampling="uniform", batch_size=4)
+    run = InsightRun.__new__(InsightRun)
+    run.cfg = types.SimpleNamespace(generator=g)
+    run.generator = load_generator(g)
+    given: list[list[int]] = []
+
+    def read_images(images, classes):  # what the discriminator would be given
+        given.append(list(classes))
+        return {"c": np.full((len(images), 2), 0.5)}, images.mean(dim=(1, 2, 3)).numpy()
+
+    run.read_images = read_images
+    settings = CounterfactualSettings(enabled=True, n=5, steps=4, seed=9)
+    z0, classes = edit_latents(run, settings)
+    expected = [image_seed(9, g.n + i) % 3 for i in range(5)]  # after the 6 audited latents
+    assert classes == expected
+    direction = Direction(vector=np.eye(4)[0], logit_per_unit=1.0, r2=1.0, n=10)
+    _, scores, _ = read_edits(run, z0, classes, direction, settings, keep=0)
+    per_step = [k for k in expected for _ in range(4)]
+    assert [k for batch in given for k in batch] == per_step
+    np.testing.assert_allclose(scores, [(k - 1) / 2 for k in per_step], atol=1e-6)
+
+
+def test_the_measure_command_measures_the_edits_too(cf_run) -> None:
+    run, config, _ = cf_run
+    before = json.loads((run / "results.json").read_text())["counterfactual"]
+    result = invoke("measure", config)
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "results.json").read_text())["counterfactual"] == before

@@ -85,7 +85,7 @@ class Trial:
 
 def counterfactual_trials(run_dir: Path, *, concept: str = "tone", group: str = "dark",
                           seeds: Sequence[int], variants: Sequence[Variant] = VARIANTS,
-                          n: int = 48, steps: int = 9, span: float = 1.5, beta: float = 0.5,
+                          n: int = 96, steps: int = 9, span: float = 1.5, beta: float = 0.5,
                           n_boot: int = 1000, confidence: float = 0.95, device: str = "cpu",
                           log: Callable[[str], None] | None = None) -> list[Trial]:
     """The counterfactual test of each variant on ``len(seeds)`` sets of edited latents.
@@ -141,5 +141,8 @@ def summarise(trials: Sequence[Trial]) -> dict[str, dict[str, Any]]:
                         "mean_effect": float(np.mean([t.value for t in ts])),
                         "unadjusted_detected": raw,
                         "mean_unadjusted": float(np.mean([t.unadjusted for t in ts])),
+                        "concept_change": float(np.mean([t.concept_change for t in ts])),
+                        "leakage": {c: float(np.mean([t.leakage[c] for t in ts]))
+                                    for c in ts[0].leakage},
                         "replicates": len(ts)}
     return out
