@@ -521,8 +521,9 @@ class CounterfactualSettings(_Section):
 
     enabled: bool = Field(False, description="run the test (off by default: it generates and "
                                              "scores n x steps x directions more images)")
-    concepts: list[str] | None = Field(None, description="protected concepts to test (default: "
-                                                         "every protected concept)")
+    concepts: list[str] | None = Field(None, min_length=1,
+                                       description="protected concepts to test (default: "
+                                                   "every protected concept)")
     n: int = Field(96, ge=4, le=10_000, description="latents edited per direction (each its "
                                                     "own control)")
     steps: int = Field(9, ge=4, le=41, description="edit steps per latent, evenly from -span "

@@ -69,6 +69,10 @@ def counterfactual_concepts(settings: CounterfactualSettings, concept_set: Conce
     protected.
     """
     protected = {c.name: c for c in concept_set.protected}
+    if not protected:
+        raise ConfigError(f"counterfactual: the concept set {concept_set.name!r} protects no "
+                          f"concept, so there is nothing to test. Mark a concept protected, "
+                          f"or set counterfactual.enabled: false.")
     if settings.concepts is None:
         return list(protected.values())
     names = {c.name for c in concept_set.concepts}
@@ -126,8 +130,9 @@ def fit_direction(run: InsightRun, concept: str, group: str,
     from audit.measure.counterfactual import concept_logit, latents_to_direction
 
     z_fit, gen = fitting if fitting is not None else fitting_latents(run)
-    return latents_to_direction(z_fit, concept_logit(
-        gen[f"prob__{concept}__{group}"].to_numpy(dtype=float)))
+    logit = concept_logit(gen[f"prob__{concept}__{group}"].to_numpy(dtype=float))
+    keep = np.isfinite(logit)  # images whose activations were not finite: no reading
+    return latents_to_direction(z_fit[keep], logit[keep])
 
 
 def edit_latents(run: InsightRun, settings: CounterfactualSettings

@@ -183,3 +183,23 @@ def test_the_measure_command_measures_the_edits_too(cf_run) -> None:
     result = invoke("measure", config)
     assert result.exit_code == 0, result.output
     assert json.loads((run / "results.json").read_text())["counterfactual"] == before
+
+
+def test_the_concepts_to_test_are_checked_against_the_concept_set() -> None:
+    from audit.concepts import load_concept_set
+    from audit.config import CounterfactualSettings
+    from audit.counterfactual import counterfactual_concepts, directions_to_test
+    from audit.errors import ConfigError
+
+    cs = load_concept_set("digits_tone")
+    every = counterfactual_concepts(CounterfactualSettings(enabled=True), cs)
+    assert [c.name for c in every] == [c.name for c in cs.protected]
+    chosen = counterfactual_concepts(CounterfactualSettings(concepts=["stroke", "stroke"]), cs)
+    assert [c.name for c in chosen] == ["stroke"]
+    digit = next(c for c in cs.concepts if c.name == "digit")
+    assert directions_to_test(digit) == list(digit.groups)  # one-of-K: each group vs rest
+    assert directions_to_test(chosen[0]) == ["thick"]        # binary: the positive group
+    unprotected = cs.model_copy(update={"concepts": tuple(
+        c.model_copy(update={"protected": False}) for c in cs.concepts)})
+    with pytest.raises(ConfigError, match="protects no concept"):
+        counterfactual_concepts(CounterfactualSettings(enabled=True), unprotected)
