@@ -327,6 +327,7 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
 
     counterfactual_key = None
     if cfg.counterfactual.enabled:   # optional (issue 22): edits along concept directions
+        # (samples_key: a samples stage that runs again clears samples/, strips included)
         counterfactual_key = _hash("counterfactual", decode_key, samples_key,
                                    cfg.counterfactual.model_dump(mode="json"))
         run.stage("counterfactual", counterfactual_key,
