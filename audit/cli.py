@@ -107,16 +107,25 @@ def cli(debug: bool) -> None:
 @click.option("--no-pdf", is_flag=True, help="Skip the PDF report (HTML and JSON only).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
               show_default=True)
-def demo(out: Path, no_pdf: bool, device: str) -> None:
+@click.option("--counterfactual", is_flag=True,
+              help="Also run the counterfactual treatment test (edits along each protected "
+                   "concept's latent direction; about 10% more time).")
+def demo(out: Path, no_pdf: bool, device: str, counterfactual: bool) -> None:
     """Run the whole audit on the embedded demo (digits with planted bias).
 
     \b
     Example:
       gan-audit demo --out reports/demo
+      gan-audit demo --out reports/demo-cf --counterfactual
     """
+    from audit.config import load_config
     from audit.pipeline import demo_config, run_audit
 
-    summary = run_audit(demo_config(), out=out, device=device, pdf=not no_pdf)
+    cfg = load_config(demo_config())
+    if counterfactual:
+        cfg = cfg.model_copy(update={"counterfactual": cfg.counterfactual.model_copy(
+            update={"enabled": True})})
+    summary = run_audit(cfg, out=out, device=device, pdf=not no_pdf)
     _print_summary(summary)
 
 
@@ -400,8 +409,11 @@ def measure(config: Path, out: Path | None) -> None:
     run_dir = out if out is not None else cfg.out
     with _writing(run_dir, needs="gan-audit train-decoders CONFIG.yaml",
                   stages={"measure": ["results.json", "tables"]}):
+        # the counterfactual stage's edits, when the config enables it and a run wrote them
+        edited = cfg.counterfactual.enabled and (Path(run_dir) / "counterfactual").is_dir()
         results = measure_run(run_dir, load_concept_set(cfg.concept_set), cfg.measure,
-                              meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
+                              meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title),
+                              counterfactual=cfg.counterfactual if edited else None)
     click.echo(f"{run_dir / 'results.json'}: {len(results['findings'])} finding(s); "
                + "; ".join(f"{v['concept']}: {label(v['verdict'])}" for v in results["verdicts"]))
 

@@ -43,7 +43,8 @@ from audit.errors import ConfigError
 
 __all__ = [
     "AuditConfig", "DiscriminatorConfig", "GeneratorConfig", "ImageSourceConfig",
-    "DecoderSettings", "MeasureSettings", "ReportSettings", "load_config", "load_run_config",
+    "DecoderSettings", "MeasureSettings", "ReportSettings", "CounterfactualSettings",
+    "load_config", "load_run_config",
     "run_config_code",
     "config_from_dict", "as_given", "run_folder_config",
     "Device", "Pooling",
@@ -513,6 +514,39 @@ class ReportSettings(_Section):
                                                "1,024 x 1,024 x 3 already take 800 MB)")
 
 
+class CounterfactualSettings(_Section):
+    """The counterfactual treatment test (issue 22): edit generated latents along the
+    direction of a protected concept, regenerate, and measure how D's score follows the
+    decoded concept (:mod:`audit.counterfactual`, :mod:`audit.measure.counterfactual`)."""
+
+    enabled: bool = Field(False, description="run the test (off by default: it generates and "
+                                             "scores n x steps x directions more images)")
+    concepts: list[str] | None = Field(None, min_length=1,
+                                       description="protected concepts to test (default: "
+                                                   "every protected concept)")
+    n: int = Field(96, ge=4, le=10_000, description="latents edited per direction (each its "
+                                                    "own control)")
+    steps: int = Field(9, ge=4, le=41, description="edit steps per latent, evenly from -span "
+                                                   "to +span (at least 4: the effect holds a "
+                                                   "quadratic drift of the edit fixed)")
+    span: float = Field(1.5, gt=0, le=10, description="the largest edit, in standard deviations "
+                                                     "of a latent's component along the "
+                                                     "direction (short edits change less "
+                                                     "besides the concept)")
+    seed: Seed = Field(0, description="seed of the edited latents (drawn after the generator's "
+                                      "n audited ones, never the latents the direction is "
+                                      "fitted on) and of the bootstrap")
+    high_effect: float = Field(1.0, gt=0, description="a significant effect of at least this "
+                                                      "size (D score per unit of decoded "
+                                                      "probability) is of high severity")
+    max_leakage: float = Field(0.5, gt=0, description="an edit that changes another concept by "
+                                                      "more than this share of its own "
+                                                      "concept's change has a large leakage "
+                                                      "(its finding is of low severity)")
+    strip_latents: int = Field(4, ge=1, le=16, description="latents shown in each concept's "
+                                                           "strip of edited images")
+
+
 class AuditConfig(_Section):
     """A whole audit: models, images, concept set, and stage settings.
 
@@ -543,6 +577,7 @@ class AuditConfig(_Section):
     decoders: DecoderSettings = Field(default_factory=DecoderSettings)
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    counterfactual: CounterfactualSettings = Field(default_factory=CounterfactualSettings)
     device: Device = "auto"
     out: RelPath = Path("reports/audit")
     # {resolved path: the path as the config file gave it} (relative to the config's folder)
@@ -557,6 +592,15 @@ class AuditConfig(_Section):
                 and "accept_threshold" not in self.measure.model_fields_set):
             # A sigmoid output accepts above 0.5, not above 0 (every image would be accepted).
             self.measure = self.measure.model_copy(update={"accept_threshold": 0.5})
+        return self
+
+    @model_validator(mode="after")
+    def _counterfactual_needs_latents(self) -> AuditConfig:
+        if self.counterfactual.enabled and self.generator is None:
+            raise ValueError("counterfactual: enabled needs a generator to edit latents of (a "
+                             "'generator' section); a folder of generated images has no "
+                             "latents. Set counterfactual.enabled: false, or audit the "
+                             "generator model")
         return self
 
 

@@ -1,7 +1,7 @@
 """The main job: every stage of an audit into one run folder, resumable and cached.
 
 ``run_audit`` runs extract -> decoders -> baseline (random-weights D) -> decode -> samples
--> measure -> insight -> report.
+-> counterfactual (optional) -> measure -> insight -> report.
 Each stage records the hash of its inputs in ``manifest.json``; a stage whose key
 matches and whose outputs exist is skipped, so a second run with only a new
 threshold re-measures and re-renders in seconds. Every file is written atomically
@@ -40,6 +40,8 @@ __all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
 
 STAGES = ("extract", "decoders", "baseline", "decode", "samples", "measure", "insight",
           "report")
+#: Stages that run only when their config section enables them, and where they run.
+OPTIONAL_STAGES = {"counterfactual": "after samples, before measure"}
 
 
 @dataclass
@@ -246,6 +248,10 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
         cfg = cfg.model_copy(update={"device": device})
     want_pdf = cfg.report.pdf if pdf is None else pdf
     concept_set = load_concept_set(cfg.concept_set)
+    if cfg.counterfactual.enabled:  # a bad concept name fails before any work
+        from audit.counterfactual import counterfactual_concepts
+
+        counterfactual_concepts(cfg.counterfactual, concept_set)
     dev = resolve_device(cfg.device)
     with claim(run_dir) as first:  # our folder, one writer
         try:
@@ -322,8 +328,18 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
     run.stage("samples", samples_key, ["samples"],
               lambda: _samples(cfg, run_dir, concept_set, dev))
 
+    counterfactual_key = None
+    if cfg.counterfactual.enabled:   # optional (issue 22): edits along concept directions
+        # (samples_key: a samples stage that runs again clears samples/, strips included)
+        counterfactual_key = _hash("counterfactual", decode_key, samples_key,
+                                   cfg.counterfactual.model_dump(mode="json"))
+        run.stage("counterfactual", counterfactual_key,
+                  ["counterfactual", "samples/counterfactual"],
+                  lambda: _counterfactual(cfg, run_dir, concept_set, dev))
+
     measure_key = _hash("measure", decode_key, baseline_key, concept_set.sha256,
-                        cfg.measure.model_dump(mode="json"), cfg.report.title)
+                        cfg.measure.model_dump(mode="json"), cfg.report.title,
+                        *([counterfactual_key] if counterfactual_key else []))
     run.stage("measure", measure_key, ["results.json", "tables"],
               lambda: _measure(run_dir, concept_set, cfg))
 
@@ -456,11 +472,18 @@ def _samples(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) -> 
     write_samples(cfg, run_dir, concept_set, device=device)
 
 
+def _counterfactual(cfg: AuditConfig, run_dir: Path, concept_set: Any, device: str) -> None:
+    from audit.counterfactual import counterfactual_for_run
+
+    counterfactual_for_run(cfg, run_dir, concept_set, device=device)
+
+
 def _measure(run_dir: Path, concept_set: Any, cfg: AuditConfig) -> None:
     from audit.measure.results import measure_run, run_meta
 
     measure_run(run_dir, concept_set, cfg.measure,
-                meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title))
+                meta=run_meta(run_dir, name=cfg.name, title=cfg.report.title),
+                counterfactual=cfg.counterfactual if cfg.counterfactual.enabled else None)
 
 
 def _insight(cfg: AuditConfig, run_dir: Path, device: str) -> None:

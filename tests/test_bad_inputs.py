@@ -1079,6 +1079,20 @@ CASES: dict[str, Case] = {
         _card_onto_a_folder, 2, ("docs: is a folder", "--out", "model-card.md")),
     "review --mitigation without a finding id": Case(
         _mitigation_without_finding, 2, ("--mitigation and --owner need a FINDING_ID",)),
+    # counterfactual treatment test (#22 item 4)
+    "counterfactual test of a concept the concept set lacks": Case(
+        _run_with(counterfactual={"enabled": True, "concepts": ["colour"]}), 2,
+        ("counterfactual.concepts: 'colour' is not a concept of the concept set 'digits_tone'",
+         "digit, stroke, tone", "Fix the name")),
+    "counterfactual test of a concept that is not protected": Case(
+        _run_with(counterfactual={"enabled": True, "concepts": ["tone", "digit"]}), 2,
+        ("counterfactual.concepts: 'digit' is not protected", "(tone, stroke)",
+         "mark it protected")),
+    "counterfactual test without a generator (generated images have no latents)": Case(
+        _run_with(generator=None, counterfactual={"enabled": True},
+                  generated=lambda tmp: {"images": _unlabelled_folder(tmp)}), 2,
+        ("counterfactual: enabled needs a generator", "no latents",
+         "counterfactual.enabled: false")),
 }
 
 
@@ -1154,4 +1168,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 69
+    assert len(CASES) == 72

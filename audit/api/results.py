@@ -576,6 +576,41 @@ class AuditResults:
         frame["n_test"] = frame["n_test"].astype("Int64")
         return frame
 
+    @property
+    def counterfactual(self) -> pd.DataFrame:
+        """The counterfactual treatment test (issue 22): one row per edited direction; empty
+        (with the columns) when the audit did not run it.
+
+        Columns: ``concept``, ``group`` (the direction), ``effect`` (change of D's score per
+        unit of decoded probability, the edit's drift held fixed), ``ci_low``, ``ci_high``,
+        ``n`` (latents, Int64), ``p_value``, ``p_holm``, ``significant`` (bool),
+        ``unadjusted`` (the slope without the drift held), ``concept_change`` (mean total
+        variation of the edited concept between the edit's ends), ``max_leakage_concept``,
+        ``max_leakage`` (the other concept the edit changed most, and by how much),
+        ``large_leakage`` (bool) and ``r2`` (of the direction's fit).
+        """
+        columns = ["concept", "group", "effect", "ci_low", "ci_high", "n", "p_value", "p_holm",
+                   "significant", "unadjusted", "concept_change", "max_leakage_concept",
+                   "max_leakage", "large_leakage", "r2"]
+        rows = []
+        for r in (self._doc.get("counterfactual") or {}).get("directions") or []:
+            effect, leak = r.get("effect") or {}, r.get("max_leakage") or {}
+            ci = effect.get("ci") or [None, None]
+            rows.append({**r, "effect": effect.get("value"), "ci_low": ci[0], "ci_high": ci[1],
+                         "n": effect.get("n"),
+                         "unadjusted": (r.get("unadjusted") or {}).get("value"),
+                         "max_leakage_concept": leak.get("concept"),
+                         "max_leakage": leak.get("value"),
+                         "r2": (r.get("direction") or {}).get("r2")})
+        frame = _frame(rows, columns)
+        for column in ("effect", "ci_low", "ci_high", "p_value", "p_holm", "unadjusted",
+                       "concept_change", "max_leakage", "r2"):
+            frame[column] = frame[column].astype("float64")
+        frame["n"] = frame["n"].astype("Int64")
+        for column in ("significant", "large_leakage"):
+            frame[column] = frame[column].astype("bool")
+        return frame
+
     # ------------------------------------------------------------ Fairlearn
 
     def metric_frame(self, metric: str | Callable[..., Any] | Mapping[str, Any] =

@@ -213,15 +213,19 @@ class InsightRun:
         classes = self.classes_of([image])
         self.held_class = None if not classes else classes[0]
 
-    def read_images(self, images: torch.Tensor) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def read_images(self, images: torch.Tensor, classes: Sequence[int] | None = None
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Decoded group probabilities ({concept: N x K}) and D scores (N,) of generator
-        images (N x C x H x W in [-1, 1]), read the way the run read its generated images."""
+        images (N x C x H x W in [-1, 1]), read the way the run read its generated images
+        (a conditional D gets ``classes``, one per image, or else the path's class)."""
         from audit.decode.run import extract_like_run
         from audit.images import TensorSource, to_model_input
 
         x = to_model_input((images + 1) / 2, self.model.input)
         source = TensorSource(x)
-        if self.path_class is not None:   # scored with the class they were generated with
+        if classes is not None:
+            source.class_labels = np.asarray(classes, dtype=np.int64)
+        elif self.path_class is not None:   # scored with the class they were generated with
             source.class_labels = np.full(len(x), self.path_class, dtype=np.int64)
         features, scores, _, settings = extract_like_run(
             self.model, self.bundle, self.paired.settings, source, device=self.device)

@@ -26,6 +26,7 @@ from audit.measure.bootstrap import (
     draw_cells,
     padded_cells,
 )
+from audit.measure.counterfactual import CounterfactualData, counterfactual_results
 from audit.measure.distributions import score_bin_edges, score_histogram
 from audit.measure.findings import results_to_findings, validity_summary, verdicts
 from audit.measure.groups import (
@@ -51,12 +52,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from audit.concepts import ConceptSet
-    from audit.config import MeasureSettings
+    from audit.config import CounterfactualSettings, MeasureSettings
 
 __all__ = ["SCHEMA_VERSION", "predictions_to_results", "measure_run", "run_meta",
            "read_predictions", "measure_steps",
            "results_to_tables", "write_tables", "results_schema", "validate_results",
-           "check_schema_version"]
+           "check_schema_version", "read_counterfactual"]
 
 SCHEMA_VERSION = 2
 
@@ -143,7 +144,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            meta: dict[str, Any] | None = None,
                            transfer: dict[str, Any] | None = None,
                            baseline: dict[str, Any] | None = None,
-                           progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                           progress: Callable[[str], None] | None = None,
+                           counterfactual: CounterfactualData | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -171,6 +173,9 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         Called with the name of each step as it starts (:func:`measure_steps` of them:
         the group codes, each concept and intersection, the tests and findings), e.g. to
         move a progress bar; None: nothing.
+    counterfactual
+        What the counterfactual stage wrote (:mod:`audit.measure.counterfactual`), or None:
+        then results.json has no ``counterfactual`` section.
 
     Returns
     -------
@@ -206,14 +211,22 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                                    protected=[c.name for c in concept_set.protected],
                                    discriminator=sanity,
                                    transfer=transfer_caveats(transfer_rows))
-    return to_jsonable(_document(
+    cf_section = None
+    if counterfactual is not None:
+        cf_section, cf_findings = counterfactual_results(
+            counterfactual, {c.name: list(c.groups) for c in concept_set.concepts}, summary,
+            n_boot=settings.n_boot, alpha=settings.alpha,
+            weak_below=settings.weak_decoder_below)
+        findings = [*findings, *cf_findings]
+    return to_jsonable({**_document(
         concept_set=concept_set, settings=settings, spec=spec, images=images, meta=meta,
         per_concept=per_concept, crossed=crossed, measured=measured,
         degenerate=degenerate + measured.degenerate, sanity=sanity, summary=summary,
         transfer_rows=transfer_rows, baseline=baseline_section(baseline, concept_set.names),
         findings=findings,
         verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
-                              discriminator=sanity)))
+                              discriminator=sanity)),
+                        **({"counterfactual": cf_section} if cf_section is not None else {})})
 
 
 @dataclass(frozen=True)
@@ -730,10 +743,36 @@ def _optional_json(path: Path, remedy: str) -> Any:
         raise RunFolderError(f"{path}: unreadable JSON ({exc}). Re-run {remedy}.") from exc
 
 
+def read_counterfactual(run_dir: Path, settings: CounterfactualSettings) -> CounterfactualData:
+    """The counterfactual stage's files of a run folder (never read through a link).
+
+    Raises :class:`RunFolderError` when they are missing or unreadable.
+    """
+    import pandas as pd
+
+    from audit.runfolder import refuse_links
+
+    remedy = "the counterfactual stage (gan-audit run CONFIG.yaml with counterfactual enabled)"
+    document = _optional_json(Path(run_dir) / "counterfactual" / "directions.json", remedy)
+    path = Path(run_dir) / "counterfactual" / "edits.parquet"
+    if document is None or not path.is_file():
+        raise RunFolderError(f"{path.parent}: missing; run {remedy} first.")
+    try:
+        edits = pd.read_parquet(refuse_links(path))
+    except Exception as exc:  # pyarrow raises several types for a corrupt file
+        raise RunFolderError(f"{path}: unreadable Parquet file ({exc}). Re-run "
+                             f"{remedy}.") from exc
+    return CounterfactualData(edits=edits, document=document, settings=settings)
+
+
 def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSettings,
-                meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                meta: dict[str, Any] | None = None,
+                counterfactual: CounterfactualSettings | None = None) -> dict[str, Any]:
     """Measure a run folder: read ``predictions.parquet`` and ``decoders/validity.json``,
     write ``results.json`` and ``tables/*.parquet|csv``, return the results.
+
+    With ``counterfactual`` (the config's enabled section), the counterfactual stage's
+    ``counterfactual/`` files are measured too (:func:`read_counterfactual`).
 
     Raises :class:`RunFolderError` when an input is missing, naming the stage to run.
     """
@@ -772,7 +811,9 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
         baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
         results = predictions_to_results(predictions, concept_set, validity, settings=settings,
                                          meta=meta, transfer=transfer, baseline=baseline,
-                                         progress=step)
+                                         progress=step, counterfactual=None
+                                         if counterfactual is None
+                                         else read_counterfactual(run_dir, counterfactual))
         del predictions
         step("write results")
         validate_results(results)  # what is written is what the schema promises readers

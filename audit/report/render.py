@@ -26,6 +26,7 @@ from audit.measure.results import (  # the results.json version this renderer re
     SCHEMA_VERSION,
     check_schema_version,
 )
+from audit.report.counterfactual_view import STRIP_PREFIX
 from audit.report.insight_view import read_insight
 from audit.report.review import read_review_log
 from audit.report.runfiles import read_json, recorded_images
@@ -173,12 +174,15 @@ def load_run(run_dir: Path) -> ReportInputs:
     """Read what a report shows from a run folder (results.json is required).
 
     Reads results.json, manifest.json, decoders/validity.json, decoders/layers.json,
-    review.jsonl and samples/*.png; nothing else.
+    review.jsonl, samples/*.png and samples/counterfactual/*.png; nothing else.
     """
     run_dir = Path(run_dir)
     results = load_results(run_dir)
     manifest = read_json(run_dir, "manifest.json", required=False)
     samples, refused = recorded_images(run_dir, "samples", manifest, pattern=SAMPLE_NAME)
+    strips, refused_strips = recorded_images(run_dir, "samples/counterfactual", manifest)
+    samples.update({STRIP_PREFIX + name: data for name, data in strips.items()})
+    refused += refused_strips
     insight = read_insight(run_dir, manifest)
     if insight is not None:
         refused += insight.pop("refused")

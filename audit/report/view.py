@@ -22,6 +22,7 @@ from audit.report.charts import (
     representation_chart,
     score_distribution_chart,
 )
+from audit.report.counterfactual_view import counterfactual_view
 from audit.report.insight_view import insight_to_view
 from audit.report.regulatory_view import regulatory_view
 from audit.report.summary_view import (
@@ -60,6 +61,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("manifest", "9. Reproducibility manifest"),
     ("insight", "10. What the discriminator knows"),
     ("regulatory", "11. Regulatory evidence"),
+    ("counterfactual", "12. Counterfactual treatment test"),
 )
 
 
@@ -463,6 +465,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
     return {
         "sections": SECTIONS,
         "insight": insight_to_view(inputs.insight),
+        "counterfactual": counterfactual_view(results, inputs.samples),
         "meta": meta,
         "title": meta.title,
         "tool_version": meta.tool_version,
