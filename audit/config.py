@@ -511,6 +511,14 @@ class ReportSettings(_Section):
                                                "most 64, an 8 x 8 grid: a grid's images are "
                                                "held in memory as floats, and 64 images of "
                                                "1,024 x 1,024 x 3 already take 800 MB)")
+    labelling_sample: int = Field(200, ge=0, le=10_000,
+                                  description="generated images in the labelling sample "
+                                              "(samples/labelling/: one PNG each, for "
+                                              "gan-audit serve and gan-audit label), a random "
+                                              "sample stratified by the decoded groups of the "
+                                              "protected concepts, equal numbers per stratum; 0 "
+                                              "writes none")
+    labelling_seed: Seed = Field(0, description="seed of the labelling sample's draw")
 
 
 class AuditConfig(_Section):

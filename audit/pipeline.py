@@ -315,7 +315,8 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
     run.stage("decode", decode_key, ["predictions.parquet"],
               lambda: predictions_from_run(run_dir, concept_set))
 
-    samples_key = _hash("samples", decode_key, cfg.report.samples_per_group)
+    samples_key = _hash("samples", decode_key, cfg.report.samples_per_group,
+                        cfg.report.labelling_sample, cfg.report.labelling_seed)
     run.stage("samples", samples_key, ["samples"],
               lambda: _samples(cfg, run_dir, concept_set, dev))
 
