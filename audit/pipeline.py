@@ -27,6 +27,7 @@ from audit._version import __version__
 from audit.config import AuditConfig, as_given, load_config, run_folder_config
 from audit.errors import AuditError
 from audit.io import atomic_write_text, sha256_file
+from audit.labels import LABELS_FILE
 from audit.manifest import (
     differing_artifacts,
     new_manifest,
@@ -320,8 +321,10 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
     run.stage("samples", samples_key, ["samples"],
               lambda: _samples(cfg, run_dir, concept_set, dev))
 
+    labels = run_dir / LABELS_FILE  # people's labels of generated images (decoder transfer)
     measure_key = _hash("measure", decode_key, baseline_key, concept_set.sha256,
-                        cfg.measure.model_dump(mode="json"), cfg.report.title)
+                        cfg.measure.model_dump(mode="json"), cfg.report.title,
+                        *([sha256_file(labels)] if labels.is_file() else []))
     run.stage("measure", measure_key, ["results.json", "tables"],
               lambda: _measure(run_dir, concept_set, cfg))
 
