@@ -271,3 +271,31 @@ def test_label_studio_tasks_embed_the_images_and_its_export_imports(tmp_path: Pa
     labels = read_labels(run)
     assert sorted(set(labels.labeller)) == ["Studio (a@x)", "Studio (b@x)"]
     assert set(labels.group) == {"dark"}
+
+
+def test_the_samples_stage_writes_a_stratified_labelling_sample(tmp_path_factory) -> None:
+    import pandas as pd
+    from PIL import Image
+    from test_bad_inputs import shared_run
+
+    from audit.samples import LABEL_VIEW_PX
+
+    run = shared_run(tmp_path_factory, "tiny")
+    index = json.loads((run / SAMPLE_INDEX).read_text())
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    gen = predictions[(predictions.split == "audit") & (predictions.source == "generated")]
+    assert index["concepts"] == {"tone": ["light", "dark"], "stroke": ["thin", "thick"]}
+    assert index["n"] == min(200, len(gen))  # the tiny run has 120 generated images: all
+    decoded = gen.set_index("image_id")
+    for item in labelling_sample(run):
+        for concept, group in item.decoded.items():
+            assert decoded.loc[item.image_id, f"pred__{concept}"] == group
+        with Image.open(run / item.file) as picture:
+            assert min(picture.size) >= LABEL_VIEW_PX
+    population = (gen.pred__tone.radd("tone=") + " & stroke=" + gen.pred__stroke).value_counts()
+    assert index["design"]["population"] == population.to_dict()
+    # the same draw as the library's, from the same seed
+    again, _ = sample_index(image_ids=gen.image_id.tolist(), n=200, seed=0,
+                            choices=index["concepts"],
+                            decoded={c: gen[f"pred__{c}"].tolist() for c in index["concepts"]})
+    assert [i["image_id"] for i in again["items"]] == [i["image_id"] for i in index["items"]]
