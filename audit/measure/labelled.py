@@ -16,8 +16,8 @@ For each protected concept:
   the run's generated images. Cells with no labelled image are left out and the share of
   generated images they hold is reported (``coverage``).
 * **Generated confusion.** Its rows (true group) normalised, with percentile bootstrap
-  intervals (labelled images resampled within each cell; ``n_boot`` replicates); and the
-  unweighted counts.
+  intervals (``n_boot`` replicates, each drawing the cells' sizes again, multinomially, and
+  the labelled images within each cell); and the unweighted counts.
 * **Transfer gap.** Balanced accuracy (the mean of the confusion's diagonal, which does not
   depend on the group mix) on held-out real images minus that on labelled generated
   images, with a bootstrap interval (held-out counts resampled per true group, labelled
@@ -103,7 +103,8 @@ def _estimate(value: float, reps: np.ndarray | None, n: int, confidence: float
 
 def _weighted_joint(true: np.ndarray, decoded: np.ndarray, weight: np.ndarray, k: int,
                     draws: np.ndarray | None = None) -> np.ndarray:
-    """Weighted (true, decoded) counts: (K, K), or (B, K, K) for index ``draws`` (B, n)."""
+    """Weighted (true, decoded) counts: (K, K) with ``weight`` (n,); or (B, K, K) for index
+    ``draws`` (B, n) with ``weight`` (B, n), the weight of each draw."""
     if draws is None:
         joint = np.zeros((k, k))
         np.add.at(joint, (true, decoded), weight)
@@ -112,7 +113,7 @@ def _weighted_joint(true: np.ndarray, decoded: np.ndarray, weight: np.ndarray, k
     joint = np.zeros((b, k, k))
     rows = np.repeat(np.arange(b), draws.shape[1])
     flat = draws.ravel()
-    np.add.at(joint, (rows, true[flat], decoded[flat]), weight[flat])
+    np.add.at(joint, (rows, true[flat], decoded[flat]), weight.ravel())
     return joint
 
 
@@ -152,18 +153,27 @@ def _accuracy(joint: np.ndarray) -> np.ndarray:
 
 def _design(generated: pd.DataFrame, protected: Sequence[str], consensus: dict[str, str],
             groups: list[str]) -> dict[str, Any]:
-    """The labelled images of one concept as arrays: true and decoded codes, stratum and
-    design weight (summing to 1 over covered strata), and the coverage of the strata."""
+    """The sampling design of one concept's labelled images.
+
+    Returns
+    -------
+    dict with ``stratum`` (N,) stratum index of every generated image (cells of decoded
+    groups of the protected concepts), ``sizes`` (S,) images per stratum, ``keep`` (N,)
+    whether an image has a consensus label, ``ids`` and ``true`` (n,) of those, ``weight``
+    (n,) the design weight of each (``N_s / n_s``, summing to 1 over the strata that hold a
+    labelled image) and ``coverage``, the share of generated images in those strata.
+    """
     cells = generated[[f"pred__{c}" for c in protected]].astype(str).agg(" & ".join, axis=1)
     ids = generated["image_id"].astype(str).to_numpy()
-    population = cells.value_counts()
+    _, stratum = np.unique(cells.to_numpy(), return_inverse=True)
+    sizes = np.bincount(stratum)
     keep = np.array([i in consensus for i in ids])
-    strata = cells.to_numpy()[keep]
-    n_per = {s: int(np.sum(strata == s)) for s in np.unique(strata)}
-    covered = sum(int(population[s]) for s in n_per)
-    weight = np.array([population[s] / n_per[s] / covered for s in strata], dtype=float)
-    return {"ids": ids[keep], "strata": strata, "weight": weight,
-            "coverage": covered / max(len(ids), 1), "n_population": len(ids),
+    labelled = np.bincount(stratum[keep], minlength=len(sizes))
+    covered = int(sizes[labelled > 0].sum())
+    per_image = sizes / np.maximum(labelled, 1) / covered
+    return {"stratum": stratum, "sizes": sizes, "keep": keep, "ids": ids[keep],
+            "weight": per_image[stratum[keep]], "coverage": covered / max(len(ids), 1),
+            "n_population": len(ids),
             "true": np.array([groups.index(consensus[i]) for i in ids[keep]], dtype=np.int64)}
 
 
@@ -224,8 +234,8 @@ def _concept_record(name: str, groups: list[str], design: dict[str, Any],
     real = _real_confusion(validity, name, groups)
     raw = np.bincount(all_decoded, minlength=k) / max(len(all_decoded), 1)
     rng = np.random.default_rng([settings.seed, zlib.crc32(f"labelled:{name}".encode())])
-    boot = _replicates(true, decoded, weight, design["strata"], real, raw, k,
-                       n_boot=settings.n_boot, n_generated=len(all_decoded), rng=rng)
+    boot = _replicates(true, decoded, design, all_decoded, real, k, n_boot=settings.n_boot,
+                       rng=rng)
     n_true = counts.sum(axis=1)
     short = [g for g, n in zip(groups, n_true, strict=True)
              if n < settings.min_labels_per_group]
@@ -266,16 +276,33 @@ def _real_confusion(validity: dict[str, Any], name: str, groups: list[str]
     return conf[np.ix_(idx, idx)]
 
 
-def _replicates(true: np.ndarray, decoded: np.ndarray, weight: np.ndarray, strata: np.ndarray,
-                real: np.ndarray | None, raw: np.ndarray, k: int, *, n_boot: int,
-                n_generated: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Bootstrap replicates: ``joint`` (B, K, K) of the labelled images (within strata),
-    ``real`` (B, K, K) held-out counts, ``raw`` (B, K) decoded shares; {} for n_boot 0."""
+def _replicates(true: np.ndarray, decoded: np.ndarray, design: dict[str, Any],
+                all_decoded: np.ndarray, real: np.ndarray | None, k: int, *, n_boot: int,
+                rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Bootstrap replicates; {} for n_boot 0.
+
+    Each replicate draws the generated images' strata again (multinomial on the stratum
+    sizes: the generator's sampling) and the labelled images within each stratum (the
+    labelling sample's); ``joint`` (B, K, K) is their weighted (true, decoded) counts and
+    ``raw`` (B, K) the decoded shares those strata give, so that the two agree as the point
+    estimates do (with every stratum labelled, ``raw`` is the column sums of ``joint``).
+    ``real`` (B, K, K): held-out counts resampled per true group.
+    """
     if n_boot == 0 or len(true) == 0:
         return {}
-    draws = _stratified_draws(strata, n_boot, rng)
-    out = {"joint": _weighted_joint(true, decoded, weight, k, draws),
-           "raw": rng.multinomial(n_generated, raw, size=n_boot) / max(n_generated, 1)}
+    sizes, stratum, keep = design["sizes"], design["stratum"], design["keep"]
+    n, n_strata = int(sizes.sum()), len(sizes)
+    drawn = rng.multinomial(n, sizes / n, size=n_boot).astype(float)  # (B, S)
+    decoded_of = np.zeros(n_strata, dtype=np.int64)
+    decoded_of[stratum] = all_decoded  # one decoded group per stratum (strata refine it)
+    raw = drawn @ np.eye(k)[decoded_of] / n
+    own = stratum[keep]  # the stratum of each labelled image
+    labelled = np.bincount(own, minlength=n_strata)
+    covered = np.where(labelled > 0, drawn, 0.0)
+    share = covered / np.maximum(covered.sum(axis=1, keepdims=True), 1e-300)
+    draws = _stratified_draws(own, n_boot, rng)
+    weight = share[np.arange(n_boot)[:, None], own[draws]] / labelled[own[draws]]
+    out = {"joint": _weighted_joint(true, decoded, weight, k, draws), "raw": raw}
     if real is not None:
         out["real"] = _real_draws(real, n_boot, rng)
     return out
