@@ -140,7 +140,7 @@ def test_a_random_weights_discriminator_gets_no_confident_treatment_finding(tmp_
             assert f["severity"] in ("low", "info") and f["evidence"]["discriminator_caveat"]
 
 
-# ---------------------------------------------------------------- decoder transfer with labels (#23)
+# ------------------------------------------------------------ decoder transfer with labels (#23)
 
 
 def _label_by_pixel_rules(run: Path, tmp: Path) -> dict[str, dict[str, float]]:

@@ -173,3 +173,27 @@ def test_measure_run_reads_the_labels_file_and_the_results_validate(cs, tmp_path
     assert tone["concept"] == "tone" and tone["n_images"] == 100
     assert tone["balanced_accuracy"]["generated"]["value"] == pytest.approx(1.0)
     assert json.loads((run / "results.json").read_text())["label_transfer"][0]["n_images"] == 100
+
+
+def test_the_report_shows_both_corrections_and_the_gap(planted) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    from audit.report.render import results_to_html
+
+    _, _, _, by = planted
+    fixture = Path(__file__).parent / "fixtures" / "results_digits.json"
+    results = {**json.loads(fixture.read_text()), "label_transfer": list(by.values())}
+    html = results_to_html(results)
+    assert "measured with labels" in html
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    tone = by["tone"]
+    gap = tone["gap"]
+    assert f"Transfer gap {100 * gap['value']:.1f} pp" in text
+    dark = next(s for s in tone["shares"] if s["group"] == "dark")
+    row = (f"dark {100 * dark['decoded']:.1f}% {100 * dark['corrected_real']['value']:.1f}%")
+    assert row in text
+    assert f"{100 * dark['corrected_generated']['value']:.1f}%" in text
+    assert "fixtures" not in html and "label_transfer" not in text  # no raw keys shown
+    assert "measured with labels" not in results_to_html(json.loads(fixture.read_text()))
