@@ -101,7 +101,8 @@ def stratified_pick(strata: Sequence[str], *, n: int, seed: int) -> np.ndarray:
 
     Returns
     -------
-    int array of positions into ``strata``, sorted by stratum then draw order.
+    int array of positions into ``strata``, in random order (strata mixed, so that the order
+    in which a labeller sees them tells nothing of the decoded groups).
     """
     keys = np.asarray([str(s) for s in strata], dtype=object)
     names = sorted(set(keys.tolist()))
@@ -120,7 +121,10 @@ def stratified_pick(strata: Sequence[str], *, n: int, seed: int) -> np.ndarray:
                 break
     rng = np.random.default_rng(seed)
     picked = [rng.permutation(members[s])[:quota[s]] for s in names]
-    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+    if not picked:
+        return np.zeros(0, np.int64)
+    # shown in random order: in stratum order a labeller would see the decoded groups
+    return rng.permutation(np.concatenate(picked).astype(np.int64))
 
 
 def sample_index(*, image_ids: Sequence[str], decoded: Mapping[str, Sequence[str]],

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -299,3 +300,11 @@ def test_the_samples_stage_writes_a_stratified_labelling_sample(tmp_path_factory
                             choices=index["concepts"],
                             decoded={c: gen[f"pred__{c}"].tolist() for c in index["concepts"]})
     assert [i["image_id"] for i in again["items"]] == [i["image_id"] for i in index["items"]]
+
+
+def test_the_sample_comes_in_random_order_not_by_stratum() -> None:
+    strata = ["a"] * 50 + ["b"] * 50
+    pos = stratified_pick(strata, n=40, seed=0)
+    order = [strata[i] for i in pos]
+    runs = 1 + sum(x != y for x, y in pairwise(order))
+    assert runs > 10  # two blocks (a...a b...b) would be 2 runs
