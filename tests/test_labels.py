@@ -308,3 +308,14 @@ def test_the_sample_comes_in_random_order_not_by_stratum() -> None:
     order = [strata[i] for i in pos]
     runs = 1 + sum(x != y for x, y in pairwise(order))
     assert runs > 10  # two blocks (a...a b...b) would be 2 runs
+
+
+def test_an_empty_labeller_of_one_row_is_named(tmp_path: Path) -> None:
+    from audit.labels import append_label_records
+
+    run = _run_folder(tmp_path)
+    ok = labelling_sample(run)[0].image_id
+    rows = [{"image_id": ok, "concept": "tone", "group": "dark"}] * 2
+    with pytest.raises(LabelError, match="label row 2: the labeller's name is empty"):
+        append_label_records(run, rows, labellers=["Ann", " "])
+    assert not (run / LABELS_FILE).exists()
