@@ -20,6 +20,7 @@ __all__ = [
     "RunFolderError",
     "ReviewError",
     "SigningError",
+    "LabelError",
 ]
 
 
@@ -82,3 +83,8 @@ class ReviewError(AuditError):
 class SigningError(AuditError):
     """A key, certificate or PDF to sign with cannot be made or loaded (exists, wrong
     passphrase, not a PKCS#12 file), or a run cannot be signed."""
+
+
+class LabelError(AuditError):
+    """Labels of generated images (a labels file, an import, a row) are malformed or name an
+    unknown image, concept or group."""

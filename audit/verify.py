@@ -25,12 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.errors import RunFolderError
+from audit.labels import labels_problems
 from audit.signing import SIGNATURES, SignatureCheck
 
 __all__ = ["RunCheck", "verify_run"]
 
-# Files of a run folder that are not artifacts: bookkeeping the checks above cover otherwise.
-_NOT_ARTIFACTS = frozenset({"manifest.json", "config.yaml", "review.jsonl", SIGNATURES})
+# Files of a run folder that are not artifacts: bookkeeping the checks above cover otherwise,
+# and the reviewers' own records (the review log; the labels of generated images, which
+# audit.labels appends to and the run folder's journal records, like the review log).
+_NOT_ARTIFACTS = frozenset({"manifest.json", "config.yaml", "review.jsonl", SIGNATURES,
+                            "labels"})
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,7 @@ def verify_run(run_dir: Path, *, expected_review_head: str | None = None,
     # known=recorded: every file was read against these records above (a changed byte fails
     # there); a manifest rewritten to match it fails here (its sha256 is not the signed one)
     signatures = check_signatures(run_dir, trusted_keys=trusted_keys, known=recorded)
-    problems += [p for s in signatures for p in s.problems]
+    problems += [p for s in signatures for p in s.problems] + labels_problems(run_dir)
     return RunCheck(run_dir, problems=tuple(problems), notes=tuple(notes),
                     artifacts=len(recorded), review_entries=entries, review_head=head,
                     stages=tuple(done), signatures=tuple(signatures))

@@ -28,7 +28,12 @@ from audit.measure.bootstrap import (
 )
 from audit.measure.counterfactual import CounterfactualData, counterfactual_results
 from audit.measure.distributions import score_bin_edges, score_histogram
-from audit.measure.findings import results_to_findings, validity_summary, verdicts
+from audit.measure.findings import (
+    label_transfer_findings,
+    results_to_findings,
+    validity_summary,
+    verdicts,
+)
 from audit.measure.groups import (
     N_STATES,
     SOURCES,
@@ -39,6 +44,7 @@ from audit.measure.groups import (
     score_states,
 )
 from audit.measure.knowledge import baseline_section
+from audit.measure.labelled import labelled_transfer
 from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
@@ -145,7 +151,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            transfer: dict[str, Any] | None = None,
                            baseline: dict[str, Any] | None = None,
                            progress: Callable[[str], None] | None = None,
-                           counterfactual: CounterfactualData | None = None) -> dict[str, Any]:
+                           counterfactual: CounterfactualData | None = None,
+                           labels: pd.DataFrame | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -176,6 +183,10 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     counterfactual
         What the counterfactual stage wrote (:mod:`audit.measure.counterfactual`), or None:
         then results.json has no ``counterfactual`` section.
+    labels
+        People's labels of generated images (:func:`audit.labels.read_labels`), or None:
+        then no ``label_transfer`` section (decoder transfer measured with labels,
+        :mod:`audit.measure.labelled`) and no transfer-gap finding.
 
     Returns
     -------
@@ -211,6 +222,32 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                                    protected=[c.name for c in concept_set.protected],
                                    discriminator=sanity,
                                    transfer=transfer_caveats(transfer_rows))
+    labelled, cf_section, extra = _optional_sections(
+        audit, concept_set, validity, summary, settings=settings, labels=labels,
+        counterfactual=counterfactual)
+    findings = sorted([*findings, *extra], key=lambda f: f["id"])
+    return to_jsonable({**_document(
+        concept_set=concept_set, settings=settings, spec=spec, images=images, meta=meta,
+        per_concept=per_concept, crossed=crossed, measured=measured,
+        degenerate=degenerate + measured.degenerate, sanity=sanity, summary=summary,
+        transfer_rows=transfer_rows, baseline=baseline_section(baseline, concept_set.names),
+        labelled=labelled, findings=findings,
+        verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
+                              discriminator=sanity)),
+                        **({"counterfactual": cf_section} if cf_section is not None else {})})
+
+
+def _optional_sections(audit: pd.DataFrame, concept_set: ConceptSet, validity: dict[str, Any],
+                       summary: Any, *, settings: MeasureSettings, labels: pd.DataFrame | None,
+                       counterfactual: CounterfactualData | None
+                       ) -> tuple[list[dict[str, Any]], dict[str, Any] | None, list[dict]]:
+    """The sections measured only when their inputs exist, with their findings: decoder
+    transfer measured with people's labels of generated images (``label_transfer``;
+    empty without labels) and the counterfactual test (``counterfactual``; None when it
+    did not run)."""
+    labelled = labelled_transfer(audit[audit["source"] == "generated"], labels, validity,
+                                 concept_set, settings=settings) if labels is not None else []
+    findings = label_transfer_findings(labelled, settings=settings)
     cf_section = None
     if counterfactual is not None:
         cf_section, cf_findings = counterfactual_results(
@@ -218,16 +255,7 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
             n_boot=settings.n_boot, alpha=settings.alpha,
             weak_below=settings.weak_decoder_below)
         findings = [*findings, *cf_findings]
-    return to_jsonable({**_document(
-        concept_set=concept_set, settings=settings, spec=spec, images=images, meta=meta,
-        per_concept=per_concept, crossed=crossed, measured=measured,
-        degenerate=degenerate + measured.degenerate, sanity=sanity, summary=summary,
-        transfer_rows=transfer_rows, baseline=baseline_section(baseline, concept_set.names),
-        findings=findings,
-        verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
-                              discriminator=sanity)),
-                        **({"counterfactual": cf_section} if cf_section is not None else {})})
-
+    return labelled, cf_section, findings
 
 @dataclass(frozen=True)
 class _Images:
@@ -368,7 +396,8 @@ def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: Boots
               crossed: list[Grouping], measured: _Measured, degenerate: list[dict[str, Any]],
               sanity: dict[str, Any], summary: dict[str, Any],
               transfer_rows: list[dict[str, Any]], baseline: Any,
-              findings: list[Any], verdict_rows: list[dict[str, Any]]) -> dict[str, Any]:
+              findings: list[Any], verdict_rows: list[dict[str, Any]],
+              labelled: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The results.json document from its parts, in the schema's order."""
     from audit._version import __version__
 
@@ -388,6 +417,7 @@ def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: Boots
                    "total": len(source), "invalid_scores": int(np.sum(~images.finite))},
         "validity": summary,
         "transfer": transfer_rows,
+        **({"label_transfer": labelled} if labelled else {}),
         "baseline": baseline,
         "representation": [sections[g.name]["representation"] for g in per_concept],
         "treatment": [sections[g.name]["treatment"] for g in per_concept],
@@ -790,6 +820,7 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     if not val_path.is_file():
         raise RunFolderError(f"{val_path}: not found. The measure stage needs the decoders' "
                              f"held-out validity: run 'gan-audit train-decoders' first.")
+    from audit.labels import LABELS_FILE, read_labels
     from audit.runfolder import refuse_links
 
     refuse_links(pred_path)  # (its own message: a link is not a corrupt file)
@@ -809,9 +840,10 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
         transfer = _optional_json(run_dir / "decoders" / "transfer.json",
                                   "'gan-audit train-decoders'")
         baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
+        labels = read_labels(run_dir) if (run_dir / LABELS_FILE).exists() else None
         results = predictions_to_results(predictions, concept_set, validity, settings=settings,
                                          meta=meta, transfer=transfer, baseline=baseline,
-                                         progress=step, counterfactual=None
+                                         progress=step, labels=labels, counterfactual=None
                                          if counterfactual is None
                                          else read_counterfactual(run_dir, counterfactual))
         del predictions
