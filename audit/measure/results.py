@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.errors import DataError, RunFolderError
+from audit.io import to_jsonable
 from audit.measure.bootstrap import (
     NORMAL_FROM,
     ROW_DRAWS,
@@ -177,24 +178,20 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         The ``baseline/random.json`` document (decoders on a random-weights D), or None:
         then no ``baseline`` (knowledge gain) section.
     progress
-        Called with the name of each step as it starts (:func:`measure_steps` of them:
-        the group codes, each concept and intersection, the tests and findings), e.g. to
+        Called with each step's name as it starts (:func:`measure_steps` of them), e.g. to
         move a progress bar; None: nothing.
     counterfactual
         What the counterfactual stage wrote (:mod:`audit.measure.counterfactual`), or None:
         then results.json has no ``counterfactual`` section.
     labels
         People's labels of generated images (:func:`audit.labels.read_labels`), or None:
-        then no ``label_transfer`` section (decoder transfer measured with labels,
-        :mod:`audit.measure.labelled`) and no transfer-gap finding.
+        then no ``label_transfer`` section (:mod:`audit.measure.labelled`) nor its findings.
 
     Returns
     -------
     A JSON-ready dict that validates against ``results.schema.json``. Deterministic for
     a given input and ``settings.seed``.
     """
-    from audit.io import to_jsonable
-
     step = progress or (lambda name: None)
     step("group codes")
     audit = _check(predictions, concept_set, settings)
@@ -211,21 +208,15 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     summary = validity_summary(validity, concept_set.names)
     reps = [v["representation"] for v in measured.sections.values()]
     trts = [v["treatment"] for v in measured.sections.values()]
-    sanity = discriminator_sanity(images.scores, images.source,
-                                  accept_threshold=settings.accept_threshold,
-                                  confidence=spec.confidence, clusters=images.clusters)
-    if sanity["constant"]:
-        _withhold_treatment_verdicts(trts)
-    _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
+    sanity = _sanity(images, reps, trts, tests_by_id, settings=settings, spec=spec)
     transfer_rows = transfer_section(transfer, concept_set.names)
-    findings = results_to_findings(reps, trts, tests_by_id, summary, settings=settings,
-                                   protected=[c.name for c in concept_set.protected],
-                                   discriminator=sanity,
-                                   transfer=transfer_caveats(transfer_rows))
     labelled, cf_section, extra = _optional_sections(
         audit, concept_set, validity, summary, settings=settings, labels=labels,
         counterfactual=counterfactual)
-    findings = sorted([*findings, *extra], key=lambda f: f["id"])
+    findings = sorted([*results_to_findings(
+        reps, trts, tests_by_id, summary, settings=settings,
+        protected=[c.name for c in concept_set.protected], discriminator=sanity,
+        transfer=transfer_caveats(transfer_rows)), *extra], key=lambda f: f["id"])
     return to_jsonable({**_document(
         concept_set=concept_set, settings=settings, spec=spec, images=images, meta=meta,
         per_concept=per_concept, crossed=crossed, measured=measured,
@@ -235,6 +226,20 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
         verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
                               discriminator=sanity)),
                         **({"counterfactual": cf_section} if cf_section is not None else {})})
+
+
+def _sanity(images: Any, reps: list[dict[str, Any]], trts: list[dict[str, Any]],
+            tests_by_id: dict[str, Any], *, settings: MeasureSettings, spec: BootstrapSpec
+            ) -> dict[str, Any]:
+    """The discriminator sanity figures; withholds treatment verdicts of a constant D and
+    marks what too few images cannot support (in ``reps``, ``trts``, in place)."""
+    sanity = discriminator_sanity(images.scores, images.source,
+                                  accept_threshold=settings.accept_threshold,
+                                  confidence=spec.confidence, clusters=images.clusters)
+    if sanity["constant"]:
+        _withhold_treatment_verdicts(trts)
+    _mark_insufficient(reps, trts, tests_by_id, alpha=settings.alpha)
+    return sanity
 
 
 def _optional_sections(audit: pd.DataFrame, concept_set: ConceptSet, validity: dict[str, Any],
