@@ -68,8 +68,16 @@ class DigitsGenerator(nn.Module):
         )
         self.head = nn.Sequential(nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Tanh())
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z: N x latent_dim -> N x 1 x 32 x 32 in [-1, 1]."""
+    def forward(self, z: torch.Tensor, truncation_psi: float = 1.0) -> torch.Tensor:
+        """z: N x latent_dim -> N x 1 x 32 x 32 in [-1, 1].
+
+        ``truncation_psi`` (the truncation trick): the latents are moved toward their mean,
+        ``mean + psi * (z - mean)``; z is standard normal, so its mean is 0 and this is
+        ``psi * z``. ``psi = 1`` (the default) leaves z as it is (the same outputs, bit for
+        bit); smaller psi samples nearer the generator's typical image.
+        """
+        if truncation_psi != 1.0:
+            z = z * truncation_psi
         return self.head(self.blocks(self.project(z)))
 
 
