@@ -133,7 +133,8 @@ def track_view(doc: Mapping[str, Any]) -> dict[str, Any]:
                                                                  "impact_ratio")],
             "context": [v for v in views if v.family not in ("generated_share",
                                                             "impact_ratio")],
-            "x_label": x_label}
+            "x_label": x_label,
+            "per": "checkpoint" if doc.get("mode") == "checkpoints" else "unit of psi"}
 
 
 def render_track(doc: Mapping[str, Any]) -> str:

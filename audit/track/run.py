@@ -190,15 +190,43 @@ def run_track(config: AuditConfig | str | Path, *, checkpoints: list[str] | None
     dev = resolve_device(device or cfg.device)
     want_pdf = cfg.report.pdf if pdf is None else pdf
     done: list[PointRun] = []
-    with claim(out, kind="track"):
-        for point in plan.points:
-            ref = _reference_for(plan, point, done, out=out, concept_set=concept_set,
-                                 trust=trust_run_config)
-            log(f"[track] {point.name} ({point.index + 1} of {len(plan.points)})")
-            done.append(_audit_point(cfg, plan, point, ref, out=out, concept_set=concept_set,
-                                     device=dev, pdf=point_pdf, log=log))
-            del ref
-            _release()
+    with claim(out, kind="track") as first:
+        try:
+            _audit_points(cfg, plan, done, out=out, concept_set=concept_set, device=dev,
+                          point_pdf=point_pdf, trust=trust_run_config, log=log)
+        except BaseException:
+            if first and not done:
+                _discard_empty(out)  # failed before any point finished: nothing left
+            raise
         summary = TrackSummary(out, plan, done)
         write_track(summary, cfg=cfg, pdf=want_pdf)
     return summary
+
+
+def _audit_points(cfg: AuditConfig, plan: TrackPlan, done: list[PointRun], *, out: Path,
+                  concept_set: Any, device: str, point_pdf: bool, trust: bool,
+                  log: Callable[[str], None]) -> None:
+    """Every point in order, one at a time, appended to ``done`` as each finishes."""
+    for point in plan.points:
+        ref = _reference_for(plan, point, done, out=out, concept_set=concept_set, trust=trust)
+        log(f"[track] {point.name} ({point.index + 1} of {len(plan.points)})")
+        done.append(_audit_point(cfg, plan, point, ref, out=out, concept_set=concept_set,
+                                 device=device, pdf=point_pdf, log=log))
+        del ref
+        _release()
+
+
+def _discard_empty(out: Path) -> None:
+    """Remove a tracking folder this call created when no point finished (the failed
+    point's own run folder was discarded by its audit): its empty points folder, then the
+    folder itself (only what the tool wrote)."""
+    import contextlib
+
+    from audit.pipeline import _discard
+
+    with contextlib.suppress(OSError):
+        (out / POINTS_DIR).rmdir()  # only if empty
+    if (out / POINTS_DIR).exists():
+        return  # a point's work is kept for the rerun to resume from
+    with contextlib.suppress(OSError, AuditError):
+        _discard(out)

@@ -49,7 +49,8 @@ class TrendSettings:
 
 @dataclass(frozen=True)
 class CurveTrend:
-    """The trend test of one curve: ``slope`` per point (in the curve's unit), its
+    """The trend test of one curve: ``slope`` per point (per unit of the setting in a
+    sweep; in the curve's unit), ``change`` the fitted change over the range, its
     interval, raw and adjusted p-values; ``reason`` says why no test ran (too few points)."""
 
     curve: str
@@ -120,7 +121,8 @@ def _test_curve(curve: str, group: str, rows: Sequence[SeriesRow], *, baseline: 
     ses = [_se(r) for r in usable]
     se = ([math.nan if s is None else s for s in ses]
           if any(s is not None and s > 0 for s in ses) else None)
-    index = [r.index for r in usable]
+    # x: the setting in a sweep (slope per unit of psi), else the point's position
+    index = [r.setting if r.setting is not None else r.index for r in usable]
     test = trend_test(values, se=se, index=index, n_boot=settings.n_boot, seed=settings.seed)
     if not math.isfinite(test.p_value):
         return CurveTrend(curve, group, family, bias, test.n_points, method=test.method,
@@ -218,6 +220,10 @@ def _evidence(series: Sequence[SeriesRow]) -> dict[str, Any]:
                        for r in series]}
 
 
+def _per(series: Sequence[SeriesRow]) -> str:
+    return "unit of the setting" if any(r.setting is not None for r in series) else "point"
+
+
 def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: str,
                    settings: TrendSettings) -> dict[str, Any]:
     from audit.formatting import pvalue
@@ -232,7 +238,7 @@ def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: 
     ns = [r.n for r in series if r.n is not None]
     return finding_record(
         id=f"F-TRD-{_slug(trend.curve)}-{_slug(trend.group)}", kind="trend",
-        severity=severity, **_subject(trend.curve, trend.group), metric="slope_per_point",
+        severity=severity, **_subject(trend.curve, trend.group), metric="slope",
         value=slope, ci=[low, high], n=min(ns) if ns else None,
         p_value=trend.p_value, p_holm=trend.p_holm, p_bh=trend.p_bh, threshold=None,
         evidence={**_evidence(series), "curve": trend.curve, "fitted_change": change,
@@ -240,7 +246,7 @@ def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: 
         validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
         confidence="normal",
         summary=(f"{trend.curve} of {trend.group} {word} across the {trend.n_points} points: "
-                 f"{slope:+.3g} per point ({low:+.3g} to {high:+.3g}), {change:+.3g} over "
+                 f"{slope:+.3g} per {_per(series)} ({low:+.3g} to {high:+.3g}), {change:+.3g} over "
                  f"the range; "
                  f"Holm-corrected p = {pvalue(trend.p_holm)} ({trend.method})."))
 
@@ -289,4 +295,5 @@ def trends_to_findings(trends: Sequence[CurveTrend], changes: Sequence[CurveChan
            for t in trends if t.bias and t.p_value is not None and t.p_value < settings.alpha]
     out += [_change_finding(c, by_curve[(c.curve, c.group)], settings=settings)
             for c in changes if c.p_bh is not None and c.p_bh < settings.alpha]
-    return sorted(out, key=lambda f: (severity_rank(f["severity"]), f["id"]))
+    return sorted(out, key=lambda f: (severity_rank(f["severity"]), f["kind"] != "trend",
+                                      f["id"]))
