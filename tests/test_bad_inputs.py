@@ -881,6 +881,58 @@ def _mitigation_without_finding(tmp: Path, shared) -> tuple[list, Path]:
     return ["review", run, "--mitigation", "rebalance the data", "--owner", "ML team"], run
 
 
+# ---------------------------------------------------------------- #22 tracking
+
+
+PLAIN_GENERATOR = '''
+from audit.demo.models import DigitsGenerator
+
+
+class Plain(DigitsGenerator):
+    def forward(self, z):          # no truncation_psi: a generator without truncation
+        return super().forward(z)
+'''
+
+
+def _track_config(tmp: Path, **changes) -> Path:
+    return write_config(tmp / "audit.yaml", {**FIXED, "out": str(tmp / "out"), **changes})
+
+
+def _track_glob_matching_nothing(tmp: Path, shared) -> tuple[list, Path]:
+    return (["track", _track_config(tmp), "--checkpoints", str(tmp / "runs" / "*.pkl")],
+            tmp / "out")
+
+
+def _track_checkpoint_that_fails_to_load(tmp: Path, shared) -> tuple[list, Path]:
+    (tmp / "runs").mkdir()
+    for k in range(2):
+        (tmp / "runs" / f"network-{k:06d}.pkl").write_bytes(b"not a pickle")
+    model = {"spec": "pickle:x.pkl#D", "trust_pickle": True}
+    cfg = _track_config(tmp, discriminator={**FIXED["discriminator"], **model},
+                        generator={**FIXED["generator"], **model, "spec": "pickle:x.pkl#G_ema"})
+    return ["track", cfg, "--checkpoints", str(tmp / "runs" / "*.pkl")], tmp / "out"
+
+
+def _track_reference_of_another_concept_set(tmp: Path, shared) -> tuple[list, Path]:
+    from audit.concepts import bundled_concept_sets
+
+    run = tmp / "reference"
+    shutil.copytree(shared("tiny"), run)
+    other = tmp / "my_tone.yaml"
+    other.write_text(bundled_concept_sets()["digits_tone"].read_text().replace(
+        "name: digits_tone", "name: my_tone"))
+    cfg = _track_config(tmp, concept_set=str(other))
+    return (["track", cfg, "--truncation", "1.0", "0.5", "--reference-decoders", run],
+            tmp / "out")
+
+
+def _track_truncation_without_one(tmp: Path, shared) -> tuple[list, Path]:
+    (tmp / "plain.py").write_text(PLAIN_GENERATOR, encoding="utf-8")
+    cfg = _track_config(tmp, generator={**FIXED["generator"],
+                                        "spec": f"python:{tmp / 'plain.py'}:Plain"})
+    return ["track", cfg, "--truncation", "1.0", "0.5"], tmp / "out"
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -1079,6 +1131,18 @@ CASES: dict[str, Case] = {
         _card_onto_a_folder, 2, ("docs: is a folder", "--out", "model-card.md")),
     "review --mitigation without a finding id": Case(
         _mitigation_without_finding, 2, ("--mitigation and --owner need a FINDING_ID",)),
+    # #22 tracking: gan-audit track
+    "track: a checkpoint glob that matches nothing": Case(
+        _track_glob_matching_nothing, 2, ("matches no file", "*.pkl", "quote it")),
+    "track: a checkpoint that fails to load": Case(
+        _track_checkpoint_that_fails_to_load, 2, ("checkpoint network-000000 (",
+                                                  "network-000000.pkl", "cannot unpickle")),
+    "track: a reference run of another concept set": Case(
+        _track_reference_of_another_concept_set, 2, ("--reference-decoders", "'digits_tone'",
+                                                     "not the tracked 'my_tone'")),
+    "track: a truncation sweep of a generator without truncation": Case(
+        _track_truncation_without_one, 2, ("setting truncation-1", "takes no "
+                                           "truncation_psi/truncation argument")),
 }
 
 
@@ -1154,4 +1218,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 69
+    assert len(CASES) == 73

@@ -88,6 +88,9 @@ def _naming(point: Point, spec: str | None, exc: AuditError) -> AuditError:
     """``exc`` with the point that failed named first (same class where it allows)."""
     what = f"checkpoint {point.name} ({spec})" if spec else f"setting {point.name}"
     message = f"{what}: {exc}"
+    if point.setting is not None and "truncation" in str(exc):
+        message += (" A truncation sweep needs a generator whose forward takes truncation_psi "
+                    "(or truncation), as StyleGAN's and the demo's do.")
     try:
         return type(exc)(message)
     except TypeError:
