@@ -365,3 +365,21 @@ def test_the_report_has_a_titled_chart_with_alt_text_per_curve_and_says_which_de
     assert "F-TRD-generated_share-tone=dark" in html
     fixed = render_track(_doc([0.3, 0.25, 0.2], decoders="reference"))
     assert "<strong>fixed</strong>" in fixed and "runs/ref" in fixed
+
+
+def test_a_sweep_of_a_conditional_generator_samples_every_class(tmp_path):
+    from audit.config import config_from_dict
+    from audit.track.plan import point_config, track_plan
+
+    def sweep(generator):
+        c = config_from_dict({"discriminator": {"spec": "builtin:digits-dcgan"},
+                              "generator": {"spec": "builtin:digits-dcgan", **generator},
+                              "paired": {"source": "builtin:digits-paired"},
+                              "real": {"source": "builtin:digits-audit"}}, base_dir=tmp_path)
+        plan = track_plan(c, truncation=[1.0, 0.5])
+        return point_config(c, plan, plan.points[1]).generator
+
+    assert sweep({"num_classes": 10}).class_sampling == "uniform"
+    assert sweep({"num_classes": 10, "class_label": 3}).class_sampling == "fixed"
+    assert sweep({"num_classes": 10, "class_sampling": "fixed"}).class_sampling == "fixed"
+    assert sweep({}).class_sampling == "fixed"     # unconditional: nothing to sample

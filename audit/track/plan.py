@@ -161,9 +161,21 @@ def _swap_path(model_spec: str, checkpoint: str, what: str) -> str:
     return f"pickle:{checkpoint}" + (f"#{key}" if key else "")
 
 
+def _class_sampling(cfg: AuditConfig) -> dict[str, str]:
+    """A conditional generator with classes (``num_classes``) but neither a class label
+    nor a class sampling is swept class-conditionally: ``class_sampling: uniform``, so each
+    setting samples every class (not the generator's default class alone)."""
+    g = cfg.generator
+    if (g is not None and g.num_classes and g.class_label is None
+            and "class_sampling" not in g.model_fields_set):
+        return {"class_sampling": "uniform"}
+    return {}
+
+
 def point_config(cfg: AuditConfig, plan: TrackPlan, point: Point) -> AuditConfig:
     """The config of one point's audit: the checkpoint in both specs (or the setting in
-    ``generator.truncation``), the name ``<name>-<point>``, no ``track:`` section."""
+    ``generator.truncation``, sampling every class of a conditional generator with classes:
+    :func:`_class_sampling`), the name ``<name>-<point>``, no ``track:`` section."""
     update: dict[str, object] = {"track": None, "name": f"{cfg.name}-{point.name}"}
     spec = plan.specs[point.index]
     if spec is not None:
@@ -173,7 +185,8 @@ def point_config(cfg: AuditConfig, plan: TrackPlan, point: Point) -> AuditConfig
             update["generator"] = cfg.generator.model_copy(
                 update={"spec": _swap_path(cfg.generator.spec, spec, "generator")})
     if point.setting is not None and cfg.generator is not None:
-        update["generator"] = cfg.generator.model_copy(update={"truncation": point.setting})
+        update["generator"] = cfg.generator.model_copy(update={
+            "truncation": point.setting, **_class_sampling(cfg)})
     out = cfg.model_copy(update=update)
     out._given_paths = dict(cfg._given_paths)
     return out
