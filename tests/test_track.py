@@ -383,3 +383,20 @@ def test_a_sweep_of_a_conditional_generator_samples_every_class(tmp_path):
     assert sweep({"num_classes": 10, "class_label": 3}).class_sampling == "fixed"
     assert sweep({"num_classes": 10, "class_sampling": "fixed"}).class_sampling == "fixed"
     assert sweep({}).class_sampling == "fixed"     # unconditional: nothing to sample
+
+
+def test_the_demo_configs_track_the_training_run_and_a_sweep():
+    from audit.config import load_config
+    from audit.pipeline import demo_config
+    from audit.track.plan import track_plan
+
+    demo = demo_config().parent
+    checkpoints = load_config(demo / "track.yaml")
+    models = pytest.importorskip("audit.demo.models")
+    if not hasattr(models, "TRACK_CHECKPOINTS"):
+        pytest.skip("the demo's training checkpoints are not built yet")
+    assert tuple(checkpoints.track.checkpoints) == models.TRACK_CHECKPOINTS
+    assert track_plan(checkpoints).decoders == "per-checkpoint"
+    sweep = track_plan(load_config(demo / "track_truncation.yaml"))
+    assert sweep.mode == "truncation" and [p.setting for p in sweep.points] == [1.0, 0.8, 0.6,
+                                                                               0.4]
