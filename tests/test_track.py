@@ -400,3 +400,11 @@ def test_the_demo_configs_track_the_training_run_and_a_sweep():
     sweep = track_plan(load_config(demo / "track_truncation.yaml"))
     assert sweep.mode == "truncation" and [p.setting for p in sweep.points] == [1.0, 0.8, 0.6,
                                                                                0.4]
+
+
+def test_checkpoint_names_are_safe_folder_and_audit_names():
+    from audit.track.plan import checkpoint_name
+
+    assert checkpoint_name("builtin:digits-dcgan-e63") == "digits-dcgan-e63"
+    assert checkpoint_name("/runs/network-snapshot-000400.pkl") == "network-snapshot-000400"
+    assert checkpoint_name("pickle:/r/my net (final).pkl#D") == "my_net_final_"

@@ -57,11 +57,15 @@ def track_document(summary: Any, *, cfg: AuditConfig) -> dict[str, Any]:
     concept_set = load_concept_set(cfg.concept_set)
     reference = plan.reference or (summary.points[0].run_dir if plan.mode == "truncation"
                                    else None)
+    if reference is not None and Path(reference).resolve().is_relative_to(
+            Path(summary.out).resolve()):  # inside the tracking folder: named from it
+        reference = Path(reference).resolve().relative_to(Path(summary.out).resolve())
     return {
         "version": TRACK_VERSION, "name": cfg.name, "mode": plan.mode,
         "concept_set": {"name": concept_set.name, "sha256": concept_set.sha256},
         "decoders": {"kind": plan.decoders,
-                     "reference": str(reference) if reference is not None else None},
+                     "reference": Path(reference).as_posix() if reference is not None
+                     else None},
         "baseline": plan.baseline,
         "settings": {"alpha": settings.alpha, "high_gap": settings.high_gap,
                      "impact_threshold": settings.impact_threshold,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,9 +163,12 @@ def _score_with_point(cfg: AuditConfig, ref: Reference, run_dir: Path, bundle: A
                                    class_source=d.class_source, run_dir=run_dir),
                "generated": generated_images(cfg, concept_set=concept_set, input=model.input,
                                              device=device, run_dir=run_dir)}
+    # any one layer will do (only the scores are kept): the reference's, if this D has it
+    layer = _layers(bundle)[:1]
+    layers = layer if layer and layer[0] in dict(model.module.named_modules()) else "auto"
     frames = []
     for name, source in sources.items():
-        got = activations_in_memory(model, source, layers=_layers(bundle)[:1],
+        got = activations_in_memory(model, source, layers=layers,
                                     pooling=d.pooling, max_dim=d.max_dim,
                                     batch_size=full_batch_size(model, d.batch_size),
                                     device=device, precision=d.precision,
@@ -249,7 +253,8 @@ def audit_with_reference(cfg: AuditConfig, ref: Reference, *, run_dir: Path,
     own_scores = not _same_scorer(cfg, ref)
     stamps = [_spec_files(s, run_dir=run_dir) for s in (cfg.generator, cfg.discriminator)]
     with run_folder(cfg, run_dir, device=device, log=log) as run, shared_models():
-        run.manifest["reference_decoders"] = {"run": str(ref.run_dir), "key": ref.key,
+        where = os.path.relpath(ref.run_dir.resolve(), run_dir.resolve())  # portable
+        run.manifest["reference_decoders"] = {"run": Path(where).as_posix(), "key": ref.key,
                                               "scores": "point" if own_scores else "reference"}
         extract_key = _hash("track-extract", ref.key, concept_set.sha256,
                             cfg.generator.model_dump(mode="json"),

@@ -60,11 +60,14 @@ class TrackPlan:
 def checkpoint_name(spec: str) -> str:
     """A checkpoint's name (its run folder): ``builtin:digits-dcgan-e10`` ->
     ``digits-dcgan-e10``, ``pickle:/runs/network-000400.pkl#D`` or a path ->
-    ``network-000400``."""
+    ``network-000400`` (other characters than letters, digits, ``_ . -`` become ``_``)."""
     if spec.startswith("builtin:"):
-        return spec.removeprefix("builtin:")
-    path = spec.partition(":")[2] if spec.startswith("pickle:") else spec
-    return Path(path.partition("#")[0]).stem
+        name = spec.removeprefix("builtin:")
+    else:
+        path = spec.partition(":")[2] if spec.startswith("pickle:") else spec
+        name = Path(path.partition("#")[0]).stem
+    # a folder name and part of an audit name: letters, digits, '_', '.', '-' only
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).lstrip("._-") or "checkpoint"
 
 
 def _expand(entries: list[str]) -> list[str]:
