@@ -408,3 +408,12 @@ def test_checkpoint_names_are_safe_folder_and_audit_names():
     assert checkpoint_name("builtin:digits-dcgan-e63") == "digits-dcgan-e63"
     assert checkpoint_name("/runs/network-snapshot-000400.pkl") == "network-snapshot-000400"
     assert checkpoint_name("pickle:/r/my net (final).pkl#D") == "my_net_final_"
+
+
+def test_a_curve_that_is_the_same_at_every_point_is_not_tested():
+    trends, _ = rows_to_trends(_series([0.2, 0.3, 0.4]), baseline="ckpt-0",
+                               settings=TrendSettings(n_boot=0))
+    light = next(t for t in trends if t.curve == "impact_ratio:scoring_rate:generated"
+                 and t.group == "tone=light")          # 1.0 [1.0, 1.0] at every point
+    assert light.p_value is None and "same estimate" in light.reason
+    assert light.p_holm is None

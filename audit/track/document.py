@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from audit.report.viewtypes import Chart, Estimate
 from audit.track.charts import curve_chart
-from audit.track.series import CURVE_LABELS, SeriesRow, curve_family, rows_by_curve
+from audit.track.series import (
+    CURVE_LABELS,
+    SeriesRow,
+    curve_family,
+    curve_words,
+    rows_by_curve,
+)
 from audit.track.trends import TrendSettings, rows_to_trends, trends_to_findings
 
 if TYPE_CHECKING:
@@ -105,12 +111,7 @@ def _chart_for(curve: str, concept: str, groups: dict[str, list[SeriesRow]],
         series[group.partition("=")[2] or group] = [
             Estimate(at[p].estimate, at[p].low, at[p].high) if p in at else Estimate(None)
             for p in points]
-    where = curve.split(":")
-    what = CURVE_LABELS.get(family, family)
-    if family == "impact_ratio":
-        what = f"impact ratio of the {where[1].replace('_', ' ')} on {where[2]} images"
-    elif family == "d_acceptance":
-        what = f"share of {where[1]} images the discriminator accepts"
+    what = curve_words(curve).removeprefix("the ")
     title = f"{what[0].upper()}{what[1:]}" + (f": {concept}" if concept != "all" else "")
     return curve_chart(title, points, series, x_label=x_label, y_label=CURVE_LABELS[family],
                        threshold=0.8 if family == "impact_ratio" else None, key=key,

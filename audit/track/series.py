@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = ["Point", "SeriesRow", "BIAS_FAMILIES", "results_to_rows", "series_to_rows",
-           "rows_by_curve", "curve_family", "CURVE_LABELS"]
+           "rows_by_curve", "curve_family", "curve_words", "CURVE_LABELS"]
 
 #: Curve families whose trends are findings (the others are context).
 BIAS_FAMILIES = ("generated_share", "impact_ratio")
@@ -90,6 +90,21 @@ class SeriesRow:
 def curve_family(curve: str) -> str:
     """``impact_ratio:scoring_rate:generated`` -> ``impact_ratio``."""
     return curve.split(":", 1)[0]
+
+
+def curve_words(curve: str) -> str:
+    """A curve in words: ``impact_ratio:scoring_rate:generated`` -> ``the impact ratio of
+    the scoring rate on generated images``."""
+    family, _, rest = curve.partition(":")
+    if family == "impact_ratio":
+        metric, _, source = rest.partition(":")
+        return f"the impact ratio of the {metric.replace('_', ' ')} on {source} images"
+    if family == "d_acceptance":
+        return f"the share of {rest} images the discriminator accepts"
+    return {"generated_share": "the share of generated images (corrected for decoder error)",
+            "decoder_balanced_accuracy": "the decoder's held-out balanced accuracy",
+            "d_separation_auc": "the discriminator's ROC AUC, real vs generated",
+            }.get(family, curve)
 
 
 def _num(x: Any) -> float | None:

@@ -19,7 +19,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from audit.track.series import BIAS_FAMILIES, SeriesRow, curve_family, rows_by_curve
+from audit.track.series import (
+    BIAS_FAMILIES,
+    SeriesRow,
+    curve_family,
+    curve_words,
+    rows_by_curve,
+)
 from audit.vocabulary import Severity
 
 __all__ = ["CurveTrend", "CurveChange", "TrendSettings", "rows_to_trends",
@@ -119,6 +125,11 @@ def _test_curve(curve: str, group: str, rows: Sequence[SeriesRow], *, baseline: 
                                  f"{MIN_POINTS}"), []
     values = [r.estimate for r in usable]
     ses = [_se(r) for r in usable]
+    if len(set(values)) == 1 and len(set(ses)) == 1:
+        return CurveTrend(curve, group, family, bias, len(usable),
+                          reason="the same estimate and interval at every point (e.g. real "
+                                 "images scored by one fixed discriminator): nothing to "
+                                 "test"), []
     se = ([math.nan if s is None else s for s in ses]
           if any(s is not None and s > 0 for s in ses) else None)
     # x: the setting in a sweep (slope per unit of psi), else the point's position
@@ -234,7 +245,7 @@ def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: 
     low, high = trend.slope_ci or (math.nan, math.nan)
     severity = _severity(trend.p_holm, trend.p_bh, _big(trend.family, change, last, settings),
                          settings.alpha)
-    word = "rises" if slope > 0 else "falls"
+    word = "rises" if change > 0 else "falls"  # along the points' order
     ns = [r.n for r in series if r.n is not None]
     return finding_record(
         id=f"F-TRD-{_slug(trend.curve)}-{_slug(trend.group)}", kind="trend",
@@ -245,10 +256,11 @@ def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: 
                   "method": trend.method, "n_points": trend.n_points, "baseline": baseline},
         validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
         confidence="normal",
-        summary=(f"{trend.curve} of {trend.group} {word} across the {trend.n_points} points: "
-                 f"{slope:+.3g} per {_per(series)} ({low:+.3g} to {high:+.3g}), {change:+.3g} over "
-                 f"the range; "
-                 f"Holm-corrected p = {pvalue(trend.p_holm)} ({trend.method})."))
+        summary=(f"{curve_words(trend.curve)[0].upper()}{curve_words(trend.curve)[1:]} of "
+                 f"{trend.group} {word} from {series[0].point} to {series[-1].point} "
+                 f"({trend.n_points} points): {change:+.3g} over the range, {slope:+.3g} per "
+                 f"{_per(series)} ({low:+.3g} to {high:+.3g}); Holm-corrected p = "
+                 f"{pvalue(trend.p_holm)} ({trend.method})."))
 
 
 def _change_finding(change: CurveChange, series: Sequence[SeriesRow], *,
@@ -270,7 +282,8 @@ def _change_finding(change: CurveChange, series: Sequence[SeriesRow], *,
                   "baseline": change.baseline},
         validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
         confidence="normal",
-        summary=(f"{change.curve} of {change.group} at {change.point} differs from the "
+        summary=(f"{curve_words(change.curve)[0].upper()}{curve_words(change.curve)[1:]} of "
+                 f"{change.group} at {change.point} differs from the "
                  f"baseline {change.baseline} by {change.difference:+.3g} "
                  f"({change.ci[0]:+.3g} to {change.ci[1]:+.3g}, n = {at.n}); "
                  f"Holm-corrected p = {pvalue(change.p_holm)}."))
