@@ -65,12 +65,12 @@ def curve_chart(title: str, points: Sequence[str], series: Mapping[str, Sequence
             if e.value is not None and math.isfinite(e.value)))
     if threshold is not None:
         ax.axhline(threshold, color="#444444", linestyle=":", linewidth=1)
-    rotate = len(points) > 5 or sum(len(p) for p in points) > 50
+    rotate = len(points) > 8 or sum(len(p) for p in points) > 60
     ax.set_xticks(xs, list(points), rotation=30 if rotate else 0,
                   ha="right" if rotate else "center")
     if unit_interval:
         ax.set_ylim(0, 1)
-    _margins(fig, left=0.7, right=1.9, bottom=1.0 if rotate else 0.55)
+    _margins(fig, left=0.75, right=1.9, bottom=1.3 if rotate else 0.55)
     ax.set_xlabel(x_label)
     ax.set_ylabel(y_label)
     ax.set_title(title, fontsize=10)

@@ -103,7 +103,7 @@ def _rows(doc: Mapping[str, Any]) -> list[SeriesRow]:
 
 
 def _chart_for(curve: str, concept: str, groups: dict[str, list[SeriesRow]],
-               points: list[str], x_label: str, key: str) -> Chart:
+               points: list[str], ticks: list[str], x_label: str, key: str) -> Chart:
     family = curve_family(curve)
     series = {}
     for group, rows in groups.items():
@@ -113,7 +113,7 @@ def _chart_for(curve: str, concept: str, groups: dict[str, list[SeriesRow]],
             for p in points]
     what = curve_words(curve).removeprefix("the ")
     title = f"{what[0].upper()}{what[1:]}" + (f": {concept}" if concept != "all" else "")
-    return curve_chart(title, points, series, x_label=x_label, y_label=CURVE_LABELS[family],
+    return curve_chart(title, ticks, series, x_label=x_label, y_label=CURVE_LABELS[family],
                        threshold=0.8 if family == "impact_ratio" else None, key=key,
                        unit_interval=family in _UNIT)
 
@@ -123,14 +123,17 @@ def track_view(doc: Mapping[str, Any]) -> dict[str, Any]:
     concept (context curves: one chart per curve), each with its trend rows."""
     rows = _rows(doc)
     points = [p["name"] for p in doc.get("points") or []]
-    x_label = "checkpoint" if doc.get("mode") == "checkpoints" else "truncation setting"
+    # the x axis: psi values in a sweep, checkpoint names otherwise
+    ticks = [f"{p['setting']:g}" if p.get("setting") is not None else p["name"]
+             for p in doc.get("points") or []]
+    x_label = "checkpoint" if doc.get("mode") == "checkpoints" else "truncation psi"
     trends = {(t["curve"], t["group"]): t for t in doc.get("trends") or []}
     charts: dict[tuple[str, str], dict[str, list[SeriesRow]]] = {}
     for (curve, group), series in rows_by_curve(rows).items():
         concept = group.partition("=")[0] if "=" in group else "all"
         charts.setdefault((curve, concept), {})[group] = series
     views = [CurveView(curve_family(curve), curve, concept,
-                       _chart_for(curve, concept, groups, points, x_label,
+                       _chart_for(curve, concept, groups, points, ticks, x_label,
                                   key=f"track-{i}"),
                        [trends[(curve, g)] for g in groups if (curve, g) in trends])
              for i, ((curve, concept), groups) in enumerate(charts.items())]

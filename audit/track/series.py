@@ -34,13 +34,13 @@ __all__ = ["Point", "SeriesRow", "BIAS_FAMILIES", "results_to_rows", "series_to_
 #: Curve families whose trends are findings (the others are context).
 BIAS_FAMILIES = ("generated_share", "impact_ratio")
 
-#: What each curve family measures, in words (axis labels and prose).
+#: Each curve family's unit, short (a chart's y axis; :func:`curve_words` says it in full).
 CURVE_LABELS = {
-    "generated_share": "share of generated images (corrected for decoder error)",
-    "impact_ratio": "impact ratio (group's rate / highest group's rate)",
-    "decoder_balanced_accuracy": "decoder held-out balanced accuracy",
-    "d_separation_auc": "discriminator ROC AUC, real vs generated",
-    "d_acceptance": "share of images the discriminator accepts as real",
+    "generated_share": "share (corrected)",
+    "impact_ratio": "impact ratio",
+    "decoder_balanced_accuracy": "balanced accuracy",
+    "d_separation_auc": "ROC AUC",
+    "d_acceptance": "share accepted",
 }
 
 
