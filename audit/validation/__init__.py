@@ -14,6 +14,9 @@ validation figures of docs/VALIDATION.md:
   ``validity``) with planted shares, decoder errors and score shifts, for the measure
   and report stages (:func:`synthetic_predictions`, :class:`Planted`,
   :func:`synthetic_results`).
+- :mod:`audit.validation.trends`: planted series of audits over checkpoints (corrected
+  shares with bootstrap standard errors), for the trend test
+  (:func:`~audit.validation.trends.run_series`, ``benchmarks/trend.py``).
 
 Import rule: the pipeline stages (load, extract, decode, measure, insight, report)
 never import this package; only the demo, the benchmarks, the tests and the CLI's
