@@ -417,3 +417,40 @@ def test_a_curve_that_is_the_same_at_every_point_is_not_tested():
                  and t.group == "tone=light")          # 1.0 [1.0, 1.0] at every point
     assert light.p_value is None and "same estimate" in light.reason
     assert light.p_holm is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None,
+                    reason="tensorboard is installed")
+def test_cli_track_tensorboard_without_the_extra_stops_before_any_work(tmp_path):
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    config = tmp_path / "audit.yaml"
+    config.write_text("discriminator: {spec: builtin:digits-dcgan}\n"
+                      "generator: {spec: builtin:digits-dcgan}\n"
+                      "paired: {source: builtin:digits-paired}\n"
+                      "real: {source: builtin:digits-audit}\n"
+                      f"out: {tmp_path / 'out'}\n")
+    result = CliRunner().invoke(cli, ["track", str(config), "--truncation", "1.0", "0.5",
+                                      "--tensorboard", str(tmp_path / "tb")])
+    assert result.exit_code == 2
+    assert "pip install 'gan-audit[tensorboard]'" in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "tb").exists()
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--checkpoints", "--truncation", "1"], "not both"),
+    (["1.0", "0.5"], "Put --checkpoints or --truncation before them"),
+    (["--truncation"], "needs values after it"),
+    (["--truncation", "1.0", "x"], "give numbers"),
+    (["--truncation", "1.0", "0"], "not a positive psi"),
+    (["--truncation", "1.0", "nan"], "not a positive psi"),
+])
+def test_cli_track_points_that_make_no_sense(tmp_path, args, fragment):
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    result = CliRunner().invoke(cli, ["track", str(tmp_path / "audit.yaml"), *args])
+    assert result.exit_code == 2 and fragment in result.output, result.output
