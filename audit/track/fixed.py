@@ -181,17 +181,30 @@ def _score_with_point(cfg: AuditConfig, ref: Reference, run_dir: Path, bundle: A
 
 
 def _extract(cfg: AuditConfig, ref: Reference, run_dir: Path, concept_set: Any,
-             device: str, own_scores: bool) -> None:
+             device: str, own_scores: bool, parts: dict[str, float]) -> None:
+    """The ``extract`` stage of a fixed-decoder point; ``parts`` receives the seconds of
+    each of its steps (the per-point cost, in track.json)."""
+    import time
+
     from audit.decode import load_decoders
     from audit.decode.run import write_transfer
     from audit.store import ActivationStore
 
-    _copy_instrument(ref, run_dir)
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        parts[name] = round(time.perf_counter() - start, 3)
+        return out
+
+    timed("copy the reference's decoders", lambda: _copy_instrument(ref, run_dir))
     bundle = load_decoders(run_dir / "decoders")
-    _record_generated(cfg, ref, run_dir, bundle, concept_set, device)
-    write_transfer(run_dir, bundle, ActivationStore.open(ref.run_dir / "activations" / "paired"))
+    timed("generate and record through the reference D",
+          lambda: _record_generated(cfg, ref, run_dir, bundle, concept_set, device))
+    timed("decoder transfer", lambda: write_transfer(
+        run_dir, bundle, ActivationStore.open(ref.run_dir / "activations" / "paired")))
     if own_scores:
-        _score_with_point(cfg, ref, run_dir, bundle, concept_set, device)
+        timed("scores of the point's own D (real and generated)",
+              lambda: _score_with_point(cfg, ref, run_dir, bundle, concept_set, device))
 
 
 def _predictions(ref: Reference, run_dir: Path, concept_set: Any) -> None:
@@ -245,6 +258,7 @@ def audit_with_reference(cfg: AuditConfig, ref: Reference, *, run_dir: Path,
     """One point's audit into ``run_dir`` with ``ref``'s discriminator and decoders (module
     docstring); returns the :class:`audit.pipeline.RunSummary`."""
     from audit.load import shared_models
+    from audit.manifest import write_manifest
     from audit.pipeline import _hash, _measure, _report, _spec_files, run_folder
 
     if cfg.generator is None:
@@ -260,9 +274,13 @@ def audit_with_reference(cfg: AuditConfig, ref: Reference, *, run_dir: Path,
                             cfg.generator.model_dump(mode="json"),
                             cfg.discriminator.model_dump(mode="json") if own_scores else None,
                             *stamps)
-        run.stage("extract", extract_key, ["activations", "decoders", "baseline"],
-                  lambda: _extract(cfg, ref, run_dir, concept_set, device, own_scores),
-                  optional=("scores.parquet",))
+        parts: dict[str, float] = {}
+        if run.stage("extract", extract_key, ["activations", "decoders", "baseline"],
+                     lambda: _extract(cfg, ref, run_dir, concept_set, device, own_scores,
+                                      parts),
+                     optional=("scores.parquet",)):
+            run.manifest["stages"]["extract"]["parts"] = parts
+            write_manifest(run_dir, run.manifest)
         decode_key = _hash("decode", extract_key)
         run.stage("decode", decode_key, ["predictions.parquet"],
                   lambda: _predictions(ref, run_dir, concept_set))

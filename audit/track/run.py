@@ -50,13 +50,14 @@ class PointRun:
     reused: dict[str, str]
     rows: list[SeriesRow]
     wall_seconds: float
+    parts: dict[str, float] = field(default_factory=dict)
 
     def to_json(self, out: Path) -> dict[str, Any]:
         """As track.json's ``points`` stores it (paths relative to the tracking folder)."""
         return {"name": self.point.name, "index": self.point.index,
                 "setting": self.point.setting,
                 "run": self.run_dir.relative_to(out).as_posix(),
-                "seconds": self.seconds, "reused": self.reused,
+                "seconds": self.seconds, "extract_parts": self.parts, "reused": self.reused,
                 "wall_seconds": round(self.wall_seconds, 3)}
 
 
@@ -126,7 +127,19 @@ def _audit_point(cfg: AuditConfig, plan: TrackPlan, point: Point, reference: Any
                        f"reference run {reference.run_dir.name}"})
     rows = results_to_rows(_results(run_dir), point)
     return PointRun(point, run_dir, dict(summary.seconds), reused, rows,
-                    time.perf_counter() - start)
+                    time.perf_counter() - start, _extract_parts(run_dir, summary))
+
+
+def _extract_parts(run_dir: Path, summary: Any) -> dict[str, float]:
+    """The seconds of each step of a fixed-decoder point's extract stage, when it ran now."""
+    import json
+
+    from audit.runfolder import read_run_file
+
+    if "extract" in summary.cached:
+        return {}
+    manifest = json.loads(read_run_file(run_dir / "manifest.json").decode("utf-8"))
+    return dict(manifest.get("stages", {}).get("extract", {}).get("parts") or {})
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
