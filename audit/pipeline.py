@@ -111,6 +111,9 @@ def _spec_files(section: Any, *, run_dir: Path | None = None,
     elif prefix == "builtin":  # the shipped demo: its code and its weights' checksums
         for part in ("data.py", "models.py", "weights/SHA256SUMS"):
             candidates.append((str(package / "demo" / part), f"builtin:demo/{part}"))
+        if rest.startswith("digits-dcgan-e"):  # a checkpoint of the demo's training run
+            part = "weights/track/SHA256SUMS"
+            candidates.append((str(package / "demo" / part), f"builtin:demo/{part}"))
     elif prefix == "python":
         module = rest.rpartition(":")[0]
         if module.endswith(".py"):

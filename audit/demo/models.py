@@ -5,6 +5,12 @@
 ``weights/*.safetensors`` (loaded with safetensors, never pickle), with their
 sha256 in ``weights/SHA256SUMS``; ``python -m audit.demo.train`` reproduces them.
 
+The demo's short training run (:mod:`audit.demo.checkpoints`): ``builtin:digits-dcgan-eNN``
+resolves to :func:`track_discriminator` and :func:`track_generator` with ``epoch=NN``, from
+``weights/track/`` (float16 files, loaded into the float32 models; their own
+``SHA256SUMS``); :data:`TRACK_CHECKPOINTS` lists them in training order and
+``python -m audit.demo.train --track`` reproduces them.
+
 torch is imported at the top: only the model loader imports this module.
 
 The discriminator has no batch normalisation: its output for an image does not
@@ -18,6 +24,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from audit.demo.checkpoints import (
+    TRACK_CHECKPOINTS,
+    TRACK_DARK_SHARE,
+    TRACK_SAVE_EPOCHS,
+    TRACK_SUBDIR,
+    checkpoint_files,
+    checkpoint_name,
+)
 from audit.errors import ModelLoadError
 
 __all__ = [
@@ -27,7 +41,11 @@ __all__ = [
     "DigitsDiscriminator",
     "builtin_discriminator",
     "builtin_generator",
+    "track_discriminator",
+    "track_generator",
     "read_sha256sums",
+    "TRACK_CHECKPOINTS",
+    "TRACK_DARK_SHARE",
 ]
 
 LATENT_DIM = 64
@@ -115,29 +133,32 @@ def read_sha256sums(path: Path) -> dict[str, str]:
     return sums
 
 
-def _load_weights(name: str, model: nn.Module) -> nn.Module:
-    """Verify ``WEIGHTS_DIR/name`` against SHA256SUMS, load it into ``model``, set eval mode."""
+def _load_weights(name: str, model: nn.Module, *, folder: Path | None = None,
+                  spec: str = "builtin:digits-dcgan", retrain: str = _RETRAIN) -> nn.Module:
+    """Verify ``folder/name`` (default :data:`WEIGHTS_DIR`) against the folder's SHA256SUMS,
+    load it into ``model`` (float16 files are cast to the model's float32), set eval mode."""
     from safetensors.torch import load_file
 
     from audit.io import sha256_file
 
-    path, sums_path = WEIGHTS_DIR / name, WEIGHTS_DIR / SUMS_FILE
+    folder = WEIGHTS_DIR if folder is None else folder
+    path, sums_path = folder / name, folder / SUMS_FILE
     if not path.is_file() or not sums_path.is_file():
         missing = path if not path.is_file() else sums_path
-        raise ModelLoadError(f"builtin:digits-dcgan: {missing} is missing. Re-create the demo "
-                             f"weights with `{_RETRAIN}` (or reinstall gan-audit).")
+        raise ModelLoadError(f"{spec}: {missing} is missing. Re-create the demo "
+                             f"weights with `{retrain}` (or reinstall gan-audit).")
     expected = read_sha256sums(sums_path).get(name)
     actual = sha256_file(path)
     if expected != actual:
         raise ModelLoadError(
-            f"builtin:digits-dcgan: {path} does not match its sha256 in {sums_path} "
+            f"{spec}: {path} does not match its sha256 in {sums_path} "
             f"(expected {expected or 'no entry'}, found {actual}); the file was changed or "
-            f"damaged. Re-create the demo weights with `{_RETRAIN}` (or reinstall gan-audit).")
+            f"damaged. Re-create the demo weights with `{retrain}` (or reinstall gan-audit).")
     try:
         model.load_state_dict(load_file(path))
     except RuntimeError as exc:
-        raise ModelLoadError(f"builtin:digits-dcgan: {path} does not fit the demo model "
-                             f"({exc}). Re-create the demo weights with `{_RETRAIN}`.") from exc
+        raise ModelLoadError(f"{spec}: {path} does not fit the demo model "
+                             f"({exc}). Re-create the demo weights with `{retrain}`.") from exc
     return model.eval()
 
 
@@ -157,3 +178,26 @@ def builtin_generator() -> nn.Module:
     Raises :class:`~audit.errors.ModelLoadError` when the weights fail their sha256.
     """
     return _load_weights(GENERATOR_FILE, DigitsGenerator())
+
+
+def _track_weights(epoch: int, role: int, model: nn.Module) -> nn.Module:
+    """Checkpoint ``epoch``'s generator (role 0) or discriminator (role 1) from weights/track/."""
+    spec = f"builtin:{checkpoint_name(epoch)}"
+    if epoch not in TRACK_SAVE_EPOCHS:
+        known = ", ".join(TRACK_CHECKPOINTS)
+        raise ModelLoadError(f"{spec}: the demo's training run has no checkpoint after epoch "
+                             f"{epoch}; its checkpoints are {known}.")
+    return _load_weights(checkpoint_files(epoch)[role], model, folder=WEIGHTS_DIR / TRACK_SUBDIR,
+                         spec=spec, retrain=f"{_RETRAIN} --track")
+
+
+def track_generator(epoch: int) -> nn.Module:
+    """The demo generator after ``epoch`` epochs of the demo's training run
+    (``builtin:digits-dcgan-e<epoch>``), in eval mode; as :func:`builtin_generator`."""
+    return _track_weights(int(epoch), 0, DigitsGenerator())
+
+
+def track_discriminator(epoch: int) -> nn.Module:
+    """The demo discriminator after ``epoch`` epochs of the demo's training run
+    (``builtin:digits-dcgan-e<epoch>``), in eval mode; as :func:`builtin_discriminator`."""
+    return _track_weights(int(epoch), 1, DigitsDiscriminator())

@@ -9,6 +9,11 @@ generator's weights (the saved generator), one CPU thread and deterministic
 algorithms, so that the same seed gives the same weights on the same machine and
 torch version.
 
+``python -m audit.demo.train --track`` runs :func:`train_track` instead: the demo's short
+training run (:mod:`audit.demo.checkpoints`), which continues the shipped GAN while the
+dark-tone share of its training mix falls, and saves float16 checkpoints in
+``weights/track/``.
+
 Writes ``generator.safetensors``, ``discriminator.safetensors``, ``SHA256SUMS`` and
 ``training.json`` (settings, per-epoch losses, time, and a sanity check of the
 result: generated tone and stroke shares measured by simple pixel rules, and the
@@ -18,10 +23,11 @@ discriminator's scores on real and generated images and per planted group).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from audit.demo import checkpoints as track
 from audit.demo.data import GAN_MIX, digits_split, make_set, render
 from audit.demo.models import (
     DISCRIMINATOR_FILE,
@@ -42,7 +49,8 @@ from audit.demo.models import (
     DigitsGenerator,
 )
 
-__all__ = ["EPOCHS", "train", "check_models", "tone_is_dark", "ink_pixels", "main"]
+__all__ = ["EPOCHS", "train", "train_track", "check_models", "generated_dark_share",
+           "tone_is_dark", "ink_pixels", "main"]
 
 EPOCHS = 60
 BATCH_SIZE = 64
@@ -202,20 +210,33 @@ def _recalibrate_batch_norm(generator: nn.Module, *, seed: int, batches: int = 5
     generator.eval()
 
 
-def _save_weights(out: Path, generator: nn.Module, discriminator: nn.Module) -> dict[str, str]:
-    """Write both safetensors files and SHA256SUMS atomically; return {file: sha256}."""
+def _write_safetensors(path: Path, model: nn.Module, *, half: bool = False) -> str:
+    """Write ``model``'s state to ``path`` atomically (floating tensors as float16 when
+    ``half``); return the file's sha256."""
     from safetensors.torch import save_file
 
-    from audit.io import atomic_path, atomic_write_text, sha256_file
+    from audit.io import atomic_path, sha256_file
 
-    sums = {}
-    for name, model in ((GENERATOR_FILE, generator), (DISCRIMINATOR_FILE, discriminator)):
-        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        with atomic_path(out / name, suffix=".safetensors") as tmp:
-            # one metadata key: the order of several is not fixed, and would change the sha256
-            save_file(tensors, str(tmp), metadata={"format": "pt"})
-        sums[name] = sha256_file(out / name)
+    tensors = {k: (v.detach().half() if half and v.is_floating_point() else v.detach())
+               .contiguous() for k, v in model.state_dict().items()}
+    with atomic_path(path, suffix=".safetensors") as tmp:
+        # one metadata key: the order of several is not fixed, and would change the sha256
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    return sha256_file(path)
+
+
+def _write_sums(out: Path, sums: dict[str, str]) -> None:
+    """SHA256SUMS of ``sums`` ({file: sha256}) in ``out``, atomically."""
+    from audit.io import atomic_write_text
+
     atomic_write_text(out / SUMS_FILE, "".join(f"{h}  {n}\n" for n, h in sums.items()))
+
+
+def _save_weights(out: Path, generator: nn.Module, discriminator: nn.Module) -> dict[str, str]:
+    """Write both safetensors files and SHA256SUMS atomically; return {file: sha256}."""
+    sums = {name: _write_safetensors(out / name, model)
+            for name, model in ((GENERATOR_FILE, generator), (DISCRIMINATOR_FILE, discriminator))}
+    _write_sums(out, sums)
     return sums
 
 
@@ -288,29 +309,52 @@ def _train_epoch(gan: _Gan, real_all: torch.Tensor, *, batch_size: int,
 
 
 def _train_epochs(gan: _Gan, *, epochs: int, n_epoch: int, batch_size: int, seed: int,
-                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+                  log: Callable[[str], None], dark_shares: Sequence[float] | None = None,
+                  first_epoch: int = 0,
+                  at_epoch_end: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """``epochs`` passes, each over ``n_epoch`` images of the GAN part drawn again in the
-    GAN mix; one history row per epoch (mean losses, the moving-average generator's dark
-    share on a fixed probe of 256 latents, seconds), also sent to ``log``."""
-    rng = torch.Generator().manual_seed(seed)
+    GAN mix (or with the dark-tone share ``dark_shares[i]`` in pass i); one history row per
+    epoch (mean losses, the moving-average generator's dark share on a fixed probe of 256
+    latents, seconds), also sent to ``log``. Epochs are numbered from ``first_epoch`` + 1
+    (a continued run); ``at_epoch_end`` gets each epoch's number when it is done."""
+    rng = torch.Generator().manual_seed(seed + 7919 * first_epoch)
     probe = torch.randn(256, LATENT_DIM, generator=torch.Generator().manual_seed(seed + 1))
     history = []
-    for epoch in range(epochs):
+    for i in range(epochs):
+        epoch = first_epoch + i + 1
         t0 = time.perf_counter()
-        real_all, _ = make_set("gan", n=n_epoch, tone_share_dark=GAN_MIX["tone_dark"],
+        dark = GAN_MIX["tone_dark"] if dark_shares is None else float(dark_shares[i])
+        real_all, _ = make_set("gan", n=n_epoch, tone_share_dark=dark,
                                stroke_share_thick=GAN_MIX["stroke_thick"],
-                               seed=seed * 100_003 + epoch)
+                               seed=seed * 100_003 + epoch - 1)
         losses = _train_epoch(gan, real_all, batch_size=batch_size, rng=rng)
         with torch.no_grad():
             probe_dark = tone_is_dark(gan.g_ema(probe)).float().mean().item()
-        row = {"epoch": epoch + 1, **{k: round(float(v), 5) for k, v in losses.items()},
+        row = {"epoch": epoch, **{k: round(float(v), 5) for k, v in losses.items()},
                "generated_dark_share": probe_dark,
+               **({"mix_tone_dark": dark} if dark_shares is not None else {}),
                "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
-        log(f"epoch {epoch + 1}/{epochs}: loss_d={row['loss_d']:.3f} "
+        log(f"epoch {epoch}/{first_epoch + epochs}: loss_d={row['loss_d']:.3f} "
             f"loss_g={row['loss_g']:.3f} D(real)={row['d_real']:.2f} "
             f"D(fake)={row['d_fake']:.2f} dark={probe_dark:.2f} ({row['seconds']:.1f} s)")
+        if at_epoch_end is not None:
+            at_epoch_end(epoch)
     return history
+
+
+@contextlib.contextmanager
+def _one_deterministic_thread() -> Iterator[None]:
+    """One CPU thread and deterministic algorithms inside; the previous settings after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic)
+        torch.set_num_threads(threads)
 
 
 def _training_document(*, seed: int, epochs: int, batch_size: int, n_epoch: int,
@@ -372,11 +416,7 @@ def train(*, out: Path = WEIGHTS_DIR, epochs: int = EPOCHS, seed: int = 0,
 
     started = time.perf_counter()
     out = ensure_dir(Path(out))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _one_deterministic_thread():
         gan = _init_gan(seed)
         n_part = len(digits_split()["gan"])
         n_epoch = n_part if n_images is None else min(int(n_images), n_part)
@@ -387,13 +427,129 @@ def train(*, out: Path = WEIGHTS_DIR, epochs: int = EPOCHS, seed: int = 0,
         discriminator = gan.discriminator.eval()
         sums = _save_weights(out, generator, discriminator)
         check = check_models(generator, discriminator, n=check_n, seed=seed) if check_n else None
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_num_threads(threads)
     summary = _training_document(seed=seed, epochs=epochs, batch_size=batch_size,
                                  n_epoch=n_epoch, generator=generator,
                                  discriminator=discriminator, sums=sums, history=history,
                                  check=check, seconds=time.perf_counter() - started)
+    atomic_write_json(out / "training.json", summary)
+    return summary
+
+
+@torch.no_grad()
+def generated_dark_share(generator: nn.Module, *, n: int = track.TRUTH_N, seed: int = 0,
+                         batch: int = 2000) -> float:
+    """Share (fraction) of ``n`` generated images (latents of ``seed``) that are dark tone by
+    the pixel rule :func:`tone_is_dark`: the planted truth of a demo generator."""
+    z = torch.randn(n, LATENT_DIM, generator=torch.Generator().manual_seed(seed))
+    dark = sum(int(tone_is_dark(generator(z[i:i + batch])).sum()) for i in range(0, n, batch))
+    return dark / n
+
+
+def _warm_gan(base: Path) -> _Gan:
+    """The GAN of the weights in ``base`` (generator, its moving average: both the saved
+    generator; the discriminator), with fresh Adam optimisers."""
+    from audit.demo.models import _load_weights
+
+    saved = _load_weights(GENERATOR_FILE, DigitsGenerator(), folder=base)
+    generator = copy.deepcopy(saved).train().requires_grad_(True)
+    discriminator = _load_weights(DISCRIMINATOR_FILE, DigitsDiscriminator(), folder=base)
+    discriminator.train().requires_grad_(True)
+    return _Gan(generator, discriminator, saved.eval().requires_grad_(False),
+                torch.optim.Adam(generator.parameters(), lr=LR, betas=BETAS),
+                torch.optim.Adam(discriminator.parameters(), lr=LR, betas=BETAS))
+
+
+def _save_checkpoint(out: Path, gan: _Gan, epoch: int, *, seed: int) -> dict[str, str]:
+    """Checkpoint ``epoch``: the moving-average generator (batch norm recalibrated, on a
+    copy) and the discriminator, as float16 safetensors; {file: sha256}."""
+    generator = copy.deepcopy(gan.g_ema)
+    _recalibrate_batch_norm(generator, seed=seed)
+    g_file, d_file = track.checkpoint_files(epoch)
+    return {g_file: _write_safetensors(out / g_file, generator, half=True),
+            d_file: _write_safetensors(out / d_file, gan.discriminator, half=True)}
+
+
+def _measure_checkpoints(out: Path, base: Path, save_epochs: Sequence[int], *, truth_n: int,
+                         check_n: int, seed: int) -> list[dict[str, Any]]:
+    """The planted truth (:func:`generated_dark_share`) and :func:`check_models` of the base
+    and of every checkpoint, each loaded back from its file (what ships is what is measured)."""
+    from audit.demo.models import _load_weights
+
+    points = [("builtin:digits-dcgan", track.BASE_EPOCHS, (GENERATOR_FILE, DISCRIMINATOR_FILE),
+               base)]
+    points += [(f"builtin:{track.checkpoint_name(e)}", e, track.checkpoint_files(e), out)
+               for e in save_epochs]
+    rows = []
+    for spec, epoch, files, folder in points:
+        generator = _load_weights(files[0], DigitsGenerator(), folder=folder)
+        discriminator = _load_weights(files[1], DigitsDiscriminator(), folder=folder)
+        rows.append({"spec": spec, "epoch": epoch, "files": list(files),
+                     "dark_share": generated_dark_share(generator, n=truth_n, seed=seed),
+                     "check": check_models(generator, discriminator, n=check_n, seed=seed)
+                     if check_n else None})
+    return rows
+
+
+def train_track(*, out: Path | None = None, base: Path | None = None, seed: int = 0,
+                schedule: Sequence[float] = track.TRACK_SCHEDULE,
+                save_epochs: Sequence[int] = track.TRACK_SAVE_EPOCHS,
+                n_images: int | None = None, batch_size: int = BATCH_SIZE,
+                truth_n: int = track.TRUTH_N, check_n: int = 2000,
+                log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """The demo's short training run (:mod:`audit.demo.checkpoints`): continue the demo GAN
+    in ``base`` for ``len(schedule)`` epochs with the dark-tone share of the training mix of
+    each epoch from ``schedule``, saving float16 checkpoints after ``save_epochs`` (counted
+    from the start of the demo's training), then measure each (and the base).
+
+    Parameters
+    ----------
+    out : Path
+        Output folder (default ``weights/track``): the checkpoint files, their SHA256SUMS
+        and training.json (schedule, history, and per checkpoint the planted truth
+        ``dark_share`` and :func:`check_models`).
+    base : Path
+        Folder of the demo GAN to continue (default the shipped weights).
+    seed, n_images, batch_size, check_n
+        As :func:`train`; ``truth_n`` latents measure each checkpoint's dark share.
+
+    Returns
+    -------
+    dict
+        The content of training.json.
+    """
+    from audit.demo.models import read_sha256sums
+    from audit.io import atomic_write_json, ensure_dir
+
+    started = time.perf_counter()
+    out = ensure_dir(Path(out) if out is not None else WEIGHTS_DIR / track.TRACK_SUBDIR)
+    base = Path(base) if base is not None else WEIGHTS_DIR
+    sums: dict[str, str] = {}
+
+    def save(epoch: int) -> None:
+        if epoch in save_epochs:
+            sums.update(_save_checkpoint(out, gan, epoch, seed=seed))
+            _write_sums(out, sums)
+
+    with _one_deterministic_thread():
+        gan = _warm_gan(base)
+        n_part = len(digits_split()["gan"])
+        n_epoch = n_part if n_images is None else min(int(n_images), n_part)
+        history = _train_epochs(gan, epochs=len(schedule), n_epoch=n_epoch,
+                                batch_size=batch_size, seed=seed, log=log,
+                                dark_shares=schedule, first_epoch=track.BASE_EPOCHS,
+                                at_epoch_end=save)
+        measured = _measure_checkpoints(out, base, save_epochs, truth_n=truth_n,
+                                        check_n=check_n, seed=seed)
+    summary = {"model": "digits-dcgan", "run": "track", "seed": seed,
+               "base": {"epochs": track.BASE_EPOCHS,
+                        "sha256": read_sha256sums(base / SUMS_FILE)},
+               "schedule_tone_dark": list(schedule), "save_epochs": list(save_epochs),
+               "mix_stroke_thick": GAN_MIX["stroke_thick"], "batch_size": batch_size,
+               "images_per_epoch": n_epoch, "float16": True, "truth_n": truth_n,
+               "sha256": sums, "torch": torch.__version__, "history": history,
+               "checkpoints": measured,
+               "truth": {row["spec"]: row["dark_share"] for row in measured},
+               "seconds": round(time.perf_counter() - started, 1)}
     atomic_write_json(out / "training.json", summary)
     return summary
 
@@ -414,15 +570,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m audit.demo.train",
         description="Train the demo DCGAN on the digits in the imbalanced GAN mix and write "
-                    "its weights (safetensors), SHA256SUMS and training.json.",
-        epilog="Example: python -m audit.demo.train --out audit/demo/weights --epochs 60")
-    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR, help="output folder")
+                    "its weights (safetensors), SHA256SUMS and training.json; with --track, "
+                    "continue it with a falling dark-tone share and write the checkpoints.",
+        epilog="Example: python -m audit.demo.train --out audit/demo/weights --epochs 60; "
+               "python -m audit.demo.train --track")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default audit/demo/weights, --track: its track/)")
     parser.add_argument("--epochs", type=int, default=EPOCHS, help="training epochs")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--track", action="store_true",
+                        help="the demo's training run: checkpoints of the shipped demo GAN "
+                             "continued on a falling dark-tone share (audit.demo.checkpoints)")
     args = parser.parse_args(argv)
-    summary = train(out=args.out, epochs=args.epochs, seed=args.seed)
+    if args.track:
+        summary = train_track(out=args.out, seed=args.seed)
+        shares = ", ".join(f"{k.removeprefix('builtin:')} {v:.3f}"
+                           for k, v in summary["truth"].items())
+        print(f"wrote {len(summary['sha256'])} checkpoint files in {summary['seconds']} s; "
+              f"generated dark tone: {shares}")
+        return 0
+    out = WEIGHTS_DIR if args.out is None else args.out
+    summary = train(out=out, epochs=args.epochs, seed=args.seed)
     check = summary["check"]
-    print(f"wrote {args.out} in {summary['seconds']} s; generated dark tone "
+    print(f"wrote {out} in {summary['seconds']} s; generated dark tone "
           f"{check['generated']['tone_dark_share']:.3f}, thick stroke "
           f"{check['generated']['stroke_thick_share']:.3f} (trained on "
           f"{GAN_MIX['tone_dark']} / {GAN_MIX['stroke_thick']})")

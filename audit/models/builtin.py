@@ -19,7 +19,10 @@ def entry(spec: str) -> BuiltinModel:
 
 
 def build(cfg: Any, rest: str, *, role: str) -> Any:
-    """The ``role`` (discriminator or generator) of the builtin model ``rest``."""
-    target = getattr(entry(cfg.spec), role)
-    return call_factory(import_callable(target, spec=cfg.spec), cfg.kwargs, spec=cfg.spec,
+    """The ``role`` (discriminator or generator) of the builtin model ``rest``; the entry's
+    fixed ``factory_kwargs`` (a checkpoint's epoch) go with the config's kwargs."""
+    model = entry(cfg.spec)
+    target = getattr(model, role)
+    return call_factory(import_callable(target, spec=cfg.spec),
+                        {**cfg.kwargs, **dict(model.factory_kwargs)}, spec=cfg.spec,
                         target=target)

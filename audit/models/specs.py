@@ -24,12 +24,25 @@ class BuiltinModel:
     image_size: int
     channels: int
     latent_dim: int
+    #: Fixed keyword arguments of both factories (e.g. a checkpoint's epoch).
+    factory_kwargs: tuple[tuple[str, Any], ...] = ()
+
+
+def _demo_checkpoints() -> dict[str, BuiltinModel]:
+    """``digits-dcgan-eNN``: the checkpoints of the demo's training run (issue 22)."""
+    from audit.demo.checkpoints import TRACK_SAVE_EPOCHS, checkpoint_name
+
+    return {checkpoint_name(e): BuiltinModel(
+        discriminator="audit.demo.models:track_discriminator",
+        generator="audit.demo.models:track_generator", image_size=32, channels=1,
+        latent_dim=64, factory_kwargs=(("epoch", e),)) for e in TRACK_SAVE_EPOCHS}
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "digits-dcgan": BuiltinModel(discriminator="audit.demo.models:builtin_discriminator",
                                  generator="audit.demo.models:builtin_generator",
                                  image_size=32, channels=1, latent_dim=64),
+    **_demo_checkpoints(),
 }
 
 
