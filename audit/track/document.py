@@ -137,7 +137,12 @@ def track_view(doc: Mapping[str, Any]) -> dict[str, Any]:
                                   key=f"track-{i}"),
                        [trends[(curve, g)] for g in groups if (curve, g) in trends])
              for i, ((curve, concept), groups) in enumerate(charts.items())]
-    return {"doc": doc, "bias": [v for v in views if v.family in ("generated_share",
+    findings = list(doc.get("findings") or [])
+    counts = {sev: sum(f["severity"] == sev for f in findings)
+              for sev in ("high", "medium", "low")}
+    return {"doc": doc, "counts": counts,
+            "headline": [f for f in findings if f["kind"] == "trend"][:5],
+            "bias": [v for v in views if v.family in ("generated_share",
                                                                  "impact_ratio")],
             "context": [v for v in views if v.family not in ("generated_share",
                                                             "impact_ratio")],
