@@ -1094,7 +1094,7 @@ def track(config: Path, values: tuple[str, ...], as_checkpoints: bool, as_trunca
 
     checkpoints, truncation = _track_points(values, as_checkpoints, as_truncation)
     if tensorboard is not None:  # fail before any work when the extra is missing
-        from audit.track.export import check_tensorboard
+        from audit.track.tensorboard import check_tensorboard
 
         check_tensorboard()
     summary = run_track(config, checkpoints=checkpoints, truncation=truncation,
@@ -1102,7 +1102,7 @@ def track(config: Path, values: tuple[str, ...], as_checkpoints: bool, as_trunca
                         device=device, pdf=False if no_pdf else None,
                         trust_run_config=trust_run_config)
     if tensorboard is not None:
-        from audit.track.export import series_to_tensorboard
+        from audit.track.tensorboard import series_to_tensorboard
 
         files = series_to_tensorboard([r for p in summary.points for r in p.rows], tensorboard)
         click.echo(f"tensorboard: {len(files)} event file(s) in {tensorboard}")

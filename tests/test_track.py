@@ -314,7 +314,7 @@ def test_the_tidy_series_round_trips_through_csv_and_parquet(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None,
                     reason="tensorboard is installed: the missing-extra message cannot show")
 def test_tensorboard_without_the_extra_says_what_to_install(tmp_path):
-    from audit.track.export import series_to_tensorboard
+    from audit.track.tensorboard import series_to_tensorboard
 
     with pytest.raises(DependencyError, match=r"pip install 'gan-audit\[tensorboard\]'"):
         series_to_tensorboard(_series([0.3, 0.2]), tmp_path / "tb")
@@ -326,7 +326,7 @@ def test_tensorboard_without_the_extra_says_what_to_install(tmp_path):
 def test_tensorboard_scalars_are_the_series(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from audit.track.export import series_to_tensorboard
+    from audit.track.tensorboard import series_to_tensorboard
 
     files = series_to_tensorboard(_series([0.3, 0.2]), tmp_path / "tb")
     acc = EventAccumulator(str(files[0].parent))
