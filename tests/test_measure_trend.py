@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from audit.measure.trend import ChangePoint, TrendTest, adjust_trends, change_points, trend_test
+from audit.measure.trend import (
+    ChangePoint,
+    TrendTest,
+    adjust_trends,
+    change_points,
+    se_from_interval,
+    trend_test,
+)
 
 sm = pytest.importorskip("statsmodels.api")
 
@@ -94,10 +101,12 @@ def test_points_without_a_value_or_standard_error_are_left_out() -> None:
     assert no_se.n_points == 3 and no_se.slope == pytest.approx(full.slope)
 
 
-def test_a_zero_standard_error_takes_the_smallest_positive_one() -> None:
-    a = trend_test([0.0, 0.05, 0.1], se=[0.0, 0.02, 0.01], n_boot=0)
-    b = trend_test([0.0, 0.05, 0.1], se=[0.01, 0.02, 0.01], n_boot=0)
+def test_a_zero_standard_error_takes_the_largest_positive_one() -> None:
+    # a bootstrap that never moved (a ratio pinned at 1) must not dominate the fit
+    a = trend_test([0.0, 0.05, 0.1, 1.0], se=[0.01, 0.04, 0.01, 0.0], n_boot=0)
+    b = trend_test([0.0, 0.05, 0.1, 1.0], se=[0.01, 0.04, 0.01, 0.04], n_boot=0)
     assert a == b
+    assert trend_test([0.3, 0.2, 0.1], se=[0.0, 0.0, 0.0]).method == "ols_t"
 
 
 def test_too_few_points_give_nan_not_an_error() -> None:
@@ -144,3 +153,11 @@ def test_holm_across_curves_matches_statsmodels() -> None:
     assert holm[-1] is None
     expected = multipletests([t.p_value for t in tests[:-1]], method="holm")[1]
     assert holm[:-1] == pytest.approx(list(expected))
+
+
+def test_a_standard_error_from_a_normal_interval_is_recovered() -> None:
+    assert se_from_interval((0.2 - norm.ppf(0.975) * 0.013, 0.2 + norm.ppf(0.975) * 0.013)) == \
+        pytest.approx(0.013)
+    assert se_from_interval((0.1, 0.3), confidence=0.9) == pytest.approx(0.1 / norm.ppf(0.95))
+    assert math.isnan(se_from_interval(None)) and math.isnan(se_from_interval((0.1, None)))
+    assert math.isnan(se_from_interval((0.1, math.nan)))

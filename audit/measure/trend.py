@@ -28,8 +28,8 @@ describes the points poorly (a jump, a turn): read the change points then.
 Assumptions, and when they fail
 -------------------------------
 - Each estimate is roughly normal with its standard error (bootstrap over a few thousand
-  images: yes, except for a share pinned at 0 or 1; a zero standard error is raised to the
-  series' smallest positive one, see :func:`trend_test`).
+  images: yes, except for a share pinned at 0 or 1, or a ratio pinned at 1; a zero
+  standard error is raised to the series' largest positive one, see :func:`trend_test`).
 - The points are independent. Series from one tracking run are not: every checkpoint is
   compared with the same real images, decoded with decoders trained on the same paired
   images, and often sampled from the same latent seeds. An error *shared equally by all
@@ -58,7 +58,8 @@ import numpy as np
 
 from audit.measure.stats import adjust_pvalues
 
-__all__ = ["TrendTest", "ChangePoint", "trend_test", "change_points", "adjust_trends"]
+__all__ = ["TrendTest", "ChangePoint", "trend_test", "change_points", "adjust_trends",
+           "se_from_interval"]
 
 _Z975 = 1.959963984540054
 
@@ -120,10 +121,12 @@ def _as_series(values: Sequence[float], se: Sequence[float] | None,
 
 
 def _floor_zero_se(s: np.ndarray) -> np.ndarray:
-    """A zero standard error (a bootstrap that never varied, e.g. a share of 0) raised to
-    the smallest positive one of the series; all zero stays all zero (caller decides)."""
+    """A zero standard error raised to the largest positive one of the series; all zero
+    stays all zero (caller decides). A bootstrap that never varied (a share of 0, an impact
+    ratio pinned at 1 where the group became the highest) says nothing about precision:
+    such a point should count no more than the least precise point, not dominate the fit."""
     positive = s[s > 0]
-    return np.where(s > 0, s, positive.min()) if positive.size else s
+    return np.where(s > 0, s, positive.max()) if positive.size else s
 
 
 def _not_enough(n: int) -> TrendTest:
@@ -165,8 +168,9 @@ def trend_test(values: Sequence[float], *, se: Sequence[float] | None = None,
         as a fraction, or an impact ratio). Non-finite points are left out.
     se
         (n,) each estimate's standard error (from its audit's bootstrap), same units. A
-        point with a NaN standard error is left out; a zero one is raised to the series'
-        smallest positive one. None: the noise is estimated from the residuals (``ols_t``).
+        point with a NaN standard error is left out; a zero one (a bootstrap that never
+        varied) is raised to the series' largest positive one. None, or all zero: the noise
+        is estimated from the residuals (``ols_t``).
     index
         (n,) where each point lies: checkpoint number, epoch or truncation psi (default
         0, 1, ..., n - 1). The slope is per unit of index.
@@ -273,3 +277,17 @@ def adjust_trends(tests: Sequence[TrendTest]) -> list[float | None]:
     could not be run): :func:`audit.measure.stats.adjust_pvalues`'s Holm column."""
     holm, _ = adjust_pvalues([t.p_value if math.isfinite(t.p_value) else None for t in tests])
     return holm
+
+
+def se_from_interval(ci: Sequence[float | None] | None, *, confidence: float = 0.95) -> float:
+    """The standard error a two-sided ``confidence`` interval ``[low, high]`` implies under
+    normality, ``(high - low) / (2 z)`` (3.92 for 95%): how a point of results.json, which
+    keeps bootstrap intervals rather than standard errors, enters :func:`trend_test`. NaN
+    for a missing or non-finite interval. A percentile interval of a skewed estimate gives
+    the average of its two half-widths."""
+    from audit.intervals import normal_quantile
+
+    if ci is None or len(ci) != 2 or any(c is None or not math.isfinite(c) for c in ci):
+        return math.nan
+    low, high = float(ci[0]), float(ci[1])  # type: ignore[arg-type]
+    return abs(high - low) / (2.0 * normal_quantile(confidence))
