@@ -33,7 +33,6 @@ __all__ = ["CurveTrend", "CurveChange", "TrendSettings", "rows_to_trends",
 
 #: A trend needs at least this many points with an estimate.
 MIN_POINTS = 2
-_Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -102,10 +101,12 @@ class CurveChange:
 
 
 def _se(row: SeriesRow) -> float | None:
-    """Standard error from a 95% interval (half its width over 1.96); None without one."""
-    if row.low is None or row.high is None:
-        return None
-    return (row.high - row.low) / (2 * _Z95)
+    """Standard error from the row's 95% interval
+    (:func:`audit.measure.trend.se_from_interval`); None without one."""
+    from audit.measure.trend import se_from_interval
+
+    se = se_from_interval([row.low, row.high])
+    return se if math.isfinite(se) else None
 
 
 def _usable(rows: Sequence[SeriesRow]) -> list[SeriesRow]:
