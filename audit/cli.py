@@ -1113,6 +1113,122 @@ def gate(run_dir: Path, fail_on: str, require_review: bool, require_signatures: 
         click.get_current_context().exit(1)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(path_type=Path))
+@click.argument("values", nargs=-1)
+@click.option("--checkpoints", "as_checkpoints", is_flag=True,
+              help="VALUES are checkpoints in training order: network pickles, quoted globs "
+                   "('runs/*.pkl', sorted) or builtin:NAME specs; each replaces both "
+                   "discriminator.spec and generator.spec.")
+@click.option("--truncation", "as_truncation", is_flag=True,
+              help="VALUES are truncation psi settings of the config's generator (a sampling "
+                   "sweep: D and decoders fixed).")
+@click.option("--reference-decoders", type=click.Path(path_type=Path), default=None,
+              metavar="RUN", help="Decode every checkpoint's generated images with RUN's "
+                                  "discriminator and decoders (fixed), instead of each "
+                                  "checkpoint's own.")
+@click.option("--baseline", default=None, metavar="POINT",
+              help="The point change points compare with (default: the first).")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Tracking folder (default: 'out' of the config).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="Device for every point's audit (default: the config's).")
+@click.option("--no-pdf", is_flag=True, help="Skip the monitoring report's PDF.")
+@click.option("--tensorboard", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Also write the curves as TensorBoard scalars here "
+                   "(needs: pip install 'gan-audit[tensorboard]').")
+@click.option("--fail-on", type=click.Choice(["high", "medium", "low"]), default=None,
+              help="Exit 1 when a finding of this severity or above is present (as gate).")
+@click.option("--trust-run-config", is_flag=True,
+              help="Load the reference run's discriminator even if its config names code.")
+def track(config: Path, values: tuple[str, ...], as_checkpoints: bool, as_truncation: bool,
+          reference_decoders: Path | None, baseline: str | None, out: Path | None,
+          device: str | None, no_pdf: bool, tensorboard: Path | None, fail_on: str | None,
+          trust_run_config: bool) -> None:
+    """Audit every checkpoint (or sampling setting) and report the bias curves over them.
+
+    Without --checkpoints or --truncation, the config's track: section gives the points.
+
+    \b
+    Example:
+      gan-audit track audit.yaml --checkpoints 'runs/network-*.pkl' --out reports/track
+      gan-audit track audit.yaml --checkpoints A.pkl B.pkl --reference-decoders reports/A
+      gan-audit track audit.yaml --truncation 1.0 0.9 0.7 0.5 --fail-on high
+    """
+    from audit.track.run import run_track
+
+    checkpoints, truncation = _track_points(values, as_checkpoints, as_truncation)
+    if tensorboard is not None:  # fail before any work when the extra is missing
+        from audit.track.tensorboard import check_tensorboard
+
+        check_tensorboard()
+    summary = run_track(config, checkpoints=checkpoints, truncation=truncation,
+                        reference=reference_decoders, baseline=baseline, out=out,
+                        device=device, pdf=False if no_pdf else None,
+                        trust_run_config=trust_run_config)
+    if tensorboard is not None:
+        from audit.track.tensorboard import series_to_tensorboard
+
+        files = series_to_tensorboard([r for p in summary.points for r in p.rows], tensorboard)
+        click.echo(f"tensorboard: {len(files)} event file(s) in {tensorboard}")
+    _print_track(summary)
+    if fail_on is not None:
+        from audit.gate import at_or_above
+
+        blocking = [f for f in summary.findings if at_or_above(f["severity"], fail_on)]
+        for f in blocking:
+            click.echo(f"blocked: {f['id']} ({f['severity']}): {f['summary']}")
+        verdict = f"blocked by {len(blocking)} finding(s)" if blocking else "passed"
+        click.echo(f"track gate {verdict}: {len(summary.findings)} finding(s), failing on "
+                   f"{fail_on} and above")
+        if blocking:
+            click.get_current_context().exit(1)
+
+
+def _track_points(values: tuple[str, ...], as_checkpoints: bool, as_truncation: bool
+                  ) -> tuple[list[str] | None, list[float] | None]:
+    """The command line's points: checkpoints or truncation settings (or none: the config's)."""
+    from audit.errors import ConfigError
+
+    if as_checkpoints and as_truncation:
+        raise ConfigError("give --checkpoints or --truncation, not both.")
+    if values and not (as_checkpoints or as_truncation):
+        raise ConfigError(f"{values[0]}: what are these values? Put --checkpoints or "
+                          f"--truncation before them.")
+    if (as_checkpoints or as_truncation) and not values:
+        raise ConfigError("--checkpoints/--truncation needs values after it (e.g. "
+                          "--truncation 1.0 0.7 0.5).")
+    if as_truncation:
+        try:
+            psi = [float(v) for v in values]
+        except ValueError as exc:
+            raise ConfigError(f"--truncation: {exc}; give numbers such as 1.0 0.7 0.5.") \
+                from exc
+        bad = [p for p in psi if not p > 0 or p != p or p == float("inf")]
+        if bad:
+            raise ConfigError(f"--truncation: {bad[0]} is not a positive psi (e.g. 0.7).")
+        return None, psi
+    return (list(values) or None), None
+
+
+def _print_track(summary: Any) -> None:
+    """The tracking run's closing summary: points and their cost, decoders, findings."""
+    doc = summary.document
+    click.echo(f"tracking run {doc.get('name')}: {summary.out} ({doc['mode']}, "
+               f"{len(summary.points)} points, decoders {doc['decoders']['kind']})")
+    for p in summary.points:
+        ran = ", ".join(f"{k} {v:.1f} s" for k, v in p.seconds.items() if v)
+        click.echo(f"  {p.point.name:<24} {p.wall_seconds:6.1f} s  ran: {ran or 'nothing'}"
+                   + (f"; reused: {', '.join(p.reused)}" if p.reused else ""))
+    shown = [f for f in summary.findings if f.get("severity") != "info"][:8]
+    click.echo(f"findings ({len(summary.findings)} in all):" if shown
+               else "no trend or change point is significant")
+    for f in shown:
+        click.echo(f"  [{f['severity']}] {f['id']}: {f['summary']}")
+    for kind, path in summary.outputs.items():
+        click.echo(f"{kind}: {path}")
+
+
 def interrupt_on_sigterm() -> None:
     """Treat SIGTERM (``kill``, a CI timeout, a scheduler) like Ctrl-C: the running write
     removes its temporary file and the run folder stays consistent and resumable."""

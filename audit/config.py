@@ -47,7 +47,7 @@ __all__ = [
     "load_config", "load_run_config",
     "run_config_code",
     "config_from_dict", "as_given", "run_folder_config",
-    "Device", "Pooling",
+    "Device", "Pooling", "TrackSettings",
 ]
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
@@ -566,6 +566,45 @@ class CounterfactualSettings(_Section):
                                                            "strip of edited images")
 
 
+def _checkpoint_paths(values: list[str], info: ValidationInfo) -> list[str]:
+    """Checkpoint entries: a spec with a prefix (``builtin:NAME``, ``pickle:PATH#KEY``) or a
+    path or glob of network pickles; paths resolve against the config's folder."""
+    out = []
+    for value in values:
+        if value.startswith("builtin:"):
+            out.append(value)
+        elif ":" in value.split("/")[0] and _split_spec(value) is not None:
+            out.append(_resolve_spec(value, info))
+        else:
+            out.append(str(_resolve_path(Path(value), info)))
+    return out
+
+
+class TrackSettings(_Section):
+    """``gan-audit track``: one audit per checkpoint (or sampling setting), and the curves.
+
+    Each checkpoint replaces both ``discriminator.spec`` and ``generator.spec`` (a StyleGAN
+    network pickle holds both: the path part is replaced, each spec keeps its ``#KEY``).
+    """
+
+    checkpoints: Annotated[list[str], AfterValidator(_checkpoint_paths)] = Field(
+        default_factory=list,
+        description="checkpoints in training order: builtin:NAME specs, network pickles "
+                    "(paths, relative to the config's folder) or globs of them (sorted)")
+    baseline: str | None = Field(None, description="the checkpoint (or setting, e.g. "
+                                                   "'truncation-1') that change points "
+                                                   "compare with; default: the first")
+    reference_decoders: RelPath | None = Field(
+        None, description="a run folder whose discriminator and decoders decode every "
+                          "checkpoint's generated images (fixed decoders); default: each "
+                          "checkpoint's own D and decoders")
+    truncation: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=list, description="a sampling sweep: the generator's truncation psi "
+                                          "at each point (D and decoders fixed)")
+    n_boot: int = Field(9999, ge=99, le=1_000_000,
+                        description="resamples of each curve's trend test")
+
+
 class AuditConfig(_Section):
     """A whole audit: models, images, concept set, and stage settings.
 
@@ -597,6 +636,9 @@ class AuditConfig(_Section):
     measure: MeasureSettings = Field(default_factory=MeasureSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     counterfactual: CounterfactualSettings = Field(default_factory=CounterfactualSettings)
+    track: TrackSettings | None = Field(None, description="gan-audit track: checkpoints or "
+                                                          "a truncation sweep (ignored by "
+                                                          "gan-audit run)")
     device: Device = "auto"
     out: RelPath = Path("reports/audit")
     # {resolved path: the path as the config file gave it} (relative to the config's folder)

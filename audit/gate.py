@@ -22,7 +22,7 @@ from pathlib import Path
 from audit.errors import RunFolderError
 from audit.vocabulary import Severity, severity_rank
 
-__all__ = ["RESOLVED", "GateCase", "GateResult", "gate_run", "gate_to_junit"]
+__all__ = ["RESOLVED", "GateCase", "GateResult", "gate_run", "gate_to_junit", "at_or_above"]
 
 #: Review statuses that release a finding from the gate.
 RESOLVED: tuple[str, ...] = ("accepted", "mitigated")
@@ -72,6 +72,11 @@ class GateResult:
                 f"{self.fail_on.value} and above{fix}")
 
 
+def at_or_above(severity: Severity | str, fail_on: Severity | str) -> bool:
+    """Whether a finding of ``severity`` is at ``fail_on`` or more severe (what blocks)."""
+    return severity_rank(severity) <= Severity(fail_on).rank
+
+
 def _finding_case(finding: dict, status: str | None, *, fail_on: Severity,
                   require_review: bool) -> GateCase:
     severity = finding["severity"]
@@ -81,7 +86,7 @@ def _finding_case(finding: dict, status: str | None, *, fail_on: Severity,
     if len(summary) > _SUMMARY_CHARS:
         summary = summary[:_SUMMARY_CHARS - 3] + "..."
     reason = None
-    if rank <= fail_on.rank and status not in RESOLVED:
+    if at_or_above(severity, fail_on) and status not in RESOLVED:
         reason = (f"{head}: {status or 'unreviewed'}, not accepted or mitigated in the review "
                   f"log" + (f": {summary}" if summary else ""))
     elif require_review and rank < Severity.INFO.rank and status is None:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from audit.manifest import (
     write_manifest,
 )
 
-__all__ = ["run_audit", "RunSummary", "demo_config", "STAGES"]
+__all__ = ["run_audit", "run_folder", "RunSummary", "demo_config", "STAGES"]
 
 STAGES = ("extract", "decoders", "baseline", "decode", "samples", "measure", "insight",
           "report")
@@ -240,7 +240,6 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
     """
     from audit.concepts import load_concept_set
     from audit.load import resolve_device, shared_models
-    from audit.runfolder import claim
 
     cfg = config if isinstance(config, AuditConfig) else load_config(config)
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -254,26 +253,38 @@ def run_audit(config: AuditConfig | str | Path, *, out: Path | None = None,
 
         counterfactual_concepts(cfg.counterfactual, concept_set)
     dev = resolve_device(cfg.device)
-    with claim(run_dir) as first:  # our folder, one writer
-        try:
-            run = _Run(cfg, run_dir, dev, log)
-            run.manifest["seeds"] = {
-                "generator": cfg.generator.seed if cfg.generator else None,
-                "paired": cfg.paired.seed, "real": cfg.real.seed,
-                "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
-            with shared_models():      # each network loaded once for all stages
-                _stages(run, cfg, run_dir, concept_set, dev, want_pdf, extracted)
-        except BaseException:
-            if first and _wrote_nothing_yet(run_dir):
-                with contextlib.suppress(OSError, AuditError):
-                    _discard(run_dir)  # a first run that failed before any work: nothing left
-            raise
+    # our folder, one writer; each network loaded once for all stages
+    with run_folder(cfg, run_dir, device=dev, log=log) as run, shared_models():
+        _stages(run, cfg, run_dir, concept_set, dev, want_pdf, extracted)
     results_path = run_dir / "results.json"
     run.summary.results = json.loads(results_path.read_text(encoding="utf-8"))
     run.summary.outputs = {"results": results_path, "html": run_dir / "report.html"}
     if want_pdf:
         run.summary.outputs["pdf"] = run_dir / "report.pdf"
     return run.summary
+
+
+@contextlib.contextmanager
+def run_folder(cfg: AuditConfig, run_dir: Path, *, device: str,
+               log: Callable[[str], None]) -> Iterator[_Run]:
+    """Claim ``run_dir`` (our folder, one writer), open its manifest and config, and yield
+    the stage runner; a first run that fails before any work leaves nothing behind. Shared
+    by :func:`run_audit` and the fixed-decoder audits of ``gan-audit track``."""
+    from audit.runfolder import claim
+
+    with claim(run_dir) as first:
+        try:
+            run = _Run(cfg, run_dir, device, log)
+            run.manifest["seeds"] = {
+                "generator": cfg.generator.seed if cfg.generator else None,
+                "paired": cfg.paired.seed, "real": cfg.real.seed,
+                "decoders": cfg.decoders.seed, "bootstrap": cfg.measure.seed}
+            yield run
+        except BaseException:
+            if first and _wrote_nothing_yet(run_dir):
+                with contextlib.suppress(OSError, AuditError):
+                    _discard(run_dir)  # a first run that failed before any work: nothing left
+            raise
 
 
 def _wrote_nothing_yet(run_dir: Path) -> bool:

@@ -908,6 +908,56 @@ def _label_export_without_sample(tmp: Path, shared) -> tuple[list, Path]:
 
 def _no_labels_written(folder: Path) -> None:
     assert not (folder / "labels").exists()
+# ---------------------------------------------------------------- #22 tracking
+
+
+PLAIN_GENERATOR = '''
+from audit.demo.models import DigitsGenerator
+
+
+class Plain(DigitsGenerator):
+    def forward(self, z):          # no truncation_psi: a generator without truncation
+        return super().forward(z)
+'''
+
+
+def _track_config(tmp: Path, **changes) -> Path:
+    return write_config(tmp / "audit.yaml", {**FIXED, "out": str(tmp / "out"), **changes})
+
+
+def _track_glob_matching_nothing(tmp: Path, shared) -> tuple[list, Path]:
+    return (["track", _track_config(tmp), "--checkpoints", str(tmp / "runs" / "*.pkl")],
+            tmp / "out")
+
+
+def _track_checkpoint_that_fails_to_load(tmp: Path, shared) -> tuple[list, Path]:
+    (tmp / "runs").mkdir()
+    for k in range(2):
+        (tmp / "runs" / f"network-{k:06d}.pkl").write_bytes(b"not a pickle")
+    model = {"spec": "pickle:x.pkl#D", "trust_pickle": True}
+    cfg = _track_config(tmp, discriminator={**FIXED["discriminator"], **model},
+                        generator={**FIXED["generator"], **model, "spec": "pickle:x.pkl#G_ema"})
+    return ["track", cfg, "--checkpoints", str(tmp / "runs" / "*.pkl")], tmp / "out"
+
+
+def _track_reference_of_another_concept_set(tmp: Path, shared) -> tuple[list, Path]:
+    from audit.concepts import bundled_concept_sets
+
+    run = tmp / "reference"
+    shutil.copytree(shared("tiny"), run)
+    other = tmp / "my_tone.yaml"
+    other.write_text(bundled_concept_sets()["digits_tone"].read_text().replace(
+        "name: digits_tone", "name: my_tone"))
+    cfg = _track_config(tmp, concept_set=str(other))
+    return (["track", cfg, "--truncation", "1.0", "0.5", "--reference-decoders", run],
+            tmp / "out")
+
+
+def _track_truncation_without_one(tmp: Path, shared) -> tuple[list, Path]:
+    (tmp / "plain.py").write_text(PLAIN_GENERATOR, encoding="utf-8")
+    cfg = _track_config(tmp, generator={**FIXED["generator"],
+                                        "spec": f"python:{tmp / 'plain.py'}:Plain"})
+    return ["track", cfg, "--truncation", "1.0", "0.5"], tmp / "out"
 
 
 CASES: dict[str, Case] = {
@@ -1143,6 +1193,18 @@ CASES: dict[str, Case] = {
         _label_export_without_sample, 2,
         ("samples/labelling/index.json: not found", "gan-audit run CONFIG",
          "report.labelling_sample"), _no_labels_written),
+    # #22 tracking: gan-audit track
+    "track: a checkpoint glob that matches nothing": Case(
+        _track_glob_matching_nothing, 2, ("matches no file", "*.pkl", "quote it")),
+    "track: a checkpoint that fails to load": Case(
+        _track_checkpoint_that_fails_to_load, 2, ("checkpoint network-000000 (",
+                                                  "network-000000.pkl", "cannot unpickle")),
+    "track: a reference run of another concept set": Case(
+        _track_reference_of_another_concept_set, 2, ("--reference-decoders", "'digits_tone'",
+                                                     "not the tracked 'my_tone'")),
+    "track: a truncation sweep of a generator without truncation": Case(
+        _track_truncation_without_one, 2, ("setting truncation-1", "takes no "
+                                           "truncation_psi/truncation argument")),
 }
 
 
@@ -1218,4 +1280,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 78
+    assert len(CASES) == 82

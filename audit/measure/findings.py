@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
 __all__ = ["FindingRecord", "validity_summary", "finding_validity", "results_to_findings",
-           "verdicts", "label_transfer_findings"]
+           "verdicts", "label_transfer_findings", "finding_record"]
 
 
 def validity_summary(validity: dict[str, Any], concept_names: list[str]) -> dict[str, Any]:
@@ -151,6 +151,12 @@ def _finding(**kw: Any) -> FindingRecord:
     if unknown:
         raise TypeError(f"unknown finding field(s) {sorted(unknown)}")
     return cast(FindingRecord, {k: kw.get(k, {} if k == "evidence" else None) for k in _FIELDS})
+
+
+def finding_record(**fields: Any) -> FindingRecord:
+    """A finding with every field of the schema, in its order (absent ones None or empty),
+    for finding makers outside this module (e.g. the trends of :mod:`audit.track`)."""
+    return _finding(**fields)
 
 
 def _p_values(test: dict[str, Any]) -> dict[str, float | None]:
