@@ -24,7 +24,7 @@ pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
 from click.testing import CliRunner
 
 with warnings.catch_warnings():  # Starlette 1.x suggests httpx2; httpx works the same here
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*httpx.*")
     from starlette.testclient import TestClient
 
 from audit.cli import cli
@@ -43,12 +43,38 @@ N_LABEL = 24
 SECRET = "never-served-secret"
 
 
-def _png(rng: np.random.Generator) -> bytes:
+def _digit(k: int, *, tone: str, stroke: str) -> np.ndarray:
+    """Digit ``k`` of scikit-learn's bundled set at 32 x 32, rendered as the demo plants its
+    attributes (light: white ink on black, dark: the negation; thick: dilated 3 x 3), in
+    [0, 1]: the images a perfect generator would draw for these groups."""
+    from scipy.ndimage import maximum_filter
+    from sklearn.datasets import load_digits
+
+    ink = np.kron(load_digits().images[k % 1797] / 16.0, np.ones((4, 4)))
+    if stroke == "thick":
+        ink = maximum_filter(ink, size=3)
+    return 1.0 - ink if tone == "dark" else ink
+
+
+def _png(image: np.ndarray) -> bytes:
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _grids(run: Path) -> None:
+    """The report's sample grids, drawn from digits rendered in each group."""
+    from audit.samples import images_to_grid
+
+    for name, tone, stroke in (("generated-tone-light", "light", "thin"),
+                               ("generated-tone-dark", "dark", "thin"),
+                               ("real-lowest", "dark", "thick"),
+                               ("real-highest", "light", "thin")):
+        images = np.stack([_digit(k, tone=tone, stroke=stroke)[None] for k in range(16)])
+        grid = images_to_grid(images, value_range=(0.0, 1.0))
+        (run / "samples" / f"{name}.png").write_bytes(_png(grid.mean(axis=2) / 255))
 
 
 def add_labelling_sample(run: Path, *, n: int = N_LABEL) -> Path:
@@ -60,8 +86,11 @@ def add_labelling_sample(run: Path, *, n: int = N_LABEL) -> Path:
     index, _ = sample_index(image_ids=ids, decoded=decoded, choices=CHOICES, n=n, seed=0)
     (run / SAMPLE_DIR).mkdir(parents=True, exist_ok=True)
     for item in index["items"]:
-        (run / item["file"]).write_bytes(_png(rng))
+        k = int(item["image_id"].rsplit("-", 1)[1])
+        image = _digit(k, tone=item["decoded"]["tone"], stroke=item["decoded"]["stroke"])
+        (run / item["file"]).write_bytes(_png(image))
     (run / SAMPLE_DIR / "index.json").write_text(json.dumps(index), encoding="utf-8")
+    _grids(run)
     record_artifacts(run, ["samples"])
     return run
 
@@ -176,7 +205,8 @@ def test_pages_send_a_strict_content_security_policy(client):
         assert "script-src 'self'" in headers["content-security-policy"]
         assert "default-src 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
-        assert headers["referrer-policy"] == "no-referrer"
+        # not "no-referrer": Chrome then sends "Origin: null" with the app's own forms
+        assert headers["referrer-policy"] == "same-origin"
 
 
 # ---------------------------------------------------------------- findings

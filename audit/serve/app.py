@@ -35,7 +35,7 @@ __all__ = ["Ctx", "ReviewApp", "finding_url"]
 _CSP = ("default-src 'none'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 _HEADERS = {"Content-Security-Policy": _CSP, "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+            "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY",
             "Cache-Control": "no-store"}
 _STATIC = {"serve.css": ("serve/serve.css", "text/css"),
            "serve.js": ("serve/serve.js", "text/javascript"),

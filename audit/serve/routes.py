@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.responses import Response
 from starlette.routing import Route
 
 from audit.serve import handlers
@@ -31,6 +32,8 @@ def create_app(run_dir: Path, *, guard: Guard) -> Starlette:
         Route("/label/name", app.guarded(h.labeller), methods=["POST"]),
         Route("/files/{rel:path}", app.guarded(app.file), methods=["GET"]),
         Route("/static/{name}", app.guarded(app.static), methods=["GET"]),
+        Route("/favicon.ico", app.guarded(lambda ctx: Response(status_code=204)),
+              methods=["GET"]),  # no icon: nothing to fetch, nothing to log
     ]
     star = Starlette(routes=routes)
     star.state.review_app = app
