@@ -561,6 +561,59 @@ def serve(run_dir: Path, port: int, host: str, no_browser: bool) -> None:
         click.echo("stopped.", err=True)
 
 
+@cli.command("label")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--export", "export_path", type=click.Path(path_type=Path), default=None,
+              metavar="FILE", help="Write the labelling sample: FILE.csv (a row per image and "
+              "protected concept, group to fill in) or FILE.json (Label Studio tasks, images "
+              "embedded).")
+@click.option("--import", "import_path", type=click.Path(path_type=Path), default=None,
+              metavar="FILE", help="Add the labels of a CSV (image_id, concept, group) or a "
+              "Label Studio JSON export.")
+@click.option("--labeller", default=None, help="Who gave the imported labels (recorded with "
+              "each).")
+def label_command(run_dir: Path, export_path: Path | None, import_path: Path | None,
+                  labeller: str | None) -> None:
+    """Label generated images in bulk: export the labelling sample, or import labels.
+
+    The labels (labels/labels.csv in the run folder) let the measure stage check how the
+    decoders read generated images (decoder transfer). Without --export or --import, counts
+    the labels given so far.
+
+    \b
+    Example:
+      gan-audit label reports/demo --export to_label.csv
+      gan-audit label reports/demo --import to_label.csv --labeller "A. Labeller"
+      gan-audit label reports/demo --export tasks.json   # for Label Studio
+    """
+    from audit.errors import LabelError
+    from audit.labelfiles import export_labelling, import_labels, label_studio_config
+    from audit.labels import LABELS_FILE, label_choices, labelling_sample, read_labels
+
+    if export_path is not None and import_path is not None:
+        raise LabelError("give --export FILE or --import FILE, not both.")
+    if export_path is not None:
+        n = export_labelling(run_dir, export_path)
+        click.echo(f"{n} images -> {export_path}")
+        if export_path.suffix.lower() == ".json":
+            click.echo("Label Studio labelling interface (Settings > Labeling Interface > "
+                       "Code):\n" + label_studio_config(label_choices(run_dir)))
+        return
+    if import_path is not None:
+        if not (labeller or "").strip():
+            raise LabelError("give the labeller's name with --labeller NAME (it is recorded "
+                             "with each label).")
+        n = import_labels(run_dir, import_path, labeller=labeller or "")
+        click.echo(f"{n} labels from {import_path} -> {run_dir / LABELS_FILE}; run gan-audit "
+                   f"run CONFIG (or gan-audit measure CONFIG) to measure decoder transfer with "
+                   f"them.")
+        return
+    n_images, labels = len(labelling_sample(run_dir)), read_labels(run_dir)
+    click.echo(f"labelling sample: {n_images} images; {len(labels)} labels")
+    for (concept, who), part in labels.groupby(["concept", "labeller"], sort=True):
+        click.echo(f"  {concept}  {who}: {part['image_id'].nunique()} images")
+
+
 _LISTED = 20  # problems verify lists one by one (the rest are counted)
 
 

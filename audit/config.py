@@ -486,6 +486,17 @@ class MeasureSettings(_Section):
                                                    "BH-significant, else low)")
     max_listed_ids: int = Field(50, ge=0, description="image ids listed per degenerate case "
                                                       "(e.g. NaN scores) in results.json")
+    min_labels_per_group: int = Field(
+        30, ge=1, description="labelled generated images (labels/labels.csv, by consensus "
+                              "group) every group of a protected concept needs before its "
+                              "generated shares are also corrected with the confusion "
+                              "measured on labelled generated images (decoder transfer)")
+    transfer_gap: float = Field(
+        0.05, gt=0, le=1, description="a decoder's balanced accuracy on labelled generated "
+                                      "images this far below that on held-out real images is "
+                                      "a large transfer gap: a finding on the decoder when "
+                                      "its interval excludes 0 (high when the interval's "
+                                      "lower bound reaches it too)")
 
     @field_validator("cluster_by")
     @classmethod
@@ -511,6 +522,14 @@ class ReportSettings(_Section):
                                                "most 64, an 8 x 8 grid: a grid's images are "
                                                "held in memory as floats, and 64 images of "
                                                "1,024 x 1,024 x 3 already take 800 MB)")
+    labelling_sample: int = Field(200, ge=0, le=10_000,
+                                  description="generated images in the labelling sample "
+                                              "(samples/labelling/: one PNG each, for "
+                                              "gan-audit serve and gan-audit label), a random "
+                                              "sample stratified by the decoded groups of the "
+                                              "protected concepts, equal numbers per stratum; 0 "
+                                              "writes none")
+    labelling_seed: Seed = Field(0, description="seed of the labelling sample's draw")
 
 
 class AuditConfig(_Section):

@@ -36,12 +36,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from audit.errors import LabelError, RunFolderError
+from audit.runfolder import LABELS_LOCK
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["LABELS_FILE", "SAMPLE_DIR", "SAMPLE_INDEX", "CANT_TELL", "COLUMNS", "LabelItem",
-           "labelling_sample", "label_choices", "append_labels", "read_labels",
+           "labelling_sample", "label_choices", "append_labels", "append_label_records",
+           "read_labels",
            "stratified_pick", "sample_index", "LOCK_NAME", "labels_problems"]
 
 LABELS_FILE = "labels/labels.csv"            # relative to the run folder
@@ -50,8 +52,8 @@ SAMPLE_INDEX = f"{SAMPLE_DIR}/index.json"
 CANT_TELL = "cant_tell"
 #: The labels file's columns, in order.
 COLUMNS = ("image_id", "concept", "group", "labeller", "time", "source")
-#: The lock file of :func:`append_labels` (in the run folder; a dot file, so never an artifact).
-LOCK_NAME = ".labels.csv.lock"
+#: The lock file of :func:`append_labels` (in the run folder; bookkeeping, never an artifact).
+LOCK_NAME = LABELS_LOCK
 _LOCK_TIMEOUT_S = 60.0
 _INDEX_VERSION = 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]")
@@ -99,7 +101,8 @@ def stratified_pick(strata: Sequence[str], *, n: int, seed: int) -> np.ndarray:
 
     Returns
     -------
-    int array of positions into ``strata``, sorted by stratum then draw order.
+    int array of positions into ``strata``, in random order (strata mixed, so that the order
+    in which a labeller sees them tells nothing of the decoded groups).
     """
     keys = np.asarray([str(s) for s in strata], dtype=object)
     names = sorted(set(keys.tolist()))
@@ -118,7 +121,10 @@ def stratified_pick(strata: Sequence[str], *, n: int, seed: int) -> np.ndarray:
                 break
     rng = np.random.default_rng(seed)
     picked = [rng.permutation(members[s])[:quota[s]] for s in names]
-    return np.concatenate(picked).astype(np.int64) if picked else np.zeros(0, np.int64)
+    if not picked:
+        return np.zeros(0, np.int64)
+    # shown in random order: in stratum order a labeller would see the decoded groups
+    return rng.permutation(np.concatenate(picked).astype(np.int64))
 
 
 def sample_index(*, image_ids: Sequence[str], decoded: Mapping[str, Sequence[str]],
@@ -251,11 +257,11 @@ def _unknown(what: str, value: str, known: Sequence[str], where: str, fix: str) 
 
 
 def _validated(rows: Sequence[Mapping[str, str]], *, choices: dict[str, list[str]],
-               image_ids: set[str], labeller: str, source: str, time: str
+               image_ids: set[str], labellers: Sequence[str], source: str, time: str
                ) -> list[tuple[str, ...]]:
     """The rows as labels-file records; a :class:`LabelError` naming the first bad row."""
     out = []
-    for k, row in enumerate(rows, start=1):
+    for k, (row, labeller) in enumerate(zip(rows, labellers, strict=True), start=1):
         where = f"label row {k}"
         if not isinstance(row, Mapping):
             raise LabelError(f"{where}: expected a record with image_id, concept and group, "
@@ -277,8 +283,16 @@ def _validated(rows: Sequence[Mapping[str, str]], *, choices: dict[str, list[str
         if group not in choices[concept] and group != CANT_TELL:
             raise _unknown(f"group of {concept}", group, [*choices[concept], CANT_TELL], where,
                            f"Use one of {', '.join([*choices[concept], CANT_TELL])}.")
-        out.append((image_id, concept, group, labeller, time, source))
+        out.append((image_id, concept, group, _labeller(labeller, where), time, source))
     return out
+
+
+def _labeller(name: Any, where: str) -> str:
+    name = _text(name if name is not None else "", "labeller's name", where)
+    if not name:
+        raise LabelError("the labeller's name is empty; give it (gan-audit label RUN --import "
+                         "FILE --labeller NAME): it is recorded with each label.")
+    return name[:_MAX_TEXT]
 
 
 def _lines(records: Sequence[Sequence[str]]) -> bytes:
@@ -314,7 +328,8 @@ def _read_records(run_dir: Path) -> list[tuple[str, ...]]:
 
 def append_labels(run_dir: Path, rows: Sequence[Mapping[str, str]], *, labeller: str,
                   source: str = "web", now: datetime | None = None) -> int:
-    """Append labels to ``RUN_DIR/labels/labels.csv``; returns the number of rows written.
+    """Append labels by one labeller to ``RUN_DIR/labels/labels.csv``; returns the number of
+    rows written.
 
     Every row is checked before anything is written (all or nothing): a known image of the
     labelling sample, a protected concept, one of its groups or :data:`CANT_TELL`. The
@@ -339,23 +354,35 @@ def append_labels(run_dir: Path, rows: Sequence[Mapping[str, str]], *, labeller:
         A bad row (named by its number), an empty labeller, a labels file that does not
         parse (never extended then), or a lock not obtained within a minute.
     RunFolderError
-        No labelling sample (see :func:`labelling_sample`).
+        Not a run folder, or no labelling sample (see :func:`labelling_sample`).
     """
+    rows = list(rows)
+    _labeller(labeller, "labeller")
+    return append_label_records(run_dir, rows, labellers=[labeller] * len(rows),
+                                source=source, now=now)
+
+
+def append_label_records(run_dir: Path, rows: Sequence[Mapping[str, str]], *,
+                         labellers: Sequence[str], source: str = "web",
+                         now: datetime | None = None) -> int:
+    """:func:`append_labels` with a labeller per row (``labellers``, as long as ``rows``):
+    the labels of several annotators of one import, written at once."""
     from filelock import FileLock, Timeout
 
     from audit.io import atomic_write_bytes
+    from audit.runfolder import is_owned
 
     run_dir = Path(run_dir)
-    labeller = _text(labeller if labeller is not None else "", "labeller's name", "labeller")
-    if not labeller:
-        raise LabelError("the labeller's name is empty; give it (gan-audit label RUN --import "
-                         "FILE --labeller NAME): it is recorded with each label.")
+    if not is_owned(run_dir):
+        raise RunFolderError(f"{run_dir}: not a gan-audit run folder; give the folder that "
+                             f"gan-audit run wrote (its --out).")
     source = _text(source, "source", "source")[:_MAX_TEXT] or "unknown"
-    labeller = labeller[:_MAX_TEXT]
+    if len(labellers) != len(rows):
+        raise LabelError(f"{len(rows)} label rows but {len(labellers)} labellers.")
     choices = label_choices(run_dir)
     ids = {item.image_id for item in labelling_sample(run_dir)}
     stamp = (now or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    records = _validated(list(rows), choices=choices, image_ids=ids, labeller=labeller,
+    records = _validated(list(rows), choices=choices, image_ids=ids, labellers=labellers,
                          source=source, time=stamp)
     if not records:
         return 0
@@ -366,8 +393,7 @@ def append_labels(run_dir: Path, rows: Sequence[Mapping[str, str]], *, labeller:
     try:
         with FileLock(str(lock), timeout=_LOCK_TIMEOUT_S):
             old = _read_records(run_dir)
-            data = _lines([COLUMNS, *old, *records])
-            atomic_write_bytes(run_dir / LABELS_FILE, data)
+            atomic_write_bytes(run_dir / LABELS_FILE, _lines([COLUMNS, *old, *records]))
     except Timeout as exc:
         raise LabelError(f"{lock}: another process has held the labels lock for over a minute; "
                          f"try again, or remove the file if no labelling is under way.") from exc

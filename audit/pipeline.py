@@ -27,6 +27,7 @@ from audit._version import __version__
 from audit.config import AuditConfig, as_given, load_config, run_folder_config
 from audit.errors import AuditError
 from audit.io import atomic_write_text, sha256_file
+from audit.labels import LABELS_FILE
 from audit.manifest import (
     differing_artifacts,
     new_manifest,
@@ -315,12 +316,15 @@ def _stages(run: _Run, cfg: AuditConfig, run_dir: Path, concept_set: Any, dev: s
     run.stage("decode", decode_key, ["predictions.parquet"],
               lambda: predictions_from_run(run_dir, concept_set))
 
-    samples_key = _hash("samples", decode_key, cfg.report.samples_per_group)
+    samples_key = _hash("samples", decode_key, cfg.report.samples_per_group,
+                        cfg.report.labelling_sample, cfg.report.labelling_seed)
     run.stage("samples", samples_key, ["samples"],
               lambda: _samples(cfg, run_dir, concept_set, dev))
 
+    labels = run_dir / LABELS_FILE  # people's labels of generated images (decoder transfer)
     measure_key = _hash("measure", decode_key, baseline_key, concept_set.sha256,
-                        cfg.measure.model_dump(mode="json"), cfg.report.title)
+                        cfg.measure.model_dump(mode="json"), cfg.report.title,
+                        *([sha256_file(labels)] if labels.is_file() else []))
     run.stage("measure", measure_key, ["results.json", "tables"],
               lambda: _measure(run_dir, concept_set, cfg))
 

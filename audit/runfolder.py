@@ -33,7 +33,8 @@ from typing import Any
 
 from audit.errors import RunFolderError
 
-__all__ = ["MARKER", "LOCK", "TEMP_PREFIX", "TOOL_FILES", "claim", "is_owned", "journal_written",
+__all__ = ["MARKER", "LOCK", "LABELS_LOCK", "TEMP_PREFIX", "TOOL_FILES", "claim", "is_owned",
+           "journal_written",
            "created_files", "remove_created", "sweep_temporaries", "read_artifact", "read_run_file",
            "refuse_links",
            "artifact_files", "hash_artifacts", "utc_now", "ensure_dir"]
@@ -45,8 +46,10 @@ LOCK = ".gan-audit.lock"
 #: How :func:`audit.io.atomic_path` starts its temporaries' names (``<prefix><name>.<random>``):
 #: the one name pattern the tool deletes without a journal entry (a killed write's leftover).
 TEMP_PREFIX = ".gan-audit-tmp."
+#: The lock file of the labels writer (audit.labels; filelock, kept between writes).
+LABELS_LOCK = ".labels.csv.lock"
 #: Files of the folder's own bookkeeping: never artifacts, never embedded, never deleted.
-TOOL_FILES = frozenset({MARKER, LOCK})
+TOOL_FILES = frozenset({MARKER, LOCK, LABELS_LOCK})
 
 _held: dict[str, tuple[int, int]] = {}  # resolved folder -> (lock fd, depth): claim is reentrant
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)

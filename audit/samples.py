@@ -5,6 +5,10 @@ For every group of every concept, a grid of generated images decoded as that gro
 decodings); and the real audited images that the discriminator scores lowest and
 highest. Written as PNG files under ``RUN_DIR/samples/`` with ``samples/index.json``
 saying what each grid shows.
+
+Also the labelling sample (``samples/labelling/``, :mod:`audit.labels`): a stratified random
+sample of the generated images, one PNG each, enlarged (nearest neighbour) to at least
+:data:`LABEL_VIEW_PX` pixels a side so that a person can label it.
 """
 
 from __future__ import annotations
@@ -17,9 +21,13 @@ import numpy as np
 
 from audit.concepts import ConceptSet
 from audit.config import AuditConfig
+from audit.errors import DataError
 from audit.io import atomic_path, atomic_write_json, ensure_dir
 
-__all__ = ["images_to_grid", "write_samples"]
+__all__ = ["images_to_grid", "write_samples", "write_labelling_sample", "LABEL_VIEW_PX"]
+
+#: Smallest side, in pixels, of a labelling PNG (small images are enlarged to it).
+LABEL_VIEW_PX = 256
 
 
 def images_to_grid(images: np.ndarray, *, value_range: tuple[float, float] = (-1.0, 1.0),
@@ -35,15 +43,9 @@ def images_to_grid(images: np.ndarray, *, value_range: tuple[float, float] = (-1
     -------
     uint8 array, rows x cols x 3
     """
-    n, c, h, w = images.shape
-    lo, hi = value_range
-    x = np.clip((images.astype(np.float32) - lo) / (hi - lo), 0, 1)
-    if c == 1:
-        x = np.repeat(x, 3, axis=1)
-    scale = max(1, math.ceil(min_cell / max(h, w)))
-    if scale > 1:
-        x = x.repeat(scale, axis=2).repeat(scale, axis=3)
-    h, w = h * scale, w * scale
+    n = images.shape[0]
+    x = _enlarged(images, value_range=value_range, min_side=min_cell)
+    h, w = x.shape[2:]
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, dtype=np.uint8)
@@ -52,6 +54,21 @@ def images_to_grid(images: np.ndarray, *, value_range: tuple[float, float] = (-1
         top, left = pad + r * (h + pad), pad + q * (w + pad)
         grid[top:top + h, left:left + w] = (x[k].transpose(1, 2, 0) * 255).round()
     return grid
+
+
+def _enlarged(images: np.ndarray, *, value_range: tuple[float, float], min_side: int
+              ) -> np.ndarray:
+    """N x C x H x W images in ``value_range`` -> N x 3 x H' x W' floats in [0, 1], enlarged
+    by a whole factor (nearest neighbour) until the longer side reaches ``min_side``."""
+    c, h, w = images.shape[1:]
+    lo, hi = value_range
+    x = np.clip((images.astype(np.float32) - lo) / (hi - lo), 0, 1)
+    if c == 1:
+        x = np.repeat(x, 3, axis=1)
+    scale = max(1, math.ceil(min_side / max(h, w)))
+    if scale > 1:
+        x = x.repeat(scale, axis=2).repeat(scale, axis=3)
+    return x
 
 
 def _save_png(path: Path, grid: np.ndarray) -> None:
@@ -88,12 +105,20 @@ def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
     k = cfg.report.samples_per_group
     out = ensure_dir(run_dir / "samples")
     index: dict[str, Any] = {"per_group": k, "grids": []}
-    if k == 0:
+    if k == 0 and not _wants_labelling(cfg, concept_set):
         atomic_write_json(out / "index.json", index)
         return index
     predictions = pd.read_parquet(run_dir / "predictions.parquet")
     audit = predictions[predictions["split"] == "audit"]
     model, real_source, gen_source = _sources(cfg, concept_set, device, run_dir)
+    if _wants_labelling(cfg, concept_set):
+        write_labelling_sample(audit[audit["source"] == "generated"], gen_source, run_dir,
+                               concept_set, n=cfg.report.labelling_sample,
+                               seed=cfg.report.labelling_seed,
+                               value_range=tuple(model.input.value_range))
+    if k == 0:
+        atomic_write_json(out / "index.json", index)
+        return index
     value_range = tuple(model.input.value_range)
     rng = np.random.default_rng(cfg.report.samples_per_group)
     generated = audit[audit["source"] == "generated"]
@@ -118,4 +143,51 @@ def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
                                "n_shown": len(rows),
                                "scores": [float(s) for s in rows["score"]]})
     atomic_write_json(out / "index.json", index)
+    return index
+
+
+def _wants_labelling(cfg: AuditConfig, concept_set: ConceptSet) -> bool:
+    return cfg.report.labelling_sample > 0 and bool(concept_set.protected)
+
+
+def write_labelling_sample(generated: Any, source: Any, run_dir: Path,
+                           concept_set: ConceptSet, *, n: int, seed: int,
+                           value_range: tuple[float, float]) -> dict[str, Any]:
+    """Write ``samples/labelling/``: a PNG per image of the labelling sample and its index.
+
+    Parameters
+    ----------
+    generated
+        The audited generated images' rows of ``predictions.parquet`` (``image_id`` and
+        ``pred__<concept>`` of every protected concept).
+    source
+        Their image source (``image_ids``, ``get_batch``).
+    n, seed
+        Sample size and seed (:func:`audit.labels.sample_index`).
+
+    Returns
+    -------
+    The index written (:func:`audit.labels.sample_index`).
+    """
+    from audit.labels import SAMPLE_DIR, SAMPLE_INDEX, sample_index
+
+    choices = {c.name: list(c.groups) for c in concept_set.protected}
+    index, positions = sample_index(
+        image_ids=[str(i) for i in generated["image_id"]],
+        decoded={c: generated[f"pred__{c}"].astype(str).tolist() for c in choices},
+        choices=choices, n=n, seed=seed)
+    ensure_dir(run_dir / SAMPLE_DIR)
+    ids = [str(generated["image_id"].iloc[int(i)]) for i in positions]
+    for start in range(0, len(ids), 64):  # a batch of images in memory at a time
+        batch = _images(source, ids[start:start + 64])
+        if len(batch) != len(ids[start:start + 64]):
+            raise DataError("the generated images of predictions.parquet are not all in the "
+                            "run's generated image source; run `gan-audit run CONFIG` again so "
+                            "that every stage reads the same images.")
+        pixels = _enlarged(batch, value_range=value_range, min_side=LABEL_VIEW_PX)
+        for j, image in enumerate(pixels):
+            item = index["items"][start + j]
+            _save_png(run_dir / item["file"],
+                      (image.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+    atomic_write_json(run_dir / SAMPLE_INDEX, index)
     return index

@@ -881,6 +881,35 @@ def _mitigation_without_finding(tmp: Path, shared) -> tuple[list, Path]:
     return ["review", run, "--mitigation", "rebalance the data", "--owner", "ML team"], run
 
 
+# ---------------------------------------------------------------- labels (#23 items 2-3)
+
+
+def _label_import(content: str, *, name: str = "labels.csv", labeller: str | None = "Ann"
+                  ) -> Callable:
+    """``gan-audit label RUN --import FILE`` on a copy of the tiny run; ``content`` may name
+    ``{ID}``, the first image of its labelling sample."""
+    def make(tmp: Path, shared) -> tuple[list, Path]:
+        from audit.labels import labelling_sample
+
+        run = copy_run(shared("tiny"), tmp / "run")
+        path = tmp / name
+        path.write_text(content.replace("{ID}", labelling_sample(run)[0].image_id),
+                        encoding="utf-8")
+        extra = ["--labeller", labeller] if labeller is not None else []
+        return ["label", run, "--import", path, *extra], run
+    return make
+
+
+def _label_export_without_sample(tmp: Path, shared) -> tuple[list, Path]:
+    run = copy_run(shared("tiny"), tmp / "run")
+    shutil.rmtree(run / "samples" / "labelling")
+    return ["label", run, "--export", tmp / "to_label.csv"], run
+
+
+def _no_labels_written(folder: Path) -> None:
+    assert not (folder / "labels").exists()
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -1079,6 +1108,27 @@ CASES: dict[str, Case] = {
         _card_onto_a_folder, 2, ("docs: is a folder", "--out", "model-card.md")),
     "review --mitigation without a finding id": Case(
         _mitigation_without_finding, 2, ("--mitigation and --owner need a FINDING_ID",)),
+    # labels of generated images and decoder transfer (#23 items 2-3)
+    "label --import: a CSV without a group column": Case(
+        _label_import("image_id,concept\n{ID},tone\n"), 2,
+        ("lacks the column(s) group", "image_id, concept and group"), _no_labels_written),
+    "label --import: a row naming an image outside the sample": Case(
+        _label_import("image_id,concept,group\n{ID},tone,dark\nnot-an-image,tone,dark\n"), 2,
+        ("label row 2: unknown image id 'not-an-image'", "--export FILE"), _no_labels_written),
+    "label --import: a group the concept does not have": Case(
+        _label_import("image_id,concept,group\n{ID},tone,drak\n"), 2,
+        ("label row 1: unknown group of tone 'drak'", "Did you mean 'dark'"),
+        _no_labels_written),
+    "label --import: a Label Studio export that is not JSON": Case(
+        _label_import('[{"data": {"image_id": "{ID}"}, ', name="export.json"), 2,
+        ("export.json: not valid JSON",), _no_labels_written),
+    "label --import without --labeller": Case(
+        _label_import("image_id,concept,group\n{ID},tone,dark\n", labeller=None), 2,
+        ("give the labeller's name with --labeller NAME",), _no_labels_written),
+    "label --export without a labelling sample": Case(
+        _label_export_without_sample, 2,
+        ("samples/labelling/index.json: not found", "gan-audit run CONFIG",
+         "report.labelling_sample"), _no_labels_written),
 }
 
 
@@ -1154,4 +1204,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 69
+    assert len(CASES) == 75

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,111 @@ def test_verify_takes_the_labels_file_as_the_labellers_record(tmp_path: Path) ->
     assert verify_run(run).problems == ()
     (run / "labels" / "extra.csv").write_text("x")
     assert any("labels/extra.csv" in p for p in verify_run(run).problems)
+
+
+def _with_pngs(run: Path) -> Path:
+    from PIL import Image
+
+    for item in labelling_sample(run):
+        Image.new("RGB", (8, 8), (20, 20, 20)).save(run / item.file)
+    return run
+
+
+def test_export_a_csv_fill_it_in_and_import_it(tmp_path: Path) -> None:
+    import csv
+
+    from click.testing import CliRunner
+
+    from audit.cli import cli
+
+    run = _with_pngs(_run_folder(tmp_path))
+    out = tmp_path / "to_label.csv"
+    result = CliRunner().invoke(cli, ["label", str(run), "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 20 * len(CHOICES)  # a row per image and protected concept
+    assert "decoded" not in out.read_text()  # blind: the decoders' groups are not shown
+    assert all(Path(r["file"]).is_file() and r["group"] == "" for r in rows)
+    for r in rows[:10]:
+        r["group"] = CHOICES[r["concept"]][0]
+    with out.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    result = CliRunner().invoke(cli, ["label", str(run), "--import", str(out),
+                                      "--labeller", "Ann"])
+    assert result.exit_code == 0, result.output
+    assert "10 labels" in result.output
+    labels = read_labels(run)
+    assert len(labels) == 10 and set(labels.labeller) == {"Ann"}
+    assert set(labels.source) == {"import"}
+    summary = CliRunner().invoke(cli, ["label", str(run)])
+    assert "labelling sample: 20 images; 10 labels" in summary.output
+
+
+def test_label_studio_tasks_embed_the_images_and_its_export_imports(tmp_path: Path) -> None:
+    import base64
+
+    from audit.labelfiles import export_labelling, import_labels, label_studio_config
+
+    run = _with_pngs(_run_folder(tmp_path))
+    out = tmp_path / "tasks.json"
+    assert export_labelling(run, out) == 20
+    tasks = json.loads(out.read_text())
+    first = labelling_sample(run)[0]
+    assert tasks[0]["data"]["image_id"] == first.image_id
+    head, data = tasks[0]["data"]["image"].split(",", 1)
+    assert head == "data:image/png;base64"
+    assert base64.b64decode(data) == (run / first.file).read_bytes()
+    xml = label_studio_config(CHOICES)
+    assert '<Choices name="tone" toName="image"' in xml and 'value="cant_tell"' in xml
+    # what Label Studio exports: annotations with results per Choices block
+    export = [{**tasks[k], "annotations": [
+        {"completed_by": {"email": who}, "was_cancelled": False,
+         "result": [{"from_name": "tone", "to_name": "image", "type": "choices",
+                     "value": {"choices": ["dark"]}}]} for who in ("a@x", "b@x")]
+        + [{"completed_by": 3, "was_cancelled": True, "result": [
+            {"from_name": "tone", "value": {"choices": ["light"]}}]}]}
+        for k in range(3)]
+    path = tmp_path / "export.json"
+    path.write_text(json.dumps(export))
+    assert import_labels(run, path, labeller="Studio") == 6
+    labels = read_labels(run)
+    assert sorted(set(labels.labeller)) == ["Studio (a@x)", "Studio (b@x)"]
+    assert set(labels.group) == {"dark"}
+
+
+def test_the_samples_stage_writes_a_stratified_labelling_sample(tmp_path_factory) -> None:
+    import pandas as pd
+    from PIL import Image
+    from test_bad_inputs import shared_run
+
+    from audit.samples import LABEL_VIEW_PX
+
+    run = shared_run(tmp_path_factory, "tiny")
+    index = json.loads((run / SAMPLE_INDEX).read_text())
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    gen = predictions[(predictions.split == "audit") & (predictions.source == "generated")]
+    assert index["concepts"] == {"tone": ["light", "dark"], "stroke": ["thin", "thick"]}
+    assert index["n"] == min(200, len(gen))  # the tiny run has 120 generated images: all
+    decoded = gen.set_index("image_id")
+    for item in labelling_sample(run):
+        for concept, group in item.decoded.items():
+            assert decoded.loc[item.image_id, f"pred__{concept}"] == group
+        with Image.open(run / item.file) as picture:
+            assert min(picture.size) >= LABEL_VIEW_PX
+    population = (gen.pred__tone.radd("tone=") + " & stroke=" + gen.pred__stroke).value_counts()
+    assert index["design"]["population"] == population.to_dict()
+    # the same draw as the library's, from the same seed
+    again, _ = sample_index(image_ids=gen.image_id.tolist(), n=200, seed=0,
+                            choices=index["concepts"],
+                            decoded={c: gen[f"pred__{c}"].tolist() for c in index["concepts"]})
+    assert [i["image_id"] for i in again["items"]] == [i["image_id"] for i in index["items"]]
+
+
+def test_the_sample_comes_in_random_order_not_by_stratum() -> None:
+    strata = ["a"] * 50 + ["b"] * 50
+    pos = stratified_pick(strata, n=40, seed=0)
+    order = [strata[i] for i in pos]
+    runs = 1 + sum(x != y for x, y in pairwise(order))
+    assert runs > 10  # two blocks (a...a b...b) would be 2 runs

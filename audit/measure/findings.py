@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from audit.config import MeasureSettings
 
 __all__ = ["FindingRecord", "validity_summary", "finding_validity", "results_to_findings",
-           "verdicts"]
+           "verdicts", "label_transfer_findings"]
 
 
 def validity_summary(validity: dict[str, Any], concept_names: list[str]) -> dict[str, Any]:
@@ -649,3 +649,42 @@ def _reasons(evidence: _ConceptEvidence, verdict: Verdict, alpha: float) -> list
     elif verdict == Verdict.PASS:
         reasons.append("no rule fired for any group large enough to judge")
     return reasons
+
+
+def label_transfer_findings(section: Sequence[Mapping[str, Any]], *,
+                            settings: MeasureSettings) -> list[FindingRecord]:
+    """``F-VAL-<concept>-transfer-gap`` findings from the ``label_transfer`` section
+    (:func:`audit.measure.labelled.labelled_transfer`): a decoder that reads labelled
+    generated images clearly worse than held-out real ones. Raised when the gap reaches
+    ``transfer_gap`` and its interval excludes 0, with enough labels of every group; high
+    when the interval's lower bound reaches ``transfer_gap`` too, else medium."""
+    out: list[FindingRecord] = []
+    for rec in section:
+        gap = rec.get("gap") or {}
+        value, ci = gap.get("value"), gap.get("ci") or [None, None]
+        if not rec.get("sufficient") or value is None or ci[0] is None:
+            continue
+        if value < settings.transfer_gap or ci[0] <= 0:
+            continue
+        high = ci[0] >= settings.transfer_gap
+        bal = rec["balanced_accuracy"]
+        name = str(rec["concept"])
+        out.append(_finding(
+            id=f"F-VAL-{name}-transfer-gap", kind="decoder_validity",
+            severity=Severity.HIGH if high else Severity.MEDIUM, concept=name, groups=[],
+            source="generated", metric="transfer_gap", value=value, ci=ci,
+            n=rec.get("n_images"), threshold=settings.transfer_gap,
+            evidence={"balanced_accuracy_real": bal["real"]["value"],
+                      "balanced_accuracy_generated": bal["generated"]["value"],
+                      "n_labelled": rec.get("n_images"), "rule": rec.get("rule")},
+            validity={"decodable": None, "balanced_accuracy": bal["real"]["value"],
+                      "group_accuracy": {}},
+            confidence="normal",
+            summary=(f"The {name} decoder reads labelled generated images worse than held-out "
+                     f"real ones: balanced accuracy {percent(bal['generated']['value'])} "
+                     f"against {percent(bal['real']['value'])}, a gap of {percent(value)} "
+                     f"({1 - settings.alpha:.0%} interval {interval(ci)}; {rec.get('n_images')} "
+                     f"labelled images). "
+                     f"Generated shares corrected with the real-image confusion may be off; "
+                     f"see the corrected shares with the generated-image confusion.")))
+    return out

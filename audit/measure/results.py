@@ -18,7 +18,12 @@ import numpy as np
 from audit.errors import DataError, RunFolderError
 from audit.measure.bootstrap import BootstrapSpec, cluster_cells, draw_cells, padded_cells
 from audit.measure.distributions import score_bin_edges, score_histogram
-from audit.measure.findings import results_to_findings, validity_summary, verdicts
+from audit.measure.findings import (
+    label_transfer_findings,
+    results_to_findings,
+    validity_summary,
+    verdicts,
+)
 from audit.measure.groups import (
     N_STATES,
     SOURCES,
@@ -29,6 +34,7 @@ from audit.measure.groups import (
     score_states,
 )
 from audit.measure.knowledge import baseline_section
+from audit.measure.labelled import labelled_transfer
 from audit.measure.power import family_alpha, power_of_test
 from audit.measure.representation import measure_representation
 from audit.measure.sanity import discriminator_sanity
@@ -132,7 +138,8 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                            validity: dict[str, Any], *, settings: MeasureSettings,
                            meta: dict[str, Any] | None = None,
                            transfer: dict[str, Any] | None = None,
-                           baseline: dict[str, Any] | None = None) -> dict[str, Any]:
+                           baseline: dict[str, Any] | None = None,
+                           labels: pd.DataFrame | None = None) -> dict[str, Any]:
     """Measure representation and treatment of every group: the results.json document.
 
     Parameters
@@ -156,6 +163,10 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
     baseline
         The ``baseline/random.json`` document (decoders on a random-weights D), or None:
         then no ``baseline`` (knowledge gain) section.
+    labels
+        People's labels of generated images (:func:`audit.labels.read_labels`), or None:
+        then no ``label_transfer`` section (decoder transfer measured with labels,
+        :mod:`audit.measure.labelled`) and no transfer-gap finding.
 
     Returns
     -------
@@ -188,12 +199,16 @@ def predictions_to_results(predictions: pd.DataFrame, concept_set: ConceptSet,
                                    protected=[c.name for c in concept_set.protected],
                                    discriminator=sanity,
                                    transfer=transfer_caveats(transfer_rows))
+    labelled = labelled_transfer(audit[audit["source"] == "generated"], labels, validity,
+                                 concept_set, settings=settings) if labels is not None else []
+    findings = sorted([*findings, *label_transfer_findings(labelled, settings=settings)],
+                      key=lambda f: f["id"])
     return to_jsonable(_document(
         concept_set=concept_set, settings=settings, spec=spec, images=images, meta=meta,
         per_concept=per_concept, crossed=crossed, measured=measured,
         degenerate=degenerate + measured.degenerate, sanity=sanity, summary=summary,
         transfer_rows=transfer_rows, baseline=baseline_section(baseline, concept_set.names),
-        findings=findings,
+        labelled=labelled, findings=findings,
         verdict_rows=verdicts(reps, trts, findings, summary, alpha=settings.alpha,
                               discriminator=sanity)))
 
@@ -325,7 +340,8 @@ def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: Boots
               crossed: list[Grouping], measured: _Measured, degenerate: list[dict[str, Any]],
               sanity: dict[str, Any], summary: dict[str, Any],
               transfer_rows: list[dict[str, Any]], baseline: Any,
-              findings: list[Any], verdict_rows: list[dict[str, Any]]) -> dict[str, Any]:
+              findings: list[Any], verdict_rows: list[dict[str, Any]],
+              labelled: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The results.json document from its parts, in the schema's order."""
     from audit._version import __version__
 
@@ -345,6 +361,7 @@ def _document(*, concept_set: ConceptSet, settings: MeasureSettings, spec: Boots
                    "total": len(source), "invalid_scores": int(np.sum(~images.finite))},
         "validity": summary,
         "transfer": transfer_rows,
+        **({"label_transfer": labelled} if labelled else {}),
         "baseline": baseline,
         "representation": [sections[g.name]["representation"] for g in per_concept],
         "treatment": [sections[g.name]["treatment"] for g in per_concept],
@@ -721,8 +738,12 @@ def measure_run(run_dir: Path, concept_set: ConceptSet, settings: MeasureSetting
     transfer = _optional_json(run_dir / "decoders" / "transfer.json",
                               "'gan-audit train-decoders'")
     baseline = _optional_json(run_dir / "baseline" / "random.json", "'gan-audit run'")
+    from audit.labels import LABELS_FILE, read_labels
+
+    labels = read_labels(run_dir) if (run_dir / LABELS_FILE).exists() else None
     results = predictions_to_results(predictions, concept_set, validity, settings=settings,
-                                     meta=meta, transfer=transfer, baseline=baseline)
+                                     meta=meta, transfer=transfer, baseline=baseline,
+                                     labels=labels)
     validate_results(results)  # what is written is what the schema promises readers
     atomic_write_json(run_dir / "results.json", results)
     write_tables(results, run_dir / "tables")

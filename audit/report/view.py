@@ -337,6 +337,47 @@ def _transfer_view(section: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _label_transfer_view(section: Any) -> list[dict[str, Any]]:
+    """Per concept, decoder transfer measured with labels (results.json's ``label_transfer``;
+    [] when the run has no labels): accuracies, gap, confusion on labelled generated images
+    with intervals, and the generated shares corrected both ways."""
+    out = []
+    for r in (as_dict(x) for x in as_list(section)):
+        groups = [str(g) for g in as_list(r.get("groups"))]
+        gen = as_dict(r.get("confusion_generated"))
+        counts, rates = as_list(gen.get("counts")), as_list(gen.get("rates"))
+        low, high = as_list(gen.get("ci_low")), as_list(gen.get("ci_high"))
+        rows = [{"group": g, "cells": [
+            {"count": as_int(_at(as_list(_at(counts, i)), j)),
+             "rate": num_from(None, value=as_float(_at(as_list(_at(rates, i)), j)),
+                              ci=[_at(as_list(_at(low, i)), j), _at(as_list(_at(high, i)), j)])}
+            for j in range(len(groups))]} for i, g in enumerate(groups)]
+        acc, bal = as_dict(r.get("accuracy")), as_dict(r.get("balanced_accuracy"))
+        out.append({
+            "concept": str(r.get("concept")), "groups": groups, "rows": rows,
+            "n_images": as_int(r.get("n_images")), "n_labellers": as_int(r.get("n_labellers")),
+            "coverage": as_float(r.get("coverage")), "sufficient": bool(r.get("sufficient")),
+            "reason": r.get("reason"), "min_per_group": as_int(r.get("min_per_group")),
+            "left_out": as_dict(r.get("left_out")),
+            "accuracy_real": num_from(acc.get("real")),
+            "accuracy_generated": num_from(acc.get("generated")),
+            "balanced_real": num_from(bal.get("real")),
+            "balanced_generated": num_from(bal.get("generated")),
+            "gap": num_from(r.get("gap")), "large_gap": r.get("large_gap"),
+            "shares": [{"group": str(as_dict(s).get("group")),
+                        "decoded": as_float(as_dict(s).get("decoded")),
+                        "real": num_from(as_dict(s).get("corrected_real")),
+                        "generated": num_from(as_dict(s).get("corrected_generated")),
+                        "labelled": num_from(as_dict(s).get("labelled"))}
+                       for s in as_list(r.get("shares"))],
+            "rule": str(r.get("rule") or "")})
+    return out
+
+
+def _at(values: list[Any], i: int) -> Any:
+    return values[i] if i < len(values) else None
+
+
 def _baseline_view(section: Any) -> list[dict[str, Any]]:
     """Rows of the knowledge-gain table (results.json's ``baseline``; [] when absent)."""
     return [{"concept": str(as_dict(r).get("concept")),
@@ -479,6 +520,7 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "validity": _validity_view(results, inputs.validity, inputs.layers,
                                    [str(r.get("concept")) for r in representation]),
         "transfer": _transfer_view(results.get("transfer")),
+        "label_transfer": _label_transfer_view(results.get("label_transfer")),
         "baseline": _baseline_view(results.get("baseline")),
         **_concept_views(results, level=level, threshold=threshold),
         "exclusions": [as_dict(x) for x in as_list(results.get("exclusions"))],
