@@ -7,6 +7,7 @@ manifest, sample grids: no model runs) plus a labelling sample of 24 generated i
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -43,14 +44,21 @@ N_LABEL = 24
 SECRET = "never-served-secret"
 
 
+@functools.lru_cache(maxsize=1)
+def _digits() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return load_digits().images / 16.0
+
+
 def _digit(k: int, *, tone: str, stroke: str) -> np.ndarray:
     """Digit ``k`` of scikit-learn's bundled set at 32 x 32, rendered as the demo plants its
     attributes (light: white ink on black, dark: the negation; thick: dilated 3 x 3), in
     [0, 1]: the images a perfect generator would draw for these groups."""
     from scipy.ndimage import maximum_filter
-    from sklearn.datasets import load_digits
 
-    ink = np.kron(load_digits().images[k % 1797] / 16.0, np.ones((4, 4)))
+    digits = _digits()
+    ink = np.kron(digits[k % len(digits)], np.ones((4, 4)))
     if stroke == "thick":
         ink = maximum_filter(ink, size=3)
     return 1.0 - ink if tone == "dark" else ink

@@ -24,7 +24,7 @@ from audit.report.summary_view import FindingView
 from audit.vocabulary import Severity
 
 __all__ = ["UNREVIEWED", "SORTS", "FindingRow", "FindingsQuery", "filter_findings",
-           "finding_detail", "sort_links"]
+           "filter_options", "finding_detail", "sort_links"]
 
 #: The status of a finding no review of these results has named.
 UNREVIEWED = "unreviewed"
