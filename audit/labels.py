@@ -290,8 +290,9 @@ def _validated(rows: Sequence[Mapping[str, str]], *, choices: dict[str, list[str
 def _labeller(name: Any, where: str) -> str:
     name = _text(name if name is not None else "", "labeller's name", where)
     if not name:
-        raise LabelError("the labeller's name is empty; give it (gan-audit label RUN --import "
-                         "FILE --labeller NAME): it is recorded with each label.")
+        row = f"{where}: " if where.startswith("label row") else ""
+        raise LabelError(f"{row}the labeller's name is empty; give it (gan-audit label RUN "
+                         f"--import FILE --labeller NAME): it is recorded with each label.")
     return name[:_MAX_TEXT]
 
 

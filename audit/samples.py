@@ -24,10 +24,15 @@ from audit.config import AuditConfig
 from audit.errors import DataError
 from audit.io import atomic_path, atomic_write_json, ensure_dir
 
-__all__ = ["images_to_grid", "write_samples", "write_labelling_sample", "LABEL_VIEW_PX"]
+__all__ = ["images_to_grid", "write_samples", "write_labelling_sample", "LABEL_VIEW_PX",
+           "LABEL_MAX_PX"]
 
 #: Smallest side, in pixels, of a labelling PNG (small images are enlarged to it).
 LABEL_VIEW_PX = 256
+#: Largest side of a labelling PNG (larger images are shrunk to it: 200 PNGs of 1,024 x
+#: 1,024 would take some 300 MB of the run folder; 512 pixels show a face well).
+LABEL_MAX_PX = 512
+_PIXELS_IN_MEMORY = 1 << 24  # values of a batch of generated images held at once (64 MB)
 
 
 def images_to_grid(images: np.ndarray, *, value_range: tuple[float, float] = (-1.0, 1.0),
@@ -69,6 +74,19 @@ def _enlarged(images: np.ndarray, *, value_range: tuple[float, float], min_side:
     if scale > 1:
         x = x.repeat(scale, axis=2).repeat(scale, axis=3)
     return x
+
+
+def _at_most(picture: np.ndarray, side: int) -> np.ndarray:
+    """H x W x 3 uint8 shrunk (Lanczos, aspect kept) so that its longer side is at most
+    ``side``; unchanged when it already is."""
+    from PIL import Image
+
+    h, w = picture.shape[:2]
+    if max(h, w) <= side:
+        return picture
+    scale = side / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(picture).resize(size, Image.Resampling.LANCZOS))
 
 
 def _save_png(path: Path, grid: np.ndarray) -> None:
@@ -178,16 +196,20 @@ def write_labelling_sample(generated: Any, source: Any, run_dir: Path,
         choices=choices, n=n, seed=seed)
     ensure_dir(run_dir / SAMPLE_DIR)
     ids = [str(generated["image_id"].iloc[int(i)]) for i in positions]
-    for start in range(0, len(ids), 64):  # a batch of images in memory at a time
-        batch = _images(source, ids[start:start + 64])
-        if len(batch) != len(ids[start:start + 64]):
+    start, step = 0, 4  # a few images first, then as many as _PIXELS_IN_MEMORY allows
+    while start < len(ids):
+        chunk = ids[start:start + step]
+        batch = _images(source, chunk)
+        if len(batch) != len(chunk):
             raise DataError("the generated images of predictions.parquet are not all in the "
                             "run's generated image source; run `gan-audit run CONFIG` again so "
                             "that every stage reads the same images.")
-        pixels = _enlarged(batch, value_range=value_range, min_side=LABEL_VIEW_PX)
-        for j, image in enumerate(pixels):
+        for j, image in enumerate(batch):
             item = index["items"][start + j]
-            _save_png(run_dir / item["file"],
-                      (image.transpose(1, 2, 0) * 255).round().astype(np.uint8))
+            pixels = _enlarged(image[None], value_range=value_range, min_side=LABEL_VIEW_PX)[0]
+            _save_png(run_dir / item["file"], _at_most(
+                (pixels.transpose(1, 2, 0) * 255).round().astype(np.uint8), LABEL_MAX_PX))
+        start += len(chunk)
+        step = max(1, min(64, _PIXELS_IN_MEMORY // max(1, batch[0].size)))
     atomic_write_json(run_dir / SAMPLE_INDEX, index)
     return index

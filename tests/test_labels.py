@@ -308,3 +308,46 @@ def test_the_sample_comes_in_random_order_not_by_stratum() -> None:
     order = [strata[i] for i in pos]
     runs = 1 + sum(x != y for x, y in pairwise(order))
     assert runs > 10  # two blocks (a...a b...b) would be 2 runs
+
+
+def test_an_empty_labeller_of_one_row_is_named(tmp_path: Path) -> None:
+    from audit.labels import append_label_records
+
+    run = _run_folder(tmp_path)
+    ok = labelling_sample(run)[0].image_id
+    rows = [{"image_id": ok, "concept": "tone", "group": "dark"}] * 2
+    with pytest.raises(LabelError, match="label row 2: the labeller's name is empty"):
+        append_label_records(run, rows, labellers=["Ann", " "])
+    assert not (run / LABELS_FILE).exists()
+
+
+@pytest.mark.parametrize(("side", "expected"), [(8, 256), (32, 256), (1024, 512)])
+def test_labelling_pngs_are_enlarged_or_shrunk_to_a_viewable_size(tmp_path: Path, cs, side: int,
+                                                                  expected: int) -> None:
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import torch
+    from PIL import Image
+
+    from audit.samples import write_labelling_sample
+
+    ids = [f"gen-{i}" for i in range(6)]
+
+    class Source:
+        image_ids = ids
+
+        def get_batch(self, positions):
+            g = torch.Generator().manual_seed(sum(positions))
+            return SimpleNamespace(images=torch.rand(len(positions), 3, side, side, generator=g))
+
+    generated = pd.DataFrame({"image_id": ids, "pred__tone": ["dark", "light"] * 3,
+                              "pred__stroke": ["thin"] * 3 + ["thick"] * 3})
+    run = tmp_path / "run"
+    with claim(run):
+        index = write_labelling_sample(generated, Source(), run, cs, n=4, seed=0,
+                                       value_range=(0.0, 1.0))
+    assert index["n"] == 4
+    for item in labelling_sample(run):
+        with Image.open(run / item.file) as picture:
+            assert max(picture.size) == expected
