@@ -544,6 +544,35 @@ def review(run_dir: Path, finding_id: str | None, status: str | None, note: str,
             click.echo(f"re-rendered {path}", err=True)
 
 
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but this machine's loopback address "
+                   "serves the audit to the network (with a warning).")
+@click.option("--no-browser", is_flag=True, help="Do not open the address in a browser.")
+def serve(run_dir: Path, port: int, host: str, no_browser: bool) -> None:
+    """Review findings and label generated images in the browser (a local web app).
+
+    Prints an address with a random access token (as Jupyter does); open it to see the
+    summary, filter the findings, record reviews (the same hash-chained log as `review`),
+    re-render the report and label the run's sample of generated images. Needs the serve
+    extra: pip install 'gan-audit[serve]'.
+
+    \b
+    Example:
+      gan-audit serve reports/demo
+      gan-audit serve reports/demo --port 0 --no-browser
+    """
+    from audit.serve.server import serve_run
+
+    try:
+        serve_run(run_dir, host=host, port=port, open_browser=not no_browser, echo=click.echo)
+    except KeyboardInterrupt:
+        click.echo("stopped.", err=True)
+
+
 @cli.command("label")
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--export", "export_path", type=click.Path(path_type=Path), default=None,

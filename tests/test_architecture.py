@@ -166,6 +166,8 @@ FORBIDDEN: list[tuple[str, str, str]] = [
     ("audit.errors", "audit", "the errors are a leaf: everything may raise them"),
     *((m, "torch", "a sign-off reads documents; no model runs there")
       for m in ("audit.signing", "audit.pdfsign", "audit.gate", "audit.card")),
+    ("audit.serve", "torch", "the review app shows documents and records reviews and labels"),
+    ("audit.labels", "torch", "the review app reads and writes labels through it"),
 ]
 # The harnesses are for the demo, the benchmarks and the tests, never for a stage.
 STAGES = ["audit.extract", "audit.decode", "audit.measure", "audit.report", "audit.insight",
@@ -201,7 +203,7 @@ def test_no_stage_imports_the_validation_harnesses(stage: str) -> None:
 
 
 @pytest.mark.parametrize("package", ["audit.report", "audit.signing", "audit.pdfsign",
-                                     "audit.gate", "audit.card",
+                                     "audit.gate", "audit.card", "audit.serve", "audit.labels",
                                      # the monitoring series, trends and report (#22)
                                      "audit.track.series", "audit.track.trends",
                                      "audit.track.document", "audit.track.charts",

@@ -960,6 +960,21 @@ def _track_truncation_without_one(tmp: Path, shared) -> tuple[list, Path]:
     return ["track", cfg, "--truncation", "1.0", "0.5"], tmp / "out"
 
 
+def _serve_without_results(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    (run / "results.json").unlink()
+    return ["serve", run, "--no-browser", "--port", "0"], run
+
+
+def _serve_on_an_address_that_cannot_be_bound(tmp: Path, shared) -> tuple[list, Path]:
+    run = _fixture_run(tmp)
+    return ["serve", run, "--no-browser", "--port", "0", "--host", "256.0.0.1"], run
+
+
+def _nothing_served_nothing_written(folder: Path) -> None:
+    assert not (folder / "review.jsonl").exists() and not (folder / "labels").exists()
+
+
 CASES: dict[str, Case] = {
     "malformed YAML": Case(
         _config_text("name: tiny\ndiscriminator: {spec: builtin:digits-dcgan\npaired: x\n"),
@@ -1205,6 +1220,14 @@ CASES: dict[str, Case] = {
     "track: a truncation sweep of a generator without truncation": Case(
         _track_truncation_without_one, 2, ("setting truncation-1", "takes no "
                                            "truncation_psi/truncation argument")),
+    # the review web app (#23 items 1 and 5)
+    "serve a folder without results.json": Case(
+        _serve_without_results, 2, ("results.json: not found", "Run the measure stage first"),
+        _nothing_served_nothing_written),
+    "serve on an address that cannot be bound": Case(
+        _serve_on_an_address_that_cannot_be_bound, 2,
+        ("warning: serving on 256.0.0.1", "cannot listen on 256.0.0.1:0", "--host"),
+        _nothing_served_nothing_written),
 }
 
 
@@ -1280,4 +1303,4 @@ def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
 
 
 def test_the_table_covers_every_item_of_the_issue() -> None:
-    assert len(CASES) == 82
+    assert len(CASES) == 84

@@ -16,7 +16,7 @@ from typing import Any
 from audit.errors import RunFolderError
 from audit.runfolder import read_artifact
 
-__all__ = ["read_json", "recorded_images"]
+__all__ = ["read_json", "recorded_file", "recorded_images"]
 
 
 def read_json(run_dir: Path, rel: str, *, required: bool) -> Any:
@@ -59,13 +59,27 @@ def recorded_images(run_dir: Path, folder: str, manifest: Mapping[str, Any] | No
             continue
         rel = f"{folder}/{p.name}"
         try:
-            data = read_artifact(run_dir, rel)
+            images[p.name] = recorded_file(run_dir, rel, recorded)
         except (RunFolderError, OSError) as exc:
             warnings.append(f"{rel} is not shown: {exc}")
-            continue
-        if hashlib.sha256(data).hexdigest() != (recorded.get(rel) or {}).get("sha256"):
-            warnings.append(f"{rel} is not shown: the run's manifest does not record these "
-                            f"bytes (a file added or changed after the run wrote its images)")
-            continue
-        images[p.name] = data
     return images, warnings
+
+
+def recorded_file(run_dir: Path, rel: str, recorded: Mapping[str, Any]) -> bytes:
+    """The bytes of ``RUN_DIR/rel`` when they are what the run recorded.
+
+    ``recorded`` is the manifest's ``artifacts`` (path -> ``{"sha256": ...}``). Read without
+    following a link (:func:`audit.runfolder.read_artifact`).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    RunFolderError
+        A link, a file that is not a regular one, or bytes the manifest does not record.
+    """
+    data = read_artifact(run_dir, rel)
+    if hashlib.sha256(data).hexdigest() != (recorded.get(rel) or {}).get("sha256"):
+        raise RunFolderError("the run's manifest does not record these bytes (a file added "
+                             "or changed after the run wrote its images)")
+    return data
