@@ -1282,11 +1282,11 @@ def disk_nearly_full(monkeypatch) -> None:
 @pytest.mark.parametrize("name", list(CASES))
 def test_bad_input(name: str, tmp_path: Path, shared, request) -> None:
     case = CASES[name]
+    args, folder = case.make(tmp_path, shared)  # (may build a shared run: before any fault)
     if name == "disk full":
         request.getfixturevalue("disk_fills_on_results")
     if name == "disk full during extraction":
         request.getfixturevalue("disk_nearly_full")
-    args, folder = case.make(tmp_path, shared)
     before = snapshot(folder)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a division by zero is an error here
