@@ -47,7 +47,7 @@ docs: setup
 	@echo "API reference: docs/_build/index.html" >&2
 
 bench: setup
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+	for b in benchmarks/[!_]*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) dist build .pytest_cache .ruff_cache

@@ -261,21 +261,6 @@ def check_store(model: LoadedModel, layers: list[str], images: SyntheticImages,
     print(f"  store equals the reference (ids, {len(layers)} layers, scores: bit for bit)")
 
 
-def own_peak_rss_mib() -> float:
-    """This process's peak RSS in MiB: Linux's VmHWM, the high-water mark of its own memory
-    since exec. (``ru_maxrss`` of a child started by vfork, as subprocess does, starts at
-    the parent's peak: before this fix every size read the parent's 1,394 MiB.)"""
-    import resource
-
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024                         # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # kB elsewhere
-
-
 def peak_rss_child(name: str, n: int, batch_size: int) -> float:
     """Peak RSS (MiB) of a fresh process that extracts ``n`` images."""
     code = (f"import sys; sys.argv = ['x']; sys.path.insert(0, {str(Path(__file__).parent)!r});"
@@ -283,7 +268,7 @@ def peak_rss_child(name: str, n: int, batch_size: int) -> float:
             f"m = b.load({name!r});"
             f"b.our_extraction(m, b.MODELS[{name!r}][1], b._images_for(m, {n}), {batch_size},"
             f" b.Path(tempfile.mkdtemp()) / 's');"
-            f"print(b.own_peak_rss_mib())")
+            f"import _memory; print(_memory.own_peak_rss_mib())")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     return float(res.stdout.strip().splitlines()[-1])

@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _memory import own_peak_rss_mib  # benchmarks/_memory.py (this script's folder)
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
@@ -74,23 +76,7 @@ def child(run: Path, rows: bool) -> None:
     measure_run(run, concept_set, MeasureSettings(), meta={"audit_id": "scale"})
     seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "cpu": time.process_time() - cpu,
-                      "rss_mb": peak_rss_mb()}))
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS in MB: Linux's VmHWM, the high-water mark of its own memory
-    since exec. (``ru_maxrss`` would do elsewhere, but on Linux a child started by vfork,
-    as subprocess does, inherits the parent's peak in it: here the parent's, which held
-    the whole table while building it.)"""
-    import resource
-
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024                         # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                      "rss_mb": own_peak_rss_mib()}))
 
 
 def measured(run: Path, *, rows: bool = False) -> dict[str, float]:
