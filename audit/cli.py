@@ -1267,6 +1267,10 @@ def interrupt_on_sigterm() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    # A blocked signal mask is inherited across exec: started by a parent that blocks
+    # SIGTERM (some process managers, a test runner's thread), the signal would stay
+    # pending and the process would never stop, temporary files and all.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def main() -> None:

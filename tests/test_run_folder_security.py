@@ -275,14 +275,18 @@ def test_a_run_folder_moved_elsewhere_still_verifies(run, tmp_path):
 # ---------------------------------------------------------------- leftovers of killed writes
 
 
-def test_a_killed_write_leaves_no_temporary(tmp_path):
+@pytest.mark.parametrize("blocked", [False, True], ids=["", "SIGTERM blocked by the parent"])
+def test_a_killed_write_leaves_no_temporary(tmp_path, blocked):
     """SIGTERM in the middle of a write: the temporary is removed (the issue saw 0-byte
-    temporary PDFs left behind)."""
+    temporary PDFs left behind), also when the process inherited SIGTERM blocked (a signal
+    mask survives exec: it hung until killed, once under pytest-xdist)."""
     import signal
 
     script = textwrap.dedent(f"""
-        import time
+        import signal, time
         from pathlib import Path
+        if {blocked!r}:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})  # as inherited
         from audit.cli import interrupt_on_sigterm
         from audit.io import atomic_path
         interrupt_on_sigterm()
