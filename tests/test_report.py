@@ -322,6 +322,27 @@ def test_the_transfer_table_shows_each_concept_and_only_when_measured(results):
            "23/2000 out of distribution" in text
 
 
+def test_the_manifest_lists_each_recorded_file_as_a_table_row(rendered):
+    """Each file manifest.json records appears once as a row: path, bytes, sha256 (not a JSON
+    dump); a hostile entry shows "not recorded" instead of failing the render."""
+    run, paths = rendered
+    manifest = json.loads((run / "manifest.json").read_text())
+    text = squash(" ".join(parse(paths["html"].read_text()).text))
+    assert '"sha256"' not in text  # no JSON dump of the manifest's records
+    # report.html and report.pdf are recorded after they are written: the rest is listed.
+    listed = {p: e for p, e in manifest["artifacts"].items() if not p.startswith("report.")}
+    assert len(listed) >= 4
+    for path, entry in listed.items():
+        assert f"{path} {entry['size']:,} {entry['sha256']}" in text, path
+    from audit.report.view import _artifacts_view
+
+    rows = _artifacts_view({"b.png": {"size": "12", "sha256": 5}, "a.png": "junk",
+                            "c.png": {"size": 1234567, "sha256": "ab"}})
+    assert rows == [{"path": "a.png", "size": "not recorded", "sha256": "not recorded"},
+                    {"path": "b.png", "size": "not recorded", "sha256": "not recorded"},
+                    {"path": "c.png", "size": "1,234,567", "sha256": "ab"}]
+
+
 def test_results_to_html_needs_only_results(results):
     html = results_to_html(results)
     assert "digits-synthetic-0" in html and "4. Representation" in html

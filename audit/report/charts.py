@@ -138,7 +138,7 @@ def representation_chart(concept: str, groups: Sequence[str],
         xs = [j + (i - (n_series - 1) / 2) * bar_w for j in range(len(groups))]
         ax.bar(xs, [0 if math.isnan(v) else v for v in values], bar_w * 0.95, yerr=err,
                capsize=2, color=PALETTE[i % len(PALETTE)], label=label,
-               hatch=(None, "//", "..", "xx")[i % 4], edgecolor="white", linewidth=0.3,
+               hatch=(None, "//", "\\\\", "xx")[i % 4], edgecolor="white", linewidth=0.3,
                error_kw={"elinewidth": 0.9, "ecolor": "#222222"})
         alt_parts.append(f"{label}: " + ", ".join(
             f"{g} {percent(e.value)} ({percent(e.lo)} to {percent(e.hi)})"

@@ -442,6 +442,24 @@ class ReportInputs:
     insight: Mapping[str, Any] | None = None
 
 
+def _artifacts_view(artifacts: Any) -> list[dict[str, Any]]:
+    """The files a run recorded (``manifest.artifacts``: path -> sha256, size, mtime), as
+    table rows in path order: path, size in bytes (with thousands separators), sha256.
+
+    The modification times stay in manifest.json (they serve the cache, not the reader).
+    Malformed entries show "not recorded" rather than failing (the manifest may come from
+    someone else)."""
+    rows = []
+    for path, entry in sorted(as_dict(artifacts).items()):
+        entry = as_dict(entry)
+        size, digest = entry.get("size"), entry.get("sha256")
+        rows.append({"path": str(path),
+                     "size": (f"{size:,}" if isinstance(size, int) and not isinstance(size, bool)
+                              else "not recorded"),
+                     "sha256": str(digest) if isinstance(digest, str) else "not recorded"})
+    return rows
+
+
 def _level_and_threshold(results: Mapping[str, Any]) -> tuple[float, float]:
     """The confidence level of the intervals and the impact-ratio threshold."""
     settings = as_dict(results.get("settings"))
@@ -538,5 +556,6 @@ def results_to_view(inputs: ReportInputs) -> dict[str, Any]:
         "model_hashes": flatten(as_dict(manifest.get("hashes"))),
         "group_counts": _group_counts(representation, inputs.validity),
         "manifest": manifest or None,
+        "artifacts": _artifacts_view(manifest.get("artifacts")),
         "warnings": list(inputs.warnings),
     }
