@@ -10,6 +10,11 @@ LOG := $(VENV)/install.log
 
 .PHONY: setup demo test lint docs bench clean
 
+# Set-up does not byte-compile (about 25 s for torch and the rest on 2 cores): Python writes
+# the .pyc of what each process imports on first use, unless PYTHONDONTWRITEBYTECODE is set
+# (as on this project's machines), so it is not passed to the commands below.
+unexport PYTHONDONTWRITEBYTECODE
+
 setup: $(STAMP)
 
 # tools/setup-venv.sh: CPU torch first (an unpinned torch would pull a multi-GB CUDA
