@@ -6,6 +6,8 @@ Later stages extend this file; keep fixtures small and seeded.
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ import pytest
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
+#: The shared demo run's command line (fixture ``demo_run``): the README's, run in a folder.
+DEMO_ARGV = ["demo", "--out", "reports/demo"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,6 +25,54 @@ def _one_thread() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str,
+                  build: Callable[[Path], None]) -> Path:
+    """A folder that ``build`` fills once per test session, for every xdist worker.
+
+    Under pytest-xdist each worker is a process with its own session: the first to ask
+    builds the folder below the session's common temporary folder (the parent of the
+    workers' own, pytest-xdist's recipe), holding a file lock; the others wait for it and
+    reuse the folder. A folder left by a failed build is built again. Tests must not change
+    what they get: a test that writes copies it first (shutil.copytree).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: nothing to share
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """``gan-audit demo --out reports/demo`` (PDF included) run in a folder of its own, once
+    per test session, and shared (read-only: copy it to change it); returns the run folder
+    and the command's stdout. test_demo_run.py checks what it finds; the README's
+    walk-through (test_compliance_walkthrough.py) continues from a copy."""
+    def build(folder: Path) -> None:
+        from click.testing import CliRunner
+
+        from audit.cli import cli
+
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(folder)  # --out is relative, as in the README
+            result = CliRunner().invoke(cli, DEMO_ARGV)
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        (folder / "stdout.txt").write_text(result.stdout, encoding="utf-8")
+
+    folder = shared_folder(tmp_path_factory, "demo", build)
+    return folder / DEMO_ARGV[-1], (folder / "stdout.txt").read_text(encoding="utf-8")
 
 
 @pytest.fixture(scope="session")
