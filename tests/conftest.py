@@ -20,6 +20,34 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO_ARGV = ["demo", "--out", "reports/demo"]
 
 
+#: The test files that take longest (seconds on two workers: pytest --durations=0), heaviest
+#: first. pytest-xdist's ``--dist loadfile`` hands files to workers in queue order; by default
+#: it queues the files with the most tests first, so the files of one or a few long tests
+#: (the README walk-through, the browser, torchrun) came last, run by one worker while the
+#: other had nothing left. test_demo_run builds the shared demo run (``demo_run``) that the
+#: walk-through copies: it goes first and the walk-through later, so that no worker waits.
+HEAVY_FIRST = (
+    "test_demo_run.py", "test_bad_inputs.py", "test_distributed.py",
+    "test_run_folder_security.py", "test_faults.py", "test_families.py", "test_track_run.py",
+    "test_demo_checkpoints.py", "test_report.py", "test_compliance_walkthrough.py",
+    "test_serve_browser.py", "test_serve.py", "test_measure_results.py",
+    "test_measure_scale.py", "test_pipeline.py", "test_api_doctests.py", "test_api_front.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, queue the files in collection order (see HEAVY_FIRST)."""
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of HEAVY_FIRST first, in its order; each file's tests, and the other files,
+    keep their order (the sort is stable)."""
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_thread() -> None:
     import torch
