@@ -65,13 +65,11 @@ def shared_folder(tmp_path_factory: pytest.TempPathFactory, name: str,
     reuse the folder. A folder left by a failed build is built again. Tests must not change
     what they get: a test that writes copies it first (shutil.copytree).
     """
-    if os.environ.get("PYTEST_XDIST_WORKER") is None:  # one process: nothing to share
-        folder = tmp_path_factory.mktemp(name)
-        build(folder)
-        return folder
     from filelock import FileLock
 
-    root = tmp_path_factory.getbasetemp().parent
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER") is not None:
+        root = root.parent  # the session's, common to the workers (the base is not: it lasts)
     folder, done = root / name, root / f"{name}.done"
     with FileLock(str(root / f"{name}.lock")):
         if not done.is_file():

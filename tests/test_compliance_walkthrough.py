@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import DEMO_ARGV
 
 from audit.cli import cli
-from tests.conftest import DEMO_ARGV
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PASSPHRASE = "correct horse battery staple"

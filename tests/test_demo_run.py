@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import DEMO_ARGV
 
 from audit.cli import cli
-from tests.conftest import DEMO_ARGV
 
 pytestmark = pytest.mark.slow
 
