@@ -135,6 +135,12 @@ def results():
     return json.loads(FIXTURE.read_text())
 
 
+@pytest.fixture(scope="module")
+def fixture_html(results) -> str:
+    """``results_to_html`` of the unchanged fixture (a second of charts), made once."""
+    return results_to_html(results)
+
+
 def test_render_writes_html_and_pdf(rendered):
     run, paths = rendered
     assert paths == {"html": run / "report.html", "pdf": run / "report.pdf"}
@@ -305,8 +311,8 @@ def test_concepts_without_histograms_show_nothing_not_an_apology(results):
     assert "Score distributions per group" not in text and "no score histograms" not in text
 
 
-def test_the_fixture_draws_a_histogram_for_every_charted_concept(results):
-    html = results_to_html(results)
+def test_the_fixture_draws_a_histogram_for_every_charted_concept(results, fixture_html):
+    html = fixture_html
     for t in results["treatment"]:
         assert f"Discriminator score distribution by group of {t['concept']} (real images)" \
             in html
@@ -314,12 +320,12 @@ def test_the_fixture_draws_a_histogram_for_every_charted_concept(results):
     assert "share of the group's images" in html
 
 
-def test_the_transfer_table_shows_each_concept_and_only_when_measured(results):
+def test_the_transfer_table_shows_each_concept_and_only_when_measured(results, fixture_html):
     import copy
 
     data = copy.deepcopy(results)
     assert data["transfer"] == []
-    assert "Transfer to generated images" not in results_to_html(data)
+    assert "Transfer to generated images" not in fixture_html  # the HTML of these results
     share = {"value": 0.405, "ci": [0.383, 0.426], "n": 2000, "k": 809}
     data["transfer"] = [{
         "concept": "stroke", "layer": "blocks.1.1", "method": "pca_mahalanobis_residual",
@@ -336,8 +342,8 @@ def test_the_transfer_table_shows_each_concept_and_only_when_measured(results):
            "23/2000 out of distribution" in text
 
 
-def test_results_to_html_needs_only_results(results):
-    html = results_to_html(results)
+def test_results_to_html_needs_only_results(fixture_html):
+    html = fixture_html
     assert "digits-synthetic-0" in html and "4. Representation" in html
 
 
