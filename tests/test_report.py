@@ -342,8 +342,8 @@ def test_the_transfer_table_shows_each_concept_and_only_when_measured(results, f
            "23/2000 out of distribution" in text
 
 
-def test_results_to_html_needs_only_results(fixture_html):
-    html = fixture_html
+def test_results_to_html_needs_only_results(results):
+    html = results_to_html(results)
     assert "digits-synthetic-0" in html and "4. Representation" in html
 
 
