@@ -384,9 +384,12 @@ def test_to_pdf_prints_the_report_html(doc, tmp_path, monkeypatch) -> None:
     assert printed["html"] == results.to_html(tmp_path / "report.html").read_text("utf-8")
     monkeypatch.undo()
     monkeypatch.setitem(sys.modules, "weasyprint", None)  # import weasyprint -> ImportError
+    drawn = []
+    monkeypatch.setattr(AuditResults, "_report_html", lambda self: drawn.append(self) or "")
     with pytest.raises(DependencyError, match="pip install weasyprint"):
         results.to_pdf(tmp_path / "report.pdf")
     assert not (tmp_path / "report.pdf").exists()
+    assert not drawn  # said before the report's charts were drawn (a second for nothing)
 
 
 # ------------------------------------------------------------------ front, docs

@@ -8,6 +8,7 @@ fails here, with the module and the line that broke it.
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,10 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str) -> Iterator[str]:
         yield full if full in MODULES else base
 
 
+@functools.cache
 def _imports() -> list[Import]:
+    """Every import of every audit module (read when a test first asks: parsing the source
+    takes 1.5 s, which every xdist worker would otherwise spend collecting this file)."""
     out = []
     for module, path in MODULES.items():
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
@@ -66,9 +70,6 @@ def _imports() -> list[Import]:
                     continue
                 out.extend(Import(module, t, node.lineno) for t in _targets(node, module))
     return out
-
-
-IMPORTS = _imports()
 
 
 def _internal(target: str) -> str | None:
@@ -80,7 +81,7 @@ def _internal(target: str) -> str | None:
 
 def _graph() -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in MODULES}
-    for imp in IMPORTS:
+    for imp in _imports():
         target = _internal(imp.target)
         if target is not None and target != imp.importer:
             graph[imp.importer].add(target)
@@ -180,7 +181,7 @@ def _violations(source: str, target: str) -> list[str]:
     for m in MODULES:
         if not _in(m, source):
             continue
-        direct = [i for i in IMPORTS if i.importer == m and _in(i.target, target)
+        direct = [i for i in _imports() if i.importer == m and _in(i.target, target)
                   and not (target == "audit" and _in(_internal(i.target) or "", source))]
         out += [f"{m} line {i.line} imports {i.target}" for i in direct]
         if target.startswith("audit") and target != "audit":
@@ -212,7 +213,7 @@ def test_documents_reach_no_torch_through_other_modules(package: str) -> None:
     graph = _graph()
     for m in (m for m in MODULES if _in(m, package)):
         for t in [m, *_reach(m, graph)]:
-            torchy = [i for i in IMPORTS if i.importer == t and _in(i.target, "torch")]
+            torchy = [i for i in _imports() if i.importer == t and _in(i.target, "torch")]
             assert not torchy, f"{m} reaches torch through {t} line {torchy[0].line}"
 
 
@@ -229,7 +230,7 @@ def test_the_graph_is_read_correctly() -> None:
     graph = _graph()
     assert "audit.measure.findings" in graph["audit.measure.results"]
     assert "audit.errors" in graph["audit.cli"]
-    assert any(_in(i.target, "torch") for i in IMPORTS if _in(i.importer, "audit.extract"))
+    assert any(_in(i.target, "torch") for i in _imports() if _in(i.importer, "audit.extract"))
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 

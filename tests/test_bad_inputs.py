@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import shared_folder
 from test_pipeline import TINY
 
 from audit.cli import cli
@@ -126,17 +127,15 @@ def _dirty_config(root: Path) -> dict:
 
 
 def shared_run(factory: pytest.TempPathFactory, kind: str) -> Path:
-    """A finished run folder, built once per test session: ``tiny`` (:data:`FIXED`) or
-    ``dirty`` (:func:`_dirty_config`). Copy it before changing anything."""
-    root = factory.getbasetemp() / f"shared-{kind}"
-    out = root / "run"
-    if not (root / "done").exists():
-        shutil.rmtree(root, ignore_errors=True)
-        cfg = {**FIXED, "out": str(out)} if kind == "tiny" else _dirty_config(root)
+    """A finished run folder, built once per test session (and shared by the xdist workers:
+    conftest's :func:`shared_folder`): ``tiny`` (:data:`FIXED`) or ``dirty``
+    (:func:`_dirty_config`). Copy it before changing anything."""
+    def build(root: Path) -> None:
+        cfg = {**FIXED, "out": str(root / "run")} if kind == "tiny" else _dirty_config(root)
         result = invoke("run", write_config(root / "audit.yaml", cfg))
         assert result.exit_code == 0, result.output
-        (root / "done").write_text("")
-    return out
+
+    return shared_folder(factory, f"shared-{kind}", build) / "run"
 
 
 def copy_run(src: Path, dst: Path) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import DEMO_ARGV
 
 from audit.cli import cli
 
@@ -30,13 +31,20 @@ def _commands() -> list[list[str]]:
             if line.strip() and not line.startswith("read ")]
 
 
-def test_the_walkthrough_runs_as_the_readme_says(tmp_path, monkeypatch) -> None:
+def test_the_walkthrough_runs_as_the_readme_says(tmp_path, monkeypatch, demo_run) -> None:
+    """The README's first command, `gan-audit demo --out reports/demo`, is the one that
+    conftest's shared ``demo_run`` ran (in a folder of its own, the same way): the walk-through
+    goes on from a copy of that run instead of running the demo a second time."""
     pytest.importorskip("pyhanko", reason="pyHanko (the 'sign' extra) signs PDFs")
     pytest.importorskip("weasyprint", reason="WeasyPrint renders the report PDF")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("GAN_AUDIT_PASSPHRASE", PASSPHRASE)
     outputs = {}
     for argv in _commands():
+        if argv[1:] == DEMO_ARGV:
+            shutil.copytree(demo_run[0], tmp_path / DEMO_ARGV[-1])
+            outputs["demo"] = demo_run[1]
+            continue
         if argv[0] == "pdfsig":
             if shutil.which("pdfsig") is None:
                 continue  # poppler-utils: installed by .ci/run

@@ -267,6 +267,7 @@ def test_run_under_torchrun_extracts_on_every_rank_then_finishes_on_rank_0(tmp_p
         "generator": {"spec": "builtin:digits-dcgan", "n": 100, "seed": 0, "batch_size": 50},
         "paired": {"source": "builtin:digits-paired", "n": 200},
         "real": {"source": "builtin:digits-audit", "n": 100},
+        "decoders": {"max_epochs": 8},  # rank 0's light stages: what is tested is who runs what
         "measure": {"n_boot": 50}, "report": {"pdf": False, "samples_per_group": 2},
         "out": str(tmp_path / "run")}))
     cmd, env = distributed.local_command(["audit", "run", str(config)], nproc=2)

@@ -38,7 +38,7 @@ TINY_DATA: dict[str, Any] = {
     "real": {"source": "builtin:digits-audit", "n": 120},
     "decoders": {"max_epochs": 8},
     "measure": {"n_boot": 50},
-    "report": {"pdf": False, "samples_per_group": 2},
+    "report": {"pdf": False, "samples_per_group": 2, "labelling_sample": 24},
     "device": "cpu",
 }
 

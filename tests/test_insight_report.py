@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -58,8 +59,15 @@ def insight_folder(tmp_path_factory):
     return out.parent
 
 
+@functools.cache
+def _fixture_view() -> dict:
+    """The report's view of the fixture (its charts take a second): made once, and each
+    render replaces its insight part in a copy."""
+    return results_to_view(ReportInputs(results=json.loads(FIXTURE.read_text())))
+
+
 def _render(insight):
-    ctx = results_to_view(ReportInputs(results=json.loads(FIXTURE.read_text())))
+    ctx = dict(_fixture_view())
     if insight is not ...:
         ctx["insight"] = insight
     return render_template("report/report.html.j2", ctx)

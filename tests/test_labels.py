@@ -278,6 +278,7 @@ def test_the_samples_stage_writes_a_stratified_labelling_sample(tmp_path_factory
     import pandas as pd
     from PIL import Image
     from test_bad_inputs import shared_run
+    from test_pipeline import TINY
 
     from audit.samples import LABEL_VIEW_PX
 
@@ -286,7 +287,8 @@ def test_the_samples_stage_writes_a_stratified_labelling_sample(tmp_path_factory
     predictions = pd.read_parquet(run / "predictions.parquet")
     gen = predictions[(predictions.split == "audit") & (predictions.source == "generated")]
     assert index["concepts"] == {"tone": ["light", "dark"], "stroke": ["thin", "thick"]}
-    assert index["n"] == min(200, len(gen))  # the tiny run has 120 generated images: all
+    n = TINY["report"]["labelling_sample"]
+    assert index["n"] == n < len(gen)  # 24 of the tiny run's 120 generated images
     decoded = gen.set_index("image_id")
     for item in labelling_sample(run):
         for concept, group in item.decoded.items():
@@ -296,7 +298,7 @@ def test_the_samples_stage_writes_a_stratified_labelling_sample(tmp_path_factory
     population = (gen.pred__tone.radd("tone=") + " & stroke=" + gen.pred__stroke).value_counts()
     assert index["design"]["population"] == population.to_dict()
     # the same draw as the library's, from the same seed
-    again, _ = sample_index(image_ids=gen.image_id.tolist(), n=200, seed=0,
+    again, _ = sample_index(image_ids=gen.image_id.tolist(), n=n, seed=0,
                             choices=index["concepts"],
                             decoded={c: gen[f"pred__{c}"].tolist() for c in index["concepts"]})
     assert [i["image_id"] for i in again["items"]] == [i["image_id"] for i in index["items"]]

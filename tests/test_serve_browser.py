@@ -1,7 +1,7 @@
 """gan-audit serve in a real browser: headless Chromium driven by Selenium (system chromedriver).
 
 One walk through the app on the served demo fixture, by keyboard: open the printed address,
-filter the findings, record a review, label 20 generated images with the number keys, re-render
+filter the findings, record a review, label 6 generated images with the number keys, re-render
 the report; then the review log verifies and the labels file holds every answer. A screenshot
 of each page goes to ``$GAN_AUDIT_TEST_ARTIFACTS`` (default ``.test-artifacts/``, ignored by
 git). Skipped, saying why, where Chromium, chromedriver or Selenium are missing.
@@ -41,7 +41,7 @@ from tests.test_serve import demo_run  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-N_IMAGES = 20
+N_IMAGES = 6  # labelled by keyboard, two concepts each (every key used 4 times; 20 took 8 s more)
 WAIT_S = 30
 
 
@@ -179,7 +179,7 @@ def test_review_and_label_by_keyboard_in_chromium(served, browser):
 
 
 def _label_by_keyboard(d, url: str) -> None:
-    """Label 20 images (two concepts each) with the number keys, one answer per page."""
+    """Label N_IMAGES images (two concepts each) with the number keys, one answer per page."""
     d.get(url.split("?")[0] + "label")
     name = _wait(d, ec.presence_of_element_located((By.ID, "labeller")))
     name.send_keys("K. Eyboard", Keys.ENTER)

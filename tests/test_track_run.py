@@ -28,7 +28,7 @@ TINY = {
     "real": {"source": "builtin:digits-audit", "n": 120},
     "decoders": {"max_epochs": 6, "random_baseline": False},
     "measure": {"n_boot": 50},
-    "report": {"pdf": False, "samples_per_group": 2},
+    "report": {"pdf": False, "samples_per_group": 2, "labelling_sample": 24},
     "track": {"n_boot": 99},
 }
 

@@ -213,13 +213,19 @@ def test_a_yaml_file_over_one_mib_is_refused_unread(tmp_path):
     from audit._yaml import MAX_YAML_BYTES, read_yaml
     from audit.errors import ConfigError
 
+    # One long block scalar: PyYAML reads it in a fraction of a second (a list of 350k
+    # items took 10 s), and the sizes sit on the bound: one byte over, then exactly on it.
+    head = "values: |\n  "
+    n = MAX_YAML_BYTES - len(head) - 1  # x * n and a newline: exactly MAX_YAML_BYTES bytes
     path = tmp_path / "big.yaml"
-    path.write_text("values: [" + "1, " * (MAX_YAML_BYTES // 3) + "1]\n")
+    path.write_text(head + "x" * (n + 1) + "\n")
+    assert path.stat().st_size == MAX_YAML_BYTES + 1
     with pytest.raises(ConfigError, match=r"big.yaml: larger than 1 MiB, the most a config or "
                                           r"concept set may be"):
         read_yaml(path)
-    path.write_text("values: [" + "1, " * (MAX_YAML_BYTES // 3 - 10) + "1]\n")
-    assert len(read_yaml(path)["values"]) == MAX_YAML_BYTES // 3 - 9  # just under: read
+    path.write_text(head + "x" * n + "\n")
+    assert path.stat().st_size == MAX_YAML_BYTES
+    assert read_yaml(path) == {"values": "x" * n + "\n"}  # on the bound: read
 
 
 def test_yaml_nested_too_deeply_is_a_message_not_a_recursion_error(tmp_path):

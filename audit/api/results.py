@@ -396,8 +396,9 @@ class AuditResults:
         DependencyError
             WeasyPrint cannot be loaded (the message says what to install).
         """
-        from audit.report.pdf import html_to_pdf
+        from audit.report.pdf import html_to_pdf, load_weasyprint
 
+        load_weasyprint()  # without it, fail before a second of drawing the report's charts
         return html_to_pdf(self._report_html(), Path(path))
 
     # ------------------------------------------------------------ plain parts
