@@ -339,9 +339,12 @@ def _disk_full(tmp: Path, shared) -> tuple[list, Path]:
 
 
 def _dirty(tmp: Path, shared) -> tuple[list, Path]:
-    """Re-run the dirty audit (every stage reused) and check its folder."""
-    run = shared("dirty")
-    return ["run", run.parent / "audit.yaml"], run
+    """Re-run a copy of the dirty audit (every stage reused) and check its folder. A copy:
+    the shared run is read by other tests, on other xdist workers, at the same time."""
+    src = shared("dirty")
+    run = copy_run(src, tmp / "run")
+    cfg = yaml.safe_load((src.parent / "audit.yaml").read_text(encoding="utf-8"))
+    return ["run", write_config(tmp / "audit.yaml", {**cfg, "out": str(run)})], run
 
 
 def _decoded_as(assign: dict[str, Callable]) -> Callable:
