@@ -101,6 +101,18 @@ def demo_run(tmp_path_factory) -> tuple[Path, str]:
     return folder / DEMO_ARGV[-1], (folder / "stdout.txt").read_text(encoding="utf-8")
 
 
+@pytest.fixture
+def quick_batch_norm(monkeypatch) -> None:
+    """The demo trainer recalibrates batch norm on 2 batches, not 50 (most of a tiny training
+    run's time), for tests whose assertions do not depend on the count."""
+    import functools
+
+    from audit.demo import train as train_module
+
+    monkeypatch.setattr(train_module, "_recalibrate_batch_norm", functools.partial(
+        train_module._recalibrate_batch_norm, batches=2))
+
+
 @pytest.fixture(scope="session")
 def cs():
     """The demo's concept set (digit, and the protected tone and stroke)."""

@@ -4,7 +4,6 @@ trend (fewer dark digits in later checkpoints) that the pixel rule confirms."""
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import shutil
@@ -103,14 +102,10 @@ def test_tampered_checkpoint_names_the_command_that_rebuilds_it(tmp_path, monkey
     assert f"digits-dcgan-e{epoch}" in str(info.value)
 
 
-def test_train_track_follows_its_schedule_and_is_reproducible(tmp_path, monkeypatch) -> None:
-    from audit.demo import train as train_module
+def test_train_track_follows_its_schedule_and_is_reproducible(tmp_path,
+                                                               quick_batch_norm) -> None:
     from audit.demo.train import train, train_track
 
-    # Batch norm recalibrated on 2 batches, not 50 (5 recalibrations took 15 of the 19 s);
-    # what is asserted (schedule, reproducibility, dtypes) does not depend on the count.
-    monkeypatch.setattr(train_module, "_recalibrate_batch_norm", functools.partial(
-        train_module._recalibrate_batch_norm, batches=2))
     quiet = {"n_images": 16, "batch_size": 8, "check_n": 0, "log": lambda message: None}
     train(out=tmp_path / "base", epochs=1, seed=0, **quiet)
     kwargs = {"base": tmp_path / "base", "schedule": (0.5, 0.0), "save_epochs": (61, 62),

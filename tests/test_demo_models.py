@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import shutil
 
@@ -92,14 +91,9 @@ def test_models_are_small():
     assert n_g + n_d < 750_000
 
 
-def test_train_writes_loadable_reproducible_weights(tmp_path, monkeypatch):
-    from audit.demo import train as train_module
+def test_train_writes_loadable_reproducible_weights(tmp_path, monkeypatch, quick_batch_norm):
     from audit.demo.train import train
 
-    # Batch norm recalibrated on 2 batches, not 50 (most of the time); what is asserted
-    # does not depend on the count.
-    monkeypatch.setattr(train_module, "_recalibrate_batch_norm", functools.partial(
-        train_module._recalibrate_batch_norm, batches=2))
     kwargs = {"epochs": 1, "seed": 0, "n_images": 16, "batch_size": 8, "check_n": 0,
               "log": lambda message: None}
     summary = train(out=tmp_path / "a", **kwargs)
