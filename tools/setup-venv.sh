@@ -2,9 +2,9 @@
 # Set up .venv for gan-audit from nothing, fast: `tools/setup-venv.sh VENV EXTRAS LOG`.
 # Called by the Makefile (`make demo` asks for no extras, `make test` for "test").
 #
-# 1. CPU torch, pinned: an unpinned torch (or a range, asked for by another package)
-#    would pull a multi-GB CUDA build. A local wheel is used where the machine has one
-#    (pip's find-links: PIP_FIND_LINKS or pip's config).
+# 1. CPU torch, pinned: PyPI's torch for Linux (pinned or not) is a multi-GB CUDA build.
+#    A local wheel for this Python is used where the machine has one (pip's find-links:
+#    PIP_FIND_LINKS or pip's config), PyTorch's CPU index otherwise.
 # 2. uv installs torch, the project and pip in one step when uv can be had (on PATH, or
 #    fetched by the system's pip into VENV/.uv, about 2 s): it resolves, downloads and
 #    unpacks in parallel, in about 2 s with a warm cache. The venv is made without pip
@@ -34,25 +34,31 @@ elif [ -x "$VENV/.uv/bin/uv" ] \
 fi
 find_links=${PIP_FIND_LINKS:-$("$PYTHON" -m pip config get global.find-links 2>/dev/null || true)}
 
-# Without a local torch wheel, uv takes torch from PyTorch's CPU index (not PyPI's CUDA build).
-torch_from=(--torch-backend cpu)
+# torch from a local CPU wheel for this Python where pip's find-links has one, else from
+# PyTorch's CPU index: PyPI's torch for Linux is the multi-GB CUDA build, pinned or not.
+CPU_INDEX=https://download.pytorch.org/whl/cpu
+tag=$("$BIN/python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+local_torch=""
 for d in $find_links; do
-  compgen -G "${d#file://}/torch-$TORCH_VERSION*.whl" >/dev/null && torch_from=() && break
+  compgen -G "${d#file://}/torch-$TORCH_VERSION*-$tag-*.whl" >/dev/null && local_torch=1 && break
 done
+uv_torch=(--torch-backend cpu); [ -n "$local_torch" ] && uv_torch=()
 
 uv_install() {  # uv pip install ARGS... into the venv; find-links as pip has them
   [ -n "$uv" ] || return 1
-  UV_FIND_LINKS="$find_links" "$uv" pip install -q --python "$BIN/python" "$@" >>"$LOG" 2>&1
+  UV_FIND_LINKS=$(echo $find_links | tr ' ' ',') \
+    "$uv" pip install -q --python "$BIN/python" "$@" >>"$LOG" 2>&1
 }
 pip_install() {  # the fallback: pip in the venv (ensurepip first if the venv has none)
   "$BIN/python" -m pip --version >/dev/null 2>&1 || "$BIN/python" -m ensurepip >>"$LOG" 2>&1
   "$BIN/python" -m pip install -q "$@" >>"$LOG" 2>&1
 }
 
-if ! uv_install "${torch_from[@]}" "torch==$TORCH_VERSION" -e "$SPEC" pip; then
+# ${a[@]+"${a[@]}"}: an empty array under set -u on bash < 4.4 (macOS's) too.
+if ! uv_install ${uv_torch[@]+"${uv_torch[@]}"} "torch==$TORCH_VERSION" -e "$SPEC" pip; then
   if ! "$BIN/python" -c "import torch" 2>/dev/null; then
-    pip_install "torch==$TORCH_VERSION" \
-      || pip_install "torch==$TORCH_VERSION" --index-url https://download.pytorch.org/whl/cpu \
+    { [ -n "$local_torch" ] && pip_install "torch==$TORCH_VERSION"; } \
+      || pip_install "torch==$TORCH_VERSION" --index-url "$CPU_INDEX" \
       || { tail -20 "$LOG" >&2; exit 1; }
   fi
   # torch is in: the project's range (which 2.13 satisfies) installs no other torch.
