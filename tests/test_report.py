@@ -361,6 +361,10 @@ def test_the_manifest_lists_each_recorded_file_as_a_table_row(rendered):
     assert rows == [{"path": "a.png", "size": "not recorded", "sha256": "not recorded"},
                     {"path": "b.png", "size": "not recorded", "sha256": "not recorded"},
                     {"path": "c.png", "size": "1,234,567", "sha256": "ab"}]
+    # artifacts that are not a mapping are not dropped: they show as another manifest field
+    html = results_to_html(json.loads(FIXTURE.read_text()),
+                           manifest={**manifest, "artifacts": ["<b>odd</b>"]})
+    assert "Other manifest fields" in html and "&lt;b&gt;odd&lt;/b&gt;" in html
 
 
 def test_results_to_html_needs_only_results(results):
