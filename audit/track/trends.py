@@ -232,6 +232,25 @@ def _evidence(series: Sequence[SeriesRow]) -> dict[str, Any]:
                        for r in series]}
 
 
+def _record(*, curve: str, group: str, series: Sequence[SeriesRow], evidence: dict[str, Any],
+            **fields: Any) -> dict[str, Any]:
+    """A tracking finding: what both kinds share (subject, evidence of every point, no
+    decoder validity of its own, no threshold) around ``fields``."""
+    from audit.measure.findings import finding_record
+
+    return finding_record(**_subject(curve, group), threshold=None,
+                          evidence={**_evidence(series), "curve": curve, **evidence},
+                          validity={"decodable": None, "balanced_accuracy": None,
+                                    "group_accuracy": {}},
+                          confidence="normal", **fields)
+
+
+def _sentence(curve: str) -> str:
+    """The curve in words, capitalised to start a sentence."""
+    words = curve_words(curve)
+    return words[:1].upper() + words[1:]
+
+
 def _per(series: Sequence[SeriesRow]) -> str:
     return "unit of the setting" if any(r.setting is not None for r in series) else "point"
 
@@ -239,25 +258,23 @@ def _per(series: Sequence[SeriesRow]) -> str:
 def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: str,
                    settings: TrendSettings) -> dict[str, Any]:
     from audit.formatting import pvalue
-    from audit.measure.findings import finding_record
 
-    last = _usable(series)[-1] if _usable(series) else None
+    usable = _usable(series)
+    last = usable[-1] if usable else None
     slope, change = trend.slope or 0.0, trend.change or 0.0  # (set: tested curves only)
     low, high = trend.slope_ci or (math.nan, math.nan)
     severity = _severity(trend.p_holm, trend.p_bh, _big(trend.family, change, last, settings),
                          settings.alpha)
     word = "rises" if change > 0 else "falls"  # along the points' order
     ns = [r.n for r in series if r.n is not None]
-    return finding_record(
+    return _record(
         id=f"F-TRD-{_slug(trend.curve)}-{_slug(trend.group)}", kind="trend",
-        severity=severity, **_subject(trend.curve, trend.group), metric="slope",
-        value=slope, ci=[low, high], n=min(ns) if ns else None,
-        p_value=trend.p_value, p_holm=trend.p_holm, p_bh=trend.p_bh, threshold=None,
-        evidence={**_evidence(series), "curve": trend.curve, "fitted_change": change,
-                  "method": trend.method, "n_points": trend.n_points, "baseline": baseline},
-        validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
-        confidence="normal",
-        summary=(f"{curve_words(trend.curve)[0].upper()}{curve_words(trend.curve)[1:]} of "
+        severity=severity, curve=trend.curve, group=trend.group, series=series,
+        metric="slope", value=slope, ci=[low, high], n=min(ns) if ns else None,
+        p_value=trend.p_value, p_holm=trend.p_holm, p_bh=trend.p_bh,
+        evidence={"fitted_change": change, "method": trend.method,
+                  "n_points": trend.n_points, "baseline": baseline},
+        summary=(f"{_sentence(trend.curve)} of "
                  f"{trend.group} {word} from {series[0].point} to {series[-1].point} "
                  f"({trend.n_points} points): {change:+.3g} over the range, {slope:+.3g} per "
                  f"{_per(series)} ({low:+.3g} to {high:+.3g}); Holm-corrected p = "
@@ -267,23 +284,18 @@ def _trend_finding(trend: CurveTrend, series: Sequence[SeriesRow], *, baseline: 
 def _change_finding(change: CurveChange, series: Sequence[SeriesRow], *,
                     settings: TrendSettings) -> dict[str, Any]:
     from audit.formatting import pvalue
-    from audit.measure.findings import finding_record
 
     family = curve_family(change.curve)
     at = next(r for r in series if r.point == change.point)
     severity = _severity(change.p_holm, change.p_bh,
                          _big(family, change.difference, at, settings), settings.alpha)
-    return finding_record(
+    return _record(
         id=f"F-CHG-{_slug(change.curve)}-{_slug(change.group)}-{_slug(change.point)}",
-        kind="change_point", severity=severity, **_subject(change.curve, change.group),
-        metric="difference_from_baseline", value=change.difference, ci=list(change.ci),
-        n=at.n, p_value=change.p_value, p_holm=change.p_holm, p_bh=change.p_bh,
-        threshold=None,
-        evidence={**_evidence(series), "curve": change.curve, "point": change.point,
-                  "baseline": change.baseline},
-        validity={"decodable": None, "balanced_accuracy": None, "group_accuracy": {}},
-        confidence="normal",
-        summary=(f"{curve_words(change.curve)[0].upper()}{curve_words(change.curve)[1:]} of "
+        kind="change_point", severity=severity, curve=change.curve, group=change.group,
+        series=series, metric="difference_from_baseline", value=change.difference,
+        ci=list(change.ci), n=at.n, p_value=change.p_value, p_holm=change.p_holm,
+        p_bh=change.p_bh, evidence={"point": change.point, "baseline": change.baseline},
+        summary=(f"{_sentence(change.curve)} of "
                  f"{change.group} at {change.point} differs from the "
                  f"baseline {change.baseline} by {change.difference:+.3g} "
                  f"({change.ci[0]:+.3g} to {change.ci[1]:+.3g}, n = {at.n}); "
