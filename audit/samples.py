@@ -116,29 +116,38 @@ def _sources(cfg: AuditConfig, concept_set: ConceptSet, device: str,
 
 def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
                   device: str = "cpu") -> dict[str, Any]:
-    """Write the report's image grids from ``predictions.parquet``; returns the index."""
+    """Write the report's image grids (and the labelling sample) from
+    ``predictions.parquet``; returns the grids' index."""
     import pandas as pd
 
     run_dir = Path(run_dir)
     k = cfg.report.samples_per_group
     out = ensure_dir(run_dir / "samples")
     index: dict[str, Any] = {"per_group": k, "grids": []}
-    if k == 0 and not _wants_labelling(cfg, concept_set):
-        atomic_write_json(out / "index.json", index)
-        return index
-    predictions = pd.read_parquet(run_dir / "predictions.parquet")
-    audit = predictions[predictions["split"] == "audit"]
-    model, real_source, gen_source = _sources(cfg, concept_set, device, run_dir)
-    if _wants_labelling(cfg, concept_set):
-        write_labelling_sample(audit[audit["source"] == "generated"], gen_source, run_dir,
-                               concept_set, n=cfg.report.labelling_sample,
-                               seed=cfg.report.labelling_seed,
-                               value_range=tuple(model.input.value_range))
-    if k == 0:
-        atomic_write_json(out / "index.json", index)
-        return index
-    value_range = tuple(model.input.value_range)
-    rng = np.random.default_rng(cfg.report.samples_per_group)
+    labelling = _wants_labelling(cfg, concept_set)
+    if k > 0 or labelling:
+        predictions = pd.read_parquet(run_dir / "predictions.parquet")
+        audit = predictions[predictions["split"] == "audit"]
+        model, real_source, gen_source = _sources(cfg, concept_set, device, run_dir)
+        value_range = tuple(model.input.value_range)
+        if labelling:
+            write_labelling_sample(audit[audit["source"] == "generated"], gen_source, run_dir,
+                                   concept_set, n=cfg.report.labelling_sample,
+                                   seed=cfg.report.labelling_seed, value_range=value_range)
+        if k > 0:
+            index["grids"] = _grids(audit, concept_set, out, k=k, value_range=value_range,
+                                    sources=(real_source, gen_source))
+    atomic_write_json(out / "index.json", index)
+    return index
+
+
+def _grids(audit: Any, concept_set: ConceptSet, out: Path, *, k: int,
+           value_range: tuple[float, float], sources: tuple[Any, Any]) -> list[dict[str, Any]]:
+    """Write each group's grid of ``k`` generated images and the real images D scored
+    lowest and highest into ``out``; returns their index entries."""
+    real_source, gen_source = sources
+    grids = []
+    rng = np.random.default_rng(k)
     generated = audit[audit["source"] == "generated"]
     for concept in concept_set.concepts:
         for group in concept.groups:
@@ -151,17 +160,15 @@ def write_samples(cfg: AuditConfig, run_dir: Path, concept_set: ConceptSet, *,
                 images = _images(gen_source, [str(i) for i in pick])
                 _save_png(out / entry["file"], images_to_grid(images, value_range=value_range))
                 entry["n_shown"] = len(images)
-            index["grids"].append(entry)
+            grids.append(entry)
     real = audit[audit["source"] == "real"].sort_values("score", kind="stable")
     for name, rows in (("lowest", real.head(k)), ("highest", real.tail(k).iloc[::-1])):
         if len(rows):
             images = _images(real_source, [str(i) for i in rows["image_id"]])
             _save_png(out / f"real-{name}.png", images_to_grid(images, value_range=value_range))
-        index["grids"].append({"file": f"real-{name}.png", "kind": f"real-{name}",
-                               "n_shown": len(rows),
-                               "scores": [float(s) for s in rows["score"]]})
-    atomic_write_json(out / "index.json", index)
-    return index
+        grids.append({"file": f"real-{name}.png", "kind": f"real-{name}",
+                      "n_shown": len(rows), "scores": [float(s) for s in rows["score"]]})
+    return grids
 
 
 def _wants_labelling(cfg: AuditConfig, concept_set: ConceptSet) -> bool:
